@@ -1,0 +1,45 @@
+# pvgrub-py developer entry points.  `make demo` and `make test` each run
+# `setup` first, so on a fresh Debian 12 machine they are the only two
+# commands needed.
+
+PYTHON ?= python3
+PIP ?= $(PYTHON) -m pip
+# Debian packages the project uses.  Keep this list the single source.
+DEBIAN_PACKAGES = swtpm swtpm-tools tpm2-tools xenstore-utils libxen-dev pkg-config
+SETUP_STAMP = .setup.stamp
+PYTEST_ARGS ?=
+
+.PHONY: setup test test-fast demo bench lint clean
+
+$(SETUP_STAMP): Makefile setup.py
+	@missing=""; for p in $(DEBIAN_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "setup: installing Debian packages:$$missing"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q $$missing; \
+	fi
+	$(PIP) install -q -e '.[test]'
+	@touch $(SETUP_STAMP)
+
+setup: $(SETUP_STAMP)
+
+test: setup
+	$(PYTHON) -m pytest $(PYTEST_ARGS)
+
+test-fast: setup
+	$(PYTHON) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+demo: setup
+	$(PYTHON) -m pvgrub_py.demo
+
+bench: setup
+	$(PYTHON) bench/run.py
+
+lint: setup
+	ruff check pvgrub_py tests bench
+	mypy
+
+clean:
+	rm -rf build *.egg-info $(SETUP_STAMP) .pytest_cache .mypy_cache .ruff_cache
