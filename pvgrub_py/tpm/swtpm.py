@@ -1,0 +1,162 @@
+"""swtpm's two sockets: the TPM data channel and the control channel.
+
+The data channel carries raw TPM commands.  The control channel carries
+swtpm's own ``CMD_*`` requests (swtpm's ``ptm`` interface: a big-endian u32
+command code plus payload in, a u32 result plus payload out), which is how
+a TPM is power-cycled (``CMD_INIT``) and stopped (``CMD_SHUTDOWN``) from
+outside, the way a hypervisor resets a vTPM when its guest reboots.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+import threading
+from dataclasses import dataclass
+
+from pvgrub_py.tpm.errors import TpmProtocolError, TpmTransportError
+from pvgrub_py.tpm.transport import check_command, receive_response
+
+DEFAULT_TIMEOUT = 30.0
+
+# swtpm control channel command codes (swtpm's ptm interface).
+CMD_GET_CAPABILITY = 0x01
+CMD_INIT = 0x02
+CMD_SHUTDOWN = 0x03
+CMD_GET_TPMESTABLISHED = 0x04
+CMD_SET_LOCALITY = 0x05
+CMD_CANCEL_TPM_CMD = 0x09
+CMD_STOP = 0x0E
+#: CMD_INIT flag: drop volatile state, so the TPM starts as after power-on.
+INIT_FLAG_DELETE_VOLATILE = 0x01
+
+
+@dataclass(frozen=True)
+class SocketAddress:
+    """Either a TCP (host, port) or a unix socket path."""
+
+    host: str | None = None
+    port: int | None = None
+    path: str | None = None
+
+    def __str__(self) -> str:
+        if self.path is not None:
+            return f"unix:{self.path}"
+        return f"tcp:{self.host}:{self.port}"
+
+    def connect(self, timeout: float) -> socket.socket:
+        try:
+            if self.path is not None:
+                sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                sock.settimeout(timeout)
+                sock.connect(self.path)
+            else:
+                assert self.host is not None and self.port is not None
+                sock = socket.create_connection((self.host, self.port), timeout=timeout)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError as e:
+            raise TpmTransportError(f"cannot connect to swtpm at {self}: {e.strerror or e}") from None
+        return sock
+
+
+def _recv_exact(sock: socket.socket, n: int, where: str) -> bytes:
+    chunks: list[bytes] = []
+    remaining = n
+    while remaining:
+        try:
+            chunk = sock.recv(remaining)
+        except TimeoutError:
+            raise TpmTransportError(f"{where}: timed out waiting for the TPM") from None
+        except OSError as e:
+            raise TpmTransportError(f"{where}: {e.strerror or e}") from None
+        if not chunk:
+            got = n - remaining
+            raise TpmTransportError(f"{where}: connection closed after {got} of {n} bytes")
+        chunks.append(chunk)
+        remaining -= len(chunk)
+    return b"".join(chunks)
+
+
+class SwtpmTransport:
+    """The data channel: one persistent connection, one command at a time."""
+
+    def __init__(self, address: SocketAddress, timeout: float = DEFAULT_TIMEOUT) -> None:
+        self.address = address
+        self.timeout = timeout
+        self._sock: socket.socket | None = None
+        self._lock = threading.Lock()
+
+    def _connection(self) -> socket.socket:
+        if self._sock is None:
+            self._sock = self.address.connect(self.timeout)
+        return self._sock
+
+    def transmit(self, command: bytes) -> bytes:
+        check_command(command)
+        where = f"swtpm {self.address}"
+        with self._lock:
+            sock = self._connection()
+            try:
+                sock.sendall(command)
+                return receive_response(lambda n: _recv_exact(sock, n, where))
+            except OSError as e:
+                self._drop()
+                raise TpmTransportError(f"{where}: {e.strerror or e}") from None
+            except (TpmTransportError, TpmProtocolError):
+                # The stream position is unknown now; never reuse it.
+                self._drop()
+                raise
+
+    def _drop(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+    def close(self) -> None:
+        with self._lock:
+            self._drop()
+
+    def __enter__(self) -> SwtpmTransport:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class SwtpmControl:
+    """The control channel.  One connection per request keeps it simple and
+    immune to a half-read answer poisoning the next request."""
+
+    def __init__(self, address: SocketAddress, timeout: float = DEFAULT_TIMEOUT) -> None:
+        self.address = address
+        self.timeout = timeout
+
+    def request(self, code: int, payload: bytes = b"", answer_size: int = 0) -> bytes:
+        """Send one control command; return the answer after the result code."""
+        where = f"swtpm control {self.address}"
+        sock = self.address.connect(self.timeout)
+        with sock:
+            try:
+                sock.sendall(struct.pack(">I", code) + payload)
+            except OSError as e:
+                raise TpmTransportError(f"{where}: {e.strerror or e}") from None
+            (result,) = struct.unpack(">I", _recv_exact(sock, 4, where))
+            if result != 0:
+                raise TpmTransportError(f"{where}: command 0x{code:02x} failed with 0x{result:x}")
+            return _recv_exact(sock, answer_size, where) if answer_size else b""
+
+    def init(self, delete_volatile: bool = True) -> None:
+        """Power-cycle the TPM (TPM_Init).  A TPM_Startup must follow."""
+        flags = INIT_FLAG_DELETE_VOLATILE if delete_volatile else 0
+        self.request(CMD_INIT, struct.pack(">I", flags))
+
+    def shutdown(self) -> None:
+        """Stop swtpm; it exits after answering."""
+        self.request(CMD_SHUTDOWN)
+
+    def capabilities(self) -> int:
+        (caps,) = struct.unpack(">Q", b"\0\0\0\0" + self.request(CMD_GET_CAPABILITY, answer_size=4))
+        return int(caps)
+
+    def set_locality(self, locality: int) -> None:
+        self.request(CMD_SET_LOCALITY, bytes([locality]))
