@@ -144,6 +144,19 @@ class SwtpmProcess:
     def control(self) -> SwtpmControl:
         return SwtpmControl(self.ctrl)
 
+    def power_cycle(self) -> None:
+        """Power-cycle the TPM and start it again: PCRs 0-15 back to zero.
+
+        This is what a vTPM must do when its guest (re)boots: the measurements
+        of one boot must not mix with those of the last.
+        """
+        self.control().init(delete_volatile=True)
+        if self.startup:
+            from pvgrub_py.tpm.client import TpmClient
+
+            with TpmClient(self.transport(), version="2.0" if self.tpm2 else "1.2") as client:
+                client.startup()
+
     def stop(self) -> None:
         if self._proc is not None and self._proc.poll() is None:
             try:

@@ -1,0 +1,151 @@
+"""A version-neutral TPM client: the few operations measured boot needs.
+
+It hides whether the TPM speaks 1.2 or 2.0 behind startup / extend /
+read, detects which one it is talking to the way Linux's ``tpm2_probe``
+does, and never pipelines: each command waits for its answer (the
+transport enforces it).
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Literal
+
+from pvgrub_py.errors import UsageError
+from pvgrub_py.tpm import tpm2, tpm12
+from pvgrub_py.tpm.algorithms import BY_NAME, SHA1, HashAlgorithm
+from pvgrub_py.tpm.errors import TpmProtocolError, TpmReturnCode
+from pvgrub_py.tpm.transport import TpmTransport
+
+TpmVersion = Literal["1.2", "2.0"]
+
+#: TPM 1.2 TPM_INVALID_POSTINIT and TPM 2.0 TPM_RC_INITIALIZE: what a second
+#: TPM_Startup returns.  For `ensure_started` they mean "already started".
+_TPM12_INVALID_POSTINIT = 0x26
+_TPM2_RC_INITIALIZE = 0x100
+
+
+def detect_version(transport: TpmTransport) -> TpmVersion:
+    """Ask TPM2_GetCapability; a TPM 2.0 answers with a TPM 2.0 tag.
+
+    A TPM 1.2 rejects the unknown tag with a 1.2 response (tag 0x00C4).
+    """
+    answer = transport.transmit(tpm2.build_get_capability())
+    if len(answer) < 2:
+        raise TpmProtocolError(f"TPM answered the version probe with {len(answer)} bytes")
+    (tag,) = struct.unpack_from(">H", answer)
+    if tag in (tpm2.TPM_ST_NO_SESSIONS, tpm2.TPM_ST_SESSIONS):
+        return "2.0"
+    if tag in (0x00C4, 0x00C5, 0x00C6):
+        return "1.2"
+    raise TpmProtocolError(f"TPM answered the version probe with unknown tag 0x{tag:04x}")
+
+
+class TpmClient:
+    def __init__(self, transport: TpmTransport, version: TpmVersion | None = None) -> None:
+        self.transport = transport
+        self.version: TpmVersion = version or detect_version(transport)
+        self._banks: tuple[HashAlgorithm, ...] | None = None
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    def startup(self) -> None:
+        """TPM_Startup(ST_CLEAR) / TPM2_Startup(SU_CLEAR); raises if refused."""
+        if self.version == "1.2":
+            tpm12.parse_startup_response(self.transport.transmit(tpm12.build_startup()))
+        else:
+            tpm2.parse_startup_response(self.transport.transmit(tpm2.build_startup()))
+
+    def ensure_started(self) -> bool:
+        """Send Startup; True if this call started the TPM, False if it already was."""
+        try:
+            self.startup()
+        except TpmReturnCode as e:
+            if e.code in (_TPM12_INVALID_POSTINIT, _TPM2_RC_INITIALIZE):
+                return False
+            raise
+        return True
+
+    def close(self) -> None:
+        self.transport.close()
+
+    def __enter__(self) -> TpmClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- banks ---------------------------------------------------------------------
+
+    def active_banks(self) -> tuple[HashAlgorithm, ...]:
+        """Banks an extend must carry: SHA-1 on 1.2, the allocated banks on 2.0."""
+        if self._banks is None:
+            if self.version == "1.2":
+                self._banks = (SHA1,)
+            else:
+                answer = self.transport.transmit(tpm2.build_get_capability())
+                self._banks = tpm2.parse_active_banks(answer)
+        return self._banks
+
+    # -- PCRs ----------------------------------------------------------------------
+
+    def extend(self, pcr: int, digests: Mapping[str, bytes]) -> None:
+        """Extend ``pcr`` with the digest of every active bank.
+
+        A TPM 2.0 extend carries every active bank in one command, as Linux
+        does; a digest missing for an active bank is a caller error, since
+        silently skipping a bank would leave it unmeasured.
+        """
+        if self.version == "1.2":
+            if "sha1" not in digests:
+                raise UsageError("a TPM 1.2 extend needs a sha1 digest")
+            answer = self.transport.transmit(tpm12.build_extend(pcr, digests["sha1"]))
+            tpm12.parse_extend_response(answer)
+            return
+        banks = self.active_banks()
+        missing = [alg.name for alg in banks if alg.name not in digests]
+        if missing:
+            raise UsageError(f"the TPM has active banks without a digest: {', '.join(missing)}")
+        pairs = [(alg, digests[alg.name]) for alg in banks]
+        tpm2.parse_pcr_extend_response(self.transport.transmit(tpm2.build_pcr_extend(pcr, pairs)))
+
+    def read_pcrs(
+        self, pcrs: Iterable[int], banks: Sequence[HashAlgorithm] | None = None
+    ) -> dict[str, dict[int, bytes]]:
+        """PCR values per bank name; banks default to the active ones."""
+        wanted = list(pcrs)
+        banks = tuple(banks) if banks is not None else self.active_banks()
+        if self.version == "1.2":
+            if banks != (SHA1,):
+                raise UsageError("a TPM 1.2 has only the sha1 bank")
+            return {"sha1": {p: self._read12(p) for p in wanted}}
+        return self._read2(wanted, banks)
+
+    def _read12(self, pcr: int) -> bytes:
+        return tpm12.parse_pcr_read_response(self.transport.transmit(tpm12.build_pcr_read(pcr)))
+
+    def _read2(self, pcrs: list[int], banks: Sequence[HashAlgorithm]) -> dict[str, dict[int, bytes]]:
+        # A TPM may return fewer digests than selected (TPM2_PCR_Read, Part 3
+        # 22.4): ask again for the rest until nothing is left or no progress.
+        asked = tpm2.selections_from({alg: pcrs for alg in banks})
+        values: dict[str, dict[int, bytes]] = {alg.name: {} for alg in banks}
+        while asked:
+            answer = tpm2.decode_pcr_read_response(
+                self.transport.transmit(tpm2.PcrReadCommand(asked).encode())
+            )
+            got = answer.values()
+            if not got:
+                raise TpmProtocolError("TPM2_PCR_Read returned no digest for a selected PCR")
+            for (alg, pcr), digest in got.items():
+                values[alg.name][pcr] = digest
+            asked = tpm2.remaining_selections(asked, answer)
+        return values
+
+
+def bank_names(banks: Iterable[HashAlgorithm]) -> list[str]:
+    return [b.name for b in banks]
+
+
+def banks_by_name(names: Iterable[str]) -> tuple[HashAlgorithm, ...]:
+    return tuple(BY_NAME[n] for n in names)
