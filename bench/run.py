@@ -21,7 +21,6 @@ import json
 import os
 import resource
 import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -76,7 +75,9 @@ def bench_predict(tmp: Path) -> dict[str, Any]:
     hashlib_baseline([kernel, initrd])  # warm the page cache
     banks = (SHA1, SHA256)
     base = best_of(5, lambda: hashlib_baseline([kernel, initrd]))
-    ours = best_of(5, lambda: measure_boot_files(str(kernel), str(initrd), "root=/dev/xvda1 ro", banks))
+    ours = best_of(
+        5, lambda: measure_boot_files(str(kernel), str(initrd), "root=/dev/xvda1 ro", banks)
+    )
     return {"baseline_s": base, "ours_s": ours, "ratio": ours / base, "target": 1.3}
 
 

@@ -52,7 +52,9 @@ def boot_one(guest: SampleGuest, tpm2: bool, out: Path) -> bool:
     with SwtpmProcess(tpm2=tpm2) as tpm, TpmClient(tpm.transport()) as client:
         banks = client.active_banks()
         banner(f"{flavour} vTPM ({tpm.uri}), banks {', '.join(b.name for b in banks)}")
-        measurements = measure_boot_files(str(guest.kernel), str(guest.initrd), guest.cmdline, banks)
+        measurements = measure_boot_files(
+            str(guest.kernel), str(guest.initrd), guest.cmdline, banks
+        )
         predicted = predict_pcrs(measurements, banks)
         print("Measured, in extend order:")
         print(format_measurements(measurements))

@@ -20,7 +20,7 @@ def fixtures_dir() -> Path:
 
 
 @pytest.fixture
-def swtpm12() -> Iterator["SwtpmProcess"]:
+def swtpm12() -> Iterator[SwtpmProcess]:
     """A fresh TPM 1.2 swtpm, started the way Xen's vtpm-stubdom starts (TPM_Startup done)."""
     from pvgrub_py.tpm.launcher import SwtpmProcess
 
@@ -29,7 +29,7 @@ def swtpm12() -> Iterator["SwtpmProcess"]:
 
 
 @pytest.fixture
-def swtpm2() -> Iterator["SwtpmProcess"]:
+def swtpm2() -> Iterator[SwtpmProcess]:
     """A fresh TPM 2.0 swtpm with TPM2_Startup done."""
     from pvgrub_py.tpm.launcher import SwtpmProcess
 
@@ -38,4 +38,4 @@ def swtpm2() -> Iterator["SwtpmProcess"]:
 
 
 if False:  # for type checkers only
-    from pvgrub_py.tpm.launcher import SwtpmProcess  # noqa: F401
+    from pvgrub_py.tpm.launcher import SwtpmProcess

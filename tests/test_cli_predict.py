@@ -55,11 +55,17 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
 @pytest.mark.parametrize(
     ("args", "status", "message"),
     [
-        (["--kernel", "/nonexistent/vmlinuz", "--cmdline", "x"], 1,
-         "pvgrubctl: kernel /nonexistent/vmlinuz: No such file or directory"),
+        (
+            ["--kernel", "/nonexistent/vmlinuz", "--cmdline", "x"],
+            1,
+            "pvgrubctl: kernel /nonexistent/vmlinuz: No such file or directory",
+        ),
         (["--kernel", "/", "--cmdline", "x"], 1, "pvgrubctl: kernel /: a directory"),
-        (["--kernel", "K", "--cmdline", "x", "--bank", "md5"], 2,
-         "pvgrubctl: unknown hash bank 'md5' (known: sha1,sha256,sha384,sha512,sm3_256)"),
+        (
+            ["--kernel", "K", "--cmdline", "x", "--bank", "md5"],
+            2,
+            "pvgrubctl: unknown hash bank 'md5' (known: sha1,sha256,sha384,sha512,sm3_256)",
+        ),
         (["--cmdline", "x"], 2, "error: the following arguments are required: --kernel"),
     ],
 )

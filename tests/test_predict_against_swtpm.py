@@ -59,7 +59,9 @@ def test_random_boots_match_prediction(tmp_path: Path, tpm2: bool) -> None:
 
 
 @pytest.mark.parametrize("tpm2", [False, True], ids=["tpm12", "tpm20"])
-def test_cli_json_matches_tpm(tmp_path: Path, tpm2: bool, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_json_matches_tpm(
+    tmp_path: Path, tpm2: bool, capsys: pytest.CaptureFixture[str]
+) -> None:
     kernel, initrd = tmp_path / "vmlinuz", tmp_path / "initrd"
     kernel.write_bytes(os.urandom(100_000))
     initrd.write_bytes(os.urandom(50_000))

@@ -26,7 +26,9 @@ def cmdline_bytes(cmdline: str) -> bytes:
     """
     data = cmdline.encode("utf-8", "surrogateescape")
     if b"\0" in data:
-        raise UsageError("cmdline contains a NUL byte; the kernel would see only the part before it")
+        raise UsageError(
+            "cmdline contains a NUL byte; the kernel would see only the part before it"
+        )
     return data
 
 

@@ -68,7 +68,9 @@ def _inflate_first_member(f: BinaryIO, label: str, isize: int) -> Iterator[bytes
                 out = inflater.decompress(data, CHUNK_SIZE)
             except zlib.error as e:
                 if "incorrect length check" in str(e):
-                    raise InputError(label, "gzip trailer length disagrees with the stream") from None
+                    raise InputError(
+                        label, "gzip trailer length disagrees with the stream"
+                    ) from None
                 raise InputError(label, f"corrupt gzip stream: {e}") from None
             produced += len(out)
             if produced > isize:

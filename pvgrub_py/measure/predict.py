@@ -55,7 +55,9 @@ def pcrs_from_json(obj: Any, source: str) -> PcrValues:
                 pcr = int(index)
                 digest = bytes.fromhex(str(hexval).removeprefix("0x"))
             except ValueError:
-                raise InputError(source, f"bank {bank} PCR {index!r}: not an index and hex digest") from None
+                raise InputError(
+                    source, f"bank {bank} PCR {index!r}: not an index and hex digest"
+                ) from None
             if not 0 <= pcr < 24 or len(digest) != alg.digest_size:
                 raise InputError(source, f"bank {bank} PCR {index}: bad index or digest length")
             out[pcr] = digest

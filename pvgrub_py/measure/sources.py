@@ -37,7 +37,7 @@ def open_regular(role: str, path: str) -> Iterator[tuple[BinaryIO, int]]:
         os.close(fd)
         raise
     with f:
-        yield f, st.st_size  # type: ignore[misc]
+        yield f, st.st_size
 
 
 def read_chunks(f: BinaryIO, label: str, chunk_size: int = CHUNK_SIZE) -> Iterator[memoryview]:

@@ -125,7 +125,9 @@ class TpmClient:
     def _read12(self, pcr: int) -> bytes:
         return tpm12.parse_pcr_read_response(self.transport.transmit(tpm12.build_pcr_read(pcr)))
 
-    def _read2(self, pcrs: list[int], banks: Sequence[HashAlgorithm]) -> dict[str, dict[int, bytes]]:
+    def _read2(
+        self, pcrs: list[int], banks: Sequence[HashAlgorithm]
+    ) -> dict[str, dict[int, bytes]]:
         # A TPM may return fewer digests than selected (TPM2_PCR_Read, Part 3
         # 22.4): ask again for the rest until nothing is left or no progress.
         asked = tpm2.selections_from({alg: pcrs for alg in banks})

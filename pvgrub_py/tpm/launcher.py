@@ -70,7 +70,7 @@ class SwtpmProcess:
         self.data: SocketAddress
         self.ctrl: SocketAddress
         self._proc: subprocess.Popen[bytes] | None = None
-        self._finalizer: weakref.finalize | None = None
+        self._finalizer: weakref.finalize[[subprocess.Popen[bytes], str], None] | None = None
 
     @property
     def version(self) -> str:
@@ -109,7 +109,9 @@ class SwtpmProcess:
 
     def start(self) -> SwtpmProcess:
         if shutil.which(SWTPM) is None:
-            raise SwtpmLaunchError("swtpm is not installed (Debian package swtpm; run `make setup`)")
+            raise SwtpmLaunchError(
+                "swtpm is not installed (Debian package swtpm; run `make setup`)"
+            )
         for _attempt in range(3):  # a free TCP port can be taken between probe and bind
             cmd = self._command()
             proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,

@@ -15,7 +15,7 @@ import threading
 from dataclasses import dataclass
 
 from pvgrub_py.tpm.errors import TpmProtocolError, TpmTransportError
-from pvgrub_py.tpm.transport import check_command, receive_response
+from pvgrub_py.tpm.transport import HEADER_SIZE, check_command, response_size
 
 DEFAULT_TIMEOUT = 30.0
 
@@ -55,7 +55,9 @@ class SocketAddress:
                 sock = socket.create_connection((self.host, self.port), timeout=timeout)
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except OSError as e:
-            raise TpmTransportError(f"cannot connect to swtpm at {self}: {e.strerror or e}") from None
+            raise TpmTransportError(
+                f"cannot connect to swtpm at {self}: {e.strerror or e}"
+            ) from None
         return sock
 
 
@@ -75,6 +77,33 @@ def _recv_exact(sock: socket.socket, n: int, where: str) -> bytes:
         chunks.append(chunk)
         remaining -= len(chunk)
     return b"".join(chunks)
+
+
+def _recv_response(sock: socket.socket, where: str) -> bytes:
+    """One framed TPM response, usually in a single ``recv``.
+
+    Reading greedily halves the system calls of a header-then-body read; it
+    is safe because a TPM sends exactly one response per command, so any
+    byte past the announced size is a protocol violation, not the next
+    message.
+    """
+    buf = b""
+    size = HEADER_SIZE
+    while len(buf) < size:
+        try:
+            chunk = sock.recv(max(size - len(buf), 4096))
+        except TimeoutError:
+            raise TpmTransportError(f"{where}: timed out waiting for the TPM") from None
+        except OSError as e:
+            raise TpmTransportError(f"{where}: {e.strerror or e}") from None
+        if not chunk:
+            raise TpmTransportError(f"{where}: connection closed after {len(buf)} of {size} bytes")
+        buf += chunk
+        if size == HEADER_SIZE and len(buf) >= HEADER_SIZE:
+            size = response_size(buf)
+    if len(buf) > size:
+        raise TpmProtocolError(f"{where}: {len(buf) - size} bytes after a {size}-byte response")
+    return buf
 
 
 class SwtpmTransport:
@@ -98,7 +127,7 @@ class SwtpmTransport:
             sock = self._connection()
             try:
                 sock.sendall(command)
-                return receive_response(lambda n: _recv_exact(sock, n, where))
+                return _recv_response(sock, where)
             except OSError as e:
                 self._drop()
                 raise TpmTransportError(f"{where}: {e.strerror or e}") from None
