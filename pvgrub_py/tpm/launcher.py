@@ -70,7 +70,9 @@ class SwtpmProcess:
         self.data: SocketAddress
         self.ctrl: SocketAddress
         self._proc: subprocess.Popen[bytes] | None = None
-        self._finalizer: weakref.finalize[[subprocess.Popen[bytes], str], None] | None = None
+        self._finalizer: weakref.finalize[[subprocess.Popen[bytes], str], SwtpmProcess] | None = (
+            None
+        )
 
     @property
     def version(self) -> str:
