@@ -1,0 +1,186 @@
+"""The hypervisor interface: domains, grants, event channels, xenstore.
+
+It is deliberately small: exactly what a vTPM frontend/backend pair and a
+PV domain builder need, in the shape of the Xen libraries that provide it on
+a real host (libxenctrl, libxengntshr, libxengnttab, libxenevtchn,
+libxenstore), so the libxc implementation is a thin wrapper and the
+simulator has no freedom to be more forgiving than Xen.
+
+Every failing call raises `XenError(errno, function, message)`, the errno
+Xen or the simulator reported, so callers can test for EPERM/ENOENT/EINVAL
+the same way on both.  Resources are context managers and are released on
+``close()``; a released resource is never used again.
+"""
+
+from __future__ import annotations
+
+import errno as errno_mod
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+from pvgrub_py.errors import PvgrubError
+
+PAGE_SIZE = 4096
+DOMID_SELF = 0x7FF0
+#: Reserved grant references (xen/include/public/grant_table.h).
+GNTTAB_RESERVED_CONSOLE = 0
+GNTTAB_RESERVED_XENSTORE = 1
+
+
+class XenError(PvgrubError):
+    """A failed hypervisor call: ``errno``, the function, and what it was doing."""
+
+    def __init__(self, err: int, function: str, message: str = "") -> None:
+        self.errno = err
+        self.function = function
+        self.message = message
+        name = errno_mod.errorcode.get(err, str(err))
+        text = os.strerror(err) if err else "failed"
+        detail = f": {message}" if message else ""
+        super().__init__(f"{function}{detail}: {text} ({name})")
+
+
+# -- domains ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DomainConfig:
+    """What ``xc_domain_create`` plus max vcpus/memory need for a PV guest."""
+
+    max_vcpus: int = 1
+    max_memkb: int = 256 * 1024
+    pvh: bool = False
+    handle: bytes = bytes(16)  # the xl UUID of the domain
+    name: str = ""
+
+
+@dataclass(frozen=True)
+class DomainInfo:
+    domid: int
+    paused: bool
+    dying: bool
+    shutdown: bool
+    max_memkb: int
+    tot_pages: int
+    max_vcpus: int
+    handle: bytes
+
+
+class DomainControl(Protocol):
+    """libxenctrl's domain calls (``xc_domain_*``); dom0 (privileged) only."""
+
+    def create(self, config: DomainConfig) -> int: ...
+    def destroy(self, domid: int) -> None: ...
+    def pause(self, domid: int) -> None: ...
+    def unpause(self, domid: int) -> None: ...
+    def info(self, domid: int) -> DomainInfo: ...
+    def list_domains(self) -> Sequence[DomainInfo]: ...
+    def set_max_memory(self, domid: int, max_memkb: int) -> None: ...
+    def set_max_vcpus(self, domid: int, max_vcpus: int) -> None: ...
+
+
+# -- grants -----------------------------------------------------------------------------
+
+
+class SharedPages(Protocol):
+    """Pages this domain granted to another (libxengntshr ``share_pages``)."""
+
+    @property
+    def refs(self) -> Sequence[int]: ...
+    @property
+    def memory(self) -> memoryview: ...  # len == PAGE_SIZE * len(refs), writable
+    def close(self) -> None: ...  # end foreign access and free the pages
+    def __enter__(self) -> SharedPages: ...
+    def __exit__(self, *exc: object) -> None: ...
+
+
+class MappedGrant(Protocol):
+    """A foreign grant mapped into this domain (libxengnttab ``map_grant_ref``)."""
+
+    @property
+    def memory(self) -> memoryview: ...
+    def close(self) -> None: ...  # unmap
+    def __enter__(self) -> MappedGrant: ...
+    def __exit__(self, *exc: object) -> None: ...
+
+
+class GrantShare(Protocol):
+    def share_pages(self, domid: int, count: int = 1, writable: bool = True) -> SharedPages: ...
+    def close(self) -> None: ...
+
+
+class GrantMap(Protocol):
+    def map_grant(self, domid: int, ref: int, writable: bool = True) -> MappedGrant: ...
+    def close(self) -> None: ...
+
+
+# -- event channels ---------------------------------------------------------------------
+
+
+class EventChannels(Protocol):
+    """libxenevtchn: one handle, many local ports, one pending queue.
+
+    ``wait`` returns the next pending local port (and masks it, as
+    ``xenevtchn_pending`` does), or None on timeout; ``unmask`` re-arms it.
+    ``fileno`` is readable whenever a port is pending, for select/poll.
+    """
+
+    def alloc_unbound(self, remote_domid: int) -> int: ...
+    def bind_interdomain(self, remote_domid: int, remote_port: int) -> int: ...
+    def notify(self, port: int) -> None: ...
+    def wait(self, timeout: float | None) -> int | None: ...
+    def unmask(self, port: int) -> None: ...
+    def unbind(self, port: int) -> None: ...
+    def fileno(self) -> int: ...
+    def close(self) -> None: ...
+
+
+# -- xenstore ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WatchEvent:
+    path: str
+    token: str
+
+
+@runtime_checkable
+class XenStore(Protocol):
+    """The xenstore operations the vTPM code and the builder use.
+
+    Values are bytes.  Paths are absolute or relative to this domain's home
+    (``/local/domain/<domid>``), as in xs_wire.
+    """
+
+    def read(self, path: str) -> bytes | None: ...  # None: no such node
+    def write(self, path: str, value: bytes) -> None: ...
+    def mkdir(self, path: str) -> None: ...
+    def rm(self, path: str) -> None: ...
+    def directory(self, path: str) -> list[str] | None: ...  # XS_DIRECTORY
+    def get_perms(self, path: str) -> list[str]: ...
+    def set_perms(self, path: str, perms: Sequence[str]) -> None: ...
+    def get_domain_path(self, domid: int) -> str: ...
+    def introduce_domain(self, domid: int, mfn: int, port: int) -> None: ...
+    def release_domain(self, domid: int) -> None: ...
+    def watch(self, path: str, token: str) -> None: ...
+    def unwatch(self, path: str, token: str) -> None: ...
+    def wait_event(self, timeout: float | None) -> WatchEvent | None: ...
+    def close(self) -> None: ...
+
+
+# -- the whole host, as seen from one domain --------------------------------------------
+
+
+class Hypervisor(Protocol):
+    """Everything one domain can reach.  ``domid`` is who we act as."""
+
+    @property
+    def domid(self) -> int: ...
+    def domains(self) -> DomainControl: ...
+    def grant_share(self) -> GrantShare: ...
+    def grant_map(self) -> GrantMap: ...
+    def event_channels(self) -> EventChannels: ...
+    def xenstore(self) -> XenStore: ...
+    def close(self) -> None: ...
