@@ -18,6 +18,7 @@ from pvgrub_py.cli.common import ArgumentParser, run
 COMMAND_MODULES: tuple[str, ...] = (
     "pvgrub_py.cli.cmd_predict",
     "pvgrub_py.cli.cmd_eventlog",
+    "pvgrub_py.cli.cmd_sim",
 )
 
 DESCRIPTION = """\

@@ -1,0 +1,192 @@
+"""``pvgrubctl sim``: the pieces of a simulated Xen host.  For now, xenstored."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from typing import cast
+
+from pvgrub_py.cli.common import ArgumentParser, run
+from pvgrub_py.errors import UsageError
+from pvgrub_py.xenstore.daemon import XenstoredServer, run_daemon
+from pvgrub_py.xenstore.store import Quotas
+
+SIM_DESCRIPTION = """\
+Run the parts of a Xen host that pvgrub-py's simulator needs, without Xen.
+Each part speaks the real protocol, so the unmodified clients (pyxs,
+libxenstore and its xenstore-* tools) work against it."""
+
+XENSTORED_DESCRIPTION = """\
+A xenstore daemon speaking the xs_wire protocol (docs/misc/xenstore.txt) on a
+unix socket: the whole tree, permissions, transactions with EAGAIN on
+conflict, watches, INTRODUCE/RELEASE and the special @introduceDomain and
+@releaseDomain watches, quotas.  It starts with the nodes a fresh xenstored
+has (/tool/xenstored) and keeps everything in memory.
+
+Clients on SOCKET are dom0 and privileged, like clients of a real host's
+/var/run/xenstored/socket.  When dom0 INTRODUCEs domain N, the daemon also
+listens on SOCKET.d/N; a client connecting there *is* domain N
+(unprivileged, relative paths based at /local/domain/N), standing in for
+the domain's ring page.  RELEASE closes that socket and its clients.
+
+Without --foreground the daemon forks once it listens; the command prints
+SOCKET and exits 0, leaving the daemon to run until SIGTERM.  With
+--foreground it prints SOCKET when ready and serves until SIGTERM or SIGINT.
+Either way, shutdown removes the sockets it created."""
+
+XENSTORED_EPILOG = """\
+examples:
+  pvgrubctl sim xenstored --socket /tmp/xs/socket --foreground
+  XENSTORED_PATH=/tmp/xs/socket xenstore-write /local/domain/5/name guest
+  XENSTORED_PATH=/tmp/xs/socket xenstore-ls -f -p /
+  XENSTORED_PATH=/tmp/xs/socket.d/5 xenstore-read name     # as dom5
+
+quotas (for unprivileged domains; 0 disables; defaults are xenstored's):
+  nodes=1000 watches=128 transactions=10 node-size=2048 permissions=5
+  path-max=2048 transaction-nodes=1024
+
+exit status: 0 after a clean shutdown (or, without --foreground, once the
+daemon listens), 1 if SOCKET cannot be used (a live daemon owns it, it is not
+a socket, the path is too long), 2 usage error."""
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    sim = sub.add_parser(
+        "sim",
+        help="run parts of a simulated Xen host (xenstored)",
+        description=SIM_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parts = sim.add_subparsers(dest="part", metavar="PART", required=True)
+    xsd = parts.add_parser(
+        "xenstored",
+        help="a xenstore daemon on a unix socket",
+        description=XENSTORED_DESCRIPTION,
+        epilog=XENSTORED_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    xsd.add_argument(
+        "--socket", required=True, metavar="SOCKET", help="unix socket to listen on (dom0 clients)"
+    )
+    xsd.add_argument(
+        "--foreground", action="store_true", help="do not fork; serve until SIGTERM/SIGINT"
+    )
+    xsd.add_argument(
+        "--log", metavar="FILE", help="append a trace of every request and error to FILE"
+    )
+    xsd.add_argument(
+        "--pid-file", metavar="FILE", help="write the daemon's process id to FILE once it listens"
+    )
+    xsd.add_argument(
+        "--quota",
+        action="append",
+        default=[],
+        metavar="NAME=N",
+        help="set a quota for unprivileged domains (repeatable; see below)",
+    )
+    xsd.set_defaults(func=_xenstored)
+
+
+def _quotas(specs: list[str]) -> Quotas:
+    values: dict[str, int] = {}
+    for spec in specs:
+        name, sep, number = spec.partition("=")
+        attr = Quotas.WIRE_NAMES.get(name)
+        if not sep or attr is None or not number.isdigit():
+            names = ", ".join(Quotas.WIRE_NAMES)
+            raise UsageError(f"--quota {spec!r}: expected NAME=N with NAME one of {names}")
+        values[attr] = int(number)
+    return Quotas(**values)
+
+
+def _setup_logging(log_file: str | None, foreground: bool) -> None:
+    logger = logging.getLogger("pvgrub_py.xenstore")
+    logger.propagate = False
+    if log_file is not None:
+        handler: logging.Handler = logging.FileHandler(log_file)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        logger.setLevel(logging.DEBUG)
+    elif foreground:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("pvgrubctl sim xenstored: %(message)s"))
+        logger.setLevel(logging.WARNING)
+    else:
+        handler = logging.NullHandler()
+    logger.addHandler(handler)
+
+
+def _write_pid_file(path: str | None) -> None:
+    if path is not None:
+        with open(path, "w", encoding="ascii") as f:
+            f.write(f"{os.getpid()}\n")
+
+
+def _xenstored(args: argparse.Namespace) -> int:
+    quotas = _quotas(args.quota)
+    server = XenstoredServer(args.socket, quotas)
+    server.bind()  # fails here, in the foreground, if SOCKET is unusable
+    if args.foreground:
+        _setup_logging(args.log, foreground=True)
+
+        def ready() -> None:
+            _write_pid_file(args.pid_file)
+            print(args.socket, flush=True)
+
+        return run_daemon(server, ready)
+    return _daemonize(server, args)
+
+
+def _daemonize(server: XenstoredServer, args: argparse.Namespace) -> int:
+    """Fork; the parent returns once the child serves (so scripts can use
+    the socket right after we exit)."""
+    sys.stdout.flush()
+    ready_r, ready_w = os.pipe()
+    pid = os.fork()
+    if pid:
+        os.close(ready_w)
+        with os.fdopen(ready_r, "rb") as signal_pipe:
+            ok = signal_pipe.read(1) == b"1"
+        if not ok:
+            print(f"pvgrubctl: xenstored on {args.socket} exited while starting", file=sys.stderr)
+            return 1
+        print(args.socket, flush=True)
+        return 0
+    status = 1
+    try:
+        os.close(ready_r)
+        os.setsid()
+        devnull = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(devnull, fd)
+        _setup_logging(args.log, foreground=False)
+
+        def ready() -> None:
+            _write_pid_file(args.pid_file)
+            os.write(ready_w, b"1")
+            os.close(ready_w)
+
+        status = run_daemon(server, ready)
+    finally:
+        os._exit(status)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m pvgrub_py.cli.cmd_sim xenstored ...``: the sim verb alone,
+    for environments where another verb's module cannot be imported."""
+
+    def body(args: Sequence[str]) -> int:
+        parser = ArgumentParser(prog="pvgrubctl")
+        verbs = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
+        register(cast("argparse._SubParsersAction[argparse.ArgumentParser]", verbs))
+        ns = parser.parse_args(["sim", *args])
+        status: int = ns.func(ns)
+        return status
+
+    return run("pvgrubctl", body, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
