@@ -1,0 +1,230 @@
+"""``pvgrubctl eventlog``: show a TCG event log, verify it against PCR values.
+
+The library does the work (`pvgrub_py.eventlog`); this module reads files,
+picks the output form and turns the result into an exit status.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from pvgrub_py.errors import InputError
+from pvgrub_py.eventlog.codec import MAX_LOG_BYTES, parse
+from pvgrub_py.eventlog.records import EventLog
+from pvgrub_py.eventlog.render import format_text, json_document
+from pvgrub_py.eventlog.replay import PcrValues, compare, replay
+from pvgrub_py.tpm.algorithms import BY_NAME
+
+#: An expected-PCR document is a few KiB; refuse to slurp anything huge.
+MAX_PCRS_JSON_BYTES = 1 << 20
+
+DESCRIPTION = """\
+Read TCG event logs: the record firmware, boot loaders and pvgrub-py keep of
+every measurement extended into a TPM.  Both formats are read: the TCG 1.2
+SHA-1 log (TCG_PCR_EVENT records) and the TPM 2.0 crypto-agile log (a SpecID
+event, then TCG_PCR_EVENT2 records with one digest per PCR bank).  LOG may
+be "-" to read standard input.  See "pvgrubctl eventlog ACTION --help"."""
+
+EPILOG = """\
+examples:
+  pvgrubctl eventlog show /var/lib/pvgrub/guest1.eventlog
+  pvgrubctl eventlog show --json /sys/kernel/security/tpm0/binary_bios_measurements
+  pvgrubctl predict --kernel vmlinuz --cmdline "root=/dev/xvda1" --json > expected.json
+  pvgrubctl eventlog verify guest1.eventlog --pcrs expected.json
+
+exit status: 0 success (verify: every expected PCR matches), 1 a mismatch,
+or a file that cannot be read or is malformed, 2 usage error."""
+
+SHOW_DESCRIPTION = """\
+List every event of LOG, one per line: its number (the EventNum tpm2_eventlog
+prints; the SpecID header of a crypto-agile log is event 0), PCR, type, the
+digest in every bank and the event data as a short escaped string.  Then the
+PCR values the log replays to, per bank.  Replay extends the recorded digests
+in order, skips EV_NO_ACTION events and honours a StartupLocality event
+(PCR 0 then starts at 00..03 or 00..04)."""
+
+SHOW_EPILOG = """\
+The --json document is a stable interface:
+  {"format": "sha1" | "crypto-agile", "spec_id": {...} | null, "quirks": [...],
+   "events": [{"index": N, "pcr": N, "type": N, "type_name": "EV_IPL",
+               "digests": {"sha256": HEX}, "data_hex": HEX,
+               "data_text": STR | null}],
+   "pcrs": {"sha256": {"4": HEX, "5": HEX}}}
+
+example:
+  pvgrubctl eventlog show --json guest1.eventlog | jq '.pcrs.sha256'"""
+
+VERIFY_DESCRIPTION = """\
+Replay LOG in every bank and compare the result with the expected PCR values.
+Every PCR that differs is printed on one line ("sha256 PCR 5: log replays to
+X, expected Y") and the exit status is 1; when all match, one line
+"OK: N PCRs in M banks match" and exit status 0.
+
+Only the PCRs the expected document names are judged, so it may list a few
+(PCR 4 and 5 of a pv-grub boot) of the PCRs the log extends.  A named PCR the
+log never extends is judged at its reset value: zero, or all ones for
+PCRs 17-22."""
+
+VERIFY_EPILOG = """\
+The --pcrs document maps bank to PCR number to hex value:
+  {"sha1": {"4": HEX, "5": HEX}, "sha256": {"4": HEX, "5": HEX}}
+The output of "pvgrubctl predict --json", which holds that object under the
+key "pcrs", and of "pvgrubctl eventlog show --json" are accepted as they are.
+
+example:
+  pvgrubctl eventlog verify guest1.eventlog --pcrs expected.json"""
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "eventlog",
+        help="show or verify a TCG event log",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    actions = p.add_subparsers(dest="eventlog_action", metavar="ACTION", required=True)
+
+    show = actions.add_parser(
+        "show",
+        help="list the events and the replayed PCRs",
+        description=SHOW_DESCRIPTION,
+        epilog=SHOW_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    show.add_argument("log", metavar="LOG", help='the event log file, or "-" for stdin')
+    show.add_argument("--json", action="store_true", help="print the stable JSON document")
+    show.set_defaults(func=run_show)
+
+    verify = actions.add_parser(
+        "verify",
+        help="replay the log and compare with expected PCRs",
+        description=VERIFY_DESCRIPTION,
+        epilog=VERIFY_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    verify.add_argument("log", metavar="LOG", help='the event log file, or "-" for stdin')
+    # --- expected-PCR sources -------------------------------------------------
+    # --tpm URI (read the PCRs from a live TPM) is added here by its owner: it
+    # and --pcrs become a required, mutually exclusive group, and
+    # expected_pcrs() below gains the matching branch.
+    verify.add_argument(
+        "--pcrs",
+        required=True,
+        metavar="JSON",
+        help='expected PCR values: {"BANK": {"N": "HEX"}}, or predict --json output',
+    )
+    verify.set_defaults(func=run_verify)
+
+
+def read_log(path: str) -> EventLog:
+    """Read and parse the log at ``path`` ("-": stdin), at most MAX_LOG_BYTES."""
+    source = "stdin" if path == "-" else path
+    try:
+        if path == "-":
+            data = sys.stdin.buffer.read(MAX_LOG_BYTES + 1)
+        else:
+            with open(path, "rb") as f:
+                data = f.read(MAX_LOG_BYTES + 1)
+    except OSError as e:
+        raise InputError(source, f"cannot read: {e.strerror or e}") from e
+    return parse(data, source)
+
+
+def _warn_quirks(log: EventLog, path: str) -> None:
+    for quirk in log.quirks:
+        print(f"pvgrubctl: warning: {path}: {quirk}", file=sys.stderr)
+
+
+def run_show(args: argparse.Namespace) -> int:
+    log = read_log(args.log)
+    pcrs = replay(log)
+    if args.json:
+        json.dump(json_document(log, pcrs), sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        _warn_quirks(log, args.log)
+        print(format_text(log, pcrs))
+    return 0
+
+
+def expected_pcrs(args: argparse.Namespace) -> PcrValues:
+    """The PCR values ``verify`` compares against, from whichever source was given."""
+    return load_pcrs_json(args.pcrs)
+
+
+def load_pcrs_json(path: str) -> PcrValues:
+    """Read an expected-PCR document (see VERIFY_EPILOG) and check every value."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(MAX_PCRS_JSON_BYTES + 1)
+    except OSError as e:
+        raise InputError(path, f"cannot read: {e.strerror or e}") from e
+    if len(raw) > MAX_PCRS_JSON_BYTES:
+        raise InputError(path, f"larger than {MAX_PCRS_JSON_BYTES >> 20} MiB; not a PCR document")
+    try:
+        doc = json.loads(raw)
+    except (ValueError, RecursionError) as e:
+        raise InputError(path, f"not JSON: {e}") from e
+    return pcrs_from_document(doc, path)
+
+
+def pcrs_from_document(doc: object, source: str) -> PcrValues:
+    """``{"bank": {"N": "hex"}}`` (or that under ``"pcrs"``) as checked PCR values."""
+    if isinstance(doc, dict) and isinstance(doc.get("pcrs"), dict):
+        doc = doc["pcrs"]
+    if not isinstance(doc, dict):
+        raise InputError(source, 'expected an object {"BANK": {"N": "HEX"}}')
+    values: PcrValues = {}
+    for bank, pcrs in doc.items():
+        alg = BY_NAME.get(str(bank).lower())
+        if alg is None:
+            known = ", ".join(BY_NAME)
+            raise InputError(source, f"unknown bank {bank!r} (known: {known})")
+        if not isinstance(pcrs, dict):
+            raise InputError(source, f'{bank}: expected an object {{"N": "HEX"}}')
+        bank_values = values.setdefault(alg.name, {})
+        for key, text in pcrs.items():
+            if (
+                not (isinstance(key, str) and key.isascii() and key.isdigit())
+                or int(key) > 0xFFFFFFFF
+            ):
+                raise InputError(source, f"{bank}: PCR {key!r} is not a PCR number")
+            if not isinstance(text, str):
+                raise InputError(source, f"{bank} PCR {key}: value is not a hex string")
+            digits = text[2:] if text[:2].lower() == "0x" else text
+            try:
+                value = bytes.fromhex(digits)
+            except ValueError:
+                raise InputError(source, f"{bank} PCR {key}: {text!r} is not hex") from None
+            if len(value) != alg.digest_size:
+                raise InputError(
+                    source,
+                    f"{bank} PCR {key}: {len(value)} bytes, a {alg.name} PCR holds "
+                    f"{alg.digest_size}",
+                )
+            bank_values[int(key)] = value
+    if not any(values.values()):
+        raise InputError(source, "names no PCR values; there is nothing to verify against")
+    return values
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def run_verify(args: argparse.Namespace) -> int:
+    expected = expected_pcrs(args)
+    log = read_log(args.log)
+    _warn_quirks(log, args.log)
+    mismatches = compare(replay(log), expected)
+    for m in mismatches:
+        print(m.describe())
+    if mismatches:
+        return 1
+    count = sum(len(pcrs) for pcrs in expected.values())
+    banks = sum(1 for pcrs in expected.values() if pcrs)
+    print(f"OK: {_plural(count, 'PCR')} in {_plural(banks, 'bank')} match")
+    return 0
