@@ -6,6 +6,7 @@ import hashlib
 import importlib
 import io
 import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -14,8 +15,12 @@ import pytest
 from pvgrub_py.cli import pvgrubctl
 from pvgrub_py.eventlog.builder import log_for_measurements, write_atomic
 from pvgrub_py.eventlog.codec import serialise
+from pvgrub_py.measure.boot_files import measure_boot_files
+from pvgrub_py.measure.extend import extend_measurements
 from pvgrub_py.measure.plan import Measurement
 from pvgrub_py.tpm.algorithms import SHA1, SHA256, extend
+from pvgrub_py.tpm.client import TpmClient
+from pvgrub_py.tpm.launcher import SwtpmProcess
 
 
 @pytest.fixture(autouse=True)
@@ -278,3 +283,50 @@ def test_help_has_an_example(capsys: pytest.CaptureFixture[str], argv: list[str]
         pvgrubctl.main([*argv, "--help"])
     assert info.value.code == 0
     assert "pvgrubctl eventlog" in capsys.readouterr().out.split("example")[-1]
+
+
+# -- verify --tpm against a real swtpm ---------------------------------------------------
+
+
+@pytest.mark.swtpm
+@pytest.mark.integration
+@pytest.mark.parametrize("tpm2", [False, True], ids=["tpm12", "tpm20"])
+def test_verify_against_live_tpm(
+    tmp_path: Path, tpm2: bool, capsys: pytest.CaptureFixture[str]
+) -> None:
+
+    kernel = tmp_path / "vmlinuz"
+    kernel.write_bytes(b"kernel-bytes" * 1000)
+    log = tmp_path / "boot.log"
+    with SwtpmProcess(tpm2=tpm2) as tpm:
+        with TpmClient(tpm.transport()) as client:
+            banks = client.active_banks()
+            extend_measurements(client, measure_boot_files(str(kernel), None, "ro", banks))
+        args = ["predict", "--kernel", str(kernel), "--cmdline", "ro", "--event-log", str(log),
+                "--bank", ",".join(b.name for b in banks)]  # fmt: skip
+        assert pvgrubctl.main(args) == 0
+        capsys.readouterr()
+        assert pvgrubctl.main(["eventlog", "verify", str(log), "--tpm", tpm.uri]) == 0
+        out = capsys.readouterr().out
+        assert out.startswith(f"OK: {2 * len(banks)} PCRs in {len(banks)} bank")
+        # A different cmdline in the log no longer matches the TPM: PCR 5 differs.
+        args[args.index("ro")] = "rw"
+        assert pvgrubctl.main(args) == 0
+        capsys.readouterr()
+        assert pvgrubctl.main(["eventlog", "verify", str(log), "--tpm", tpm.uri]) == 1
+        lines = capsys.readouterr().out.splitlines()
+        assert lines and all(" PCR 5: log replays to " in line for line in lines)
+
+
+def test_verify_tpm_unreachable_is_one_line(tmp_path: Path) -> None:
+    log = tmp_path / "boot.log"
+    kernel = tmp_path / "k"
+    kernel.write_bytes(b"k")
+
+    assert pvgrubctl.main(["predict", "--kernel", str(kernel), "--cmdline", "x", "--json",
+                      "--event-log", str(log)]) == 0  # fmt: skip
+    r = subprocess.run([sys.executable, "-m", "pvgrub_py.cli.pvgrubctl", "eventlog", "verify",
+                        str(log), "--tpm", f"swtpm:unix:{tmp_path}/none.sock"],
+                       capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert r.returncode == 1 and r.stderr.count("\n") == 1
+    assert "cannot connect to swtpm" in r.stderr

@@ -12,10 +12,12 @@ import sys
 
 from pvgrub_py.errors import InputError
 from pvgrub_py.eventlog.codec import MAX_LOG_BYTES, parse
-from pvgrub_py.eventlog.records import EventLog
+from pvgrub_py.eventlog.records import EV_NO_ACTION, EventLog
 from pvgrub_py.eventlog.render import format_text, json_document
 from pvgrub_py.eventlog.replay import PcrValues, compare, replay
-from pvgrub_py.tpm.algorithms import BY_NAME
+from pvgrub_py.measure.predict import pcrs_from_json
+from pvgrub_py.tpm.client import TpmClient
+from pvgrub_py.tpm.uri import open_transport, parse_vtpm_uri
 
 #: An expected-PCR document is a few KiB; refuse to slurp anything huge.
 MAX_PCRS_JSON_BYTES = 1 << 20
@@ -62,6 +64,10 @@ Every PCR that differs is printed on one line ("sha256 PCR 5: log replays to
 X, expected Y") and the exit status is 1; when all match, one line
 "OK: N PCRs in M banks match" and exit status 0.
 
+The expected values come from a JSON document (--pcrs) or from a live TPM
+(--tpm), which is asked for every PCR the log extends in every bank that both
+the log and the TPM have.
+
 Only the PCRs the expected document names are judged, so it may list a few
 (PCR 4 and 5 of a pv-grub boot) of the PCRs the log extends.  A named PCR the
 log never extends is judged at its reset value: zero, or all ones for
@@ -73,8 +79,9 @@ The --pcrs document maps bank to PCR number to hex value:
 The output of "pvgrubctl predict --json", which holds that object under the
 key "pcrs", and of "pvgrubctl eventlog show --json" are accepted as they are.
 
-example:
-  pvgrubctl eventlog verify guest1.eventlog --pcrs expected.json"""
+examples:
+  pvgrubctl eventlog verify guest1.eventlog --pcrs expected.json
+  pvgrubctl eventlog verify guest1.eventlog --tpm swtpm:unix:/run/vtpm/guest1.sock"""
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -106,15 +113,18 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     verify.add_argument("log", metavar="LOG", help='the event log file, or "-" for stdin')
-    # --- expected-PCR sources -------------------------------------------------
-    # --tpm URI (read the PCRs from a live TPM) is added here by its owner: it
-    # and --pcrs become a required, mutually exclusive group, and
-    # expected_pcrs() below gains the matching branch.
-    verify.add_argument(
+    source = verify.add_mutually_exclusive_group(required=True)
+    source.add_argument(
         "--pcrs",
-        required=True,
         metavar="JSON",
         help='expected PCR values: {"BANK": {"N": "HEX"}}, or predict --json output',
+    )
+    source.add_argument(
+        "--tpm",
+        metavar="URI",
+        help="read the expected values from a live TPM: swtpm:tcp:HOST:PORT, "
+        "swtpm:unix:PATH or xen:BACKEND[/DEVID]; every PCR the log extends, in "
+        "every bank both the log and the TPM have",
     )
     verify.set_defaults(func=run_verify)
 
@@ -150,9 +160,23 @@ def run_show(args: argparse.Namespace) -> int:
     return 0
 
 
-def expected_pcrs(args: argparse.Namespace) -> PcrValues:
+def expected_pcrs(args: argparse.Namespace, log: EventLog) -> PcrValues:
     """The PCR values ``verify`` compares against, from whichever source was given."""
-    return load_pcrs_json(args.pcrs)
+    if args.pcrs is not None:
+        return load_pcrs_json(args.pcrs)
+    return read_tpm_pcrs(args.tpm, log)
+
+
+def read_tpm_pcrs(uri: str, log: EventLog) -> PcrValues:
+    """The live values of every PCR ``log`` extends, in the banks both share."""
+    pcrs = sorted({e.pcr for e in log.events if e.event_type != EV_NO_ACTION})
+    if not pcrs:
+        raise InputError(uri, "the log extends no PCR; there is nothing to read")
+    with TpmClient(open_transport(parse_vtpm_uri(uri))) as client:
+        banks = [b for b in client.active_banks() if b.name in log.banks]
+        if not banks:
+            raise InputError(uri, f"the TPM has none of the log's banks ({', '.join(log.banks)})")
+        return client.read_pcrs(pcrs, banks)
 
 
 def load_pcrs_json(path: str) -> PcrValues:
@@ -168,46 +192,9 @@ def load_pcrs_json(path: str) -> PcrValues:
         doc = json.loads(raw)
     except (ValueError, RecursionError) as e:
         raise InputError(path, f"not JSON: {e}") from e
-    return pcrs_from_document(doc, path)
-
-
-def pcrs_from_document(doc: object, source: str) -> PcrValues:
-    """``{"bank": {"N": "hex"}}`` (or that under ``"pcrs"``) as checked PCR values."""
-    if isinstance(doc, dict) and isinstance(doc.get("pcrs"), dict):
-        doc = doc["pcrs"]
-    if not isinstance(doc, dict):
-        raise InputError(source, 'expected an object {"BANK": {"N": "HEX"}}')
-    values: PcrValues = {}
-    for bank, pcrs in doc.items():
-        alg = BY_NAME.get(str(bank).lower())
-        if alg is None:
-            known = ", ".join(BY_NAME)
-            raise InputError(source, f"unknown bank {bank!r} (known: {known})")
-        if not isinstance(pcrs, dict):
-            raise InputError(source, f'{bank}: expected an object {{"N": "HEX"}}')
-        bank_values = values.setdefault(alg.name, {})
-        for key, text in pcrs.items():
-            if (
-                not (isinstance(key, str) and key.isascii() and key.isdigit())
-                or int(key) > 0xFFFFFFFF
-            ):
-                raise InputError(source, f"{bank}: PCR {key!r} is not a PCR number")
-            if not isinstance(text, str):
-                raise InputError(source, f"{bank} PCR {key}: value is not a hex string")
-            digits = text[2:] if text[:2].lower() == "0x" else text
-            try:
-                value = bytes.fromhex(digits)
-            except ValueError:
-                raise InputError(source, f"{bank} PCR {key}: {text!r} is not hex") from None
-            if len(value) != alg.digest_size:
-                raise InputError(
-                    source,
-                    f"{bank} PCR {key}: {len(value)} bytes, a {alg.name} PCR holds "
-                    f"{alg.digest_size}",
-                )
-            bank_values[int(key)] = value
+    values = pcrs_from_json(doc, path)
     if not any(values.values()):
-        raise InputError(source, "names no PCR values; there is nothing to verify against")
+        raise InputError(path, "names no PCR values; there is nothing to verify against")
     return values
 
 
@@ -216,8 +203,8 @@ def _plural(n: int, word: str) -> str:
 
 
 def run_verify(args: argparse.Namespace) -> int:
-    expected = expected_pcrs(args)
     log = read_log(args.log)
+    expected = expected_pcrs(args, log)
     _warn_quirks(log, args.log)
     mismatches = compare(replay(log), expected)
     for m in mismatches:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from pvgrub_py.errors import InputError
 from pvgrub_py.measure.plan import Measurement
 from pvgrub_py.tpm.algorithms import BY_NAME, HashAlgorithm, extend
 
@@ -34,34 +35,45 @@ def pcrs_to_json(values: PcrValues) -> dict[str, dict[str, str]]:
     }
 
 
-def pcrs_from_json(obj: Any, source: str) -> PcrValues:
-    """Read ``{"sha1": {"4": "<hex>"}}`` (or a predict document holding it under "pcrs")."""
-    from pvgrub_py.errors import InputError
+def pcrs_from_json(doc: object, source: str) -> PcrValues:
+    """``{"bank": {"N": "hex"}}`` (or that under ``"pcrs"``) as checked PCR values.
 
-    if isinstance(obj, dict) and "pcrs" in obj and isinstance(obj["pcrs"], dict):
-        obj = obj["pcrs"]
-    if not isinstance(obj, dict):
-        raise InputError(source, "expected a JSON object of banks")
+    Accepts the fixtures' ``*.pcrs.json``, ``predict --json`` and
+    ``eventlog show --json`` documents.  Every bank, index and length is checked.
+    """
+    if isinstance(doc, dict) and isinstance(doc.get("pcrs"), dict):
+        doc = doc["pcrs"]
+    if not isinstance(doc, dict):
+        raise InputError(source, 'expected an object {"BANK": {"N": "HEX"}}')
     values: PcrValues = {}
-    for bank, pcrs in obj.items():
-        alg = BY_NAME.get(str(bank))
+    for bank, pcrs in doc.items():
+        alg = BY_NAME.get(str(bank).lower())
         if alg is None:
-            raise InputError(source, f"unknown bank {bank!r}")
+            known = ", ".join(BY_NAME)
+            raise InputError(source, f"unknown bank {bank!r} (known: {known})")
         if not isinstance(pcrs, dict):
-            raise InputError(source, f"bank {bank}: expected an object of PCR index to hex")
-        out: PcrBank = {}
-        for index, hexval in pcrs.items():
+            raise InputError(source, f'{bank}: expected an object {{"N": "HEX"}}')
+        bank_values = values.setdefault(alg.name, {})
+        for key, text in pcrs.items():
+            if (
+                not (isinstance(key, str) and key.isascii() and key.isdigit())
+                or int(key) > 0xFFFFFFFF
+            ):
+                raise InputError(source, f"{bank}: PCR {key!r} is not a PCR number")
+            if not isinstance(text, str):
+                raise InputError(source, f"{bank} PCR {key}: value is not a hex string")
+            digits = text[2:] if text[:2].lower() == "0x" else text
             try:
-                pcr = int(index)
-                digest = bytes.fromhex(str(hexval).removeprefix("0x"))
+                value = bytes.fromhex(digits)
             except ValueError:
+                raise InputError(source, f"{bank} PCR {key}: {text!r} is not hex") from None
+            if len(value) != alg.digest_size:
                 raise InputError(
-                    source, f"bank {bank} PCR {index!r}: not an index and hex digest"
-                ) from None
-            if not 0 <= pcr < 24 or len(digest) != alg.digest_size:
-                raise InputError(source, f"bank {bank} PCR {index}: bad index or digest length")
-            out[pcr] = digest
-        values[alg.name] = out
+                    source,
+                    f"{bank} PCR {key}: {len(value)} bytes, a {alg.name} PCR holds "
+                    f"{alg.digest_size}",
+                )
+            bank_values[int(key)] = value
     return values
 
 
