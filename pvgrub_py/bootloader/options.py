@@ -1,0 +1,163 @@
+"""The bootloader's command line, exactly as libxl and xl users write it.
+
+libxl runs (``make_bootloader_args``, tools/libs/light/libxl_bootloader.c)::
+
+    BOOTLOADER [--kernel=P] [--ramdisk=P] [--args=A] [--runas=UID --quiet]
+               --output=FILE --output-format=simple0 --output-directory=DIR
+               [bootloader_args ...] DISK
+
+pygrub's own options are accepted too, with pygrub's GNU-getopt rules (options
+may follow the disk; ``--opt=value`` or ``--opt value``).  The measurement
+options arrive the same way, normally through xl's ``bootloader_args``.
+"""
+
+from __future__ import annotations
+
+import getopt
+from dataclasses import dataclass, field
+from typing import Literal
+
+from pvgrub_py.errors import UsageError
+
+OutputFormat = Literal["sxp", "simple", "simple0"]
+
+#: pygrub's default when no --output-directory is given.
+DEFAULT_OUTPUT_DIRECTORY = "/var/run/xen/pvgrub-py/"
+
+SHORT_OPTIONS = "qilnh"
+LONG_OPTIONS = [
+    # libxl / pygrub
+    "quiet", "interactive", "list-entries", "not-really", "help",
+    "output=", "output-format=", "output-directory=", "offset=", "runas=",
+    "entry=", "kernel=", "ramdisk=", "args=", "isconfig", "debug",
+    "default_args=", "extra_args=",
+    # measurement
+    "vtpm=", "vtpm-uuid=", "require-vtpm", "vtpm-label=", "event-log=", "tpm2",
+]  # fmt: skip
+
+
+@dataclass
+class BootloaderOptions:
+    disk: str = ""
+    interactive: bool = True
+    list_entries: bool = False
+    not_really: bool = False
+    isconfig: bool = False
+    debug: bool = False
+    output: str | None = None  # None: stdout
+    output_format: OutputFormat = "sxp"
+    output_directory: str = DEFAULT_OUTPUT_DIRECTORY
+    offset: int | None = None
+    runas: int | None = None
+    entry: str | None = None
+    kernel: str | None = None  # an in-image path that bypasses the menu
+    ramdisk: str | None = None
+    args: str = ""  # appended to the chosen entry's args
+    default_args: str | None = None  # used when the entry has none
+    extra_args: str = ""  # appended after everything
+    vtpm: str | None = None
+    vtpm_uuid: str | None = None
+    require_vtpm: bool = False
+    vtpm_label: str | None = None
+    event_log: str | None = None
+    tpm2: bool = False
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def measurement_required(self) -> bool:
+        """pv-grub's fail-closed mode: asked for a vTPM, so never boot unmeasured."""
+        return self.require_vtpm or self.vtpm_label is not None
+
+
+def _int(option: str, value: str) -> int:
+    try:
+        number = int(value, 10)
+    except ValueError:
+        raise UsageError(f"{option} needs an integer, not {value!r}") from None
+    if number < 0:
+        raise UsageError(f"{option} must not be negative")
+    return number
+
+
+def parse_options(argv: list[str]) -> BootloaderOptions | None:
+    """Parse argv; None means --help was asked for."""
+    try:
+        pairs, rest = getopt.gnu_getopt(argv, SHORT_OPTIONS, LONG_OPTIONS)
+    except getopt.GetoptError as e:
+        raise UsageError(str(e)) from None
+    opts = BootloaderOptions()
+    for name, value in pairs:
+        if name in ("-h", "--help"):
+            return None
+        _apply(opts, name, value)
+    if len(rest) != 1:
+        got = "no disk" if not rest else f"{len(rest)} disks ({' '.join(rest)})"
+        raise UsageError(f"expected exactly one DISK argument, got {got}")
+    opts.disk = rest[0]
+    if opts.runas is not None and opts.interactive:
+        raise UsageError(
+            "--runas needs --entry or -q: a deprivileged bootloader cannot show a menu"
+        )
+    if opts.runas == 0:
+        raise UsageError("--runas=0 would not drop privileges")
+    if opts.vtpm_uuid is not None and (opts.vtpm is None or not opts.vtpm.startswith("xen:")):
+        raise UsageError("--vtpm-uuid names an instance behind a xen: vTPM; give --vtpm=xen:DOMID")
+    if opts.measurement_required and opts.vtpm is None:
+        raise UsageError(
+            "--require-vtpm/--vtpm-label without --vtpm: there is no vTPM to measure into"
+        )
+    return opts
+
+
+def _apply(opts: BootloaderOptions, name: str, value: str) -> None:
+    if name in ("-q", "--quiet"):
+        opts.interactive = False
+    elif name in ("-i", "--interactive"):
+        opts.interactive = True
+    elif name in ("-l", "--list-entries"):
+        opts.list_entries = True
+    elif name in ("-n", "--not-really"):
+        opts.not_really = True
+    elif name == "--output":
+        opts.output = None if value == "-" else value
+    elif name == "--output-format":
+        if value not in ("sxp", "simple", "simple0"):
+            raise UsageError(f"unknown output format {value!r} (sxp, simple, simple0)")
+        opts.output_format = value  # type: ignore[assignment]
+    elif name == "--output-directory":
+        opts.output_directory = value
+    elif name == "--offset":
+        opts.offset = _int(name, value)
+    elif name == "--runas":
+        opts.runas = _int(name, value)
+    elif name == "--entry":
+        opts.entry = value
+        opts.interactive = False  # as pygrub: naming the entry implies no menu
+    elif name == "--kernel":
+        opts.kernel = value
+    elif name == "--ramdisk":
+        opts.ramdisk = value
+    elif name == "--args":
+        opts.args = value
+    elif name == "--default_args":
+        opts.default_args = value
+    elif name == "--extra_args":
+        opts.extra_args = value
+    elif name == "--isconfig":
+        opts.isconfig = True
+    elif name == "--debug":
+        opts.debug = True
+    elif name == "--vtpm":
+        opts.vtpm = value
+    elif name == "--vtpm-uuid":
+        opts.vtpm_uuid = value
+    elif name == "--require-vtpm":
+        opts.require_vtpm = True
+    elif name == "--vtpm-label":
+        if not value:
+            raise UsageError("--vtpm-label needs a label")
+        opts.vtpm_label = value
+    elif name == "--event-log":
+        opts.event_log = value
+    elif name == "--tpm2":
+        opts.tpm2 = True

@@ -1,0 +1,70 @@
+"""Files the bootloader leaves for libxl, created safely and removed on failure.
+
+libxl mmaps the kernel and ramdisk named in the result and unlinks them at
+once.  Until then they sit in a directory shared with other domains' boots,
+so each is created exclusively (``O_EXCL|O_NOFOLLOW``, never following a
+planted symlink) with mode 0600, under an unpredictable name, as pygrub's
+``mkstemp`` does.  If anything fails, every file we created is removed: the
+output directory holds nothing of ours after a failed run.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from types import TracebackType
+from typing import BinaryIO
+
+from pvgrub_py.errors import InputError
+
+
+class OutputDirectory:
+    def __init__(self, directory: str, create: bool = True) -> None:
+        self.directory = directory
+        self.created: list[str] = []
+        self._committed = False
+        if create:
+            try:
+                os.makedirs(directory, mode=0o700, exist_ok=True)
+            except OSError as e:
+                raise InputError(
+                    directory, f"cannot create output directory: {e.strerror}"
+                ) from None
+        if not os.path.isdir(directory):
+            raise InputError(directory, "output directory does not exist")
+
+    def create(self, prefix: str) -> tuple[str, BinaryIO]:
+        """A new empty 0600 file ``<prefix>.<random>``; returns its path and handle."""
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        for _ in range(100):
+            path = os.path.join(self.directory, f"{prefix}.{secrets.token_hex(4)}")
+            try:
+                fd = os.open(path, flags, 0o600)
+            except FileExistsError:
+                continue
+            except OSError as e:
+                raise InputError(self.directory, f"cannot create {prefix}: {e.strerror}") from None
+            self.created.append(path)
+            return path, os.fdopen(fd, "wb")
+        raise InputError(self.directory, f"cannot find a free name for {prefix}")
+
+    def commit(self) -> None:
+        """The run succeeded: keep the files for libxl."""
+        self._committed = True
+
+    def discard(self) -> None:
+        for path in self.created:
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+        self.created.clear()
+
+    def __enter__(self) -> OutputDirectory:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if not self._committed:
+            self.discard()
