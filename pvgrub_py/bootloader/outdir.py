@@ -10,6 +10,7 @@ output directory holds nothing of ours after a failed run.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 from types import TracebackType
@@ -54,10 +55,8 @@ class OutputDirectory:
 
     def discard(self) -> None:
         for path in self.created:
-            try:
+            with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
-            except FileNotFoundError:
-                pass
         self.created.clear()
 
     def __enter__(self) -> OutputDirectory:
