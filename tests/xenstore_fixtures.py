@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 C_TOOLS = ("xenstore-read", "xenstore-write", "xenstore-ls", "xenstore-rm", "xenstore-list")
 HAVE_C_TOOLS = all(shutil.which(tool) for tool in C_TOOLS)
 needs_c_tools = pytest.mark.skipif(
-    not HAVE_C_TOOLS, reason="Debian's xenstore-utils is not installed (apt-get install xenstore-utils)"
+    not HAVE_C_TOOLS, reason="xenstore-utils missing (apt-get install xenstore-utils)"
 )
 
 
@@ -122,7 +122,9 @@ def xenstored_process(socket_dir: Path) -> Iterator[DaemonProcess]:
         daemon.stop()
 
 
-def xs_tool(env: dict[str, str], *args: str, timeout: float = 10) -> subprocess.CompletedProcess[str]:
+def xs_tool(
+    env: dict[str, str], *args: str, timeout: float = 10
+) -> subprocess.CompletedProcess[str]:
     """Run one of Debian's xenstore-* clients."""
     return subprocess.run(args, env=env, capture_output=True, text=True, timeout=timeout)
 

@@ -80,6 +80,7 @@ class _ClientProtocol(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self._transport = transport
+        self._server.clients.add(self)
         transport.set_write_buffer_limits(high=HIGH_WATER)
         label = f"fd{transport.get_extra_info('socket').fileno()}"
         self._conn = self._server.service.open(
@@ -134,6 +135,12 @@ class _ClientProtocol(asyncio.Protocol):
         if self._conn is not None:
             self._server.service.close(self._conn)
         self._transport = None
+        self._server.clients.discard(self)
+
+    @property
+    def backlog(self) -> int:
+        """Bytes queued for this client and not yet taken by the kernel."""
+        return 0 if self._transport is None else self._transport.get_write_buffer_size()
 
 
 def _listen(path: str) -> socket.socket:
@@ -182,6 +189,7 @@ class XenstoredServer:
     ) -> None:
         self.socket_path = None if socket_path is None else os.fspath(socket_path)
         self.service = XenstoreService(quotas)
+        self.clients: set[_ClientProtocol] = set()
         self._listeners: dict[int, tuple[socket.socket, str, int]] = {}
         self._servers: dict[int, asyncio.AbstractServer] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -250,6 +258,11 @@ class XenstoredServer:
         with contextlib.suppress(OSError):
             if os.stat(path).st_ino == inode:  # never remove a successor's socket
                 os.unlink(path)
+
+    def output_backlog(self) -> int:
+        """The largest number of bytes queued for any one client (a health
+        check: flow control keeps it near HIGH_WATER)."""
+        return max((client.backlog for client in self.clients), default=0)
 
     # -- in-process clients --------------------------------------------------------
 
