@@ -103,7 +103,9 @@ def test_decode_rejects_truncated_and_trailing() -> None:
 
 def test_message_fields_must_fit_uint32() -> None:
     with pytest.raises(ValueError):
-        Message(1 << 32, 0, 0, b"")
+        encode(Message(1 << 32, 0, 0, b""))
+    with pytest.raises(ValueError):
+        encode(Message(0, -1, 0, b""))
 
 
 @settings(max_examples=300)

@@ -193,6 +193,7 @@ class XenstoredServer:
         self._listeners: dict[int, tuple[socket.socket, str, int]] = {}
         self._servers: dict[int, asyncio.AbstractServer] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._starting: set[asyncio.Task[None]] = set()
         self.service.on_introduce.append(self._domain_introduced)
         self.service.on_release.append(self.close_domain_socket)
 
@@ -207,7 +208,9 @@ class XenstoredServer:
         sock = _listen(path)
         self._listeners[key] = (sock, path, os.stat(path).st_ino)
         if self._loop is not None:
-            self._loop.create_task(self._start_server(key))
+            task = self._loop.create_task(self._start_server(key))
+            self._starting.add(task)  # asyncio keeps only weak references to tasks
+            task.add_done_callback(self._starting.discard)
 
     async def serve(self) -> None:
         """Start accepting on every bound socket (call once, in the loop)."""
@@ -229,7 +232,12 @@ class XenstoredServer:
         self._servers[key] = await self._loop.create_unix_server(factory, sock=entry[0])
 
     def _domain_introduced(self, domid: int) -> None:
-        self.open_domain_socket(domid)
+        try:
+            self.open_domain_socket(domid)
+        except XenstoredStartError as e:
+            # The INTRODUCE itself stands, as on a host whose guest cannot
+            # reach its ring: the guest's connection attempts will fail.
+            log.error("domain %d introduced but unreachable: %s", domid, e)
 
     def open_domain_socket(self, domid: int) -> str | None:
         """Listen on ``PATH.d/<domid>`` for connections as ``domid``

@@ -20,6 +20,7 @@ they are pure ASCII, and str keys make the store's dict faster than bytes.
 from __future__ import annotations
 
 import errno
+import functools
 import re
 from collections.abc import Iterator
 
@@ -53,8 +54,14 @@ def canonicalize(
     """The absolute path ``raw`` names for a caller whose home is ``home``.
 
     ``path_max`` is the unprivileged caller's limit below its domain home
-    (None for privileged callers).
+    (None for privileged callers).  Results are cached: clients name the
+    same few paths over and over, and this is the costliest step of a READ.
     """
+    return _canonicalize(raw, home, allow_special, path_max)
+
+
+@functools.lru_cache(maxsize=1024)
+def _canonicalize(raw: bytes, home: str, allow_special: bool, path_max: int | None) -> str:
     if _VALID_CHARS.fullmatch(raw) is None:
         raise XsRequestError(errno.EINVAL, f"invalid character in path {raw[:64]!r}")
     name = raw.decode("ascii")

@@ -125,6 +125,9 @@ def _int_arg(raw: bytes, what: str) -> int:
 
 
 def _domid_arg(raw: bytes) -> int:
+    """A domid argument.  Stricter than xenstored, whose atoi() reads garbage
+    as domain 0 ("parsing errors ... generally go undetected", xenstore.txt):
+    a simulator should fail loudly where a host would misbehave quietly."""
     domid = _int_arg(raw, "domid")
     if not 0 <= domid <= 0xFFFF:
         raise XsRequestError(errno.EINVAL, f"domid {domid} out of range")

@@ -82,18 +82,14 @@ def type_name(msg_type: int) -> str:
 @dataclass(frozen=True, slots=True)
 class Message:
     """One xs_wire message.  ``type`` is an int, not an `XsType`, because a
-    hostile or newer client may send numbers we do not know (answered ENOSYS)."""
+    hostile or newer client may send numbers we do not know (answered ENOSYS).
+    Fields must fit a uint32; `encode` checks that (the reader cannot produce
+    anything else)."""
 
     type: int
     req_id: int
     tx_id: int
     payload: bytes
-
-    def __post_init__(self) -> None:
-        for field in ("type", "req_id", "tx_id"):
-            value = getattr(self, field)
-            if not 0 <= value <= 0xFFFFFFFF:
-                raise ValueError(f"xs_wire {field} {value} does not fit a uint32")
 
 
 def encode(msg: Message) -> bytes:
@@ -108,7 +104,12 @@ def pack(msg_type: int, req_id: int, tx_id: int, payload: bytes) -> bytes:
         raise XsRequestError(
             errno.E2BIG, f"{len(payload)}-byte payload exceeds {XENSTORE_PAYLOAD_MAX}"
         )
-    return HEADER.pack(msg_type, req_id, tx_id, len(payload)) + payload
+    try:
+        return HEADER.pack(msg_type, req_id, tx_id, len(payload)) + payload
+    except struct.error:
+        raise ValueError(
+            f"xs_wire header ({msg_type}, {req_id}, {tx_id}) does not fit uint32"
+        ) from None
 
 
 def error_payload(errnum: int) -> bytes:
