@@ -1,21 +1,51 @@
 """setuptools entry point.
 
-The cffi extension over libxenctrl/libxenguest (cbindings/) is built only when
-pkg-config finds Debian's libxen-dev; without it the package installs cleanly
-and runs in simulator-only mode.
+The cffi extension over the Xen libraries (cbindings/, built as
+``pvgrub_py._xen_cffi``) is built only when pkg-config finds Debian's
+libxen-dev; without it the package installs cleanly and runs in
+simulator-only mode (``pvgrubctl doctor`` says which).
 """
 
+import subprocess
+
 from setuptools import find_packages, setup
+
+#: pkg-config names whose presence means the Xen headers and libraries are here.
+XEN_PKG_CONFIG = ("xencontrol", "xenguest")
+
+
+def have_libxen() -> bool:
+    try:
+        done = subprocess.run(["pkg-config", "--exists", *XEN_PKG_CONFIG], check=False)
+    except OSError:
+        return False
+    return done.returncode == 0
+
+
+# setup_requires is how a PEP 517 build (pip's isolated build env) learns it
+# needs cffi to run cffi_modules; pyproject.toml stays generic.
+xen_build = (
+    {"setup_requires": ["cffi>=1.15"], "cffi_modules": ["cbindings/build.py:ffibuilder"]}
+    if have_libxen()
+    else {}
+)
 
 setup(
     name="pvgrub-py",
     version="0.1.0",
     description="Measured boot for Xen PV/PVH guests: a pygrub drop-in, a vTPM transport and a simulator",
-    license="GPL-3.0-or-later",
+    license="GPL-2.0-only",
     python_requires=">=3.11",
     packages=find_packages(include=["pvgrub_py", "pvgrub_py.*"]),
-    package_data={"pvgrub_py": ["py.typed"]},
-    install_requires=["cffi>=1.15", "pyxs==0.4.1", "cryptography>=41"],
+    package_data={"pvgrub_py": ["py.typed", "_xen_cffi.pyi"]},
+    install_requires=[
+        "cffi>=1.15",
+        "pyxs==0.4.1",
+        "cryptography>=41",
+        # bzImage payload decompressors beyond the stdlib (gzip, bzip2, xz, lzma).
+        "zstandard>=0.22",
+        "lz4>=4.3",
+    ],
     extras_require={
         "test": ["pytest>=7", "hypothesis>=6", "mypy>=1.8", "ruff>=0.4"],
     },
@@ -25,4 +55,5 @@ setup(
             "pvgrubctl=pvgrub_py.cli.pvgrubctl:main",
         ],
     },
+    **xen_build,
 )

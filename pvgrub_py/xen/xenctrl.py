@@ -1,0 +1,233 @@
+"""`XenCtrl`: libxenctrl's interface handle and domain calls (xenctrl.h).
+
+It implements `interface.DomainControl`.  A real handle needs
+``/dev/xen/privcmd`` (dom0); ``XenCtrl.dummy()`` opens an
+``XC_OPENFLAG_DUMMY`` handle, which libxenguest accepts for parsing
+kernels without a hypervisor (reference §1.6), and on which every
+hypercall here raises ENODEV instead of reaching libxencall's NULL handle.
+
+Errors: libxc records a last error (``xc_get_last_error``: code and message)
+besides errno.  We clear it before each call and, on failure, raise
+`XenError` with errno (or, when libxc reported a code but left errno
+meaningless, the errno matching the code) and libxc's message.
+"""
+
+from __future__ import annotations
+
+import errno as errno_mod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, NoReturn
+
+from pvgrub_py.xen.binding import Binding, c_string, require
+from pvgrub_py.xen.interface import PAGE_SIZE, DomainConfig, DomainInfo, XenError
+from pvgrub_py.xen.toollog import XTL_DETAIL, ToolLog
+
+#: xenctrl.h ``enum xc_error_code`` -> the errno we report when errno is unset.
+XC_INTERNAL_ERROR = 1
+XC_CODE_ERRNO = {1: errno_mod.EIO, 2: errno_mod.ENOEXEC, 3: errno_mod.EINVAL, 4: errno_mod.ENOMEM}
+NO_HYPERCALLS = "a dummy xc_interface makes no hypercalls"
+PRIVCMD_HINT = "needs /dev/xen/privcmd: run on a Xen dom0 as root"
+
+
+@dataclass(frozen=True)
+class PhysInfo:
+    """``xc_physinfo`` (sysctl physinfo): what ``xl info`` shows."""
+
+    nr_cpus: int
+    nr_nodes: int
+    threads_per_core: int
+    cores_per_socket: int
+    cpu_khz: int
+    capabilities: int
+    total_pages: int
+    free_pages: int
+    max_mfn: int
+
+
+class XenCtrl:
+    """One ``xc_interface``; close it (or use ``with``) to release it."""
+
+    def __init__(self, *, dummy: bool = False, log_level: int = XTL_DETAIL) -> None:
+        self._b: Binding = require("xc_interface_open")
+        self.dummy = dummy
+        self.log = ToolLog(log_level, self._b)
+        flags = self._b.lib.XC_OPENFLAG_DUMMY if dummy else 0
+        handle = self._b.lib.xc_interface_open(self.log.handle, self.log.handle, flags)
+        if handle == self._b.ffi.NULL:
+            err = self._b.ffi.errno or errno_mod.EIO
+            self.log.close()
+            raise XenError(err, "xc_interface_open", "" if dummy else PRIVCMD_HINT)
+        self._xch: Any = handle
+
+    @classmethod
+    def open(cls) -> XenCtrl:
+        return cls()
+
+    @classmethod
+    def open_dummy(cls) -> XenCtrl:
+        return cls(dummy=True)
+
+    # -- plumbing for this package ------------------------------------------------------
+
+    @property
+    def binding(self) -> Binding:
+        return self._b
+
+    @property
+    def handle(self) -> Any:
+        if self._xch is None:
+            raise XenError(errno_mod.EBADF, "xc_interface", "handle is closed")
+        return self._xch
+
+    def begin(self) -> None:
+        """Forget libxc's last error before a call, so a failure reports its own."""
+        self._b.lib.xc_clear_last_error(self.handle)
+
+    def fail(self, function: str, message: str = "") -> NoReturn:
+        """Raise XenError for the call that just failed, with libxc's own message."""
+        err = self._b.ffi.errno
+        buf = self._b.ffi.new("char[1024]")
+        code = self._b.lib.pvgrub_xc_last_error(self.handle, buf, 1024)
+        detail = self._b.ffi.string(buf).decode("utf-8", "replace")
+        if code and (code != XC_INTERNAL_ERROR or not err):
+            # libxenguest's loaders fail with a code and leave errno stale.
+            err = XC_CODE_ERRNO.get(code, errno_mod.EIO)
+        parts = [p for p in (message, detail) if p]
+        raise XenError(err or errno_mod.EIO, function, "; ".join(parts))
+
+    def _hypercall(self, function: str) -> Any:
+        if self.dummy:
+            raise XenError(errno_mod.ENODEV, function, NO_HYPERCALLS)
+        self.begin()
+        return self.handle
+
+    # -- host -------------------------------------------------------------------------
+
+    def version(self) -> str:
+        """The hypervisor's version, e.g. ``4.17.3-pre`` (XENVER_version + extraversion)."""
+        xch = self._hypercall("xc_version")
+        ffi, lib = self._b.ffi, self._b.lib
+        major, minor = ffi.new("int *"), ffi.new("int *")
+        if lib.pvgrub_xc_version(xch, major, minor) != 0:
+            self.fail("xc_version", "XENVER_version")
+        return f"{major[0]}.{minor[0]}{self._version_string(lib.XENVER_extraversion)}"
+
+    def capabilities(self) -> list[str]:
+        """XENVER_capabilities: the guest types this host runs (``xen-3.0-x86_64`` ...)."""
+        return self._version_string(self._b.lib.XENVER_capabilities).split()
+
+    def _version_string(self, cmd: int) -> str:
+        xch = self._hypercall("xc_version")
+        buf = self._b.ffi.new("char[1024]")
+        if self._b.lib.pvgrub_xc_version_string(xch, cmd, buf, 1024) != 0:
+            self.fail("xc_version")
+        return c_string(self._b, buf) or ""
+
+    def physinfo(self) -> PhysInfo:
+        xch = self._hypercall("xc_physinfo")
+        out = self._b.ffi.new("struct pvgrub_physinfo *")
+        if self._b.lib.pvgrub_xc_physinfo(xch, out) != 0:
+            self.fail("xc_physinfo")
+        return PhysInfo(out.nr_cpus, out.nr_nodes, out.threads_per_core, out.cores_per_socket,
+                        out.cpu_khz, out.capabilities, out.total_pages, out.free_pages,
+                        out.max_mfn)  # fmt: skip
+
+    # -- DomainControl ----------------------------------------------------------------
+
+    def create(self, config: DomainConfig) -> int:
+        """``xc_domain_create`` then max memory; the domain is destroyed if that fails.
+
+        PVH is an HVM container with HAP and only the local APIC emulated
+        (as libxl creates it); PV has no flags.  ``config.name`` is not a
+        hypervisor property: the toolstack writes it to xenstore.
+        """
+        if len(config.handle) != 16:
+            raise XenError(errno_mod.EINVAL, "xc_domain_create", "handle must be 16 bytes")
+        xch = self._hypercall("xc_domain_create")
+        lib = self._b.lib
+        flags = (lib.XEN_DOMCTL_CDF_hvm | lib.XEN_DOMCTL_CDF_hap) if config.pvh else 0
+        emulation = lib.PVGRUB_PVH_EMULATION_FLAGS if config.pvh else 0
+        domid = self._b.ffi.new("uint32_t *", 0)
+        if lib.pvgrub_xc_domain_create(xch, domid, flags, config.max_vcpus, config.handle,
+                                       emulation) != 0:  # fmt: skip
+            self.fail("xc_domain_create")
+        try:
+            self.set_max_memory(domid[0], config.max_memkb)
+        except XenError:
+            lib.xc_domain_destroy(xch, domid[0])
+            raise
+        return int(domid[0])
+
+    def destroy(self, domid: int) -> None:
+        if self._b.lib.xc_domain_destroy(self._hypercall("xc_domain_destroy"), domid) != 0:
+            self.fail("xc_domain_destroy", f"domain {domid}")
+
+    def pause(self, domid: int) -> None:
+        if self._b.lib.xc_domain_pause(self._hypercall("xc_domain_pause"), domid) != 0:
+            self.fail("xc_domain_pause", f"domain {domid}")
+
+    def unpause(self, domid: int) -> None:
+        if self._b.lib.xc_domain_unpause(self._hypercall("xc_domain_unpause"), domid) != 0:
+            self.fail("xc_domain_unpause", f"domain {domid}")
+
+    def set_max_memory(self, domid: int, max_memkb: int) -> None:
+        xch = self._hypercall("xc_domain_setmaxmem")
+        if self._b.lib.xc_domain_setmaxmem(xch, domid, max_memkb) != 0:
+            self.fail("xc_domain_setmaxmem", f"domain {domid}")
+
+    def set_max_vcpus(self, domid: int, max_vcpus: int) -> None:
+        xch = self._hypercall("xc_domain_max_vcpus")
+        if self._b.lib.xc_domain_max_vcpus(xch, domid, max_vcpus) != 0:
+            self.fail("xc_domain_max_vcpus", f"domain {domid}")
+
+    def info(self, domid: int) -> DomainInfo:
+        batch = self._list_from(domid, 1)
+        if not batch or batch[0].domid != domid:
+            raise XenError(errno_mod.ESRCH, "xc_domain_getinfolist", f"no domain {domid}")
+        return batch[0]
+
+    def list_domains(self) -> Sequence[DomainInfo]:
+        found: list[DomainInfo] = []
+        first = 0
+        while True:
+            batch = self._list_from(first, 64)
+            found.extend(batch)
+            if len(batch) < 64:
+                return found
+            first = batch[-1].domid + 1
+
+    def _list_from(self, first: int, count: int) -> list[DomainInfo]:
+        xch = self._hypercall("xc_domain_getinfolist")
+        lib, ffi = self._b.lib, self._b.ffi
+        out = ffi.new("struct pvgrub_domain_info[]", count)
+        n = lib.pvgrub_xc_domain_list(xch, first, count, out)
+        if n < 0:
+            self.fail("xc_domain_getinfolist")
+        return [
+            DomainInfo(
+                domid=out[i].domid,
+                paused=bool(out[i].flags & lib.XEN_DOMINF_paused),
+                dying=bool(out[i].flags & lib.XEN_DOMINF_dying),
+                shutdown=bool(out[i].flags & lib.XEN_DOMINF_shutdown),
+                max_memkb=out[i].max_pages * (PAGE_SIZE // 1024),
+                tot_pages=out[i].tot_pages,
+                max_vcpus=out[i].max_vcpu_id + 1,
+                handle=bytes(ffi.buffer(out[i].handle, 16)),
+            )
+            for i in range(n)
+        ]
+
+    # -- lifetime ---------------------------------------------------------------------
+
+    def close(self) -> None:
+        if self._xch is not None:
+            self._b.lib.xc_interface_close(self._xch)
+            self._xch = None
+            self.log.close()
+
+    def __enter__(self) -> XenCtrl:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
