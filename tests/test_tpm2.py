@@ -269,11 +269,16 @@ def test_parse_active_banks_wants_cap_pcrs() -> None:
 
 
 def test_unknown_bank_is_a_protocol_error() -> None:
-    sha3 = SWTPM_PCRS[:-6] + bytes.fromhex("0027 03 000000")  # TPM_ALG_SHA3_256, unallocated
+    odd = SWTPM_PCRS[:-6] + bytes.fromhex("0099 03 000000")  # not a hash TPM_ALG_ID
     with pytest.raises(
-        TpmProtocolError, match=r"unknown hashAlg 0x0027 in assignedPCR\[3\]\.hash at offset 37"
+        TpmProtocolError, match=r"unknown hashAlg 0x0099 in assignedPCR\[3\]\.hash at offset 37"
     ):
-        tpm2.parse_active_banks(sha3)
+        tpm2.parse_active_banks(odd)
+
+
+def test_unallocated_sha3_bank_is_understood() -> None:
+    sha3 = SWTPM_PCRS[:-6] + bytes.fromhex("0027 03 000000")  # TPM_ALG_SHA3_256, unallocated
+    assert "sha3_256" not in [b.name for b in tpm2.parse_active_banks(sha3)]
 
 
 def test_unsupported_capability_is_a_protocol_error() -> None:

@@ -35,7 +35,13 @@ SHA512 = HashAlgorithm("sha512", 0x000D, 64)
 # build of OpenSSL, so it is recognised in logs and TPM replies only.
 SM3_256 = HashAlgorithm("sm3_256", 0x0012, 32)
 
-ALGORITHMS: tuple[HashAlgorithm, ...] = (SHA1, SHA256, SHA384, SHA512, SM3_256)
+SHA3_256 = HashAlgorithm("sha3_256", 0x0027, 32)
+SHA3_384 = HashAlgorithm("sha3_384", 0x0028, 48)
+SHA3_512 = HashAlgorithm("sha3_512", 0x0029, 64)
+
+ALGORITHMS: tuple[HashAlgorithm, ...] = (
+    SHA1, SHA256, SHA384, SHA512, SM3_256, SHA3_256, SHA3_384, SHA3_512,
+)  # fmt: skip
 BY_NAME: dict[str, HashAlgorithm] = {a.name: a for a in ALGORITHMS}
 BY_ID: dict[int, HashAlgorithm] = {a.alg_id: a for a in ALGORITHMS}
 
