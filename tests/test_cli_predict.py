@@ -64,7 +64,8 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
         (
             ["--kernel", "K", "--cmdline", "x", "--bank", "md5"],
             2,
-            "pvgrubctl: unknown hash bank 'md5' (known: sha1,sha256,sha384,sha512,sm3_256,sha3_256,sha3_384,sha3_512)",
+            "pvgrubctl: unknown hash bank 'md5' (known: sha1,sha256,sha384,sha512,sm3_256,"
+            "sha3_256,sha3_384,sha3_512)",
         ),
         (["--cmdline", "x"], 2, "error: the following arguments are required: --kernel"),
     ],
