@@ -7,6 +7,8 @@ message by message the way a client sees them.
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pvgrub_py.xenstore.service import XenstoreService
 from pvgrub_py.xenstore.store import Quotas
@@ -462,3 +464,43 @@ def test_control_subset(dom0: Client) -> None:
     assert b"help" in dom0.ok(T.CONTROL, b"help")
     assert dom0.ok(T.CONTROL, b"print", b"hello") == b"OK\x00"
     assert dom0.err(T.CONTROL, b"live-update") == "EINVAL"
+
+
+# -- fuzzing the dispatcher --------------------------------------------------------------------
+
+_field = st.one_of(
+    st.sampled_from([b"/", b"/a", b"/a/b", b"rel", b"@releaseDomain", b"5", b"-1", b"T", b"F"]),
+    st.sampled_from([b"b0", b"r5", b"n7", b"nodes", b"help", b"0", b"99999999999"]),
+    st.binary(max_size=12),
+)
+_payloads = st.one_of(
+    st.lists(_field, max_size=4).map(lambda fs: b"".join(f + b"\x00" for f in fs)),
+    st.binary(max_size=40),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(0, 30),
+            _payloads,
+            st.sampled_from([0, 0, 1, 2, 77]),
+            st.sampled_from([0, 0, 5]),
+        ),
+        max_size=25,
+    )
+)
+def test_any_request_sequence_gets_one_reply_each_and_no_internal_error(
+    requests: list[tuple[int, bytes, int, int]],
+) -> None:
+    """Whatever arrives, every request gets exactly one reply, and none is
+    EIO (what the dispatcher answers when a handler raised by mistake)."""
+    svc = XenstoreService()
+    clients = {0: Client(svc), 5: Client(svc, 5)}
+    for msg_type, payload, tx, who in requests:
+        client = clients[who]
+        if client.dropped:
+            continue
+        reply = client.raw(msg_type, payload, tx)
+        assert reply.payload != b"EIO\x00", (msg_type, payload)
