@@ -1,0 +1,51 @@
+"""Boot configuration parsers: guest volumes in, a boot menu out.
+
+Data flow::
+
+    VolumeSet (files.py) --search.find_config--> (volume, path, kind)
+        --grub2 / bls / extlinux / grub_legacy--> BootMenu (entry.py)
+        --select.select--> BootEntry (kernel, initrds, args)
+
+Parsers are pure: they read only through the `ConfigFiles` protocol, never
+write, and raise only `BootConfigError` (one line: file, line, problem).
+"""
+
+from pvgrub_py.bootcfg.bls import parse_bls_dir
+from pvgrub_py.bootcfg.entry import BootEntry, BootMenu, FileRef, SubmenuInfo
+from pvgrub_py.bootcfg.errors import BootConfigError
+from pvgrub_py.bootcfg.extlinux import parse_extlinux
+from pvgrub_py.bootcfg.files import (
+    ConfigFiles,
+    DictVolume,
+    PathInfo,
+    VolumeIdentity,
+    VolumeSet,
+)
+from pvgrub_py.bootcfg.grub2 import parse_grub2
+from pvgrub_py.bootcfg.grub_legacy import parse_grub_legacy
+from pvgrub_py.bootcfg.limits import DEFAULT_LIMITS, Limits
+from pvgrub_py.bootcfg.search import find_config, load_menu, parse_config
+from pvgrub_py.bootcfg.select import select
+
+__all__ = [
+    "DEFAULT_LIMITS",
+    "BootConfigError",
+    "BootEntry",
+    "BootMenu",
+    "ConfigFiles",
+    "DictVolume",
+    "FileRef",
+    "Limits",
+    "PathInfo",
+    "SubmenuInfo",
+    "VolumeIdentity",
+    "VolumeSet",
+    "find_config",
+    "load_menu",
+    "parse_bls_dir",
+    "parse_config",
+    "parse_extlinux",
+    "parse_grub2",
+    "parse_grub_legacy",
+    "select",
+]

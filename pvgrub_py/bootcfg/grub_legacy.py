@@ -1,0 +1,248 @@
+"""GRUB legacy (0.97) ``menu.lst`` / ``grub.conf``, the pv-grub format.
+
+Semantics from the GRUB legacy manual ("Configuration", "Command-line and
+menu entry commands") and pygrub's ``GrubConfigFile``:
+
+* One command per line; ``#`` starts a comment line; the command name ends
+  at a blank or ``=`` (``timeout=5`` works).
+* Global: ``default N`` (or ``saved``), ``fallback N...``, ``timeout SEC``;
+  ``hiddenmenu``, ``splashimage``, ``password``, ``color``, ``serial``,
+  ``terminal`` and friends are ignored.  A ``root`` before the first title
+  is the root every entry starts with.
+* ``title TEXT`` starts an entry; in it ``root``/``rootnoverify DEV``,
+  ``kernel [--opts] FILE ARGS`` (the first word after the options is the
+  image, the rest of the line is the command line, kept verbatim) and
+  ``initrd FILE``.  ``module`` lines make it a multiboot (Xen hypervisor)
+  entry, which a PV guest cannot boot.  ``savedefault``, ``boot``,
+  ``lock``, ``makeactive``, ``map`` are ignored.
+* Devices: GRUB legacy counts partitions from 0 — ``(hd0,0)`` is GRUB 2's
+  ``hd0,1`` — and we store GRUB 2 names so `files.VolumeSet.resolve`
+  treats both formats alike.  ``(hd0)`` is a whole, unpartitioned disk.
+* ``default saved`` reads the entry number GRUB legacy's ``savedefault``
+  stored in the ``default`` file next to ``menu.lst``; pygrub uses 0.
+  An index past the last entry falls back to 0, as GRUB and pygrub do.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+
+from pvgrub_py.bootcfg.entry import BootEntry, BootMenu, FileRef
+from pvgrub_py.bootcfg.errors import BootConfigError
+from pvgrub_py.bootcfg.files import (
+    ConfigFiles,
+    VolumeSet,
+    decode_config,
+    normalize_path,
+    read_capped,
+)
+from pvgrub_py.bootcfg.limits import DEFAULT_LIMITS, Limits
+
+_DEVICE = re.compile(r"^\((hd\d+)(?:,(\d+))?((?:,[a-z])?)\)")
+
+#: Directives that change nothing we model.
+_IGNORED = frozenset(
+    {
+        "hiddenmenu",
+        "splashimage",
+        "password",
+        "color",
+        "serial",
+        "terminal",
+        "terminfo",
+        "gfxmenu",
+        "foreground",
+        "background",
+        "bootp",
+        "dhcp",
+        "device",
+        "hide",
+        "unhide",
+        "ifconfig",
+        "pager",
+        "partnew",
+        "parttype",
+        "rarp",
+        "setkey",
+        "tftpserver",
+        "savedefault",
+        "boot",
+        "lock",
+        "makeactive",
+        "map",
+        "quiet",
+        "verbose",
+        "debug",
+        "uppermem",
+        "geometry",
+        "setup",
+        "install",
+        "kernelonly",
+    }
+)
+
+
+def legacy_device(spec: str) -> tuple[str | None, str]:
+    """``(hd0,0)/boot/x`` → ("hd0,1", "/boot/x"); ``/x`` → (None, "/x")."""
+    m = _DEVICE.match(spec)
+    if m is None:
+        if spec.startswith("("):
+            close = spec.find(")")
+            if close > 0:
+                return spec[1:close], spec[close + 1 :]
+        return None, spec
+    disk, part, bsd = m.group(1), m.group(2), m.group(3)
+    name = disk if part is None else f"{disk},{int(part) + 1}{bsd}"
+    return name, spec[m.end() :]
+
+
+def _split_command(line: str) -> tuple[str, str]:
+    m = re.match(r"([^\s=]+)[\s=]*(.*)$", line)
+    if m is None:
+        return "", ""
+    return m.group(1), m.group(2).strip()
+
+
+class _Entry:
+    def __init__(self, title: str, root: str | None, line: int) -> None:
+        self.title = title
+        self.root = root
+        self.line = line
+        self.kernel: FileRef | None = None
+        self.args = ""
+        self.initrds: list[FileRef] = []
+        self.loader: str | None = None
+        self.warnings: list[str] = []
+
+
+def _file(entry: _Entry, spec: str) -> FileRef | None:
+    device, path = legacy_device(spec)
+    if not path:
+        return None
+    if not path.startswith("/"):
+        path = "/" + path
+    return FileRef(path, device if device is not None else entry.root)
+
+
+def parse_grub_legacy(
+    volumes: VolumeSet | ConfigFiles,
+    path: str,
+    *,
+    limits: Limits = DEFAULT_LIMITS,
+) -> BootMenu:
+    """Parse the menu.lst at *path* on the config volume."""
+    vols = volumes if isinstance(volumes, VolumeSet) else VolumeSet.single(volumes)
+    files = vols.primary
+    shown = normalize_path(path)
+    data = read_capped(files, path, max_bytes=limits.max_file_bytes)
+    if data is None:
+        raise BootConfigError(shown, "config file not found")
+    text = decode_config(data)
+    entries: list[_Entry] = []
+    warnings: list[str] = []
+    default_spec: str | None = None
+    fallback: str | None = None
+    timeout: int | None = None
+    global_root: str | None = None
+    current: _Entry | None = None
+
+    def warn(lineno: int, message: str) -> None:
+        if len(warnings) < limits.max_warnings:
+            warnings.append(f"{shown}:{lineno}: {message}")
+
+    for lineno, raw in enumerate(text.replace("\r", "").split("\n"), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        cmd, arg = _split_command(line)
+        cmd = cmd.lower()
+        if cmd == "title":
+            if len(entries) >= limits.max_entries:
+                raise BootConfigError(shown, f"more than {limits.max_entries} entries", lineno)
+            current = _Entry(arg, global_root, lineno)
+            entries.append(current)
+            continue
+        if current is None:
+            if cmd == "default":
+                default_spec = arg.split()[0] if arg else None
+            elif cmd == "fallback":
+                fallback = arg
+            elif cmd == "timeout":
+                digits = re.match(r"-?\d+", arg)
+                timeout = int(digits.group(0)) if digits else None
+            elif cmd in ("root", "rootnoverify"):
+                global_root = legacy_device(arg.split()[0] + "/")[0] if arg else None
+            elif cmd not in _IGNORED:
+                warn(lineno, f"unknown directive {cmd!r} ignored")
+            continue
+        if cmd in ("root", "rootnoverify"):
+            current.root = legacy_device(arg.split()[0] + "/")[0] if arg else None
+        elif cmd == "kernel":
+            words = list(re.finditer(r"\S+", arg))
+            while words and words[0].group(0).startswith("--"):
+                opt = words.pop(0).group(0)
+                if opt.startswith("--type=") and opt != "--type=linux":
+                    current.loader = opt[2:]
+            if not words:
+                warn(lineno, "kernel: no image")
+                continue
+            current.kernel = _file(current, words[0].group(0))
+            current.args = arg[words[0].end() :].strip()
+            if current.loader is None:
+                current.loader = "linux"
+        elif cmd == "initrd":
+            first = arg.split(None, 1)
+            ref = _file(current, first[0]) if first else None
+            current.initrds = [ref] if ref is not None else []
+        elif cmd in ("module", "modulenounzip"):
+            current.loader = "multiboot"
+        elif cmd in ("chainloader", "configfile", "reboot", "halt"):
+            current.loader = cmd
+        elif cmd in ("default", "fallback", "timeout"):
+            warn(lineno, f"{cmd} inside an entry ignored")
+        elif cmd not in _IGNORED:
+            warn(lineno, f"unknown entry directive {cmd!r} ignored")
+
+    if default_spec == "saved":
+        default_spec = _saved_default(files, shown, limits)
+    boot_entries = tuple(
+        BootEntry(
+            title=e.title,
+            kernel=e.kernel if e.loader == "linux" else None,
+            initrds=tuple(e.initrds) if e.loader == "linux" else (),
+            args=e.args if e.loader == "linux" else "",
+            root=e.root,
+            index_path=str(k),
+            title_path=e.title,
+            source=shown,
+            line=e.line,
+            loader=e.loader,
+        )
+        for k, e in enumerate(entries)
+    )
+    idx = 0
+    if default_spec is not None and default_spec.isdigit():
+        idx = int(default_spec)
+        if idx >= len(boot_entries):
+            idx = 0
+    return BootMenu(
+        entries=boot_entries,
+        source=shown,
+        format="grub-legacy",
+        default=default_spec,
+        default_index=idx,
+        timeout=timeout,
+        fallback=fallback,
+        warnings=tuple(warnings),
+    )
+
+
+def _saved_default(files: ConfigFiles, shown: str, limits: Limits) -> str:
+    """Entry number stored by GRUB legacy's ``savedefault`` (the ``default`` file)."""
+    path = posixpath.join(posixpath.dirname(shown), "default")
+    data = read_capped(files, path, max_bytes=limits.max_file_bytes, what="saved default")
+    if data is None:
+        return "0"
+    m = re.match(rb"\s*(\d+)", data)
+    return m.group(1).decode("ascii") if m else "0"
