@@ -1,0 +1,1 @@
+"""The Xen vTPM transport (tpmif): shared page, frontend, backend, daemon."""

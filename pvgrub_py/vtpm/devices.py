@@ -1,0 +1,71 @@
+"""The toolstack's half of a vTPM device: the xenstore nodes libxl writes.
+
+Before a frontend and a backend can meet, the toolstack (dom0) creates both
+directories (tools/libs/light/libxl_vtpm.c and libxl_device.c; reference
+§2.2):
+
+* frontend ``/local/domain/<fe>/device/vtpm/<devid>/``: ``backend``,
+  ``backend-id``, ``state = 1``, ``handle``; permissions ``n<fe>, r<be>``;
+* backend ``/local/domain/<be>/backend/vtpm/<fe>/<devid>/``: ``frontend``,
+  ``frontend-id``, ``online = 1``, ``state = 1``, ``handle``, ``uuid``,
+  ``resume = False``; permissions ``n<be>, r<fe>``.
+
+The bootloader uses this to attach a dom0 frontend to a guest's vTPM
+instance (the ``xl vtpm-attach 0 ...`` step of reference §9, done
+directly), and the domain builder to give a new guest its vTPM.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pvgrub_py.xen.interface import XenStore
+
+
+@dataclass(frozen=True)
+class VtpmDevice:
+    frontend_domid: int
+    backend_domid: int
+    devid: int
+    uuid: str
+
+    @property
+    def frontend_path(self) -> str:
+        return f"/local/domain/{self.frontend_domid}/device/vtpm/{self.devid}"
+
+    @property
+    def backend_path(self) -> str:
+        return f"/local/domain/{self.backend_domid}/backend/vtpm/{self.frontend_domid}/{self.devid}"
+
+
+def add_vtpm_device(xs: XenStore, dev: VtpmDevice) -> None:
+    """Write both halves of the device, backend first (the backend watches for it)."""
+    fe, be = dev.frontend_domid, dev.backend_domid
+    back = {
+        "frontend": dev.frontend_path,
+        "frontend-id": str(fe),
+        "online": "1",
+        "state": "1",
+        "handle": str(dev.devid),
+        "uuid": dev.uuid,
+        "resume": "False",
+    }
+    front = {
+        "backend": dev.backend_path,
+        "backend-id": str(be),
+        "state": "1",
+        "handle": str(dev.devid),
+    }
+    xs.mkdir(dev.frontend_path)
+    xs.set_perms(dev.frontend_path, [f"n{fe}", f"r{be}"])
+    for key, value in front.items():
+        xs.write(f"{dev.frontend_path}/{key}", value.encode())
+    xs.mkdir(dev.backend_path)
+    xs.set_perms(dev.backend_path, [f"n{be}", f"r{fe}"])
+    for key, value in back.items():
+        xs.write(f"{dev.backend_path}/{key}", value.encode())
+
+
+def remove_vtpm_device(xs: XenStore, dev: VtpmDevice) -> None:
+    xs.rm(dev.frontend_path)
+    xs.rm(dev.backend_path)
