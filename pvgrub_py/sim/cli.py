@@ -1,0 +1,102 @@
+"""``pvgrubctl sim host --dir DIR``: run a simulated Xen host in the foreground.
+
+`add_host_parser` is what ``pvgrub_py/cli/cmd_sim.py`` calls to add the verb;
+``python -m pvgrub_py.sim host ...`` runs it without the rest of pvgrubctl.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from pvgrub_py.sim.daemon import HostDaemon
+from pvgrub_py.sim.layout import HostLayout
+from pvgrub_py.sim.xenstored import XenstoredLink
+
+HOST_DESCRIPTION = """\
+Run a simulated Xen host: one daemon that is the hypervisor for every process
+attached to it (SimHypervisor.attach(DIR, domid=N)), the way Xen is under
+every domain.  It owns the domains (dom0 from the start; more through
+DomainControl.create), their grant tables (granted pages are memfds shared by
+the processes) and event channels (real cross-process notifications), and
+enforces Xen's rules on them.  Unless told otherwise it also starts a
+xenstored (pvgrubctl sim xenstored) on DIR/xenstored/socket and hands each
+attached process a xenstore connection as its own domain.
+
+It prints DIR/hyp.sock once processes can attach, and serves until SIGTERM
+or SIGINT; shutdown stops its xenstored and removes its sockets and tokens."""
+
+HOST_EPILOG = """\
+files in DIR:
+  hyp.sock                the hypervisor socket
+  tokens/<domid>          the secret proving a domid at attach (mode 0600)
+  xenstored/socket        xenstored, for dom0 (XENSTORED_PATH=...)
+  xenstored/socket.d/<N>  xenstored for domain N, once dom0 introduced it
+
+examples:
+  pvgrubctl sim host --dir /tmp/host &
+  python3 -c 'from pvgrub_py.sim import SimHost; print(SimHost.connect("/tmp/host").stats())'
+
+exit status: 0 after a clean shutdown, 1 if the host cannot start (DIR is
+in use by a running host, a path is too long, xenstored fails), 2 usage."""
+
+
+def add_host_parser(sim_subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = sim_subparsers.add_parser(
+        "host",
+        help="a simulated Xen host (hypervisor daemon + xenstored)",
+        description=HOST_DESCRIPTION,
+        epilog=HOST_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--dir", required=True, metavar="DIR", help="the host directory")
+    xs = parser.add_mutually_exclusive_group()
+    xs.add_argument(
+        "--xenstored",
+        metavar="SOCKET",
+        help="use the xenstored already listening on SOCKET instead of starting one",
+    )
+    xs.add_argument(
+        "--no-xenstored", action="store_true", help="run without xenstore (xs_open: ENOTCONN)"
+    )
+    parser.add_argument("--log", metavar="FILE", help="append a debug trace of the daemon to FILE")
+    parser.set_defaults(func=run_host)
+
+
+def _setup_logging(log_file: str | None) -> None:
+    logger = logging.getLogger("pvgrub_py.sim")
+    logger.propagate = False
+    handler: logging.Handler
+    if log_file is not None:
+        handler = logging.FileHandler(log_file)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        logger.setLevel(logging.DEBUG)
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("pvgrubctl sim host: %(message)s"))
+        logger.setLevel(logging.WARNING)
+    logger.addHandler(handler)
+
+
+def run_host(args: argparse.Namespace) -> int:
+    _setup_logging(args.log)
+    layout = HostLayout.of(args.dir)
+    daemon = HostDaemon(layout.root, None)
+    daemon.bind()  # refuses a directory where a host already runs, before anything else
+    try:
+        if args.xenstored:
+            daemon.xenstored = XenstoredLink(args.xenstored)
+        elif not args.no_xenstored:
+            layout.xenstored_socket.parent.mkdir(mode=0o700, exist_ok=True)
+            daemon.xenstored = XenstoredLink.spawn(
+                str(layout.xenstored_socket), str(layout.xenstored_log)
+            )
+    except BaseException:
+        daemon.close()
+        raise
+
+    def ready() -> None:
+        print(layout.socket, flush=True)
+
+    return daemon.serve(ready)

@@ -1,0 +1,500 @@
+"""The host daemon: one process that *is* the simulated hypervisor for every process
+attached to the host, the way Xen is one hypervisor under every domain.
+
+It owns the `Machine` (domains, grant tables, event channels) and serves it on
+``DIR/hyp.sock`` (SOCK_SEQPACKET).  One single-threaded ``selectors`` loop does
+everything, so the machine needs no locks and every operation is atomic with respect
+to the others, as a hypercall is under Xen's locks.
+
+* A connection must first ATTACH with a domid and that domain's token; every later
+  request acts as that domid.  A bad first frame drops the connection.
+* Grant pages are memfds created here and passed with SCM_RIGHTS (see `pages`).
+* Each event-channel handle gets a SOCK_STREAM socketpair: the daemon writes the
+  4-byte port of each delivered event to its end, so the client's end is readable
+  exactly when a port is pending, like ``/dev/xen/evtchn``.  If a client lets it fill
+  up, the handle is marked overflowed, as the evtchn driver's ring (read gives EFBIG).
+* A connection that drops (the process exited or was killed) is detached: its
+  grants are ended, its mappings unmapped, its ports closed.  Nothing is left dangling.
+* Destroying a domain sends its processes a NOTICE (ESRCH) and closes their
+  connections, deletes its token, and RELEASEs it from xenstored.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import secrets
+import selectors
+import signal
+import socket
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from pvgrub_py.sim import protocol
+from pvgrub_py.sim.domains import Domain
+from pvgrub_py.sim.grants import GrantMapError
+from pvgrub_py.sim.layout import HostLayout
+from pvgrub_py.sim.machine import Caller, Machine
+from pvgrub_py.sim.pages import reopen_readonly
+from pvgrub_py.sim.protocol import Frame, Op, ProtocolError
+from pvgrub_py.sim.xenstored import XenstoredLink
+from pvgrub_py.xen.interface import DomainConfig, DomainInfo, XenError
+
+log = logging.getLogger("pvgrub_py.sim")
+PORT = struct.Struct("<I")
+#: Per-handle notification buffer: room for every port of a domain several times over.
+NOTIFY_BUFFER = 64 * 1024
+
+
+class HostStartError(XenError):
+    """The host daemon cannot start in this directory."""
+
+
+def info_args(info: DomainInfo) -> list[int]:
+    return [
+        info.domid,
+        int(info.paused),
+        int(info.dying),
+        int(info.shutdown),
+        info.max_memkb,
+        info.tot_pages,
+        info.max_vcpus,
+    ]
+
+
+@dataclass(eq=False)
+class _Client:
+    conn_id: int
+    sock: socket.socket
+    caller: Caller | None = None
+    handles: dict[int, socket.socket] = field(default_factory=dict)
+    closed: bool = False
+
+
+@dataclass
+class _Reply:
+    args: list[int] = field(default_factory=list)
+    data: bytes = b""
+    fd: int | None = None
+    close_fd: bool = False
+
+
+class HostDaemon:
+    def __init__(self, host_dir: str | os.PathLike[str], xenstored: XenstoredLink | None) -> None:
+        self.layout = HostLayout.of(host_dir)
+        self.xenstored = xenstored
+        self.machine = Machine(self, lambda: secrets.token_hex(16), os.cpu_count() or 1)
+        self._sel = selectors.DefaultSelector()
+        self._listener: socket.socket | None = None
+        self._clients: dict[int, _Client] = {}
+        self._handle_socks: dict[int, tuple[_Client, socket.socket]] = {}
+        self._next_conn = 1
+        self._stopping = False
+        self._wakeup_r: socket.socket | None = None
+        self._wakeup_w: socket.socket | None = None
+
+    # -- start and stop ------------------------------------------------------------------
+
+    def bind(self) -> None:
+        """Create the host directory, dom0's token and the socket (before serving)."""
+        problem = self.layout.check_socket_paths()
+        if problem is not None:
+            raise HostStartError(errno.ENAMETOOLONG, "sim host", problem)
+        self.layout.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.layout.tokens.mkdir(mode=0o700, exist_ok=True)
+        path = str(self.layout.socket)
+        if os.path.lexists(path):
+            probe = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            try:
+                probe.connect(path)
+            except OSError:
+                os.unlink(path)  # stale
+            else:
+                raise HostStartError(errno.EADDRINUSE, "sim host", f"a host already runs on {path}")
+            finally:
+                probe.close()
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+        sock.bind(path)
+        os.chmod(path, 0o600)
+        sock.listen(128)
+        sock.setblocking(False)
+        self._listener = sock
+        dom0 = self.machine.domains.find(0)
+        assert dom0 is not None
+        self.domain_created(dom0)
+        self.layout.pid_file.write_text(f"{os.getpid()}\n")
+
+    def serve(self, ready: Callable[[], None] | None = None) -> int:
+        """Serve until SIGTERM/SIGINT or `stop`; then release everything."""
+        if self._listener is None:
+            self.bind()
+        assert self._listener is not None
+        self._wakeup_r, self._wakeup_w = socket.socketpair()
+        self._wakeup_r.setblocking(False)
+        self._wakeup_w.setblocking(False)
+        old_fd = signal.set_wakeup_fd(self._wakeup_w.fileno(), warn_on_full_buffer=False)
+        old_handlers = {
+            s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)
+        }
+        self._sel.register(self._listener, selectors.EVENT_READ, ("listen", None))
+        self._sel.register(self._wakeup_r, selectors.EVENT_READ, ("wakeup", None))
+        try:
+            if ready is not None:
+                ready()
+            while not self._stopping:
+                for key, _mask in self._sel.select():
+                    kind, obj = key.data
+                    if kind == "client":
+                        self._readable(obj)
+                    elif kind == "notify":
+                        self._notify_readable(*obj)
+                    elif kind == "listen":
+                        self._accept()
+                    else:
+                        with contextlib.suppress(OSError):
+                            self._wakeup_r.recv(4096)
+        finally:
+            signal.set_wakeup_fd(old_fd)
+            for signum, handler in old_handlers.items():
+                signal.signal(signum, handler)
+            self.close()
+        return 0
+
+    def _on_signal(self, signum: int, frame: object) -> None:
+        self._stopping = True
+
+    def stop(self) -> None:
+        self._stopping = True
+        if self._wakeup_w is not None:
+            with contextlib.suppress(OSError):
+                self._wakeup_w.send(b"\0")
+
+    def close(self) -> None:
+        for client in list(self._clients.values()):
+            self._drop(client, notice=errno.ESHUTDOWN)
+        self.machine.close()
+        if self._listener is not None:
+            with contextlib.suppress(KeyError, ValueError):
+                self._sel.unregister(self._listener)
+            self._listener.close()
+            self._listener = None
+            with contextlib.suppress(OSError):
+                os.unlink(self.layout.socket)
+        if self.xenstored is not None:
+            self.xenstored.close()
+        for path in self.layout.tokens.glob("*"):
+            with contextlib.suppress(OSError):
+                path.unlink()
+        with contextlib.suppress(OSError):
+            self.layout.pid_file.unlink()
+        for sock in (self._wakeup_r, self._wakeup_w):
+            if sock is not None:
+                sock.close()
+        self._sel.close()
+
+    # -- connections ---------------------------------------------------------------------
+
+    def _accept(self) -> None:
+        assert self._listener is not None
+        try:
+            sock, _ = self._listener.accept()
+        except OSError:
+            return
+        sock.setblocking(False)
+        client = _Client(self._next_conn, sock)
+        self._next_conn += 1
+        self._clients[client.conn_id] = client
+        self._sel.register(sock, selectors.EVENT_READ, ("client", client))
+
+    def _drop(self, client: _Client, notice: int | None = None, why: str = "") -> None:
+        if client.closed:
+            return
+        client.closed = True
+        if notice is not None:
+            with contextlib.suppress(OSError):
+                client.sock.send(protocol.encode(Frame(Op.NOTICE, 0, (), why.encode(), notice)))
+        self.machine.detach(client.conn_id)
+        for handle_id in list(client.handles):
+            self._close_handle_sock(client, handle_id)
+        with contextlib.suppress(KeyError, ValueError):
+            self._sel.unregister(client.sock)
+        client.sock.close()
+        self._clients.pop(client.conn_id, None)
+
+    def _readable(self, client: _Client) -> None:
+        if client.closed:
+            return
+        try:
+            data = client.sock.recv(protocol.MAX_FRAME + 1)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            log.debug("connection %d closed", client.conn_id)
+            self._drop(client)
+            return
+        try:
+            frame = protocol.decode(data)
+        except ProtocolError as e:
+            log.warning("connection %d dropped: %s", client.conn_id, e)
+            self._drop(client, errno.EPROTO, str(e))
+            return
+        self._handle(client, frame)
+
+    def _send(self, client: _Client, frame: Frame, fd: int | None = None) -> None:
+        data = protocol.encode(frame)
+        try:
+            if fd is None:
+                client.sock.send(data)
+            else:
+                socket.send_fds(client.sock, [data], [fd])
+        except OSError as e:  # the client is gone or not reading its replies
+            log.warning("connection %d dropped: %s", client.conn_id, e)
+            self._drop(client)
+
+    def _handle(self, client: _Client, frame: Frame) -> None:
+        if client.caller is None:
+            self._attach(client, frame)
+            return
+        caller = client.caller
+        if frame.op in protocol.ONE_WAY:
+            with contextlib.suppress(XenError, IndexError):
+                if frame.op == Op.EVT_NOTIFY:
+                    self.machine.notify(caller, frame.args[0], frame.args[1])
+                elif frame.op == Op.EVT_UNMASK:
+                    self.machine.unmask(caller, frame.args[0], frame.args[1])
+            return
+        handler = self._HANDLERS.get(frame.op)
+        try:
+            if handler is None:
+                raise XenError(errno.ENOSYS, "sim", f"unknown operation {frame.op}")
+            result = handler(self, client, caller, frame)
+        except GrantMapError as e:
+            self._send(client, protocol.error_reply(frame, e.errno, e.detail, [e.status]))
+            return
+        except XenError as e:
+            self._send(client, protocol.error_reply(frame, e.errno, e.message))
+            return
+        except (IndexError, ValueError) as e:
+            self._send(client, protocol.error_reply(frame, errno.EINVAL, f"bad arguments: {e}"))
+            return
+        try:
+            nfds = 0 if result.fd is None else 1
+            self._send(client, protocol.reply(frame, result.args, result.data, nfds), result.fd)
+        finally:
+            if result.fd is not None and result.close_fd:
+                os.close(result.fd)
+
+    def _attach(self, client: _Client, frame: Frame) -> None:
+        if frame.op != Op.ATTACH or len(frame.args) != 1:
+            self._drop(client, errno.EPROTO, "the first frame must be ATTACH")
+            return
+        domid = frame.args[0]
+        try:
+            client.caller = self.machine.attach(client.conn_id, domid, frame.data.decode("ascii"))
+        except (XenError, UnicodeDecodeError) as e:
+            err = e.errno if isinstance(e, XenError) else errno.EPERM
+            self._send(client, protocol.error_reply(frame, err, str(e)))
+            self._drop(client)
+            return
+        log.debug("connection %d is d%d", client.conn_id, domid)
+        self._send(client, protocol.reply(frame, [domid]))
+
+    # -- event-channel notification sockets ---------------------------------------------
+
+    def _close_handle_sock(self, client: _Client, handle_id: int) -> None:
+        sock = client.handles.pop(handle_id, None)
+        self._handle_socks.pop(handle_id, None)
+        if sock is not None:
+            with contextlib.suppress(KeyError, ValueError):
+                self._sel.unregister(sock)
+            sock.close()
+
+    def _notify_readable(self, client: _Client, handle_id: int) -> None:
+        """The client closed its end of a handle without EVT_CLOSE (process exit, GC)."""
+        entry = self._handle_socks.get(handle_id)
+        if entry is None:
+            return
+        try:
+            data = entry[1].recv(64)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if data:
+            return  # clients never write here; ignore it
+        if client.caller is not None and not client.closed:
+            with contextlib.suppress(XenError):
+                self.machine.evtchn_close(client.caller, handle_id)
+        self._close_handle_sock(client, handle_id)
+
+    # -- Effects (called by the machine) -------------------------------------------------
+
+    def deliver(self, handle_id: int, port: int) -> None:
+        entry = self._handle_socks.get(handle_id)
+        if entry is None:
+            return
+        try:
+            entry[1].send(PORT.pack(port))
+        except BlockingIOError:
+            # The evtchn driver's ring overflowed: its read then fails (EFBIG) until
+            # reset.  We end the handle's stream; the client reports the loss.
+            log.warning("event channel handle %d overflowed; closing it", handle_id)
+            with contextlib.suppress(OSError):
+                entry[1].shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+
+    def domain_created(self, domain: Domain) -> None:
+        path = self.layout.token(domain.domid)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(domain.token + "\n")
+
+    def domain_destroyed(self, domid: int, connections: list[int]) -> None:
+        with contextlib.suppress(OSError):
+            self.layout.token(domid).unlink()
+        for conn_id in connections:
+            client = self._clients.get(conn_id)
+            if client is not None:
+                self._drop(client, errno.ESRCH, f"domain {domid} was destroyed")
+        if self.xenstored is not None:
+            self.xenstored.release(domid)
+
+    # -- operations ----------------------------------------------------------------------
+
+    def _stats(self, client: _Client, caller: Caller, frame: Frame) -> _Reply:
+        return _Reply(data=self.machine.stats().to_json())
+
+    def _dom_create(self, client: _Client, caller: Caller, frame: Frame) -> _Reply:
+        max_vcpus, max_memkb, pvh, handle_len = frame.args
+        config = DomainConfig(
+            max_vcpus=max_vcpus,
+            max_memkb=max_memkb,
+            pvh=bool(pvh),
+            handle=frame.data[:handle_len],
+            name=frame.data[handle_len:].decode("utf-8", "replace"),
+        )
+        return _Reply([self.machine.create(caller, config)])
+
+    def _dom_destroy(self, client: _Client, caller: Caller, frame: Frame) -> _Reply:
+        self.machine.destroy(caller, frame.args[0])
+        return _Reply()
+
+    def _dom_pause(self, client: _Client, caller: Caller, frame: Frame) -> _Reply:
+        self.machine.pause(caller, frame.args[0])
+        return _Reply()
+
+    def _dom_unpause(self, client: _Client, caller: Caller, frame: Frame) -> _Reply:
+        self.machine.unpause(caller, frame.args[0])
+        return _Reply()
+
+    def _dom_info(self, client: _Client, caller: Caller, frame: Frame) -> _Reply:
+        info = self.machine.info(caller, frame.args[0])
+        return _Reply(info_args(info), info.handle)
+
+    def _dom_list(self, client: _Client, caller: Caller, frame: Frame) -> _Reply:
+        infos = self.machine.list_domains(caller)
+        args = [a for info in infos for a in info_args(info)]
+        return _Reply(args, b"".join(info.handle for info in infos))
+
+    def _dom_set_maxmem(self, client: _Client, caller: Caller, frame: Frame) -> _Reply:
+        self.machine.set_max_memory(caller, frame.args[0], frame.args[1])
+        return _Reply()
+
+    def _dom_set_maxvcpus(self, client: _Client, caller: Caller, frame: Frame) -> _Reply:
+        self.machine.set_max_vcpus(caller, frame.args[0], frame.args[1])
+        return _Reply()
+
+    def _dom_alloc_unbound(self, client: _Client, caller: Caller, frame: Frame) -> _Reply:
+        return _Reply([self.machine.alloc_unbound_in(caller, frame.args[0], frame.args[1])])
+
+    def _gnt_share(self, client: _Client, caller: Caller, frame: Frame) -> _Reply:
+        grantee, count, writable = frame.args
+        share = self.machine.share(caller, grantee, count, bool(writable))
+        return _Reply([share.share_id, *(g.ref for g in share.grants)], fd=share.region.fd)
+
+    def _gnt_end(self, client: _Client, caller: Caller, frame: Frame) -> _Reply:
+        self.machine.end_share(caller, frame.args[0])
+        return _Reply()
+
+    def _gnt_map(self, client: _Client, caller: Caller, frame: Frame) -> _Reply:
+        granter, ref, writable = frame.args
+        mapping = self.machine.map(caller, granter, ref, bool(writable))
+        fd = mapping.grant.region.fd
+        args = [mapping.map_id, self.machine.grants.page_offset(mapping)]
+        if mapping.writable:
+            return _Reply(args, fd=fd)
+        return _Reply(args, fd=reopen_readonly(fd), close_fd=True)
+
+    def _gnt_unmap(self, client: _Client, caller: Caller, frame: Frame) -> _Reply:
+        self.machine.unmap(caller, frame.args[0])
+        return _Reply()
+
+    def _evt_open(self, client: _Client, caller: Caller, frame: Frame) -> _Reply:
+        handle = self.machine.evtchn_open(caller)
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        ours.setblocking(False)
+        with contextlib.suppress(OSError):
+            ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, NOTIFY_BUFFER)
+        client.handles[handle.handle_id] = ours
+        self._handle_socks[handle.handle_id] = (client, ours)
+        self._sel.register(ours, selectors.EVENT_READ, ("notify", (client, handle.handle_id)))
+        fd = os.dup(theirs.fileno())
+        theirs.close()
+        return _Reply([handle.handle_id], fd=fd, close_fd=True)
+
+    def _evt_close(self, client: _Client, caller: Caller, frame: Frame) -> _Reply:
+        self.machine.evtchn_close(caller, frame.args[0])
+        self._close_handle_sock(client, frame.args[0])
+        return _Reply()
+
+    def _evt_alloc_unbound(self, client: _Client, caller: Caller, frame: Frame) -> _Reply:
+        return _Reply([self.machine.alloc_unbound(caller, frame.args[0], frame.args[1])])
+
+    def _evt_bind(self, client: _Client, caller: Caller, frame: Frame) -> _Reply:
+        handle_id, remote_dom, remote_port = frame.args
+        return _Reply([self.machine.bind_interdomain(caller, handle_id, remote_dom, remote_port)])
+
+    def _evt_unbind(self, client: _Client, caller: Caller, frame: Frame) -> _Reply:
+        self.machine.unbind(caller, frame.args[0], frame.args[1])
+        return _Reply()
+
+    def _evt_status(self, client: _Client, caller: Caller, frame: Frame) -> _Reply:
+        return _Reply(list(self.machine.evtchn_status(caller, frame.args[0], frame.args[1])))
+
+    def _xs_connect(self, client: _Client, caller: Caller, frame: Frame) -> _Reply:
+        if self.xenstored is None:
+            raise XenError(errno.ENOTCONN, "xs_open", "this simulated host runs no xenstored")
+        sock = self.xenstored.connect(caller.domid)
+        fd = os.dup(sock.fileno())
+        sock.close()
+        return _Reply(fd=fd, close_fd=True)
+
+    _HANDLERS: dict[int, Callable[[HostDaemon, _Client, Caller, Frame], _Reply]] = {
+        Op.STATS: _stats,
+        Op.DOM_CREATE: _dom_create,
+        Op.DOM_DESTROY: _dom_destroy,
+        Op.DOM_PAUSE: _dom_pause,
+        Op.DOM_UNPAUSE: _dom_unpause,
+        Op.DOM_INFO: _dom_info,
+        Op.DOM_LIST: _dom_list,
+        Op.DOM_SET_MAXMEM: _dom_set_maxmem,
+        Op.DOM_SET_MAXVCPUS: _dom_set_maxvcpus,
+        Op.DOM_ALLOC_UNBOUND: _dom_alloc_unbound,
+        Op.GNT_SHARE: _gnt_share,
+        Op.GNT_END: _gnt_end,
+        Op.GNT_MAP: _gnt_map,
+        Op.GNT_UNMAP: _gnt_unmap,
+        Op.EVT_OPEN: _evt_open,
+        Op.EVT_CLOSE: _evt_close,
+        Op.EVT_ALLOC_UNBOUND: _evt_alloc_unbound,
+        Op.EVT_BIND: _evt_bind,
+        Op.EVT_UNBIND: _evt_unbind,
+        Op.EVT_STATUS: _evt_status,
+        Op.XS_CONNECT: _xs_connect,
+    }

@@ -1,0 +1,177 @@
+"""`SimHost`: start (or find) a simulated host and use it from a test or a tool.
+
+::
+
+    with SimHost.start("/tmp/h1") as host:        # daemon + xenstored subprocesses
+        domid = host.create_domain(DomainConfig(name="guest"))
+        guest = host.attach(domid)                 # or SimHypervisor.attach in another process
+        ...
+        assert host.stats().total.resources == 0
+
+`start` returns once processes can attach; leaving the ``with`` block (also on an
+exception) stops the daemon, which stops its xenstored and removes its sockets.  If
+the test process itself is killed, the daemon lives on; its xenstored dies with it
+(PR_SET_PDEATHSIG), and a later `start` in the same directory replaces the stale
+socket.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from pvgrub_py.sim.client import SimHypervisor
+from pvgrub_py.sim.layout import HostLayout
+from pvgrub_py.sim.stats import HostStats
+from pvgrub_py.sim.toolstack import create_domain, destroy_domain
+from pvgrub_py.sim.xenstored import package_env
+from pvgrub_py.xen.interface import DomainConfig, XenError
+
+
+class SimHost:
+    def __init__(self, layout: HostLayout, process: subprocess.Popen[bytes] | None) -> None:
+        self.layout = layout
+        self._process = process
+        self._dom0: SimHypervisor | None = None
+
+    @classmethod
+    def start(
+        cls,
+        host_dir: str | os.PathLike[str],
+        *,
+        xenstored: bool | str = True,
+        timeout: float = 30.0,
+        log: str | os.PathLike[str] | None = None,
+    ) -> SimHost:
+        """Run ``pvgrubctl sim host --dir host_dir`` and wait until it serves.
+        ``xenstored``: True to start one, False for none, or the toolstack socket
+        of one already running.  ``log``: a file for the daemon's debug trace."""
+        layout = HostLayout.of(host_dir)
+        problem = layout.check_socket_paths()
+        if problem is not None:
+            raise XenError(errno.ENAMETOOLONG, "sim host", problem)
+        layout.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        command = [sys.executable, "-m", "pvgrub_py.sim", "host", "--dir", str(layout.root)]
+        if xenstored is False:
+            command.append("--no-xenstored")
+        elif isinstance(xenstored, str):
+            command += ["--xenstored", xenstored]
+        if log is not None:
+            command += ["--log", os.fspath(log)]
+        with open(layout.log, "ab") as stderr:
+            process = subprocess.Popen(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=stderr,
+                env=package_env(),
+                start_new_session=True,  # a ^C in the test's terminal reaches us, not it
+            )
+        host = cls(layout, process)
+        try:
+            host._wait_ready(timeout)
+        except BaseException:
+            host.stop()
+            raise
+        return host
+
+    @classmethod
+    def connect(cls, host_dir: str | os.PathLike[str]) -> SimHost:
+        """A host already running (e.g. ``pvgrubctl sim host``); `stop` leaves it be."""
+        layout = HostLayout.of(host_dir)
+        if not layout.socket.exists():
+            raise XenError(errno.ENOENT, "sim host", f"no host runs in {layout.root}")
+        return cls(layout, None)
+
+    def _wait_ready(self, timeout: float) -> None:
+        process = self._process
+        assert process is not None and process.stdout is not None
+        deadline = time.monotonic() + timeout
+        line = b""
+        while not line.endswith(b"\n"):
+            remaining = deadline - time.monotonic()
+            ready, _, _ = select.select([process.stdout], [], [], max(0.0, remaining))
+            chunk = os.read(process.stdout.fileno(), 4096) if ready else b""
+            if not chunk:
+                why = "exited" if ready else f"did not start within {timeout:.0f} s"
+                raise XenError(errno.EIO, "sim host", f"the host daemon {why}: {self._log_tail()}")
+            line += chunk
+
+    def _log_tail(self) -> str:
+        with contextlib.suppress(OSError):
+            lines = self.layout.log.read_text(errors="replace").strip().splitlines()
+            return " | ".join(lines[-5:]) or "(empty log)"
+        return f"(no log at {self.layout.log})"
+
+    # -- use -------------------------------------------------------------------------------
+
+    @property
+    def dir(self) -> Path:
+        return self.layout.root
+
+    @property
+    def pid(self) -> int | None:
+        return None if self._process is None else self._process.pid
+
+    @property
+    def xenstored_socket(self) -> Path:
+        return self.layout.xenstored_socket
+
+    def attach(self, domid: int = 0, token: str | None = None) -> SimHypervisor:
+        return SimHypervisor.attach(self.layout.root, domid, token)
+
+    @property
+    def dom0(self) -> SimHypervisor:
+        """A dom0 connection kept by this object (for stats and the toolstack)."""
+        if self._dom0 is None:
+            self._dom0 = self.attach(0)
+        return self._dom0
+
+    def stats(self) -> HostStats:
+        return self.dom0.stats()
+
+    def create_domain(self, config: DomainConfig | None = None, *, introduce: bool = True) -> int:
+        """Create a domain the libxl way (see `toolstack`): paused, with a xenstore
+        home, introduced to xenstored."""
+        return create_domain(self.dom0, config, introduce=introduce)
+
+    def destroy_domain(self, domid: int) -> None:
+        destroy_domain(self.dom0, domid)
+
+    def token(self, domid: int) -> str:
+        """The secret a process needs to attach as ``domid``."""
+        return self.layout.token(domid).read_text().strip()
+
+    # -- stop --------------------------------------------------------------------------------
+
+    def stop(self, timeout: float = 10.0) -> int | None:
+        """SIGTERM the daemon we started and wait; returns its exit status."""
+        if self._dom0 is not None:
+            self._dom0.close()
+            self._dom0 = None
+        process, self._process = self._process, None
+        if process is None:
+            return None
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        if process.stdout is not None:
+            process.stdout.close()
+        return process.returncode
+
+    def __enter__(self) -> SimHost:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

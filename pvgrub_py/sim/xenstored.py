@@ -1,0 +1,163 @@
+"""The host daemon's side of xenstored: start it, hand out connections, report deaths.
+
+The xenstored is ``pvgrubctl sim xenstored`` (pvgrub_py/xenstore, another module's
+job), run as a child process of the host daemon, or one already running that the
+daemon is pointed at.  Its contract, from pvgrub_py/xenstore/daemon.py:
+
+* ``SOCKET`` is the toolstack socket; whoever connects there is dom0, privileged;
+* once dom0 sends INTRODUCE for domain N, it also listens on ``SOCKET.d/N``, and
+  whoever connects there *is* domain N (this stands in for the domain's ring page and
+  event channel); RELEASE closes that socket and its clients.
+
+The host daemon connects on behalf of an attached process and passes it the
+connected socket (SCM_RIGHTS), so the domid a process uses with xenstored is the
+domid it proved to the hypervisor, not one it picked.  An un-introduced domain has no
+xenstore, exactly as a guest whose toolstack never introduced it.
+
+When a domain is destroyed, the real xenstored learns it from VIRQ_DOM_EXC and
+``xc_domain_getinfo``, drops the domain's connection and fires @releaseDomain.  Our
+xenstored has no hypervisor to ask, so the host daemon tells it with a RELEASE from
+dom0: the effect seen by clients is the same.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import os
+import select
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from pvgrub_py.xen.interface import XenError
+
+XS_RELEASE = 9
+_XS_HEADER = struct.Struct("=IIII")
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
+    """Ask the kernel to SIGTERM xenstored if the host daemon dies, even by SIGKILL."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+
+
+def package_env() -> dict[str, str]:
+    """The environment for a child Python that must import this package."""
+    root = str(Path(__file__).resolve().parents[2])
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
+    return env
+
+
+class XenstoredLink:
+    def __init__(self, socket_path: str, process: subprocess.Popen[bytes] | None = None) -> None:
+        self.socket_path = socket_path
+        self._process = process
+
+    @classmethod
+    def spawn(cls, socket_path: str, log_path: str, timeout: float = 20.0) -> XenstoredLink:
+        """Run ``pvgrubctl sim xenstored --foreground`` and wait until it listens (it
+        prints SOCKET then)."""
+        command = [
+            sys.executable,
+            "-m",
+            "pvgrub_py.cli.cmd_sim",
+            "xenstored",
+            "--socket",
+            socket_path,
+            "--foreground",
+        ]
+        with open(log_path, "ab") as log:
+            process = subprocess.Popen(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=log,
+                env=package_env(),
+                preexec_fn=_die_with_parent,  # no threads yet in the daemon
+            )
+        assert process.stdout is not None
+        deadline = time.monotonic() + timeout
+        line = b""
+        while not line.endswith(b"\n"):
+            remaining = deadline - time.monotonic()
+            ready, _, _ = select.select([process.stdout], [], [], max(0.0, remaining))
+            chunk = os.read(process.stdout.fileno(), 4096) if ready else b""
+            if not chunk:
+                link = cls(socket_path, process)
+                link.close()
+                why = "exited" if ready else f"did not listen within {timeout:.0f} s"
+                raise XenError(errno.EIO, "xenstored", f"{' '.join(command)} {why}; see {log_path}")
+            line += chunk
+        if line.strip().decode(errors="replace") != socket_path:
+            cls(socket_path, process).close()
+            raise XenError(errno.EIO, "xenstored", f"unexpected start-up line {line!r}")
+        return cls(socket_path, process)
+
+    @property
+    def pid(self) -> int | None:
+        return None if self._process is None else self._process.pid
+
+    def domain_socket(self, domid: int) -> str:
+        return self.socket_path if domid == 0 else f"{self.socket_path}.d/{domid}"
+
+    def connect(self, domid: int) -> socket.socket:
+        """A stream socket connected to xenstored as ``domid``."""
+        path = self.domain_socket(domid)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        try:
+            sock.connect(path)
+        except FileNotFoundError:
+            sock.close()
+            raise XenError(
+                errno.ENOENT,
+                "xs_open",
+                f"d{domid} is not introduced to xenstored (dom0 must introduce_domain it)",
+            ) from None
+        except OSError as e:
+            sock.close()
+            raise XenError(e.errno or errno.EIO, "xs_open", f"xenstored at {path}") from None
+        return sock
+
+    def release(self, domid: int, timeout: float = 5.0) -> None:
+        """RELEASE ``domid`` as dom0; a domain never introduced is not an error."""
+        payload = f"{domid}".encode() + b"\0"
+        with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX) as sock:
+            sock.settimeout(timeout)
+            sock.connect(self.socket_path)
+            sock.sendall(_XS_HEADER.pack(XS_RELEASE, 1, 0, len(payload)) + payload)
+            header = b""
+            while len(header) < _XS_HEADER.size:
+                chunk = sock.recv(_XS_HEADER.size - len(header))
+                if not chunk:
+                    return
+                header += chunk
+            _type, _req, _tx, length = _XS_HEADER.unpack(header)
+            remaining = length
+            while remaining > 0:
+                chunk = sock.recv(remaining)
+                if not chunk:
+                    return
+                remaining -= len(chunk)
+
+    def close(self) -> None:
+        process, self._process = self._process, None
+        if process is None:
+            return
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        if process.stdout is not None:
+            process.stdout.close()
