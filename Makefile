@@ -5,7 +5,8 @@
 PYTHON ?= python3
 PIP ?= $(PYTHON) -m pip
 # Debian packages the project uses.  Keep this list the single source.
-DEBIAN_PACKAGES = swtpm swtpm-tools tpm2-tools xenstore-utils libxen-dev pkg-config
+DEBIAN_PACKAGES = swtpm swtpm-tools tpm2-tools xenstore-utils libxen-dev pkg-config \
+  e2fsprogs xfsprogs btrfs-progs dosfstools mtools xorriso fdisk qemu-utils lvm2
 SETUP_STAMP = .setup.stamp
 PYTEST_ARGS ?=
 

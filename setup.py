@@ -45,6 +45,15 @@ setup(
         # bzImage payload decompressors beyond the stdlib (gzip, bzip2, xz, lzma).
         "zstandard>=0.22",
         "lz4>=4.3",
+        # Guest disk readers (pvgrub_py/disk): Dissect (AGPL-3.0-or-later) and pycdlib.
+        "dissect.extfs>=3.15,<4",
+        "dissect.xfs>=3.13,<4",
+        "dissect.btrfs>=1.10,<2",
+        "dissect.fat>=3.13,<4",
+        "dissect.volume>=3.18,<4",
+        "dissect.hypervisor>=3.21,<4",
+        "dissect.util>=3.24,<4",
+        "pycdlib>=1.14,<2",
     ],
     extras_require={
         "test": ["pytest>=7", "hypothesis>=6", "mypy>=1.8", "ruff>=0.4"],

@@ -1,0 +1,1 @@
+"""One adapter per filesystem library; see `base.ReaderAdapter`."""
