@@ -19,6 +19,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "pvgrub_py.cli.cmd_predict",
     "pvgrub_py.cli.cmd_eventlog",
     "pvgrub_py.cli.cmd_sim",
+    "pvgrub_py.cli.cmd_doctor",
+    "pvgrub_py.cli.cmd_kernel_info",
 )
 
 DESCRIPTION = """\

@@ -134,8 +134,12 @@ class DomainImage:
     def module_file(self, path: str | os.PathLike[str], cmdline: str = "") -> None:
         name = os.fsencode(path)
         if self._b.lib.PVGRUB_HAS_XC_DOM_MODULE_MEM:
-            self._call("xc_dom_module_file", name, cmdline.encode() or self._b.ffi.NULL,
-                       message=os.fspath(path))  # fmt: skip
+            self._call(
+                "xc_dom_module_file",
+                name,
+                cmdline.encode() or self._b.ffi.NULL,
+                message=os.fspath(path),
+            )
         elif cmdline:
             raise XenError(errno_mod.ENOSYS, "xc_dom_ramdisk_file", "no module cmdline before 4.13")
         else:
@@ -150,13 +154,26 @@ class DomainImage:
         if self._b.lib.pvgrub_dom_set_xen_caps(self._handle, caps.encode()) != 0:
             raise XenError(errno_mod.E2BIG, "xen_caps", "capabilities string too long")
 
-    def set_boot_params(self, *, flags: int = 0, console_evtchn: int = 0,
-                        xenstore_evtchn: int = 0, console_domid: int = 0,
-                        xenstore_domid: int = 0, max_vcpus: int = 1) -> None:  # fmt: skip
+    def set_boot_params(
+        self,
+        *,
+        flags: int = 0,
+        console_evtchn: int = 0,
+        xenstore_evtchn: int = 0,
+        console_domid: int = 0,
+        xenstore_domid: int = 0,
+        max_vcpus: int = 1,
+    ) -> None:
         """The fields libxl and pv-grub assign directly (reference §1.2 step 7, §1.5)."""
-        self._b.lib.pvgrub_dom_set_boot_params(self._handle, flags, console_evtchn,
-                                               xenstore_evtchn, console_domid, xenstore_domid,
-                                               max_vcpus)  # fmt: skip
+        self._b.lib.pvgrub_dom_set_boot_params(
+            self._handle,
+            flags,
+            console_evtchn,
+            xenstore_evtchn,
+            console_domid,
+            xenstore_domid,
+            max_vcpus,
+        )
 
     # -- the build sequence -----------------------------------------------------------
 
@@ -247,9 +264,15 @@ class DomainImage:
     def magic_pages(self) -> MagicPages:
         out = self._b.ffi.new("struct pvgrub_dom_pfns *")
         self._b.lib.pvgrub_dom_pfns(self._handle, out)
-        return MagicPages(out.start_info_pfn, out.console_pfn, out.xenstore_pfn,
-                          out.shared_info_pfn, self._addr(out.console_mfn),
-                          self._addr(out.xenstore_mfn), out.total_pages)  # fmt: skip
+        return MagicPages(
+            out.start_info_pfn,
+            out.console_pfn,
+            out.xenstore_pfn,
+            out.shared_info_pfn,
+            self._addr(out.console_mfn),
+            self._addr(out.xenstore_mfn),
+            out.total_pages,
+        )
 
     @property
     def module_sizes(self) -> list[int]:
@@ -271,7 +294,8 @@ def gnttab_seed(
     if xc.dummy:
         raise XenError(errno_mod.ENODEV, "xc_dom_gnttab_seed", NO_HYPERCALLS)
     xc.begin()
-    rc = xc.binding.lib.xc_dom_gnttab_seed(xc.handle, guest_domid, is_hvm, console_gfn,
-                                           xenstore_gfn, console_domid, xenstore_domid)  # fmt: skip
+    rc = xc.binding.lib.xc_dom_gnttab_seed(
+        xc.handle, guest_domid, is_hvm, console_gfn, xenstore_gfn, console_domid, xenstore_domid
+    )
     if rc != 0:
         xc.fail("xc_dom_gnttab_seed", f"domain {guest_domid}")

@@ -45,8 +45,9 @@ class XenEventChannels:
 
     def bind_interdomain(self, remote_domid: int, remote_port: int) -> int:
         rc = self._b.lib.xenevtchn_bind_interdomain(self._handle(), remote_domid, remote_port)
-        return self._port(rc, "xenevtchn_bind_interdomain",
-                          f"domain {remote_domid} port {remote_port}")  # fmt: skip
+        return self._port(
+            rc, "xenevtchn_bind_interdomain", f"domain {remote_domid} port {remote_port}"
+        )
 
     def notify(self, port: int) -> None:
         if self._b.lib.xenevtchn_notify(self._handle(), port) != 0:

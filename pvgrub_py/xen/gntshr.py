@@ -52,8 +52,9 @@ class XenSharedPages:
         try:
             self._memory.release()
         except BufferError:
-            raise XenError(errno_mod.EBUSY, "xengntshr_unshare",
-                           "the shared memory is still exported") from None  # fmt: skip
+            raise XenError(
+                errno_mod.EBUSY, "xengntshr_unshare", "the shared memory is still exported"
+            ) from None
         self._memory = None
         self._owner.unshare(self._address, len(self._refs))
 
@@ -90,8 +91,9 @@ class XenGrantShare:
         if not 1 <= count <= 1024:
             raise XenError(errno_mod.EINVAL, "xengntshr_share_pages", f"count {count}")
         refs = self._b.ffi.new("uint32_t[]", count)
-        address = self._b.lib.xengntshr_share_pages(self._handle(), domid, count, refs,
-                                                     1 if writable else 0)  # fmt: skip
+        address = self._b.lib.xengntshr_share_pages(
+            self._handle(), domid, count, refs, 1 if writable else 0
+        )
         if address == self._b.ffi.NULL:
             fail(self._b, "xengntshr_share_pages", f"{count} page(s) to domain {domid}")
         return XenSharedPages(self, address, list(refs))

@@ -37,8 +37,9 @@ class XenMappedGrant:
         try:
             self._memory.release()
         except BufferError:
-            raise XenError(errno_mod.EBUSY, "xengnttab_unmap",
-                           "the mapped memory is still exported") from None  # fmt: skip
+            raise XenError(
+                errno_mod.EBUSY, "xengnttab_unmap", "the mapped memory is still exported"
+            ) from None
         self._memory = None
         self._owner.unmap(self._address)
 

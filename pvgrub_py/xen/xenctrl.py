@@ -129,9 +129,17 @@ class XenCtrl:
         out = self._b.ffi.new("struct pvgrub_physinfo *")
         if self._b.lib.pvgrub_xc_physinfo(xch, out) != 0:
             self.fail("xc_physinfo")
-        return PhysInfo(out.nr_cpus, out.nr_nodes, out.threads_per_core, out.cores_per_socket,
-                        out.cpu_khz, out.capabilities, out.total_pages, out.free_pages,
-                        out.max_mfn)  # fmt: skip
+        return PhysInfo(
+            out.nr_cpus,
+            out.nr_nodes,
+            out.threads_per_core,
+            out.cores_per_socket,
+            out.cpu_khz,
+            out.capabilities,
+            out.total_pages,
+            out.free_pages,
+            out.max_mfn,
+        )
 
     # -- DomainControl ----------------------------------------------------------------
 
@@ -149,8 +157,12 @@ class XenCtrl:
         flags = (lib.XEN_DOMCTL_CDF_hvm | lib.XEN_DOMCTL_CDF_hap) if config.pvh else 0
         emulation = lib.PVGRUB_PVH_EMULATION_FLAGS if config.pvh else 0
         domid = self._b.ffi.new("uint32_t *", 0)
-        if lib.pvgrub_xc_domain_create(xch, domid, flags, config.max_vcpus, config.handle,
-                                       emulation) != 0:  # fmt: skip
+        if (
+            lib.pvgrub_xc_domain_create(
+                xch, domid, flags, config.max_vcpus, config.handle, emulation
+            )
+            != 0
+        ):
             self.fail("xc_domain_create")
         try:
             self.set_max_memory(domid[0], config.max_memkb)

@@ -42,8 +42,11 @@ class XenStoreC:
         handle = self._b.lib.xs_open(0)
         if handle == self._b.ffi.NULL:
             err = self._b.ffi.errno
-            raise XenError(err or errno_mod.EIO, "xs_open",
-                           f"no xenstored at {socket_path()} and no /dev/xen/xenbus")  # fmt: skip
+            raise XenError(
+                err or errno_mod.EIO,
+                "xs_open",
+                f"no xenstored at {socket_path()} and no /dev/xen/xenbus",
+            )
         self._h: Any = handle
         self._xbt = self._b.lib.XBT_NULL
 
@@ -55,8 +58,11 @@ class XenStoreC:
     def _take_string(self, pointer: Any, size: int | None = None) -> bytes:
         ffi = self._b.ffi
         try:
-            data: bytes = ffi.unpack(ffi.cast("char *", pointer), size) if size is not None \
-                else ffi.string(pointer)  # fmt: skip
+            data: bytes = (
+                ffi.unpack(ffi.cast("char *", pointer), size)
+                if size is not None
+                else ffi.string(pointer)
+            )
         finally:
             self._b.lib.free(pointer)
         return data
@@ -114,8 +120,9 @@ class XenStoreC:
             assert match is not None
             array[i].id = int(match.group(2))
             array[i].perms = letter_bits[match.group(1)]
-        if not self._b.lib.xs_set_permissions(self._handle(), self._xbt, path.encode(), array,
-                                              len(perms)):  # fmt: skip
+        if not self._b.lib.xs_set_permissions(
+            self._handle(), self._xbt, path.encode(), array, len(perms)
+        ):
             fail(self._b, "xs_set_permissions", path)
 
     def get_domain_path(self, domid: int) -> str:

@@ -1,0 +1,132 @@
+"""bzImage payload compression: detect by magic, decompress under a cap.
+
+The magics and the order they are tried are Xen's bzImage loader's
+(xg_dom_bzimageloader.c), which follows Linux's lib/decompress.c:
+gzip ``1f 8b``, bzip2 ``BZh``, xz ``fd 37 7a 58 5a 00``, lzma ``5d 00``,
+lzo ``89 4c 5a 4f 00``, lz4 (legacy frame) ``02 21``, zstd ``28 b5 2f fd``.
+Linux appends the decompressed size as a little-endian u32 after the
+compressed stream (arch/x86/boot/compressed/Makefile, ``size_append``); we
+report it, but like Xen we trust the stream, not the trailer.
+
+Decompression stops at ``cap`` bytes of output (``XC_DOM_DECOMPRESS_MAX``,
+1 GiB, by default): a payload that inflates further is a decompression
+bomb and refused, so memory stays bounded whatever the input says.  Each
+decompressor is a well-kept library (zlib, bz2, lzma from the stdlib;
+python-zstandard; python-lz4 for the blocks) except LZO, which no
+maintained wheel provides for this Python, so `lzo` is our own.
+"""
+
+from __future__ import annotations
+
+import bz2
+import lzma
+import struct
+import zlib
+from collections.abc import Callable
+from typing import Any
+
+from pvgrub_py.errors import InputError
+from pvgrub_py.kernel import lz4_legacy, lzo
+from pvgrub_py.kernel.limits import DECOMPRESS_MAX, decompression_bomb
+
+#: Input fed to zstd per call; bounds the output one call can produce.
+ZSTD_FEED = 4096
+
+#: (name, magic) in the order Xen's loader tests them.
+MAGICS: tuple[tuple[str, bytes], ...] = (
+    ("gzip", b"\x1f\x8b"),
+    ("bzip2", b"BZh"),
+    ("xz", b"\xfd7zXZ\x00"),
+    ("lzma", b"\x5d\x00"),
+    ("lzo", b"\x89LZO\x00"),
+    ("lz4", b"\x02\x21"),
+    ("zstd", b"\x28\xb5\x2f\xfd"),
+)
+
+
+def detect(payload: bytes | memoryview) -> str | None:
+    head = bytes(payload[:8])
+    for name, magic in MAGICS:
+        if head.startswith(magic):
+            return name
+    return None
+
+
+def declared_size(payload: bytes | memoryview) -> int | None:
+    """Linux's ``size_append`` trailer: the size the build says vmlinux has."""
+    if len(payload) < 8:
+        return None
+    (size,) = struct.unpack_from("<I", payload, len(payload) - 4)
+    return int(size)
+
+
+def _capped(decompressor: Any, data: bytes | memoryview, label: str, kind: str, cap: int) -> bytes:
+    """zlib/bz2/lzma decompressor objects, told to produce at most cap + 1 bytes."""
+    try:
+        out: bytes = decompressor.decompress(data, cap + 1)
+    except (zlib.error, OSError, lzma.LZMAError, EOFError, ValueError) as e:
+        raise InputError(label, f"corrupt {kind} payload: {e}") from None
+    if len(out) > cap:
+        raise decompression_bomb(label, kind, cap)
+    if not decompressor.eof:
+        raise InputError(label, f"truncated {kind} payload: the stream ends early")
+    return out
+
+
+def _gzip(data: bytes | memoryview, label: str, cap: int) -> bytes:
+    return _capped(zlib.decompressobj(wbits=16 + zlib.MAX_WBITS), data, label, "gzip", cap)
+
+
+def _bzip2(data: bytes | memoryview, label: str, cap: int) -> bytes:
+    return _capped(bz2.BZ2Decompressor(), data, label, "bzip2", cap)
+
+
+def _xz(data: bytes | memoryview, label: str, cap: int) -> bytes:
+    return _capped(lzma.LZMADecompressor(lzma.FORMAT_XZ), data, label, "xz", cap)
+
+
+def _lzma(data: bytes | memoryview, label: str, cap: int) -> bytes:
+    return _capped(lzma.LZMADecompressor(lzma.FORMAT_ALONE), data, label, "lzma", cap)
+
+
+def _zstd(data: bytes | memoryview, label: str, cap: int) -> bytes:
+    """One zstd frame; Linux's size trailer after it is not a second frame.
+
+    python-zstandard's decompressobj has no output limit, so input goes in
+    4 KiB at a time: one call can then emit at most a few tens of MiB
+    (RLE blocks), and the cap is checked after each.
+    """
+    import zstandard
+
+    view = memoryview(data)
+    out = bytearray()
+    inflater = zstandard.ZstdDecompressor().decompressobj()
+    pos = 0
+    try:
+        while pos < len(view) and not inflater.eof:
+            out += inflater.decompress(view[pos : pos + ZSTD_FEED])
+            pos += ZSTD_FEED
+            if len(out) > cap:
+                raise decompression_bomb(label, "zstd", cap)
+    except zstandard.ZstdError as e:
+        raise InputError(label, f"corrupt zstd payload: {e}") from None
+    if not inflater.eof:
+        raise InputError(label, "truncated zstd payload: the frame ends early")
+    return bytes(out)
+
+
+DECOMPRESSORS: dict[str, Callable[[bytes | memoryview, str, int], bytes]] = {
+    "gzip": _gzip,
+    "bzip2": _bzip2,
+    "xz": _xz,
+    "lzma": _lzma,
+    "lzo": lzo.decompress_lzop,
+    "lz4": lz4_legacy.decompress,
+    "zstd": _zstd,
+}
+
+
+def decompress(
+    kind: str, payload: bytes | memoryview, label: str, cap: int = DECOMPRESS_MAX
+) -> bytes:
+    return DECOMPRESSORS[kind](payload, label, cap)

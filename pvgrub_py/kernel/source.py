@@ -1,0 +1,68 @@
+"""Read a kernel file once, measure it, and only then hand it to a parser.
+
+pv-grub hashes the kernel into PCR 4 before libxenguest parses it
+(kexec.c, reference §1.2 steps 8-10): parsers of hostile images are where
+exploits live, and measuring first means an exploited parser still leaves
+its input recorded.  Both backends parse exactly the bytes measured here,
+read once, so nothing can change between the two.
+
+The measured bytes follow `pvgrub_py.measure.kernel`: a whole-file gzip is
+removed first, as GRUB and ``xc_dom_kernel_mem`` do.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import stat
+from dataclasses import dataclass
+
+from pvgrub_py.errors import InputError
+from pvgrub_py.kernel.limits import FILE_MAX, size_text
+from pvgrub_py.measure.digest import MultiHasher
+from pvgrub_py.measure.kernel import gzip_isize, kernel_chunks
+from pvgrub_py.tpm.algorithms import SHA1, SHA256
+
+
+@dataclass(frozen=True)
+class KernelSource:
+    label: str  # the path, for messages
+    raw: bytes  # the file as stored
+    loaded: bytes  # after a whole-file gunzip: what is measured and parsed
+    whole_file_gzip: bool
+    measurement: dict[str, str]  # bank -> hex digest of ``loaded`` (PCR 4's input)
+
+
+def read_kernel(path: str, max_size: int = FILE_MAX) -> KernelSource:
+    try:
+        with open(path, "rb") as f:
+            st = os.fstat(f.fileno())
+            if not stat.S_ISREG(st.st_mode):
+                raise InputError(path, "not a regular file")
+            if st.st_size > max_size:
+                raise InputError(
+                    path,
+                    f"{st.st_size} bytes exceeds the {size_text(max_size)} "
+                    "kernel cap (XC_DOM_DECOMPRESS_MAX)",
+                )
+            raw = f.read(max_size + 1)
+    except OSError as e:
+        raise InputError(path, e.strerror or str(e)) from None
+    if len(raw) > max_size:
+        raise InputError(path, f"grew past the {size_text(max_size)} kernel cap while reading")
+    return measure_bytes(raw, path)
+
+
+def measure_bytes(raw: bytes, label: str) -> KernelSource:
+    """Measure, then expose: the digests exist before anything parses ``loaded``."""
+    stream = io.BytesIO(raw)
+    gzipped = gzip_isize(stream, len(raw)) is not None
+    hasher = MultiHasher((SHA1, SHA256))
+    parts: list[bytes] = []
+    for chunk in kernel_chunks(stream, label, len(raw)):
+        hasher.update(chunk)
+        if gzipped:
+            parts.append(bytes(chunk))
+    loaded = b"".join(parts) if gzipped else raw
+    digests = {name: d.hex() for name, d in hasher.digests().items()}
+    return KernelSource(label, raw, loaded, gzipped, digests)
