@@ -42,7 +42,7 @@ class Kind(enum.Enum):
     EOF = "end of file"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Lit:
     """Literal text; ``quoted`` when it came from quotes or a backslash."""
 
@@ -50,7 +50,7 @@ class Lit:
     quoted: bool
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Var:
     """A variable reference; ``quoted`` when inside double quotes."""
 
@@ -61,7 +61,7 @@ class Var:
 Part = Lit | Var
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Token:
     kind: Kind
     line: int
@@ -177,6 +177,15 @@ def _double_quoted(text: str, i: int, word: _WordBuilder) -> tuple[int, int]:
     raise _Unterminated("unterminated double quote")
 
 
+#: A word with no quotes, variables or escapes: the common case, lexed in one step.
+_SIMPLE_WORD = re.compile(
+    r"[^ \t\n\r\f\v;{}|&<>$'\"\\#][^ \t\n\r\f\v;{}|&<>$'\"\\]*"
+    r"(?=[ \t\n\r\f\v;{}|&<>]|\Z)"
+)
+_SKIP = re.compile(r"[ \t\r\f\v]+")
+_SINGLE = {";": Kind.SEMI, "{": Kind.LBRACE, "}": Kind.RBRACE}
+
+
 def tokenize(text: str) -> list[Token]:
     """Split GRUB script text into tokens; lexical errors become `Kind.BAD`.
 
@@ -184,93 +193,102 @@ def tokenize(text: str) -> list[Token]:
     asking for continuation lines until the end of the input.
     """
     toks: list[Token] = []
+    append = toks.append
+    simple = _SIMPLE_WORD.match
+    skip = _SKIP.match
     i = 0
     n = len(text)
     line = 1
     while i < n:
         c = text[i]
         if c in _BLANKS:
-            i += 1
+            m = skip(text, i)
+            assert m is not None
+            i = m.end()
             continue
         if c == "\n":
-            toks.append(Token(Kind.NEWLINE, line))
+            append(Token(Kind.NEWLINE, line))
             line += 1
             i += 1
+            continue
+        m = simple(text, i)
+        if m is not None:
+            word = m.group(0)
+            append(Token(Kind.WORD, line, (Lit(word, False),), word))
+            i = m.end()
             continue
         if c == "#":
             j = text.find("\n", i)
             i = n if j < 0 else j
             continue
-        if c == ";":
-            toks.append(Token(Kind.SEMI, line))
-            i += 1
-            continue
-        if c == "{":
-            toks.append(Token(Kind.LBRACE, line))
-            i += 1
-            continue
-        if c == "}":
-            toks.append(Token(Kind.RBRACE, line))
+        kind = _SINGLE.get(c)
+        if kind is not None:
+            append(Token(kind, line))
             i += 1
             continue
         if c in "|&<>":
-            toks.append(Token(Kind.BAD, line, raw=f"unexpected {c!r}"))
+            append(Token(Kind.BAD, line, raw=f"unexpected {c!r}"))
             i += 1
             continue
         if c == "\\" and i + 1 < n and text[i + 1] == "\n":
             line += 1
             i += 2
             continue
-        start, start_line = i, line
-        word = _WordBuilder()
-        try:
-            while i < n:
-                c = text[i]
-                if c in _WORD_END or c in _BLANKS:
-                    break
-                if c == "\\":
-                    if i + 1 >= n:
-                        word.lit("\\", False)
-                        i += 1
-                    elif text[i + 1] == "\n":
-                        line += 1
-                        i += 2
-                    else:
-                        word.lit(text[i + 1], True)
-                        i += 2
-                elif c == "'":
-                    j = text.find("'", i + 1)
-                    if j < 0:
-                        raise _Unterminated("unterminated single quote")
-                    chunk = text[i + 1 : j]
-                    line += chunk.count("\n")
-                    word.lit(chunk, True)
-                    i = j + 1
-                elif c == '"':
-                    i, nl = _double_quoted(text, i + 1, word)
-                    line += nl
-                elif c == "$":
-                    if i + 1 < n and text[i + 1] == '"':
-                        i, nl = _double_quoted(text, i + 2, word)
-                        line += nl
-                        continue
-                    ref = _variable(text, i)
-                    if ref is None:
-                        word.lit("$", False)
-                        i += 1
-                    else:
-                        word.var(ref[0], False)
-                        i = ref[1]
-                else:
-                    m = _PLAIN.match(text, i)
-                    assert m is not None
-                    word.lit(m.group(0), False)
-                    i = m.end()
-        except _Unterminated as exc:
-            toks.append(Token(Kind.BAD, start_line, raw=str(exc)))
-            line += text.count("\n", i)
-            i = n
-            break
-        toks.append(Token(Kind.WORD, start_line, tuple(word.parts), text[start:i]))
+        i, line = _complex_word(text, i, line, toks)
     toks.append(Token(Kind.EOF, line))
     return toks
+
+
+def _complex_word(text: str, i: int, line: int, toks: list[Token]) -> tuple[int, int]:
+    """Lex a word with quotes, variables or escapes; returns (index, line)."""
+    n = len(text)
+    start, start_line = i, line
+    word = _WordBuilder()
+    try:
+        while i < n:
+            c = text[i]
+            if c in _WORD_END or c in _BLANKS:
+                break
+            if c == "\\":
+                if i + 1 >= n:
+                    word.lit("\\", False)
+                    i += 1
+                elif text[i + 1] == "\n":
+                    line += 1
+                    i += 2
+                else:
+                    word.lit(text[i + 1], True)
+                    i += 2
+            elif c == "'":
+                j = text.find("'", i + 1)
+                if j < 0:
+                    raise _Unterminated("unterminated single quote")
+                chunk = text[i + 1 : j]
+                line += chunk.count("\n")
+                word.lit(chunk, True)
+                i = j + 1
+            elif c == '"':
+                i, nl = _double_quoted(text, i + 1, word)
+                line += nl
+            elif c == "$":
+                if i + 1 < n and text[i + 1] == '"':
+                    i, nl = _double_quoted(text, i + 2, word)
+                    line += nl
+                    continue
+                ref = _variable(text, i)
+                if ref is None:
+                    word.lit("$", False)
+                    i += 1
+                else:
+                    word.var(ref[0], False)
+                    i = ref[1]
+            else:
+                m = _PLAIN.match(text, i)
+                assert m is not None
+                word.lit(m.group(0), False)
+                i = m.end()
+    except _Unterminated as exc:
+        toks.append(Token(Kind.BAD, start_line, raw=str(exc)))
+        return n, line + text.count("\n", i)
+    toks.append(Token(Kind.WORD, start_line, tuple(word.parts), text[start:i]))
+    return i, line

@@ -25,30 +25,27 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pvgrub_py.bootcfg.grub2_lexer import Kind, Part, Token, tokenize
+from pvgrub_py.bootcfg.grub2_lexer import Kind, Token, tokenize
+
+#: A word is kept as the token the lexer produced (its parts and raw text).
+Word = Token
 
 
-@dataclass(frozen=True, slots=True)
-class Word:
-    parts: tuple[Part, ...]
-    raw: str
-
-
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class SimpleCommand:
     words: tuple[Word, ...]
     block: tuple[Stmt, ...] | None
     line: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class IfCommand:
     branches: tuple[tuple[tuple[Stmt, ...], tuple[Stmt, ...]], ...]
     orelse: tuple[Stmt, ...] | None
     line: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ForCommand:
     var: str
     words: tuple[Word, ...]
@@ -56,7 +53,7 @@ class ForCommand:
     line: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class WhileCommand:
     cond: tuple[Stmt, ...]
     body: tuple[Stmt, ...]
@@ -64,14 +61,14 @@ class WhileCommand:
     line: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class FunctionDef:
     name: str
     body: tuple[Stmt, ...]
     line: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class NotCommand:
     cmd: Stmt
     line: int
@@ -102,6 +99,7 @@ class _SyntaxError(Exception):
 
 
 _NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_")
+_SEPARATORS = (Kind.NEWLINE, Kind.SEMI)
 #: Keywords that end a list; they cannot start a command.
 _CLOSERS = frozenset({"then", "elif", "else", "fi", "do", "done", "in"})
 
@@ -132,8 +130,11 @@ class _Parser:
         return _SyntaxError(tok.line, msg)
 
     def skip_separators(self) -> None:
-        while self.peek().kind in (Kind.NEWLINE, Kind.SEMI):
-            self.pos += 1
+        toks = self.toks
+        pos = self.pos
+        while toks[pos].kind in _SEPARATORS:
+            pos += 1
+        self.pos = pos
 
     def expect_keyword(self, kw: str) -> None:
         tok = self.peek()
@@ -164,13 +165,18 @@ class _Parser:
         raise self.error(tok, "a command")
 
     def parse_simple(self) -> SimpleCommand:
-        line = self.peek().line
+        toks = self.toks
+        pos = self.pos
+        tok = toks[pos]
+        line = tok.line
         words: list[Word] = []
-        while self.peek().kind is Kind.WORD:
-            tok = self.advance()
-            words.append(Word(tok.parts, tok.raw))
+        while tok.kind is Kind.WORD:
+            words.append(tok)
+            pos += 1
+            tok = toks[pos]
+        self.pos = pos
         block = None
-        if self.peek().kind is Kind.LBRACE:
+        if tok.kind is Kind.LBRACE:
             block = self.parse_block()
         return SimpleCommand(tuple(words), block, line)
 
@@ -240,8 +246,7 @@ class _Parser:
         self.expect_keyword("in")
         words: list[Word] = []
         while self.peek().kind is Kind.WORD:
-            tok = self.advance()
-            words.append(Word(tok.parts, tok.raw))
+            words.append(self.advance())
         if self.peek().kind not in (Kind.NEWLINE, Kind.SEMI):
             raise self.error(self.peek(), "';' or newline")
         self.skip_separators()

@@ -29,7 +29,7 @@ class Limits:
 
     max_file_bytes: int = MAX_CONFIG_BYTES
     #: Statements executed in total: top level, bodies, functions, loops.
-    max_statements: int = 200_000
+    max_statements: int = 100_000
     #: Nested `source`/`configfile`/`INCLUDE` files.
     max_source_depth: int = 8
     #: Files parsed in total (each `source` of the same file counts once
