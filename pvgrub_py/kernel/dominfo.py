@@ -191,6 +191,8 @@ def _apply_note(note: XenNote, parms: _Parms) -> None:
 
 
 def _apply_guest_info(entries: tuple[tuple[str, str], ...], parms: _Parms) -> None:
+    if not entries:
+        return
     for key, value in entries:
         number = _strtoull(value)
         match key:
