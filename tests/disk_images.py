@@ -591,3 +591,68 @@ def factory(tmp_path_factory: pytest.TempPathFactory) -> ImageFactory:
     if _FACTORY is None:
         _FACTORY = ImageFactory(tmp_path_factory.mktemp("disk-images"))
     return _FACTORY
+
+
+# -- byte sources for tests: in memory, traced, mutated ------------------------
+class MemorySource:
+    """A `ByteSource` over bytes."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    @property
+    def size(self) -> int:
+        return len(self.data)
+
+    def pread(self, offset: int, length: int) -> bytes:
+        return self.data[offset : offset + length]
+
+
+class MutatedSource:
+    """An image file seen with some bytes changed and/or cut short.
+
+    It is the independent witness for "no read past the end": it sits
+    *below* `BoundedFile`, so any request reaching past its (possibly
+    truncated) size is counted in `past_end`, whatever the layers above
+    believe.  It also records the regions read (`regions`).
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        size: int | None = None,
+        patches: dict[int, int] | None = None,
+        record: bool = False,
+    ) -> None:
+        self._fd = os.open(path, os.O_RDONLY)
+        real = os.fstat(self._fd).st_size
+        self._size = real if size is None else min(size, real)
+        self.patches = dict(patches or {})
+        self.past_end = 0
+        self.regions: list[tuple[int, int]] | None = [] if record else None
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    def pread(self, offset: int, length: int) -> bytes:
+        if offset < 0 or offset + length > self._size:
+            self.past_end += 1
+            length = max(0, min(length, self._size - offset))
+        if self.regions is not None:
+            self.regions.append((offset, length))
+        data = os.pread(self._fd, length, offset)
+        if self.patches:
+            buf = None
+            end = offset + len(data)
+            for at, value in self.patches.items():
+                if offset <= at < end:
+                    buf = buf if buf is not None else bytearray(data)
+                    buf[at - offset] = value
+            if buf is not None:
+                data = bytes(buf)
+        return data
+
+    def close(self) -> None:
+        os.close(self._fd)

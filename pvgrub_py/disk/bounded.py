@@ -8,14 +8,12 @@ bytes "read" are not on the disk at all (``shared/reference/disk-readers.md``,
 that is unacceptable, so every byte a reader gets comes through
 `BoundedFile`:
 
-* a read that *starts* at or past the end of its window raises
-  `InputError` and is counted in `ReadStats.refused`;
-* a read that starts inside the window and runs past its end is cut at the
-  end (exactly what a regular file does at EOF) and counted in
-  `ReadStats.clamped`.  Readers that fetch aligned buffers (XFS allocation
-  groups, the btrfs chunk stream) legitimately ask for a few bytes beyond
-  a filesystem whose size is not a multiple of their alignment; they use
-  only the bytes inside;
+* a read that does not lie wholly inside the window raises `InputError`
+  and is counted in `ReadStats.refused`.  Even a read that only *ends*
+  past the end is refused, not cut short: Dissect's streams concatenate
+  the pieces of a multi-run read, so one short piece would silently
+  shift the bytes of every later run (found by the truncation tests);
+* a source that returns fewer bytes than asked is refused the same way;
 * windows (partitions, logical volumes) nest: a window can never reach
   past its parent's end, whatever the partition table claims;
 * a single read larger than `MAX_SINGLE_READ` is refused: a size field
@@ -50,10 +48,8 @@ class ReadStats:
 
     reads: int = 0
     bytes_read: int = 0
-    #: Reads that started at or past the end of their window: refused.
+    #: Reads refused: past the end of their window, oversized, or short.
     refused: int = 0
-    #: Reads that started inside and were cut at the window's end.
-    clamped: int = 0
 
 
 @runtime_checkable
@@ -202,7 +198,7 @@ class BoundedFile:
 
     def read(self, n: int | None = -1) -> bytes:
         if n is None or n < 0:
-            n = self.size - self._pos
+            n = max(0, self.size - self._pos)
         data = self.pread(self._pos, n)
         self._pos += len(data)
         return data
@@ -223,34 +219,44 @@ class BoundedFile:
 
     # -- bounded access ---------------------------------------------------
     def pread(self, offset: int, length: int) -> bytes:
-        """*length* bytes at *offset*, cut at the window end; refused past it."""
+        """Exactly *length* bytes at *offset*, or `InputError`.
+
+        A read that does not lie wholly inside the window is refused, and
+        so is a source that comes back short (a file truncated while we
+        read it, a gap in an LV mapping): a reader never sees fewer bytes
+        than it asked for, so it can neither zero-fill nor splice the
+        next run's bytes into the gap.
+        """
         if self.budget is not None:
             self.budget.check()
         stats = self.stats
         stats.reads += 1
         if length <= 0:
             return b""
-        if offset < 0 or offset >= self.size:
-            stats.refused += 1
-            past = (
-                "the end of the image"
-                if self.size == self.declared_size
-                else (f"the end of the image (the volume claims {self.declared_size} bytes)")
-            )
-            raise disk_error(
-                self.name,
-                f"read of {length} bytes at byte {offset} is past {past} at byte {self.size}",
-            )
         if length > MAX_SINGLE_READ:
             stats.refused += 1
             raise disk_error(
                 self.name, f"refusing a single read of {length} bytes (corrupt size field?)"
             )
-        if offset + length > self.size:
-            stats.clamped += 1
-            length = self.size - offset
+        if offset < 0 or offset + length > self.size:
+            stats.refused += 1
+            claim = (
+                ""
+                if self.size == self.declared_size
+                else f" (the volume claims {self.declared_size} bytes)"
+            )
+            raise disk_error(
+                self.name,
+                f"read of {length} bytes at byte {offset} runs past the end of the image "
+                f"at byte {self.size}{claim}",
+            )
         data = self._source.pread(self._base + offset, length)
-        stats.bytes_read += len(data)
+        if len(data) != length:
+            stats.refused += 1
+            raise disk_error(
+                self.name, f"short read: {len(data)} of {length} bytes at byte {offset}"
+            )
+        stats.bytes_read += length
         return data
 
     def window(self, offset: int, length: int | None, name: str) -> BoundedFile:

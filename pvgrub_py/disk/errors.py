@@ -85,12 +85,21 @@ def reader_boundary(
     *doing* completes "while ..." in the message, e.g. ``"reading the
     ext4 superblock"``.  An `InputError` raised inside (from our bounded
     file object or the time budget) passes through unchanged, so the first
-    and most precise message wins.  *extra* adds a reader's own base
+    and most precise message wins, with the file's name put in front when
+    the lower layer only knew the volume.  *extra* adds a reader's own base
     exception class (pycdlib's ``PyCdlibException``).
     """
     try:
         yield
-    except InputError:
+    except InputError as exc:
+        # A refusal from the bounded file names only the volume; name the
+        # file too when this boundary knows it.
+        if source != exc.source and source.startswith(exc.source):
+            try:
+                renamed = type(exc)(one_line(source), exc.problem)
+            except TypeError:
+                renamed = disk_error(source, exc.problem)
+            raise renamed from exc
         raise
     except (*CORRUPT_DATA_ERRORS, *extra) as exc:
         raise disk_error(

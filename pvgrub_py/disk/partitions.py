@@ -166,7 +166,7 @@ def _read_logical(read: ReadAt, ext_lba: int, disk_size: int, source: str) -> li
             raise disk_error(source, f"more than {MAX_LOGICAL} logical partitions")
         seen.add(ebr_lba)
         if ebr_lba * 512 + 512 > disk_size:
-            raise disk_error(source, f"an EBR at LBA {ebr_lba} is past the end of the disk")
+            break  # a truncated image: the logical partitions are not there to read
         ebr = read(ebr_lba * 512, 512)
         if not has_mbr_signature(ebr):
             break  # an empty extended partition, or the end of a damaged chain

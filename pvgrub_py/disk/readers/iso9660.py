@@ -6,7 +6,10 @@ the adapter then walks the parsed records itself (so that symlinks and
 ``..`` go through the common resolution in `Filesystem`) and reads file
 data directly from the image through a `BoundedFile` window: ISO 9660
 files are single contiguous extents (ECMA-119, 6.5.1), so the window is
-exact and nothing past the image end can be returned.
+exact and nothing past the image end can be returned.  pycdlib would
+silently shorten a file that runs past the end of a truncated image; it
+is shown an image without an end instead (`_NoTruncateView`), so that
+such a file stays at its declared size and the read fails.
 
 Name spaces, in the order GRUB's iso9660 driver prefers them: Rock Ridge
 names (exact case), else Joliet (UCS-2, case-insensitive), else plain
@@ -36,6 +39,33 @@ from pvgrub_py.disk.sniff import ISO_PVD, iso_uuid
 _MULTI_EXTENT = 0x80
 
 
+class _NoTruncateView:
+    """The image as pycdlib should see it: with no end it could clamp to.
+
+    pycdlib quietly shortens a file (or a directory read) that runs past
+    the end of the image to what is there.  A truncated file must be an
+    error, not a shorter kernel, so pycdlib is told the image is
+    unbounded; every read still goes through the `BoundedFile`, which
+    refuses the part that is not there.
+    """
+
+    _UNBOUNDED = 1 << 62
+
+    def __init__(self, fh: BoundedFile) -> None:
+        self._fh = fh
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        if whence == 2:
+            return self._fh.seek(self._UNBOUNDED + offset)
+        return self._fh.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._fh.tell()
+
+    def read(self, n: int = -1) -> bytes:
+        return self._fh.read(n)
+
+
 class IsoAdapter(ReaderAdapter):
     fs_type = "iso9660"
     extra_errors: tuple[type[BaseException], ...] = (PyCdlibException,)
@@ -43,7 +73,7 @@ class IsoAdapter(ReaderAdapter):
     def __init__(self, fh: BoundedFile) -> None:
         self._fh = fh
         iso: Any = pycdlib.PyCdlib()
-        iso.open_fp(fh)
+        iso.open_fp(_NoTruncateView(fh))
         self._iso = iso
         self._block = int(iso.pvd.logical_block_size())
         self._rr = bool(iso.has_rock_ridge())
