@@ -167,6 +167,12 @@ GRUB_WORDS = [
     "f",
     "f;",
     "reboot",
+    "²",
+    "١٢",
+    "9" * 40,
+    "0x1f",
+    "010",
+    "-1",
 ]
 SYSLINUX_WORDS = [
     "LABEL",
@@ -196,6 +202,9 @@ SYSLINUX_WORDS = [
     "x.c32",
     "\n",
     " ",
+    "²",
+    "9" * 40,
+    "^",
 ]
 LEGACY_WORDS = [
     "title",
@@ -218,6 +227,9 @@ LEGACY_WORDS = [
     "--type=netbsd",
     "0",
     "9",
+    "²",
+    "9" * 40,
+    "(hd99999999999,1)",
 ]
 
 
@@ -487,3 +499,26 @@ def test_largest_config_is_bounded() -> None:
     with pytest.raises(BootConfigError, match="statements executed"):
         parse_grub2(DictVolume({"/g.cfg": "x=1\n" * 262_000}), "/g.cfg")
     assert time.monotonic() - start < 20
+
+
+def test_numbers_that_are_not_numbers() -> None:
+    """Unicode digits and 5000-digit numbers are just text (no ValueError)."""
+    huge = "9" * 5000
+    legacy = parse_grub_legacy(
+        DictVolume({"/m": f"default {huge}\ntimeout ²\ntitle a\nkernel (hd{huge},0)/a\n"}), "/m"
+    )
+    assert legacy.default_index == 0 and legacy.timeout is None
+    ext = parse_extlinux(
+        DictVolume({"/e": f"TIMEOUT {huge}\nTIMEOUT ²\nLABEL a\nKERNEL /a\n"}), "/e"
+    )
+    assert ext.timeout is None
+    title = "t" * 100000
+    grub = parse_grub2(
+        DictVolume({"/g": f"set default={huge}\ntimeout=²\nmenuentry '{title}' {{ linux /a }}\n"}),
+        "/g",
+    )
+    assert grub.default_index == 0 and len(grub.entries[0].title) == 100000
+    with pytest.raises(BootConfigError) as info:
+        select(grub, huge)
+    assert len(str(info.value)) < 500
+    assert VolumeSet([DictVolume({})]).resolve(f"hd{huge},1") is None

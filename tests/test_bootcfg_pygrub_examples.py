@@ -275,7 +275,7 @@ def test_alpine_extlinux() -> None:
     )
     menu = parse_extlinux(vol, "/boot/extlinux.conf")
     assert menu.format == "extlinux"
-    assert [e.title for e in menu.entries] == ["grsec"]
+    assert [(e.id, e.title) for e in menu.entries] == [("grsec", "Linux 3.0.10-grsec")]
     entry = select(menu)
     # Relative names are taken from the config's directory, as Syslinux does.
     assert entry.kernel is not None and entry.kernel.path == "/boot/vmlinuz-3.0.10-grsec"
@@ -357,9 +357,12 @@ def test_isolinux_tree() -> None:
         if p.is_file()
     }
     menu = parse_extlinux(DictVolume(files), "/isolinux/isolinux.cfg")
-    labels = [e.title for e in menu.entries]
+    labels = [e.id for e in menu.entries]
     assert labels[:5] == ["live", "live-install", "check", "memtest", "hd"]
-    by = {e.title: e for e in menu.entries}
+    by = {e.id: e for e in menu.entries}
+    # Titles come from MENU LABEL without the ^ hotkey mark, as grub-syslinux2cfg shows them.
+    assert by["live"].title == "Try Ubuntu without installing"
+    assert select(menu, "live-install") is by["live-install"]
     for name in ("live", "live-install", "check"):
         e = by[name]
         assert e.kernel is not None and e.kernel.path == "/casper/vmlinuz"
@@ -373,7 +376,7 @@ def test_isolinux_tree() -> None:
     # module and no label, so the first label boots (grub-syslinux2cfg keeps the
     # module name as its default, which names no entry either).
     assert menu.default == "vesamenu.c32"
-    assert select(menu).title == "live"
+    assert select(menu).id == "live"
     assert menu.timeout == 5
     assert any("gtk.cfg" in w for w in menu.warnings)
 
@@ -450,6 +453,20 @@ def test_find_config_order_and_bls_only() -> None:
     assert menu.format == "bls"
     assert [e.title for e in menu.entries] == ["Fedora 6.10", "Fedora 6.1"]  # newest first
     assert select(menu).kernel is not None
+    # Fedora 28-30 style snippets: $kernelopts comes from grubenv.
+    env = "# GRUB Environment Block\nkernelopts=root=/dev/xvda2 ro\n"
+    fedora = DictVolume(
+        {
+            "/loader/entries/m-5.0.9-301.fc30.x86_64.conf": (
+                "title F30\nlinux /vmlinuz-5.0.9\ninitrd /initramfs-5.0.9.img $tuned_initrd\n"
+                "options $kernelopts $tuned_params quiet\n"
+            ),
+            "/grub2/grubenv": env + "#" * (1024 - len(env)),
+        }
+    )
+    entry = select(load_menu(VolumeSet([fedora])))
+    assert entry.args == "root=/dev/xvda2 ro quiet"
+    assert [i.path for i in entry.initrds] == ["/initramfs-5.0.9.img"]
     with pytest.raises(BootConfigError, match="no boot configuration found"):
         load_menu(VolumeSet([DictVolume({"/etc/fstab": ""})]))
 

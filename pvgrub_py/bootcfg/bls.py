@@ -52,6 +52,7 @@ from pvgrub_py.bootcfg.files import (
     normalize_path,
     read_capped,
 )
+from pvgrub_py.bootcfg.grubenv import parse_envblk
 from pvgrub_py.bootcfg.limits import DEFAULT_LIMITS, Limits
 
 DEFAULT_BLSDIR = "/loader/entries"
@@ -342,8 +343,10 @@ def parse_bls_dir(
 
     Used when a volume has BLS snippets but no GRUB config (a systemd-boot
     layout).  Entries keep GRUB's blscfg order, so the newest kernel is the
-    default; ``options`` lines are joined verbatim since there is no GRUB
-    environment to expand ``$variables`` from.
+    default.  ``$variables`` in ``options``/``initrd`` (Fedora 28-30 wrote
+    ``options $kernelopts``) are expanded from a grubenv on the same volume
+    if there is one (``/grub2``, ``/boot/grub2``, ``/grub``, ``/boot/grub``);
+    unset ones vanish, as in GRUB.
     """
     vols = volumes if isinstance(volumes, VolumeSet) else VolumeSet.single(volumes)
     warnings: list[str] = []
@@ -353,6 +356,7 @@ def parse_bls_dir(
             warnings.append(msg)
 
     found_dir, entries = load_entries(vols.primary, directory, limits=limits, warn=warn)
+    env = _grubenv(vols.primary, limits)
     boot: list[BootEntry] = []
     for entry in entries:
         if len(boot) >= limits.max_entries:
@@ -367,8 +371,12 @@ def parse_bls_dir(
             BootEntry(
                 title=title,
                 kernel=FileRef(normalize_path(linux)),
-                initrds=tuple(FileRef(normalize_path(w)) for i in entry.initrds for w in i.split()),
-                args=" ".join((entry.options or "").split()),
+                initrds=tuple(
+                    FileRef(normalize_path(w))
+                    for i in entry.initrds
+                    for w in expand_options(i, env.get).split()
+                ),
+                args=" ".join(expand_options(entry.options or "", env.get).split()),
                 id=entry.filename,
                 index_path=str(k),
                 title_path=title,
@@ -384,3 +392,17 @@ def parse_bls_dir(
         default_index=0,
         warnings=tuple(warnings),
     )
+
+
+GRUBENV_PATHS = ("/grub2/grubenv", "/boot/grub2/grubenv", "/grub/grubenv", "/boot/grub/grubenv")
+
+
+def _grubenv(files: ConfigFiles, limits: Limits) -> dict[str, str]:
+    for path in GRUBENV_PATHS:
+        data = read_capped(files, path, max_bytes=limits.max_file_bytes, what="grubenv")
+        if data is None:
+            continue
+        block = parse_envblk(data)
+        if block is not None:
+            return block.variables
+    return {}

@@ -12,11 +12,15 @@ from __future__ import annotations
 
 from pvgrub_py.errors import InputError
 
+#: Longest source or problem text kept; configs can hold megabyte-long words.
+MAX_PART = 400
+
 
 def _one_line(text: str) -> str:
-    """Collapse control characters so the message stays on one line."""
-    cleaned = "".join(ch if ch.isprintable() else " " for ch in text)
-    return " ".join(cleaned.split())
+    """Collapse control characters so the message stays one (short) line."""
+    cleaned = "".join(ch if ch.isprintable() else " " for ch in text[: MAX_PART * 4])
+    flat = " ".join(cleaned.split())
+    return flat if len(flat) <= MAX_PART else flat[: MAX_PART - 3] + "..."
 
 
 class BootConfigError(InputError):

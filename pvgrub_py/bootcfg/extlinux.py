@@ -23,6 +23,9 @@ Semantics from the Syslinux documentation (``doc/syslinux.txt``, wiki
 * ``KERNEL mboot.c32`` (Xen's multiboot loader) with
   ``APPEND xen --- vmlinuz args --- initrd`` boots ``vmlinuz`` with
   ``args`` and ``initrd`` (two parts: kernel and initrd), pygrub's rule.
+* Titles: ``MENU LABEL`` (without the ``^`` hotkey mark) when given, else
+  the label name, which is always the entry id; ``DEFAULT`` and
+  ``--entry`` match the label (grub-syslinux2cfg does the same).
 * Default: a label's ``MENU DEFAULT`` (the last one), else ``ONTIMEOUT``
   or ``DEFAULT`` when they name a label (their first word; the last one in
   the file wins), else the first label.  ``DEFAULT vesamenu.c32`` names a
@@ -47,7 +50,7 @@ from pvgrub_py.bootcfg.files import (
     normalize_path,
     read_capped,
 )
-from pvgrub_py.bootcfg.limits import DEFAULT_LIMITS, Limits
+from pvgrub_py.bootcfg.limits import DEFAULT_LIMITS, Limits, small_int
 
 _NON_LINUX_BY_EXT = {
     ".c32": "com32",
@@ -119,6 +122,7 @@ class _Label:
     append: str | None = None
     initrd: list[str] = field(default_factory=list)
     menu_default: bool = False
+    menu_label: str | None = None
 
 
 @dataclass
@@ -176,6 +180,8 @@ def _parse_file(state: _State, path: str, depth: int) -> None:
             subarg = sub[1].strip() if len(sub) > 1 else ""
             if subkey == "default" and label is not None:
                 label.menu_default = True
+            elif subkey == "label" and label is not None and subarg:
+                label.menu_label = subarg.replace("^", "")
             elif subkey == "include" and subarg:
                 _parse_file(state, _resolve(state.base, subarg.split()[0]), depth + 1)
                 label = state.labels[-1] if state.labels else None
@@ -201,7 +207,9 @@ def _parse_file(state: _State, path: str, depth: int) -> None:
             state.ontimeout = arg.split()[0] if arg else None
             continue
         if key == "timeout":
-            state.timeout = int(arg) if arg.isdigit() else state.timeout
+            number = small_int(arg)
+            if number is not None and number >= 0:
+                state.timeout = number
             continue
         if key == "append":
             if label is None:
@@ -267,14 +275,15 @@ def _entry(state: _State, label: _Label, index: int) -> BootEntry:
                 args_words.append(word)
         if not initrds:
             initrds = list(label.initrd)
+    title = label.menu_label or label.name
     return BootEntry(
-        title=label.name,
+        title=title,
         kernel=kernel,
         initrds=tuple(FileRef(_resolve(base, i)) for i in initrds),
         args=" ".join(args_words) if kernel is not None else "",
         id=label.name,
         index_path=str(index),
-        title_path=label.name,
+        title_path=title,
         source=label.source,
         line=label.line,
         loader=loader if kernel is None else "linux",
@@ -293,7 +302,7 @@ def parse_extlinux(
     state = _State(vols.primary, posixpath.dirname(shown), limits)
     _parse_file(state, shown, 0)
     entries = tuple(_entry(state, lab, k) for k, lab in enumerate(state.labels))
-    names = [e.title for e in entries]
+    names = [lab.name for lab in state.labels]
     idx = 0
     spec = state.default
     marked = [k for k, lab in enumerate(state.labels) if lab.menu_default]

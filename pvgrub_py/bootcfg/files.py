@@ -202,8 +202,8 @@ class DictVolume:
 # GRUB 2 disk/partition names, plus the Linux-style names some Xen configs
 # carry (Debian's grub-pc in a PV guest writes ``(/dev/xvda,msdos1)``).
 _DISK_RE = re.compile(
-    r"^(?:hd(?P<hd>\d+)|(?:/dev/)?(?:xvd|sd|vd|hd)(?P<letters>[a-z]+))"
-    r"(?:,(?:msdos|gpt|bsd|sun|dvh|amiga|apple|acorn|plan|sunpc)?(?P<part>\d+))?$"
+    r"^(?:hd(?P<hd>[0-9]{1,6})|(?:/dev/)?(?:xvd|sd|vd|hd)(?P<letters>[a-z]{1,4}))"
+    r"(?:,(?:msdos|gpt|bsd|sun|dvh|amiga|apple|acorn|plan|sunpc)?(?P<part>[0-9]{1,6}))?$"
 )
 
 

@@ -438,10 +438,17 @@ class Interpreter:
 
     def run(self, config_path: str, presets: Mapping[str, str] | None = None) -> BootMenu:
         """Execute the config at *config_path* on the primary volume; build the menu."""
+        try:
+            return self._run(config_path, presets or {})
+        except (EnvTooLarge, ArgvTooLarge) as exc:
+            # Writes outside a statement (presets, $chosen for a huge title).
+            raise BootConfigError(self.file, str(exc), self.line) from None
+
+    def _run(self, config_path: str, presets: Mapping[str, str]) -> BootMenu:
         volume = self.volumes.primary
         shown = normalize_path(config_path)
         self.file = shown
-        self.setup_env(config_path, presets or {})
+        self.setup_env(config_path, presets)
         data = read_capped(volume, config_path, max_bytes=self.limits.max_file_bytes)
         if data is None:
             raise BootConfigError(shown, "config file not found")
@@ -527,6 +534,11 @@ class Interpreter:
             (self.env, self.menu, self.entry, self.frames, self.file, self.line) = saved
             self._loop_depth = saved_loops
 
+    def _set_chosen(self, env: Env, value: str) -> None:
+        """GRUB sets ``$chosen`` before running a body; skip absurdly long ids."""
+        if len(value) <= self.limits.max_value_bytes // 4:
+            env.set("chosen", value, export=True)
+
     def evaluate_menu(
         self, items: list[MenuItem], env: Env, idx_prefix: str, title_prefix: str, depth: int
     ) -> None:
@@ -542,13 +554,13 @@ class Interpreter:
                     )
                 self._submenus.append(SubmenuInfo(title, item.id, index_path, title_path))
                 ctx = env.new_context()
-                ctx.set("chosen", item.id or title, export=True)
+                self._set_chosen(ctx, item.id or title)
                 sub_items = self.run_body(item, ctx, None)
                 final_env = ctx
                 self.evaluate_menu(sub_items, final_env, index_path, title_path, depth + 1)
                 continue
             overlay = env.overlay()
-            overlay.set("chosen", item.id or title, export=True)
+            self._set_chosen(overlay, item.id or title)
             state = EntryState(root=overlay.get("root"))
             self.run_body(item, overlay, state)
             self._entries.append(
@@ -601,6 +613,7 @@ IGNORED_COMMANDS: dict[str, int] = {
             "boot",
             "true",
             "fwsetup",
+            "gfxmode",
             "nativedisk",
             "cutmem",
             "badram",

@@ -115,7 +115,7 @@ def _prefixed_numbers(a: str, b: str) -> tuple[int, int]:
     while i < len(a) and i < len(b) and a[i] == b[i]:
         i += 1
     i -= 1
-    while i > 0 and a[i].isdigit():
+    while i > 0 and a[i] in "0123456789":
         i -= 1
     i += 1
     return strtoul(a[i:]), strtoul(b[i:])

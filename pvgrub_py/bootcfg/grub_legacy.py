@@ -37,9 +37,9 @@ from pvgrub_py.bootcfg.files import (
     normalize_path,
     read_capped,
 )
-from pvgrub_py.bootcfg.limits import DEFAULT_LIMITS, Limits
+from pvgrub_py.bootcfg.limits import DEFAULT_LIMITS, Limits, small_int
 
-_DEVICE = re.compile(r"^\((hd\d+)(?:,(\d+))?((?:,[a-z])?)\)")
+_DEVICE = re.compile(r"^\((hd[0-9]{1,6})(?:,([0-9]{1,6}))?((?:,[a-z])?)\)")
 
 #: Directives that change nothing we model.
 _IGNORED = frozenset(
@@ -169,8 +169,8 @@ def parse_grub_legacy(
             elif cmd == "fallback":
                 fallback = arg
             elif cmd == "timeout":
-                digits = re.match(r"-?\d+", arg)
-                timeout = int(digits.group(0)) if digits else None
+                digits = re.match(r"-?[0-9]+", arg)
+                timeout = small_int(digits.group(0)) if digits else None
             elif cmd in ("root", "rootnoverify"):
                 global_root = legacy_device(arg.split()[0] + "/")[0] if arg else None
             elif cmd not in _IGNORED:
@@ -221,11 +221,9 @@ def parse_grub_legacy(
         )
         for k, e in enumerate(entries)
     )
-    idx = 0
-    if default_spec is not None and default_spec.isdigit():
-        idx = int(default_spec)
-        if idx >= len(boot_entries):
-            idx = 0
+    idx = small_int(default_spec) if default_spec is not None else None
+    if idx is None or not 0 <= idx < len(boot_entries):
+        idx = 0
     return BootMenu(
         entries=boot_entries,
         source=shown,

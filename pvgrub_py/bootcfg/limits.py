@@ -63,3 +63,20 @@ class Limits:
 
 
 DEFAULT_LIMITS = Limits()
+
+
+def small_int(text: str, *, max_digits: int = 18) -> int | None:
+    """An ASCII decimal number of at most *max_digits* digits, else None.
+
+    Config numbers (``default``, ``timeout``, ``--entry``) are parsed with
+    this so a Unicode digit or a 5000-digit "number" is simply not a number
+    instead of a ``ValueError`` (Python caps ``int()`` on long strings).
+    """
+    s = text.strip()
+    neg = s.startswith("-")
+    if neg:
+        s = s[1:]
+    if not s or len(s) > max_digits or not (s.isascii() and s.isdigit()):
+        return None
+    value = int(s)
+    return -value if neg else value

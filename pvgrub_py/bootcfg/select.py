@@ -35,8 +35,10 @@ from collections.abc import Sequence
 
 from pvgrub_py.bootcfg.entry import BootEntry, BootMenu, SubmenuInfo
 from pvgrub_py.bootcfg.errors import BootConfigError
+from pvgrub_py.bootcfg.limits import small_int
 
 _Item = BootEntry | SubmenuInfo
+_U64 = (1 << 64) - 1
 
 
 def _parent(path: str) -> str:
@@ -72,7 +74,7 @@ def parse_index(spec: str) -> tuple[int, str] | None:
     i = 0
     value = 0
     while i < len(s) and digits.find(s[i].lower()) >= 0:
-        value = value * base + digits.find(s[i].lower())
+        value = min(value * base + digits.find(s[i].lower()), _U64)
         i += 1
     if i == 0:
         return None
@@ -167,9 +169,9 @@ def _first_top_level(entries: Sequence[BootEntry], submenus: Sequence[SubmenuInf
 def find_entry(menu: BootMenu, spec: str) -> int | None:
     """Flat index for an explicit ``--entry`` value (see the module docstring)."""
     text = spec.strip()
-    if text.isdigit():
-        idx = int(text)
-        return idx if idx < len(menu.entries) else None
+    number = small_int(text)
+    if number is not None and not text.startswith("-"):
+        return number if number < len(menu.entries) else None
     if ">" in text:
         found = resolve_path(menu.entries, menu.submenus, text)
         if found is not None:
@@ -196,7 +198,7 @@ def select(menu: BootMenu, entry: str | None = None, *, strict: bool = True) -> 
         found = find_entry(menu, entry)
         if found is None:
             if strict:
-                raise BootConfigError(menu.source, f"no menu entry matches {entry!r}")
+                raise BootConfigError(menu.source, f"no menu entry matches {entry[:80]!r}")
         else:
             idx = found
     if not 0 <= idx < len(menu.entries):
