@@ -152,9 +152,9 @@ def make_ext4(
     fs_uuid: str | None = None,
 ) -> None:
     _need("mke2fs")
+    seed = str(uuid.uuid5(uuid.NAMESPACE_OID, label))
     args = ["mke2fs", "-q", "-F", "-t", fs, "-b", str(block), "-L", label, "-d", os.fspath(src)]
-    if fs_uuid:
-        args += ["-U", fs_uuid]
+    args += ["-U", fs_uuid or seed, "-E", f"hash_seed={seed}"]
     _sparse(img, size)
     _run(*args, img, env={"E2FSPROGS_FAKE_TIME": "1700000000"})
 
@@ -183,13 +183,15 @@ def make_xfs(img: Path, src: Path, size: int, label: str) -> None:
     lines = ["/dev/null", "0 0", "d--755 0 0", *_proto_entries(src, " "), "$", ""]
     proto.write_text("\n".join(lines))
     _sparse(img, size)
-    _run("mkfs.xfs", "-q", "-f", "-L", label, "-p", proto, img)
+    fs_uuid = uuid.uuid5(uuid.NAMESPACE_OID, label)
+    _run("mkfs.xfs", "-q", "-f", "-L", label, "-m", f"uuid={fs_uuid}", "-p", proto, img)
 
 
 def make_btrfs(img: Path, src: Path, size: int, label: str) -> None:
     _need("mkfs.btrfs")
     _sparse(img, size)
-    _run("mkfs.btrfs", "-q", "-f", "-L", label, "--rootdir", src, img)
+    fs_uuid = uuid.uuid5(uuid.NAMESPACE_OID, label)
+    _run("mkfs.btrfs", "-q", "-f", "-L", label, "-U", str(fs_uuid), "--rootdir", src, img)
 
 
 def make_fat(img: Path, files: dict[str, bytes], size: int, label: str, work: Path) -> None:
@@ -211,7 +213,20 @@ def make_fat(img: Path, files: dict[str, bytes], size: int, label: str, work: Pa
 
 def make_iso(img: Path, src: Path, label: str) -> None:
     _need("xorriso")
-    _run("xorriso", "-as", "mkisofs", "-quiet", "-R", "-J", "-V", label, "-o", img, src)
+    _run(
+        "xorriso",
+        "-as",
+        "mkisofs",
+        "-quiet",
+        "-R",
+        "-J",
+        "-V",
+        label,
+        "-o",
+        img,
+        src,
+        env={"SOURCE_DATE_EPOCH": "1700000000"},
+    )
 
 
 # -- the images the tests use --------------------------------------------------

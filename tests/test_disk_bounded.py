@@ -312,3 +312,13 @@ def test_garbage_is_not_a_disk() -> None:
 def test_tiny_image() -> None:
     with pytest.raises(InputError, match="too small"):
         open_disk(MemorySource(b"\0" * 100), name="tiny.img")
+
+
+def test_reader_library_errors_are_input_errors() -> None:
+    from dissect.volume.exceptions import LVM2Error  # type: ignore[import-untyped]
+
+    with (
+        pytest.raises(InputError, match="LVM2Error: Physical volume not found"),
+        reader_boundary("disk", "reading LVM2 metadata"),
+    ):
+        raise LVM2Error("Physical volume not found: pv0")

@@ -11,9 +11,10 @@ The third-party readers (Dissect, pycdlib) signal corrupt input in many
 ways: their own exception classes, but also ``IndexError``,
 ``struct.error``, ``ValueError``, ``EOFError``, ``KeyError``,
 ``RecursionError`` and friends leaking out of parsing code that trusts
-on-disk fields.  `reader_boundary` is the one place where those are caught
-and turned into `InputError`; it wraps every call into a reader and nothing
-else, so a bug in *our* code is not mistaken for a bad disk.
+on-disk fields.  `reader_boundary` is the one place where those, and
+the readers' own exception classes, are caught and turned into
+`InputError`; it wraps every call into a reader and nothing else, so a
+bug in *our* code is not mistaken for a bad disk.
 """
 
 from __future__ import annotations
@@ -48,6 +49,21 @@ CORRUPT_DATA_ERRORS: tuple[type[BaseException], ...] = (
     struct.error,
     zlib.error,
 )
+
+
+#: Top-level packages whose own exception classes all mean "bad input".
+READER_PACKAGES = frozenset({"dissect", "pycdlib"})
+
+
+def from_reader(exc: BaseException) -> bool:
+    """Is *exc* one of a reader library's own exception classes?
+
+    Each Dissect module has its own ``Error`` base (``dissect.extfs``,
+    ``dissect.volume``'s ``LVM2Error``, ``dissect.hypervisor``'s
+    ``InvalidHeaderError``, ...) and none derives from a built-in error,
+    so they are recognised by the package that defines them.
+    """
+    return any(cls.__module__.split(".", 1)[0] in READER_PACKAGES for cls in type(exc).__mro__)
 
 
 def one_line(text: str, limit: int = 300) -> str:
@@ -101,7 +117,9 @@ def reader_boundary(
                 renamed = disk_error(source, exc.problem)
             raise renamed from exc
         raise
-    except (*CORRUPT_DATA_ERRORS, *extra) as exc:
+    except Exception as exc:
+        if not (isinstance(exc, (*CORRUPT_DATA_ERRORS, *extra)) or from_reader(exc)):
+            raise
         raise disk_error(
             source, f"corrupt or unsupported data while {doing} ({describe_exception(exc)})"
         ) from exc

@@ -133,7 +133,7 @@ def locate_config(
         disk.name,
         "no boot configuration (grub.cfg, loader/entries, extlinux.conf, menu.lst) "
         f"on any of {len(disk.volumes)} volumes{detail}",
-    )
+    ) from first_error
 
 
 def _normalise_device(device: str) -> str:
