@@ -353,7 +353,7 @@ def parse_bls_dir(
 
     def warn(msg: str) -> None:
         if len(warnings) < limits.max_warnings:
-            warnings.append(msg)
+            warnings.append(msg[:300])
 
     found_dir, entries = load_entries(vols.primary, directory, limits=limits, warn=warn)
     env = _grubenv(vols.primary, limits)

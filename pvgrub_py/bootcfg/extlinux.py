@@ -140,7 +140,7 @@ class _State:
 
     def warn(self, where: str, message: str) -> None:
         if len(self.warnings) < self.limits.max_warnings:
-            self.warnings.append(f"{where}: {message}")
+            self.warnings.append(f"{where}: {message}"[:300])
 
 
 def _resolve(base: str, name: str) -> str:

@@ -126,11 +126,11 @@ def decode_config(data: bytes) -> str:
 
     GRUB never rejects a config for its encoding; undecodable bytes are
     mapped one-to-one (latin-1) so every byte survives into titles and
-    command lines.  A NUL ends the text, as GRUB's C strings do.
+    command lines.  GRUB reads a config line by line into C strings, so a
+    NUL ends its *line*; the next line is read normally.
     """
-    nul = data.find(b"\0")
-    if nul >= 0:
-        data = data[:nul]
+    if b"\0" in data:
+        data = b"\n".join(line.split(b"\0", 1)[0] for line in data.split(b"\n"))
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:
@@ -200,15 +200,16 @@ class DictVolume:
 
 
 # GRUB 2 disk/partition names, plus the Linux-style names some Xen configs
-# carry (Debian's grub-pc in a PV guest writes ``(/dev/xvda,msdos1)``).
+# carry (Debian's grub-pc in a PV guest writes ``(/dev/xvda,msdos1)``) and
+# GRUB's own Xen PV disk names (``xen/xvda``, grub-core/disk/xen/xendisk.c).
 _DISK_RE = re.compile(
-    r"^(?:hd(?P<hd>[0-9]{1,6})|(?:/dev/)?(?:xvd|sd|vd|hd)(?P<letters>[a-z]{1,4}))"
+    r"^(?:hd(?P<hd>[0-9]{1,6})|(?:/dev/|xen/)?(?:xvd|sd|vd|hd)(?P<letters>[a-z]{1,4}))"
     r"(?:,(?:msdos|gpt|bsd|sun|dvh|amiga|apple|acorn|plan|sunpc)?(?P<part>[0-9]{1,6}))?$"
 )
 
 
 def parse_disk_name(name: str) -> tuple[int, int | None] | None:
-    """``hd0,msdos1`` → (0, 1); ``hd1`` → (1, None); ``/dev/xvdb,2`` → (1, 2)."""
+    """``hd0,msdos1`` → (0, 1); ``hd1`` → (1, None); ``xen/xvdb,gpt2`` → (1, 2)."""
     m = _DISK_RE.match(name.strip())
     if m is None:
         return None

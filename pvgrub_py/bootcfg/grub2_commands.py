@@ -81,6 +81,11 @@ def parse_options(
         name, eq, inline = arg.partition("=")
         if not arg.startswith("--"):
             name, eq, inline = arg, "", ""
+            cluster = [f"-{ch}" for ch in arg[1:]]
+            if len(cluster) > 1 and all(c in flags for c in cluster[:-1]):
+                # "-nu" is "-n -u"; only the last one may take a value.
+                opts.flags.update(flags[c] for c in cluster[:-1])
+                name = cluster[-1]
         if name in flags:
             if eq:
                 return f"option {name} takes no value"

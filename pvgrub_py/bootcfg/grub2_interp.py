@@ -175,7 +175,7 @@ class Interpreter:
         self._bytes_lexed = 0
         self._items = 0
         self._probes = 0
-        self._cache: dict[tuple[str, str], Script] = {}
+        self._cache: dict[tuple[int, str], Script] = {}
         self._entries: list[BootEntry] = []
         self._submenus: list[SubmenuInfo] = []
 
@@ -183,10 +183,14 @@ class Interpreter:
 
     def warn(self, message: str, *, line: int | None = None) -> None:
         text = f"{self.file}:{self.line if line is None else line}: {message}"
-        if self.entry is not None:
-            self.entry.warnings.append(text)
+        if self.entry is not None and len(self.entry.warnings) < self.limits.max_warnings:
+            self.entry.warnings.append(_clip(text))
+        self.record(text)
+
+    def record(self, text: str) -> None:
+        """Keep a menu-level warning, up to `Limits.max_warnings`."""
         if len(self.warnings) < self.limits.max_warnings:
-            self.warnings.append(text)
+            self.warnings.append(_clip(text))
         else:
             self.dropped_warnings += 1
 
@@ -231,7 +235,7 @@ class Interpreter:
         if self._file_loads > self.limits.max_file_loads:
             raise self.fail(f"more than {self.limits.max_file_loads} script files loaded")
         shown = self.display_path(volume, path)
-        key = (volume.identity.name, normalize_path(path))
+        key = (id(volume), normalize_path(path))
         cached = self._cache.get(key)
         if cached is not None:
             return cached, shown
@@ -248,10 +252,7 @@ class Interpreter:
         except NestingTooDeep as exc:
             raise BootConfigError(shown, str(exc), exc.line) from None
         for line, message in script.errors:
-            if len(self.warnings) < self.limits.max_warnings:
-                self.warnings.append(f"{shown}:{line}: {message}")
-            else:
-                self.dropped_warnings += 1
+            self.record(f"{shown}:{line}: {message}")
         self._cache[key] = script
         return script, shown
 
@@ -452,7 +453,7 @@ class Interpreter:
         data = read_capped(volume, config_path, max_bytes=self.limits.max_file_bytes)
         if data is None:
             raise BootConfigError(shown, "config file not found")
-        key = (volume.identity.name, shown)
+        key = (id(volume), shown)
         self._bytes_lexed += len(data)
         text = decode_config(data).replace("\r", "")
         try:
@@ -460,7 +461,7 @@ class Interpreter:
         except NestingTooDeep as exc:
             raise BootConfigError(shown, str(exc), exc.line) from None
         for line, message in script.errors:
-            self.warnings.append(f"{shown}:{line}: {message}")
+            self.record(f"{shown}:{line}: {message}")
         self._cache[key] = script
         items: list[MenuItem]
         env = self.env
@@ -580,6 +581,11 @@ class Interpreter:
                     warnings=tuple(state.warnings[: self.limits.max_warnings]),
                 )
             )
+
+
+def _clip(text: str, limit: int = 300) -> str:
+    """Warnings quote config text, which may be a megabyte long."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 #: GRUB commands that do not affect which kernel is booted, with the status

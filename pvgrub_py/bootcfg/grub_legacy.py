@@ -149,7 +149,7 @@ def parse_grub_legacy(
 
     def warn(lineno: int, message: str) -> None:
         if len(warnings) < limits.max_warnings:
-            warnings.append(f"{shown}:{lineno}: {message}")
+            warnings.append(f"{shown}:{lineno}: {message}"[:300])
 
     for lineno, raw in enumerate(text.replace("\r", "").split("\n"), start=1):
         line = raw.strip()
