@@ -237,7 +237,7 @@ def cmd_configfile(it: Interpreter, argv: list[str], stmt: SimpleCommand) -> int
     if loaded is None:
         return 1
     saved_env, saved_menu = it.env, it.menu
-    it.env = it.env.new_context()
+    it.env = it.new_context(it.env)
     it.menu = []
     try:
         with contextlib.suppress(ScriptExit):

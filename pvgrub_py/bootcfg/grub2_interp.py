@@ -501,8 +501,22 @@ class Interpreter:
 
     # -- menu evaluation ------------------------------------------------------------
 
-    def run_body(self, item: MenuItem, env: Env, entry: EntryState | None) -> list[MenuItem]:
-        """Run an entry or submenu body as GRUB does when it is chosen."""
+    def new_context(self, env: Env) -> Env:
+        """`Env.new_context`, charging each copied variable to the statement budget."""
+        ctx = env.new_context()
+        self._statements += ctx.count()
+        if self._statements > self.limits.max_statements:
+            raise self.fail(f"more than {self.limits.max_statements} statements executed")
+        return ctx
+
+    def run_body(
+        self, item: MenuItem, env: Env, entry: EntryState | None
+    ) -> tuple[list[MenuItem], Env]:
+        """Run an entry or submenu body as GRUB does when it is chosen.
+
+        Returns the items a submenu body recorded and the environment they
+        are booted in (a ``configfile`` in the body replaces both).
+        """
         saved = (self.env, self.menu, self.entry, self.frames, self.file, self.line)
         saved_loops = self._loop_depth
         self.env = env
@@ -512,7 +526,6 @@ class Interpreter:
         self.file = item.file
         self.line = item.line
         self._loop_depth = 0
-        collected: list[MenuItem] = []
         try:
             try:
                 self.exec_block(item.body)
@@ -529,8 +542,7 @@ class Interpreter:
                 elif entry is not None:
                     entry.loader = "configfile"
                     entry.kernel = None
-            collected = self.menu or []
-            return collected
+            return (self.menu or []), self.env
         finally:
             (self.env, self.menu, self.entry, self.frames, self.file, self.line) = saved
             self._loop_depth = saved_loops
@@ -547,17 +559,16 @@ class Interpreter:
             title = item.args[0]
             index_path = f"{idx_prefix}>{i}" if idx_prefix else str(i)
             title_path = f"{title_prefix}>{title}" if idx_prefix else title
+            self.file, self.line = item.file, item.line
             if item.submenu:
                 if depth + 1 > self.limits.max_submenu_depth:
-                    self.file, self.line = item.file, item.line
                     raise self.fail(
                         f"submenus nested deeper than {self.limits.max_submenu_depth} levels"
                     )
                 self._submenus.append(SubmenuInfo(title, item.id, index_path, title_path))
-                ctx = env.new_context()
+                ctx = self.new_context(env)
                 self._set_chosen(ctx, item.id or title)
-                sub_items = self.run_body(item, ctx, None)
-                final_env = ctx
+                sub_items, final_env = self.run_body(item, ctx, None)
                 self.evaluate_menu(sub_items, final_env, index_path, title_path, depth + 1)
                 continue
             overlay = env.overlay()
