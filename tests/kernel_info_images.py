@@ -51,25 +51,30 @@ def download_debian_kernel(pattern: str) -> Path | None:
     """Newest package matching ``pattern`` into the cache; None if apt cannot."""
     if shutil.which("apt-cache") is None or shutil.which("apt-get") is None:
         return None
-    names = subprocess.run(["apt-cache", "pkgnames", "linux-image-"], capture_output=True,
-                           text=True, check=False).stdout.split()  # fmt: skip
+    names = subprocess.run(
+        ["apt-cache", "pkgnames", "linux-image-"], capture_output=True, text=True, check=False
+    ).stdout.split()
     import fnmatch
 
-    matches = sorted(n for n in names if fnmatch.fnmatch(n, pattern) and "dbg" not in n
-                     and "unsigned" not in n)  # fmt: skip
+    matches = sorted(
+        n for n in names if fnmatch.fnmatch(n, pattern) and "dbg" not in n and "unsigned" not in n
+    )
     if not matches:
         return None
     CACHE.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
-        done = subprocess.run(["apt-get", "download", "-q", matches[-1]], cwd=tmp,
-                              capture_output=True, check=False)  # fmt: skip
+        done = subprocess.run(
+            ["apt-get", "download", "-q", matches[-1]], cwd=tmp, capture_output=True, check=False
+        )
         debs = list(Path(tmp).glob("*.deb"))
         if done.returncode or not debs:
             return None
-        tar = subprocess.run(["dpkg-deb", "--fsys-tarfile", str(debs[0])], capture_output=True,
-                             check=True).stdout  # fmt: skip
-        subprocess.run(["tar", "-x", "-C", tmp, "--wildcards", "./boot/vmlinuz-*"], input=tar,
-                       check=True)  # fmt: skip
+        tar = subprocess.run(
+            ["dpkg-deb", "--fsys-tarfile", str(debs[0])], capture_output=True, check=True
+        ).stdout
+        subprocess.run(
+            ["tar", "-x", "-C", tmp, "--wildcards", "./boot/vmlinuz-*"], input=tar, check=True
+        )
         found = list(Path(tmp, "boot").glob("vmlinuz-*"))
         for f in found:
             shutil.copy(f, CACHE / f.name)
@@ -173,8 +178,9 @@ def build_elf(spec: ElfSpec | None = None) -> bytes:
         for s_ in spec.sections:
             at = base + len(body)
             body += s_.data
-            entries.append(struct.pack("<IIQQQQIIQQ", name_at, s_.type, 0, 0, at, len(s_.data),
-                                       0, 0, 1, 0))  # fmt: skip
+            entries.append(
+                struct.pack("<IIQQQQIIQQ", name_at, s_.type, 0, 0, at, len(s_.data), 0, 0, 1, 0)
+            )
             name_at += len(s_.name) + 1
         at = base + len(body)
         body += names
@@ -184,16 +190,37 @@ def build_elf(spec: ElfSpec | None = None) -> bytes:
         shdrs = b"".join(entries)
     shnum = (len(spec.sections) + 2) if spec.sections else 0
     ehdr = b"\x7fELF" + bytes([2, 1, 1, 0]) + bytes(8)
-    ehdr += struct.pack("<HHIQQQIHHHHHH", 2, spec.machine, 1, spec.entry,
-                        64 if spec.phoff is None else spec.phoff, shoff, 0, 64, 56,
-                        nph if spec.phnum is None else spec.phnum, 64, shnum,
-                        shnum - 1 if shnum else 0)  # fmt: skip
+    ehdr += struct.pack(
+        "<HHIQQQIHHHHHH",
+        2,
+        spec.machine,
+        1,
+        spec.entry,
+        64 if spec.phoff is None else spec.phoff,
+        shoff,
+        0,
+        64,
+        56,
+        nph if spec.phnum is None else spec.phnum,
+        64,
+        shnum,
+        shnum - 1 if shnum else 0,
+    )
     phdrs = b""
     for seg, at in zip(segs, placed, strict=True):
         filesz = len(seg.data) if seg.filesz is None else seg.filesz
         offset = at if seg.offset is None else seg.offset
-        phdrs += struct.pack("<IIQQQQQQ", seg.type, seg.flags, offset, GUEST_VIRT_BASE + seg.paddr,
-                             seg.paddr, filesz, seg.memsz, 0x1000)  # fmt: skip
+        phdrs += struct.pack(
+            "<IIQQQQQQ",
+            seg.type,
+            seg.flags,
+            offset,
+            GUEST_VIRT_BASE + seg.paddr,
+            seg.paddr,
+            filesz,
+            seg.memsz,
+            0x1000,
+        )
     if spec.with_note_segment:
         off = notes_at if spec.note_offset is None else spec.note_offset
         size = len(notes) if spec.note_filesz is None else spec.note_filesz
@@ -243,9 +270,15 @@ def lzop_stored(data: bytes) -> bytes:
     return out + struct.pack(">I", 0)
 
 
-def build_bzimage(payload: bytes, *, version: int = 0x020F, payload_length: int | None = None,
-                  payload_offset: int = 0, setup_sects: int = SETUP_SECTS,
-                  trailer: bytes | None = None) -> bytes:  # fmt: skip
+def build_bzimage(
+    payload: bytes,
+    *,
+    version: int = 0x020F,
+    payload_length: int | None = None,
+    payload_offset: int = 0,
+    setup_sects: int = SETUP_SECTS,
+    trailer: bytes | None = None,
+) -> bytes:
     """A bzImage: setup sectors with a boot-protocol header, then ``payload`` + size trailer."""
     setup = bytearray((setup_sects + 1) * 512)
     struct.pack_into("<B", setup, 0x1F1, setup_sects)

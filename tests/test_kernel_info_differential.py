@@ -171,17 +171,20 @@ SAME_VERDICT = {
     "unknown-required-feature": build_elf(ElfSpec(notes=[*default_notes(), note(10, s("!frob"))])),
     "dom0-only": build_elf(ElfSpec(notes=[*default_notes(), note(10, s("!dom0"))])),
     "xen-2.0": build_elf(ElfSpec(notes=[*_without(5), note(5, s("xen-2.0"))])),
-    "sht-note-only": build_elf(ElfSpec(with_note_segment=False,
-                                       sections=[Section(".notes", 7, b"".join(default_notes()))])),
+    "sht-note-only": build_elf(
+        ElfSpec(with_note_segment=False, sections=[Section(".notes", 7, b"".join(default_notes()))])
+    ),
     "pvh-only": build_elf(ElfSpec(notes=[note(18, struct.pack("<I", LOAD_PADDR + 0x20))])),
-}  # fmt: skip
+}
 #: We refuse; libxenguest's parse accepts (its loader would later read outside the image
 #: or overwrite itself).
 STRICTER = {
     "note-overruns-segment": build_elf(ElfSpec(note_filesz=len(b"".join(default_notes())) - 4)),
-    "overlapping-segments": build_elf(ElfSpec(segments=[Segment(), Segment(paddr=LOAD_PADDR + 0x1000)])),
+    "overlapping-segments": build_elf(
+        ElfSpec(segments=[Segment(), Segment(paddr=LOAD_PADDR + 0x1000)])
+    ),
     "segment-beyond-file": build_elf(ElfSpec(segments=[Segment(filesz=1 << 24)])),
-}  # fmt: skip
+}
 #: Debian's libxenguest 4.17 is built without libbz2 and liblzo2.
 UNSUPPORTED_BY_DEBIAN_LIBXENGUEST = {k: bzimage_of(ELF, k) for k in ("bzip2", "lzo")}
 

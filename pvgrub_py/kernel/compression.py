@@ -27,10 +27,7 @@ from typing import Any
 
 from pvgrub_py.errors import InputError
 from pvgrub_py.kernel import lz4_legacy, lzo
-from pvgrub_py.kernel.limits import DECOMPRESS_MAX, decompression_bomb
-
-#: Input fed to zstd per call; bounds the output one call can produce.
-ZSTD_FEED = 4096
+from pvgrub_py.kernel.limits import DECOMPRESS_MAX, decompression_bomb, size_text
 
 #: (name, magic) in the order Xen's loader tests them.
 MAGICS: tuple[tuple[str, bytes], ...] = (
@@ -90,30 +87,32 @@ def _lzma(data: bytes | memoryview, label: str, cap: int) -> bytes:
 
 
 def _zstd(data: bytes | memoryview, label: str, cap: int) -> bytes:
-    """One zstd frame; Linux's size trailer after it is not a second frame.
+    """One zstd frame into a buffer of at most ``cap`` bytes.
 
-    python-zstandard's decompressobj has no output limit, so input goes in
-    4 KiB at a time: one call can then emit at most a few tens of MiB
-    (RLE blocks), and the cap is checked after each.
+    Linux's frames carry no content size, so python-zstandard sizes its
+    output buffer from ``max_output_size``: the allocation is bounded by the
+    cap (`decompress` sets it to the declared size), as Xen's malloc is.
     """
     import zstandard
 
-    view = memoryview(data)
-    out = bytearray()
-    inflater = zstandard.ZstdDecompressor().decompressobj()
-    pos = 0
     try:
-        while pos < len(view) and not inflater.eof:
-            out += inflater.decompress(view[pos : pos + ZSTD_FEED])
-            pos += ZSTD_FEED
-            if len(out) > cap:
-                raise decompression_bomb(label, "zstd", cap)
+        declared = zstandard.get_frame_parameters(data).content_size
+        if declared != zstandard.CONTENTSIZE_UNKNOWN and declared > cap:
+            raise decompression_bomb(label, "zstd", cap)
+        out: bytes = zstandard.ZstdDecompressor().decompress(data, max_output_size=cap)
     except zstandard.ZstdError as e:
+        if "too small" in str(e):
+            raise decompression_bomb(label, "zstd", cap) from None
         raise InputError(label, f"corrupt zstd payload: {e}") from None
-    if not inflater.eof:
-        raise InputError(label, "truncated zstd payload: the frame ends early")
-    return bytes(out)
+    if len(out) > cap:
+        raise decompression_bomb(label, "zstd", cap)
+    if not out:
+        raise InputError(label, "truncated zstd payload: no frame data")
+    return out
 
+
+#: Decoded as Xen does: Linux's size trailer bounds the output (see `decompress`).
+SIZED_BY_TRAILER = ("xz", "lzma", "zstd", "lz4")
 
 DECOMPRESSORS: dict[str, Callable[[bytes | memoryview, str, int], bytes]] = {
     "gzip": _gzip,
@@ -129,4 +128,31 @@ DECOMPRESSORS: dict[str, Callable[[bytes | memoryview, str, int], bytes]] = {
 def decompress(
     kind: str, payload: bytes | memoryview, label: str, cap: int = DECOMPRESS_MAX
 ) -> bytes:
-    return DECOMPRESSORS[kind](payload, label, cap)
+    """Decompress a bzImage payload; for xz, lzma, zstd and lz4, Xen's trailer rule applies.
+
+    libxenguest's decoders for these (``_xc_try_lzma_decode``,
+    ``xc_try_zstd_decode``, ``xc_try_lz4_decode``) read Linux's size trailer,
+    refuse it above the cap, and decode the bytes before it into a buffer of
+    exactly that size: a stream that needs more is refused.  We do the same,
+    and also refuse a stream that does not end (Xen would keep what it got).
+    """
+    if kind not in SIZED_BY_TRAILER:
+        return DECOMPRESSORS[kind](payload, label, cap)
+    declared = declared_size(payload)
+    if declared is None:
+        raise InputError(
+            label, f"{kind} payload of {len(payload)} bytes has no room for Linux's size trailer"
+        )
+    if declared > cap:
+        raise InputError(
+            label,
+            f"{kind} payload's size trailer declares {declared} bytes, over the "
+            f"{size_text(cap)} cap (XC_DOM_DECOMPRESS_MAX)",
+        )
+    try:
+        return DECOMPRESSORS[kind](memoryview(payload)[:-4], label, declared)
+    except InputError as e:
+        if "decompression bomb" not in e.problem:
+            raise
+        limit = f"the {declared} bytes its size trailer declares"
+        raise decompression_bomb(label, kind, declared, limit) from None

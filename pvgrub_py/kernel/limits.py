@@ -25,10 +25,7 @@ def size_text(n: int) -> str:
     return f"{n} bytes"
 
 
-def decompression_bomb(label: str, kind: str, cap: int) -> InputError:
+def decompression_bomb(label: str, kind: str, cap: int, limit: str = "") -> InputError:
     """The error for output past the cap: Xen would refuse it too (xc_dom_kernel_check_size)."""
-    return InputError(
-        label,
-        f"{kind} payload inflates past the {size_text(cap)} cap (XC_DOM_DECOMPRESS_MAX); "
-        "refusing a decompression bomb",
-    )
+    what = limit or f"the {size_text(cap)} cap (XC_DOM_DECOMPRESS_MAX)"
+    return InputError(label, f"{kind} payload inflates past {what}; refusing a decompression bomb")

@@ -13,6 +13,7 @@ Nothing outside ``pvgrub_py.xen`` imports this module's ``ffi``.
 from __future__ import annotations
 
 import errno as errno_mod
+import importlib
 import types
 from dataclasses import dataclass
 from functools import cache
@@ -61,7 +62,7 @@ def _conditional_lib(lib: Any) -> tuple[Any, frozenset[str]]:
 def load() -> LoadResult:
     """Import the extension once; remember why not if it fails."""
     try:
-        from pvgrub_py import _xen_cffi
+        _xen_cffi = importlib.import_module(MODULE_NAME)
     except ImportError as e:
         return LoadResult(None, f"{MODULE_NAME} is not importable: {e}")
     lib, hidden = _conditional_lib(_xen_cffi.lib)
