@@ -258,3 +258,41 @@ def test_only_the_sniffed_reader_is_imported(
         [sys.executable, "-c", code], capture_output=True, text=True, cwd=root, check=True
     ).stdout.split()
     assert out == ["dissect.extfs"]
+
+
+def test_config_search_order(tmp_path: Path) -> None:
+    """grub.cfg first, then BLS, then extlinux before menu.lst (pygrub's order)."""
+    from pvgrub_py.disk.locate import CONFIG_CANDIDATES
+
+    all_configs = {
+        "/boot/grub/menu.lst": b"title x\n",
+        "/boot/extlinux/extlinux.conf": b"DEFAULT x\n",
+        "/boot/loader/entries/a.conf": b"title a\n",
+        "/grub2/grub.cfg": b"set default=0\n",
+    }
+    expected = [
+        ("/grub2/grub.cfg", "grub2"),
+        ("/boot/loader/entries", "bls"),
+        ("/boot/extlinux/extlinux.conf", "extlinux"),
+        ("/boot/grub/menu.lst", "grub-legacy"),
+    ]
+    paths = [c.path for c in CONFIG_CANDIDATES]
+    assert paths.index("/boot/grub/grub.cfg") == 0
+    for drop, (want_path, want_kind) in enumerate(expected):
+        src = tmp_path / f"src{drop}"
+        files = dict(all_configs)
+        for gone, _ in expected[:drop]:
+            for p in list(files):
+                if p.startswith(gone):
+                    del files[p]
+        disk_images._write_tree(src, files)
+        img = tmp_path / f"fs{drop}.ext4"
+        disk_images.make_ext4(img, src, 8 << 20, "order")
+        with open_disk(img) as disk:
+            loc = locate_config(disk)
+            assert (loc.path, loc.kind) == (want_path, want_kind)
+
+
+def test_missing_image_is_an_input_error(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="cannot open the disk image"):
+        open_disk(tmp_path / "nope.img")

@@ -52,6 +52,19 @@ class Budget:
         self.source = source
         self._deadline = time.monotonic() + seconds
 
+    def restart(self, seconds: float | None = None) -> None:
+        """Start a new deadline, e.g. after an interactive menu has waited.
+
+        The budget bounds work done on the disk, not time spent waiting for
+        a user; a caller that keeps a `Disk` open across a menu restarts it
+        before extracting.
+        """
+        if seconds is not None:
+            if seconds <= 0:
+                raise ValueError("a time budget must be positive")
+            self.seconds = seconds
+        self._deadline = time.monotonic() + self.seconds
+
     def remaining(self) -> float:
         return self._deadline - time.monotonic()
 

@@ -116,6 +116,11 @@ class Disk:
     def stats(self) -> ReadStats:
         return self.file.stats
 
+    @property
+    def budget(self) -> Budget | None:
+        """The time budget shared by every read of this disk (see `Budget.restart`)."""
+        return self.file.budget
+
     def close(self) -> None:
         if isinstance(self._source, FdSource):
             self._source.close()
