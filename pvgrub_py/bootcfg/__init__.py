@@ -7,7 +7,17 @@ Data flow::
         --select.select--> BootEntry (kernel, initrds, args)
 
 Parsers are pure: they read only through the `ConfigFiles` protocol, never
-write, and raise only `BootConfigError` (one line: file, line, problem).
+write, and raise only `BootConfigError` (one line: file, line, problem);
+an error a volume implementation raises itself (a corrupt filesystem, an
+`InputError`) passes through unchanged.
+
+Typical use::
+
+    volumes = VolumeSet([...], primary=0)      # the disk layer builds this
+    menu = load_menu(volumes)                  # find + parse the config
+    entry = select(menu, entry=args.entry)     # --entry, else the default
+    kernel_volume = volumes.resolve(entry.kernel.device)
+    # read entry.kernel.path / entry.initrds from kernel_volume; boot with entry.args
 """
 
 from pvgrub_py.bootcfg.bls import parse_bls_dir

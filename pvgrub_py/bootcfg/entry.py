@@ -9,10 +9,13 @@ themselves are kept in `BootMenu.submenus` so that a ``default`` naming a
 submenu can be resolved the way GRUB does.  GRUB legacy and extlinux menus
 are flat, so their index paths are plain numbers.
 
-Kernels and initrds are `FileRef`s: a path plus the GRUB device it lives
-on (the value of ``$root`` when ``linux`` ran, or an explicit
-``(hd0,msdos1)/vmlinuz``).  `FileRef.device` is ``None`` when the file is
-on the volume the config came from.
+Kernels and initrds are `FileRef`s: a path plus the GRUB device string it
+lives on (the value of ``$root`` when ``linux`` ran, an explicit
+``(hd0,msdos1)/vmlinuz``, menu.lst's ``root``).  ``None`` means the volume
+the config came from (extlinux, BLS-only menus).  `files.VolumeSet.resolve`
+turns the device string into a volume; a string it cannot resolve is a
+device GRUB would not find either (a failed ``search`` left ``$root`` at
+its hint).
 """
 
 from __future__ import annotations
@@ -41,8 +44,12 @@ class BootEntry:
     ``kernel`` is ``None`` when the entry loads no Linux kernel (memtest via
     ``knetbsd``, ``chainloader``, Xen ``multiboot``, ``reboot``...); ``loader``
     then names what it does instead.  ``args`` is the kernel command line
-    exactly as GRUB builds it: arguments joined by one space, an argument
-    containing a space wrapped in double quotes (``grub-core/lib/cmdline.c``).
+    without the kernel path, as the boot loader of the config's format
+    builds it: GRUB 2 joins arguments with one space and wraps one
+    containing a space in double quotes (``grub-core/lib/cmdline.c``); GRUB
+    legacy passes the rest of the ``kernel`` line verbatim; Syslinux joins
+    the ``APPEND`` words.  ``warnings`` are the problems met while running
+    this entry's body (a failed ``search``, a missing file).
     """
 
     title: str
