@@ -3,18 +3,21 @@ attached as its own domain: real shared pages, real wake-ups, Xen's errors."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import mmap
 import os
 import select
+import socket
 import time
 from collections.abc import Iterator
 
 import pytest
 
-from pvgrub_py.sim import GrantMapError, SimHost, SimHypervisor
+from pvgrub_py.sim import GrantMapError, SimHost, SimHypervisor, protocol
 from pvgrub_py.sim.grants import GNTST_BAD_DOMAIN, GNTST_GENERAL_ERROR
 from pvgrub_py.sim.pages import create_pages, reopen_readonly
+from pvgrub_py.sim.protocol import Op
 from pvgrub_py.sim.testing import leaks, temporary_host
 from pvgrub_py.xen.interface import PAGE_SIZE, DomainConfig, XenError
 
@@ -305,3 +308,45 @@ def test_closing_the_hypervisor_releases_everything(host: SimHost, dom0: SimHype
     assert (counts.grants, counts.ports, counts.connections) == (1, 0, 0)  # one still mapped
     page.close()
     assert host.stats().total.resources == 0
+
+
+# -- hostile clients ----------------------------------------------------------------------
+
+
+def raw_connection(host: SimHost) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    sock.settimeout(5)
+    sock.connect(str(host.dir / "hyp.sock"))
+    return sock
+
+
+def test_garbage_drops_only_the_sender(host: SimHost, dom0: SimHypervisor) -> None:
+    for garbage in (b"", b"\xff" * 3, b"\0" * 64, protocol.HEADER.pack(9999, 0, 1, 0, 500)):
+        with raw_connection(host) as sock:
+            sock.send(garbage)
+            with contextlib.suppress(OSError):
+                while sock.recv(4096):
+                    pass  # a NOTICE, then end-of-file: we get here, not a hang
+    # a request before ATTACH, and a bad token
+    for frame in (
+        protocol.request(Op.STATS, 1),
+        protocol.request(Op.ATTACH, 1, [0], b"not-the-token"),
+    ):
+        with raw_connection(host) as sock:
+            sock.send(protocol.encode(frame))
+            replies = []
+            with contextlib.suppress(OSError):
+                while data := sock.recv(4096):
+                    replies.append(protocol.decode(data))
+            assert replies and all(r.err for r in replies), replies
+    assert dom0.domains().info(0).domid == 0  # everyone else is still served
+    assert host.stats().of(0).connections == 1 + 1  # dom0 fixture + the host's own
+
+
+def test_bad_arguments_are_errors_not_crashes(host: SimHost, dom0: SimHypervisor) -> None:
+    conn = dom0._conn  # the raw request path, past the typed wrappers
+    for op, args in ((Op.GNT_MAP, [1]), (Op.DOM_INFO, []), (Op.EVT_BIND, [1, 2]), (999, [])):
+        with pytest.raises(XenError) as info:
+            conn.call(op, args, function="raw")  # type: ignore[arg-type]
+        assert info.value.errno in (errno.EINVAL, errno.ENOSYS, errno.EBADF), info.value
+    assert dom0.domains().info(0).domid == 0

@@ -3,14 +3,18 @@ grants, event channels and domains, with Xen's errnos."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import itertools
+import os
+import socket
 from collections.abc import Callable
 
 import pytest
 
 from pvgrub_py.sim.domains import Domain
 from pvgrub_py.sim.evtchn import INTERDOMAIN, UNBOUND
+from pvgrub_py.sim.evtpage import Endpoints, Receiver
 from pvgrub_py.sim.grants import (
     GNTALLOC_LIMIT,
     GNTST_BAD_DOMAIN,
@@ -24,12 +28,8 @@ from pvgrub_py.xen.interface import DOMID_SELF, DomainConfig, XenError
 
 class FakeEffects:
     def __init__(self) -> None:
-        self.delivered: list[tuple[int, int]] = []
         self.created: list[int] = []
         self.destroyed: list[tuple[int, list[int]]] = []
-
-    def deliver(self, handle_id: int, port: int) -> None:
-        self.delivered.append((handle_id, port))
 
     def domain_created(self, domain: Domain) -> None:
         self.created.append(domain.domid)
@@ -37,18 +37,15 @@ class FakeEffects:
     def domain_destroyed(self, domid: int, connections: list[int]) -> None:
         self.destroyed.append((domid, connections))
 
-    def take(self) -> list[tuple[int, int]]:
-        out, self.delivered = self.delivered, []
-        return out
-
 
 class World:
     """A machine, dom0 attached as connection 1, and helpers to add domains."""
 
     def __init__(self) -> None:
         self.effects = FakeEffects()
+        self.endpoints = Endpoints()  # real eventfds: we read them here
         tokens = (f"token{i}" for i in itertools.count())
-        self.machine = Machine(self.effects, lambda: next(tokens))
+        self.machine = Machine(self.effects, self.endpoints, lambda: next(tokens))
         self._conns = itertools.count(1)
         self.dom0 = self.attach(0)
 
@@ -60,8 +57,30 @@ class World:
     def new_domain(self) -> Caller:
         return self.attach(self.machine.create(self.dom0, DomainConfig()))
 
+    def take(self, *handle_ids: int) -> list[tuple[int, int]]:
+        """Ports of these handles that are pending (and consume that)."""
+        out = []
+        for handle_id in handle_ids:
+            endpoint = self.endpoints.get(handle_id)
+            assert endpoint is not None
+            for port, eventfd in sorted(endpoint.eventfds.items()):
+                with contextlib.suppress(BlockingIOError):
+                    if os.eventfd_read(eventfd):
+                        out.append((handle_id, port))
+        return out
+
+    def receiver(self, handle_id: int) -> Receiver:
+        """What the owning process would hold: an epoll over the handle's ports."""
+        endpoint = self.endpoints.get(handle_id)
+        assert endpoint is not None
+        receiver = Receiver(socket.socket(fileno=os.dup(endpoint.alive_theirs.fileno())))
+        for port, eventfd in endpoint.eventfds.items():
+            receiver.add(port, os.dup(eventfd))
+        return receiver
+
     def close(self) -> None:
         self.machine.close()
+        self.endpoints.close_all()
 
 
 @pytest.fixture
@@ -285,29 +304,49 @@ def test_only_the_named_remote_binds_and_only_once(world: World) -> None:
 
 
 def test_binding_sets_the_binders_port_pending(world: World) -> None:
-    _a, _ha, _pa, _b, hb, pb = bound_pair(world)
-    assert world.effects.take() == [(hb, pb)]
+    _a, ha, _pa, _b, hb, pb = bound_pair(world)
+    assert world.take(ha, hb) == [(hb, pb)]
 
 
 def test_notify_masks_and_remembers_while_masked(world: World) -> None:
     m = world.machine
+    a, ha, pa, _b, hb, pb = bound_pair(world)
+    receiver = world.receiver(hb)
+    try:
+        assert receiver.wait(0) == pb  # the bind's event; now masked
+        assert receiver.wait(0) is None
+        receiver.unmask(pb)
+        m.notify(a, ha, pa)
+        assert receiver.wait(0) == pb  # delivered, masked again
+        m.notify(a, ha, pa)
+        m.notify(a, ha, pa)
+        assert receiver.wait(0) is None  # masked: remembered, coalesced
+        receiver.unmask(pb)
+        assert receiver.wait(0) == pb  # delivered on unmask, once
+        receiver.unmask(pb)
+        assert receiver.wait(0) is None
+    finally:
+        receiver.close()
+
+
+def test_targets_carry_the_binding_generation(world: World) -> None:
+    m = world.machine
     a, ha, pa, b, hb, pb = bound_pair(world)
-    world.effects.take()
-    m.unmask(b, hb, pb)  # re-arm after the bind's event
-    m.notify(a, ha, pa)
-    assert world.effects.take() == [(hb, pb)]  # delivered, now masked
-    m.notify(a, ha, pa)
-    m.notify(a, ha, pa)
-    assert world.effects.take() == []  # masked: remembered in one pending bit
-    m.unmask(b, hb, pb)
-    assert world.effects.take() == [(hb, pb)]  # delivered on unmask, once
-    m.unmask(b, hb, pb)
-    assert world.effects.take() == []
+    target = m.evtchn_target(a, ha, pa)
+    assert (target.state, target.remote_domid, target.remote_port) == (INTERDOMAIN, b.domid, pb)
+    assert target.handle is not None and target.handle.handle_id == hb
+    pages = world.endpoints.get(ha).page, world.endpoints.get(hb).page  # type: ignore[union-attr]
+    assert pages[0].get(pa) == pages[1].get(pb) == target.gen > 0
+    assert world.endpoints.eventfd(hb, pb) is not None
+    m.unbind(b, hb, pb)
+    assert pages[0].get(pa) == 0  # a notifier sees the channel is gone
+    assert world.endpoints.eventfd(hb, pb) is None
+    assert m.evtchn_target(a, ha, pa).state == UNBOUND
 
 
 def test_notify_and_unbind_check_the_handle(world: World) -> None:
     m = world.machine
-    a, ha, pa, b, hb, pb = bound_pair(world)
+    a, ha, pa, b, _hb, _pb = bound_pair(world)
     other = m.evtchn_open(a).handle_id
     raises_errno(errno.ENOTCONN, lambda: m.notify(a, other, pa))
     raises_errno(errno.ENOTCONN, lambda: m.unbind(a, other, pa))
@@ -317,12 +356,12 @@ def test_notify_and_unbind_check_the_handle(world: World) -> None:
 def test_closing_one_end_unbinds_the_other_and_drops_notifies(world: World) -> None:
     m = world.machine
     a, ha, pa, b, hb, pb = bound_pair(world)
-    world.effects.take()
-    m.unmask(b, hb, pb)
+    world.take(hb)
     m.unbind(a, ha, pa)
-    assert world.effects.take() == []  # no event on close, as Xen
+    assert world.take(hb) == []  # no event on close, as Xen
     assert m.evtchn_status(b, b.domid, pb) == (UNBOUND, a.domid, 0)
     m.notify(b, hb, pb)  # unbound: silently dropped
+    assert world.take(ha) == []
     # and the port can be bound again by the domain that closed it
     ha2 = m.evtchn_open(a).handle_id
     pa2 = m.bind_interdomain(a, ha2, b.domid, pb)
@@ -340,7 +379,7 @@ def test_status_of_another_domain_is_dom0_only(world: World) -> None:
 
 def test_destroy_revokes_grants_closes_ports_and_drops_clients(world: World) -> None:
     m = world.machine
-    a, ha, pa, b, hb, pb = bound_pair(world)
+    a, _ha, _pa, b, _hb, pb = bound_pair(world)
     share = m.share(a, b.domid, 2, True)
     mapping = m.map(b, a.domid, share.grants[0].ref, True)
     m.destroy(world.dom0, a.domid)

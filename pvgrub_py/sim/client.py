@@ -34,7 +34,7 @@ from pvgrub_py.sim.layout import HostLayout
 from pvgrub_py.sim.protocol import Op
 from pvgrub_py.sim.stats import HostStats
 from pvgrub_py.sim.xsclient import SimXenStore
-from pvgrub_py.xen.interface import XenError
+from pvgrub_py.xen.interface import Hypervisor, XenError
 
 _Closable = SimGrantShare | SimGrantMap | SimEventChannels | SimXenStore
 T = TypeVar("T", SimGrantShare, SimGrantMap, SimEventChannels, SimXenStore)
@@ -106,3 +106,9 @@ class SimHypervisor:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _conforms(hv: SimHypervisor) -> Hypervisor:
+    """Never called: makes mypy check SimHypervisor (and, through the return types
+    of its methods, every handle class) against the interface's Protocols."""
+    return hv

@@ -1,31 +1,36 @@
 """An event-channel handle of a simulated domain (libxenevtchn over /dev/xen/evtchn).
 
-Each handle has its own notification socket, filled by the daemon with the 4-byte
-port number of every event it delivers (and masks), so `fileno` is readable exactly
-when `wait` would return at once, as the evtchn device is.  `notify` and `unmask`
-are one-way writes to the daemon (the driver reports nothing for them either beyond
-ENOTCONN for a port this handle did not bind, which is checked here).
+Binding and unbinding are requests to the host daemon, which enforces Xen's rules.
+Events themselves never go through the daemon (see `evtpage`):
 
-``xenevtchn_pending`` semantics: `wait` returns a delivered port, which the daemon
-masked when it delivered it; further notifications to it are remembered (one
-pending bit) and delivered when `unmask` re-arms it.  Ports unbound after their event
-was queued may still be returned, as the driver's ring keeps them.
+* `notify` checks that its port is still bound (its binding generation), then writes
+  the peer port's eventfd, which it asked the daemon for once per binding
+  (`Op.EVT_TARGET`), as Xen sets the bit in the peer's shared_info;
+* `wait` takes the next pending port from this handle's epoll, and `fileno` is that
+  epoll: readable exactly when `wait` would return at once, as the evtchn device is;
+* ``xenevtchn_pending`` semantics: the returned port is masked (EPOLLONESHOT);
+  notifications while masked coalesce into its pending count, and `unmask` re-arms
+  it, delivering at once if it became pending.  A port unbound after its event was
+  taken may still be unmasked harmlessly.
+
+Errors as the Linux driver gives them: ENOTCONN to notify or unbind a port this
+handle did not bind; unmask of such a port is silently ignored.
 """
 
 from __future__ import annotations
 
 import errno
-import select
+import os
 import socket
-import struct
+from dataclasses import dataclass
 from typing import NamedTuple
 
 from pvgrub_py.sim.connection import HostConnection
 from pvgrub_py.sim.evtchn import CLOSED, INTERDOMAIN, UNBOUND
+from pvgrub_py.sim.evtpage import GenerationPage, Receiver, notify
 from pvgrub_py.sim.protocol import Op
 from pvgrub_py.xen.interface import XenError
 
-PORT = struct.Struct("<I")
 _STATES = {CLOSED: "closed", UNBOUND: "unbound", INTERDOMAIN: "interdomain"}
 
 
@@ -38,15 +43,28 @@ class PortStatus(NamedTuple):
     remote_port: int
 
 
+@dataclass
+class _Route:
+    """Where a notify on one local port goes: the peer port's eventfd, valid for one
+    binding generation."""
+
+    gen: int
+    eventfd: int
+
+
 class SimEventChannels:
     def __init__(self, conn: HostConnection) -> None:
         self._conn = conn
         frame, fds = conn.call(Op.EVT_OPEN, function="xenevtchn_open")
+        page_fd, alive_fd = fds
+        try:
+            self._page = GenerationPage(page_fd, writable=False)
+        finally:
+            os.close(page_fd)
         self._handle_id = frame.args[0]
-        self._sock: socket.socket | None = socket.socket(fileno=fds[0])
-        self._poll = select.poll()
-        self._poll.register(self._sock, select.POLLIN)
+        self._receiver: Receiver | None = Receiver(socket.socket(fileno=alive_fd))
         self._ports: set[int] = set()
+        self._routes: dict[int, _Route] = {}
 
     @property
     def ports(self) -> frozenset[int]:
@@ -54,59 +72,78 @@ class SimEventChannels:
         return frozenset(self._ports)
 
     def alloc_unbound(self, remote_domid: int) -> int:
-        frame, _ = self._conn.call(
-            Op.EVT_ALLOC_UNBOUND, [self._handle_id, remote_domid],
-            function="xenevtchn_bind_unbound_port",
-        )  # fmt: skip
-        self._ports.add(frame.args[0])
-        return frame.args[0]
+        return self._new_port(
+            Op.EVT_ALLOC_UNBOUND, [self._handle_id, remote_domid], "xenevtchn_bind_unbound_port"
+        )
 
     def bind_interdomain(self, remote_domid: int, remote_port: int) -> int:
-        frame, _ = self._conn.call(
-            Op.EVT_BIND, [self._handle_id, remote_domid, remote_port],
-            function="xenevtchn_bind_interdomain",
-        )  # fmt: skip
-        self._ports.add(frame.args[0])
-        return frame.args[0]
+        return self._new_port(
+            Op.EVT_BIND, [self._handle_id, remote_domid, remote_port], "xenevtchn_bind_interdomain"
+        )
+
+    def _new_port(self, op: Op, args: list[int], function: str) -> int:
+        receiver = self._check_open(function)
+        frame, fds = self._conn.call(op, args, function=function)
+        port: int = frame.args[0]
+        self._ports.add(port)
+        if fds:
+            receiver.add(port, fds[0])
+        return port
+
+    # -- the hot path ----------------------------------------------------------------------
 
     def notify(self, port: int) -> None:
         self._check_open("xenevtchn_notify")
         if port not in self._ports:
             raise XenError(errno.ENOTCONN, "xenevtchn_notify", f"port {port} is not bound here")
-        self._conn.send_one_way(Op.EVT_NOTIFY, [self._handle_id, port], function="xenevtchn_notify")
+        gen = self._page.get(port)
+        if gen == 0:
+            return  # unbound (never bound, or the peer closed): Xen drops it
+        route = self._routes.get(port)
+        if route is None or route.gen != gen:
+            route = self._route(port)
+            if route is None:
+                return
+        notify(route.eventfd)
 
     def wait(self, timeout: float | None) -> int | None:
         """The next delivered port (now masked), or None after ``timeout`` seconds."""
-        sock = self._check_open("xenevtchn_pending")
-        millis = None if timeout is None else max(0, int(timeout * 1000 + 0.999))
-        if not self._poll.poll(millis):
-            return None
-        data = b""
-        while len(data) < PORT.size:
-            chunk = sock.recv(PORT.size - len(data))
-            if not chunk:
-                raise XenError(
-                    errno.EPIPE,
-                    "xenevtchn_pending",
-                    "the host closed this event channel handle (ring overflow, "
-                    "domain destroyed or host stopped)",
-                )
-            data += chunk
-        port: int = PORT.unpack(data)[0]
-        return port
+        return self._check_open("xenevtchn_pending").wait(timeout)
 
     def unmask(self, port: int) -> None:
-        self._check_open("xenevtchn_unmask")
+        receiver = self._check_open("xenevtchn_unmask")
         if port in self._ports:  # the driver ignores ports it does not own
-            self._conn.send_one_way(
-                Op.EVT_UNMASK, [self._handle_id, port], function="xenevtchn_unmask"
-            )
+            receiver.unmask(port)
+
+    # -- routes to peers -------------------------------------------------------------------
+
+    def _route(self, port: int) -> _Route | None:
+        self._forget(port)
+        frame, fds = self._conn.call(
+            Op.EVT_TARGET, [self._handle_id, port], function="xenevtchn_notify"
+        )
+        state, _remote_dom, _remote_port, gen, _peer = frame.args
+        if state != INTERDOMAIN or not fds:
+            for fd in fds:
+                os.close(fd)
+            return None  # unbound, or a port no process owns (nobody to wake)
+        route = self._routes[port] = _Route(gen, fds[0])
+        return route
+
+    def _forget(self, port: int) -> None:
+        route = self._routes.pop(port, None)
+        if route is not None:
+            os.close(route.eventfd)
+
+    # -- the rest --------------------------------------------------------------------------
 
     def unbind(self, port: int) -> None:
-        self._check_open("xenevtchn_unbind")
+        receiver = self._check_open("xenevtchn_unbind")
         if port not in self._ports:
             raise XenError(errno.ENOTCONN, "xenevtchn_unbind", f"port {port} is not bound here")
         self._ports.discard(port)
+        self._forget(port)
+        receiver.remove(port)
         self._conn.call(Op.EVT_UNBIND, [self._handle_id, port], function="xenevtchn_unbind")
 
     def status(self, port: int, domid: int | None = None) -> PortStatus:
@@ -121,22 +158,25 @@ class SimEventChannels:
     def fileno(self) -> int:
         return self._check_open("xenevtchn_fd").fileno()
 
-    def _check_open(self, function: str) -> socket.socket:
-        if self._sock is None:
+    def _check_open(self, function: str) -> Receiver:
+        if self._receiver is None:
             raise XenError(errno.EBADF, function, "this event channel handle is closed")
-        return self._sock
+        return self._receiver
 
     def close(self) -> None:
         """``xenevtchn_close``: every port bound through the handle is closed."""
-        sock, self._sock = self._sock, None
-        if sock is None:
+        receiver, self._receiver = self._receiver, None
+        if receiver is None:
             return
         self._ports.clear()
+        for port in list(self._routes):
+            self._forget(port)
         try:
             if self._conn.alive:
                 self._conn.call(Op.EVT_CLOSE, [self._handle_id], function="xenevtchn_close")
         finally:
-            sock.close()
+            receiver.close()
+            self._page.close()
 
     def __enter__(self) -> SimEventChannels:
         return self

@@ -1,9 +1,9 @@
 """A process's connection to the host daemon, attached as one domain.
 
 Requests are serialised under a lock (one outstanding request per connection, so
-replies need no matching beyond a sanity check); one-way messages (event-channel
-notify and unmask) are sent without waiting, so a ping-pong costs one write per
-notify.  File descriptors in a reply are returned to the caller, who owns them.
+replies need no matching beyond a sanity check).  File descriptors in a reply are
+returned to the caller, who owns them.  Event notifications never come this way
+(see `evtpage`).
 
 Fork safety: a connection must not be shared across ``fork``; attach in the child.
 """
@@ -90,16 +90,6 @@ class HostConnection:
                 raise GrantMapError(frame.args[0], message)
             raise XenError(frame.err, function, message)
         return frame, fds
-
-    def send_one_way(self, op: Op, args: Sequence[int], *, function: str) -> None:
-        with self._lock:
-            sock = self._usable(function)
-            try:
-                sock.send(protocol.encode(protocol.request(op, 0, args)))
-            except OSError as e:
-                raise self._lose(
-                    XenError(e.errno or errno.EPIPE, function, "the simulated host is gone")
-                ) from None
 
     def _usable(self, function: str) -> socket.socket:
         if self._lost is not None:

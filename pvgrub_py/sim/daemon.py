@@ -9,10 +9,11 @@ to the others, as a hypercall is under Xen's locks.
 * A connection must first ATTACH with a domid and that domain's token; every later
   request acts as that domid.  A bad first frame drops the connection.
 * Grant pages are memfds created here and passed with SCM_RIGHTS (see `pages`).
-* Each event-channel handle gets a SOCK_STREAM socketpair: the daemon writes the
-  4-byte port of each delivered event to its end, so the client's end is readable
-  exactly when a port is pending, like ``/dev/xen/evtchn``.  If a client lets it fill
-  up, the handle is marked overflowed, as the evtchn driver's ring (read gives EFBIG).
+* Event channels (`evtpage`): each bound port has an eventfd, handed to its owner
+  with the alloc/bind reply; a notifier asks once (EVT_TARGET) for its peer port's
+  eventfd and then writes it itself, so events never pass through this loop.  The
+  daemon writes each handle's binding generations on bind and close, and watches the
+  handle's liveness socket: end-of-file there means the owner closed or died.
 * A connection that drops (the process exited or was killed) is detached: its
   grants are ended, its mappings unmapped, its ports closed.  Nothing is left dangling.
 * Destroying a domain sends its processes a NOTICE (ESRCH) and closes their
@@ -29,12 +30,12 @@ import secrets
 import selectors
 import signal
 import socket
-import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from pvgrub_py.sim import protocol
 from pvgrub_py.sim.domains import Domain
+from pvgrub_py.sim.evtpage import Endpoint, Endpoints
 from pvgrub_py.sim.grants import GrantMapError
 from pvgrub_py.sim.layout import HostLayout
 from pvgrub_py.sim.machine import Caller, Machine
@@ -44,9 +45,6 @@ from pvgrub_py.sim.xenstored import XenstoredLink
 from pvgrub_py.xen.interface import DomainConfig, DomainInfo, XenError
 
 log = logging.getLogger("pvgrub_py.sim")
-PORT = struct.Struct("<I")
-#: Per-handle notification buffer: room for every port of a domain several times over.
-NOTIFY_BUFFER = 64 * 1024
 
 
 class HostStartError(XenError):
@@ -70,7 +68,6 @@ class _Client:
     conn_id: int
     sock: socket.socket
     caller: Caller | None = None
-    handles: dict[int, socket.socket] = field(default_factory=dict)
     closed: bool = False
 
 
@@ -78,19 +75,22 @@ class _Client:
 class _Reply:
     args: list[int] = field(default_factory=list)
     data: bytes = b""
-    fd: int | None = None
-    close_fd: bool = False
+    fds: list[int] = field(default_factory=list)
+    #: Descriptors to close once sent (the others stay the daemon's).
+    close_fds: list[int] = field(default_factory=list)
 
 
 class HostDaemon:
     def __init__(self, host_dir: str | os.PathLike[str], xenstored: XenstoredLink | None) -> None:
         self.layout = HostLayout.of(host_dir)
         self.xenstored = xenstored
-        self.machine = Machine(self, lambda: secrets.token_hex(16), os.cpu_count() or 1)
+        self.endpoints = Endpoints(on_closed=self._endpoint_closed)
+        self.machine = Machine(
+            self, self.endpoints, lambda: secrets.token_hex(16), os.cpu_count() or 1
+        )
         self._sel = selectors.DefaultSelector()
         self._listener: socket.socket | None = None
         self._clients: dict[int, _Client] = {}
-        self._handle_socks: dict[int, tuple[_Client, socket.socket]] = {}
         self._next_conn = 1
         self._stopping = False
         self._wakeup_r: socket.socket | None = None
@@ -116,6 +116,8 @@ class HostDaemon:
                 raise HostStartError(errno.EADDRINUSE, "sim host", f"a host already runs on {path}")
             finally:
                 probe.close()
+        for stale in self.layout.tokens.glob("*"):  # left by a host that was killed
+            stale.unlink()
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
         sock.bind(path)
         os.chmod(path, 0o600)
@@ -149,8 +151,8 @@ class HostDaemon:
                     kind, obj = key.data
                     if kind == "client":
                         self._readable(obj)
-                    elif kind == "notify":
-                        self._notify_readable(*obj)
+                    elif kind == "endpoint":
+                        self._endpoint_readable(*obj)
                     elif kind == "listen":
                         self._accept()
                     else:
@@ -176,6 +178,7 @@ class HostDaemon:
         for client in list(self._clients.values()):
             self._drop(client, notice=errno.ESHUTDOWN)
         self.machine.close()
+        self.endpoints.close_all()
         if self._listener is not None:
             with contextlib.suppress(KeyError, ValueError):
                 self._sel.unregister(self._listener)
@@ -216,9 +219,7 @@ class HostDaemon:
         if notice is not None:
             with contextlib.suppress(OSError):
                 client.sock.send(protocol.encode(Frame(Op.NOTICE, 0, (), why.encode(), notice)))
-        self.machine.detach(client.conn_id)
-        for handle_id in list(client.handles):
-            self._close_handle_sock(client, handle_id)
+        self.machine.detach(client.conn_id)  # closes its handles, hence their endpoints
         with contextlib.suppress(KeyError, ValueError):
             self._sel.unregister(client.sock)
         client.sock.close()
@@ -245,13 +246,13 @@ class HostDaemon:
             return
         self._handle(client, frame)
 
-    def _send(self, client: _Client, frame: Frame, fd: int | None = None) -> None:
+    def _send(self, client: _Client, frame: Frame, fds: list[int] | None = None) -> None:
         data = protocol.encode(frame)
         try:
-            if fd is None:
+            if not fds:
                 client.sock.send(data)
             else:
-                socket.send_fds(client.sock, [data], [fd])
+                socket.send_fds(client.sock, [data], fds)
         except OSError as e:  # the client is gone or not reading its replies
             log.warning("connection %d dropped: %s", client.conn_id, e)
             self._drop(client)
@@ -262,12 +263,7 @@ class HostDaemon:
             return
         caller = client.caller
         if frame.op in protocol.ONE_WAY:
-            with contextlib.suppress(XenError, IndexError):
-                if frame.op == Op.EVT_NOTIFY:
-                    self.machine.notify(caller, frame.args[0], frame.args[1])
-                elif frame.op == Op.EVT_UNMASK:
-                    self.machine.unmask(caller, frame.args[0], frame.args[1])
-            return
+            return  # nothing a client may send one-way
         handler = self._HANDLERS.get(frame.op)
         try:
             if handler is None:
@@ -283,11 +279,11 @@ class HostDaemon:
             self._send(client, protocol.error_reply(frame, errno.EINVAL, f"bad arguments: {e}"))
             return
         try:
-            nfds = 0 if result.fd is None else 1
-            self._send(client, protocol.reply(frame, result.args, result.data, nfds), result.fd)
+            reply = protocol.reply(frame, result.args, result.data, len(result.fds))
+            self._send(client, reply, result.fds)
         finally:
-            if result.fd is not None and result.close_fd:
-                os.close(result.fd)
+            for fd in result.close_fds:
+                os.close(fd)
 
     def _attach(self, client: _Client, frame: Frame) -> None:
         if frame.op != Op.ATTACH or len(frame.args) != 1:
@@ -304,50 +300,32 @@ class HostDaemon:
         log.debug("connection %d is d%d", client.conn_id, domid)
         self._send(client, protocol.reply(frame, [domid]))
 
-    # -- event-channel notification sockets ---------------------------------------------
+    # -- event-channel endpoints -------------------------------------------------------
 
-    def _close_handle_sock(self, client: _Client, handle_id: int) -> None:
-        sock = client.handles.pop(handle_id, None)
-        self._handle_socks.pop(handle_id, None)
-        if sock is not None:
-            with contextlib.suppress(KeyError, ValueError):
-                self._sel.unregister(sock)
-            sock.close()
+    def _endpoint_closed(self, handle_id: int, endpoint: Endpoint) -> None:
+        with contextlib.suppress(KeyError, ValueError):
+            self._sel.unregister(endpoint.alive)
 
-    def _notify_readable(self, client: _Client, handle_id: int) -> None:
-        """The client closed its end of a handle without EVT_CLOSE (process exit, GC)."""
-        entry = self._handle_socks.get(handle_id)
-        if entry is None:
+    def _endpoint_readable(self, client: _Client, handle_id: int) -> None:
+        """The owner closed its receiving end without EVT_CLOSE (exit, kill, GC)."""
+        endpoint = self.endpoints.get(handle_id)
+        if endpoint is None:
             return
         try:
-            data = entry[1].recv(64)
+            data = endpoint.alive.recv(64)
         except BlockingIOError:
             return
         except OSError:
             data = b""
         if data:
-            return  # clients never write here; ignore it
+            return  # owners never write here; ignore it
         if client.caller is not None and not client.closed:
             with contextlib.suppress(XenError):
                 self.machine.evtchn_close(client.caller, handle_id)
-        self._close_handle_sock(client, handle_id)
+        else:
+            self._endpoint_closed(handle_id, endpoint)
 
     # -- Effects (called by the machine) -------------------------------------------------
-
-    def deliver(self, handle_id: int, port: int) -> None:
-        entry = self._handle_socks.get(handle_id)
-        if entry is None:
-            return
-        try:
-            entry[1].send(PORT.pack(port))
-        except BlockingIOError:
-            # The evtchn driver's ring overflowed: its read then fails (EFBIG) until
-            # reset.  We end the handle's stream; the client reports the loss.
-            log.warning("event channel handle %d overflowed; closing it", handle_id)
-            with contextlib.suppress(OSError):
-                entry[1].shutdown(socket.SHUT_WR)
-        except OSError:
-            pass
 
     def domain_created(self, domain: Domain) -> None:
         path = self.layout.token(domain.domid)
@@ -416,7 +394,7 @@ class HostDaemon:
     def _gnt_share(self, client: _Client, caller: Caller, frame: Frame) -> _Reply:
         grantee, count, writable = frame.args
         share = self.machine.share(caller, grantee, count, bool(writable))
-        return _Reply([share.share_id, *(g.ref for g in share.grants)], fd=share.region.fd)
+        return _Reply([share.share_id, *(g.ref for g in share.grants)], fds=[share.region.fd])
 
     def _gnt_end(self, client: _Client, caller: Caller, frame: Frame) -> _Reply:
         self.machine.end_share(caller, frame.args[0])
@@ -428,8 +406,9 @@ class HostDaemon:
         fd = mapping.grant.region.fd
         args = [mapping.map_id, self.machine.grants.page_offset(mapping)]
         if mapping.writable:
-            return _Reply(args, fd=fd)
-        return _Reply(args, fd=reopen_readonly(fd), close_fd=True)
+            return _Reply(args, fds=[fd])
+        readonly = reopen_readonly(fd)
+        return _Reply(args, fds=[readonly], close_fds=[readonly])
 
     def _gnt_unmap(self, client: _Client, caller: Caller, frame: Frame) -> _Reply:
         self.machine.unmap(caller, frame.args[0])
@@ -437,28 +416,39 @@ class HostDaemon:
 
     def _evt_open(self, client: _Client, caller: Caller, frame: Frame) -> _Reply:
         handle = self.machine.evtchn_open(caller)
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        ours.setblocking(False)
-        with contextlib.suppress(OSError):
-            ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, NOTIFY_BUFFER)
-        client.handles[handle.handle_id] = ours
-        self._handle_socks[handle.handle_id] = (client, ours)
-        self._sel.register(ours, selectors.EVENT_READ, ("notify", (client, handle.handle_id)))
-        fd = os.dup(theirs.fileno())
-        theirs.close()
-        return _Reply([handle.handle_id], fd=fd, close_fd=True)
+        endpoint = self.endpoints.get(handle.handle_id)
+        assert endpoint is not None
+        self._sel.register(
+            endpoint.alive, selectors.EVENT_READ, ("endpoint", (client, handle.handle_id))
+        )
+        theirs = os.dup(endpoint.alive_theirs.fileno())
+        endpoint.alive_theirs.close()  # the owner's alone now: its close is our EOF
+        return _Reply([handle.handle_id], fds=[endpoint.page_fd, theirs], close_fds=[theirs])
 
     def _evt_close(self, client: _Client, caller: Caller, frame: Frame) -> _Reply:
         self.machine.evtchn_close(caller, frame.args[0])
-        self._close_handle_sock(client, frame.args[0])
         return _Reply()
 
+    def _evt_target(self, client: _Client, caller: Caller, frame: Frame) -> _Reply:
+        target = self.machine.evtchn_target(caller, frame.args[0], frame.args[1])
+        handle_id = 0 if target.handle is None else target.handle.handle_id
+        args = [target.state, target.remote_domid, target.remote_port, target.gen, handle_id]
+        eventfd = self.endpoints.eventfd(handle_id, target.remote_port) if handle_id else None
+        return _Reply(args, fds=[] if eventfd is None else [eventfd])
+
+    def _port_reply(self, handle_id: int, port: int) -> _Reply:
+        """A new port and, for its owner, its eventfd."""
+        eventfd = self.endpoints.eventfd(handle_id, port)
+        return _Reply([port], fds=[] if eventfd is None else [eventfd])
+
     def _evt_alloc_unbound(self, client: _Client, caller: Caller, frame: Frame) -> _Reply:
-        return _Reply([self.machine.alloc_unbound(caller, frame.args[0], frame.args[1])])
+        handle_id, remote = frame.args
+        return self._port_reply(handle_id, self.machine.alloc_unbound(caller, handle_id, remote))
 
     def _evt_bind(self, client: _Client, caller: Caller, frame: Frame) -> _Reply:
         handle_id, remote_dom, remote_port = frame.args
-        return _Reply([self.machine.bind_interdomain(caller, handle_id, remote_dom, remote_port)])
+        port = self.machine.bind_interdomain(caller, handle_id, remote_dom, remote_port)
+        return self._port_reply(handle_id, port)
 
     def _evt_unbind(self, client: _Client, caller: Caller, frame: Frame) -> _Reply:
         self.machine.unbind(caller, frame.args[0], frame.args[1])
@@ -473,7 +463,7 @@ class HostDaemon:
         sock = self.xenstored.connect(caller.domid)
         fd = os.dup(sock.fileno())
         sock.close()
-        return _Reply(fd=fd, close_fd=True)
+        return _Reply(fds=[fd], close_fds=[fd])
 
     _HANDLERS: dict[int, Callable[[HostDaemon, _Client, Caller, Frame], _Reply]] = {
         Op.STATS: _stats,
@@ -496,5 +486,6 @@ class HostDaemon:
         Op.EVT_BIND: _evt_bind,
         Op.EVT_UNBIND: _evt_unbind,
         Op.EVT_STATUS: _evt_status,
+        Op.EVT_TARGET: _evt_target,
         Op.XS_CONNECT: _xs_connect,
     }

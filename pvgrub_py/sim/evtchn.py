@@ -26,14 +26,21 @@ libxenevtchn calls:
   bit (one bit: several notifications coalesce), is delivered right then.  New ports
   start unmasked.  Ports the driver did not bind for this file give ENOTCONN on notify
   and unbind; unmask of such a port is silently ignored.
+
+This module keeps the *bindings*: which port is unbound or interdomain, to whom, and
+through which handle.  Pending and mask state live with the processes (`evtpage`: an
+eventfd per port, an epoll per handle), where notifiers set them directly as Xen sets
+bits in shared_info; this module tells them about bindings through `Slots`: every
+interdomain binding gets a fresh *generation*, written for both ends and cleared when
+it ends, so a notifier holding a stale binding does not wake a port that moved on.
 """
 
 from __future__ import annotations
 
 import errno
 import itertools
-from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from pvgrub_py.xen.interface import DOMID_SELF, XenError
 
@@ -64,18 +71,40 @@ class Port:
     #: The handle the port was bound through; None for a port the toolstack allocated
     #: in the domain (e.g. the xenstore port), which no process of the domain owns.
     handle: Handle | None = None
-    masked: bool = False
+    #: The generation of the interdomain binding on this port (0 when unbound).
+    gen: int = 0
+    #: Pending bit of a port no handle owns (nobody could ever see it).
     pending: bool = False
 
 
-Deliver = Callable[[Handle, int], None]
+class Slots(Protocol):
+    """Where events are delivered, as the binding model updates it."""
+
+    def opened(self, handle: Handle) -> None: ...
+    def closed(self, handle: Handle) -> None: ...
+    def port_opened(self, handle: Handle, port: int) -> None: ...
+    def port_closed(self, handle: Handle, port: int) -> None: ...
+    def set_generation(self, handle: Handle, port: int, gen: int) -> None: ...
+    def deliver(self, handle: Handle, port: int) -> None: ...
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where a notify on a local port goes: EVTCHNOP_send's view of the binding."""
+
+    state: int
+    remote_domid: int
+    remote_port: int
+    gen: int
+    handle: Handle | None
 
 
 class EventChannels:
-    """Every domain's ports.  ``deliver(handle, port)`` queues a port for a client."""
+    """Every domain's ports, and their bindings."""
 
-    def __init__(self, deliver: Deliver) -> None:
-        self._deliver = deliver
+    def __init__(self, slots: Slots) -> None:
+        self._slots = slots
+        self._gens = itertools.count(1)
         self._ports: dict[int, dict[int, Port]] = {}
         self._max_port: dict[int, int] = {0: DOM0_MAX_PORT}
         self._handles: dict[int, Handle] = {}
@@ -85,6 +114,7 @@ class EventChannels:
 
     def open_handle(self, domid: int, conn_id: int) -> Handle:
         handle = Handle(next(self._ids), domid, conn_id)
+        self._slots.opened(handle)
         self._handles[handle.handle_id] = handle
         return handle
 
@@ -98,7 +128,8 @@ class EventChannels:
         """Closing the evtchn file unbinds (closes) every port bound through it."""
         for port in sorted(handle.ports):
             self._close(self._ports[handle.domid][port])
-        self._handles.pop(handle.handle_id, None)
+        if self._handles.pop(handle.handle_id, None) is not None:
+            self._slots.closed(handle)
 
     def handles_of_connection(self, conn_id: int) -> list[Handle]:
         return [h for h in self._handles.values() if h.conn_id == conn_id]
@@ -135,25 +166,30 @@ class EventChannels:
                 f"port {remote_port} of d{remote_dom} accepts d{rchn.remote_domid}, not d{domid}",
             )
         port = self._new_port(domid, fn)
-        lchn = Port(domid, port, INTERDOMAIN, remote_dom, remote_port, handle)
+        gen = next(self._gens)
+        lchn = Port(domid, port, INTERDOMAIN, remote_dom, remote_port, handle, gen)
         self._install(lchn)
         rchn.state, rchn.remote_port = INTERDOMAIN, port
+        self._set_generation(rchn, gen)
         self._set_pending(lchn)  # Xen's conservative "lost notifications" fix-up
         return port
 
+    def target(self, handle: Handle, port: int) -> Target:
+        """EVTCHNOP_send's lookup for a notifier: where an event on ``port`` goes.
+        The notifier delivers it itself (see `evtpage`); ECS_UNBOUND means drop."""
+        lchn = self._owned(handle, port, "xenevtchn_notify")
+        if lchn.state != INTERDOMAIN:
+            return Target(lchn.state, lchn.remote_domid, 0, 0, None)
+        rchn = self._ports[lchn.remote_domid][lchn.remote_port]
+        return Target(INTERDOMAIN, rchn.domid, rchn.port, lchn.gen, rchn.handle)
+
     def notify(self, handle: Handle, port: int) -> None:
+        """EVTCHNOP_send done by the model itself (tests, and notifiers that have no
+        page of the peer); clients normally deliver directly."""
         lchn = self._owned(handle, port, "xenevtchn_notify")
         if lchn.state == INTERDOMAIN:
             self._set_pending(self._ports[lchn.remote_domid][lchn.remote_port])
         # ECS_UNBOUND: silently drop the notification.
-
-    def unmask(self, handle: Handle, port: int) -> None:
-        chn = self._ports.get(handle.domid, {}).get(port)
-        if chn is None or chn.handle is not handle or not chn.masked:
-            return
-        chn.masked = False
-        if chn.pending:
-            self._set_pending(chn)
 
     def unbind(self, handle: Handle, port: int) -> None:
         self._close(self._owned(handle, port, "xenevtchn_unbind"))
@@ -207,22 +243,31 @@ class EventChannels:
         self._ports.setdefault(chn.domid, {})[chn.port] = chn
         if chn.handle is not None:
             chn.handle.ports.add(chn.port)
+            self._slots.port_opened(chn.handle, chn.port)
+            if chn.gen:
+                self._slots.set_generation(chn.handle, chn.port, chn.gen)
+
+    def _set_generation(self, chn: Port, gen: int) -> None:
+        chn.gen = gen
+        if chn.handle is not None:
+            self._slots.set_generation(chn.handle, chn.port, gen)
 
     def _set_pending(self, chn: Port) -> None:
-        if chn.masked or chn.handle is None:
+        if chn.handle is None:
             chn.pending = True
-            return
-        chn.masked, chn.pending = True, False
-        self._deliver(chn.handle, chn.port)
+        else:
+            self._slots.deliver(chn.handle, chn.port)
 
     def _close(self, chn: Port) -> None:
         if chn.state == INTERDOMAIN:
             peer = self._ports.get(chn.remote_domid, {}).get(chn.remote_port)
             if peer is not None:
                 peer.state, peer.remote_domid, peer.remote_port = UNBOUND, chn.domid, 0
+                self._set_generation(peer, 0)
         ports = self._ports.get(chn.domid, {})
         if ports.get(chn.port) is chn:
             del ports[chn.port]
         if chn.handle is not None:
             chn.handle.ports.discard(chn.port)
-        chn.state = CLOSED
+            self._slots.port_closed(chn.handle, chn.port)  # evtchn_free clears pending
+        chn.state, chn.gen = CLOSED, 0

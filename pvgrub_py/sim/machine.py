@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from pvgrub_py.sim.domains import Domain, DomainTable
-from pvgrub_py.sim.evtchn import DEFAULT_MAX_PORT, EventChannels, Handle
+from pvgrub_py.sim.evtchn import DEFAULT_MAX_PORT, EventChannels, Handle, Slots, Target
 from pvgrub_py.sim.grants import GrantTables, Mapping, Share
 from pvgrub_py.sim.stats import Counts, HostStats
 from pvgrub_py.xen.interface import DomainConfig, DomainInfo, XenError
@@ -33,7 +33,6 @@ from pvgrub_py.xen.interface import DomainConfig, DomainInfo, XenError
 class Effects(Protocol):
     """What the machine needs done outside itself (the daemon implements it)."""
 
-    def deliver(self, handle_id: int, port: int) -> None: ...
     def domain_created(self, domain: Domain) -> None: ...
     def domain_destroyed(self, domid: int, connections: list[int]) -> None: ...
 
@@ -45,11 +44,13 @@ class Caller:
 
 
 class Machine:
-    def __init__(self, effects: Effects, new_token: Callable[[], str], dom0_vcpus: int = 1) -> None:
+    def __init__(
+        self, effects: Effects, slots: Slots, new_token: Callable[[], str], dom0_vcpus: int = 1
+    ) -> None:
         self._effects = effects
         self.domains = DomainTable(new_token, dom0_vcpus)
         self.grants = GrantTables()
-        self.evtchn = EventChannels(lambda handle, port: effects.deliver(handle.handle_id, port))
+        self.evtchn = EventChannels(slots)
         self._connections: dict[int, int] = {}
 
     # -- sessions ----------------------------------------------------------------------
@@ -186,11 +187,13 @@ class Machine:
     def unbind(self, caller: Caller, handle_id: int, port: int) -> None:
         self.evtchn.unbind(self.evtchn_handle(caller, handle_id), port)
 
-    def notify(self, caller: Caller, handle_id: int, port: int) -> None:
-        self.evtchn.notify(self.evtchn_handle(caller, handle_id), port)
+    def evtchn_target(self, caller: Caller, handle_id: int, port: int) -> Target:
+        """Where a notify on ``port`` goes, for the notifier to deliver it itself."""
+        return self.evtchn.target(self.evtchn_handle(caller, handle_id), port)
 
-    def unmask(self, caller: Caller, handle_id: int, port: int) -> None:
-        self.evtchn.unmask(self.evtchn_handle(caller, handle_id), port)
+    def notify(self, caller: Caller, handle_id: int, port: int) -> None:
+        """EVTCHNOP_send through the model (clients deliver directly, see `evtpage`)."""
+        self.evtchn.notify(self.evtchn_handle(caller, handle_id), port)
 
     def evtchn_status(self, caller: Caller, domid: int, port: int) -> tuple[int, int, int]:
         """EVTCHNOP_status: a domain may ask about itself; dom0 about anyone."""

@@ -12,11 +12,13 @@ A frame is::
 
     u16 op | u16 nfds | u32 req_id | i32 err | u16 nargs | nargs * i64 | data
 
-little-endian.  ``req_id`` 0 marks a one-way message (`Op.EVT_NOTIFY`,
-`Op.EVT_UNMASK`, and the daemon's `Op.NOTICE`): no reply follows, exactly as
-``xenevtchn_notify``/``xenevtchn_unmask`` report nothing the caller could act on
-beyond what the client library checks locally.  A reply echoes op and req_id; ``err``
-is a positive errno (0 on success) and, on error, ``data`` is the UTF-8 message.
+little-endian.  ``req_id`` 0 marks the daemon's one-way `Op.NOTICE`
+(why it is closing the connection).  A reply echoes op and req_id; ``err`` is a
+positive errno (0 on success) and, on error, ``data`` is the UTF-8 message.
+
+Event notifications do not travel here at all: a notifier writes the peer port's
+eventfd directly (see `evtpage`); this protocol only binds, unbinds and hands a
+notifier its peer's eventfd (`Op.EVT_TARGET`).
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ HEADER_SIZE = HEADER.size
 #: hostile client cannot make the daemon buffer much.
 MAX_FRAME = 256 * 1024
 MAX_ARGS = (MAX_FRAME - HEADER_SIZE) // 8
-#: File descriptors one frame may carry (every op sends at most one).
+#: File descriptors one frame may carry (EVT_OPEN sends two).
 MAX_FDS = 2
 _I64_MIN = -(1 << 63)
 _I64_MAX = (1 << 63) - 1
@@ -65,19 +67,18 @@ class Op(enum.IntEnum):
     GNT_MAP = 32  # [granter, ref, writable] -> [map_id, offset], fd
     GNT_UNMAP = 33  # [map_id]
     # event channels (libxenevtchn)
-    EVT_OPEN = 50  # -> [handle_id], fd notification socket
+    EVT_OPEN = 50  # -> [handle_id], fds: generation page, liveness socket
     EVT_CLOSE = 51  # [handle_id]
-    EVT_ALLOC_UNBOUND = 52  # [handle_id, remote] -> [port]
-    EVT_BIND = 53  # [handle_id, remote_dom, remote_port] -> [port]
+    EVT_ALLOC_UNBOUND = 52  # [handle_id, remote] -> [port], fd: the port's eventfd
+    EVT_BIND = 53  # [handle_id, remote_dom, remote_port] -> [port], fd: its eventfd
     EVT_UNBIND = 54  # [handle_id, port]
-    EVT_NOTIFY = 55  # one-way [handle_id, port]
-    EVT_UNMASK = 56  # one-way [handle_id, port]
+    EVT_TARGET = 55  # [handle_id, port] -> [state, rdom, rport, gen, rhandle], fd: peer eventfd
     EVT_STATUS = 57  # [domid, port] -> [state, remote_dom, remote_port]
     # xenstore
     XS_CONNECT = 70  # -> fd: a stream socket connected to xenstored as the caller
 
 
-ONE_WAY = frozenset({Op.EVT_NOTIFY, Op.EVT_UNMASK, Op.NOTICE})
+ONE_WAY = frozenset({Op.NOTICE})
 
 
 @dataclass(frozen=True)

@@ -144,3 +144,44 @@ def hold_resources(host_dir: str, domid: int, peer: Connection) -> None:
     _keep = (pages, evtchn, mapping)
     while True:
         time.sleep(60)
+
+
+def evtchn_initiator(host_dir: str, domid: int, rounds: int, peer: Connection) -> dict[str, Any]:
+    """Event channel only: notify, wait for the answer, unmask; ``rounds`` times."""
+    with SimHypervisor.attach(host_dir, domid) as hv, hv.event_channels() as evtchn:
+        port = evtchn.alloc_unbound(0)
+        peer.send(port)
+        if peer.recv() != "ready":
+            raise RuntimeError("the responder is not ready")
+        timeouts = 0
+        start = time.perf_counter()
+        for _ in range(rounds):
+            evtchn.notify(port)
+            got = evtchn.wait(WAIT_TIMEOUT)
+            if got is None:
+                timeouts += 1
+                break
+            evtchn.unmask(got)
+        seconds = time.perf_counter() - start
+        peer.recv()
+        return {"rounds": rounds, "seconds": seconds, "timeouts": timeouts}
+
+
+def evtchn_responder(host_dir: str, frontend: int, rounds: int, peer: Connection) -> dict[str, Any]:
+    """As dom0: bind the initiator's port and answer each event with one."""
+    with SimHypervisor.attach(host_dir, 0) as hv, hv.event_channels() as evtchn:
+        port = evtchn.bind_interdomain(frontend, peer.recv())
+        first = evtchn.wait(WAIT_TIMEOUT)  # the event Xen sets on bind
+        if first is not None:
+            evtchn.unmask(first)
+        peer.send("ready")
+        answered = 0
+        for _ in range(rounds):
+            got = evtchn.wait(WAIT_TIMEOUT)
+            if got is None:
+                break
+            evtchn.unmask(got)
+            evtchn.notify(port)
+            answered += 1
+        peer.send("done")
+        return {"answered": answered}
