@@ -423,3 +423,12 @@ def test_toolstack_ports_live_with_the_domain(world: World) -> None:
     m.bind_interdomain(world.dom0, h0, a.domid, port)
     m.destroy(world.dom0, a.domid)
     assert m.evtchn_status(world.dom0, 0, 1) == (UNBOUND, a.domid, 0)
+
+
+def test_ports_run_out_with_enospc(world: World) -> None:
+    m = world.machine
+    a = world.new_domain()
+    m.evtchn.set_max_port(a.domid, 4)  # libxl's default is 1023; the rule is the same
+    h = m.evtchn_open(a).handle_id
+    assert [m.alloc_unbound(a, h, 0) for _ in range(4)] == [1, 2, 3, 4]
+    raises_errno(errno.ENOSPC, lambda: m.alloc_unbound(a, h, 0))

@@ -4,6 +4,9 @@ a connection the host daemon made for it; introduce and release follow the domai
 from __future__ import annotations
 
 import errno
+import os
+import shutil
+import tempfile
 import time
 from collections.abc import Iterator
 
@@ -12,6 +15,7 @@ import pytest
 from pvgrub_py.sim import SimHost
 from pvgrub_py.sim.testing import leaks, temporary_host
 from pvgrub_py.xen.interface import DomainConfig, WatchEvent, XenError, XenStore
+from pvgrub_py.xenstore.daemon import XenstoredThread
 
 pytestmark = pytest.mark.integration
 
@@ -99,3 +103,18 @@ def test_a_host_without_xenstored() -> None:
         with pytest.raises(XenError) as info:
             dom0.xenstore()
         assert info.value.errno == errno.ENOTCONN
+
+
+def test_a_host_using_a_xenstored_it_did_not_start() -> None:
+    root = tempfile.mkdtemp(prefix="simxs", dir="/tmp")
+    try:
+        with XenstoredThread(f"{root}/xs.sock") as xsd:
+            with SimHost.start(f"{root}/host", xenstored=f"{root}/xs.sock") as host:
+                domid = host.create_domain(DomainConfig(name="ext"))
+                with host.attach(domid) as guest:
+                    assert guest.xenstore().read("name") == b"ext"
+            assert os.path.exists(f"{root}/xs.sock")  # not the host's to stop
+            # but its domains died with the host: released, @releaseDomain fired
+            assert not xsd.call(lambda svc: svc.domains.is_introduced(domid))
+    finally:
+        shutil.rmtree(root, ignore_errors=True)

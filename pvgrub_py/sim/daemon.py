@@ -17,7 +17,10 @@ to the others, as a hypercall is under Xen's locks.
 * A connection that drops (the process exited or was killed) is detached: its
   grants are ended, its mappings unmapped, its ports closed.  Nothing is left dangling.
 * Destroying a domain sends its processes a NOTICE (ESRCH) and closes their
-  connections, deletes its token, and RELEASEs it from xenstored.
+  connections, deletes its token, and RELEASEs it from xenstored.  Stopping the host
+  ends every domain the same way (NOTICE ESHUTDOWN, RELEASE), then stops the
+  xenstored it started.
+* A bug while serving one client is logged and drops that client only.
 """
 
 from __future__ import annotations
@@ -148,22 +151,37 @@ class HostDaemon:
                 ready()
             while not self._stopping:
                 for key, _mask in self._sel.select():
-                    kind, obj = key.data
-                    if kind == "client":
-                        self._readable(obj)
-                    elif kind == "endpoint":
-                        self._endpoint_readable(*obj)
-                    elif kind == "listen":
-                        self._accept()
-                    else:
-                        with contextlib.suppress(OSError):
-                            self._wakeup_r.recv(4096)
+                    self._dispatch(*key.data)
         finally:
             signal.set_wakeup_fd(old_fd)
             for signum, handler in old_handlers.items():
                 signal.signal(signum, handler)
             self.close()
         return 0
+
+    def _dispatch(self, kind: str, obj: object) -> None:
+        """One ready descriptor.  A bug in handling one client must not take the
+        host down: it is logged, and that client alone is dropped."""
+        try:
+            if kind == "client":
+                assert isinstance(obj, _Client)
+                self._readable(obj)
+            elif kind == "endpoint":
+                assert isinstance(obj, tuple)
+                self._endpoint_readable(*obj)
+            elif kind == "listen":
+                self._accept()
+            elif self._wakeup_r is not None:
+                with contextlib.suppress(OSError):
+                    self._wakeup_r.recv(4096)
+        except Exception:
+            log.exception("internal error handling %s", kind)
+            client = obj if isinstance(obj, _Client) else None
+            if isinstance(obj, tuple) and obj and isinstance(obj[0], _Client):
+                client = obj[0]
+            if client is not None:
+                with contextlib.suppress(Exception):
+                    self._drop(client, errno.EIO, "internal error in the simulated host")
 
     def _on_signal(self, signum: int, frame: object) -> None:
         self._stopping = True
@@ -177,6 +195,10 @@ class HostDaemon:
     def close(self) -> None:
         for client in list(self._clients.values()):
             self._drop(client, notice=errno.ESHUTDOWN)
+        if self.xenstored is not None:  # the domains die with the host
+            for domain in self.machine.domains.all():
+                if domain.domid != 0:
+                    self.xenstored.release(domain.domid)
         self.machine.close()
         self.endpoints.close_all()
         if self._listener is not None:

@@ -5,8 +5,8 @@ Why a private protocol and not something Xen has: on a real host a domain reache
 hypervisor through hypercalls and the Linux drivers (privcmd, evtchn, gntdev, gntalloc);
 here one SOCK_SEQPACKET unix socket per attached process stands in for all of them.
 SEQPACKET keeps message boundaries, so a frame is one ``recvmsg`` and file descriptors
-(the memfds behind grants, the event-channel notification socket, a xenstored
-connection) ride on the very frame that announces them (``nfds``).
+(the memfds behind grants, a port's eventfd, a handle's generation page and liveness
+socket, a xenstored connection) ride on the very frame that announces them (``nfds``).
 
 A frame is::
 
