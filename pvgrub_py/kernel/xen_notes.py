@@ -2,11 +2,12 @@
 
 A PV kernel tells the domain builder how to load it through notes named
 "Xen" whose type is a ``XEN_ELFNOTE_*`` number.  libelf decodes each as a
-string (up to the next NUL, maybe in the padding) or a number (1, 2, 4 or 8 bytes in the image's
-byte order); L1_MFN_VALID is a (mask, value) array of machine words and
-SUPPORTED_FEATURES a u32 bitmap.  Before notes existed a kernel carried a
-``__xen_guest`` section: ``KEY=VALUE`` pairs separated by commas
-(libelf-dominfo.c ``elf_xen_parse_guest_info``).
+string (up to the next NUL, maybe in the padding) or a number (1, 2, 4 or
+8 bytes in the image's byte order); L1_MFN_VALID is a (mask, value) array
+of machine words, SUPPORTED_FEATURES a u32 bitmap, PHYS32_RELOC (Xen 4.20)
+up to three u32s.  Before notes existed a kernel carried a ``__xen_guest``
+section: ``KEY=VALUE`` pairs separated by commas (libelf-dominfo.c
+``elf_xen_parse_guest_info``).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Literal
 from pvgrub_py.errors import InputError
 from pvgrub_py.kernel.elf import ElfImage, Note
 
-Kind = Literal["str", "num", "words", "raw"]
+Kind = Literal["str", "num", "words", "u32s", "raw"]
 
 #: XEN_ELFNOTE_* number -> (name, how libelf decodes it).
 XEN_ELFNOTES: dict[int, tuple[str, Kind]] = {
@@ -41,6 +42,9 @@ XEN_ELFNOTES: dict[int, tuple[str, Kind]] = {
     16: ("MOD_START_PFN", "num"),
     17: ("SUPPORTED_FEATURES", "num"),
     18: ("PHYS32_ENTRY", "num"),
+    # Xen 4.20+ (Linux 6.12+): relocatable PVH, up to three u32: align, min, max.
+    # Xen 4.17's libelf does not know it and ignores it.
+    19: ("PHYS32_RELOC", "u32s"),
     0x1000001: ("CRASH_INFO", "raw"),
     0x1000002: ("CRASH_REGS", "raw"),
     0x2000000: ("DUMPCORE_NONE", "raw"),
@@ -98,6 +102,10 @@ def decode_note(elf: ElfImage, note: Note) -> XenNote:
             )
         fmt = elf.endian + ("Q" if word == 8 else "I") * (len(note.desc) // word)
         value = tuple(struct.unpack(fmt, note.desc))
+    elif kind == "u32s":
+        if len(note.desc) % 4 or len(note.desc) > 12:
+            raise InputError(elf.label, f"{where}: descsz {len(note.desc)} is not 0, 4, 8 or 12")
+        value = tuple(struct.unpack(elf.endian + "I" * (len(note.desc) // 4), note.desc))
     return XenNote(note.type, name, value, note.desc, note.offset)
 
 
