@@ -350,3 +350,22 @@ def test_bad_arguments_are_errors_not_crashes(host: SimHost, dom0: SimHypervisor
             conn.call(op, args, function="raw")  # type: ignore[arg-type]
         assert info.value.errno in (errno.EINVAL, errno.ENOSYS, errno.EBADF), info.value
     assert dom0.domains().info(0).domid == 0
+
+
+def test_a_forked_child_cannot_use_its_parents_connection(host: SimHost) -> None:
+    with host.attach(0) as dom0:
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child reports through the pipe
+            code = 0
+            try:
+                dom0.domains().info(0)
+            except XenError as e:
+                code = e.errno
+            os.write(write_end, bytes([code]))
+            os._exit(0)
+        os.close(write_end)
+        assert os.read(read_end, 1) == bytes([errno.EBADF])
+        os.close(read_end)
+        os.waitpid(pid, 0)
+        assert dom0.domains().info(0).domid == 0  # the parent's is intact

@@ -5,7 +5,9 @@ replies need no matching beyond a sanity check).  File descriptors in a reply ar
 returned to the caller, who owns them.  Event notifications never come this way
 (see `evtpage`).
 
-Fork safety: a connection must not be shared across ``fork``; attach in the child.
+Fork safety: a connection must not be shared across ``fork`` (two processes would
+interleave requests on one socket); requests from a forked child fail with EBADF.
+Attach again in the child (multiprocessing's "spawn" context avoids the question).
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ class HostConnection:
         self._lock = threading.Lock()
         self._req_id = 0
         self._lost: XenError | None = None
+        self._pid = os.getpid()
         secret = read_token(layout, domid) if token is None else token
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
         try:
@@ -92,6 +95,10 @@ class HostConnection:
         return frame, fds
 
     def _usable(self, function: str) -> socket.socket:
+        if os.getpid() != self._pid:
+            raise XenError(
+                errno.EBADF, function, "this connection was attached in the parent process"
+            )
         if self._lost is not None:
             raise XenError(self._lost.errno, function, self._lost.message)
         if self._sock is None:
