@@ -14,6 +14,7 @@ from typing import Literal
 from pvgrub_py.errors import UsageError
 from pvgrub_py.tpm.swtpm import SocketAddress, SwtpmTransport
 from pvgrub_py.tpm.transport import TpmTransport
+from pvgrub_py.xen.interface import Hypervisor
 
 
 @dataclass(frozen=True)
@@ -50,8 +51,46 @@ def parse_vtpm_uri(text: str) -> VtpmAddress:
     )
 
 
-def open_transport(address: VtpmAddress, timeout: float = 30.0) -> TpmTransport:
+def open_transport(
+    address: VtpmAddress,
+    timeout: float = 30.0,
+    *,
+    uuid: str | None = None,
+    sim_dir: str | None = None,
+) -> TpmTransport:
+    """A transport to the vTPM at ``address``.
+
+    ``xen:`` addresses attach a temporary dom0 tpmif frontend to instance
+    ``uuid`` of the backend domain, on the real host or on the simulator in
+    ``sim_dir``; closing the transport detaches it.
+    """
     if address.kind == "swtpm":
         assert address.socket is not None
         return SwtpmTransport(address.socket, timeout)
-    raise UsageError(f"{address}: the Xen tpmif frontend is not available in this build")
+    from pvgrub_py.vtpm.attach import AttachedVtpm
+    from pvgrub_py.xen.connect import open_hypervisor
+
+    assert address.backend_domid is not None
+    hv = open_hypervisor(sim_dir)
+    try:
+        return _OwningTransport(AttachedVtpm(hv, address.backend_domid, uuid or "", timeout), hv)
+    except BaseException:
+        hv.close()
+        raise
+
+
+class _OwningTransport:
+    """A transport that also closes the hypervisor handle it was opened with."""
+
+    def __init__(self, inner: TpmTransport, owned: Hypervisor) -> None:
+        self.inner = inner
+        self.owned = owned
+
+    def transmit(self, command: bytes) -> bytes:
+        return self.inner.transmit(command)
+
+    def close(self) -> None:
+        try:
+            self.inner.close()
+        finally:
+            self.owned.close()

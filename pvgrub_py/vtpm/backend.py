@@ -138,8 +138,8 @@ class VtpmBackend:
     def _watch_loop(self) -> None:
         while not self._stop.is_set():
             try:
-                self._xs.wait_event(self.poll_interval)
-                self.rescan()
+                if self._xs.wait_event(self.poll_interval) is not None:
+                    self.rescan()
             except PvgrubError as e:  # keep serving the other devices
                 log.warning("vtpm backend: %s", e)
 
@@ -190,6 +190,8 @@ class VtpmBackend:
             return self._refuse(link, "ring-ref or event-channel missing or not a number")
         if (self._xs.read(f"{fe_path}/feature-protocol-v2") or b"").strip() != b"1":
             return self._refuse(link, "frontend does not speak tpmif protocol v2")
+        # The toolstack may have (re)written the instance uuid since adoption.
+        link.uuid = (self._xs.read(f"{link.backend_path}/uuid") or b"").decode(errors="replace")
         try:
             link.mapping = self._gnttab.map_grant(link.frontend_domid, ref, writable=True)
             link.page = SharedPage(link.mapping.memory)
@@ -197,9 +199,13 @@ class VtpmBackend:
         except XenError as e:
             self._disconnect(link)
             return self._refuse(link, str(e))
-        self._by_port[link.port] = link
         if self.on_connect is not None:
-            self.on_connect(link)
+            try:
+                self.on_connect(link)
+            except PvgrubError as e:
+                self._disconnect(link)
+                return self._refuse(link, str(e))
+        self._by_port[link.port] = link
         self._xs.write(f"{link.backend_path}/ready", b"1")
         write_state(self._xs, link.backend_path, XenbusState.CONNECTED)
         log.info("%s connected (uuid %s)", link.name, link.uuid)
@@ -240,12 +246,14 @@ class VtpmBackend:
                 continue
             if port is None:
                 continue
+            # Unmask first, then look at the page: a notify that lands while
+            # we serve is then delivered again, never lost.
+            with contextlib.suppress(XenError):
+                self._evtchn.unmask(port)
             with self._lock:
                 link = self._by_port.get(port)
                 if link is not None and link.page is not None:
                     self._serve(link, link.page)
-            with contextlib.suppress(XenError):
-                self._evtchn.unmask(port)
 
     def _serve(self, link: FrontendLink, page: SharedPage) -> None:
         state = page.state

@@ -41,14 +41,16 @@ class VtpmDevice:
 def add_vtpm_device(xs: XenStore, dev: VtpmDevice) -> None:
     """Write both halves of the device, backend first (the backend watches for it)."""
     fe, be = dev.frontend_domid, dev.backend_domid
+    # ``frontend`` goes last: a backend adopts a device once it is there, so
+    # every other key (the uuid above all) must already be readable.
     back = {
-        "frontend": dev.frontend_path,
         "frontend-id": str(fe),
         "online": "1",
         "state": "1",
         "handle": str(dev.devid),
         "uuid": dev.uuid,
         "resume": "False",
+        "frontend": dev.frontend_path,
     }
     front = {
         "backend": dev.backend_path,

@@ -127,6 +127,12 @@ class TpmFront:
         if not self._connected or self._page is None or self._evtchn is None:
             raise TpmTransportError(f"vTPM {self.node} is not connected")
         page, evtchn = self._page, self._evtchn
+        # A cancelled command may still be with the backend: wait for it to
+        # finish or acknowledge, so its late answer is never taken for the
+        # answer to this command (Linux waits for idle likewise).
+        busy = page.state in (TpmifState.SUBMIT, TpmifState.CANCEL)
+        if busy and self._await_done(self.timeout) is None:
+            raise TpmTransportError(f"vTPM {self.node}: still busy with a cancelled command")
         try:
             page.write_packet(command)
         except SharedPageError as e:

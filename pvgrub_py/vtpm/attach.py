@@ -1,0 +1,71 @@
+"""Reach a guest's vTPM instance from dom0: a temporary dom0 tpmif frontend.
+
+This is the ``xen:BACKEND[/DEVID]`` vTPM address.  libxl has not created
+the guest's own vtpm device while a bootloader runs (it attaches devices
+after the build), and dom0 could not use the guest's frontend anyway, so
+the measuring tool does what ``xl vtpm-attach 0 backend=...,uuid=U`` would:
+it writes a dom0 vtpm device for the guest's instance uuid, connects a
+frontend, measures, and removes the device again (reference §9).
+
+The backend daemon power-cycles the instance when a dom0 frontend
+connects, so the measurements start a fresh boot record.
+"""
+
+from __future__ import annotations
+
+from pvgrub_py.errors import UsageError
+from pvgrub_py.vtpm.devices import VtpmDevice, add_vtpm_device, remove_vtpm_device
+from pvgrub_py.vtpm.frontend import TpmFront
+from pvgrub_py.xen.interface import Hypervisor, XenError
+
+#: Devids below this are left to the toolstack for dom0's own vTPMs.
+FIRST_TEMPORARY_DEVID = 100
+
+
+def free_devid(hv: Hypervisor) -> int:
+    with hv.xenstore() as xs:
+        used = {
+            int(d)
+            for d in xs.directory(f"/local/domain/{hv.domid}/device/vtpm") or []
+            if d.isdigit()
+        }
+    devid = FIRST_TEMPORARY_DEVID
+    while devid in used:
+        devid += 1
+    return devid
+
+
+class AttachedVtpm:
+    """A `TpmTransport` to instance ``uuid`` behind ``backend_domid``; close() detaches."""
+
+    def __init__(
+        self, hv: Hypervisor, backend_domid: int, uuid: str, timeout: float = 30.0
+    ) -> None:
+        if not uuid:
+            raise UsageError("a xen: vTPM address needs the instance uuid (--vtpm-uuid)")
+        self.hv = hv
+        self.device = VtpmDevice(hv.domid, backend_domid, free_devid(hv), uuid)
+        with hv.xenstore() as xs:
+            add_vtpm_device(xs, self.device)
+        try:
+            self.front = TpmFront(hv, self.device.devid, timeout=timeout,
+                                  expected_backend=backend_domid).connect()  # fmt: skip
+        except BaseException:
+            self._remove_device()
+            raise
+
+    def transmit(self, command: bytes) -> bytes:
+        return self.front.transmit(command)
+
+    def close(self) -> None:
+        try:
+            self.front.close()
+        finally:
+            self._remove_device()
+
+    def _remove_device(self) -> None:
+        try:
+            with self.hv.xenstore() as xs:
+                remove_vtpm_device(xs, self.device)
+        except XenError:
+            pass
