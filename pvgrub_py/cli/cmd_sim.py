@@ -11,6 +11,7 @@ from typing import cast
 
 from pvgrub_py.cli.common import ArgumentParser, run
 from pvgrub_py.errors import UsageError
+from pvgrub_py.sim.cli import add_host_parser
 from pvgrub_py.xenstore.daemon import XenstoredServer, run_daemon
 from pvgrub_py.xenstore.store import Quotas
 
@@ -56,11 +57,12 @@ a socket, the path is too long), 2 usage error."""
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     sim = sub.add_parser(
         "sim",
-        help="run parts of a simulated Xen host (xenstored)",
+        help="run a simulated Xen host, or its xenstored alone",
         description=SIM_DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parts = sim.add_subparsers(dest="part", metavar="PART", required=True)
+    add_host_parser(parts)
     xsd = parts.add_parser(
         "xenstored",
         help="a xenstore daemon on a unix socket",
