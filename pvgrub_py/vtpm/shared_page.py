@@ -90,7 +90,14 @@ class SharedPage:
                 f"{len(data)}-byte packet exceeds the {MAX_PACKET}-byte tpmif page"
             )
         self.memory[DATA_OFFSET : DATA_OFFSET + len(data)] = data
-        struct.pack_into("<IBBBB", self.memory, 0, len(data), self.state, locality, 0, 0)
+        # Everything but the state byte: that one is only ever written on its
+        # own, as the commit point.  (CPython's struct.pack_into zero-fills
+        # its target before writing the fields, so packing the whole header
+        # made the state read IDLE for an instant: a peer polling the page
+        # took that for a cancel.)
+        struct.pack_into("<I", self.memory, 0, len(data))
+        self.memory[5] = locality
+        self.memory[6:8] = b"\0\0"
 
     def read_packet(self) -> bytes:
         """The current packet, its length checked against the page."""
