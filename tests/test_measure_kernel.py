@@ -13,7 +13,7 @@ import pytest
 
 from pvgrub_py.errors import InputError
 from pvgrub_py.measure.boot_files import measure_kernel
-from pvgrub_py.measure.kernel import gzip_isize
+from pvgrub_py.measure.kernel import is_whole_file_gzip
 from pvgrub_py.tpm.algorithms import SHA1, SHA256
 
 BANKS = (SHA1, SHA256)
@@ -58,15 +58,13 @@ def test_insane_isize_means_measured_as_stored(tmp_path: Path) -> None:
     # A trailer above XC_DOM_DECOMPRESS_MAX makes libxenguest load the file raw.
     data = gzip.compress(b"kernel")[:-4] + struct.pack("<I", (1 << 30) + 1)
     path = write(tmp_path, "k", data)
-    with open(path, "rb") as f:
-        assert gzip_isize(f, len(data)) is None
+    assert not is_whole_file_gzip(data[:2], len(data), data[-4:])
     assert dict(measure_kernel(path, BANKS).digests) == sha(data)
 
 
 def test_isize_at_the_cap_is_still_gzip(tmp_path: Path) -> None:
     data = gzip.compress(b"kernel")[:-4] + struct.pack("<I", 1 << 30)
-    with open(write(tmp_path, "k", data), "rb") as f:
-        assert gzip_isize(f, len(data)) == 1 << 30
+    assert is_whole_file_gzip(data[:2], len(data), data[-4:])
 
 
 def test_corrupt_gzip_stream_is_refused(tmp_path: Path) -> None:
@@ -117,3 +115,27 @@ def test_raw_deflate_with_gzip_magic_is_corrupt(tmp_path: Path) -> None:
     data = b"\x1f\x8b" + body + struct.pack("<I", 5)
     with pytest.raises(InputError, match="corrupt gzip stream"):
         measure_kernel(write(tmp_path, "k", data), BANKS)
+
+
+def test_push_style_measurer_matches_and_hands_out_inflated_bytes() -> None:
+    from pvgrub_py.measure.kernel import KernelMeasurer
+
+    inner = os.urandom(700_000)
+    data = gzip.compress(inner)
+    parts: list[bytes] = []
+    m = KernelMeasurer(BANKS, "kernel k", on_inflated=parts.append)
+    for i in range(0, len(data), 4093):  # odd chunk sizes, the magic split or not
+        m.update(data[i : i + 4093])
+    digests, length = m.finish()
+    assert m.whole_file_gzip and length == len(inner)
+    assert digests == sha(inner) and b"".join(parts) == inner
+
+    fake = KernelMeasurer(BANKS, "kernel k")
+    fake.update(b"\x1f")  # the magic split across chunks
+    fake.update(b"\x8b" + b"not a deflate stream" + struct.pack("<I", 5))
+    with pytest.raises(InputError, match="corrupt gzip stream"):
+        fake.finish()
+    big = KernelMeasurer(BANKS, "kernel k")  # a trailer over 1 GiB: measured as stored
+    raw = b"\x1f\x8b" + b"junk" + struct.pack("<I", (1 << 30) + 7)
+    big.update(raw)
+    assert big.finish() == (sha(raw), len(raw)) and not big.whole_file_gzip

@@ -12,15 +12,14 @@ removed first, as GRUB and ``xc_dom_kernel_mem`` do.
 
 from __future__ import annotations
 
-import io
 import os
 import stat
 from dataclasses import dataclass
 
 from pvgrub_py.errors import InputError
 from pvgrub_py.kernel.limits import FILE_MAX, size_text
-from pvgrub_py.measure.digest import MultiHasher
-from pvgrub_py.measure.kernel import gzip_isize, kernel_chunks
+from pvgrub_py.measure.digest import CHUNK_SIZE
+from pvgrub_py.measure.kernel import KernelMeasurer
 from pvgrub_py.tpm.algorithms import SHA1, SHA256
 
 
@@ -55,14 +54,12 @@ def read_kernel(path: str, max_size: int = FILE_MAX) -> KernelSource:
 
 def measure_bytes(raw: bytes, label: str) -> KernelSource:
     """Measure, then expose: the digests exist before anything parses ``loaded``."""
-    stream = io.BytesIO(raw)
-    gzipped = gzip_isize(stream, len(raw)) is not None
-    hasher = MultiHasher((SHA1, SHA256))
     parts: list[bytes] = []
-    for chunk in kernel_chunks(stream, label, len(raw)):
-        hasher.update(chunk)
-        if gzipped:
-            parts.append(bytes(chunk))
+    measurer = KernelMeasurer((SHA1, SHA256), label, on_inflated=parts.append)
+    view = memoryview(raw)
+    for start in range(0, len(raw), CHUNK_SIZE):
+        measurer.update(view[start : start + CHUNK_SIZE])
+    digests, _ = measurer.finish()
+    gzipped = measurer.whole_file_gzip
     loaded = b"".join(parts) if gzipped else raw
-    digests = {name: d.hex() for name, d in hasher.digests().items()}
-    return KernelSource(label, raw, loaded, gzipped, digests)
+    return KernelSource(label, raw, loaded, gzipped, {n: d.hex() for n, d in digests.items()})

@@ -9,10 +9,11 @@ function from a guest disk; ``pvgrubctl predict`` feeds it from files.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import BinaryIO
 
-from pvgrub_py.errors import UsageError
+from pvgrub_py.errors import InputError, UsageError
 from pvgrub_py.measure.digest import hash_bytes, hash_chunks
-from pvgrub_py.measure.kernel import kernel_chunks
+from pvgrub_py.measure.kernel import KernelMeasurer
 from pvgrub_py.measure.plan import CMDLINE_PCR, INITRD_PCR, KERNEL_PCR, Measurement
 from pvgrub_py.measure.sources import open_regular, read_chunks
 from pvgrub_py.tpm.algorithms import HashAlgorithm
@@ -35,8 +36,24 @@ def cmdline_bytes(cmdline: str) -> bytes:
 def measure_kernel(path: str, banks: Sequence[HashAlgorithm]) -> Measurement:
     label = f"kernel {path}"
     with open_regular("kernel", path) as (f, size):
-        digests, length = hash_chunks(kernel_chunks(f, label, size), banks)
+        measurer = KernelMeasurer(banks, label, trailer=read_trailer(f, size, label))
+        for chunk in read_chunks(f, label):
+            measurer.update(chunk)
+    digests, length = measurer.finish()
     return Measurement(KERNEL_PCR, "kernel", path, digests, length)
+
+
+def read_trailer(f: BinaryIO, size: int, label: str) -> bytes | None:
+    """The last four bytes (a gzip ISIZE), then rewind."""
+    if size < 6:
+        return None
+    try:
+        f.seek(size - 4)
+        trailer = f.read(4)
+        f.seek(0)
+    except OSError as e:
+        raise InputError(label, f"read failed: {e.strerror or e}") from None
+    return trailer
 
 
 def measure_cmdline(cmdline: str, banks: Sequence[HashAlgorithm]) -> Measurement:
