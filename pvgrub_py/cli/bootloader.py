@@ -1,0 +1,80 @@
+"""``pvgrub-py``: the xl bootloader (``bootloader = "pvgrub-py"``)."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+from pvgrub_py.bootloader.options import parse_options
+from pvgrub_py.bootloader.run import run as run_bootloader
+from pvgrub_py.cli.common import run
+
+USAGE = """\
+usage: pvgrub-py [-q|-i] [-l] [-n] [--entry=E] [--kernel=P] [--ramdisk=P] [--args=A]
+                 [--default_args=A] [--extra_args=A] [--offset=N] [--isconfig]
+                 [--runas=UID] [--output=FILE] [--output-format=sxp|simple|simple0]
+                 [--output-directory=DIR]
+                 [--vtpm=URI] [--vtpm-uuid=UUID] [--require-vtpm] [--vtpm-label=LABEL]
+                 [--event-log=FILE] [--tpm2]
+                 DISK
+
+Choose a guest kernel from DISK (a whole disk image, a partition or a bare
+filesystem; MBR, GPT, LVM2 and qcow2; ext2/3/4, xfs, btrfs, FAT, iso9660)
+the way GRUB would (grub.cfg with GRUB script semantics, BLS entries,
+extlinux/isolinux, menu.lst), copy it and its initrd into the output
+directory, measure them into the guest's vTPM exactly as pv-grub did
+(PCR 4 <- kernel, PCR 5 <- cmdline, PCR 5 <- initrd) and tell the
+toolstack what to boot.  libxl calls it as:
+
+  pvgrub-py [--kernel=P] [--ramdisk=P] [--args=A] [--runas=UID --quiet]
+            --output=FILE --output-format=simple0 --output-directory=DIR
+            [bootloader_args ...] DISK
+
+options (pygrub's):
+  -q, --quiet            no menu: boot the default (or --entry) entry
+  -i, --interactive      show the menu (the default)
+  -l, --list-entries     list the menu entries and exit
+  -n, --not-really       choose and measure but extract nothing
+  --entry=E              boot entry E: an index, a title, an id or a
+                         GRUB "submenu>entry" path (implies -q)
+  --kernel=P, --ramdisk=P
+                         boot these in-image paths instead of the menu's
+  --args=A               append A to the entry's kernel arguments
+  --default_args=A       arguments for an entry that has none
+  --extra_args=A         append A after everything else
+  --runas=UID            parse the disk as UID in a sandbox (needs -q or --entry)
+  --output=FILE          write the result here (default: stdout)
+  --output-format=F      sxp (default), simple or simple0 (what libxl reads)
+  --output-directory=DIR where the kernel and ramdisk copies go
+
+measurement options (also from xl's bootloader_args):
+  --vtpm=URI             the guest's vTPM: xen:BACKEND[/DEVID] (a tpmif
+                         frontend to that backend domain), swtpm:tcp:HOST:PORT
+                         or swtpm:unix:PATH
+  --vtpm-uuid=UUID       which vTPM instance behind a xen: backend
+  --require-vtpm         fail closed: never boot unmeasured
+  --vtpm-label=LABEL     fail closed unless the vTPM backend's XSM label is
+                         LABEL (or ends with it, for "*SUFFIX")
+  --event-log=FILE       write the TCG event log of this boot
+  --tpm2                 expect a TPM 2.0 vTPM (crypto-agile event log)
+
+Without --vtpm the boot is unmeasured and a warning says so.
+
+exit status: 0 success, 1 failure (nothing is left in the output directory
+and the output file stays empty), 2 usage error."""
+
+
+def _main(argv: Sequence[str]) -> int:
+    opts = parse_options(list(argv))
+    if opts is None:
+        print(USAGE)
+        return 0
+    return run_bootloader(opts)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run("pvgrub-py", _main, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
