@@ -94,6 +94,7 @@ int xc_domain_pause(xc_interface *xch, uint32_t domid);
 int xc_domain_unpause(xc_interface *xch, uint32_t domid);
 int xc_domain_max_vcpus(xc_interface *xch, uint32_t domid, unsigned int max);
 int xc_domain_setmaxmem(xc_interface *xch, uint32_t domid, uint64_t max_memkb);
+int xc_evtchn_alloc_unbound(xc_interface *xch, uint32_t dom, uint32_t remote_dom);
 """
 
 CUSTOMIZATIONS = r"""

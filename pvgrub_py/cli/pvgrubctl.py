@@ -22,6 +22,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "pvgrub_py.cli.cmd_doctor",
     "pvgrub_py.cli.cmd_kernel_info",
     "pvgrub_py.cli.cmd_vtpmd",
+    "pvgrub_py.cli.cmd_boot",
 )
 
 DESCRIPTION = """\

@@ -25,6 +25,14 @@ def inspect_python(
     src: KernelSource, cap: int = DECOMPRESS_MAX, host_caps: tuple[str, ...] = X86_64_HOST_CAPS
 ) -> KernelReport:
     """Everything we can tell about ``src``; raises InputError if it is malformed."""
+    return parse_kernel(src, cap, host_caps)[0]
+
+
+def parse_kernel(
+    src: KernelSource, cap: int = DECOMPRESS_MAX, host_caps: tuple[str, ...] = X86_64_HOST_CAPS
+) -> tuple[KernelReport, ElfImage]:
+    """The report and the parsed vmlinux, for callers that load its segments
+    (the simulated domain builder)."""
     report = KernelReport(
         BACKEND, src.label, len(src.raw), src.measurement, whole_file_gzip=src.whole_file_gzip
     )
@@ -83,4 +91,4 @@ def inspect_python(
     report.xen_notes = list(pv_notes.notes)
     report.guests["pv"] = judge(image, pv_notes, "pv", host_caps)
     report.guests["pvh"] = judge(image, collect_notes(image, hvm=True), "pvh", host_caps)
-    return report
+    return report, image

@@ -188,6 +188,15 @@ class XenCtrl:
         if self._b.lib.xc_domain_setmaxmem(xch, domid, max_memkb) != 0:
             self.fail("xc_domain_setmaxmem", f"domain {domid}")
 
+    def alloc_unbound_in(self, domid: int, remote_domid: int) -> int:
+        """``xc_evtchn_alloc_unbound``: a port in ``domid`` for ``remote_domid``
+        to bind (the toolstack's console and xenstore ports)."""
+        xch = self._hypercall("xc_evtchn_alloc_unbound")
+        port = int(self._b.lib.xc_evtchn_alloc_unbound(xch, domid, remote_domid))
+        if port < 0:
+            self.fail("xc_evtchn_alloc_unbound", f"domain {domid} for {remote_domid}")
+        return port
+
     def set_max_vcpus(self, domid: int, max_vcpus: int) -> None:
         xch = self._hypercall("xc_domain_max_vcpus")
         if self._b.lib.xc_domain_max_vcpus(xch, domid, max_vcpus) != 0:

@@ -1,0 +1,177 @@
+"""``pvgrubctl boot --sim``: a measured boot of one guest on a simulated host.
+
+The pieces are the real ones, in separate roles as on a Xen host:
+
+* dom0 (this process) runs the bootloader's selection (for ``--disk``) and
+  the builder, and measures through a temporary dom0 tpmif frontend
+  (``xen:<backend>``, instance ``uuid``);
+* a vTPM backend *domain* runs ``pvgrubctl vtpmd`` (one swtpm per uuid) in
+  its own process, or, with ``--vtpm swtpm:...``, our `VtpmBackend` serving
+  that external swtpm;
+* the new guest, once built, connects its own tpmif frontend to the same
+  instance and reads PCR 4 and 5 back: the values an attestation would see.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+import sys
+import tempfile
+import uuid as uuid_mod
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pvgrub_py.bootloader.choose import BootChoice, choose
+from pvgrub_py.bootloader.extract import extract_initrds, extract_kernel
+from pvgrub_py.bootloader.options import BootloaderOptions
+from pvgrub_py.builder.build import BuildRequest, BuildResult, build_domain, sim_image_factory
+from pvgrub_py.disk.extract import Limits
+from pvgrub_py.disk.volumes import open_disk
+from pvgrub_py.errors import PvgrubError
+from pvgrub_py.sim.host import SimHost
+from pvgrub_py.tpm.client import TpmClient
+from pvgrub_py.tpm.swtpm import SwtpmTransport
+from pvgrub_py.tpm.uri import parse_vtpm_uri
+from pvgrub_py.vtpm.backend import VtpmBackend
+from pvgrub_py.vtpm.frontend import TpmFront
+from pvgrub_py.xen.interface import DomainConfig
+
+
+@dataclass
+class SimBootReport:
+    result: BuildResult
+    entry: str | None
+    config: str | None
+    vtpm_domid: int
+    vtpm_uuid: str
+    guest_pcrs: dict[str, dict[int, bytes]] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            **self.result.to_json(),
+            "entry": self.entry,
+            "config": self.config,
+            "vtpm": {"backend_domid": self.vtpm_domid, "uuid": self.vtpm_uuid},
+            "guest_pcrs": {
+                bank: {str(p): v.hex() for p, v in pcrs.items()}
+                for bank, pcrs in self.guest_pcrs.items()
+            },
+        }
+
+
+@contextlib.contextmanager
+def sim_host(directory: str | None) -> Iterator[SimHost]:
+    """Join the host running in ``directory``, or start a private one."""
+    if directory and (Path(directory) / "hyp.sock").exists():
+        yield SimHost.connect(directory)
+        return
+    path = directory or tempfile.mkdtemp(prefix="pvgrub-sim-", dir="/tmp")
+    with SimHost.start(path) as host:
+        yield host
+
+
+@contextlib.contextmanager
+def vtpm_backend_domain(
+    host: SimHost, state_dir: str, tpm2: bool, external: str | None
+) -> Iterator[int]:
+    """A domain that serves vTPMs: vtpmd in its own process, or an external swtpm."""
+    be = host.create_domain(DomainConfig(name="vtpm-backend"))
+    with host.dom0.xenstore() as xs:  # the toolstack gives a driver domain its backend dir
+        xs.mkdir(f"/local/domain/{be}/backend/vtpm")
+        xs.set_perms(f"/local/domain/{be}/backend", [f"n{be}"])
+        xs.set_perms(f"/local/domain/{be}/backend/vtpm", [f"n{be}"])
+    if external is not None:
+        address = parse_vtpm_uri(external)
+        if address.socket is None:
+            raise PvgrubError(f"--vtpm {external}: only a swtpm address can back a guest vTPM")
+        transport = SwtpmTransport(address.socket)
+        with host.attach(be) as hv, VtpmBackend(hv, lambda link: transport):
+            yield be
+        transport.close()
+        return
+    cmd = [sys.executable, "-m", "pvgrub_py.cli.pvgrubctl", "vtpmd", "--sim", str(host.dir),
+           "--domid", str(be), "--state-dir", state_dir] + (["--tpm2"] if tpm2 else [])  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        ready = proc.stdout.readline()
+        if not ready.startswith("vtpmd: serving"):
+            err = proc.stderr.read() if proc.stderr else ""
+            raise PvgrubError(f"vtpmd did not start: {err.strip() or ready.strip()}")
+        yield be
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def files_from_disk(
+    disk: str, entry: str | None, workdir: Path
+) -> tuple[BootChoice, Path, Path | None]:
+    """The bootloader's choice, copied out of the disk (measured later by the builder)."""
+    opts = BootloaderOptions(disk=disk, interactive=False, entry=entry)
+    with open_disk(disk) as d:
+        choice = choose(d, opts)
+        kernel = workdir / "kernel"
+        with open(kernel, "wb") as out:
+            extract_kernel(choice.kernel, out, (), Limits())
+        initrd: Path | None = None
+        if choice.initrds:
+            initrd = workdir / "initrd"
+            with open(initrd, "wb") as out:
+                extract_initrds(choice.initrds, out, (), Limits())
+    return choice, kernel, initrd
+
+
+def guest_reads_pcrs(host: SimHost, domid: int) -> dict[str, dict[int, bytes]]:
+    with host.attach(domid) as hv, TpmFront(hv, timeout=30).connect() as front:
+        client = TpmClient(front)
+        return client.read_pcrs([4, 5])
+
+
+@dataclass
+class SimBootArgs:
+    sim_dir: str | None
+    disk: str | None = None
+    entry: str | None = None
+    kernel: str | None = None
+    initrd: str | None = None
+    cmdline: str = ""
+    memory_mb: int = 256
+    vtpm: str | None = None
+    tpm2: bool = False
+    require_vtpm: bool = True
+    vtpm_label: str | None = None
+    name: str = ""
+
+
+def boot_in_sim(
+    args: SimBootArgs, host: SimHost, backend_domid: int, workdir: Path
+) -> SimBootReport:
+    entry_title: str | None = None
+    config: str | None = None
+    kernel, initrd, cmdline = args.kernel, args.initrd, args.cmdline
+    if args.disk is not None:
+        choice, kpath, ipath = files_from_disk(args.disk, args.entry, workdir)
+        kernel, initrd, cmdline = str(kpath), str(ipath) if ipath else None, choice.args
+        entry_title = choice.entry.title if choice.entry is not None else None
+        config = choice.config
+    if kernel is None:
+        raise PvgrubError("nothing to boot: give --disk or --kernel")
+    instance = str(uuid_mod.uuid4())
+    request = BuildRequest(
+        kernel=kernel, initrd=initrd, cmdline=cmdline, memory_mb=args.memory_mb, name=args.name,
+        vtpm=f"xen:{backend_domid}", vtpm_uuid=instance, require_vtpm=args.require_vtpm,
+        vtpm_label=args.vtpm_label, tpm2=args.tpm2, guest_vtpm_backend=backend_domid,
+        sim_dir=str(host.dir),
+    )  # fmt: skip
+    result = build_domain(host.dom0, request, sim_image_factory(str(host.dir)))
+    report = SimBootReport(result, entry_title, config, backend_domid, instance)
+    report.guest_pcrs = guest_reads_pcrs(host, result.domid)
+    return report
