@@ -14,10 +14,14 @@ connects, so the measurements start a fresh boot record.
 from __future__ import annotations
 
 from pvgrub_py.errors import UsageError
+from pvgrub_py.tpm.errors import TpmTransportError
 from pvgrub_py.vtpm.devices import VtpmDevice, add_vtpm_device, remove_vtpm_device
 from pvgrub_py.vtpm.frontend import TpmFront
 from pvgrub_py.xen.interface import Hypervisor, XenError
 
+#: How long a backend may take to answer the handshake: a live vtpmd takes
+#: milliseconds; a dead one should fail a boot quickly, not after 30 s.
+CONNECT_TIMEOUT = 10.0
 #: Devids below this are left to the toolstack for dom0's own vTPMs.
 FIRST_TEMPORARY_DEVID = 100
 
@@ -43,13 +47,24 @@ class AttachedVtpm:
     ) -> None:
         if not uuid:
             raise UsageError("a xen: vTPM address needs the instance uuid (--vtpm-uuid)")
+        try:
+            hv.domains().info(backend_domid)
+        except XenError as e:
+            raise TpmTransportError(
+                f"vTPM backend domain {backend_domid} does not exist ({e})"
+            ) from None
         self.hv = hv
         self.device = VtpmDevice(hv.domid, backend_domid, free_devid(hv), uuid)
         with hv.xenstore() as xs:
             add_vtpm_device(xs, self.device)
         try:
-            self.front = TpmFront(hv, self.device.devid, timeout=timeout,
-                                  expected_backend=backend_domid).connect()  # fmt: skip
+            self.front = TpmFront(
+                hv,
+                self.device.devid,
+                timeout=timeout,
+                connect_timeout=min(timeout, CONNECT_TIMEOUT),
+                expected_backend=backend_domid,
+            ).connect()
         except BaseException:
             self._remove_device()
             raise

@@ -56,11 +56,13 @@ class TpmFront:
         devid: int = 0,
         *,
         timeout: float = DEFAULT_TIMEOUT,
+        connect_timeout: float | None = None,
         expected_backend: int | None = None,
     ) -> None:
         self.hv = hv
         self.devid = devid
         self.timeout = timeout
+        self.connect_timeout = timeout if connect_timeout is None else connect_timeout
         self.expected_backend = expected_backend
         self.node = f"/local/domain/{hv.domid}/device/vtpm/{devid}"
         self.backend_path = ""
@@ -99,7 +101,7 @@ class TpmFront:
         gone = (XenbusState.CLOSING, XenbusState.CLOSED, XenbusState.UNKNOWN)
         try:
             wait_for_state(xs, self.backend_path, [XenbusState.INIT_WAIT, XenbusState.CONNECTED],
-                           self.timeout, what="vTPM backend")  # fmt: skip
+                           self.connect_timeout, what="vTPM backend")  # fmt: skip
         except XenbusError as e:
             raise TpmTransportError(str(e)) from None
         self._gntshr = self.hv.grant_share()
@@ -113,7 +115,7 @@ class TpmFront:
         xs.write(f"{self.node}/feature-protocol-v2", b"1")
         write_state(xs, self.node, XenbusState.INITIALISED)
         try:
-            wait_for_state(xs, self.backend_path, [XenbusState.CONNECTED], self.timeout,
+            wait_for_state(xs, self.backend_path, [XenbusState.CONNECTED], self.connect_timeout,
                            fail_on=gone, what="vTPM backend")  # fmt: skip
         except XenbusError as e:
             raise TpmTransportError(str(e)) from None

@@ -1,0 +1,212 @@
+"""The kexec()-mirror builder on the simulator: layout, start_info, measurement
+before parsing, the guest's own view of its PCRs, and clean failure."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pvgrub_py.builder.build import BuildRequest, build_domain, sim_image_factory
+from pvgrub_py.builder.layout import plan_layout
+from pvgrub_py.builder.sim_boot import guest_reads_pcrs, vtpm_backend_domain
+from pvgrub_py.builder.sim_image import SimDomainImage
+from pvgrub_py.builder.start_info import SIZE, StartInfo
+from pvgrub_py.errors import InputError, PvgrubError
+from pvgrub_py.measure.boot_files import measure_boot_files
+from pvgrub_py.measure.predict import predict_pcrs
+from pvgrub_py.sample_guest import find_kernel, make_initrd
+from pvgrub_py.sim.host import SimHost
+from pvgrub_py.sim.testing import leaks, temporary_host, wait_until
+from pvgrub_py.tpm.algorithms import SHA1
+
+KERNEL = str(find_kernel())
+
+
+def test_start_info_layout() -> None:
+    si = StartInfo(
+        "xen-3.0-x86_64",
+        65536,
+        0xFFFFF000,
+        0,
+        18946,
+        2,
+        18947,
+        1,
+        0xFFFFFFFF84A03000,
+        41,
+        0,
+        0xFFFFFFFF84A00000,
+        303,
+        b"root=/dev/xvda1 ro",
+    )
+    raw = si.encode()
+    assert len(raw) == SIZE == 1168
+    assert raw[:14] == b"xen-3.0-x86_64" and raw[128:146] == b"root=/dev/xvda1 ro"
+    assert int.from_bytes(raw[56:64], "little") == 18946  # store_mfn
+    assert int.from_bytes(raw[64:68], "little") == 2  # store_evtchn
+    assert StartInfo.decode(raw) == si
+    with pytest.raises(ValueError, match="MAX_GUEST_CMDLINE"):
+        StartInfo("x", 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, b"x" * 1024).encode()
+
+
+def test_memory_too_small_is_a_clear_error() -> None:
+    with pytest.raises(InputError, match="memory too small"):
+        plan_layout(
+            virt_base=0xFFFFFFFF80000000,
+            virt_kstart=0xFFFFFFFF81000000,
+            virt_kend=0xFFFFFFFF84A00000,
+            entry=0,
+            module_sizes=(10 << 20,),
+            total_pages=16 * 256,
+            p2m_base=None,
+            label="kernel k",
+        )
+
+
+@pytest.fixture
+def host() -> Iterator[SimHost]:
+    with temporary_host(prefix="bld") as h:
+        yield h
+
+
+@pytest.fixture
+def initrd(tmp_path: Path) -> str:
+    path = tmp_path / "initrd.img"
+    make_initrd(path)
+    return str(path)
+
+
+def request(host: SimHost, backend: int, **kw: object) -> BuildRequest:
+    base: dict[str, object] = dict(
+        kernel=KERNEL,
+        cmdline="root=/dev/xvda2 ro console=hvc0",
+        memory_mb=128,
+        vtpm=f"xen:{backend}",
+        require_vtpm=True,
+        vtpm_uuid="3f0c1d7e-8a55-4b7e-9d6a-2c4b1e0f9a17",
+        guest_vtpm_backend=backend,
+        sim_dir=str(host.dir),
+    )
+    base.update(kw)
+    return BuildRequest(**base)  # type: ignore[arg-type]
+
+
+@pytest.mark.integration
+@pytest.mark.swtpm
+def test_measured_build_and_the_guest_sees_predicted_pcrs(
+    host: SimHost, initrd: str, tmp_path: Path
+) -> None:
+    with vtpm_backend_domain(host, str(tmp_path / "state"), False, None) as be:
+        req = request(host, be, initrd=initrd)
+        result = build_domain(host.dom0, req, sim_image_factory(str(host.dir)))
+        pcrs = guest_reads_pcrs(host, result.domid)
+    assert result.guest_type == "xen-3.0-x86_64" and result.measured
+    assert [m.what for m in result.measurements] == ["kernel", "cmdline", "initrd"]
+    assert pcrs == predict_pcrs(measure_boot_files(KERNEL, initrd, req.cmdline, (SHA1,)), (SHA1,))
+    info = host.dom0.domains().info(result.domid)
+    assert not info.paused
+    with host.dom0.xenstore() as xs:
+        home = f"/local/domain/{result.domid}"
+        assert xs.read(f"{home}/store/port") == str(result.xenstore_port).encode()
+        assert xs.read(f"{home}/console/ring-ref") == str(result.console_frame).encode()
+    image = SimDomainImage(str(host.dir), result.domid, "", "k")
+    layout = result.layout
+    assert layout is not None and not isinstance(layout, dict)
+    image._layout = layout
+    si = image.read_start_info()
+    assert si.cmd_line == req.cmdline.encode() and si.store_evtchn == result.xenstore_port
+    assert si.mod_len == os.path.getsize(initrd) and si.nr_pages == 128 * 256
+    # The initrd sits where start_info says, byte for byte.
+    with open(image.memory_path, "rb") as f:
+        f.seek(layout.modules[0].pfn * 4096)
+        assert f.read(si.mod_len) == Path(initrd).read_bytes()
+    assert result.timings_ms["create"] < 1000
+
+
+def assert_nothing_left(host: SimHost, before: set[int]) -> None:
+    doms = {d.domid for d in host.dom0.domains().list_domains()}
+    assert doms <= before, f"leftover domains {doms - before}"
+    assert wait_until(lambda: not {d: c for d, c in leaks(host.stats()).items() if d not in before})
+    assert not any((host.dir / "mem").glob("*")) if (host.dir / "mem").exists() else True
+
+
+@pytest.mark.integration
+@pytest.mark.swtpm
+@pytest.mark.parametrize("case", ["not-xen", "truncated", "too-small", "no-vtpm", "vtpm-refuses"])
+def test_failed_builds_leave_nothing(host: SimHost, initrd: str, tmp_path: Path, case: str) -> None:
+    bad = tmp_path / "bad-kernel"
+    if case == "not-xen":
+        bad.write_bytes(b"\x7fELF" + os.urandom(4096))
+    elif case == "truncated":
+        bad.write_bytes(Path(KERNEL).read_bytes()[:300_000])
+    with vtpm_backend_domain(host, str(tmp_path / "state"), False, None) as be:
+        before = {d.domid for d in host.dom0.domains().list_domains()}
+        kw: dict[str, object] = {}
+        if case in ("not-xen", "truncated"):
+            kw["kernel"] = str(bad)
+        elif case == "too-small":
+            kw["memory_mb"] = 16
+            kw["initrd"] = initrd
+        elif case == "no-vtpm":
+            kw["vtpm"] = f"xen:{be + 100}"
+        else:  # the instance refuses: an extend of a PCR that does not exist
+            kw["vtpm_uuid"] = "not-a-uuid"
+        with pytest.raises(PvgrubError):
+            build_domain(host.dom0, request(host, be, **kw), sim_image_factory(str(host.dir)))
+        assert_nothing_left(host, before)
+
+
+@pytest.mark.integration
+@pytest.mark.swtpm
+@pytest.mark.slow
+def test_vtpmd_dying_mid_boot_fails_cleanly(host: SimHost, tmp_path: Path) -> None:
+    with vtpm_backend_domain(host, str(tmp_path / "state"), False, None) as be:
+        before = {d.domid for d in host.dom0.domains().list_domains()}
+        pids = subprocess.run(
+            ["pgrep", "-f", f"vtpmd --sim {host.dir}"], capture_output=True, text=True
+        ).stdout.split()
+        for pid in pids:
+            os.kill(int(pid), signal.SIGKILL)
+        with pytest.raises(PvgrubError):
+            build_domain(host.dom0, request(host, be), sim_image_factory(str(host.dir)))
+        assert_nothing_left(host, before)
+
+
+@pytest.mark.integration
+@pytest.mark.swtpm
+def test_cli_boot_sim_json(tmp_path: Path) -> None:
+    log = tmp_path / "boot.log"
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pvgrub_py.cli.pvgrubctl",
+            "boot",
+            "--sim",
+            "--kernel",
+            KERNEL,
+            "--cmdline",
+            "root=/dev/xvda1",
+            "--tpm2",
+            "--json",
+            "--event-log",
+            str(log),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["guest_type"] == "xen-3.0-x86_64" and doc["measured"]
+    kernel_sha256 = hashlib.sha256(Path(KERNEL).read_bytes()).digest()
+    assert doc["guest_pcrs"]["sha256"]["4"] == hashlib.sha256(bytes(32) + kernel_sha256).hexdigest()
+    assert log.exists()
