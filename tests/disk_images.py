@@ -556,7 +556,7 @@ def build_hybrid_iso(work: Path, iso: Image) -> Image:
 def build_qcow2(work: Path, raw: Image) -> Image:
     _need("qemu-img")
     img = work / "debian-gpt.qcow2"
-    _run("qemu-img", "convert", "-c", "-O", "qcow2", raw.path, img)
+    _run("qemu-img", "convert", "-m", "1", "-c", "-O", "qcow2", raw.path, img)
     return Image(img, files=raw.files, config=raw.config, notes=raw.notes)
 
 

@@ -248,3 +248,17 @@ def test_partition_past_the_end_of_a_truncated_disk(images: disk_images.ImageFac
                 loc.filesystem, f"/initramfs-{FEDORA_KVER}.img", lambda _: None, role="initrd"
             )
     assert src.past_end == 0
+
+
+def test_budget_exceeded_is_not_mistaken_for_a_missing_config(
+    images: disk_images.ImageFactory,
+) -> None:
+    from pvgrub_py.disk import BudgetExceeded
+
+    img = images.fedora_mbr()
+    with open_disk(img.path, budget=Budget(0.3)) as disk:
+        time.sleep(0.35)
+        with pytest.raises(BudgetExceeded):
+            locate_config(disk)
+        disk.budget.restart(5)  # type: ignore[union-attr]
+        assert locate_config(disk).path == "/grub2/grub.cfg"

@@ -173,11 +173,13 @@ def _child(target: Target, mutation: dict[str, Any], wfd: int) -> None:
                 outcome = {"kind": "done", **res}
             except InputError as exc:
                 cause: BaseException | None = exc
+                budget = isinstance(exc, BudgetExceeded)
                 while isinstance(cause, InputError) and cause.__cause__ is not None:
                     cause = cause.__cause__
+                    budget = budget or isinstance(cause, BudgetExceeded)
                 outcome = {
                     "kind": "input",
-                    "budget": isinstance(exc, BudgetExceeded),
+                    "budget": budget,
                     "memory": isinstance(cause, MemoryError),
                     "cause": type(cause).__name__,
                     "message": str(exc)[:300],

@@ -15,6 +15,7 @@ parsers treat as a missing file.  Corrupt filesystems still raise
 from __future__ import annotations
 
 from pvgrub_py.bootcfg.files import PathInfo, VolumeIdentity, VolumeSet
+from pvgrub_py.disk.budget import BudgetExceeded
 from pvgrub_py.disk.errors import disk_error
 from pvgrub_py.disk.filesystems import FileInfo
 from pvgrub_py.disk.readers.base import FileKind
@@ -92,6 +93,8 @@ def volume_set(disk: Disk, config_volume: Volume) -> VolumeSet:
             continue
         try:
             files.append(VolumeFiles(vol))
+        except BudgetExceeded:
+            raise
         except InputError:
             continue
     if not files or files[primary].volume is not config_volume:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from pvgrub_py.disk.budget import BudgetExceeded
 from pvgrub_py.disk.errors import disk_error
 from pvgrub_py.disk.filesystems import Filesystem
 from pvgrub_py.disk.volumes import Disk, Volume
@@ -125,6 +126,8 @@ def locate_config(
                     continue
                 if info.is_dir == cand.is_dir and (cand.is_dir or info.is_file):
                     return ConfigLocation(volume, cand.path, cand.kind)
+        except BudgetExceeded:
+            raise  # the budget is for the whole disk: no point trying the next volume
         except InputError as exc:
             if first_error is None:
                 first_error = exc
