@@ -34,7 +34,7 @@ setup(
     name="pvgrub-py",
     version="0.1.0",
     description="Measured boot for Xen PV/PVH guests: a pygrub drop-in, a vTPM transport and a simulator",
-    license="GPL-2.0-only",
+    license="GPL-3.0-or-later",
     python_requires=">=3.11",
     packages=find_packages(include=["pvgrub_py", "pvgrub_py.*"]),
     package_data={"pvgrub_py": ["py.typed", "_xen_cffi.pyi"]},

@@ -104,7 +104,8 @@ def request(host: SimHost, backend: int, **kw: object) -> BuildRequest:
 def test_measured_build_and_the_guest_sees_predicted_pcrs(
     host: SimHost, initrd: str, tmp_path: Path
 ) -> None:
-    with vtpm_backend_domain(host, str(tmp_path / "state"), False, None) as be:
+    with vtpm_backend_domain(host, str(tmp_path / "state"), False, None) as backend:
+        be = backend.domid
         req = request(host, be, initrd=initrd)
         result = build_domain(host.dom0, req, sim_image_factory(str(host.dir)))
         pcrs = guest_reads_pcrs(host, result.domid)
@@ -147,7 +148,8 @@ def test_failed_builds_leave_nothing(host: SimHost, initrd: str, tmp_path: Path,
         bad.write_bytes(b"\x7fELF" + os.urandom(4096))
     elif case == "truncated":
         bad.write_bytes(Path(KERNEL).read_bytes()[:300_000])
-    with vtpm_backend_domain(host, str(tmp_path / "state"), False, None) as be:
+    with vtpm_backend_domain(host, str(tmp_path / "state"), False, None) as backend:
+        be = backend.domid
         before = {d.domid for d in host.dom0.domains().list_domains()}
         kw: dict[str, object] = {}
         if case in ("not-xen", "truncated"):
@@ -168,7 +170,8 @@ def test_failed_builds_leave_nothing(host: SimHost, initrd: str, tmp_path: Path,
 @pytest.mark.swtpm
 @pytest.mark.slow
 def test_vtpmd_dying_mid_boot_fails_cleanly(host: SimHost, tmp_path: Path) -> None:
-    with vtpm_backend_domain(host, str(tmp_path / "state"), False, None) as be:
+    with vtpm_backend_domain(host, str(tmp_path / "state"), False, None) as backend:
+        be = backend.domid
         before = {d.domid for d in host.dom0.domains().list_domains()}
         pids = subprocess.run(
             ["pgrep", "-f", f"vtpmd --sim {host.dir}"], capture_output=True, text=True

@@ -73,10 +73,16 @@ def sim_host(directory: str | None) -> Iterator[SimHost]:
         yield host
 
 
+@dataclass(frozen=True)
+class BackendDomain:
+    domid: int
+    pid: int | None  # vtpmd's process, None when an external swtpm is served in-process
+
+
 @contextlib.contextmanager
 def vtpm_backend_domain(
     host: SimHost, state_dir: str, tpm2: bool, external: str | None
-) -> Iterator[int]:
+) -> Iterator[BackendDomain]:
     """A domain that serves vTPMs: vtpmd in its own process, or an external swtpm."""
     be = host.create_domain(DomainConfig(name="vtpm-backend"))
     with host.dom0.xenstore() as xs:  # the toolstack gives a driver domain its backend dir
@@ -89,7 +95,7 @@ def vtpm_backend_domain(
             raise PvgrubError(f"--vtpm {external}: only a swtpm address can back a guest vTPM")
         transport = SwtpmTransport(address.socket)
         with host.attach(be) as hv, VtpmBackend(hv, lambda link: transport):
-            yield be
+            yield BackendDomain(be, None)
         transport.close()
         return
     cmd = [sys.executable, "-m", "pvgrub_py.cli.pvgrubctl", "vtpmd", "--sim", str(host.dir),
@@ -101,7 +107,7 @@ def vtpm_backend_domain(
         if not ready.startswith("vtpmd: serving"):
             err = proc.stderr.read() if proc.stderr else ""
             raise PvgrubError(f"vtpmd did not start: {err.strip() or ready.strip()}")
-        yield be
+        yield BackendDomain(be, proc.pid)
     finally:
         proc.terminate()
         try:

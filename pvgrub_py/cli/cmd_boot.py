@@ -156,7 +156,7 @@ def run(args: argparse.Namespace) -> int:
     ):
         state = str(Path(work) / "vtpm-state")
         with vtpm_backend_domain(host, state, args.tpm2, args.vtpm) as backend:
-            report = boot_in_sim(sim_args, host, backend, Path(work))
+            report = boot_in_sim(sim_args, host, backend.domid, Path(work))
         result = report.result
         if args.event_log:
             banks = tuple(BY_NAME[b] for b in result.measurements[0].digests)

@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 from typing import cast
 
+from pvgrub_py.cli.cmd_sim_boot_many import add_boot_many_parser
 from pvgrub_py.cli.common import ArgumentParser, run
 from pvgrub_py.errors import UsageError
 from pvgrub_py.sim.cli import add_host_parser
@@ -63,6 +64,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     parts = sim.add_subparsers(dest="part", metavar="PART", required=True)
     add_host_parser(parts)
+    add_boot_many_parser(parts)
     xsd = parts.add_parser(
         "xenstored",
         help="a xenstore daemon on a unix socket",

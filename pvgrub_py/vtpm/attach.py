@@ -13,6 +13,8 @@ connects, so the measurements start a fresh boot record.
 
 from __future__ import annotations
 
+import secrets
+
 from pvgrub_py.errors import UsageError
 from pvgrub_py.tpm.errors import TpmTransportError
 from pvgrub_py.vtpm.devices import VtpmDevice, add_vtpm_device, remove_vtpm_device
@@ -24,19 +26,24 @@ from pvgrub_py.xen.interface import Hypervisor, XenError
 CONNECT_TIMEOUT = 10.0
 #: Devids below this are left to the toolstack for dom0's own vTPMs.
 FIRST_TEMPORARY_DEVID = 100
+MAX_DEVID = 1 << 31
 
 
 def free_devid(hv: Hypervisor) -> int:
+    """A devid for a temporary dom0 frontend that no concurrent attach picks.
+
+    The XenStore interface has no exclusive create, and several bootloaders
+    (or builder threads) may attach at once, so the devid is random over a
+    large range and checked against the ones in use: two picks collide with
+    odds of about n^2 / 2^31 for n concurrent attaches.
+    """
     with hv.xenstore() as xs:
-        used = {
-            int(d)
-            for d in xs.directory(f"/local/domain/{hv.domid}/device/vtpm") or []
-            if d.isdigit()
-        }
-    devid = FIRST_TEMPORARY_DEVID
-    while devid in used:
-        devid += 1
-    return devid
+        base = f"/local/domain/{hv.domid}/device/vtpm"
+        used = {int(d) for d in xs.directory(base) or [] if d.isdigit()}
+    while True:
+        devid = FIRST_TEMPORARY_DEVID + secrets.randbelow(MAX_DEVID - FIRST_TEMPORARY_DEVID)
+        if devid not in used:
+            return devid
 
 
 class AttachedVtpm:
