@@ -1,18 +1,25 @@
-"""Copy the chosen files out of the guest disk and hash them in the same pass.
+"""Copy the chosen files out of the guest side and hash them in the same pass.
 
-Every chunk read from the disk goes to the output file and to the hashers
-of every bank, once: the bytes libxl will boot are exactly the bytes
-measured.  The kernel is measured as libxenguest will load it (whole-file
-gzip removed, `KernelMeasurer`); several initrds are concatenated into one
-ramdisk, as GRUB concatenates them in memory, and that concatenation is
-what is measured and booted.
+Every chunk the guest side delivers (`GuestSession.stream`: read from the
+disk in-process, or received from the deprivileged child) goes to the
+output file and to the hashers of every bank, once: the bytes libxl will
+boot are exactly the bytes measured.  The kernel is measured as
+libxenguest will load it (whole-file gzip removed, `KernelMeasurer`);
+several initrds are concatenated into one ramdisk, as GRUB concatenates
+them in memory, and that concatenation is what is measured and booted.
+The caps are the host side's own (issue 3: 1 GiB each), whatever the
+guest side announces.
+
+``pvgrubctl predict DISK`` runs the same functions with no output file.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
+from collections.abc import Callable, Sequence
 from typing import BinaryIO
 
+from pvgrub_py.bootloader.guest import GuestSession, Sink
 from pvgrub_py.disk.extract import Limits, stream_file
 from pvgrub_py.disk.locate import BootFile
 from pvgrub_py.errors import InputError
@@ -21,25 +28,38 @@ from pvgrub_py.measure.kernel import KernelMeasurer
 from pvgrub_py.measure.plan import INITRD_PCR, KERNEL_PCR, Measurement
 from pvgrub_py.tpm.algorithms import HashAlgorithm
 
+#: Feeds one file to a sink under a byte cap; returns its length.
+Stream = Callable[[Sink, int], int]
+Output = int | BinaryIO | None
+
 
 class WriteSink:
-    def __init__(self, out: BinaryIO | None, label: str) -> None:
+    """Writes chunks to an output descriptor or file (or nowhere: ``--not-really``)."""
+
+    def __init__(self, out: Output, label: str) -> None:
         self.out = out
         self.label = label
 
     def write(self, chunk: bytes) -> None:
-        if self.out is None:
+        out = self.out
+        if out is None:
             return
         try:
-            self.out.write(chunk)
+            if isinstance(out, int):
+                view = memoryview(chunk)
+                while view:
+                    view = view[os.write(out, view) :]
+            else:
+                out.write(chunk)
         except OSError as e:
             raise InputError(self.label, f"cannot write the extracted copy: {e.strerror}") from None
 
 
-def extract_kernel(
-    kernel: BootFile, out: BinaryIO | None, banks: Sequence[HashAlgorithm], limits: Limits
-) -> Measurement:
-    label = f"kernel {kernel.where}"
+def copy_kernel(
+    stream: Stream, path: str, label: str, out: Output, banks: Sequence[HashAlgorithm],
+    limits: Limits,
+) -> Measurement:  # fmt: skip
+    """PCR 4's measurement of the kernel *stream* delivers, copied to *out*."""
     measurer = KernelMeasurer(banks, label)
     sink = WriteSink(out, label)
 
@@ -47,29 +67,78 @@ def extract_kernel(
         sink.write(chunk)
         measurer.update(chunk)
 
-    stream_file(kernel.filesystem, kernel.path, feed, role="kernel", limits=limits)
+    stream(feed, limits.kernel)
     digests, length = measurer.finish()
-    return Measurement(KERNEL_PCR, "kernel", kernel.path, digests, length)
+    return Measurement(KERNEL_PCR, "kernel", path, digests, length)
+
+
+def copy_initrds(
+    streams: Sequence[Stream], paths: Sequence[str], label: str, out: Output,
+    banks: Sequence[HashAlgorithm], limits: Limits,
+) -> Measurement:  # fmt: skip
+    """The second PCR 5 measurement: the initrds concatenated, as one ramdisk."""
+    hasher = MultiHasher(banks)
+    if not streams:
+        return Measurement(INITRD_PCR, "initrd", None, hasher.digests(), 0)
+    sink = WriteSink(out, label)
+
+    def feed(chunk: bytes) -> None:
+        if hasher.length + len(chunk) > limits.initrd:
+            raise InputError(label, "initrds together exceed the 1 GiB cap")
+        sink.write(chunk)
+        hasher.update(chunk)
+
+    for stream in streams:
+        stream(feed, limits.initrd - hasher.length)
+    return Measurement(INITRD_PCR, "initrd", " ".join(paths), hasher.digests(), hasher.length)
+
+
+# -- from a guest session (the bootloader, predict) ----------------------------
+def _session_stream(session: GuestSession, index: int) -> Stream:
+    return lambda sink, cap: session.stream(index, sink, cap)
+
+
+def extract_session_kernel(
+    session: GuestSession, out: Output, banks: Sequence[HashAlgorithm], limits: Limits
+) -> Measurement:
+    spec = session.plan.kernel
+    if spec is None:
+        raise InputError(session.plan.config, "no kernel was chosen")
+    stream = _session_stream(session, 0)
+    return copy_kernel(stream, spec.path, f"kernel {spec.where}", out, banks, limits)
+
+
+def extract_session_initrds(
+    session: GuestSession, out: Output, banks: Sequence[HashAlgorithm], limits: Limits
+) -> Measurement:
+    initrds = session.plan.initrds
+    streams = [_session_stream(session, 1 + k) for k in range(len(initrds))]
+    label = f"initrd {initrds[0].where}" if initrds else "initrd"
+    return copy_initrds(streams, [f.path for f in initrds], label, out, banks, limits)
+
+
+# -- from resolved files on an open disk (the domain builder's simulator path) --
+def _file_stream(file: BootFile, role: str) -> Stream:
+    def stream(sink: Sink, cap: int) -> int:
+        return stream_file(file.filesystem, file.path, sink, role=role, limits=_capped(role, cap))
+
+    return stream
+
+
+def _capped(role: str, cap: int) -> Limits:
+    return Limits(kernel=cap) if role == "kernel" else Limits(initrd=cap)
+
+
+def extract_kernel(
+    kernel: BootFile, out: Output, banks: Sequence[HashAlgorithm], limits: Limits
+) -> Measurement:
+    stream = _file_stream(kernel, "kernel")
+    return copy_kernel(stream, kernel.path, f"kernel {kernel.where}", out, banks, limits)
 
 
 def extract_initrds(
-    initrds: Sequence[BootFile],
-    out: BinaryIO | None,
-    banks: Sequence[HashAlgorithm],
-    limits: Limits,
+    initrds: Sequence[BootFile], out: Output, banks: Sequence[HashAlgorithm], limits: Limits
 ) -> Measurement:
-    hasher = MultiHasher(banks)
-    if not initrds:
-        return Measurement(INITRD_PCR, "initrd", None, hasher.digests(), 0)
-    sink = WriteSink(out, f"initrd {initrds[0].where}")
-
-    def feed(chunk: bytes) -> None:
-        sink.write(chunk)
-        hasher.update(chunk)
-        if hasher.length > limits.initrd:
-            raise InputError(f"initrd {initrds[0].where}", "initrds together exceed the 1 GiB cap")
-
-    for initrd in initrds:
-        stream_file(initrd.filesystem, initrd.path, feed, role="initrd", limits=limits)
-    source = " ".join(i.path for i in initrds)
-    return Measurement(INITRD_PCR, "initrd", source, hasher.digests(), hasher.length)
+    streams = [_file_stream(f, "initrd") for f in initrds]
+    label = f"initrd {initrds[0].where}" if initrds else "initrd"
+    return copy_initrds(streams, [f.path for f in initrds], label, out, banks, limits)

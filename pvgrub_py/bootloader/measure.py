@@ -18,16 +18,18 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from pvgrub_py.bootloader.options import BootloaderOptions
 from pvgrub_py.bootloader.policy import vtpm_label_matches
 from pvgrub_py.errors import PvgrubError
-from pvgrub_py.measure.extend import extend_measurements
 from pvgrub_py.measure.plan import Measurement
 from pvgrub_py.tpm.algorithms import DEFAULT_BANKS, SHA1, HashAlgorithm
-from pvgrub_py.tpm.client import TpmClient
-from pvgrub_py.tpm.errors import TpmError
-from pvgrub_py.tpm.uri import open_transport, parse_vtpm_uri
+
+if TYPE_CHECKING:
+    # The TPM stack is imported only when a --vtpm is given: an unmeasured
+    # boot should not pay for it (bench/bench_bootloader.py).
+    from pvgrub_py.tpm.client import TpmClient
 
 
 class MeasuredBootError(PvgrubError):
@@ -64,6 +66,9 @@ def open_vtpm(opts: BootloaderOptions, sim_dir: str | None = None) -> VtpmSessio
     if opts.vtpm is None:
         warn("no --vtpm given: booting unmeasured")
         return VtpmSession(None, default_banks, opts.tpm2)
+    from pvgrub_py.tpm.client import TpmClient
+    from pvgrub_py.tpm.uri import open_transport, parse_vtpm_uri
+
     try:
         transport = open_transport(parse_vtpm_uri(opts.vtpm), uuid=opts.vtpm_uuid, sim_dir=sim_dir)
         client = TpmClient(transport)
@@ -99,6 +104,9 @@ def measure_into(session: VtpmSession, measurements: Sequence[Measurement]) -> b
     """Extend; True if measured.  Any TPM failure here is fatal."""
     if session.client is None:
         return False
+    from pvgrub_py.measure.extend import extend_measurements
+    from pvgrub_py.tpm.errors import TpmError
+
     try:
         extend_measurements(session.client, measurements)
     except TpmError as e:

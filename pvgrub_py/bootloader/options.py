@@ -40,6 +40,8 @@ LONG_OPTIONS = [
 class BootloaderOptions:
     disk: str = ""
     interactive: bool = True
+    #: -i was given: say so when there is no terminal to show the menu on.
+    interactive_explicit: bool = False
     list_entries: bool = False
     not_really: bool = False
     isconfig: bool = False
@@ -94,7 +96,7 @@ def parse_options(argv: list[str]) -> BootloaderOptions | None:
         got = "no disk" if not rest else f"{len(rest)} disks ({' '.join(rest)})"
         raise UsageError(f"expected exactly one DISK argument, got {got}")
     opts.disk = rest[0]
-    if opts.runas is not None and opts.interactive:
+    if opts.runas is not None and opts.interactive and not opts.list_entries:
         raise UsageError(
             "--runas needs --entry or -q: a deprivileged bootloader cannot show a menu"
         )
@@ -114,6 +116,7 @@ def _apply(opts: BootloaderOptions, name: str, value: str) -> None:
         opts.interactive = False
     elif name in ("-i", "--interactive"):
         opts.interactive = True
+        opts.interactive_explicit = True
     elif name in ("-l", "--list-entries"):
         opts.list_entries = True
     elif name in ("-n", "--not-really"):

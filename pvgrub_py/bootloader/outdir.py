@@ -36,6 +36,11 @@ class OutputDirectory:
 
     def create(self, prefix: str) -> tuple[str, BinaryIO]:
         """A new empty 0600 file ``<prefix>.<random>``; returns its path and handle."""
+        path, fd = self.create_fd(prefix)
+        return path, os.fdopen(fd, "wb")
+
+    def create_fd(self, prefix: str) -> tuple[str, int]:
+        """`create`, returning a raw descriptor (the extractor writes 1 MiB chunks)."""
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
         for _ in range(100):
             path = os.path.join(self.directory, f"{prefix}.{secrets.token_hex(4)}")
@@ -46,7 +51,7 @@ class OutputDirectory:
             except OSError as e:
                 raise InputError(self.directory, f"cannot create {prefix}: {e.strerror}") from None
             self.created.append(path)
-            return path, os.fdopen(fd, "wb")
+            return path, fd
         raise InputError(self.directory, f"cannot find a free name for {prefix}")
 
     def commit(self) -> None:

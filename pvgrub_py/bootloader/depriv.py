@@ -1,0 +1,391 @@
+"""``--runas``: parse the guest disk in a sandboxed child, measure in the parent.
+
+XSA-443 showed that a guest controls every byte pygrub's parsers read, so
+since then libxl runs the bootloader "restricted" and pygrub drops to a
+per-domain uid before it touches the disk (reference section 3.1 and 3.2,
+Xen commits e0342ae555, 1f762642d2, 9c114178ff).  Here:
+
+* The parent (root) opens the disk read-only, creates an empty directory
+  for the child's root and a pipe, and forks.
+* The child imports everything it may need (`preload`; nothing on the host
+  is visible later), closes every other descriptor, enters the sandbox
+  (`sandbox.enter_sandbox`: namespaces, empty root, rlimits, no new
+  privileges, the uid) and only then opens the disk descriptor, finds and
+  parses the config, chooses the entry and streams the files, as frames
+  (`wire`), to the parent.  Any error is one ``FAIL`` line; the child
+  never prints.
+* The parent reads the plan and the file bytes under a deadline
+  (`bootloader_timeout`: libxl's 120 s, ``LIBXL_BOOTLOADER_TIMEOUT``
+  honoured, 0 for none), checks every announced length against its own
+  caps, and hashes and writes what it receives itself, so what is
+  measured is what is written.  On expiry, on a protocol violation or on
+  any error of its own it kills the child (SIGKILL) and reaps it.
+
+The parent cannot know what a compromised child "really" read; it only
+guarantees that whatever arrives is bounded, measured and exactly what is
+booted, which is what measured boot needs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+
+from pvgrub_py.bootloader.guest import (
+    Sink,
+    open_planned,
+    plan_boot,
+    plan_config_file,
+    read_config_file,
+    role_of,
+)
+from pvgrub_py.bootloader.options import BootloaderOptions
+from pvgrub_py.bootloader.plan import BootPlan, plan_from_json, plan_to_json
+from pvgrub_py.bootloader.sandbox import enter_sandbox
+from pvgrub_py.bootloader.wire import (
+    DATA,
+    END,
+    FAIL,
+    PLAN,
+    START,
+    ChildTimeout,
+    Deadline,
+    FrameReader,
+    ProtocolError,
+    write_frame,
+)
+from pvgrub_py.disk.budget import DEFAULT_SECONDS, Budget
+from pvgrub_py.disk.errors import one_line
+from pvgrub_py.disk.extract import Limits, stream_open_file
+from pvgrub_py.errors import InputError, PvgrubError, UsageError
+
+#: libxl_internal.h LIBXL_BOOTLOADER_TIMEOUT.
+DEFAULT_TIMEOUT = 120.0
+TIMEOUT_ENV = "LIBXL_BOOTLOADER_TIMEOUT"
+#: Linux F_SETPIPE_SZ: a 1 MiB pipe moves a 1 MiB chunk in one go.
+F_SETPIPE_SZ = 1031
+PIPE_SIZE = 1 << 20
+
+#: Modules the child may import while parsing: every reader, every parser.
+#: The chroot hides the host's Python library, so they are loaded before.
+PRELOAD = (
+    "pvgrub_py.disk.readers.extfs",
+    "pvgrub_py.disk.readers.xfs",
+    "pvgrub_py.disk.readers.btrfs",
+    "pvgrub_py.disk.readers.fat",
+    "pvgrub_py.disk.readers.iso9660",
+    "pvgrub_py.disk.lvm",
+    "pvgrub_py.disk.qcow2",
+    "pvgrub_py.bootcfg.search",
+    "pvgrub_py.bootcfg.grub2_commands",
+    "pvgrub_py.bootcfg.grub2_testcmd",
+    "dissect.volume.lvm",
+    "dissect.volume.lvm.physical",
+    "dissect.hypervisor.disk.qcow2",
+    "dissect.util.compression.lz4",
+    "dissect.util.compression.lzo",
+    "dissect.util.compression.lznt1",
+    "zlib",
+    "zstandard",
+    "lz4.block",
+    "encodings.idna",
+    "_strptime",  # time.strptime, which pycdlib calls for ISO 9660 dates
+)
+#: Codecs the readers decode names with (FAT and Joliet use UTF-16).
+CODECS = ("utf-8", "ascii", "latin-1", "utf-16-le", "utf-16-be", "utf-16", "cp437")
+
+#: A test may pass a probe that runs in the child right after the drop.
+Probe = Callable[[], None]
+
+
+def bootloader_timeout(environ: dict[str, str] | None = None) -> float | None:
+    """libxl's bootloader timeout in seconds; None when disabled (``0``)."""
+    env = os.environ if environ is None else environ
+    text = env.get(TIMEOUT_ENV)
+    if text is None or not text.strip():
+        return DEFAULT_TIMEOUT
+    try:
+        seconds = int(text.strip(), 10)
+    except ValueError:
+        raise UsageError(f"{TIMEOUT_ENV}={text!r} is not a whole number of seconds") from None
+    if seconds < 0:
+        raise UsageError(f"{TIMEOUT_ENV}={text!r} must not be negative")
+    return None if seconds == 0 else float(seconds)
+
+
+def preload() -> None:
+    import codecs
+    import importlib
+
+    for name in PRELOAD:
+        with contextlib.suppress(ImportError):
+            importlib.import_module(name)
+    for codec in CODECS:
+        with contextlib.suppress(LookupError):
+            codecs.lookup(codec)
+
+
+class RemoteSession:
+    """The parent's end: a `GuestSession` fed by the sandboxed child."""
+
+    def __init__(self, pid: int, fd: int, root: str, deadline: Deadline, source: str) -> None:
+        self.pid = pid
+        self._fd = fd
+        self._root = root
+        self._source = source
+        self._reader = FrameReader(fd, deadline)
+        self._next = 0
+        self._plan: BootPlan | None = None
+        self._status: int | None = None
+
+    # -- protocol --------------------------------------------------------
+    def _failed(self, payload: bytes) -> PvgrubError:
+        """The child's FAIL line (scrubbed: it is guest-influenced text)."""
+        text = one_line(payload.decode("utf-8", "replace"), limit=1000)
+        self._reap(kill=False)
+        return PvgrubError(text or "deprivileged parser failed without a message")
+
+    def _frame(self, *allowed: bytes) -> tuple[bytes, bytes]:
+        try:
+            kind, payload = self._reader.read_frame(allowed)
+        except ProtocolError as e:
+            # A child that died mid-way (the OOM killer, a crash) explains a
+            # short pipe better than the pipe does.
+            status = self._exit_status(grace=1.0) if e.truncated else None
+            self._reap(kill=True)
+            if status is not None and status != 0:
+                raise ProtocolError(f"deprivileged parser {self._describe(status)}") from None
+            raise
+        except ChildTimeout:
+            self._reap(kill=True)
+            raise
+        if kind == FAIL:
+            raise self._failed(payload)
+        return kind, payload
+
+    def read_plan(self) -> BootPlan:
+        _, payload = self._frame(PLAN)
+        try:
+            doc = json.loads(payload.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError):
+            self._reap(kill=True)
+            raise ProtocolError("deprivileged parser: the plan is not JSON") from None
+        try:
+            self._plan = plan_from_json(doc, self._source)
+        except InputError:
+            self._reap(kill=True)
+            raise
+        return self._plan
+
+    @property
+    def plan(self) -> BootPlan:
+        if self._plan is None:
+            return self.read_plan()
+        return self._plan
+
+    def stream(self, index: int, sink: Sink, cap: int) -> int:
+        files = self.plan.files
+        if index != self._next or index >= len(files):
+            raise ProtocolError(f"deprivileged parser: file {index} asked for out of order")
+        _, payload = self._frame(START)
+        try:
+            start = json.loads(payload.decode("utf-8"))
+            got_index, size = start["index"], start["size"]
+        except (UnicodeDecodeError, ValueError, TypeError, KeyError):
+            self._reap(kill=True)
+            raise ProtocolError("deprivileged parser: malformed START frame") from None
+        if got_index != index or not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            self._reap(kill=True)
+            raise ProtocolError(f"deprivileged parser: START {start!r} where file {index} was due")
+        role = role_of(index)
+        if size > cap:
+            self._reap(kill=True)
+            raise InputError(
+                files[index].where, f"{role} of {size} bytes exceeds the {cap}-byte cap"
+            )
+        done = 0
+        while done < size:
+            _, chunk = self._frame(DATA)
+            if not chunk or done + len(chunk) > size:
+                self._reap(kill=True)
+                raise ProtocolError(
+                    f"deprivileged parser: {role} data overruns the announced {size} bytes"
+                )
+            done += len(chunk)
+            sink(chunk)
+        self._next += 1
+        return done
+
+    def finish(self) -> None:
+        self._frame(END)
+        status = self._reap(kill=False)
+        if status != 0:
+            raise ProtocolError(f"deprivileged parser {self._describe(status)} after its result")
+
+    # -- process ---------------------------------------------------------
+    @staticmethod
+    def _describe(status: int | None) -> str:
+        if status is None:
+            return "vanished"
+        if os.WIFSIGNALED(status):
+            sig = os.WTERMSIG(status)
+            try:
+                return f"was killed by signal {signal.Signals(sig).name}"
+            except ValueError:
+                return f"was killed by signal {sig}"
+        return f"exited with status {os.WEXITSTATUS(status)}"
+
+    def _exit_status(self, grace: float) -> int | None:
+        """The child's status if it exits within *grace* seconds on its own."""
+        if self._status is not None or self.pid <= 0:
+            return self._status
+        end = time.monotonic() + grace
+        while True:
+            done, status = os.waitpid(self.pid, os.WNOHANG)
+            if done:
+                self._status = status
+                return status
+            if time.monotonic() >= end:
+                return None
+            time.sleep(0.005)
+
+    def _reap(self, *, kill: bool) -> int | None:
+        if self._status is None and self.pid > 0:
+            if kill:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(self.pid, signal.SIGKILL)
+            _, status = os.waitpid(self.pid, 0)
+            self._status = status
+        self._cleanup()
+        return self._status
+
+    def _cleanup(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+        with contextlib.suppress(OSError):
+            os.rmdir(self._root)
+
+    def close(self) -> None:
+        self._reap(kill=True)
+
+
+def spawn(
+    opts: BootloaderOptions,
+    *,
+    limits: Limits | None = None,
+    timeout: float | None = DEFAULT_TIMEOUT,
+    probe: Probe | None = None,
+) -> RemoteSession:
+    """Fork the sandboxed parser; the caller reads the plan with ``read_plan``."""
+    if opts.runas is None:
+        raise UsageError("deprivileged parsing needs --runas")
+    limits = limits or Limits()
+    try:
+        disk_fd = os.open(opts.disk, os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY)
+    except OSError as e:
+        what = "config file" if opts.isconfig else "disk image"
+        raise InputError(opts.disk, f"cannot open the {what} ({e.strerror})") from None
+    try:
+        root = tempfile.mkdtemp(prefix="pvgrub-py-root.")
+    except OSError as e:
+        os.close(disk_fd)
+        raise InputError(
+            tempfile.gettempdir(), f"cannot create the sandbox root: {e.strerror}"
+        ) from None
+    read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
+    with contextlib.suppress(OSError):
+        fcntl.fcntl(write_fd, F_SETPIPE_SZ, PIPE_SIZE)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child, reported over the pipe
+        os.close(read_fd)
+        _child(opts, disk_fd, write_fd, root, limits, timeout, probe)
+    os.close(write_fd)
+    os.close(disk_fd)
+    source = os.path.basename(opts.disk) or opts.disk
+    return RemoteSession(pid, read_fd, root, Deadline(timeout), source)
+
+
+def _child(
+    opts: BootloaderOptions,
+    disk_fd: int,
+    out: int,
+    root: str,
+    limits: Limits,
+    timeout: float | None,
+    probe: Probe | None,
+) -> None:  # pragma: no cover - forked child
+    """Never returns: exits 0 after END, 1 after FAIL."""
+    status = 1
+    try:
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+        devnull = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(devnull, fd)
+        keep = sorted({0, 1, 2, disk_fd, out})
+        lo = 3
+        for fd in keep:
+            if fd >= lo:
+                os.closerange(lo, fd)
+                lo = fd + 1
+        os.closerange(lo, 65536)
+        preload()
+        enter_sandbox(opts.runas or 0, root)
+        if probe is not None:
+            probe()
+        _serve(opts, disk_fd, out, limits, timeout)
+        status = 0
+    except MemoryError:
+        _fail(out, f"{os.path.basename(opts.disk)}: the parser ran out of memory "
+                   "(256 MiB limit): corrupt or hostile image")  # fmt: skip
+    except PvgrubError as e:
+        _fail(out, str(e))
+    except BaseException as e:
+        _fail(out, f"{os.path.basename(opts.disk)}: parser failed: {type(e).__name__}: {e}")
+    os._exit(status)
+
+
+def _fail(out: int, text: str) -> None:  # pragma: no cover - forked child
+    data = one_line(text, limit=1000).encode("utf-8", "replace")[:4096]
+    with contextlib.suppress(OSError):
+        write_frame(out, FAIL, data)
+
+
+def _serve(
+    opts: BootloaderOptions, disk_fd: int, out: int, limits: Limits, timeout: float | None
+) -> None:  # pragma: no cover - forked child
+    name = os.path.basename(opts.disk) or opts.disk
+    if opts.isconfig:
+        plan = plan_config_file(read_config_file(disk_fd), opts.disk, opts)
+        write_frame(out, PLAN, json.dumps(plan_to_json(plan)).encode("utf-8"))
+        write_frame(out, END)
+        return
+    from pvgrub_py.disk.volumes import open_disk
+
+    # The disk layer's own budget ends a looping reader a little before the
+    # parent's deadline, so the admin reads why instead of "killed".
+    seconds = DEFAULT_SECONDS if timeout is None else max(1.0, min(DEFAULT_SECONDS, timeout - 2))
+    disk = open_disk(disk_fd, name=name, budget=Budget(seconds, source=name))
+    plan, choice = plan_boot(disk, opts)
+    write_frame(out, PLAN, json.dumps(plan_to_json(plan)).encode("utf-8"))
+    if choice is not None:
+        for index in range(len(plan.files)):
+            with open_planned(choice, index) as stream:
+                write_frame(out, START, json.dumps({"index": index, "size": stream.size}).encode())
+
+                def send(chunk: bytes) -> None:
+                    write_frame(out, DATA, chunk)
+
+                role = role_of(index)
+                stream_open_file(stream, send, role=role, cap=limits.cap(role))
+    write_frame(out, END)
