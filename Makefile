@@ -6,7 +6,7 @@ PYTHON ?= python3
 PIP ?= $(PYTHON) -m pip
 # Debian packages the project uses.  Keep this list the single source.
 DEBIAN_PACKAGES = swtpm swtpm-tools tpm2-tools xenstore-utils libxen-dev pkg-config \
-  e2fsprogs xfsprogs btrfs-progs dosfstools mtools xorriso fdisk qemu-utils lvm2
+  e2fsprogs xfsprogs btrfs-progs dosfstools mtools xorriso fdisk qemu-utils lvm2 tmux
 SETUP_STAMP = .setup.stamp
 PYTEST_ARGS ?=
 
