@@ -156,6 +156,18 @@ def test_child_errors_are_one_line_and_leave_nothing(
     assert "nope.img" in line
 
 
+def test_a_host_side_failure_kills_the_child_and_leaves_nothing(
+    images: disk_images.ImageFactory, tmp_path: Path, no_leftover_roots: None
+) -> None:
+    """The vTPM is unreachable after the child sent its plan: fail closed, clean up."""
+    run = Run(tmp_path, "vtpm")
+    r = run(images.debian_gpt().path, f"--runas={NOBODY}", "--require-vtpm",
+            f"--vtpm=swtpm:unix:{tmp_path}/absent.sock", f"--event-log={run.log}")  # fmt: skip
+    line = run.assert_failed_cleanly(r)
+    assert line.startswith("pvgrub-py: vTPM swtpm:unix:")
+    assert not run.log.exists()
+
+
 def test_runas_needs_quiet_or_entry(images: disk_images.ImageFactory) -> None:
     r = subprocess.run([sys.executable, "-m", "pvgrub_py.cli.bootloader", f"--runas={NOBODY}",
                         str(images.debian_gpt().path)], capture_output=True, text=True)  # fmt: skip

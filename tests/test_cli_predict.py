@@ -1,16 +1,21 @@
-"""`pvgrubctl predict` as a user runs it: output, JSON shape, one-line errors."""
+"""`pvgrubctl predict` as a user runs it: output, JSON shape, one-line errors,
+and ``predict DISK`` against what ``pvgrub-py`` leaves in a real swtpm."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
+import disk_images
 import pytest
 
 from pvgrub_py.cli.pvgrubctl import main
+from pvgrub_py.tpm.client import TpmClient
+from pvgrub_py.tpm.launcher import SwtpmProcess
 
 
 def files(tmp_path: Path) -> tuple[str, str]:
@@ -99,3 +104,92 @@ def test_help_is_complete() -> None:
     for word in ("--kernel", "--initrd", "--cmdline", "--bank", "--json", "--event-log",
                  "PCR 4", "exit status"):  # fmt: skip
         assert word in r.stdout
+
+
+# -- predict DISK: the bootloader's own choice and extraction ------------------
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory: pytest.TempPathFactory) -> disk_images.ImageFactory:
+    return disk_images.factory(tmp_path_factory)
+
+
+def boot_into_swtpm(
+    disk: Path, tmp: Path, tpm2: bool, *extra: str
+) -> tuple[dict[str, dict[str, str]], bytes]:
+    """pvgrub-py as libxl runs it, into a fresh swtpm: (live PCRs as JSON, event log)."""
+    outdir, output, log = tmp / "out.d", tmp / "out", tmp / "boot.log"
+    outdir.mkdir()
+    output.touch()
+    with SwtpmProcess(tpm2=tpm2) as tpm:
+        r = subprocess.run([sys.executable, "-m", "pvgrub_py.cli.bootloader", "-q",
+                            f"--output={output}", "--output-format=simple0",
+                            f"--output-directory={outdir}", f"--vtpm={tpm.uri}", "--require-vtpm",
+                            f"--event-log={log}", *(["--tpm2"] if tpm2 else []), *extra, str(disk)],
+                           capture_output=True, text=True, timeout=120)  # fmt: skip
+        assert r.returncode == 0, r.stderr
+        with TpmClient(tpm.transport()) as client:
+            live = client.read_pcrs([4, 5])
+    return {
+        bank: {str(k): v.hex() for k, v in pcrs.items()} for bank, pcrs in live.items()
+    }, log.read_bytes()
+
+
+@pytest.mark.integration
+@pytest.mark.swtpm
+@pytest.mark.parametrize("tpm2", [True, False], ids=["tpm20", "tpm12"])
+@pytest.mark.parametrize("image", ["debian_gpt", "fedora_mbr", "btrfs_bare", "qcow2"])
+def test_predict_disk_equals_what_the_bootloader_leaves_in_swtpm(
+    images: disk_images.ImageFactory, tmp_path: Path, image: str, tpm2: bool
+) -> None:
+    disk = getattr(images, image)().path
+    live, boot_log = boot_into_swtpm(disk, tmp_path, tpm2)
+    predicted_log = tmp_path / "predicted.log"
+    r = run_cli("predict", str(disk), "--json", "--bank", ",".join(live),
+                "--event-log", str(predicted_log))  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["pcrs"] == live
+    assert predicted_log.read_bytes() == boot_log
+    assert [m["what"] for m in doc["measurements"]] == ["kernel", "cmdline", "initrd"]
+
+
+@pytest.mark.integration
+def test_predict_disk_deprivileged_and_by_entry_agree(
+    images: disk_images.ImageFactory,
+) -> None:
+    disk = str(images.debian_gpt().path)
+    plain = run_cli("predict", disk, "--json")
+    assert plain.returncode == 0, plain.stderr
+    same = [run_cli("predict", disk, "--json", "--entry", "0")]
+    if os.geteuid() == 0:
+        same.append(run_cli("predict", disk, "--json", "--runas", "65534"))
+    for r in same:
+        assert r.returncode == 0, r.stderr
+        assert r.stdout == plain.stdout
+    extra = run_cli("predict", disk, "--json", "--args", "console=hvc0")
+    cmdline = json.loads(extra.stdout)["measurements"][1]["source"]
+    assert cmdline == json.loads(plain.stdout)["measurements"][1]["source"] + " console=hvc0"
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(
+    ("args", "status", "message"),
+    [
+        (["DISK", "--kernel", "K"], 2, "DISK and --kernel are mutually exclusive"),
+        (["DISK", "--cmdline", "x", "--initrd", "K"], 2, "DISK and --initrd/--cmdline are"),
+        (["--entry", "1", "--kernel", "K", "--cmdline", "x"], 2, "--entry needs a DISK"),
+        (["DISK", "--entry", "no such entry"], 1, "no menu entry matches 'no such entry'"),
+        (["DISK", "--offset", "0"], 1, "no supported filesystem starts at byte 0"),
+        (["/nonexistent.img"], 1, "pvgrubctl: /nonexistent.img: cannot open the disk image"),
+    ],
+)
+def test_predict_disk_errors_are_one_line(
+    images: disk_images.ImageFactory, tmp_path: Path, args: list[str], status: int, message: str
+) -> None:
+    k, _ = files(tmp_path)
+    disk = str(images.debian_gpt().path)
+    r = run_cli("predict", *[{"DISK": disk, "K": k}.get(a, a) for a in args])
+    assert r.returncode == status, r.stderr
+    assert r.stdout == ""
+    assert r.stderr.count("\n") == 1 and message in r.stderr, r.stderr

@@ -20,6 +20,7 @@ as a `BootPlan`.
 from __future__ import annotations
 
 import copy
+import os
 from dataclasses import dataclass
 
 from pvgrub_py.bootcfg.entry import BootEntry, BootMenu, FileRef
@@ -28,11 +29,14 @@ from pvgrub_py.bootcfg.search import FoundConfig, parse_config
 from pvgrub_py.bootcfg.select import select
 from pvgrub_py.bootloader.options import BootloaderOptions
 from pvgrub_py.bootloader.plan import BootPlan, FileSpec, MenuLine
+from pvgrub_py.disk.bounded import BoundedFile, FdSource
+from pvgrub_py.disk.budget import Budget, BudgetExceeded
 from pvgrub_py.disk.configfiles import VolumeFiles, volume_set
 from pvgrub_py.disk.errors import disk_error
 from pvgrub_py.disk.locate import BootFile, locate_config, resolve_boot_file
 from pvgrub_py.disk.sniff import sniff
-from pvgrub_py.disk.volumes import Disk, Volume
+from pvgrub_py.disk.volumes import Disk, Volume, open_disk
+from pvgrub_py.errors import InputError
 
 
 @dataclass
@@ -79,6 +83,8 @@ def restrict_to_offset(disk: Disk, offset: int) -> Disk:
         if sniffed is None or not sniffed.is_filesystem:
             raise disk_error(disk.name, f"no supported filesystem starts at byte {offset}")
         found = [OffsetVolume(disk.name, "disk", "hd0", window, sniffed, offset=offset)]
+    if not found[0].has_filesystem:
+        raise disk_error(found[0].where, f"no supported filesystem starts at byte {offset}")
     view = copy.copy(disk)
     view.volumes = found[:1]
     return view
@@ -119,9 +125,48 @@ class BootChoice:
         return (self.kernel, *self.initrds)
 
 
-def load_guest_menu(disk: Disk, opts: BootloaderOptions | None = None) -> GuestMenu:
-    if opts is not None and opts.offset is not None:
-        disk = restrict_to_offset(disk, opts.offset)
+def open_guest_disk(
+    image: str | int, opts: BootloaderOptions, *, name: str | None = None,
+    budget: Budget | None = None,
+) -> Disk:  # fmt: skip
+    """`open_disk`, restricted to the volume at ``--offset`` when one is given.
+
+    With ``--offset`` pygrub never looks at a partition table: it opens a
+    filesystem at that byte.  We still list the volumes when the disk has a
+    recognisable layout (so the volume keeps its partition name in
+    messages), and fall back to the raw offset when it has none.
+    """
+    if opts.offset is None:
+        return open_disk(image, name=name, budget=budget)
+    try:
+        disk = open_disk(image, name=name, budget=budget)
+    except BudgetExceeded:
+        raise
+    except InputError:
+        disk = _bare_disk(image, name=name, budget=budget)
+    try:
+        return restrict_to_offset(disk, opts.offset)
+    except BaseException:
+        disk.close()
+        raise
+
+
+def _bare_disk(image: str | int, *, name: str | None, budget: Budget | None) -> Disk:
+    """A `Disk` with no volumes listed: the bytes only, for `restrict_to_offset`."""
+    if isinstance(image, int):
+        source = FdSource(image)
+        display = name or f"fd {image}"
+    else:
+        try:
+            source = FdSource.open(image)
+        except (OSError, ValueError) as exc:
+            raise disk_error(image, f"cannot open the disk image ({exc})") from exc
+        display = name or os.path.basename(image)
+    file = BoundedFile(source, name=display, budget=budget or Budget(source=display))
+    return Disk(display, file, [], source)
+
+
+def load_guest_menu(disk: Disk) -> GuestMenu:
     location = locate_config(disk)
     volumes = volume_set(disk, location.volume)
     found = FoundConfig(volumes.primary, location.path, location.kind)
@@ -172,7 +217,7 @@ def choose(
     outright, since the user saw and edited the whole of it.
     """
     if isinstance(guest, Disk):
-        guest = load_guest_menu(guest, opts)
+        guest = load_guest_menu(guest)
     menu = guest.menu
     entry: BootEntry | None = None
     index: int | None = None

@@ -38,6 +38,7 @@ import tempfile
 import time
 from collections.abc import Callable
 
+from pvgrub_py.bootloader.choose import open_guest_disk
 from pvgrub_py.bootloader.guest import (
     Sink,
     open_planned,
@@ -370,12 +371,10 @@ def _serve(
         write_frame(out, PLAN, json.dumps(plan_to_json(plan)).encode("utf-8"))
         write_frame(out, END)
         return
-    from pvgrub_py.disk.volumes import open_disk
-
     # The disk layer's own budget ends a looping reader a little before the
     # parent's deadline, so the admin reads why instead of "killed".
     seconds = DEFAULT_SECONDS if timeout is None else max(1.0, min(DEFAULT_SECONDS, timeout - 2))
-    disk = open_disk(disk_fd, name=name, budget=Budget(seconds, source=name))
+    disk = open_guest_disk(disk_fd, opts, name=name, budget=Budget(seconds, source=name))
     plan, choice = plan_boot(disk, opts)
     write_frame(out, PLAN, json.dumps(plan_to_json(plan)).encode("utf-8"))
     if choice is not None:

@@ -34,6 +34,7 @@ from pvgrub_py.bootloader.choose import (
     load_guest_menu,
     make_plan,
     menu_lines,
+    open_guest_disk,
 )
 from pvgrub_py.bootloader.options import BootloaderOptions
 from pvgrub_py.bootloader.plan import BootPlan, FileSpec
@@ -79,7 +80,7 @@ def plan_boot(
     disk: Disk, opts: BootloaderOptions, interact: Interact | None = None
 ) -> tuple[BootPlan, BootChoice | None]:
     """Find, parse and choose, as pygrub's ``run_grub`` does."""
-    guest = load_guest_menu(disk, opts)
+    guest = load_guest_menu(disk)
     if opts.list_entries:
         return make_plan(guest, opts, None), None
     index: int | None = None
@@ -131,9 +132,7 @@ def open_local_session(
     if opts.isconfig:
         data = read_config_file(opts.disk)
         return LocalSession(plan_config_file(data, opts.disk, opts, interact), None, None)
-    from pvgrub_py.disk.volumes import open_disk
-
-    disk = open_disk(opts.disk)
+    disk = open_guest_disk(opts.disk, opts)
     try:
         plan, choice = plan_boot(disk, opts, interact)
     except BaseException:

@@ -6,16 +6,22 @@ import argparse
 import json
 import sys
 
+from pvgrub_py.errors import UsageError
 from pvgrub_py.eventlog.builder import log_for_measurements, write_atomic
 from pvgrub_py.eventlog.codec import serialise
 from pvgrub_py.measure.boot_files import measure_boot_files
+from pvgrub_py.measure.plan import Measurement
 from pvgrub_py.measure.predict import predict_pcrs, prediction_document
 from pvgrub_py.measure.report import format_measurements, format_pcrs
-from pvgrub_py.tpm.algorithms import SHA1, parse_banks
+from pvgrub_py.tpm.algorithms import SHA1, HashAlgorithm, parse_banks
 
 DESCRIPTION = """\
 Compute, offline, the values PCR 4 and PCR 5 of a guest's vTPM will hold
-after a measured boot of KERNEL, INITRD and CMDLINE, starting from zero PCRs.
+after a measured boot, starting from zero PCRs.  Either give the guest
+DISK: the entry pvgrub-py would pick (its default, or --entry) is found,
+its kernel and initrd streamed out of the image and hashed by the
+bootloader's own code, without writing anything; or give the KERNEL,
+INITRD and CMDLINE as local files and a string.
 
 The measurements are exactly pv-grub's, in this order:
   1. PCR 4 <- H(kernel), after a whole-file gzip is removed;
@@ -24,6 +30,8 @@ The measurements are exactly pv-grub's, in this order:
 
 EPILOG = """\
 examples:
+  pvgrubctl predict /var/lib/xen/images/guest7.img --json
+  pvgrubctl predict guest7.qcow2 --entry "Advanced options for Debian>Debian, with Linux 6.1"
   pvgrubctl predict --kernel /boot/vmlinuz-6.1.0-28-amd64 \\
       --initrd /boot/initrd.img-6.1.0-28-amd64 --cmdline "root=/dev/xvda1 ro"
   pvgrubctl predict --kernel vmlinuz --cmdline "console=hvc0" --bank sha256 --json
@@ -40,14 +48,35 @@ exit status: 0 success, 1 a file could not be read or is malformed,
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "predict",
-        help="predict PCR 4 and 5 for a kernel, initrd and cmdline",
+        help="predict PCR 4 and 5 for a guest disk, or a kernel, initrd and cmdline",
         description=DESCRIPTION,
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--kernel", required=True, metavar="FILE", help="the guest kernel image")
+    p.add_argument("disk", nargs="?", metavar="DISK",
+                   help="the guest disk image (as given to pvgrub-py); excludes --kernel, "
+                        "--initrd and --cmdline")  # fmt: skip
+    p.add_argument("--entry", metavar="E",
+                   help="with DISK: the entry pvgrub-py --entry=E would boot (an index, a "
+                        "title, an id or a GRUB submenu>entry path)")  # fmt: skip
+    p.add_argument("--args", metavar="A", default="",
+                   help="with DISK: what libxl passes as --args (xl's extra=/cmdline=), "
+                        "appended to the entry's cmdline")  # fmt: skip
+    p.add_argument(
+        "--offset",
+        type=_offset,
+        metavar="N",
+        help="with DISK: only the partition starting at byte N (pygrub's --offset)",
+    )
+    p.add_argument(
+        "--runas",
+        type=_offset,
+        metavar="UID",
+        help="with DISK: parse it deprivileged as UID, as pvgrub-py --runas does",
+    )
+    p.add_argument("--kernel", metavar="FILE", help="the guest kernel image")
     p.add_argument("--initrd", metavar="FILE", help="the initial ramdisk (omit for none)")
-    p.add_argument("--cmdline", required=True, metavar="STR",
+    p.add_argument("--cmdline", metavar="STR",
                    help="the kernel command line, without the kernel path")  # fmt: skip
     p.add_argument("--bank", default="sha1,sha256", metavar="ALG[,ALG...]",
                    help="PCR banks to compute (default: sha1,sha256)")  # fmt: skip
@@ -57,19 +86,61 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--log-format", choices=("auto", "sha1", "crypto-agile"), default="auto",
                    help="event log format: sha1 (TPM 1.2, TCG_PCR_EVENT) or crypto-agile "
                         "(TPM 2.0); auto picks sha1 when sha1 is the only bank")  # fmt: skip
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, parser=p)
+
+
+def _offset(text: str) -> int:
+    try:
+        value = int(text, 10)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must not be negative")
+    return value
+
+
+def _check_form(args: argparse.Namespace) -> None:
+    """DISK or --kernel/--cmdline, never both: argparse cannot say it alone."""
+    parser: argparse.ArgumentParser = args.parser
+    file_form = [o for o, v in (("--kernel", args.kernel), ("--initrd", args.initrd),
+                                ("--cmdline", args.cmdline)) if v is not None]  # fmt: skip
+    disk_form = [o for o, v in (("--entry", args.entry), ("--args", args.args or None),
+                                ("--offset", args.offset), ("--runas", args.runas))
+                 if v is not None]  # fmt: skip
+    if args.disk is not None:
+        if file_form:
+            parser.error(f"DISK and {'/'.join(file_form)} are mutually exclusive")
+        return
+    if disk_form:
+        parser.error(f"{'/'.join(disk_form)} {'needs' if len(disk_form) == 1 else 'need'} a DISK")
+    missing = [o for o, v in (("--kernel", args.kernel), ("--cmdline", args.cmdline)) if v is None]
+    if missing:
+        parser.error(f"the following arguments are required: {', '.join(missing)} (or a DISK)")
+
+
+def _measure_disk(args: argparse.Namespace, banks: tuple[HashAlgorithm, ...]) -> list[Measurement]:
+    from pvgrub_py.bootloader.options import BootloaderOptions
+    from pvgrub_py.bootloader.predict import measure_disk
+
+    opts = BootloaderOptions(disk=args.disk, interactive=False, entry=args.entry,
+                             args=args.args, offset=args.offset, runas=args.runas)  # fmt: skip
+    if opts.runas == 0:
+        raise UsageError("--runas=0 would not drop privileges")
+    return measure_disk(opts, banks)
 
 
 def run(args: argparse.Namespace) -> int:
+    _check_form(args)
     banks = parse_banks(args.bank)
     log_format = args.log_format
     if log_format == "auto":
         log_format = "sha1" if banks == (SHA1,) else "crypto-agile"
     if log_format == "sha1" and SHA1 not in banks:
-        from pvgrub_py.errors import UsageError
-
         raise UsageError("--log-format sha1 needs the sha1 bank")
-    measurements = measure_boot_files(args.kernel, args.initrd, args.cmdline, banks)
+    if args.disk is not None:
+        measurements = _measure_disk(args, banks)
+    else:
+        measurements = measure_boot_files(args.kernel, args.initrd, args.cmdline, banks)
     values = predict_pcrs(measurements, banks)
     if args.event_log:
         log = log_for_measurements(measurements, banks, tpm2=log_format == "crypto-agile")
