@@ -1,0 +1,294 @@
+#!/bin/bash
+# The e2e scenarios, run in the nested dom0 by init.sh; every wait is bounded.
+#
+# Each scenario appends one line to /var/log/pvgrub-e2e/scenarios.log and to the
+# console (fd 3): "PASS|FAIL|SKIP <id> <name>: <detail>".  Its working files (xl
+# output, bootloader logs, guest console, predict output) stay in that directory.
+set -uo pipefail
+E2E=/root/e2e
+LOGDIR=/var/log/pvgrub-e2e
+SCEN=$LOGDIR/scenarios.log
+CONSOLE=/var/log/xen/console
+VTPMD_PID=""
+ONLY=$(cat "$E2E/only" 2>/dev/null || true)
+
+UUID_TPM12=6c1e2f3a-0b4d-4e5f-8a9b-1c2d3e4f5a61
+UUID_TPM2=6c1e2f3a-0b4d-4e5f-8a9b-1c2d3e4f5a62
+UUID_HOLD=6c1e2f3a-0b4d-4e5f-8a9b-1c2d3e4f5a63
+
+console() { echo "$*" >&3 2>/dev/null || true; }
+stage() { console "E2E-STAGE $1 uptime=$(cut -d' ' -f1 /proc/uptime)"; echo "===== $1 ($(date +%T))"; }
+result() { # status id name detail...
+  local status=$1 id=$2 name=$3; shift 3
+  local line="$status $id $name: $*"
+  echo "$line" >> "$SCEN"
+  console "E2E-SCENARIO: $line"
+  echo ">>> $line"
+}
+selected() { [ -z "$ONLY" ] || case " $ONLY " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
+entry_cmdline() { sed -n "s/^$1 //p" "$E2E/guest/entries"; }
+
+# -- domains and guests -----------------------------------------------------------------
+domains_left() { xl list 2>/dev/null | awk 'NR > 1 && $1 != "Domain-0" {print $1}' | tr '\n' ' '; }
+gone() { # name timeout: wait until the domain has gone
+  local i=0
+  while xl domid "$1" > /dev/null 2>&1; do
+    [ $i -ge "$2" ] && return 1
+    sleep 1; i=$((i + 1))
+  done
+}
+destroy() { xl destroy "$1" > /dev/null 2>&1 || true; gone "$1" 30 || true; }
+wait_console() { # name regex timeout: the guest's console log has a line matching regex
+  local log=$CONSOLE/guest-$1.log i=0
+  while ! grep -a -q -E "$2" "$log" 2>/dev/null; do
+    [ $i -ge "$3" ] && return 1
+    sleep 1; i=$((i + 1))
+  done
+}
+guest_line() { grep -a -E "$2" "$CONSOLE/guest-$1.log" 2>/dev/null | head -1 | tr -d '\r'; }
+create() { # cfg name: xl create, bounded; output in $LOGDIR/xl-create-<name>.log
+  local t0 rc
+  rm -f "$CONSOLE/guest-$2.log"
+  t0=$(date +%s)
+  timeout -k 5 300 xl create "$E2E/xl/$1" > "$LOGDIR/xl-create-$2.log" 2>&1
+  rc=$?
+  echo "xl create $1: rc=$rc in $(($(date +%s) - t0))s"
+  cat "$LOGDIR/xl-create-$2.log"
+  return $rc
+}
+bootloader_log() { # the newest bootloader log libxl wrote
+  ls -t /var/log/xen/bootloader.*.log 2>/dev/null | head -1
+}
+bootloader_error() { # our one-line error from the newest bootloader log
+  # (The log is the bootloader's pty: the menu's curses output comes first, and the
+  # error line may start right after its last escape sequence.)
+  local f; f=$(bootloader_log)
+  [ -n "$f" ] && grep -a -o 'pvgrub-py: .*' "$f" | grep -v 'pvgrub-py: warning:' | tail -1 | tr -d '\r'
+}
+
+# -- vtpmd ------------------------------------------------------------------------------
+start_vtpmd() { # name [--tpm2]
+  local name=$1; shift
+  local log=$LOGDIR/vtpmd-$name.log i=0
+  pvgrubctl vtpmd --state-dir "/var/lib/pvgrub-e2e/vtpm-$name" -v "$@" > "$log" 2>&1 &
+  VTPMD_PID=$!
+  while ! grep -q '^vtpmd: serving' "$log"; do
+    if [ $i -ge 120 ] || ! kill -0 "$VTPMD_PID" 2>/dev/null; then
+      echo "vtpmd did not start:"; cat "$log"; VTPMD_PID=""; return 1
+    fi
+    sleep 0.5; i=$((i + 1))
+  done
+  echo "vtpmd $name running as $VTPMD_PID"
+}
+stop_vtpmd() {
+  [ -n "$VTPMD_PID" ] || return 0
+  kill -TERM "$VTPMD_PID" 2>/dev/null
+  local i=0
+  while kill -0 "$VTPMD_PID" 2>/dev/null && [ $i -lt 30 ]; do sleep 1; i=$((i + 1)); done
+  kill -KILL "$VTPMD_PID" 2>/dev/null
+  wait "$VTPMD_PID" 2>/dev/null
+  VTPMD_PID=""
+}
+
+predict() { # entry banks out.json
+  pvgrubctl predict --kernel "$E2E/guest/vmlinuz" --initrd "$E2E/guest/initrd.img" \
+    --cmdline "$(entry_cmdline "$1")" --bank "$2" --json > "$3"
+}
+
+# -- 1. doctor ----------------------------------------------------------------------------
+scenario_doctor() {
+  stage doctor
+  local out=$LOGDIR/doctor.txt rc
+  pvgrubctl doctor --require-xen > "$out" 2>&1
+  rc=$?
+  cat "$out"
+  local found
+  found=$(awk '$2 == "bindings" || $2 == "hypervisor" || $2 == "xenstored" {printf "%s %s; ", $2, $1}' "$out")
+  if [ $rc = 0 ] && [ "$(grep -c -E '^ok +(bindings|hypervisor|xenstored) ' "$out")" = 3 ]; then
+    result PASS 1 doctor "$found$(grep -E '^ok +bindings' "$out" | sed 's/^ok *bindings *//')"
+  else
+    result FAIL 1 doctor "rc=$rc; $found"
+  fi
+}
+
+# -- 2. the drop-in ----------------------------------------------------------------------
+scenario_dropin() {
+  stage dropin
+  local want got
+  want=$(entry_cmdline default)
+  if ! create dropin.cfg e2e-dropin; then
+    result FAIL 2 drop-in "xl create failed: $(bootloader_error)"; destroy e2e-dropin; return
+  fi
+  if ! wait_console e2e-dropin '^GUEST-DONE' 300; then
+    result FAIL 2 drop-in "no GUEST-DONE within 300s; console: $(tail -3 "$CONSOLE/guest-e2e-dropin.log" 2>/dev/null | tr '\n' '|')"
+    destroy e2e-dropin; return
+  fi
+  got=$(guest_line e2e-dropin '^GUEST-CMDLINE: ' | sed 's/^GUEST-CMDLINE: //; s/ *$//')
+  gone e2e-dropin 60 || destroy e2e-dropin
+  if [ "$got" = "$want" ]; then
+    result PASS 2 drop-in "guest /proc/cmdline \"$got\" == the default entry's"
+  else
+    result FAIL 2 drop-in "guest /proc/cmdline \"$got\" != the default entry's \"$want\""
+  fi
+}
+
+# -- 3. measured boot ---------------------------------------------------------------------
+scenario_measured() { # id tpm12|tpm2
+  local id=$1 kind=$2 name=e2e-$2 banks=sha1 flag=()
+  stage "measured-$kind"
+  if [ "$kind" = tpm2 ]; then banks=sha1,sha256,sha384,sha512; flag=(--tpm2); fi
+  local pred=$LOGDIR/predict-$kind.json
+  if ! predict default "$banks" "$pred"; then result FAIL "$id" "measured-$kind" "predict failed"; return; fi
+  if ! start_vtpmd "$kind" "${flag[@]}"; then
+    result FAIL "$id" "measured-$kind" "vtpmd did not start: $(tail -1 "$LOGDIR/vtpmd-$kind.log")"; return
+  fi
+  if ! create "measured-$kind.cfg" "$name"; then
+    result FAIL "$id" "measured-$kind" "xl create failed: $(bootloader_error)"
+    destroy "$name"; stop_vtpmd; return
+  fi
+  if ! wait_console "$name" '^GUEST-DONE' 300; then
+    result FAIL "$id" "measured-$kind" "no GUEST-DONE within 300s: $(grep -a GUEST "$CONSOLE/guest-$name.log" | tail -3 | tr '\n' '|')"
+    destroy "$name"; stop_vtpmd; return
+  fi
+  gone "$name" 60 || destroy "$name"
+  stop_vtpmd
+  grep -a '^GUEST' "$CONSOLE/guest-$name.log"
+  local cmp
+  if cmp=$(python3 "$E2E/compare_pcrs.py" "$pred" "$CONSOLE/guest-$name.log" "$kind"); then
+    result PASS "$id" "measured-$kind" "$cmp"
+  else
+    result FAIL "$id" "measured-$kind" "$cmp"
+  fi
+}
+
+# -- 4. fail closed -----------------------------------------------------------------------
+scenario_failclosed() {
+  stage failclosed
+  local err left rc
+  pgrep -f 'pvgrubctl vtpmd' > /dev/null && { echo "a vtpmd is still running"; stop_vtpmd; }
+  create measured-tpm12.cfg e2e-tpm12
+  rc=$?
+  err=$(bootloader_error)
+  left=$(domains_left)
+  local nodes; nodes=$(xenstore-ls /local/domain/0/device/vtpm 2>/dev/null | head -3 | tr '\n' ' ')
+  if [ $rc != 0 ] && [ -n "$err" ] && [ -z "$left" ] && [ -z "$nodes" ]; then
+    result PASS 4 fail-closed "xl create rc=$rc; bootloader: \"$err\"; xl list: Domain-0 only"
+  else
+    result FAIL 4 fail-closed "xl create rc=$rc; bootloader: \"$err\"; domains left: [$left]; dom0 vtpm nodes: [$nodes]"
+  fi
+  for d in $left; do destroy "$d"; done
+}
+
+# -- 5. the builder ------------------------------------------------------------------------
+scenario_builder() {
+  stage builder
+  local out=$LOGDIR/boot-builder.txt rc name=e2e-builder
+  if ! pvgrubctl boot --help > /dev/null 2>&1; then
+    result SKIP 5 builder "pvgrubctl boot does not exist yet; another engineer is building it"; return
+  fi
+  rm -f "$CONSOLE/guest-$name.log"
+  timeout -k 5 300 pvgrubctl boot --disk "$E2E/debian-gpt.img" --name "$name" > "$out" 2>&1
+  rc=$?
+  cat "$out"
+  if [ $rc = 2 ] && grep -q -- '--sim' "$out"; then
+    result SKIP 5 builder "pvgrubctl boot refuses real Xen so far: $(tail -1 "$out")"; return
+  fi
+  if [ $rc != 0 ]; then
+    result FAIL 5 builder "pvgrubctl boot rc=$rc: $(tail -1 "$out")"; destroy "$name"; return
+  fi
+  local got want; want=$(entry_cmdline default)
+  wait_console "$name" '^GUEST-DONE' 300
+  got=$(guest_line "$name" '^GUEST-CMDLINE: ' | sed 's/^GUEST-CMDLINE: //; s/ *$//')
+  destroy "$name"
+  if [ "$got" = "$want" ]; then
+    result PASS 5 builder "pvgrubctl boot on real Xen; guest cmdline \"$got\""
+  else
+    result FAIL 5 builder "pvgrubctl boot rc=0 but the guest printed cmdline \"$got\", not \"$want\""
+  fi
+}
+
+# -- 6. the hypervisor layer's own tests, on the real thing ---------------------------------
+scenario_pytest() {
+  stage pytest-real-xen
+  local out=$LOGDIR/pytest-real-xen.txt rc summary
+  # The pytest script, from /: "python3 -m pytest" in the checkout would import the
+  # source tree's pvgrub_py (no compiled bindings) instead of the installed one.
+  (cd / && timeout 600 pytest -p no:cacheprovider -q -rs \
+     /opt/pvgrub-py/tests/test_cbindings_xen.py /opt/pvgrub-py/tests/test_xen_libxc_host.py) \
+     > "$out" 2>&1
+  rc=$?
+  summary=$(grep -E '(passed|failed|error)' "$out" | tail -1)
+  if [ $rc = 0 ]; then
+    result PASS 6 real-xen-tests "test_cbindings_xen.py, test_xen_libxc_host.py on real Xen: $summary"
+  else
+    result FAIL 6 real-xen-tests "test_cbindings_xen.py, test_xen_libxc_host.py on real Xen (rc=$rc): $summary"
+  fi
+}
+
+# -- faults ---------------------------------------------------------------------------------
+scenario_killed() {
+  stage vtpmd-killed
+  local name=e2e-hold
+  if ! start_vtpmd hold; then result FAIL F1 vtpmd-killed "vtpmd did not start"; return; fi
+  if ! create hold.cfg "$name"; then
+    result FAIL F1 vtpmd-killed "xl create failed: $(bootloader_error)"; destroy "$name"; stop_vtpmd; return
+  fi
+  if ! wait_console "$name" '^GUEST-HOLDING' 300; then
+    result FAIL F1 vtpmd-killed "the guest never read its TPM: $(grep -a GUEST "$CONSOLE/guest-$name.log" | tail -3 | tr '\n' '|')"
+    destroy "$name"; stop_vtpmd; return
+  fi
+  local children; children=$(pgrep -P "$VTPMD_PID" | tr '\n' ' ')
+  echo "killing vtpmd $VTPMD_PID (SIGKILL); its swtpm children: $children"
+  kill -KILL "$VTPMD_PID"; wait "$VTPMD_PID" 2>/dev/null; VTPMD_PID=""
+  local guest_err="" health=ok
+  if wait_console "$name" '^GUEST-TPM-ERROR' 240; then
+    guest_err=$(guest_line "$name" '^GUEST-TPM-ERROR' | cut -c1-200)
+  fi
+  # dom0 health: the toolstack, xenstore and a fresh vTPM daemon all still work.
+  timeout 30 xl list > /dev/null 2>&1 || health="xl list failed"
+  timeout 30 xenstore-read /local/domain/0/name > /dev/null 2>&1 || health="$health; xenstore read failed"
+  destroy "$name"
+  [ -z "$(domains_left)" ] || health="$health; domains left: $(domains_left)"
+  for p in $children; do kill "$p" 2>/dev/null; done
+  if start_vtpmd hold-restart; then stop_vtpmd; else health="$health; vtpmd cannot restart"; fi
+  if [ -n "$guest_err" ] && [ "$health" = ok ]; then
+    result PASS F1 vtpmd-killed "guest: \"$guest_err\"; dom0: xl list, xenstore, vtpmd restart ok"
+  else
+    result FAIL F1 vtpmd-killed "guest error: \"${guest_err:-none within 240s}\"; dom0: $health"
+  fi
+}
+
+scenario_rejected() {
+  stage rejected-disk
+  local rc err left
+  create rejected.cfg e2e-rejected
+  rc=$?
+  err=$(bootloader_error)
+  left=$(domains_left)
+  if [ $rc != 0 ] && [ -n "$err" ] && [ -z "$left" ]; then
+    result PASS F2 rejected-disk "xl create rc=$rc; bootloader: \"$err\"; xl list: Domain-0 only"
+  else
+    result FAIL F2 rejected-disk "xl create rc=$rc; bootloader: \"$err\"; domains left: [$left]"
+  fi
+  for d in $left; do destroy "$d"; done
+}
+
+# -- run -------------------------------------------------------------------------------------
+stage scenarios
+: > "$SCEN"
+echo "pvgrub-py: $(pip show pvgrub-py 2>/dev/null | sed -n 's/^Version: //p'); xen: $(xl info | sed -n 's/^xen_version *: //p')"
+losetup /dev/loop0 "$E2E/debian-gpt.img" && losetup /dev/loop1 "$E2E/rejected.img" || echo "losetup failed"
+losetup -a
+selected 1 && scenario_doctor
+selected 2 && scenario_dropin
+selected 3a && scenario_measured 3a tpm12
+selected 3b && scenario_measured 3b tpm2
+selected 4 && scenario_failclosed
+selected 5 && scenario_builder
+selected F1 && scenario_killed
+selected F2 && scenario_rejected
+selected 6 && scenario_pytest
+stop_vtpmd
+echo "domains at the end: [$(domains_left)]"
+stage scenarios-done
+exit 0
