@@ -1,12 +1,25 @@
 """`LibxcHypervisor`: `interface.Hypervisor` on a real Xen host, via the Xen libraries.
 
-Each accessor opens its library handle the first time it is asked for and
-keeps it until ``close``; a domain without a driver (no gntalloc in a
-stubdom, no privcmd in a domU) fails only the accessor that needs it, with
-the XenError the library gave (ENOENT and a hint naming the device).
+Every ``xenstore()``, ``event_channels()``, ``grant_share()`` and
+``grant_map()`` call opens a new library handle, owned by the caller, as
+on the simulator (``SimHypervisor``): the vTPM code opens one per use
+(``with hv.xenstore() as xs: ...``) and closes it when done, so a handle
+shared between callers would be closed under the next one.  (It was: on
+real Xen the bootloader's ``xen:`` attach failed with ``xs_handle: handle
+is closed`` because ``free_devid``'s ``with`` closed the cached handle
+that ``add_vtpm_device`` then used.)  ``close`` closes whatever the
+callers left open.  ``domains()`` is one shared privcmd handle: callers
+never close it; ``close`` does.
+
+A domain without a driver (no gntalloc in a stubdom, no privcmd in a domU)
+fails only the accessor that needs it, with the XenError the library gave
+(ENOENT and a hint naming the device).
 """
 
 from __future__ import annotations
+
+import weakref
+from typing import TypeVar
 
 from pvgrub_py.xen.evtchn import XenEventChannels
 from pvgrub_py.xen.gntshr import XenGrantShare
@@ -15,6 +28,9 @@ from pvgrub_py.xen.interface import DOMID_SELF
 from pvgrub_py.xen.xenctrl import XenCtrl
 from pvgrub_py.xen.xenstore_c import XenStoreC
 
+_Handle = XenGrantShare | XenGrantMap | XenEventChannels | XenStoreC
+H = TypeVar("H", XenGrantShare, XenGrantMap, XenEventChannels, XenStoreC)
+
 
 class LibxcHypervisor:
     """Everything one domain can reach through libxenctrl and friends."""
@@ -22,14 +38,15 @@ class LibxcHypervisor:
     def __init__(self, domid: int = 0) -> None:
         self._domid = domid
         self._xc: XenCtrl | None = None
-        self._gntshr: XenGrantShare | None = None
-        self._gnttab: XenGrantMap | None = None
-        self._evtchn: XenEventChannels | None = None
-        self._xs: XenStoreC | None = None
+        self._handles: weakref.WeakSet[_Handle] = weakref.WeakSet()
 
     @property
     def domid(self) -> int:
         return self._domid if self._domid != DOMID_SELF else 0
+
+    def _track(self, handle: H) -> H:
+        self._handles.add(handle)
+        return handle
 
     def domains(self) -> XenCtrl:
         if self._xc is None:
@@ -37,30 +54,25 @@ class LibxcHypervisor:
         return self._xc
 
     def grant_share(self) -> XenGrantShare:
-        if self._gntshr is None:
-            self._gntshr = XenGrantShare()
-        return self._gntshr
+        return self._track(XenGrantShare())
 
     def grant_map(self) -> XenGrantMap:
-        if self._gnttab is None:
-            self._gnttab = XenGrantMap()
-        return self._gnttab
+        return self._track(XenGrantMap())
 
     def event_channels(self) -> XenEventChannels:
-        if self._evtchn is None:
-            self._evtchn = XenEventChannels()
-        return self._evtchn
+        return self._track(XenEventChannels())
 
     def xenstore(self) -> XenStoreC:
-        if self._xs is None:
-            self._xs = XenStoreC()
-        return self._xs
+        return self._track(XenStoreC())
 
     def close(self) -> None:
-        for handle in (self._xs, self._evtchn, self._gnttab, self._gntshr, self._xc):
-            if handle is not None:
-                handle.close()
-        self._xc = self._gntshr = self._gnttab = self._evtchn = self._xs = None
+        """Close every handle still open (closing one twice is a no-op), then privcmd."""
+        for handle in list(self._handles):
+            handle.close()
+        self._handles.clear()
+        if self._xc is not None:
+            self._xc.close()
+            self._xc = None
 
     def __enter__(self) -> LibxcHypervisor:
         return self
