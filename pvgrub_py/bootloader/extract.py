@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from pvgrub_py.bootloader.guest import GuestSession, Sink
+from pvgrub_py.bootloader.hashing import Fanout
 from pvgrub_py.disk.extract import Limits, stream_file
 from pvgrub_py.disk.locate import BootFile
 from pvgrub_py.errors import InputError
-from pvgrub_py.measure.digest import MultiHasher
 from pvgrub_py.measure.kernel import KernelMeasurer
 from pvgrub_py.measure.plan import INITRD_PCR, KERNEL_PCR, Measurement
 from pvgrub_py.tpm.algorithms import HashAlgorithm
@@ -59,15 +59,20 @@ def copy_kernel(
     stream: Stream, path: str, label: str, out: Output, banks: Sequence[HashAlgorithm],
     limits: Limits,
 ) -> Measurement:  # fmt: skip
-    """PCR 4's measurement of the kernel *stream* delivers, copied to *out*."""
+    """PCR 4's measurement of the kernel *stream* delivers, copied to *out*.
+
+    The measurer (every bank, and the gunzip rule) runs in a `Fanout`
+    thread while this thread reads and writes.
+    """
     measurer = KernelMeasurer(banks, label)
     sink = WriteSink(out, label)
+    with Fanout([measurer.update]) as hash_chunk:
 
-    def feed(chunk: bytes) -> None:
-        sink.write(chunk)
-        measurer.update(chunk)
+        def feed(chunk: bytes) -> None:
+            sink.write(chunk)
+            hash_chunk(chunk)
 
-    stream(feed, limits.kernel)
+        stream(feed, limits.kernel)
     digests, length = measurer.finish()
     return Measurement(KERNEL_PCR, "kernel", path, digests, length)
 
@@ -76,21 +81,32 @@ def copy_initrds(
     streams: Sequence[Stream], paths: Sequence[str], label: str, out: Output,
     banks: Sequence[HashAlgorithm], limits: Limits,
 ) -> Measurement:  # fmt: skip
-    """The second PCR 5 measurement: the initrds concatenated, as one ramdisk."""
-    hasher = MultiHasher(banks)
+    """The second PCR 5 measurement: the initrds concatenated, as one ramdisk.
+
+    Each bank hashes in its own `Fanout` thread.
+    """
+    hashers = [(alg.name, alg.new()) for alg in banks]
     if not streams:
-        return Measurement(INITRD_PCR, "initrd", None, hasher.digests(), 0)
+        return Measurement(INITRD_PCR, "initrd", None, _digests(hashers), 0)
     sink = WriteSink(out, label)
+    length = 0
+    with Fanout([h.update for _, h in hashers]) as hash_chunk:
 
-    def feed(chunk: bytes) -> None:
-        if hasher.length + len(chunk) > limits.initrd:
-            raise InputError(label, "initrds together exceed the 1 GiB cap")
-        sink.write(chunk)
-        hasher.update(chunk)
+        def feed(chunk: bytes) -> None:
+            nonlocal length
+            if length + len(chunk) > limits.initrd:
+                raise InputError(label, "initrds together exceed the 1 GiB cap")
+            sink.write(chunk)
+            hash_chunk(chunk)
+            length += len(chunk)
 
-    for stream in streams:
-        stream(feed, limits.initrd - hasher.length)
-    return Measurement(INITRD_PCR, "initrd", " ".join(paths), hasher.digests(), hasher.length)
+        for stream in streams:
+            stream(feed, limits.initrd - length)
+    return Measurement(INITRD_PCR, "initrd", " ".join(paths), _digests(hashers), length)
+
+
+def _digests(hashers: Sequence[tuple[str, Any]]) -> dict[str, bytes]:
+    return {name: bytes(h.digest()) for name, h in hashers}
 
 
 # -- from a guest session (the bootloader, predict) ----------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
 
@@ -73,7 +74,19 @@ def _main(argv: Sequence[str]) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return run("pvgrub-py", _main, argv)
+    """The ``pvgrub-py`` program; called with *argv*, an ordinary function.
+
+    As a program (no *argv*), it exits at once when done: every file it
+    wrote is closed and every child reaped by then, and skipping the
+    interpreter's teardown of the disk readers' module state saves ~45 ms
+    of a run that libxl waits for (bench/bench_bootloader.py).
+    """
+    status = run("pvgrub-py", _main, argv)
+    if argv is None:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
+    return status
 
 
 if __name__ == "__main__":
