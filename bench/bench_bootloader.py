@@ -153,11 +153,19 @@ class Runner:
 SPLIT_DRIVER = r"""
 import hashlib, json, os, sys, time
 t0 = time.perf_counter()
+import pvgrub_py.disk
+t1 = time.perf_counter()
+import pvgrub_py.bootcfg
+t2 = time.perf_counter()
 import pvgrub_py.cli.bootloader
 from pvgrub_py.bootloader import extract, guest, run
 from pvgrub_py.bootloader.options import parse_options
+t3 = time.perf_counter()
 from pvgrub_py.disk.readers import extfs  # what the sniff will import
-doc = {"import": time.perf_counter() - t0, "open": 0.0, "parse": 0.0, "extract": 0.0, "log": 0.0}
+t4 = time.perf_counter()
+doc = {"import": t4 - t0, "open": 0.0, "parse": 0.0, "extract": 0.0, "log": 0.0}
+imports = {"disk_layer": t1 - t0, "bootcfg": t2 - t1, "bootloader_and_cli": t3 - t2,
+           "dissect_extfs": t4 - t3}
 
 def timed(key, fn):
     def wrapper(*a, **k):
@@ -208,6 +216,7 @@ for name in ("sha1", "sha256"):
     for chunk in data:
         h.update(chunk)
 doc["alone_hash_sha1_sha256"] = time.perf_counter() - s
+doc.update({f"import_{k}": v for k, v in imports.items()})
 print(json.dumps(doc), file=sys.stderr)
 """
 
@@ -263,6 +272,9 @@ def main() -> None:
         "peak_rss_mib": round(min(runner.peak_rss_mib() for _ in range(3)), 1),
         "peak_rss_target_mib": 100,
         "split_s": split(runner, 3),
+        "python_startup_no_site_s": round(
+            min(_startup(sys.executable, env, "-S") for _ in range(5)), 4
+        ),
         "python_startup_s": round(min(_startup(sys.executable, env) for _ in range(5)), 4),
         "pygrub_python_startup_s": round(
             min(_startup("/usr/bin/python3", env) for _ in range(5)), 4
@@ -285,10 +297,10 @@ def main() -> None:
     (ROOT / "bench" / "out" / "bootloader.json").write_text(text + "\n")
 
 
-def _startup(python: str, env: dict[str, str]) -> float:
+def _startup(python: str, env: dict[str, str], *flags: str) -> float:
     """An interpreter's bare start-up (``-c pass``): the floor under each side."""
     t0 = time.perf_counter()
-    subprocess.run([python, "-c", "pass"], env=env, check=True)
+    subprocess.run([python, *flags, "-c", "pass"], env=env, check=True)
     return time.perf_counter() - t0
 
 

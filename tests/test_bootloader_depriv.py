@@ -248,6 +248,29 @@ def test_a_hung_parser_is_killed_at_the_libxl_timeout(
     assert not os.path.exists(f"/proc/{stopped}"), "the child was not reaped"
 
 
+def test_sigterm_unwinds_like_a_failure(
+    images: disk_images.ImageFactory, tmp_path: Path, no_leftover_roots: None
+) -> None:
+    """libxl sends SIGTERM when the domain dies during the bootloader."""
+    run = Run(tmp_path, "term")
+    argv = [sys.executable, "-m", "pvgrub_py.cli.bootloader", "--quiet", f"--runas={NOBODY}",
+            f"--output={run.output}", "--output-format=simple0",
+            f"--output-directory={run.outdir}", str(images.debian_gpt().path)]  # fmt: skip
+    proc = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True)
+    started, stopped = time.monotonic(), None
+    while stopped is None and proc.poll() is None and time.monotonic() - started < 20:
+        for kid in _children(proc.pid):
+            os.kill(kid, signal.SIGSTOP)
+            stopped = kid
+        time.sleep(0.002)
+    assert stopped is not None, "never saw the parser child"
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    line = run.assert_failed_cleanly(subprocess.CompletedProcess(argv, proc.returncode, "", err))
+    assert line == "pvgrub-py: terminated by SIGTERM: nothing was booted"
+    assert not os.path.exists(f"/proc/{stopped}")
+
+
 def test_bootloader_timeout_follows_libxl() -> None:
     assert bootloader_timeout({}) == 120.0
     assert bootloader_timeout({"LIBXL_BOOTLOADER_TIMEOUT": "7"}) == 7.0

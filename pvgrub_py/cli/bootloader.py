@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from collections.abc import Sequence
+from types import FrameType
 
 from pvgrub_py.bootloader.options import parse_options
 from pvgrub_py.bootloader.run import run as run_bootloader
 from pvgrub_py.cli.common import run
+from pvgrub_py.errors import PvgrubError
 
 USAGE = """\
 usage: pvgrub-py [-q|-i] [-l] [-n] [--entry=E] [--kernel=P] [--ramdisk=P] [--args=A]
@@ -33,7 +36,10 @@ toolstack what to boot.  libxl calls it as:
 
 options (pygrub's):
   -q, --quiet            no menu: boot the default (or --entry) entry
-  -i, --interactive      show the menu (the default)
+  -i, --interactive      show the menu (the default, when stdin and stdout are
+                         a terminal): Up/Down, Enter boots, 'e' edits this
+                         boot's cmdline (what is measured is what is booted);
+                         the config's timeout counts down to its default
   -l, --list-entries     list the menu entries and exit
   -n, --not-really       choose and measure but extract nothing
   --entry=E              boot entry E: an index, a title, an id or a
@@ -43,7 +49,14 @@ options (pygrub's):
   --args=A               append A to the entry's kernel arguments
   --default_args=A       arguments for an entry that has none
   --extra_args=A         append A after everything else
-  --runas=UID            parse the disk as UID in a sandbox (needs -q or --entry)
+  --offset=N             use only the filesystem starting at byte N of DISK
+  --isconfig             DISK is a boot config file: print the chosen kernel,
+                         initrd and args, and exit
+  --runas=UID            parse the disk as UID in a sandboxed child (its own
+                         mount, IPC and network namespaces, an empty root,
+                         256 MiB of address space, no new privileges); needs
+                         -q or --entry.  The parent kills it after
+                         LIBXL_BOOTLOADER_TIMEOUT seconds (default 120, 0: never)
   --output=FILE          write the result here (default: stdout)
   --output-format=F      sxp (default), simple or simple0 (what libxl reads)
   --output-directory=DIR where the kernel and ramdisk copies go
@@ -65,6 +78,14 @@ exit status: 0 success, 1 failure (nothing is left in the output directory
 and the output file stays empty), 2 usage error."""
 
 
+class Terminated(PvgrubError):
+    """SIGTERM (libxl sends it when the domain dies during the bootloader)."""
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise Terminated("terminated by SIGTERM: nothing was booted")
+
+
 def _main(argv: Sequence[str]) -> int:
     opts = parse_options(list(argv))
     if opts is None:
@@ -81,6 +102,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     interpreter's teardown of the disk readers' module state saves ~45 ms
     of a run that libxl waits for (bench/bench_bootloader.py).
     """
+    if argv is None:
+        # Unwind like any failure: the output directory is emptied, the
+        # sandboxed child killed and reaped, the output file left empty.
+        signal.signal(signal.SIGTERM, _on_sigterm)
     status = run("pvgrub-py", _main, argv)
     if argv is None:
         sys.stdout.flush()
