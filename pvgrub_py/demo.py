@@ -1,40 +1,43 @@
-"""``make demo``: a measured boot of a sample guest, end to end, against swtpm.
+"""``make demo``: a measured boot of a sample guest in the simulator, end to end.
 
-For each vTPM flavour (TPM 1.2 like Xen's vtpm-stubdom, and TPM 2.0):
-
-1. predict PCR 4/5 offline from the sample guest's kernel, initrd, cmdline;
-2. start a private swtpm, measure the guest into it exactly as pv-grub did;
-3. read the PCRs back from the TPM and compare them with the prediction;
-4. write the TCG event log, show it, replay it, and have ``tpm2_eventlog``
-   replay it too.
-
-The simulator and domain builder steps join this script as they land.
+1. build the sample guest disk: GPT, an ext4 /boot with a Debian-style
+   grub.cfg, a real Debian kernel and a small initrd (stubdom/sample-guest);
+2. predict PCR 4/5 from the disk alone (``pvgrubctl predict DISK``);
+3. boot it on a simulated Xen host (``pvgrubctl boot --sim --disk``): the
+   bootloader's choice, measured into a vTPM served by vtpmd in a backend
+   domain (swtpm behind it), then built; the guest reads its own PCRs back
+   through its tpmif frontend; TPM 1.2 (Xen's vTPM) and TPM 2.0;
+4. show the TCG event log, replayed by us and by ``tpm2_eventlog``, and
+   check that every one of these agrees.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
+from typing import Any
 
+from pvgrub_py.builder.report import format_boot_report
 from pvgrub_py.errors import PvgrubError
-from pvgrub_py.eventlog.builder import log_for_measurements, write_atomic
-from pvgrub_py.eventlog.codec import parse, serialise
-from pvgrub_py.eventlog.render import format_text
-from pvgrub_py.eventlog.replay import compare, replay
-from pvgrub_py.measure.boot_files import measure_boot_files
-from pvgrub_py.measure.extend import extend_measurements
-from pvgrub_py.measure.predict import predict_pcrs
-from pvgrub_py.measure.report import format_measurements, format_pcrs
-from pvgrub_py.sample_guest import SampleGuest, sample_guest
-from pvgrub_py.tpm.client import TpmClient
-from pvgrub_py.tpm.launcher import SwtpmProcess
+from pvgrub_py.sample_guest import build_sample_disk
+
+PVGRUBCTL = [sys.executable, "-m", "pvgrub_py.cli.pvgrubctl"]
 
 
 def banner(text: str) -> None:
-    print(f"\n=== {text} " + "=" * max(0, 70 - len(text)))
+    print(f"\n=== {text} " + "=" * max(0, 70 - len(text)), flush=True)
+
+
+def pvgrubctl(*args: str) -> subprocess.CompletedProcess[str]:
+    r = subprocess.run([*PVGRUBCTL, *args], capture_output=True, text=True, check=False)
+    if r.returncode != 0:
+        raise PvgrubError(f"pvgrubctl {args[0]} failed: {r.stderr.strip()}")
+    return r
 
 
 def tpm2_eventlog_pcrs(path: Path) -> str:
@@ -43,55 +46,70 @@ def tpm2_eventlog_pcrs(path: Path) -> str:
     r = subprocess.run(["tpm2_eventlog", str(path)], capture_output=True, text=True, check=False)
     if r.returncode != 0:
         raise PvgrubError(f"tpm2_eventlog {path}: {r.stderr.strip()}")
-    _, _, pcrs = r.stdout.partition("pcrs:")
-    return "pcrs:" + pcrs.rstrip()
+    return "pcrs:" + r.stdout.partition("pcrs:")[2].rstrip()
 
 
-def boot_one(guest: SampleGuest, tpm2: bool, out: Path) -> bool:
+def as_bytes(doc: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
+    return {bank: {pcr: value.lower() for pcr, value in pcrs.items()} for bank, pcrs in doc.items()}
+
+
+def boot(disk: Path, out: Path, tpm2: bool, predicted: dict[str, Any]) -> bool:
     flavour = "TPM 2.0" if tpm2 else "TPM 1.2"
-    with SwtpmProcess(tpm2=tpm2) as tpm, TpmClient(tpm.transport()) as client:
-        banks = client.active_banks()
-        banner(f"{flavour} vTPM ({tpm.uri}), banks {', '.join(b.name for b in banks)}")
-        measurements = measure_boot_files(
-            str(guest.kernel), str(guest.initrd), guest.cmdline, banks
-        )
-        predicted = predict_pcrs(measurements, banks)
-        print("Measured, in extend order:")
-        print(format_measurements(measurements))
-        extend_measurements(client, measurements)
-        actual = client.read_pcrs([4, 5], banks)
-        print("PCRs read back from the vTPM:")
-        print(format_pcrs(actual))
-        match = actual == predicted
-        print(f"offline prediction {'MATCHES' if match else 'DIFFERS FROM'} the vTPM")
-
-        log_path = out / f"eventlog-{'tpm20' if tpm2 else 'tpm12'}.bin"
-        log = log_for_measurements(measurements, banks, tpm2=tpm2)
-        write_atomic(str(log_path), serialise(log))
-        parsed = parse(log_path.read_bytes(), str(log_path))
-        replayed = replay(parsed)
-        print(f"\nEvent log {log_path}:")
-        print(format_text(parsed, replayed))
-        mismatches = compare(replayed, actual)
-        print(f"event log replay {'MATCHES' if not mismatches else 'DIFFERS FROM'} the vTPM")
-        print(f"\ntpm2_eventlog {log_path.name}:")
-        print(tpm2_eventlog_pcrs(log_path))
-        return match and not mismatches
+    log = out / f"eventlog-{'tpm20' if tpm2 else 'tpm12'}.bin"
+    banner(f"boot on the simulator, {flavour} vTPM (vtpmd + swtpm in a backend domain)")
+    started = time.monotonic()
+    args = ["boot", "--sim", "--disk", str(disk), "--event-log", str(log), "--json"]
+    doc = json.loads(pvgrubctl(*args, *(["--tpm2"] if tpm2 else [])).stdout)
+    print(format_boot_report(doc))
+    print(f"({time.monotonic() - started:.1f} s)")
+    guest = as_bytes(doc["guest_pcrs"])
+    want = {b: v for b, v in as_bytes(predicted["pcrs"]).items() if b in guest}
+    match = all(guest[b] == want.get(b) for b in guest)
+    print(f"guest's own PCRs {'MATCH' if match else 'DIFFER FROM'} `pvgrubctl predict DISK`")
+    banner(f"event log {log.name}")
+    print(pvgrubctl("eventlog", "show", str(log)).stdout.rstrip())
+    print(f"\ntpm2_eventlog {log.name}:\n{tpm2_eventlog_pcrs(log)}")
+    pcrs_doc = out / f"guest-pcrs-{'tpm20' if tpm2 else 'tpm12'}.json"
+    pcrs_doc.write_text(json.dumps(doc["guest_pcrs"]))
+    verify = subprocess.run(
+        [*PVGRUBCTL, "eventlog", "verify", str(log), "--pcrs", str(pcrs_doc)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    print(f"pvgrubctl eventlog verify: {verify.stdout.strip() or verify.stderr.strip()}")
+    return match and verify.returncode == 0
 
 
 def main() -> int:
     out = Path(tempfile.mkdtemp(prefix="pvgrub-demo-"))
+    started = time.monotonic()
     try:
-        guest = sample_guest(out)
-        banner("sample guest")
-        print(f"kernel  {guest.kernel}\ninitrd  {guest.initrd}\ncmdline {guest.cmdline}")
-        ok = all([boot_one(guest, tpm2, out) for tpm2 in (False, True)])
+        banner("1. sample guest disk (stubdom/sample-guest)")
+        print(
+            "building: GPT, ext4 /boot with grub.cfg, a Debian kernel, an initramfs ...", flush=True
+        )
+        disk, guest = build_sample_disk(out)
+        print(f"disk    {disk} ({disk.stat().st_size >> 20} MiB)\nkernel  {guest.kernel}")
+        listing = subprocess.run(
+            [sys.executable, "-m", "pvgrub_py.cli.bootloader", "-l", str(disk)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        print("menu (pvgrub-py -l):\n" + listing.stdout.rstrip())
+        banner("2. pvgrubctl predict DISK (offline, before any boot)")
+        predicted: dict[str, Any] = json.loads(
+            pvgrubctl("predict", str(disk), "--bank", "sha1,sha256,sha384,sha512", "--json").stdout
+        )
+        print(pvgrubctl("predict", str(disk)).stdout.rstrip())
+        ok = all([boot(disk, out, tpm2, predicted) for tpm2 in (False, True)])
     except PvgrubError as e:
         print(f"demo: {e}", file=sys.stderr)
         return 1
     banner("result")
-    print("measured boot: PCRs, prediction and event logs agree" if ok else "MISMATCH")
-    print(f"event logs kept in {out}")
+    print("measured boot: prediction, vTPM, guest view and event logs agree" if ok else "MISMATCH")
+    print(f"files kept in {out}; {time.monotonic() - started:.0f} s in all")
     return 0 if ok else 1
 
 

@@ -59,6 +59,10 @@ class BuildRequest:
     tpm2: bool = False
     guest_vtpm_backend: int | None = None  # give the guest a vtpm device on this domain
     sim_dir: str | None = None
+    #: how the measurements name the files (the path on the guest disk when
+    #: the bootloader chose them); default: the local paths
+    kernel_source: str | None = None
+    initrd_source: str | None = None
 
     def measurement_options(self) -> BootloaderOptions:
         """The measurement policy is the bootloader's, field for field."""
@@ -137,10 +141,11 @@ def _measure(
     kd, klen = km.finish()
     ih = MultiHasher(banks)
     ih.update(initrd)
+    initrd_name = (request.initrd_source or request.initrd) if request.initrd else None
     return [
-        Measurement(KERNEL_PCR, "kernel", request.kernel, kd, klen),
+        Measurement(KERNEL_PCR, "kernel", request.kernel_source or request.kernel, kd, klen),
         measure_cmdline(request.cmdline, banks),
-        Measurement(INITRD_PCR, "initrd", request.initrd, ih.digests(), ih.length),
+        Measurement(INITRD_PCR, "initrd", initrd_name, ih.digests(), ih.length),
     ]
 
 

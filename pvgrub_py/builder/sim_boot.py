@@ -98,8 +98,18 @@ def vtpm_backend_domain(
             yield BackendDomain(be, None)
         transport.close()
         return
-    cmd = [sys.executable, "-m", "pvgrub_py.cli.pvgrubctl", "vtpmd", "--sim", str(host.dir),
-           "--domid", str(be), "--state-dir", state_dir] + (["--tpm2"] if tpm2 else [])  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "pvgrub_py.cli.pvgrubctl",
+        "vtpmd",
+        "--sim",
+        str(host.dir),
+        "--domid",
+        str(be),
+        "--state-dir",
+        state_dir,
+    ] + (["--tpm2"] if tpm2 else [])
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None
@@ -162,21 +172,35 @@ def boot_in_sim(
 ) -> SimBootReport:
     entry_title: str | None = None
     config: str | None = None
+    kernel_source: str | None = None
+    initrd_source: str | None = None
     kernel, initrd, cmdline = args.kernel, args.initrd, args.cmdline
     if args.disk is not None:
         choice, kpath, ipath = files_from_disk(args.disk, args.entry, workdir)
         kernel, initrd, cmdline = str(kpath), str(ipath) if ipath else None, choice.args
-        entry_title = choice.entry.title if choice.entry is not None else None
+        entry_title = choice.entry.title_path or choice.entry.title if choice.entry else None
         config = choice.config
+        kernel_source = choice.kernel.path
+        initrd_source = " ".join(i.path for i in choice.initrds) or None
     if kernel is None:
         raise PvgrubError("nothing to boot: give --disk or --kernel")
     instance = str(uuid_mod.uuid4())
     request = BuildRequest(
-        kernel=kernel, initrd=initrd, cmdline=cmdline, memory_mb=args.memory_mb, name=args.name,
-        vtpm=f"xen:{backend_domid}", vtpm_uuid=instance, require_vtpm=args.require_vtpm,
-        vtpm_label=args.vtpm_label, tpm2=args.tpm2, guest_vtpm_backend=backend_domid,
+        kernel=kernel,
+        initrd=initrd,
+        cmdline=cmdline,
+        memory_mb=args.memory_mb,
+        name=args.name,
+        vtpm=f"xen:{backend_domid}",
+        vtpm_uuid=instance,
+        require_vtpm=args.require_vtpm,
+        vtpm_label=args.vtpm_label,
+        tpm2=args.tpm2,
+        guest_vtpm_backend=backend_domid,
         sim_dir=str(host.dir),
-    )  # fmt: skip
+        kernel_source=kernel_source,
+        initrd_source=initrd_source,
+    )
     result = build_domain(host.dom0, request, sim_image_factory(str(host.dir)))
     report = SimBootReport(result, entry_title, config, backend_domid, instance)
     report.guest_pcrs = guest_reads_pcrs(host, result.domid)

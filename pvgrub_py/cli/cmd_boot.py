@@ -8,12 +8,11 @@ import sys
 import tempfile
 from pathlib import Path
 
-from pvgrub_py.builder.build import BuildResult
+from pvgrub_py.builder.report import format_boot_report
 from pvgrub_py.builder.sim_boot import SimBootArgs, boot_in_sim, sim_host, vtpm_backend_domain
 from pvgrub_py.errors import UsageError
 from pvgrub_py.eventlog.builder import log_for_measurements, write_atomic
 from pvgrub_py.eventlog.codec import serialise
-from pvgrub_py.measure.report import format_measurements, format_pcrs
 from pvgrub_py.tpm.algorithms import BY_NAME
 
 DESCRIPTION = """\
@@ -95,45 +94,6 @@ def _check(args: argparse.Namespace) -> None:
         raise UsageError("--memory must be at least 16 MB")
 
 
-def _print_text(
-    report_json: dict[str, object], result: BuildResult, pcrs: dict[str, dict[int, bytes]]
-) -> None:
-    print(
-        f"domain {result.domid} ({result.name}): {result.guest_type}, {result.memory_mb} MiB, "
-        f"built by the {result.backend} backend"
-    )
-    if report_json.get("entry"):
-        print(f"entry:   {report_json['entry']}   (from {report_json['config']})")
-    layout = report_json.get("layout")
-    if isinstance(layout, dict):
-        print("memory layout (guest pfns):")
-        for name in (
-            "kernel",
-            "p2m",
-            "start_info",
-            "xenstore",
-            "console",
-            "pagetables",
-            "boot_stack",
-        ):
-            region = layout.get(name)
-            if isinstance(region, dict):
-                print(
-                    f"  {name:<11} pfn {region['pfn']:>6}  {region['pages']:>6} pages  "
-                    f"{region['vstart']}-{region['vend']}"
-                )
-        for module in layout.get("modules") or []:
-            print(
-                f"  {'initrd':<11} pfn {module['pfn']:>6}  {module['pages']:>6} pages  "
-                f"{module['vstart']}-{module['vend']}"
-            )
-    print(f"console port {result.console_port}, xenstore port {result.xenstore_port}")
-    print("measured before boot_xen_init, in extend order:" if result.measured else "NOT measured:")
-    print(format_measurements(result.measurements))
-    print("PCRs read back by the guest through its own tpmfront:")
-    print(format_pcrs(pcrs))
-
-
 def run(args: argparse.Namespace) -> int:
     _check(args)
     sim_args = SimBootArgs(
@@ -167,5 +127,5 @@ def run(args: argparse.Namespace) -> int:
             json.dump(doc, sys.stdout, indent=2)
             sys.stdout.write("\n")
         else:
-            _print_text(doc, result, report.guest_pcrs)
+            print(format_boot_report(doc))
     return 0
