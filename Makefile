@@ -6,7 +6,8 @@ PYTHON ?= python3
 PIP ?= $(PYTHON) -m pip
 # Debian packages the project uses.  Keep this list the single source.
 DEBIAN_PACKAGES = swtpm swtpm-tools tpm2-tools xenstore-utils libxen-dev pkg-config \
-  e2fsprogs xfsprogs btrfs-progs dosfstools mtools xorriso fdisk qemu-utils lvm2 tmux
+  e2fsprogs xfsprogs btrfs-progs dosfstools mtools xorriso fdisk qemu-utils lvm2 tmux \
+  xen-utils-4.17 lzop
 SETUP_STAMP = .setup.stamp
 PYTEST_ARGS ?=
 
@@ -36,7 +37,7 @@ demo: setup
 	$(PYTHON) -m pvgrub_py.demo
 
 bench: setup
-	$(PYTHON) bench/run.py
+	@for b in bench/run.py bench/bench_*.py; do echo "== $$b"; $(PYTHON) $$b || exit 1; done
 
 lint: setup
 	ruff check pvgrub_py tests bench
