@@ -26,7 +26,9 @@ console and xenstore grants, introduce the domain to xenstore and unpause.
 With --sim the host is simulated (started, or joined when DIR runs one): the
 guest gets a vTPM served by a backend domain running vtpmd (one swtpm per
 guest), and after boot the guest itself reads PCR 4 and 5 back through its
-own tpmif frontend.  Without --sim the real Xen libraries are used."""
+own tpmif frontend.  Without --sim the real Xen libraries are used (a dom0
+with privcmd): --vtpm xen:BACKEND --vtpm-uuid UUID name the guest's vTPM
+instance, served by `pvgrubctl vtpmd` in BACKEND."""
 
 EPILOG = """\
 examples:
@@ -69,6 +71,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="an external swtpm (swtpm:tcp:HOST:PORT, swtpm:unix:PATH) to serve as "
         "the guest's vTPM behind a simulated backend domain; default: vtpmd",
     )
+    vt.add_argument(
+        "--vtpm-uuid",
+        metavar="UUID",
+        help="on a real host: the guest's vTPM instance behind --vtpm xen:BACKEND; the guest "
+        "gets a vtpm device for it",
+    )
     vt.add_argument("--tpm2", action="store_true", help="a TPM 2.0 vTPM (default TPM 1.2)")
     vt.add_argument(
         "--require-vtpm",
@@ -88,14 +96,16 @@ def _check(args: argparse.Namespace) -> None:
         raise UsageError("--kernel needs --cmdline")
     if args.disk is not None and (args.initrd or args.cmdline is not None):
         raise UsageError("--initrd/--cmdline come from the disk's boot config with --disk")
-    if args.sim is None:
-        raise UsageError("only --sim is available here: the real-Xen builder needs a dom0")
+    if args.sim is None and args.vtpm is not None and not args.vtpm.startswith("xen:"):
+        raise UsageError("on a real host --vtpm is the guest's vTPM backend: xen:BACKEND")
     if args.memory < 16:
         raise UsageError("--memory must be at least 16 MB")
 
 
 def run(args: argparse.Namespace) -> int:
     _check(args)
+    if args.sim is None:
+        return run_on_xen(args)
     sim_args = SimBootArgs(
         sim_dir=args.sim or None,
         disk=args.disk,
@@ -128,4 +138,55 @@ def run(args: argparse.Namespace) -> int:
             sys.stdout.write("\n")
         else:
             print(format_boot_report(doc))
+    return 0
+
+
+def run_on_xen(args: argparse.Namespace) -> int:
+    """The real host: our libxenguest calls, measured through a dom0 tpmif
+    attach to the guest's vTPM instance (``--vtpm xen:BE --vtpm-uuid U``),
+    which the guest then gets as its own vtpm device."""
+    from pvgrub_py.builder.build import BuildRequest, build_domain, libxc_image_factory
+    from pvgrub_py.builder.sim_boot import files_from_disk
+    from pvgrub_py.tpm.uri import parse_vtpm_uri
+    from pvgrub_py.xen.connect import open_hypervisor
+
+    backend = parse_vtpm_uri(args.vtpm).backend_domid if args.vtpm else None
+    with tempfile.TemporaryDirectory(prefix="pvgrub-boot-") as work:
+        kernel, initrd, cmdline = args.kernel, args.initrd, args.cmdline or ""
+        kernel_source = initrd_source = None
+        if args.disk is not None:
+            choice, kpath, ipath = files_from_disk(args.disk, args.entry, Path(work))
+            kernel, initrd, cmdline = str(kpath), str(ipath) if ipath else None, choice.args
+            kernel_source = choice.kernel.path
+            initrd_source = " ".join(i.path for i in choice.initrds) or None
+        request = BuildRequest(
+            kernel=kernel,
+            initrd=initrd,
+            cmdline=cmdline,
+            memory_mb=args.memory,
+            name=args.name,
+            vtpm=args.vtpm,
+            vtpm_uuid=args.vtpm_uuid,
+            require_vtpm=args.require_vtpm,
+            vtpm_label=args.vtpm_label,
+            tpm2=args.tpm2,
+            guest_vtpm_backend=backend if args.vtpm_uuid else None,
+            kernel_source=kernel_source,
+            initrd_source=initrd_source,
+        )
+        hv = open_hypervisor(None)
+        try:
+            result = build_domain(hv, request, libxc_image_factory())
+        finally:
+            hv.close()
+    if args.event_log:
+        banks = tuple(BY_NAME[b] for b in result.measurements[0].digests)
+        log = log_for_measurements(result.measurements, banks, tpm2=args.tpm2)
+        write_atomic(args.event_log, serialise(log))
+    doc = result.to_json()
+    if args.json:
+        json.dump(doc, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        print(format_boot_report(doc))
     return 0
