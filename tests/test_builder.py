@@ -213,3 +213,47 @@ def test_cli_boot_sim_json(tmp_path: Path) -> None:
     kernel_sha256 = hashlib.sha256(Path(KERNEL).read_bytes()).digest()
     assert doc["guest_pcrs"]["sha256"]["4"] == hashlib.sha256(bytes(32) + kernel_sha256).hexdigest()
     assert log.exists()
+
+
+def test_guest_profile_parsing(tmp_path: Path) -> None:
+    from pvgrub_py.builder.profile import GuestProfile, load_profile
+
+    assert load_profile() == GuestProfile(True, True, True)  # stubdom/sim-guest.cfg
+    p = tmp_path / "p.cfg"
+    p.write_text("# no vTPM\nCONFIG_TPMFRONT=n\nCONFIG_CONSFRONT = n\n")
+    assert load_profile(p) == GuestProfile(True, False, False)
+    p.write_text("CONFIG_TPMFRONT=maybe\n")
+    with pytest.raises(InputError, match=r"p.cfg:1"):
+        load_profile(p)
+    p.write_text("CONFIG_XENBUS=n\n")
+    with pytest.raises(InputError, match="without xenstore"):
+        load_profile(p)
+
+
+@pytest.mark.integration
+@pytest.mark.swtpm
+def test_profile_without_tpmfront_gives_the_guest_no_vtpm(tmp_path: Path) -> None:
+    profile = tmp_path / "p.cfg"
+    profile.write_text("CONFIG_TPMFRONT=n\nCONFIG_CONSFRONT=n\n")
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pvgrub_py.cli.pvgrubctl",
+            "boot",
+            "--sim",
+            "--kernel",
+            KERNEL,
+            "--cmdline",
+            "ro",
+            "--profile",
+            str(profile),
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["measured"] and doc["guest_pcrs"] == {}

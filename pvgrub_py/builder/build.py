@@ -63,6 +63,7 @@ class BuildRequest:
     #: the bootloader chose them); default: the local paths
     kernel_source: str | None = None
     initrd_source: str | None = None
+    console: bool = True  # write the console nodes xenconsoled reads
 
     def measurement_options(self) -> BootloaderOptions:
         """The measurement policy is the bootloader's, field for field."""
@@ -238,10 +239,11 @@ def _introduce(
         for sub in ("device", "control", "data"):
             xs.mkdir(f"{home}/{sub}")
             xs.set_perms(f"{home}/{sub}", [f"n{domid}"])
-        xs.mkdir(f"{home}/console")
-        xs.write(f"{home}/console/ring-ref", str(console_mfn).encode())
-        xs.write(f"{home}/console/port", str(console_port).encode())
-        xs.write(f"{home}/console/type", b"xenconsoled")
+        if request.console:
+            xs.mkdir(f"{home}/console")
+            xs.write(f"{home}/console/ring-ref", str(console_mfn).encode())
+            xs.write(f"{home}/console/port", str(console_port).encode())
+            xs.write(f"{home}/console/type", b"xenconsoled")
         xs.write(f"{home}/store/ring-ref", str(store_mfn).encode())
         xs.write(f"{home}/store/port", str(store_port).encode())
         if request.guest_vtpm_backend is not None:

@@ -28,6 +28,7 @@ from pvgrub_py.bootloader.choose import BootChoice, choose
 from pvgrub_py.bootloader.extract import extract_initrds, extract_kernel
 from pvgrub_py.bootloader.options import BootloaderOptions
 from pvgrub_py.builder.build import BuildRequest, BuildResult, build_domain, sim_image_factory
+from pvgrub_py.builder.profile import GuestProfile
 from pvgrub_py.disk.extract import Limits
 from pvgrub_py.disk.volumes import open_disk
 from pvgrub_py.errors import PvgrubError
@@ -165,6 +166,7 @@ class SimBootArgs:
     require_vtpm: bool = True
     vtpm_label: str | None = None
     name: str = ""
+    profile: GuestProfile = field(default_factory=GuestProfile)
 
 
 def boot_in_sim(
@@ -196,12 +198,14 @@ def boot_in_sim(
         require_vtpm=args.require_vtpm,
         vtpm_label=args.vtpm_label,
         tpm2=args.tpm2,
-        guest_vtpm_backend=backend_domid,
+        guest_vtpm_backend=backend_domid if args.profile.tpmfront else None,
+        console=args.profile.console,
         sim_dir=str(host.dir),
         kernel_source=kernel_source,
         initrd_source=initrd_source,
     )
     result = build_domain(host.dom0, request, sim_image_factory(str(host.dir)))
     report = SimBootReport(result, entry_title, config, backend_domid, instance)
-    report.guest_pcrs = guest_reads_pcrs(host, result.domid)
+    if args.profile.tpmfront:
+        report.guest_pcrs = guest_reads_pcrs(host, result.domid)
     return report

@@ -8,6 +8,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from pvgrub_py.builder.profile import load_profile
 from pvgrub_py.builder.report import format_boot_report
 from pvgrub_py.builder.sim_boot import SimBootArgs, boot_in_sim, sim_host, vtpm_backend_domain
 from pvgrub_py.errors import UsageError
@@ -85,6 +86,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     vt.add_argument("--vtpm-label", metavar="LABEL", help="require the backend's XSM label")
     vt.add_argument("--event-log", metavar="OUT", help="write the TCG event log of this boot")
+    p.add_argument(
+        "--profile",
+        metavar="FILE",
+        help="with --sim: the guest's frontends, minios.cfg style (default stubdom/sim-guest.cfg)",
+    )
     p.add_argument("--json", action="store_true", help="print the build report as JSON")
     p.set_defaults(func=run)
 
@@ -119,6 +125,7 @@ def run(args: argparse.Namespace) -> int:
         require_vtpm=True,
         vtpm_label=args.vtpm_label,
         name=args.name,
+        profile=load_profile(Path(args.profile)) if args.profile else load_profile(),
     )
     with (
         tempfile.TemporaryDirectory(prefix="pvgrub-boot-") as work,
