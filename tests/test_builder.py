@@ -257,3 +257,41 @@ def test_profile_without_tpmfront_gives_the_guest_no_vtpm(tmp_path: Path) -> Non
     assert r.returncode == 0, r.stderr
     doc = json.loads(r.stdout)
     assert doc["measured"] and doc["guest_pcrs"] == {}
+
+
+@pytest.mark.integration
+@pytest.mark.swtpm
+def test_external_swtpm_read_independently_matches_predict(initrd: str) -> None:
+    from pvgrub_py.tpm.client import TpmClient
+    from pvgrub_py.tpm.launcher import SwtpmProcess
+
+    cmdline = "root=/dev/xvda1 ro"
+    with SwtpmProcess(network="tcp") as tpm:
+        r = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pvgrub_py.cli.pvgrubctl",
+                "boot",
+                "--sim",
+                "--kernel",
+                KERNEL,
+                "--initrd",
+                initrd,
+                "--cmdline",
+                cmdline,
+                "--vtpm",
+                tpm.uri,
+                "--json",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert r.returncode == 0, r.stderr
+        with TpmClient(tpm.transport()) as client:
+            independent = client.read_pcrs([4, 5], (SHA1,))
+    expected = predict_pcrs(measure_boot_files(KERNEL, initrd, cmdline, (SHA1,)), (SHA1,))
+    assert independent == expected
+    guest = json.loads(r.stdout)["guest_pcrs"]["sha1"]
+    assert guest == {str(p): v.hex() for p, v in expected["sha1"].items()}
