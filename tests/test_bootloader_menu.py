@@ -88,13 +88,13 @@ class Tmux:
         return subprocess.run(["tmux", "-L", self.socket, *args], check=True,
                               capture_output=True, text=True).stdout  # fmt: skip
 
-    def start(self, disk: Path, *extra: str) -> None:
+    def start(self, disk: Path, *extra: str, size: tuple[int, int] = (100, 30)) -> None:
         argv = [sys.executable, "-m", "pvgrub_py.cli.bootloader", f"--output={self.output}",
                 "--output-format=simple0", f"--output-directory={self.outdir}",
                 f"--event-log={self.log}", *extra, str(disk)]  # fmt: skip
         cmd = (f"{shlex.join(argv)} 2>{shlex.quote(str(self.stderr))}; "
                f"echo $? > {shlex.quote(str(self.status))}; sleep 60")  # fmt: skip
-        self.tmux("new-session", "-d", "-x", "100", "-y", "30", "-s", "menu", cmd)
+        self.tmux("new-session", "-d", "-x", str(size[0]), "-y", str(size[1]), "-s", "menu", cmd)
 
     def screen(self) -> str:
         return self.tmux("capture-pane", "-p", "-t", "menu")
@@ -106,7 +106,8 @@ class Tmux:
             if text in shown:
                 return shown
             time.sleep(0.05)
-        raise AssertionError(f"{text!r} never appeared; screen:\n{self.screen()}")
+        err = self.stderr.read_text() if self.stderr.exists() else ""
+        raise AssertionError(f"{text!r} never appeared; screen:\n{self.screen()}\nstderr: {err}")
 
     def wait_gone(self, text: str, timeout: float = 30) -> None:
         end = time.monotonic() + timeout
@@ -204,6 +205,15 @@ def test_escape_leaves_the_editor_unchanged(two_entry_disk: Path, term: Tmux) ->
     term.keys("Enter")
     assert term.exit_status() == 0, term.stderr.read_text()
     assert term.records()["args"] == ARGS["a"]
+
+
+def test_a_tiny_terminal_still_works(two_entry_disk: Path, term: Tmux) -> None:
+    """libxl's pty can be any size; lines that do not fit are dropped, never a crash."""
+    term.start(two_entry_disk, size=(24, 4))
+    term.wait_for("pvgrub-py")
+    term.keys("Down", "Enter")
+    assert term.exit_status() == 0, term.stderr.read_text()
+    assert term.records()["args"] == ARGS["b"]
 
 
 def test_no_terminal_boots_the_default_without_a_menu(two_entry_disk: Path, tmp_path: Path) -> None:

@@ -63,8 +63,17 @@ def run_menu(plan: BootPlan) -> Pick:
     if plan.timeout == 0:
         return plan.default_index, None
     import curses
+    import locale
 
+    with contextlib.suppress(locale.Error):
+        locale.setlocale(locale.LC_ALL, "")  # wide characters in titles and in the editor
     os.environ.setdefault("ESCDELAY", "25")
+    # The pty's own size (TIOCGWINSZ), not LINES/COLUMNS inherited from
+    # whoever ran xl (libxl passes its environment through): ncurses prefers
+    # those, and a stale 80x24 wraps every line on a smaller console.
+    # (curses.use_env(False) would fall back to terminfo's size instead.)
+    os.environ.pop("LINES", None)
+    os.environ.pop("COLUMNS", None)
     result: list[Pick] = []
 
     def body(screen: Any) -> None:
@@ -76,6 +85,17 @@ def run_menu(plan: BootPlan) -> Pick:
 
 def _safe(text: str, width: int) -> str:
     return one_line(text, limit=max(4, width))[:width]
+
+
+def _put(screen: Any, row: int, col: int, text: str, attr: int = 0) -> None:
+    """addstr that never fails: a terminal too small for a line just loses it."""
+    import curses
+
+    height, width = screen.getmaxyx()
+    if not (0 <= row < height and 0 <= col < width):
+        return
+    with contextlib.suppress(curses.error):  # the bottom-right cell cannot be written
+        screen.addstr(row, col, text[: max(0, width - col - 1)], attr)
 
 
 class Menu:
@@ -96,7 +116,7 @@ class Menu:
         scr.erase()
         height, width = scr.getmaxyx()
         width = max(width - 1, 10)
-        scr.addstr(0, 1, _safe("pvgrub-py: choose the guest kernel to boot (measured)", width - 1))
+        _put(scr, 0, 1, _safe("pvgrub-py: choose the guest kernel to boot (measured)", width - 1))
         rows = max(1, height - 9)
         if self.selected < self.top:
             self.top = self.selected
@@ -107,16 +127,16 @@ class Menu:
             mark = "" if line.bootable else " (not bootable)"
             text = _safe(f" {line.title}{mark}", width - 2).ljust(width - 2)
             attr = curses.A_REVERSE if k == self.selected else curses.A_NORMAL
-            scr.addstr(2 + row, 1, text, attr)
+            _put(scr, 2 + row, 1, text, attr)
         help_row = 3 + rows
-        scr.addstr(help_row, 1, _safe("Use the Up and Down keys to select the entry.", width - 1))
-        scr.addstr(help_row + 1, 1, _safe("Press Enter to boot it, 'e' to edit its kernel "
-                                          "command line for this boot.", width - 1))  # fmt: skip
+        _put(scr, help_row, 1, _safe("Use the Up and Down keys to select the entry.", width - 1))
+        helptext = "Press Enter to boot it, 'e' to edit its kernel command line for this boot."
+        _put(scr, help_row + 1, 1, _safe(helptext, width - 1))
         if countdown is not None:
-            scr.addstr(help_row + 3, 1, _safe(f"Will boot selected entry in {countdown:2d} seconds",
-                                              width - 1))  # fmt: skip
+            shown = f"Will boot selected entry in {countdown} seconds"
+            _put(scr, help_row + 3, 1, _safe(shown, width - 1))
         if status:
-            scr.addstr(help_row + 4, 1, _safe(status, width - 1))
+            _put(scr, help_row + 4, 1, _safe(status, width - 1))
         scr.refresh()
 
     # -- main loop -------------------------------------------------------
@@ -183,17 +203,20 @@ class LineEditor:
         self.pos = len(self.text)
 
     def _draw(self) -> None:
+        import curses
+
         scr = self.screen
         scr.erase()
         _, width = scr.getmaxyx()
         width = max(width - 2, 10)
-        scr.addstr(0, 1, _safe("Edit the kernel command line of this boot:", width))
-        scr.addstr(2, 1, _safe("Enter boots with it, Escape returns to the menu.", width))
+        _put(scr, 0, 1, _safe("Edit the kernel command line of this boot:", width))
+        _put(scr, 2, 1, _safe("Enter boots with it, Escape returns to the menu.", width))
         # Show a window of the line that keeps the cursor visible.
         start = max(0, self.pos - width + 2)
         shown = "".join(self.text[start : start + width - 1])
-        scr.addstr(4, 1, "".join(c if c.isprintable() else "?" for c in shown))
-        scr.move(4, 1 + self.pos - start)
+        _put(scr, 4, 1, "".join(c if c.isprintable() else "?" for c in shown))
+        with contextlib.suppress(curses.error):
+            scr.move(4, 1 + self.pos - start)
         scr.refresh()
 
     def run(self) -> str | None:
