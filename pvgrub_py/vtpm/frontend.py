@@ -114,8 +114,14 @@ class TpmFront:
         xs.write(f"{self.node}/event-channel", str(self._port).encode())
         xs.write(f"{self.node}/feature-protocol-v2", b"1")
         write_state(xs, self.node, XenbusState.INITIALISED)
+        # The backend is there (it went InitWait for us); connecting may take it as
+        # long as a command: vtpmd power-cycles the instance for a dom0 frontend, and a
+        # TPM 1.2 self-tests on TPM_Init (0.6 s on a host, 24 s on nested Xen under
+        # QEMU TCG, where the 10 s attach timeout failed every TPM 1.2 boot).  So
+        # connect_timeout bounds finding the backend, timeout bounds its connecting.
         try:
-            wait_for_state(xs, self.backend_path, [XenbusState.CONNECTED], self.connect_timeout,
+            wait_for_state(xs, self.backend_path, [XenbusState.CONNECTED],
+                           max(self.timeout, self.connect_timeout),
                            fail_on=gone, what="vTPM backend")  # fmt: skip
         except XenbusError as e:
             raise TpmTransportError(str(e)) from None
