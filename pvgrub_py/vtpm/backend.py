@@ -208,6 +208,13 @@ class VtpmBackend:
             except PvgrubError as e:
                 self._disconnect(link)
                 return self._refuse(link, str(e))
+        if self._xs.read(f"{link.backend_path}/frontend") is None:
+            # The toolstack removed the device while on_connect ran (a frontend that
+            # gave up waiting): writing ready/state now would recreate the removed
+            # directory in xenstore, and the stale link would never be forgotten.
+            self._disconnect(link)
+            log.warning("%s: removed while connecting; dropped", link.name)
+            return None
         self._by_port[link.port] = link
         self._xs.write(f"{link.backend_path}/ready", b"1")
         write_state(self._xs, link.backend_path, XenbusState.CONNECTED)
