@@ -58,7 +58,23 @@ class SocketAddress:
             raise TpmTransportError(
                 f"cannot connect to swtpm at {self}: {e.strerror or e}"
             ) from None
+        _kernel_timeouts(sock, timeout)
         return sock
+
+
+def _kernel_timeouts(sock: socket.socket, timeout: float) -> None:
+    """Blocking I/O bounded by SO_RCVTIMEO/SO_SNDTIMEO.
+
+    A Python socket timeout makes every send and recv a poll() plus the
+    call, doubling the system calls of a round trip; kernel timeouts keep
+    one call each and still never let a silent TPM hang us (the call fails
+    with EAGAIN when the time is up).
+    """
+    sock.settimeout(None)
+    seconds = int(timeout)
+    value = struct.pack("@ll", seconds, int((timeout - seconds) * 1_000_000))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, value)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, value)
 
 
 def _recv_exact(sock: socket.socket, n: int, where: str) -> bytes:
@@ -67,7 +83,7 @@ def _recv_exact(sock: socket.socket, n: int, where: str) -> bytes:
     while remaining:
         try:
             chunk = sock.recv(remaining)
-        except TimeoutError:
+        except (TimeoutError, BlockingIOError):
             raise TpmTransportError(f"{where}: timed out waiting for the TPM") from None
         except OSError as e:
             raise TpmTransportError(f"{where}: {e.strerror or e}") from None
@@ -92,7 +108,7 @@ def _recv_response(sock: socket.socket, where: str) -> bytes:
     while len(buf) < size:
         try:
             chunk = sock.recv(max(size - len(buf), 4096))
-        except TimeoutError:
+        except (TimeoutError, BlockingIOError):
             raise TpmTransportError(f"{where}: timed out waiting for the TPM") from None
         except OSError as e:
             raise TpmTransportError(f"{where}: {e.strerror or e}") from None
