@@ -124,7 +124,8 @@ def test_push_style_measurer_matches_and_hands_out_inflated_bytes() -> None:
     data = gzip.compress(inner)
     parts: list[bytes] = []
     m = KernelMeasurer(BANKS, "kernel k", on_inflated=parts.append)
-    for i in range(0, len(data), 4093):  # odd chunk sizes, the magic split or not
+    m.update(data[:1])  # the magic split across chunks
+    for i in range(1, len(data), 4093):  # then odd chunk sizes
         m.update(data[i : i + 4093])
     digests, length = m.finish()
     assert m.whole_file_gzip and length == len(inner)

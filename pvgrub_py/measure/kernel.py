@@ -71,16 +71,29 @@ class KernelMeasurer:
             self._limit = min(DECOMPRESS_MAX, int(struct.unpack("<I", trailer)[0]))
 
     def update(self, chunk: bytes | bytearray | memoryview) -> None:
-        data = bytes(chunk) if not isinstance(chunk, bytes) else chunk
-        self._raw.update(data)
+        """Hash ``chunk`` as stored and, for a gzip-looking file, inflated.
+
+        Only the first two and last four bytes are kept besides the hashes;
+        a chunk is copied only when it must be inflated.
+        """
+        self._raw.update(chunk)
+        carried = b""
         if len(self._head) < 2:
-            self._head = (self._head + data)[:2]
-            if len(self._head) == 2 and self._head == GZIP_MAGIC:
+            carried = self._head  # the magic's first byte, if it came alone
+            self._head = (self._head + bytes(chunk[:2]))[:2]
+            if self._head == GZIP_MAGIC:
                 self._inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
                 self._inflated = MultiHasher(self._banks)
-        self._tail = (self._tail + data)[-4:]
+            else:
+                carried = b""
+        if len(chunk) >= 4:
+            self._tail = bytes(chunk[-4:])
+        else:
+            self._tail = (self._tail + bytes(chunk))[-4:]
         if self._inflater is not None:
-            self._inflate(data)
+            self._inflate(
+                carried + bytes(chunk) if carried or not isinstance(chunk, bytes) else chunk
+            )
 
     def _inflate(self, data: bytes) -> None:
         inflater, out = self._inflater, self._inflated
