@@ -8,6 +8,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from pvgrub_py.builder.build import BuildResult
 from pvgrub_py.builder.profile import load_profile
 from pvgrub_py.builder.report import format_boot_report
 from pvgrub_py.builder.sim_boot import SimBootArgs, boot_in_sim, sim_host, vtpm_backend_domain
@@ -134,18 +135,7 @@ def run(args: argparse.Namespace) -> int:
         state = str(Path(work) / "vtpm-state")
         with vtpm_backend_domain(host, state, args.tpm2, args.vtpm) as backend:
             report = boot_in_sim(sim_args, host, backend.domid, Path(work))
-        result = report.result
-        if args.event_log:
-            banks = tuple(BY_NAME[b] for b in result.measurements[0].digests)
-            log = log_for_measurements(result.measurements, banks, tpm2=args.tpm2)
-            write_atomic(args.event_log, serialise(log))
-        doc = report.to_json()
-        if args.json:
-            json.dump(doc, sys.stdout, indent=2)
-            sys.stdout.write("\n")
-        else:
-            print(format_boot_report(doc))
-    return 0
+        return _report(args, report.result, report.to_json())
 
 
 def run_on_xen(args: argparse.Namespace) -> int:
@@ -186,11 +176,15 @@ def run_on_xen(args: argparse.Namespace) -> int:
             result = build_domain(hv, request, libxc_image_factory())
         finally:
             hv.close()
+    return _report(args, result, result.to_json())
+
+
+def _report(args: argparse.Namespace, result: BuildResult, doc: dict[str, object]) -> int:
+    """The event log of the boot, then the report, text or JSON."""
     if args.event_log:
         banks = tuple(BY_NAME[b] for b in result.measurements[0].digests)
         log = log_for_measurements(result.measurements, banks, tpm2=args.tpm2)
         write_atomic(args.event_log, serialise(log))
-    doc = result.to_json()
     if args.json:
         json.dump(doc, sys.stdout, indent=2)
         sys.stdout.write("\n")
