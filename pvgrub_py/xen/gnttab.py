@@ -7,70 +7,37 @@ gntshr.py, the memoryview is released before ``xengnttab_unmap``.
 
 from __future__ import annotations
 
-import errno as errno_mod
 from typing import Any
 
-from pvgrub_py.xen.binding import Binding, fail, require
-from pvgrub_py.xen.interface import PAGE_SIZE, XenError
-from pvgrub_py.xen.toollog import ToolLog
+from pvgrub_py.xen._grant_handle import GrantHandle, GrantMemory
+from pvgrub_py.xen.binding import fail
+from pvgrub_py.xen.interface import PAGE_SIZE
 
 GNTDEV_HINT = "needs /dev/xen/gntdev: run in a Xen domain with the xen-gntdev driver"
 
 
-class XenMappedGrant:
+class XenMappedGrant(GrantMemory):
     """One mapped page; implements `interface.MappedGrant`."""
+
+    _map_function = "xengnttab_map_grant_ref"
+    _unmap_function = "xengnttab_unmap"
+    _closed_message = "grant already unmapped"
+    _exported_message = "the mapped memory is still exported"
 
     def __init__(self, owner: XenGrantMap, address: Any) -> None:
         self._owner = owner
         self._address: Any = address
-        self._memory: memoryview | None = memoryview(owner.binding.ffi.buffer(address, PAGE_SIZE))
+        super().__init__(memoryview(owner.binding.ffi.buffer(address, PAGE_SIZE)))
 
-    @property
-    def memory(self) -> memoryview:
-        if self._memory is None:
-            raise XenError(errno_mod.EBADF, "xengnttab_map_grant_ref", "grant already unmapped")
-        return self._memory
-
-    def close(self) -> None:
-        if self._memory is None:
-            return
-        try:
-            self._memory.release()
-        except BufferError:
-            raise XenError(
-                errno_mod.EBUSY, "xengnttab_unmap", "the mapped memory is still exported"
-            ) from None
-        self._memory = None
+    def _unmap(self) -> None:
         self._owner.unmap(self._address)
 
-    def __enter__(self) -> XenMappedGrant:
-        return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-class XenGrantMap:
+class XenGrantMap(GrantHandle):
     """One ``xengnttab_handle``; implements `interface.GrantMap`."""
 
     def __init__(self) -> None:
-        self._b: Binding = require("xengnttab_open")
-        self.log = ToolLog(binding=self._b)
-        handle = self._b.lib.xengnttab_open(self.log.handle, 0)
-        if handle == self._b.ffi.NULL:
-            err = self._b.ffi.errno
-            self.log.close()
-            raise XenError(err or errno_mod.EIO, "xengnttab_open", GNTDEV_HINT)
-        self._h: Any = handle
-
-    @property
-    def binding(self) -> Binding:
-        return self._b
-
-    def _handle(self) -> Any:
-        if self._h is None:
-            raise XenError(errno_mod.EBADF, "xengnttab", "handle is closed")
-        return self._h
+        super().__init__("xengnttab", GNTDEV_HINT)
 
     def map_grant(self, domid: int, ref: int, writable: bool = True) -> XenMappedGrant:
         lib = self._b.lib
@@ -83,15 +50,3 @@ class XenGrantMap:
     def unmap(self, address: Any) -> None:
         if self._b.lib.xengnttab_unmap(self._handle(), address, 1) != 0:
             fail(self._b, "xengnttab_unmap")
-
-    def close(self) -> None:
-        if self._h is not None:
-            self._b.lib.xengnttab_close(self._h)
-            self._h = None
-            self.log.close()
-
-    def __enter__(self) -> XenGrantMap:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
