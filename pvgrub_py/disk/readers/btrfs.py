@@ -33,13 +33,8 @@ from dissect.btrfs.stream import ExtentStream  # type: ignore[import-untyped]
 from dissect.util.hash import crc32c  # type: ignore[import-untyped]
 
 from pvgrub_py.disk.bounded import BoundedFile
-from pvgrub_py.disk.readers.base import (
-    MAX_LINK_BYTES,
-    FileKind,
-    Node,
-    ReaderAdapter,
-    kind_from_mode,
-)
+from pvgrub_py.disk.readers.base import FileKind, Node, kind_from_mode
+from pvgrub_py.disk.readers.dissect_base import DissectAdapter, without_dots
 
 HEADER_SIZE = 0x65
 ITEM_SIZE = 25  # struct btrfs_item: key (17) + offset (4) + size (4)
@@ -81,7 +76,7 @@ class _CheckedBtrfs(Btrfs):  # type: ignore[misc]
         return data
 
 
-class BtrfsAdapter(ReaderAdapter):
+class BtrfsAdapter(DissectAdapter):
     fs_type = "btrfs"
 
     def __init__(self, fh: BoundedFile) -> None:
@@ -97,20 +92,8 @@ class BtrfsAdapter(ReaderAdapter):
     def kind(self, node: Node) -> FileKind:
         return kind_from_mode(int(node.inode.mode))
 
-    def size(self, node: Node) -> int:
-        return int(node.size)
-
     def children(self, node: Node) -> Iterator[tuple[str, Node]]:
-        for name, child in node.iterdir():
-            if name in (".", ".."):
-                continue
-            yield name, child
-
-    def read_link(self, node: Node) -> bytes:
-        if node.size > MAX_LINK_BYTES:
-            raise OverflowError(f"symlink target of {node.size} bytes")
-        data: bytes = node.open().read(node.size)
-        return data
+        yield from without_dots(node.iterdir())
 
     def open(self, node: Node) -> BinaryIO:
         stream: Any = node.open()
