@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import struct
 from collections.abc import Callable
 from pathlib import Path
@@ -12,29 +11,17 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from tpm_test_helpers import decode_or_tpm_error, header_code, load_vectors, mutated, u32
 
 from pvgrub_py.tpm import tpm12
-from pvgrub_py.tpm.errors import TpmError, TpmProtocolError, TpmReturnCode
+from pvgrub_py.tpm.errors import TpmProtocolError, TpmReturnCode
 
 KERNEL_DIGEST = hashlib.sha1(b"kernel-bytes").digest()
 
 
 @pytest.fixture(scope="module")
 def vectors(fixtures_dir: Path) -> list[dict[str, Any]]:
-    data: list[dict[str, Any]] = json.loads(
-        (fixtures_dir / "tpm" / "swtpm-tpm-vectors.json").read_text()
-    )
-    return [v for v in data if v["tpm_version"] == "1.2"]
-
-
-def _ordinal(command: bytes) -> int:
-    value: int = struct.unpack_from(">I", command, 6)[0]
-    return value
-
-
-def _rc(response: bytes) -> int:
-    value: int = struct.unpack_from(">I", response, 6)[0]
-    return value
+    return load_vectors(fixtures_dir, "1.2")
 
 
 def _pair(v: dict[str, Any]) -> tuple[bytes, bytes]:
@@ -49,12 +36,12 @@ def test_startup_vectors(vectors: list[dict[str, Any]]) -> None:
     checked = 0
     for v in vectors:
         command, response = _pair(v)
-        if _ordinal(command) != tpm12.TPM_ORD_STARTUP:
+        if header_code(command) != tpm12.TPM_ORD_STARTUP:
             continue
         decoded = tpm12.decode_startup_command(command)
         assert tpm12.build_startup(decoded.startup_type) == command
         assert tpm12.build_startup() == command  # both vectors are ST_CLEAR
-        if _rc(response) == 0:
+        if header_code(response) == 0:
             tpm12.parse_startup_response(response)  # success: no exception
             assert tpm12.decode_startup_response(response).encode() == response
         else:
@@ -69,11 +56,11 @@ def test_pcr_read_vectors(vectors: list[dict[str, Any]]) -> None:
     checked = 0
     for v in vectors:
         command, response = _pair(v)
-        if _ordinal(command) != tpm12.TPM_ORD_PCR_READ:
+        if header_code(command) != tpm12.TPM_ORD_PCR_READ:
             continue
         decoded = tpm12.decode_pcr_read_command(command)
         assert tpm12.build_pcr_read(decoded.pcr) == command
-        code = _rc(response)
+        code = header_code(response)
         if code == 0:
             value = tpm12.parse_pcr_read_response(response)
             assert tpm12.decode_pcr_read_response(response).encode() == response
@@ -233,7 +220,6 @@ def test_malformed_pcr_read_commands(data: bytes, message: str) -> None:
 # --- hypothesis: round trips -----------------------------------------------------
 
 u16 = st.integers(min_value=0, max_value=0xFFFF)
-u32 = st.integers(min_value=0, max_value=0xFFFFFFFF)
 digest20 = st.binary(min_size=20, max_size=20)
 
 commands = st.one_of(
@@ -290,36 +276,6 @@ def test_builders_match_dataclasses(pcr: int, digest: bytes) -> None:
 # --- hypothesis: fuzzing -----------------------------------------------------------
 
 
-def _decode_or_tpm_error(decoder: Callable[[bytes], Any], data: bytes) -> None:
-    """Only TpmError may escape, and whatever is accepted re-encodes to itself."""
-    try:
-        result = decoder(data)
-    except TpmError:
-        return
-    assert result.encode() == data
-
-
-@st.composite
-def mutated(draw: st.DrawFn, valid: st.SearchStrategy[bytes]) -> bytes:
-    data = bytearray(draw(valid))
-    for _ in range(draw(st.integers(min_value=1, max_value=4))):
-        op = draw(st.sampled_from(["flip", "cut", "grow", "insert", "delete"]))
-        at = draw(st.integers(min_value=0, max_value=len(data)))
-        if op == "flip" and at < len(data):
-            data[at] ^= draw(st.integers(min_value=1, max_value=255))
-        elif op == "cut":
-            del data[at:]
-        elif op == "grow":
-            data += draw(st.binary(min_size=1, max_size=8))
-        elif op == "insert":
-            data[at:at] = draw(st.binary(min_size=1, max_size=4))
-        elif op == "delete":
-            del data[at : at + draw(st.integers(min_value=1, max_value=4))]
-    if draw(st.booleans()) and len(data) >= 6:
-        data[2:6] = len(data).to_bytes(4, "big")  # get past the size check
-    return bytes(data)
-
-
 valid_packets = st.one_of(
     commands.map(lambda c: c.encode()),
     responses.map(lambda r: r.encode()),
@@ -331,14 +287,14 @@ valid_packets = st.one_of(
 @given(st.binary(max_size=64))
 def test_random_bytes_only_raise_tpm_errors(data: bytes) -> None:
     for decoder in DECODERS:
-        _decode_or_tpm_error(decoder, data)
+        decode_or_tpm_error(decoder, data)
 
 
 @settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(mutated(valid_packets))
 def test_mutated_packets_only_raise_tpm_errors(data: bytes) -> None:
     for decoder in DECODERS:
-        _decode_or_tpm_error(decoder, data)
+        decode_or_tpm_error(decoder, data)
 
 
 def test_mutated_vectors_only_raise_tpm_errors(vectors: list[dict[str, Any]]) -> None:
@@ -346,5 +302,5 @@ def test_mutated_vectors_only_raise_tpm_errors(vectors: list[dict[str, Any]]) ->
         for packet in _pair(v):
             for cut in range(len(packet) + 1):
                 for decoder in DECODERS:
-                    _decode_or_tpm_error(decoder, packet[:cut])
-                    _decode_or_tpm_error(decoder, packet[:cut] + b"\x00")
+                    decode_or_tpm_error(decoder, packet[:cut])
+                    decode_or_tpm_error(decoder, packet[:cut] + b"\x00")

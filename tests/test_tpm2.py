@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import struct
 from collections.abc import Callable
 from pathlib import Path
@@ -12,10 +11,11 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from tpm_test_helpers import decode_or_tpm_error, header_code, load_vectors, mutated, u32
 
 from pvgrub_py.tpm import tpm2
 from pvgrub_py.tpm.algorithms import ALGORITHMS, SHA1, SHA256, SHA384, SHA512, HashAlgorithm
-from pvgrub_py.tpm.errors import TpmError, TpmProtocolError, TpmReturnCode
+from pvgrub_py.tpm.errors import TpmProtocolError, TpmReturnCode
 
 KERNEL_SHA1 = hashlib.sha1(b"kernel-bytes").digest()
 KERNEL_SHA256 = hashlib.sha256(b"kernel-bytes").digest()
@@ -23,10 +23,7 @@ KERNEL_SHA256 = hashlib.sha256(b"kernel-bytes").digest()
 
 @pytest.fixture(scope="module")
 def vectors(fixtures_dir: Path) -> list[dict[str, Any]]:
-    data: list[dict[str, Any]] = json.loads(
-        (fixtures_dir / "tpm" / "swtpm-tpm-vectors.json").read_text()
-    )
-    return [v for v in data if v["tpm_version"] == "2.0"]
+    return load_vectors(fixtures_dir, "2.0")
 
 
 def _pair(v: dict[str, Any]) -> tuple[bytes, bytes]:
@@ -39,15 +36,10 @@ def _pair(v: dict[str, Any]) -> tuple[bytes, bytes]:
     return bytes.fromhex(v["command_hex"]), bytes.fromhex(response)
 
 
-def _code(packet: bytes) -> int:
-    value: int = struct.unpack_from(">I", packet, 6)[0]
-    return value
-
-
 def _of(
     vectors: list[dict[str, Any]], command_code: int
 ) -> list[tuple[dict[str, Any], bytes, bytes]]:
-    return [(v, *_pair(v)) for v in vectors if _code(_pair(v)[0]) == command_code]
+    return [(v, *_pair(v)) for v in vectors if header_code(_pair(v)[0]) == command_code]
 
 
 # --- swtpm vectors -----------------------------------------------------------------
@@ -59,7 +51,7 @@ def test_startup_and_shutdown_vectors(vectors: list[dict[str, Any]]) -> None:
     for _v, command, response in startups:
         startup_type = tpm2.decode_startup_command(command).startup_type
         assert tpm2.build_startup(startup_type) == command
-        if _code(response) == 0:
+        if header_code(response) == 0:
             tpm2.parse_startup_response(response)  # success: no exception
             assert tpm2.decode_startup_response(response).encode() == response
         else:  # swtpm started with --flags startup-clear
@@ -83,7 +75,7 @@ def test_pcr_read_vectors(vectors: list[dict[str, Any]]) -> None:
         pcrs = {s.alg: s.pcrs for s in asked.selections}
         assert tpm2.build_pcr_read(pcrs) == command
         ((alg, (pcr,)),) = pcrs.items()
-        code = _code(response)
+        code = header_code(response)
         if code:
             with pytest.raises(TpmReturnCode) as e:
                 tpm2.parse_pcr_read_response(response)
@@ -147,7 +139,10 @@ def test_session_responses_of_other_commands_share_the_extend_layout(
     # reply as PCR_Extend: a layout check from commands this project does not send.
     ours = {tpm2.TPM_CC_PCR_EXTEND}
     replies = [
-        r for v in vectors for c, r in [_pair(v)] if r[:2] == b"\x80\x02" and _code(c) not in ours
+        r
+        for v in vectors
+        for c, r in [_pair(v)]
+        if r[:2] == b"\x80\x02" and header_code(c) not in ours
     ]
     assert len(replies) == 6
     for reply in replies:
@@ -468,7 +463,6 @@ def test_malformed_extend_commands() -> None:
 
 u8 = st.integers(min_value=0, max_value=0xFF)
 u16 = st.integers(min_value=0, max_value=0xFFFF)
-u32 = st.integers(min_value=0, max_value=0xFFFFFFFF)
 algs = st.sampled_from(ALGORITHMS)
 
 
@@ -592,36 +586,6 @@ def test_active_banks_are_the_nonempty_selections(response: tpm2.GetCapabilityRe
 # --- hypothesis: fuzzing -----------------------------------------------------------
 
 
-def _decode_or_tpm_error(decoder: Callable[[bytes], Any], data: bytes) -> None:
-    """Only TpmError may escape, and whatever is accepted re-encodes to itself."""
-    try:
-        result = decoder(data)
-    except TpmError:
-        return
-    assert result.encode() == data
-
-
-@st.composite
-def mutated(draw: st.DrawFn, valid: st.SearchStrategy[bytes]) -> bytes:
-    data = bytearray(draw(valid))
-    for _ in range(draw(st.integers(min_value=1, max_value=4))):
-        op = draw(st.sampled_from(["flip", "cut", "grow", "insert", "delete"]))
-        at = draw(st.integers(min_value=0, max_value=len(data)))
-        if op == "flip" and at < len(data):
-            data[at] ^= draw(st.integers(min_value=1, max_value=255))
-        elif op == "cut":
-            del data[at:]
-        elif op == "grow":
-            data += draw(st.binary(min_size=1, max_size=8))
-        elif op == "insert":
-            data[at:at] = draw(st.binary(min_size=1, max_size=4))
-        elif op == "delete":
-            del data[at : at + draw(st.integers(min_value=1, max_value=4))]
-    if draw(st.booleans()) and len(data) >= 6:
-        data[2:6] = len(data).to_bytes(4, "big")  # get past the size check
-    return bytes(data)
-
-
 valid_packets = st.one_of(
     commands.map(lambda c: c.encode()),
     responses.map(lambda r: r.encode()),
@@ -634,7 +598,7 @@ valid_packets = st.one_of(
 @given(st.binary(max_size=96))
 def test_random_bytes_only_raise_tpm_errors(data: bytes) -> None:
     for decoder in DECODERS:
-        _decode_or_tpm_error(decoder, data)
+        decode_or_tpm_error(decoder, data)
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -643,17 +607,17 @@ def test_random_bodies_behind_a_valid_header_only_raise_tpm_errors(body: bytes) 
     size = (10 + len(body)).to_bytes(4, "big")
     for tag in (b"\x80\x01", b"\x80\x02"):
         for decoder in RESPONSE_DECODERS.values():
-            _decode_or_tpm_error(decoder, tag + size + bytes(4) + body)
+            decode_or_tpm_error(decoder, tag + size + bytes(4) + body)
         for code in (0x144, 0x145, 0x17A, 0x17E, 0x182):
             for decoder in COMMAND_DECODERS.values():
-                _decode_or_tpm_error(decoder, tag + size + code.to_bytes(4, "big") + body)
+                decode_or_tpm_error(decoder, tag + size + code.to_bytes(4, "big") + body)
 
 
 @settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(mutated(valid_packets))
 def test_mutated_packets_only_raise_tpm_errors(data: bytes) -> None:
     for decoder in DECODERS:
-        _decode_or_tpm_error(decoder, data)
+        decode_or_tpm_error(decoder, data)
 
 
 def test_truncated_vectors_only_raise_tpm_errors(vectors: list[dict[str, Any]]) -> None:
@@ -661,7 +625,7 @@ def test_truncated_vectors_only_raise_tpm_errors(vectors: list[dict[str, Any]]) 
         for packet in _pair(v):
             for cut in range(len(packet) + 1):
                 for decoder in DECODERS:
-                    _decode_or_tpm_error(decoder, packet[:cut])
-                    _decode_or_tpm_error(
+                    decode_or_tpm_error(decoder, packet[:cut])
+                    decode_or_tpm_error(
                         decoder, _resize(packet[:cut]) if cut >= 6 else packet[:cut]
                     )
