@@ -20,18 +20,17 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import select
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
+from typing import NoReturn
 
 from pvgrub_py.sim.client import SimHypervisor
 from pvgrub_py.sim.layout import HostLayout
 from pvgrub_py.sim.stats import HostStats
 from pvgrub_py.sim.toolstack import create_domain, destroy_domain
-from pvgrub_py.sim.xenstored import package_env
+from pvgrub_py.sim.xenstored import package_env, read_startup_line
 from pvgrub_py.xen.interface import DomainConfig, XenError
 
 
@@ -93,16 +92,12 @@ class SimHost:
     def _wait_ready(self, timeout: float) -> None:
         process = self._process
         assert process is not None and process.stdout is not None
-        deadline = time.monotonic() + timeout
-        line = b""
-        while not line.endswith(b"\n"):
-            remaining = deadline - time.monotonic()
-            ready, _, _ = select.select([process.stdout], [], [], max(0.0, remaining))
-            chunk = os.read(process.stdout.fileno(), 4096) if ready else b""
-            if not chunk:
-                why = "exited" if ready else f"did not start within {timeout:.0f} s"
-                raise XenError(errno.EIO, "sim host", f"the host daemon {why}: {self._log_tail()}")
-            line += chunk
+
+        def fail(exited: bool) -> NoReturn:
+            why = "exited" if exited else f"did not start within {timeout:.0f} s"
+            raise XenError(errno.EIO, "sim host", f"the host daemon {why}: {self._log_tail()}")
+
+        read_startup_line(process.stdout, timeout, fail)
 
     def _log_tail(self) -> str:
         with contextlib.suppress(OSError):

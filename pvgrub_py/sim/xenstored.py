@@ -33,7 +33,9 @@ import struct
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import IO, NoReturn
 
 from pvgrub_py.xen.interface import XenError
 
@@ -55,6 +57,22 @@ def package_env() -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
     return env
+
+
+def read_startup_line(stream: IO[bytes], timeout: float, fail: Callable[[bool], NoReturn]) -> bytes:
+    """The first line a daemon writes to *stream* (its report that it is ready).  If
+    *stream* ends first, or *timeout* seconds pass, ``fail(exited)`` is called instead:
+    *exited* is True when the stream ended, False on the timeout."""
+    deadline = time.monotonic() + timeout
+    line = b""
+    while not line.endswith(b"\n"):
+        remaining = deadline - time.monotonic()
+        ready, _, _ = select.select([stream], [], [], max(0.0, remaining))
+        chunk = os.read(stream.fileno(), 4096) if ready else b""
+        if not chunk:
+            fail(bool(ready))
+        line += chunk
+    return line
 
 
 class XenstoredLink:
@@ -85,18 +103,14 @@ class XenstoredLink:
                 preexec_fn=_die_with_parent,  # no threads yet in the daemon
             )
         assert process.stdout is not None
-        deadline = time.monotonic() + timeout
-        line = b""
-        while not line.endswith(b"\n"):
-            remaining = deadline - time.monotonic()
-            ready, _, _ = select.select([process.stdout], [], [], max(0.0, remaining))
-            chunk = os.read(process.stdout.fileno(), 4096) if ready else b""
-            if not chunk:
-                link = cls(socket_path, process)
-                link.close()
-                why = "exited" if ready else f"did not listen within {timeout:.0f} s"
-                raise XenError(errno.EIO, "xenstored", f"{' '.join(command)} {why}; see {log_path}")
-            line += chunk
+
+        def fail(exited: bool) -> NoReturn:
+            link = cls(socket_path, process)
+            link.close()
+            why = "exited" if exited else f"did not listen within {timeout:.0f} s"
+            raise XenError(errno.EIO, "xenstored", f"{' '.join(command)} {why}; see {log_path}")
+
+        line = read_startup_line(process.stdout, timeout, fail)
         if line.strip().decode(errors="replace") != socket_path:
             cls(socket_path, process).close()
             raise XenError(errno.EIO, "xenstored", f"unexpected start-up line {line!r}")
