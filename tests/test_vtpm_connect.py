@@ -4,7 +4,9 @@ On real Xen under QEMU TCG, vtpmd's power cycle of a TPM 1.2 instance for a
 dom0 frontend took 24 s (0.6 s on a host: TPM_Init self-tests).  The attach
 gave the backend 10 s to go Connected, so every TPM 1.2 measured boot failed;
 and the backend, once done, wrote ``ready``/``state`` into the device the
-frontend had removed meanwhile, recreating it in xenstore for good.
+frontend had removed meanwhile, recreating it in xenstore for good.  And on
+every guest shutdown libxl waited 10 s for the backend to close the device
+("unable to remove device"), because nothing answered its online=0/Closing.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from pvgrub_py.tpm.launcher import SwtpmProcess
 from pvgrub_py.vtpm.backend import FrontendLink, VtpmBackend
 from pvgrub_py.vtpm.devices import VtpmDevice, add_vtpm_device, remove_vtpm_device
 from pvgrub_py.vtpm.frontend import TpmFront
+from pvgrub_py.vtpm.xenbus import XenbusState, read_state, write_state
 
 pytestmark = [pytest.mark.integration, pytest.mark.swtpm]
 
@@ -89,3 +92,21 @@ def test_a_device_removed_while_connecting_is_not_recreated(host: SimHost) -> No
             assert wait_until(lambda: not backend.links)
             with host.dom0.xenstore() as xs:
                 assert xs.directory(f"/local/domain/0/backend/vtpm/{guest}") in (None, [])
+
+
+def test_the_toolstack_removing_a_device_gets_closed(host: SimHost) -> None:
+    guest, device = guest_with_vtpm(host)
+    with SwtpmProcess() as tpm, host.attach(0) as dom0:
+        transport = tpm.transport()
+        backend = VtpmBackend(dom0, lambda link: transport)
+        with backend, host.attach(guest, host.token(guest)) as hv:
+            front = TpmFront(hv, timeout=10).connect()
+            assert backend.links[(guest, 0)].connected
+            with host.dom0.xenstore() as xs:  # what libxl does on xl destroy
+                xs.write(f"{device.backend_path}/online", b"0")
+                write_state(xs, device.backend_path, XenbusState.CLOSING)
+                assert wait_until(lambda: read_state(xs, device.backend_path) == XenbusState.CLOSED)
+                assert not backend.links[(guest, 0)].connected
+                remove_vtpm_device(xs, device)  # then libxl removes both halves
+            assert wait_until(lambda: not backend.links)
+            front._release()  # the guest is gone: nothing to hand back
