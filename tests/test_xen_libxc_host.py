@@ -79,3 +79,21 @@ def test_real_xenstore_handles_are_independent() -> None:
             assert xs.read("/local/domain/0/name") is not None
         with hv.xenstore() as xs:  # the first one's close must not close this one
             assert xs.read("/local/domain/0/name") is not None
+
+
+@pytest.mark.skipif(
+    not availability().built or not Path("/dev/xen/privcmd").exists(),
+    reason="needs the Xen bindings and a Xen hypervisor",
+)
+def test_real_create_allocates_the_vcpus() -> None:
+    """XEN_DOMCTL_max_vcpus allocates them (real Xen: without it, SETVCPUCONTEXT
+    of vCPU 0 failed with EINVAL at the end of the PV build)."""
+    from pvgrub_py.xen.interface import DomainConfig
+    from pvgrub_py.xen.xenctrl import XenCtrl
+
+    with XenCtrl() as xc:
+        domid = xc.create(DomainConfig(max_vcpus=2, max_memkb=32 * 1024))
+        try:
+            assert xc.info(domid).max_vcpus == 2
+        finally:
+            xc.destroy(domid)

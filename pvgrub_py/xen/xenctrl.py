@@ -144,7 +144,14 @@ class XenCtrl:
     # -- DomainControl ----------------------------------------------------------------
 
     def create(self, config: DomainConfig) -> int:
-        """``xc_domain_create`` then max memory; the domain is destroyed if that fails.
+        """``xc_domain_create``, then max vCPUs and max memory, as libxl does
+        (``libxl__domain_make``, then ``libxl__build_pre``); the domain is destroyed
+        if either fails.
+
+        ``max_vcpus`` in the create call only sizes the vCPU array; the vCPUs
+        themselves are allocated by ``XEN_DOMCTL_max_vcpus``.  Without it vCPU 0
+        does not exist, and on real Xen 4.17 the build ended in
+        ``vcpu_x86_64: SETVCPUCONTEXT failed: EINVAL`` (``xc_dom_boot_image``).
 
         PVH is an HVM container with HAP and only the local APIC emulated
         (as libxl creates it); PV has no flags.  ``config.name`` is not a
@@ -165,6 +172,7 @@ class XenCtrl:
         ):
             self.fail("xc_domain_create")
         try:
+            self.set_max_vcpus(domid[0], config.max_vcpus)
             self.set_max_memory(domid[0], config.max_memkb)
         except XenError:
             lib.xc_domain_destroy(xch, domid[0])
