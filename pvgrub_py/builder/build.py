@@ -125,9 +125,12 @@ def _read_capped(role: str, path: str, cap: int) -> bytes:
     with open_regular(role, path) as (f, size):
         if size > cap:
             raise InputError(f"{role} {path}", f"{size} bytes exceeds the {cap >> 20} MiB cap")
-        data = f.read(cap + 1)
-    if len(data) > cap:
-        raise InputError(f"{role} {path}", "grew past its cap while being read")
+        # Read what fstat announced (plus one byte to notice growth): asking
+        # for the cap itself makes Python allocate 1 GiB up front, which a
+        # small dom0 cannot (seen on nested Xen: MemoryError).
+        data = f.read(size + 1)
+    if len(data) > size:
+        raise InputError(f"{role} {path}", "grew while being read")
     return data
 
 
