@@ -280,7 +280,7 @@ loglvl=all guest_loglvl=all noreboot"
   local done_re='E2E-DOM0: done' bad_re='\(XEN\) Panic|Kernel panic|Dom0 crashed|Hardware Dom0 shutdown|Unable to mount root'
   local seen="" last=""
   while kill -0 "$QPID" 2>/dev/null; do
-    if grep -a -q -E "$done_re" "$log"; then seen=done; break; fi
+    if grep -a -q -E "$done_re" "$log"; then seen="done"; break; fi
     if grep -a -q -E "$bad_re" "$log"; then seen=crash; break; fi
     # progress: echo each new stage marker once
     local m; m=$(grep -a -o 'E2E-STAGE [^ ]*' "$log" | tail -1 || true)
@@ -288,16 +288,15 @@ loglvl=all guest_loglvl=all noreboot"
     sleep 2
   done
   # dom0 powers itself off after "done"; give it a moment, then make sure.
-  local i
-  for i in $(seq 1 20); do kill -0 "$QPID" 2>/dev/null || break; sleep 1; done
+  for _ in $(seq 1 20); do kill -0 "$QPID" 2>/dev/null || break; sleep 1; done
   stop_qemu
   case $seen in
-    done) say "dom0 finished its scenarios" ;;
+    "done") say "dom0 finished its scenarios" ;;
     crash) say "a crash on the console:"; grep -a -E "$bad_re" "$log" | head -5 ;;
     *) say "QEMU ended before dom0 finished (timeout ${BOOT_TIMEOUT}s?)"; tail -30 "$log" ;;
   esac
   stage_done boot
-  [ "$seen" = done ]
+  [ "$seen" = "done" ]
 }
 
 # -- 6. collect ----------------------------------------------------------------------------------

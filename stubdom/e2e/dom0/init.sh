@@ -46,7 +46,7 @@ rc=$?
   && echo "FAIL - harness: scenarios.sh exceeded ${SCENARIO_BOUND}s" >> "$LOGDIR/scenarios.log"
 cp /var/log/xen/*.log /var/log/xen/console/*.log "$LOGDIR/" 2>/dev/null
 free -m > "$LOGDIR/free.txt"
-mark done
+mark "done"
 echo "E2E-DOM0: done rc=$rc"
 sync
 mount -o remount,ro / 2>/dev/null

@@ -12,9 +12,8 @@ CONSOLE=/var/log/xen/console
 VTPMD_PID=""
 ONLY=$(cat "$E2E/only" 2>/dev/null || true)
 
-UUID_TPM12=6c1e2f3a-0b4d-4e5f-8a9b-1c2d3e4f5a61
-UUID_TPM2=6c1e2f3a-0b4d-4e5f-8a9b-1c2d3e4f5a62
-UUID_HOLD=6c1e2f3a-0b4d-4e5f-8a9b-1c2d3e4f5a63
+# The vTPM instances: ...5a61 (measured-tpm12.cfg), ...5a62 (measured-tpm2.cfg),
+# ...5a63 (hold.cfg), and this one for pvgrubctl boot, which has no xl config.
 UUID_BUILDER=6c1e2f3a-0b4d-4e5f-8a9b-1c2d3e4f5a64
 
 console() { echo "$*" >&3 2>/dev/null || true; }
@@ -164,6 +163,7 @@ scenario_measured() { # id tpm12|tpm2
   fi
   gone "$name" 60 || destroy "$name"
   stop_vtpmd
+  cp "$CONSOLE/guest-$name.log" "$LOGDIR/guest-$name-measured.log"  # 4 reuses the name
   grep -a '^GUEST' "$CONSOLE/guest-$name.log"
   local cmp
   if cmp=$(python3 "$E2E/compare_pcrs.py" "$pred" "$CONSOLE/guest-$name.log" "$kind"); then
