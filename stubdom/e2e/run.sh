@@ -290,6 +290,12 @@ loglvl=all guest_loglvl=all noreboot"
   # dom0 powers itself off after "done"; give it a moment, then make sure.
   for _ in $(seq 1 20); do kill -0 "$QPID" 2>/dev/null || break; sleep 1; done
   stop_qemu
+  # QEMU may have exited between two looks at the log (dom0 powers off right after
+  # "done"): look once more.
+  if [ -z "$seen" ]; then
+    if grep -a -q -E "$done_re" "$log"; then seen="done"
+    elif grep -a -q -E "$bad_re" "$log"; then seen=crash; fi
+  fi
   case $seen in
     "done") say "dom0 finished its scenarios" ;;
     crash) say "a crash on the console:"; grep -a -E "$bad_re" "$log" | head -5 ;;
