@@ -49,7 +49,11 @@ for m in $order; do
   echo "$base" >> "$init/lib/modules/load-order"
 done
 echo "initramfs modules: $(tr '\n' ' ' < "$init/lib/modules/load-order")"
-(cd "$init" && find . | sort | cpio -o -H newc --quiet) | gzip -9 > "$OUT/guest/initrd.img"
+# Reproducible bytes (fixed mtimes, no gzip name/time), so PCR 5 is the same on every
+# run with the same busybox and kernel.
+find "$init" -exec touch -h -d @1700000000 {} +
+(cd "$init" && find . | LC_ALL=C sort | cpio -o -H newc --quiet --reproducible) |
+  gzip -9n > "$OUT/guest/initrd.img"
 cp "$ROOTFS/boot/vmlinuz-$KVER" "$OUT/guest/vmlinuz"
 
 # -- the menu, and what each entry's cmdline is -----------------------------------------
