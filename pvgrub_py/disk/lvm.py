@@ -13,6 +13,12 @@ pointing outside its PV cannot make a reader see zeros.
 GRUB names a logical volume ``lvm/VG-LV`` with each ``-`` inside the
 names doubled (``grub-core/disk/lvm.c``), which is what ``search`` and
 ``root`` see.
+
+dissect.volume reads the metadata text in one read of the length the
+on-disk ``raw_locn`` claims (up to 16 EiB).  While it parses a PV's label
+and metadata it sees the PV through `_MetadataReads`, which refuses a
+read longer than `MAX_METADATA_BYTES` before any of it is read, and
+stops after that much plus a small allowance for the label and headers.
 """
 
 from __future__ import annotations
@@ -23,10 +29,18 @@ from typing import Any
 
 from pvgrub_py.disk.bounded import BoundedFile, StreamSource
 from pvgrub_py.disk.budget import cpu_deadline
-from pvgrub_py.disk.errors import reader_boundary
+from pvgrub_py.disk.errors import disk_error, reader_boundary
 
 #: Logical volumes opened per disk.
 MAX_LVS = 256
+#: Largest LVM2 metadata text read from one PV: the 1 MiB of the config-file
+#: cap (`pvgrub_py.bootcfg.limits.MAX_CONFIG_BYTES`).  LVM's metadata area
+#: defaults to 1 MiB, its header included; the text of a real volume group
+#: is a few KiB.
+MAX_METADATA_BYTES = 1 << 20
+#: What the label, the PV header, the area descriptors and the metadata
+#: area headers may add to that: they sit in the first sectors of a PV.
+_LABEL_ALLOWANCE = 64 << 10
 
 
 @dataclass(frozen=True)
@@ -51,8 +65,10 @@ def open_logical_volumes(pvs: Sequence[BoundedFile], disk_name: str) -> list[Log
 
         groups: dict[str, list[Any]] = {}
         for pv in pvs:
-            device: Any = LVM2Device(pv)
+            capped = _MetadataReads(pv)
+            device: Any = LVM2Device(capped)
             metadata: Any = device.metadata
+            capped.lift()  # the LVs' data is read through the same object
             vg_ids = [v.get("id") for v in metadata.values() if isinstance(v, dict)]
             key = str(vg_ids[0]) if vg_ids else pv.name
             groups.setdefault(key, []).append(device)
@@ -77,3 +93,47 @@ def open_logical_volumes(pvs: Sequence[BoundedFile], disk_name: str) -> list[Log
                     )
                 )
         return result
+
+
+class _MetadataReads:
+    """A PV as dissect.volume sees it: capped until its metadata is parsed.
+
+    Until `lift`, a single read longer than `MAX_METADATA_BYTES` (the
+    metadata text, whose length is an on-disk field) is refused before
+    anything is read, and so is any read that would bring the total past
+    the cap plus the label allowance (a descriptor list with no
+    terminating zero entry is read 16 bytes at a time).  ``read(-1)``
+    counts as the rest of the PV: dissect asks for ``size - 1`` bytes,
+    which is -1 for a zero length.  Afterwards reads pass straight through
+    to the `BoundedFile`, which still bounds them by the PV's end.
+    """
+
+    def __init__(self, pv: BoundedFile) -> None:
+        self._pv = pv
+        self._left: int | None = MAX_METADATA_BYTES + _LABEL_ALLOWANCE
+
+    def lift(self) -> None:
+        self._left = None
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self._pv.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._pv.tell()
+
+    def read(self, n: int | None = -1) -> bytes:
+        if self._left is not None:
+            want = self._pv.size - self._pv.tell() if n is None or n < 0 else n
+            if want > MAX_METADATA_BYTES:
+                raise disk_error(
+                    self._pv.name,
+                    f"LVM2 metadata of {want} bytes exceeds the {MAX_METADATA_BYTES >> 20} MiB cap",
+                )
+            if want > self._left:
+                raise disk_error(
+                    self._pv.name,
+                    f"LVM2 label and metadata take more than "
+                    f"{(MAX_METADATA_BYTES + _LABEL_ALLOWANCE) >> 10} KiB",
+                )
+            self._left -= want
+        return self._pv.read(n)

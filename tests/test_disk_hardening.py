@@ -1,0 +1,174 @@
+"""Hostile guest disks crafted byte by byte: LVM2 metadata lengths.
+
+The images here are built in memory from the on-disk layouts, so each case
+can say exactly which field lies.  Every case must end in a one-line
+`InputError` naming the disk or volume, with no read larger than the cap.
+"""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+from disk_images import MemorySource
+
+from pvgrub_py.disk import open_disk
+from pvgrub_py.disk.lvm import MAX_METADATA_BYTES
+from pvgrub_py.errors import InputError
+
+MIB = 1 << 20
+
+
+class LargestRead(MemorySource):
+    """A `MemorySource` that remembers the largest read asked of it."""
+
+    largest = 0
+
+    def pread(self, offset: int, length: int) -> bytes:
+        self.largest = max(self.largest, length)
+        return super().pread(offset, length)
+
+
+# -- LVM2: a physical volume with one metadata area ------------------------------
+# LVM2 on-disk format (lib/format_text/layout.h): the label in sector 1, the
+# PV header after it with two zero-terminated lists of (offset, size) areas,
+# the metadata area header with its zero-terminated raw_locn list, and the
+# metadata text at mda start + raw_locn offset.
+SECTOR = 512
+MDA_AT = 4096
+PV_UUID = "AAAAAA-BBBB-CCCC-DDDD-EEEE-FFFF-GGGGGG"
+#: The end of the PV header's area lists (label 32, uuid 32, size 8, 4 x 16).
+LISTS_END = SECTOR + 32 + 40 + 64
+
+
+def _vg_text(pad: int = 0) -> bytes:
+    """A volume group with one visible LV "boot", then *pad* blank lines."""
+    text = f"""testvg {{
+id = "HHHHHH-IIII-JJJJ-KKKK-LLLL-MMMM-NNNNNN"
+seqno = 1
+format = "lvm2"
+status = ["RESIZEABLE", "READ", "WRITE"]
+flags = []
+extent_size = 8192
+max_lv = 0
+max_pv = 0
+physical_volumes {{
+pv0 {{
+id = "{PV_UUID}"
+status = ["ALLOCATABLE"]
+pe_start = 2048
+pe_count = 1
+}}
+}}
+logical_volumes {{
+boot {{
+id = "OOOOOO-PPPP-QQQQ-RRRR-SSSS-TTTT-UUUUUU"
+status = ["READ", "WRITE", "VISIBLE"]
+flags = []
+segment_count = 1
+segment1 {{
+start_extent = 0
+extent_count = 1
+type = "striped"
+stripe_count = 1
+stripes = [
+"pv0", 0
+]
+}}
+}}
+}}
+}}
+contents = "Text Format Volume Group"
+version = 1
+"""
+    return text.encode() + b"\n" * pad
+
+
+def _pv(text: bytes, size: int, declared: int | None = None) -> bytearray:
+    """A PV of *size* bytes whose metadata is *text*, its length field *declared*.
+
+    dissect.volume reads ``declared - 1`` bytes of text (LVM counts the NUL).
+    """
+    img = bytearray(size)
+    img[SECTOR : SECTOR + 32] = struct.pack("<8sQII8s", b"LABELONE", 1, 0, 32, b"LVM2 001")
+    header = PV_UUID.replace("-", "").encode() + struct.pack("<Q", size)
+    header += struct.pack("<QQ", MIB, 0) + bytes(16)  # data area: from 1 MiB to the end
+    header += struct.pack("<QQ", MDA_AT, MIB - MDA_AT) + bytes(16)  # one metadata area
+    img[SECTOR + 32 : LISTS_END] = header
+    length = len(text) + 1 if declared is None else declared
+    mda = struct.pack("<I16sIQQ", 0, b" LVM2 x[5A%r0N*>", 1, MDA_AT, MIB - MDA_AT)
+    mda += struct.pack("<QQII", SECTOR, length, 0, 0) + bytes(24)
+    img[MDA_AT : MDA_AT + len(mda)] = mda
+    img[MDA_AT + SECTOR : MDA_AT + SECTOR + len(text)] = text
+    return img
+
+
+def _lvm_error(img: bytearray) -> tuple[str, LargestRead]:
+    src = LargestRead(bytes(img))
+    with pytest.raises(InputError) as info:
+        open_disk(src, name="pv.img").close()
+    text = str(info.value)
+    assert "\n" not in text
+    return text, src
+
+
+def test_crafted_pv_is_read() -> None:
+    """The control: the crafted PV is a valid one, so the refusals below are the cap's."""
+    with open_disk(MemorySource(bytes(_pv(_vg_text(), 8 * MIB))), name="pv.img") as disk:
+        assert [v.grub_name for v in disk.volumes] == ["hd0", "lvm/testvg-boot"]
+
+
+def test_lvm_metadata_at_the_cap_is_read() -> None:
+    text = _vg_text(MAX_METADATA_BYTES - len(_vg_text()))
+    assert len(text) == MAX_METADATA_BYTES == 1 << 20
+    src = LargestRead(bytes(_pv(text, 8 * MIB)))
+    with open_disk(src, name="pv.img") as disk:
+        assert disk.volumes[-1].grub_name == "lvm/testvg-boot"
+    assert src.largest == MAX_METADATA_BYTES
+
+
+def test_lvm_metadata_over_the_cap_is_refused_unread() -> None:
+    """Valid text one byte over the cap: refused, though it would parse."""
+    text = _vg_text(MAX_METADATA_BYTES + 1 - len(_vg_text()))
+    message, src = _lvm_error(_pv(text, 8 * MIB))
+    assert message == "pv.img: LVM2 metadata of 1048577 bytes exceeds the 1 MiB cap"
+    assert src.largest <= SECTOR * 4
+
+
+@pytest.mark.parametrize(
+    ("declared", "pv_size", "claimed"),
+    [(32 * MIB, 40 * MIB, 32 * MIB - 1), (0, 8 * MIB, 8 * MIB - MDA_AT - SECTOR)],
+    ids=["32MiB", "zero-means-the-rest"],
+)
+def test_lvm_metadata_length_field_is_capped(declared: int, pv_size: int, claimed: int) -> None:
+    """A hostile length in raw_locn: no read of it happens.
+
+    A zero length makes dissect.volume read ``-1`` bytes, the rest of the PV.
+    """
+    message, src = _lvm_error(_pv(_vg_text(), pv_size, declared))
+    assert message == f"pv.img: LVM2 metadata of {claimed} bytes exceeds the 1 MiB cap"
+    assert src.largest <= SECTOR * 4
+
+
+def test_lvm_area_list_without_an_end_is_capped() -> None:
+    """No zero entry ends the PV header's area list: dissect would read to the PV's end."""
+    img = _pv(_vg_text(), 8 * MIB)
+    img[LISTS_END - 48 :] = b"\x01" * (len(img) - LISTS_END + 48)
+    message, _ = _lvm_error(img)
+    assert message == "pv.img: LVM2 label and metadata take more than 1088 KiB"
+
+
+def test_lvm_cap_names_the_partition() -> None:
+    """A PV inside an MBR partition: the error names the partition."""
+    pv = _pv(_vg_text(), 40 * MIB, declared=32 * MIB)
+    start = 2048
+    mbr = bytearray(SECTOR)
+    mbr[446:462] = struct.pack(
+        "<B3sB3sII", 0x80, b"\0\0\0", 0x8E, b"\0\0\0", start, len(pv) // SECTOR
+    )
+    mbr[510:512] = b"\x55\xaa"
+    disk = bytes(mbr) + bytes(start * SECTOR - SECTOR) + bytes(pv)
+    message, _ = _lvm_error(bytearray(disk))
+    assert message == (
+        f"pv.img: MBR partition 1: LVM2 metadata of {32 * MIB - 1} bytes exceeds the 1 MiB cap"
+    )
