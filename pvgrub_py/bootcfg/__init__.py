@@ -20,22 +20,30 @@ Typical use::
     # read entry.kernel.path / entry.initrds from kernel_volume; boot with entry.args
 """
 
-from pvgrub_py.bootcfg.bls import parse_bls_dir
-from pvgrub_py.bootcfg.entry import BootEntry, BootMenu, FileRef, SubmenuInfo
-from pvgrub_py.bootcfg.errors import BootConfigError
-from pvgrub_py.bootcfg.extlinux import parse_extlinux
-from pvgrub_py.bootcfg.files import (
-    ConfigFiles,
-    DictVolume,
-    PathInfo,
-    VolumeIdentity,
-    VolumeSet,
-)
-from pvgrub_py.bootcfg.grub2 import parse_grub2
-from pvgrub_py.bootcfg.grub_legacy import parse_grub_legacy
-from pvgrub_py.bootcfg.limits import DEFAULT_LIMITS, Limits
-from pvgrub_py.bootcfg.search import find_config, load_menu, parse_config
+from typing import TYPE_CHECKING
+
+from pvgrub_py._lazy import lazy_exports
+
+# Imported eagerly: a lazy name equal to a submodule's name would be shadowed
+# by that submodule once anything imports it (`pvgrub_py.bootcfg.select`).
 from pvgrub_py.bootcfg.select import select
+
+if TYPE_CHECKING:
+    from pvgrub_py.bootcfg.bls import parse_bls_dir
+    from pvgrub_py.bootcfg.entry import BootEntry, BootMenu, FileRef, SubmenuInfo
+    from pvgrub_py.bootcfg.errors import BootConfigError
+    from pvgrub_py.bootcfg.extlinux import parse_extlinux
+    from pvgrub_py.bootcfg.files import (
+        ConfigFiles,
+        DictVolume,
+        PathInfo,
+        VolumeIdentity,
+        VolumeSet,
+    )
+    from pvgrub_py.bootcfg.grub2 import parse_grub2
+    from pvgrub_py.bootcfg.grub_legacy import parse_grub_legacy
+    from pvgrub_py.bootcfg.limits import DEFAULT_LIMITS, Limits
+    from pvgrub_py.bootcfg.search import find_config, load_menu, parse_config
 
 __all__ = [
     "DEFAULT_LIMITS",
@@ -59,3 +67,30 @@ __all__ = [
     "parse_grub_legacy",
     "select",
 ]
+
+# Imported on first use (pvgrub_py._lazy): importing one submodule does not
+# import its siblings.
+__getattr__ = lazy_exports(
+    __name__,
+    {
+        "parse_bls_dir": "bls",
+        "BootEntry": "entry",
+        "BootMenu": "entry",
+        "FileRef": "entry",
+        "SubmenuInfo": "entry",
+        "BootConfigError": "errors",
+        "parse_extlinux": "extlinux",
+        "ConfigFiles": "files",
+        "DictVolume": "files",
+        "PathInfo": "files",
+        "VolumeIdentity": "files",
+        "VolumeSet": "files",
+        "parse_grub2": "grub2",
+        "parse_grub_legacy": "grub_legacy",
+        "DEFAULT_LIMITS": "limits",
+        "Limits": "limits",
+        "find_config": "search",
+        "load_menu": "search",
+        "parse_config": "search",
+    },
+)

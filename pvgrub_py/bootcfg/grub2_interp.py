@@ -154,6 +154,8 @@ class Interpreter:
         *,
         limits: Limits = DEFAULT_LIMITS,
     ) -> None:
+        if not Interpreter.commands:
+            _register()
         self.volumes = volumes
         self.limits = limits
         self.env = Env(limits)
@@ -654,9 +656,8 @@ IGNORED_COMMANDS: dict[str, int] = {
 
 
 def _register() -> None:
+    """Install the command table, on the first `Interpreter` (grub2_commands
+    imports this module, so neither can import the other at load time)."""
     from pvgrub_py.bootcfg import grub2_commands
 
     Interpreter.commands = dict(grub2_commands.COMMANDS)
-
-
-_register()

@@ -22,13 +22,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from pvgrub_py.bootcfg.bls import parse_bls_dir
 from pvgrub_py.bootcfg.entry import BootMenu
 from pvgrub_py.bootcfg.errors import BootConfigError
-from pvgrub_py.bootcfg.extlinux import parse_extlinux
 from pvgrub_py.bootcfg.files import ConfigFiles, VolumeSet
-from pvgrub_py.bootcfg.grub2 import parse_grub2
-from pvgrub_py.bootcfg.grub_legacy import parse_grub_legacy
 from pvgrub_py.bootcfg.limits import DEFAULT_LIMITS, Limits
 
 
@@ -93,13 +89,23 @@ def parse_config(
     limits: Limits = DEFAULT_LIMITS,
 ) -> BootMenu:
     """Run the parser for *found* with its volume as the config volume."""
+    # Each parser is imported only when its config is the one found (the
+    # GRUB 2 interpreter alone is a fifth of the bootloader's imports).
     vols = volumes.with_primary(found.volume)
     if found.kind == "grub2":
+        from pvgrub_py.bootcfg.grub2 import parse_grub2
+
         return parse_grub2(vols, found.path, env=env, limits=limits)
     if found.kind == "bls":
+        from pvgrub_py.bootcfg.bls import parse_bls_dir
+
         return parse_bls_dir(vols, found.path, limits=limits)
     if found.kind == "extlinux":
+        from pvgrub_py.bootcfg.extlinux import parse_extlinux
+
         return parse_extlinux(vols, found.path, limits=limits)
+    from pvgrub_py.bootcfg.grub_legacy import parse_grub_legacy
+
     return parse_grub_legacy(vols, found.path, limits=limits)
 
 

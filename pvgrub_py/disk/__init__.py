@@ -29,20 +29,25 @@ Every failure caused by the disk is an `pvgrub_py.errors.InputError` whose
 source names the disk, the volume and the file.
 """
 
-from pvgrub_py.disk.bounded import BoundedFile, ByteSource, FdSource, ReadStats
-from pvgrub_py.disk.budget import Budget, BudgetExceeded
-from pvgrub_py.disk.extract import Limits, read_small_file, stream_file
-from pvgrub_py.disk.filesystems import FileInfo, FileStream, Filesystem
-from pvgrub_py.disk.locate import (
-    BootFile,
-    ConfigLocation,
-    VolumeSelector,
-    locate_config,
-    resolve_boot_file,
-    select_volume,
-)
-from pvgrub_py.disk.readers.base import FileKind
-from pvgrub_py.disk.volumes import Disk, Volume, open_disk
+from typing import TYPE_CHECKING
+
+from pvgrub_py._lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from pvgrub_py.disk.bounded import BoundedFile, ByteSource, FdSource, ReadStats
+    from pvgrub_py.disk.budget import Budget, BudgetExceeded
+    from pvgrub_py.disk.extract import Limits, read_small_file, stream_file
+    from pvgrub_py.disk.filesystems import FileInfo, FileStream, Filesystem
+    from pvgrub_py.disk.locate import (
+        BootFile,
+        ConfigLocation,
+        VolumeSelector,
+        locate_config,
+        resolve_boot_file,
+        select_volume,
+    )
+    from pvgrub_py.disk.readers.base import FileKind
+    from pvgrub_py.disk.volumes import Disk, Volume, open_disk
 
 __all__ = [
     "BootFile",
@@ -68,3 +73,33 @@ __all__ = [
     "select_volume",
     "stream_file",
 ]
+
+# Imported on first use (pvgrub_py._lazy): importing one submodule does not
+# import its siblings.
+__getattr__ = lazy_exports(
+    __name__,
+    {
+        "BoundedFile": "bounded",
+        "ByteSource": "bounded",
+        "FdSource": "bounded",
+        "ReadStats": "bounded",
+        "Budget": "budget",
+        "BudgetExceeded": "budget",
+        "Limits": "extract",
+        "read_small_file": "extract",
+        "stream_file": "extract",
+        "FileInfo": "filesystems",
+        "FileStream": "filesystems",
+        "Filesystem": "filesystems",
+        "BootFile": "locate",
+        "ConfigLocation": "locate",
+        "VolumeSelector": "locate",
+        "locate_config": "locate",
+        "resolve_boot_file": "locate",
+        "select_volume": "locate",
+        "FileKind": "readers.base",
+        "Disk": "volumes",
+        "Volume": "volumes",
+        "open_disk": "volumes",
+    },
+)
