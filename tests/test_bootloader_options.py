@@ -60,6 +60,10 @@ def test_help_returns_none() -> None:
         (["--vtpm-label=x", "d"], "no vTPM to measure into"),
         (["--vtpm=swtpm:unix:/s", "--vtpm-uuid=u", "d"], "xen: vTPM"),
         (["--bogus", "d"], "option --bogus not recognized"),
+        (["--vtpm-timeout=0", "d"], "more than 0"),
+        (["--vtpm-timeout=nan", "d"], "more than 0"),
+        (["--vtpm-timeout=inf", "d"], "more than 0"),
+        (["--vtpm-timeout=soon", "d"], "number of seconds"),
     ],
 )
 def test_usage_errors(argv: list[str], message: str) -> None:

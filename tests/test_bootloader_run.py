@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import disk_images
@@ -130,6 +132,28 @@ def test_require_vtpm_fails_closed_and_leaves_nothing(
     assert run.output.read_bytes() == b""
     assert list(run.outdir.iterdir()) == []
     assert not (tmp_path / "boot.log").exists()
+
+
+def test_a_silent_vtpm_fails_closed_within_vtpm_timeout(
+    images: disk_images.ImageFactory, run: Run, tmp_path: Path
+) -> None:
+    # A vTPM that accepts the connection and never answers: --vtpm-timeout
+    # bounds the wait (the default is 30 s), and the boot fails closed.
+    sock_path = str(tmp_path / "silent.sock")
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(sock_path)
+    server.listen(4)
+    with server:
+        t0 = time.monotonic()
+        r = run(images.debian_gpt().path, f"--vtpm=swtpm:unix:{sock_path}", "--require-vtpm",
+                "--vtpm-timeout=0.5")  # fmt: skip
+        elapsed = time.monotonic() - t0
+    assert r.returncode == 1, r.stderr
+    assert "Traceback" not in r.stderr
+    assert r.stderr.strip().splitlines()[-1].startswith("pvgrub-py: vTPM swtpm:unix:")
+    assert elapsed < 15, f"--vtpm-timeout=0.5 still waited {elapsed:.1f} s"
+    assert run.output.read_bytes() == b""
+    assert list(run.outdir.iterdir()) == []
 
 
 def test_unreachable_vtpm_without_require_boots_unmeasured(

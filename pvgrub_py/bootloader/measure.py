@@ -70,7 +70,12 @@ def open_vtpm(opts: BootloaderOptions, sim_dir: str | None = None) -> VtpmSessio
     from pvgrub_py.tpm.uri import open_transport, parse_vtpm_uri
 
     try:
-        transport = open_transport(parse_vtpm_uri(opts.vtpm), uuid=opts.vtpm_uuid, sim_dir=sim_dir)
+        transport = open_transport(
+            parse_vtpm_uri(opts.vtpm),
+            uuid=opts.vtpm_uuid,
+            sim_dir=sim_dir,
+            timeout=opts.vtpm_timeout,
+        )
         client = TpmClient(transport)
     except PvgrubError as e:
         if opts.measurement_required:

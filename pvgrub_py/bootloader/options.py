@@ -24,6 +24,13 @@ OutputFormat = Literal["sxp", "simple", "simple0"]
 #: pygrub's default when no --output-directory is given.
 DEFAULT_OUTPUT_DIRECTORY = "/var/run/xen/pvgrub-py/"
 
+#: Seconds to reach the vTPM (a xen: backend connecting, a fresh boot of the
+#: instance) and for each TPM command.  A TPM 1.2 power cycle in swtpm takes
+#: well under a second on a host, about 24 s in a dom0 under QEMU TCG.
+DEFAULT_VTPM_TIMEOUT = 30.0
+#: Largest --vtpm-timeout: libxl kills a bootloader after 120 s by default.
+MAX_VTPM_TIMEOUT = 3600.0
+
 SHORT_OPTIONS = "qilnh"
 LONG_OPTIONS = [
     # libxl / pygrub
@@ -33,6 +40,7 @@ LONG_OPTIONS = [
     "default_args=", "extra_args=",
     # measurement
     "vtpm=", "vtpm-uuid=", "require-vtpm", "vtpm-label=", "event-log=", "tpm2",
+    "vtpm-timeout=",
 ]  # fmt: skip
 
 
@@ -61,6 +69,8 @@ class BootloaderOptions:
     vtpm_uuid: str | None = None
     require_vtpm: bool = False
     vtpm_label: str | None = None
+    #: Bound on reaching the vTPM and on each TPM command, in seconds.
+    vtpm_timeout: float = DEFAULT_VTPM_TIMEOUT
     event_log: str | None = None
     tpm2: bool = False
     warnings: list[str] = field(default_factory=list)
@@ -79,6 +89,16 @@ def _int(option: str, value: str) -> int:
     if number < 0:
         raise UsageError(f"{option} must not be negative")
     return number
+
+
+def _seconds(option: str, value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise UsageError(f"{option} needs a number of seconds, not {value!r}") from None
+    if not 0 < seconds <= MAX_VTPM_TIMEOUT:  # also refuses nan and inf
+        raise UsageError(f"{option} must be more than 0 and at most {MAX_VTPM_TIMEOUT:g} s")
+    return seconds
 
 
 def parse_options(argv: list[str]) -> BootloaderOptions | None:
@@ -160,6 +180,8 @@ def _apply(opts: BootloaderOptions, name: str, value: str) -> None:
         if not value:
             raise UsageError("--vtpm-label needs a label")
         opts.vtpm_label = value
+    elif name == "--vtpm-timeout":
+        opts.vtpm_timeout = _seconds(name, value)
     elif name == "--event-log":
         opts.event_log = value
     elif name == "--tpm2":

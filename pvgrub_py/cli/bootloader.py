@@ -19,7 +19,7 @@ usage: pvgrub-py [-q|-i] [-l] [-n] [--entry=E] [--kernel=P] [--ramdisk=P] [--arg
                  [--runas=UID] [--output=FILE] [--output-format=sxp|simple|simple0]
                  [--output-directory=DIR]
                  [--vtpm=URI] [--vtpm-uuid=UUID] [--require-vtpm] [--vtpm-label=LABEL]
-                 [--event-log=FILE] [--tpm2]
+                 [--vtpm-timeout=SECONDS] [--event-log=FILE] [--tpm2]
                  DISK
 
 Choose a guest kernel from DISK (a whole disk image, a partition or a bare
@@ -69,6 +69,9 @@ measurement options (also from xl's bootloader_args):
   --require-vtpm         fail closed: never boot unmeasured
   --vtpm-label=LABEL     fail closed unless the vTPM backend's XSM label is
                          LABEL (or ends with it, for "*SUFFIX")
+  --vtpm-timeout=SECONDS bound on reaching the vTPM (a xen: backend connecting,
+                         the instance's fresh boot) and on each TPM command
+                         (default 30)
   --event-log=FILE       write the TCG event log of this boot
   --tpm2                 expect a TPM 2.0 vTPM (crypto-agile event log)
 
