@@ -1,4 +1,4 @@
-"""Hostile guest disks crafted byte by byte: LVM2 metadata lengths.
+"""Hostile guest disks crafted byte by byte: LVM2 metadata lengths, ISO 9660 extents.
 
 The images here are built in memory from the on-disk layouts, so each case
 can say exactly which field lies.  Every case must end in a one-line
@@ -7,8 +7,13 @@ can say exactly which field lies.  Every case must end in a one-line
 
 from __future__ import annotations
 
+import os
 import struct
+import subprocess
+import sys
+from pathlib import Path
 
+import disk_images
 import pytest
 from disk_images import MemorySource
 
@@ -172,3 +177,138 @@ def test_lvm_cap_names_the_partition() -> None:
     assert message == (
         f"pv.img: MBR partition 1: LVM2 metadata of {32 * MIB - 1} bytes exceeds the 1 MiB cap"
     )
+
+
+# -- ISO 9660: multi-extent files ---------------------------------------------------
+# A file of several extents (ECMA-119 9.1.6, file flag bit 7; xorriso
+# -iso-level 3 writes them for files over 4 GiB) is a run of directory
+# records with the same identifier, every one but the last flagged.  Made
+# here from a small plain ISO (no Rock Ridge, no Joliet, so the ISO 9660
+# identifiers are the names looked up) with two kernels whose records are
+# patched into one two-extent file.
+ISO_CFG = b"""DEFAULT live
+LABEL live
+  KERNEL /isolinux/vmlinz1
+  APPEND initrd=/isolinux/initrd.img boot=live
+"""
+ISO_FILES = {
+    "isolinux/isolinux.cfg": ISO_CFG,
+    "isolinux/vmlinz1": disk_images.payload("first extent", 100_000),
+    "isolinux/vmlinz2": disk_images.payload("second extent", 50_000),
+    "isolinux/initrd.img": disk_images.payload("initrd", 1000),
+}
+#: Offset of the file flags and of the identifier in a directory record (9.1).
+DR_FLAGS, DR_IDENT = 25, 33
+MULTI_EXTENT = 0x80
+
+
+@pytest.fixture(scope="module")
+def plain_iso(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    disk_images._need("xorriso")
+    work = tmp_path_factory.mktemp("iso")
+    for rel, data in ISO_FILES.items():
+        (work / "root" / rel).parent.mkdir(parents=True, exist_ok=True)
+        (work / "root" / rel).write_bytes(data)
+    img = work / "plain.iso"
+    disk_images._run(
+        "xorriso", "-as", "mkisofs", "-quiet", "--norock", "-V", "MULTI",
+        "-o", img, work / "root", env={"SOURCE_DATE_EPOCH": "1700000000"},
+    )  # fmt: skip
+    return img.read_bytes()
+
+
+def _record(image: bytearray, ident: bytes) -> int:
+    """Where the one directory record named *ident* starts."""
+    at = image.find(ident)
+    assert at > 0 and image.count(ident) == 1, ident
+    assert image[at - DR_IDENT + 32] == len(ident)  # the identifier length byte
+    return at - DR_IDENT
+
+
+def _multi_extent(plain: bytes, *, flag_only: bytes | None = None) -> bytes:
+    """/isolinux/vmlinz1 made a two-extent file (its first extent flagged).
+
+    With *flag_only*, just that record is flagged (no continuation).
+    """
+    img = bytearray(plain)
+    if flag_only is not None:
+        img[_record(img, flag_only) + DR_FLAGS] |= MULTI_EXTENT
+        return bytes(img)
+    first, second = _record(img, b"VMLINZ1.;1"), _record(img, b"VMLINZ2.;1")
+    img[first + DR_FLAGS] |= MULTI_EXTENT
+    img[second + DR_IDENT : second + DR_IDENT + 10] = b"VMLINZ1.;1"
+    return bytes(img)
+
+
+def _boot(
+    tmp_path: Path, image: bytes, *extra: str
+) -> tuple[subprocess.CompletedProcess[str], Path]:
+    """``pvgrub-py`` as libxl runs it on *image*; (result, output file)."""
+    disk = tmp_path / "multi.iso"
+    disk.write_bytes(image)
+    outdir, output = tmp_path / "out.d", tmp_path / "out"
+    outdir.mkdir()
+    output.touch()
+    argv = [sys.executable, "-m", "pvgrub_py.cli.bootloader", "--quiet",
+            f"--output={output}", "--output-format=simple0",
+            f"--output-directory={outdir}", *extra, str(disk)]  # fmt: skip
+    return subprocess.run(argv, capture_output=True, text=True, timeout=120), output
+
+
+def test_plain_iso_boots_its_kernel(plain_iso: bytes, tmp_path: Path) -> None:
+    """The control: unpatched, the crafted ISO boots /isolinux/vmlinz1 whole."""
+    r, output = _boot(tmp_path, plain_iso)
+    assert r.returncode == 0, r.stderr
+    records = dict(i.split(b" ", 1) for i in output.read_bytes().split(b"\0") if i)
+    assert Path(records[b"kernel"].decode()).read_bytes() == ISO_FILES["isolinux/vmlinz1"]
+
+
+def test_crafted_multi_extent_file_is_valid(plain_iso: bytes) -> None:
+    """pycdlib itself reads the patched records as one file of both extents."""
+    import io
+
+    import pycdlib
+
+    iso = pycdlib.PyCdlib()
+    iso.open_fp(io.BytesIO(_multi_extent(plain_iso)))
+    got = io.BytesIO()
+    iso.get_file_from_iso_fp(got, iso_path="/ISOLINUX/VMLINZ1.;1")
+    assert got.getvalue() == ISO_FILES["isolinux/vmlinz1"] + ISO_FILES["isolinux/vmlinz2"]
+
+
+@pytest.mark.parametrize(
+    ("flag_only", "path"),
+    [
+        (None, "/isolinux/vmlinz1"),
+        (b"VMLINZ1.;1", "/isolinux/vmlinz1"),
+        (b"ISOLINUX.CFG;1", "/isolinux/isolinux.cfg"),
+    ],
+    ids=["kernel-two-extents", "kernel-flag-only", "config-flag-only"],
+)
+def test_multi_extent_file_is_one_line_and_boots_nothing(
+    plain_iso: bytes, tmp_path: Path, flag_only: bytes | None, path: str
+) -> None:
+    """Refused at the reader boundary, not booted as its first extent alone."""
+    r, output = _boot(tmp_path, _multi_extent(plain_iso, flag_only=flag_only))
+    assert r.returncode == 1, r.stderr
+    assert "Traceback" not in r.stderr
+    lines = [ln for ln in r.stderr.splitlines() if not ln.startswith("pvgrub-py: warning:")]
+    assert lines == [
+        f"pvgrub-py: multi.iso: whole disk: {path}: corrupt or unsupported data while opening "
+        "the file (NotImplementedError: multi-extent files are not supported)"
+    ]
+    assert output.read_bytes() == b""
+    assert list((tmp_path / "out.d").iterdir()) == []
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the sandbox needs root")
+def test_multi_extent_kernel_through_the_sandbox(plain_iso: bytes, tmp_path: Path) -> None:
+    """The same one line from the deprivileged parser child (--runas)."""
+    r, output = _boot(tmp_path, _multi_extent(plain_iso), "--runas=65534")
+    assert r.returncode == 1, r.stderr
+    lines = [ln for ln in r.stderr.splitlines() if not ln.startswith("pvgrub-py: warning:")]
+    assert len(lines) == 1 and lines[0].endswith(
+        "/isolinux/vmlinz1: corrupt or unsupported data while opening the file "
+        "(NotImplementedError: multi-extent files are not supported)"
+    ), r.stderr
+    assert output.read_bytes() == b""

@@ -4,12 +4,19 @@ Dissect has no ISO 9660 reader; pycdlib is pure Python and reads Rock
 Ridge.  pycdlib parses the whole directory tree when it opens the image;
 the adapter then walks the parsed records itself (so that symlinks and
 ``..`` go through the common resolution in `Filesystem`) and reads file
-data directly from the image through a `BoundedFile` window: ISO 9660
-files are single contiguous extents (ECMA-119, 6.5.1), so the window is
-exact and nothing past the image end can be returned.  pycdlib would
-silently shorten a file that runs past the end of a truncated image; it
-is shown an image without an end instead (`_NoTruncateView`), so that
-such a file stays at its declared size and the read fails.
+data directly from the image through a `BoundedFile` window: an ISO 9660
+file is one contiguous extent (ECMA-119, 6.5.1), so the window is exact
+and nothing past the image end can be returned.  The exception is a
+multi-extent file (9.1.6, file flag bit 7; level 3, for files over
+4 GiB), a run of records of the same name: the window of its first
+record would hold only the first extent, so `IsoAdapter.open` refuses it
+with ``NotImplementedError``, which `reader_boundary` reports as one
+line naming the file.
+
+pycdlib would silently shorten a file that runs past the end of a
+truncated image; it is shown an image without an end instead
+(`_NoTruncateView`), so that such a file stays at its declared size and
+the read fails.
 
 Name spaces, in the order GRUB's iso9660 driver prefers them: Rock Ridge
 names (exact case), else Joliet (UCS-2, case-insensitive), else plain
