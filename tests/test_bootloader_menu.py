@@ -227,3 +227,45 @@ def test_no_terminal_boots_the_default_without_a_menu(two_entry_disk: Path, tmp_
         assert f"args {ARGS['a']}\n" in r.stdout
         assert ("not a terminal" in r.stderr) is warned
         assert "\x1b" not in r.stdout
+
+
+# -- what the header promises ------------------------------------------------------
+#: (--vtpm given, more options, what the header says); the --vtpm is absent.
+PROMISES = [
+    (False, (), "(not measured: no vTPM given)"),
+    (True, ("--require-vtpm",), "(measured)"),
+    (True, (), "(measured if the vTPM answers)"),
+]
+PROMISE_IDS = ["no-vtpm", "required", "optional"]
+
+
+@pytest.mark.parametrize(("vtpm", "extra", "promise"), PROMISES, ids=PROMISE_IDS)
+def test_menu_title_follows_the_options(vtpm: bool, extra: tuple[str, ...], promise: str) -> None:
+    from pvgrub_py.bootloader.menu import menu_title
+    from pvgrub_py.bootloader.options import parse_options
+
+    given = ["--vtpm=swtpm:unix:/nonexistent"] if vtpm else []
+    opts = parse_options([*given, *extra, "disk.img"])
+    assert opts is not None
+    assert menu_title(opts) == f"pvgrub-py: choose the guest kernel to boot {promise}"
+
+
+@pytest.mark.parametrize(("vtpm", "extra", "promise"), PROMISES, ids=PROMISE_IDS)
+def test_header_tells_whether_the_boot_is_measured(
+    two_entry_disk: Path, term: Tmux, tmp_path: Path, vtpm: bool, extra: tuple[str, ...],
+    promise: str,
+) -> None:  # fmt: skip
+    """The header keeps its promise: no vTPM boots unmeasured; a required vTPM that
+    is absent boots nothing; an optional one that is absent boots unmeasured."""
+    given = [f"--vtpm=swtpm:unix:{tmp_path}/absent.sock"] if vtpm else []
+    term.start(two_entry_disk, *given, *extra)
+    shown = term.wait_for("Will boot selected entry in")
+    assert shown.splitlines()[0] == f" pvgrub-py: choose the guest kernel to boot {promise}"
+    term.keys("Enter")
+    status = term.exit_status()
+    if promise == "(measured)":
+        assert status == 1
+        assert "a measured boot is required" in term.stderr.read_text()
+    else:
+        assert status == 0, term.stderr.read_text()
+        assert "booting unmeasured" in term.stderr.read_text()

@@ -16,6 +16,12 @@ that menu, with pygrub's behaviour where an admin would notice it:
   Escape returns to the menu.  The edited cmdline is the one measured into
   PCR 5 and handed to libxl, so the measurement covers what is booted.
 
+The header says whether the boot will be measured.  The menu runs before
+the vTPM is opened (`pvgrub_py.bootloader.run`, step 2 before step 3), so
+it can only say what the options promise: not measured without
+``--vtpm``; measured with ``--require-vtpm`` or ``--vtpm-label`` (or no
+boot at all); measured if the vTPM answers otherwise.
+
 Nothing here reads guest data; the menu shows the plan's lines, with
 control characters replaced (titles come from the guest's config).
 """
@@ -50,14 +56,27 @@ def terminal_menu(opts: BootloaderOptions) -> Interact | None:
                   "booting the default entry without a menu", file=sys.stderr)  # fmt: skip
         return None
 
+    title = menu_title(opts)
+
     def interact(plan: BootPlan) -> Pick:
-        return run_menu(plan)
+        return run_menu(plan, title)
 
     return interact
 
 
-def run_menu(plan: BootPlan) -> Pick:
-    """Show the menu; return (entry index, edited cmdline or None)."""
+def menu_title(opts: BootloaderOptions) -> str:
+    """The header: what the options promise about measuring this boot."""
+    if opts.vtpm is None:
+        promise = "not measured: no vTPM given"
+    elif opts.measurement_required:
+        promise = "measured"  # or not booted (`open_vtpm` fails closed)
+    else:
+        promise = "measured if the vTPM answers"  # else booted unmeasured, with a warning
+    return f"pvgrub-py: choose the guest kernel to boot ({promise})"
+
+
+def run_menu(plan: BootPlan, title: str) -> Pick:
+    """Show the menu under *title*; return (entry index, edited cmdline or None)."""
     if not plan.menu:
         raise InputError(plan.config, "the boot menu has no entries")
     if plan.timeout == 0:
@@ -77,7 +96,7 @@ def run_menu(plan: BootPlan) -> Pick:
     result: list[Pick] = []
 
     def body(screen: Any) -> None:
-        result.append(Menu(screen, plan).run())
+        result.append(Menu(screen, plan, title).run())
 
     curses.wrapper(body)
     return result[0]
@@ -101,9 +120,10 @@ def _put(screen: Any, row: int, col: int, text: str, attr: int = 0) -> None:
 class Menu:
     """The curses screen: entry list, help text, countdown, line editor."""
 
-    def __init__(self, screen: Any, plan: BootPlan) -> None:
+    def __init__(self, screen: Any, plan: BootPlan, title: str) -> None:
         self.screen = screen
         self.plan = plan
+        self.title = title
         self.lines: tuple[MenuLine, ...] = plan.menu
         self.selected = min(max(plan.default_index, 0), len(plan.menu) - 1)
         self.top = 0
@@ -116,7 +136,7 @@ class Menu:
         scr.erase()
         height, width = scr.getmaxyx()
         width = max(width - 1, 10)
-        _put(scr, 0, 1, _safe("pvgrub-py: choose the guest kernel to boot (measured)", width - 1))
+        _put(scr, 0, 1, _safe(self.title, width - 1))
         rows = max(1, height - 9)
         if self.selected < self.top:
             self.top = self.selected
