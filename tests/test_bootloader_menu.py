@@ -83,18 +83,32 @@ class Tmux:
         self.status = tmp / "status"
         self.log = tmp / "boot.log"
         self.stderr = tmp / "stderr"
+        #: Every byte written to the terminal (tmux pipe-pane): what libxl
+        #: appends to /var/log/xen/bootloader.<domid>.log.
+        self.raw = tmp / "pty.raw"
 
     def tmux(self, *args: str) -> str:
         return subprocess.run(["tmux", "-L", self.socket, *args], check=True,
                               capture_output=True, text=True).stdout  # fmt: skip
 
-    def start(self, disk: Path, *extra: str, size: tuple[int, int] = (100, 30)) -> None:
+    def start(
+        self,
+        disk: Path,
+        *extra: str,
+        size: tuple[int, int] = (100, 30),
+        as_libxl: bool = False,
+    ) -> None:
+        """Run pvgrub-py; *as_libxl*: with TERM=vt100 and stderr on the terminal too."""
         argv = [sys.executable, "-m", "pvgrub_py.cli.bootloader", f"--output={self.output}",
                 "--output-format=simple0", f"--output-directory={self.outdir}",
                 f"--event-log={self.log}", *extra, str(disk)]  # fmt: skip
-        cmd = (f"{shlex.join(argv)} 2>{shlex.quote(str(self.stderr))}; "
-               f"echo $? > {shlex.quote(str(self.status))}; sleep 60")  # fmt: skip
+        if as_libxl:
+            run = f"env TERM=vt100 {shlex.join(argv)}"
+        else:
+            run = f"{shlex.join(argv)} 2>{shlex.quote(str(self.stderr))}"
+        cmd = f"{run}; echo $? > {shlex.quote(str(self.status))}; sleep 60"
         self.tmux("new-session", "-d", "-x", str(size[0]), "-y", str(size[1]), "-s", "menu", cmd)
+        self.tmux("pipe-pane", "-t", "menu", f"cat > {shlex.quote(str(self.raw))}")
 
     def screen(self) -> str:
         return self.tmux("capture-pane", "-p", "-t", "menu")
@@ -113,6 +127,16 @@ class Tmux:
         end = time.monotonic() + timeout
         while text in self.screen():
             assert time.monotonic() < end, f"{text!r} never went away"
+            time.sleep(0.05)
+
+    def raw_output(self, until: bytes, timeout: float = 10) -> bytes:
+        """The bytes written to the terminal so far, once *until* is among them."""
+        end = time.monotonic() + timeout
+        while True:
+            data = self.raw.read_bytes() if self.raw.exists() else b""
+            if until in data:
+                return data
+            assert time.monotonic() < end, f"{until!r} never reached the terminal"
             time.sleep(0.05)
 
     def keys(self, *keys: str, literal: bool = False) -> None:
@@ -269,3 +293,41 @@ def test_header_tells_whether_the_boot_is_measured(
     else:
         assert status == 0, term.stderr.read_text()
         assert "booting unmeasured" in term.stderr.read_text()
+
+
+# -- what is left on the terminal after the menu ---------------------------------
+def test_error_after_the_menu_starts_its_own_line(
+    two_entry_disk: Path, term: Tmux, tmp_path: Path
+) -> None:
+    """As libxl runs it (TERM=vt100, one pty for everything): the error that follows
+    the menu is a line of its own in the pty's output (libxl's bootloader log), not
+    glued after the escape sequences curses leaves when it ends."""
+    term.start(two_entry_disk, f"--vtpm=swtpm:unix:{tmp_path}/absent.sock", "--require-vtpm",
+               as_libxl=True)  # fmt: skip
+    term.wait_for("Will boot selected entry in")
+    term.keys("Enter")
+    assert term.exit_status() == 1
+    error = f"pvgrub-py: vTPM swtpm:unix:{tmp_path}/absent.sock unavailable".encode()
+    lines = [ln for ln in term.raw_output(error).split(b"\n") if error in ln]
+    assert len(lines) == 1
+    assert lines[0].lstrip(b"\r").startswith(error), lines[0]
+    shown = term.wait_for(error[:40].decode())
+    assert any(row.startswith(error[:40].decode()) for row in shown.splitlines())
+
+
+def test_message_after_the_editor_on_a_five_row_terminal(two_entry_disk: Path, term: Tmux) -> None:
+    """On five rows the editor's line is the bottom row, where vt100's endwin leaves
+    the cursor: the warning that follows gets a row of its own, without the tail of
+    the edited cmdline after it."""
+    term.start(two_entry_disk, size=(100, 5), as_libxl=True)
+    term.wait_for("pvgrub-py: choose")  # no room for the countdown: stop it at once
+    term.keys("e")
+    term.wait_for("Edit the kernel command line")
+    tail = " console=hvc0" + " x=1" * 12
+    term.keys(tail, literal=True)
+    term.keys("Enter")
+    assert term.exit_status() == 0
+    warning = "pvgrub-py: warning: no --vtpm given: booting unmeasured"
+    rows = [row.rstrip() for row in term.wait_for(warning).splitlines()]
+    assert warning in rows, rows
+    assert term.records()["args"] == ARGS["a"] + tail

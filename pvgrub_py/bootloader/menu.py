@@ -22,6 +22,15 @@ it can only say what the options promise: not measured without
 ``--vtpm``; measured with ``--require-vtpm`` or ``--vtpm-label`` (or no
 boot at all); measured if the vTPM answers otherwise.
 
+libxl appends the pty's output to ``/var/log/xen/bootloader.<domid>.log``
+and points the admin there when the bootloader fails.  With
+``TERM=vt100`` there is no alternate screen: after ``endwin`` the cursor
+sits at the start of the bottom row, which may still show part of the
+menu, and the last escape sequences have no newline after them.  So the
+menu ends its line once curses is done, and any message that follows
+(an error, a warning) starts a line of its own on the screen and in the
+log.
+
 Nothing here reads guest data; the menu shows the plan's lines, with
 control characters replaced (titles come from the guest's config).
 """
@@ -98,8 +107,23 @@ def run_menu(plan: BootPlan, title: str) -> Pick:
     def body(screen: Any) -> None:
         result.append(Menu(screen, plan, title).run())
 
-    curses.wrapper(body)
+    try:
+        curses.wrapper(body)
+    finally:
+        _end_line()
     return result[0]
+
+
+def _end_line() -> None:
+    """After ``endwin``: end the line its escape sequences were left on.
+
+    Whatever is printed next (the one-line error of a failed boot, a
+    warning) then begins a line of its own, on the terminal and in libxl's
+    bootloader log.  stdout is the terminal the menu was drawn on.
+    """
+    with contextlib.suppress(OSError, ValueError):
+        sys.stdout.write("\n")
+        sys.stdout.flush()
 
 
 def _safe(text: str, width: int) -> str:
