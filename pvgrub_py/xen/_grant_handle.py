@@ -10,6 +10,7 @@ it, close refuses with EBUSY rather than unmap memory in use).
 from __future__ import annotations
 
 import errno as errno_mod
+from abc import ABC, abstractmethod
 from typing import Any, Self
 
 from pvgrub_py.xen.binding import Binding, require
@@ -17,7 +18,7 @@ from pvgrub_py.xen.interface import XenError
 from pvgrub_py.xen.toollog import ToolLog
 
 
-class GrantMemory:
+class GrantMemory(ABC):
     """Mapped pages as a memoryview; `close` releases it, then calls `_unmap`."""
 
     #: The function named in errors: the one that mapped the memory, the one that unmaps it.
@@ -37,8 +38,9 @@ class GrantMemory:
             raise XenError(errno_mod.EBADF, self._map_function, self._closed_message)
         return self._memory
 
+    @abstractmethod
     def _unmap(self) -> None:
-        raise NotImplementedError
+        """Give the pages back to the library (after the view is released)."""
 
     def close(self) -> None:
         if self._memory is None:
