@@ -1,4 +1,4 @@
-"""libxenctrl (xenctrl.h): the interface handle, version, physinfo, domains.
+"""libxenctrl (xenctrl.h): the interface handle, version, physinfo, domains, FLASK labels.
 
 Fixed-layout Xen structures (``xen_domctl_createdomain``,
 ``xen_domctl_getdomaininfo``) change between releases with the domctl
@@ -7,6 +7,12 @@ API mode copy what we need into ``struct pvgrub_*`` types whose layout is
 ours.  ``xc_domain_getinfolist`` is used for both one domain and all of
 them because it exists unchanged in every release we target, whereas
 ``xc_domain_getinfo`` was replaced by ``xc_domain_getinfo_single`` in 4.18.
+
+FLASK: xenctrl.h (4.17) has ``xc_flask_sid_to_context`` but no wrapper for
+``FLASK_GET_PEER_SID``, so `pvgrub_xc_flask_get_peer_sid` fills a
+``xen_flask_op_t`` (xen/include/public/xsm/flask_op.h) and calls the
+generic ``xc_flask_op``, which sets the interface version and bounces the
+struct for the hypercall.
 """
 
 INCLUDES = """
@@ -95,6 +101,9 @@ int xc_domain_unpause(xc_interface *xch, uint32_t domid);
 int xc_domain_max_vcpus(xc_interface *xch, uint32_t domid, unsigned int max);
 int xc_domain_setmaxmem(xc_interface *xch, uint32_t domid, uint64_t max_memkb);
 int xc_evtchn_alloc_unbound(xc_interface *xch, uint32_t dom, uint32_t remote_dom);
+
+int pvgrub_xc_flask_get_peer_sid(xc_interface *xch, uint32_t port, uint32_t *sid);
+int xc_flask_sid_to_context(xc_interface *xc_handle, int sid, char *buf, uint32_t size);
 """
 
 CUSTOMIZATIONS = r"""
@@ -215,5 +224,20 @@ static int pvgrub_xc_domain_list(xc_interface *xch, uint32_t first_domid, unsign
         memcpy(out[i].handle, info[i].handle, 16);
     }
     return n;
+}
+
+/* FLASK_GET_PEER_SID: the SID of the domain at the other end of the caller's
+ * interdomain event channel `port`.  Returns 0, or -1 with errno (ENOSYS
+ * without FLASK, EINVAL for a port that is not a bound interdomain port). */
+static int pvgrub_xc_flask_get_peer_sid(xc_interface *xch, uint32_t port, uint32_t *sid)
+{
+    xen_flask_op_t op;
+    memset(&op, 0, sizeof(op));
+    op.cmd = FLASK_GET_PEER_SID;
+    op.u.peersid.evtchn = port;
+    if (xc_flask_op(xch, &op) < 0)
+        return -1;
+    *sid = op.u.peersid.sid;
+    return 0;
 }
 """

@@ -204,3 +204,102 @@ def test_event_channel_loopback() -> None:
         b.notify(peer)
         assert a.wait(2.0) == port
         a.unmask(port)
+
+
+# -- FLASK: errno mapping, with a stand-in library (no hypervisor needed) -----------------
+
+
+class _FakeFfi:
+    """The real ffi for memory, a settable errno standing for the C call's."""
+
+    def __init__(self, real: object) -> None:
+        self._real = real
+        self.errno = 0
+        self.NULL = real.NULL  # type: ignore[attr-defined]
+
+    def new(self, cdecl: str, init: object = None) -> object:
+        return self._real.new(cdecl, init)  # type: ignore[attr-defined]
+
+    def string(self, cdata: object) -> bytes:
+        return self._real.string(cdata)  # type: ignore[attr-defined, no-any-return]
+
+
+class _FakeFlaskLib:
+    """xsm_op answers: ``peer`` is (rc, errno, sid), ``context`` is (rc, errno, text)."""
+
+    def __init__(self, ffi: _FakeFfi, peer: tuple[int, int, int], context: tuple[int, int, bytes]):
+        self.ffi, self.peer, self.context = ffi, peer, context
+        self.calls: list[tuple[str, int]] = []
+
+    def xc_clear_last_error(self, xch: object) -> None:
+        pass
+
+    def pvgrub_xc_last_error(self, xch: object, buf: object, size: int) -> int:
+        return 0
+
+    def pvgrub_xc_flask_get_peer_sid(self, xch: object, port: int, sid: object) -> int:
+        self.calls.append(("get_peer_sid", port))
+        rc, err, value = self.peer
+        sid[0] = value  # type: ignore[index]
+        self.ffi.errno = err
+        return rc
+
+    def xc_flask_sid_to_context(self, xch: object, sid: int, buf: object, size: int) -> int:
+        self.calls.append(("sid_to_context", sid))
+        rc, err, text = self.context
+        assert size == 4096 and len(text) < size
+        for i, byte in enumerate(text):
+            buf[i] = bytes([byte])  # type: ignore[index]
+        self.ffi.errno = err
+        return rc
+
+
+def _xenctrl_with(peer: tuple[int, int, int], context: tuple[int, int, bytes]) -> object:
+    from pvgrub_py.xen import binding as binding_mod
+    from pvgrub_py.xen.xenctrl import XenCtrl
+
+    real = binding_mod.require("xc_flask_sid_to_context")
+    ffi = _FakeFfi(real.ffi)
+    lib = _FakeFlaskLib(ffi, peer, context)
+    xc = XenCtrl.__new__(XenCtrl)
+    xc._b = binding_mod.Binding(ffi, lib, frozenset())
+    xc.dummy = False
+    xc._xch = object()
+    return xc
+
+
+def test_flask_peer_label_is_peer_sid_then_context() -> None:
+    xc = _xenctrl_with((0, 0, 260), (0, 0, b"system_u:system_r:vtpm_t"))
+    assert xc.evtchn_peer_label(7) == "system_u:system_r:vtpm_t"  # type: ignore[attr-defined]
+    assert xc._b.lib.calls == [("get_peer_sid", 7), ("sid_to_context", 260)]  # type: ignore[attr-defined]
+
+
+def test_flask_enosys_means_no_xsm_and_other_errnos_stay_themselves() -> None:
+    from pvgrub_py.xen.interface import XsmNotEnabledError
+
+    xc = _xenctrl_with((-1, errno.ENOSYS, 0), (0, 0, b""))
+    with pytest.raises(XsmNotEnabledError) as no_xsm:
+        xc.evtchn_peer_label(3)  # type: ignore[attr-defined]
+    assert no_xsm.value.errno == errno.ENOSYS and no_xsm.value.function == "xc_flask_op"
+    assert "XSM/FLASK is not enabled on this host" in str(no_xsm.value)
+    assert "port 3" in str(no_xsm.value)
+    xc = _xenctrl_with((-1, errno.EINVAL, 0), (0, 0, b""))
+    with pytest.raises(XenError) as unbound:
+        xc.evtchn_peer_label(3)  # type: ignore[attr-defined]
+    assert not isinstance(unbound.value, XsmNotEnabledError)
+    assert unbound.value.errno == errno.EINVAL
+    xc = _xenctrl_with((0, 0, 5), (-1, errno.EACCES, b""))
+    with pytest.raises(XenError) as denied:
+        xc.evtchn_peer_label(3)  # type: ignore[attr-defined]
+    assert not isinstance(denied.value, XsmNotEnabledError)
+    assert denied.value.errno == errno.EACCES
+    assert denied.value.function == "xc_flask_sid_to_context"
+
+
+def test_flask_calls_on_a_dummy_handle_make_no_hypercall() -> None:
+    from pvgrub_py.xen.xenctrl import XenCtrl
+
+    with XenCtrl.open_dummy() as xc:
+        with pytest.raises(XenError) as caught:
+            xc.evtchn_peer_label(1)
+        assert caught.value.errno == errno.ENODEV

@@ -10,6 +10,7 @@ once more with the real libraries where /dev/xen/privcmd exists.
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 
 import pytest
@@ -97,3 +98,24 @@ def test_real_create_allocates_the_vcpus() -> None:
             assert xc.info(domid).max_vcpus == 2
         finally:
             xc.destroy(domid)
+
+
+@pytest.mark.skipif(
+    not availability().built or not Path("/dev/xen/privcmd").exists(),
+    reason="needs the Xen bindings and a Xen hypervisor",
+)
+def test_real_peer_label_of_a_loopback_channel() -> None:
+    """FLASK_GET_PEER_SID on a bound dom0<->dom0 channel.  Debian's Xen (the
+    nested-Xen job) runs without FLASK: the dedicated error, ENOSYS; a host
+    booted with flask=... answers with dom0's own context."""
+    from pvgrub_py.xen.interface import XsmNotEnabledError
+
+    with libxc_host.LibxcHypervisor() as hv, hv.event_channels() as a, hv.event_channels() as b:
+        port = a.alloc_unbound(0)
+        b.bind_interdomain(0, port)
+        try:
+            label = hv.evtchn_peer_label(port)
+        except XsmNotEnabledError as e:
+            assert e.errno == errno.ENOSYS and "not enabled" in str(e)
+        else:
+            assert len(label.split(":")) >= 3, label

@@ -13,6 +13,7 @@ import sys
 from pvgrub_py.sim.daemon import HostDaemon
 from pvgrub_py.sim.layout import HostLayout
 from pvgrub_py.sim.xenstored import XenstoredLink
+from pvgrub_py.sim.xsm import Flask, parse_label_option
 
 HOST_DESCRIPTION = """\
 Run a simulated Xen host: one daemon that is the hypervisor for every process
@@ -23,6 +24,13 @@ the processes) and event channels (real cross-process notifications), and
 enforces Xen's rules on them.  Unless told otherwise it also starts a
 xenstored (pvgrubctl sim xenstored) on DIR/xenstored/socket and hands each
 attached process a xenstore connection as its own domain.
+
+XSM: like Debian's Xen, the host runs without FLASK unless told otherwise,
+and a label asked for (FLASK_GET_PEER_SID, e.g. by pvgrub-py --vtpm-label)
+is ENOSYS.  With --flask or --xsm-label every domain has a security
+context: dom0 system_u:system_r:dom0_t and the others
+system_u:system_r:domU_t (Xen's example policy for domains without
+seclabel=), unless --xsm-label names another.
 
 It prints DIR/hyp.sock once processes can attach, and serves until SIGTERM
 or SIGINT; shutdown stops its xenstored and removes its sockets and tokens."""
@@ -36,6 +44,8 @@ files in DIR:
 
 examples:
   pvgrubctl sim host --dir /tmp/host &
+  pvgrubctl sim host --dir /tmp/host --xsm-label 0=system_u:system_r:dom0_t \
+                     --xsm-label 1=system_u:system_r:vtpm_t &
   python3 -c 'from pvgrub_py.sim import SimHost; print(SimHost.connect("/tmp/host").stats())'
 
 exit status: 0 after a clean shutdown, 1 if the host cannot start (DIR is
@@ -61,6 +71,17 @@ def add_host_parser(sim_subparsers: argparse._SubParsersAction[argparse.Argument
         "--no-xenstored", action="store_true", help="run without xenstore (xs_open: ENOTCONN)"
     )
     parser.add_argument("--log", metavar="FILE", help="append a debug trace of the daemon to FILE")
+    parser.add_argument(
+        "--flask", action="store_true", help="run with XSM/FLASK: every domain has a label"
+    )
+    parser.add_argument(
+        "--xsm-label",
+        action="append",
+        default=[],
+        metavar="DOMID=CONTEXT",
+        help="the FLASK context of domain DOMID, now (dom0) or when it is created "
+        "(repeatable; implies --flask)",
+    )
     parser.set_defaults(func=run_host)
 
 
@@ -81,8 +102,10 @@ def _setup_logging(log_file: str | None) -> None:
 
 def run_host(args: argparse.Namespace) -> int:
     _setup_logging(args.log)
+    labels = dict(parse_label_option(spec) for spec in args.xsm_label)
+    flask = Flask(labels) if args.flask or labels else None
     layout = HostLayout.of(args.dir)
-    daemon = HostDaemon(layout.root, None)
+    daemon = HostDaemon(layout.root, None, flask)
     daemon.bind()  # refuses a directory where a host already runs, before anything else
     try:
         if args.xenstored:

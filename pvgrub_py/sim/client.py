@@ -26,7 +26,7 @@ import socket
 import weakref
 from typing import TypeVar
 
-from pvgrub_py.sim.client_domains import SimDomainControl
+from pvgrub_py.sim.client_domains import SimDomainControl, xsm_call
 from pvgrub_py.sim.client_evtchn import SimEventChannels
 from pvgrub_py.sim.client_grants import SimGrantMap, SimGrantShare
 from pvgrub_py.sim.connection import HostConnection
@@ -79,6 +79,13 @@ class SimHypervisor:
         _frame, fds = self._conn.call(Op.XS_CONNECT, function="xs_open")
         sock = socket.socket(fileno=fds[0])
         return self._track(SimXenStore(sock, self.domid))
+
+    def evtchn_peer_label(self, port: int) -> str:
+        """The FLASK context of the domain at the other end of our ``port`` (see
+        `interface.Hypervisor`); `XsmNotEnabledError` when the host runs without
+        FLASK, EINVAL unless ``port`` is a bound interdomain port of this domain."""
+        frame = xsm_call(self._conn, Op.XSM_PEER_LABEL, [port], b"", function="xc_flask_op")
+        return frame.data.decode("utf-8", "surrogateescape")
 
     def stats(self) -> HostStats:
         """Live grants, mappings, ports and connections, per domain and in total."""

@@ -6,11 +6,12 @@ in a guest succeeds and its domctls fail.
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Sequence
 
 from pvgrub_py.sim.connection import HostConnection
-from pvgrub_py.sim.protocol import Op
-from pvgrub_py.xen.interface import DomainConfig, DomainInfo
+from pvgrub_py.sim.protocol import Frame, Op
+from pvgrub_py.xen.interface import DomainConfig, DomainInfo, XenError, XsmNotEnabledError
 
 _INFO_ARGS = 7
 
@@ -34,6 +35,19 @@ def _infos(args: Sequence[int], handles: bytes) -> list[DomainInfo]:
             )
         )
     return result
+
+
+def xsm_call(
+    conn: HostConnection, op: Op, args: Sequence[int], data: bytes, *, function: str
+) -> Frame:
+    """An ``xsm_op``: ENOSYS from the host means it runs without FLASK."""
+    try:
+        frame, _ = conn.call(op, args, data, function=function)
+    except XenError as e:
+        if e.errno == errno.ENOSYS:
+            raise XsmNotEnabledError(function, e.message) from None
+        raise
+    return frame
 
 
 class SimDomainControl:
@@ -80,3 +94,13 @@ class SimDomainControl:
             Op.DOM_ALLOC_UNBOUND, [domid, remote_domid], function="xc_evtchn_alloc_unbound"
         )
         return frame.args[0]
+
+    def set_xsm_label(self, domid: int, label: str) -> None:
+        """Give ``domid`` the FLASK context ``label`` (the simulator's stand-in for
+        libxl's ``seclabel=``; on Xen, ``xc_flask_context_to_sid`` then the SID at
+        create, or ``xc_flask_relabel_domain``).  dom0 only; `XsmNotEnabledError`
+        on a host without FLASK; EINVAL for a malformed context."""
+        xsm_call(
+            self._conn, Op.XSM_SET_LABEL, [domid], label.encode("utf-8", "surrogateescape"),
+            function="xc_flask_relabel_domain",
+        )  # fmt: skip

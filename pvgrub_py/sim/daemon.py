@@ -45,6 +45,7 @@ from pvgrub_py.sim.machine import Caller, Machine
 from pvgrub_py.sim.pages import reopen_readonly
 from pvgrub_py.sim.protocol import Frame, Op, ProtocolError
 from pvgrub_py.sim.xenstored import XenstoredLink
+from pvgrub_py.sim.xsm import Flask
 from pvgrub_py.xen.interface import DomainConfig, DomainInfo, XenError
 
 log = logging.getLogger("pvgrub_py.sim")
@@ -84,12 +85,17 @@ class _Reply:
 
 
 class HostDaemon:
-    def __init__(self, host_dir: str | os.PathLike[str], xenstored: XenstoredLink | None) -> None:
+    def __init__(
+        self,
+        host_dir: str | os.PathLike[str],
+        xenstored: XenstoredLink | None,
+        flask: Flask | None = None,
+    ) -> None:
         self.layout = HostLayout.of(host_dir)
         self.xenstored = xenstored
         self.endpoints = Endpoints(on_closed=self._endpoint_closed)
         self.machine = Machine(
-            self, self.endpoints, lambda: secrets.token_hex(16), os.cpu_count() or 1
+            self, self.endpoints, lambda: secrets.token_hex(16), os.cpu_count() or 1, flask
         )
         self._sel = selectors.DefaultSelector()
         self._listener: socket.socket | None = None
@@ -487,6 +493,15 @@ class HostDaemon:
         sock.close()
         return _Reply(fds=[fd], close_fds=[fd])
 
+    def _xsm_peer_label(self, client: _Client, caller: Caller, frame: Frame) -> _Reply:
+        label = self.machine.evtchn_peer_label(caller, frame.args[0])
+        return _Reply(data=label.encode("utf-8", "surrogateescape"))
+
+    def _xsm_set_label(self, client: _Client, caller: Caller, frame: Frame) -> _Reply:
+        label = frame.data.decode("utf-8", "surrogateescape")
+        self.machine.set_xsm_label(caller, frame.args[0], label)
+        return _Reply()
+
     _HANDLERS: dict[int, Callable[[HostDaemon, _Client, Caller, Frame], _Reply]] = {
         Op.STATS: _stats,
         Op.DOM_CREATE: _dom_create,
@@ -510,4 +525,6 @@ class HostDaemon:
         Op.EVT_STATUS: _evt_status,
         Op.EVT_TARGET: _evt_target,
         Op.XS_CONNECT: _xs_connect,
+        Op.XSM_PEER_LABEL: _xsm_peer_label,
+        Op.XSM_SET_LABEL: _xsm_set_label,
     }

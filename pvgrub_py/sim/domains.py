@@ -52,6 +52,8 @@ class Domain:
     dying: bool = False
     shutdown: bool = False
     tot_pages: int = 0
+    #: The FLASK security context; "" on a host without FLASK (see `xsm`).
+    xsm_label: str = ""
 
     def info(self) -> DomainInfo:
         return DomainInfo(

@@ -201,6 +201,20 @@ class EventChannels:
             return CLOSED, 0, 0
         return chn.state, chn.remote_domid, chn.remote_port if chn.state == INTERDOMAIN else 0
 
+    def peer_domain(self, domid: int, port: int) -> int:
+        """``FLASK_GET_PEER_SID``'s lookup (xen/xsm/flask/flask_op.c,
+        ``flask_get_peer_sid``): the domain at the other end of ``port`` of
+        ``domid``, whichever handle (or none) bound it.  Only a bound
+        interdomain port has a peer: a free or unbound port is EINVAL."""
+        chn = self._ports.get(domid, {}).get(port)
+        if chn is None:
+            raise XenError(errno.EINVAL, "xc_flask_op", f"d{domid} has no port {port}")
+        if chn.state != INTERDOMAIN:
+            raise XenError(
+                errno.EINVAL, "xc_flask_op", f"port {port} of d{domid} is not bound to a peer"
+            )
+        return chn.remote_domid
+
     # -- domains -----------------------------------------------------------------------
 
     def set_max_port(self, domid: int, max_port: int) -> None:

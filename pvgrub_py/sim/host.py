@@ -23,6 +23,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import NoReturn
 
@@ -48,10 +49,14 @@ class SimHost:
         xenstored: bool | str = True,
         timeout: float = 30.0,
         log: str | os.PathLike[str] | None = None,
+        flask: bool = False,
+        xsm_labels: Mapping[int, str] | None = None,
     ) -> SimHost:
         """Run ``pvgrubctl sim host --dir host_dir`` and wait until it serves.
         ``xenstored``: True to start one, False for none, or the toolstack socket
-        of one already running.  ``log``: a file for the daemon's debug trace."""
+        of one already running.  ``log``: a file for the daemon's debug trace.
+        ``flask``: run with XSM/FLASK (`sim.xsm`); ``xsm_labels``: contexts by
+        domid (``--xsm-label``, implies ``flask``)."""
         layout = HostLayout.of(host_dir)
         problem = layout.check_socket_paths()
         if problem is not None:
@@ -64,6 +69,10 @@ class SimHost:
             command += ["--xenstored", xenstored]
         if log is not None:
             command += ["--log", os.fspath(log)]
+        if flask:
+            command.append("--flask")
+        for domid, label in (xsm_labels or {}).items():
+            command += ["--xsm-label", f"{domid}={label}"]
         with open(layout.log, "ab") as stderr:
             process = subprocess.Popen(
                 command,
@@ -132,10 +141,16 @@ class SimHost:
     def stats(self) -> HostStats:
         return self.dom0.stats()
 
-    def create_domain(self, config: DomainConfig | None = None, *, introduce: bool = True) -> int:
+    def create_domain(
+        self,
+        config: DomainConfig | None = None,
+        *,
+        introduce: bool = True,
+        xsm_label: str | None = None,
+    ) -> int:
         """Create a domain the libxl way (see `toolstack`): paused, with a xenstore
-        home, introduced to xenstored."""
-        return create_domain(self.dom0, config, introduce=introduce)
+        home, introduced to xenstored; labelled ``xsm_label`` (``seclabel=``) if given."""
+        return create_domain(self.dom0, config, introduce=introduce, xsm_label=xsm_label)
 
     def destroy_domain(self, domid: int) -> None:
         destroy_domain(self.dom0, domid)

@@ -8,6 +8,9 @@ What lives here and not in `domains`, `grants`, `evtchn`:
   attached as d3 can act only as d3;
 * privilege: the domctl operations and allocating a port in another domain are
   dom0's (EPERM otherwise), as XSM's default policy (``XSM_PRIV``/``XSM_TARGET``) has it;
+* security labels (`xsm`): with FLASK off every ``xsm_op`` is ENOSYS
+  (`XsmNotEnabledError`); with it on, each domain has a label and the peer of a
+  bound interdomain port can be asked for its label;
 * tear-down that spans the three tables: a client going away (closing, crashing,
   being killed) releases what it held, as closing the gntalloc, gntdev and evtchn
   files does on Linux; destroying a domain (``domain_kill``) drops every client of
@@ -27,7 +30,14 @@ from pvgrub_py.sim.domains import Domain, DomainTable
 from pvgrub_py.sim.evtchn import DEFAULT_MAX_PORT, EventChannels, Handle, Slots, Target
 from pvgrub_py.sim.grants import GrantTables, Mapping, Share
 from pvgrub_py.sim.stats import Counts, HostStats
-from pvgrub_py.xen.interface import DomainConfig, DomainInfo, XenError
+from pvgrub_py.sim.xsm import Flask, check_label
+from pvgrub_py.xen.interface import (
+    XSM_NOT_ENABLED,
+    DomainConfig,
+    DomainInfo,
+    XenError,
+    XsmNotEnabledError,
+)
 
 
 class Effects(Protocol):
@@ -45,13 +55,22 @@ class Caller:
 
 class Machine:
     def __init__(
-        self, effects: Effects, slots: Slots, new_token: Callable[[], str], dom0_vcpus: int = 1
+        self,
+        effects: Effects,
+        slots: Slots,
+        new_token: Callable[[], str],
+        dom0_vcpus: int = 1,
+        flask: Flask | None = None,
     ) -> None:
         self._effects = effects
         self.domains = DomainTable(new_token, dom0_vcpus)
         self.grants = GrantTables()
         self.evtchn = EventChannels(slots)
+        self.flask = flask
         self._connections: dict[int, int] = {}
+        if flask is not None:
+            dom0 = self.domains.get(0, "flask")
+            dom0.xsm_label = check_label(flask.initial_label(0), "flask")
 
     # -- sessions ----------------------------------------------------------------------
 
@@ -85,6 +104,8 @@ class Machine:
     def create(self, caller: Caller, config: DomainConfig) -> int:
         self._privileged(caller, "xc_domain_create")
         domain = self.domains.create(config)
+        if self.flask is not None:
+            domain.xsm_label = self.flask.initial_label(domain.domid)
         self.evtchn.set_max_port(domain.domid, DEFAULT_MAX_PORT)
         self._effects.domain_created(domain)
         return domain.domid
@@ -202,6 +223,29 @@ class Machine:
         if self.domains.find(domid) is None:
             raise XenError(errno.ESRCH, "xc_evtchn_status", f"no domain {domid}")
         return self.evtchn.status(domid, port)
+
+    # -- XSM (FLASK) ------------------------------------------------------------------------
+
+    def _flask(self, function: str, what: str) -> Flask:
+        if self.flask is None:
+            raise XsmNotEnabledError(function, f"{XSM_NOT_ENABLED} ({what})")
+        return self.flask
+
+    def evtchn_peer_label(self, caller: Caller, port: int) -> str:
+        """``FLASK_GET_PEER_SID`` on the caller's ``port``, then ``FLASK_SID_TO_CONTEXT``:
+        the label of the domain at the other end.  Any domain may ask about its
+        own ports, as in Xen; EINVAL unless the port is bound interdomain."""
+        self._flask("xc_flask_op", f"FLASK_GET_PEER_SID on port {port}")
+        peer = self.domains.get(self.evtchn.peer_domain(caller.domid, port), "xc_flask_op")
+        return peer.xsm_label
+
+    def set_xsm_label(self, caller: Caller, domid: int, label: str) -> None:
+        """Label a domain, as libxl's ``seclabel=`` does at create (the context's SID
+        in ``XEN_DOMCTL_createdomain``) or ``FLASK_RELABEL_DOMAIN`` later: dom0's."""
+        self._flask("xc_flask_relabel_domain", f"labelling d{domid}")
+        self._privileged(caller, "xc_flask_relabel_domain")
+        domain = self.domains.get(domid, "xc_flask_relabel_domain")
+        domain.xsm_label = check_label(label, "xc_flask_relabel_domain")
 
     # -- accounting ------------------------------------------------------------------------
 

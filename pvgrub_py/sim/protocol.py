@@ -76,6 +76,9 @@ class Op(enum.IntEnum):
     EVT_STATUS = 57  # [domid, port] -> [state, remote_dom, remote_port]
     # xenstore
     XS_CONNECT = 70  # -> fd: a stream socket connected to xenstored as the caller
+    # XSM (FLASK); ENOSYS when the host runs without FLASK
+    XSM_PEER_LABEL = 80  # [port] -> data: the context of the domain at the other end
+    XSM_SET_LABEL = 81  # [domid], data context (dom0 only)
 
 
 ONE_WAY = frozenset({Op.NOTICE})

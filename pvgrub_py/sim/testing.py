@@ -16,7 +16,7 @@ import shutil
 import struct
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -30,12 +30,19 @@ WAIT_TIMEOUT = 5.0
 
 
 @contextlib.contextmanager
-def temporary_host(*, xenstored: bool = True, prefix: str = "sim") -> Iterator[SimHost]:
+def temporary_host(
+    *,
+    xenstored: bool = True,
+    prefix: str = "sim",
+    flask: bool = False,
+    xsm_labels: Mapping[int, str] | None = None,
+) -> Iterator[SimHost]:
     """A host in a fresh short directory under /tmp (socket paths are limited to 107
-    bytes, pytest's tmp_path may be longer), stopped and removed afterwards."""
+    bytes, pytest's tmp_path may be longer), stopped and removed afterwards.
+    ``flask``, ``xsm_labels``: as `SimHost.start` (XSM/FLASK on, labels by domid)."""
     path = tempfile.mkdtemp(prefix=prefix, dir="/tmp")
     try:
-        with SimHost.start(path, xenstored=xenstored) as host:
+        with SimHost.start(path, xenstored=xenstored, flask=flask, xsm_labels=xsm_labels) as host:
             yield host
     finally:
         shutil.rmtree(path, ignore_errors=True)

@@ -5,7 +5,8 @@ Only the Hypervisor interface is used (as dom0), so this is also a readable summ
 of the xenstore side of domain creation (tools/libs/light/libxl_create.c,
 ``libxl__domain_make`` and ``libxl__build_post``):
 
-1. create the domain (it starts paused);
+1. create the domain (it starts paused), with its security label if it has one
+   (``seclabel=``; only on a host with FLASK);
 2. ``/local/domain/<N>`` owned by dom0 and readable by N (``n0 rN``), with ``name``,
    ``domid`` and the directories the guest writes to (``device``, ``control``,
    ``data``, owned by N);
@@ -31,13 +32,24 @@ GUEST_WRITABLE_DIRS = ("device", "control", "data")
 
 
 def create_domain(
-    dom0: SimHypervisor, config: DomainConfig | None = None, *, introduce: bool = True
+    dom0: SimHypervisor,
+    config: DomainConfig | None = None,
+    *,
+    introduce: bool = True,
+    xsm_label: str | None = None,
 ) -> int:
     """Create a domain; with ``introduce``, also give it a xenstore home and connect
-    it to xenstored, so ``SimHypervisor.attach(dir, N).xenstore()`` works."""
+    it to xenstored, so ``SimHypervisor.attach(dir, N).xenstore()`` works.
+    ``xsm_label``: its FLASK context (`XsmNotEnabledError` on a host without FLASK)."""
     config = DomainConfig() if config is None else config
     control = dom0.domains()
     domid = control.create(config)
+    try:
+        if xsm_label is not None:
+            control.set_xsm_label(domid, xsm_label)
+    except BaseException:
+        control.destroy(domid)
+        raise
     if not introduce:
         return domid
     try:

@@ -8,8 +8,11 @@ simulator has no freedom to be more forgiving than Xen.
 
 Every failing call raises `XenError(errno, function, message)`, the errno
 Xen or the simulator reported, so callers can test for EPERM/ENOENT/EINVAL
-the same way on both.  Resources are context managers and are released on
-``close()``; a released resource is never used again.
+the same way on both.  One refinement: an XSM/FLASK operation on a host
+without FLASK raises `XsmNotEnabledError` (a XenError with ENOSYS), so a
+caller can say why a security label cannot be had.  Resources are context
+managers and are released on ``close()``; a released resource is never
+used again.
 """
 
 from __future__ import annotations
@@ -40,6 +43,20 @@ class XenError(PvgrubError):
         text = os.strerror(err) if err else "failed"
         detail = f": {message}" if message else ""
         super().__init__(f"{function}{detail}: {text} ({name})")
+
+
+#: What a host without XSM/FLASK means for a label: Xen's dummy XSM module
+#: answers every ``xsm_op`` with -ENOSYS (xen/include/xsm/dummy.h,
+#: ``xsm_do_xsm_op``), as Debian's Xen does unless booted with ``flask=...``
+#: and a policy.
+XSM_NOT_ENABLED = "XSM/FLASK is not enabled on this host"
+
+
+class XsmNotEnabledError(XenError):
+    """An XSM/FLASK operation on a host whose hypervisor has no FLASK (ENOSYS)."""
+
+    def __init__(self, function: str, message: str = XSM_NOT_ENABLED) -> None:
+        super().__init__(errno_mod.ENOSYS, function, message)
 
 
 # -- domains ----------------------------------------------------------------------------
@@ -177,7 +194,19 @@ class XenStore(Protocol):
 
 
 class Hypervisor(Protocol):
-    """Everything one domain can reach.  ``domid`` is who we act as."""
+    """Everything one domain can reach.  ``domid`` is who we act as.
+
+    ``evtchn_peer_label(port)`` is the XSM (FLASK) security context of the
+    domain at the other end of ``port``, a local port of this domain: what
+    Mini-OS ``evtchn_get_peercontext`` reads with two ``xsm_op`` calls,
+    ``FLASK_GET_PEER_SID`` on the port, then ``FLASK_SID_TO_CONTEXT``
+    (xen/include/public/xsm/flask_op.h).  As in Xen (``flask_get_peer_sid``,
+    xen/xsm/flask/flask_op.c), only a bound interdomain port has a peer: a
+    free or unbound port is EINVAL.  Without FLASK it raises
+    `XsmNotEnabledError`.  It is a call on the domain, not on an event
+    channel handle, because FLASK looks the port up in the calling domain's
+    table, whichever handle bound it.
+    """
 
     @property
     def domid(self) -> int: ...
@@ -186,4 +215,5 @@ class Hypervisor(Protocol):
     def grant_map(self) -> GrantMap: ...
     def event_channels(self) -> EventChannels: ...
     def xenstore(self) -> XenStore: ...
+    def evtchn_peer_label(self, port: int) -> str: ...
     def close(self) -> None: ...

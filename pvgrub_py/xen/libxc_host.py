@@ -65,6 +65,10 @@ class LibxcHypervisor:
     def xenstore(self) -> XenStoreC:
         return self._track(XenStoreC())
 
+    def evtchn_peer_label(self, port: int) -> str:
+        """FLASK's label of the peer of ``port`` (``xsm_op`` through privcmd)."""
+        return self.domains().evtchn_peer_label(port)
+
     def close(self) -> None:
         """Close every handle still open (closing one twice is a no-op), then privcmd."""
         for handle in list(self._handles):

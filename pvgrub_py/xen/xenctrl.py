@@ -1,6 +1,7 @@
 """`XenCtrl`: libxenctrl's interface handle and domain calls (xenctrl.h).
 
-It implements `interface.DomainControl`.  A real handle needs
+It implements `interface.DomainControl`, and the two FLASK calls behind
+`interface.Hypervisor.evtchn_peer_label`.  A real handle needs
 ``/dev/xen/privcmd`` (dom0); ``XenCtrl.dummy()`` opens an
 ``XC_OPENFLAG_DUMMY`` handle, which libxenguest accepts for parsing
 kernels without a hypervisor (reference §1.6), and on which every
@@ -20,7 +21,14 @@ from dataclasses import dataclass
 from typing import Any, NoReturn
 
 from pvgrub_py.xen.binding import Binding, c_string, require
-from pvgrub_py.xen.interface import PAGE_SIZE, DomainConfig, DomainInfo, XenError
+from pvgrub_py.xen.interface import (
+    PAGE_SIZE,
+    XSM_NOT_ENABLED,
+    DomainConfig,
+    DomainInfo,
+    XenError,
+    XsmNotEnabledError,
+)
 from pvgrub_py.xen.toollog import XTL_DETAIL, ToolLog
 
 #: xenctrl.h ``enum xc_error_code`` -> the errno we report when errno is unset.
@@ -28,6 +36,9 @@ XC_INTERNAL_ERROR = 1
 XC_CODE_ERRNO = {1: errno_mod.EIO, 2: errno_mod.ENOEXEC, 3: errno_mod.EINVAL, 4: errno_mod.ENOMEM}
 NO_HYPERCALLS = "a dummy xc_interface makes no hypercalls"
 PRIVCMD_HINT = "needs /dev/xen/privcmd: run on a Xen dom0 as root"
+#: Room for a FLASK context: Xen copies contexts in and out of at most a page
+#: (``safe_copy_string_from_guest(..., PAGE_SIZE)`` in xen/xsm/flask/flask_op.c).
+FLASK_CONTEXT_MAX = PAGE_SIZE
 
 
 @dataclass(frozen=True)
@@ -246,6 +257,40 @@ class XenCtrl:
             )
             for i in range(n)
         ]
+
+    # -- FLASK (xsm_op) ----------------------------------------------------------------
+
+    def flask_get_peer_sid(self, port: int) -> int:
+        """``FLASK_GET_PEER_SID``: the SID of the domain at the other end of
+        ``port``, a bound interdomain port of the calling domain (EINVAL
+        otherwise); `XsmNotEnabledError` on a host without FLASK."""
+        xch = self._hypercall("xc_flask_op")
+        sid = self._b.ffi.new("uint32_t *")
+        if self._b.lib.pvgrub_xc_flask_get_peer_sid(xch, port, sid) != 0:
+            self._flask_fail("xc_flask_op", f"FLASK_GET_PEER_SID on port {port}")
+        return int(sid[0])
+
+    def flask_sid_to_context(self, sid: int) -> str:
+        """``FLASK_SID_TO_CONTEXT`` (``xc_flask_sid_to_context``): the
+        security context, e.g. ``system_u:system_r:vtpm_t``.  Xen writes it
+        with its NUL; the buffer has one more zero byte so it always ends."""
+        if not 0 <= sid <= 0x7FFFFFFF:  # the C call takes an int
+            raise XenError(errno_mod.EINVAL, "xc_flask_sid_to_context", f"sid {sid}")
+        xch = self._hypercall("xc_flask_sid_to_context")
+        buf = self._b.ffi.new("char[]", FLASK_CONTEXT_MAX + 1)
+        if self._b.lib.xc_flask_sid_to_context(xch, sid, buf, FLASK_CONTEXT_MAX) != 0:
+            self._flask_fail("xc_flask_sid_to_context", f"FLASK_SID_TO_CONTEXT of sid {sid}")
+        return c_string(self._b, buf) or ""
+
+    def evtchn_peer_label(self, port: int) -> str:
+        """The peer's context, as Mini-OS ``evtchn_get_peercontext`` reads it."""
+        return self.flask_sid_to_context(self.flask_get_peer_sid(port))
+
+    def _flask_fail(self, function: str, message: str) -> NoReturn:
+        """ENOSYS is Xen's dummy XSM answering ``xsm_op`` (no FLASK): say so."""
+        if self._b.ffi.errno == errno_mod.ENOSYS:
+            raise XsmNotEnabledError(function, f"{XSM_NOT_ENABLED} ({message})")
+        self.fail(function, message)
 
     # -- lifetime ---------------------------------------------------------------------
 
