@@ -9,8 +9,10 @@ order: PCR 4 <- kernel, PCR 5 <- cmdline, PCR 5 <- initrd.
   ``--vtpm-label`` boot unmeasured with a warning (pv-grub booted silently
   when ``init_tpmfront`` failed); with them, fail closed;
 * a reached vTPM whose extend fails: always fatal (pv-grub asserted);
-* ``--vtpm-label``: the backend's security label must match; where it
-  cannot be read the boot fails closed.
+* ``--vtpm-label``: right after the vTPM is reached, before any command is
+  sent to it, the backend's XSM (FLASK) label must match (pv-grub's rule,
+  `policy.vtpm_label_matches`); where it cannot be read (a ``swtpm:`` vTPM,
+  a host without FLASK, any failure) the boot fails closed.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ if TYPE_CHECKING:
     # The TPM stack is imported only when a --vtpm is given: an unmeasured
     # boot should not pay for it (bench/bench_bootloader.py).
     from pvgrub_py.tpm.client import TpmClient
+    from pvgrub_py.tpm.transport import TpmTransport
+    from pvgrub_py.tpm.uri import VtpmAddress
 
 
 class MeasuredBootError(PvgrubError):
@@ -51,14 +55,36 @@ def warn(message: str) -> None:
     print(f"pvgrub-py: warning: {message}", file=sys.stderr)
 
 
-def backend_label(uri: str) -> str | None:
-    """The vTPM backend's XSM label, where the platform can tell it.
+def backend_label(transport: TpmTransport, address: VtpmAddress) -> str:
+    """The vTPM backend's XSM label, as pv-grub read it before measuring.
 
-    FLASK labels are not available through the interfaces we have (neither
-    on the simulator nor on a host without XSM), so this is None and
-    ``--vtpm-label`` fails closed.
+    pv-grub (stubdom/grub/kexec.c, ``tpm_hash2pcr``) asked FLASK for the
+    context of the peer of the tpmfront event channel and refused to boot
+    if it could not.  A ``xen:`` transport reads the same thing through the
+    hypervisor interface (`interface.Hypervisor.evtchn_peer_label`); a
+    ``swtpm:`` socket has no XSM label at all.  Anything short of a label is
+    a `MeasuredBootError`: ``--vtpm-label`` fails closed.
     """
-    return None
+    from pvgrub_py.tpm.transport import PeerLabelled
+    from pvgrub_py.xen.interface import XSM_NOT_ENABLED, XsmNotEnabledError
+
+    cannot = f"cannot verify vtpm label of {address}"
+    if address.kind != "xen" or not isinstance(transport, PeerLabelled):
+        raise MeasuredBootError(f"{cannot}: a {address.kind}: vTPM has no XSM label")
+    try:
+        return transport.peer_label()
+    except XsmNotEnabledError:
+        raise MeasuredBootError(f"{cannot}: {XSM_NOT_ENABLED}") from None
+    except PvgrubError as e:
+        raise MeasuredBootError(f"{cannot}: {e}") from None
+
+
+def check_vtpm_label(transport: TpmTransport, address: VtpmAddress, wanted: str) -> None:
+    """pv-grub's ``--vtpm-label`` rule (`policy.vtpm_label_matches`), before any
+    command reaches the vTPM."""
+    label = backend_label(transport, address)
+    if not vtpm_label_matches(label, wanted):
+        raise MeasuredBootError(f"mismatched vtpm label: {label!r} != {wanted!r}")
 
 
 def open_vtpm(opts: BootloaderOptions, sim_dir: str | None = None) -> VtpmSession:
@@ -69,30 +95,35 @@ def open_vtpm(opts: BootloaderOptions, sim_dir: str | None = None) -> VtpmSessio
     from pvgrub_py.tpm.client import TpmClient
     from pvgrub_py.tpm.uri import open_transport, parse_vtpm_uri
 
-    try:
-        transport = open_transport(
-            parse_vtpm_uri(opts.vtpm),
-            uuid=opts.vtpm_uuid,
-            sim_dir=sim_dir,
-            timeout=opts.vtpm_timeout,
-        )
-        client = TpmClient(transport)
-    except PvgrubError as e:
+    def unavailable(e: PvgrubError) -> VtpmSession:
         if opts.measurement_required:
             raise MeasuredBootError(
                 f"vTPM {opts.vtpm} unavailable and a measured boot is required: {e}"
             ) from None
         warn(f"vTPM {opts.vtpm} unavailable ({e}): booting unmeasured")
         return VtpmSession(None, default_banks, opts.tpm2)
+
+    try:
+        address = parse_vtpm_uri(opts.vtpm)
+        transport = open_transport(
+            address, uuid=opts.vtpm_uuid, sim_dir=sim_dir, timeout=opts.vtpm_timeout
+        )
+    except PvgrubError as e:
+        return unavailable(e)
     try:
         if opts.vtpm_label is not None:
-            label = backend_label(opts.vtpm)
-            if label is None:
-                raise MeasuredBootError(
-                    f"cannot verify vtpm label of {opts.vtpm}: no XSM label available"
-                )
-            if not vtpm_label_matches(label, opts.vtpm_label):
-                raise MeasuredBootError(f"mismatched vtpm label: {label!r} != {opts.vtpm_label!r}")
+            check_vtpm_label(transport, address, opts.vtpm_label)
+        client = TpmClient(transport)
+    except MeasuredBootError:
+        transport.close()
+        raise
+    except PvgrubError as e:
+        transport.close()
+        return unavailable(e)
+    except BaseException:
+        transport.close()
+        raise
+    try:
         tpm2 = client.version == "2.0"
         if opts.tpm2 and not tpm2:
             raise MeasuredBootError(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from pvgrub_py.tpm.errors import TpmProtocolError, TpmTransportError
 
@@ -27,6 +27,14 @@ class TpmTransport(Protocol):
     def transmit(self, command: bytes) -> bytes: ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class PeerLabelled(Protocol):
+    """A transport whose far end has an XSM label: a tpmif frontend (``xen:``),
+    whose backend is the peer of its event channel.  A swtpm socket has none."""
+
+    def peer_label(self) -> str: ...
 
 
 def response_size(header: bytes) -> int:

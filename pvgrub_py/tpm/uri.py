@@ -9,12 +9,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pvgrub_py.errors import UsageError
 from pvgrub_py.tpm.swtpm import SocketAddress, SwtpmTransport
 from pvgrub_py.tpm.transport import TpmTransport
 from pvgrub_py.xen.interface import Hypervisor
+
+if TYPE_CHECKING:
+    from pvgrub_py.vtpm.attach import AttachedVtpm
 
 
 @dataclass(frozen=True)
@@ -62,7 +65,8 @@ def open_transport(
 
     ``xen:`` addresses attach a temporary dom0 tpmif frontend to instance
     ``uuid`` of the backend domain, on the real host or on the simulator in
-    ``sim_dir``; closing the transport detaches it.
+    ``sim_dir``; closing the transport detaches it.  That transport is also
+    `PeerLabelled`: it can tell the backend's XSM label.
     """
     if address.kind == "swtpm":
         assert address.socket is not None
@@ -80,14 +84,19 @@ def open_transport(
 
 
 class _OwningTransport:
-    """A transport that also closes the hypervisor handle it was opened with."""
+    """An attached ``xen:`` vTPM that also closes the hypervisor handle it was
+    opened with."""
 
-    def __init__(self, inner: TpmTransport, owned: Hypervisor) -> None:
+    def __init__(self, inner: AttachedVtpm, owned: Hypervisor) -> None:
         self.inner = inner
         self.owned = owned
 
     def transmit(self, command: bytes) -> bytes:
         return self.inner.transmit(command)
+
+    def peer_label(self) -> str:
+        """The backend's XSM label (`tpm.transport.PeerLabelled`)."""
+        return self.inner.peer_label()
 
     def close(self) -> None:
         try:

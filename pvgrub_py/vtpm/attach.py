@@ -79,6 +79,10 @@ class AttachedVtpm:
     def transmit(self, command: bytes) -> bytes:
         return self.front.transmit(command)
 
+    def peer_label(self) -> str:
+        """The backend's XSM label, read on the frontend's event channel."""
+        return self.front.peer_label()
+
     def close(self) -> None:
         try:
             self.front.close()

@@ -21,7 +21,10 @@ Close follows Mini-OS (which makes a later reconnect possible, the kexec'd
 kernel case): Closing, remove ring-ref/event-channel, Closed, wait for the
 backend to go Closed or back to InitWait, then Initialising again.
 
-As a `TpmTransport`, a TpmFront plugs straight into `TpmClient`.
+As a `TpmTransport`, a TpmFront plugs straight into `TpmClient`.  Once
+connected, `peer_label` is the backend's XSM label: FLASK's label of the
+domain that bound our event channel (what pv-grub checked for
+``--vtpm-label``, Mini-OS ``evtchn_get_peercontext(tpm->evtchn, ...)``).
 """
 
 from __future__ import annotations
@@ -129,6 +132,16 @@ class TpmFront:
             raise TpmTransportError(f"vTPM backend {self.backend_path}: protocol v2 required")
         write_state(xs, self.node, XenbusState.CONNECTED)
         self._connected = True
+
+    def peer_label(self) -> str:
+        """The XSM (FLASK) label of the domain at the other end of our event
+        channel.  We allocated the port for ``backend_domid`` alone, so the
+        domain that bound it is the backend, whatever xenstore says about it.
+        Only once connected: before, the backend may not have bound it yet.
+        `XsmNotEnabledError` on a host without FLASK."""
+        if not self._connected or self._evtchn is None:
+            raise TpmTransportError(f"vTPM {self.node} is not connected")
+        return self.hv.evtchn_peer_label(self._port)
 
     # -- commands (TpmTransport) ---------------------------------------------------------
 
