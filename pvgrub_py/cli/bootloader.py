@@ -67,8 +67,12 @@ measurement options (also from xl's bootloader_args):
                          or swtpm:unix:PATH
   --vtpm-uuid=UUID       which vTPM instance behind a xen: backend
   --require-vtpm         fail closed: never boot unmeasured
-  --vtpm-label=LABEL     fail closed unless the vTPM backend's XSM label is
-                         LABEL (or ends with it, for "*SUFFIX")
+  --vtpm-label=LABEL     fail closed unless the XSM (FLASK) label of the xen:
+                         vTPM's backend domain (the peer of the tpmif event
+                         channel, read before any TPM command) is LABEL, or
+                         ends with SUFFIX for "*SUFFIX"; it also fails when
+                         the label cannot be read: a host without FLASK, a
+                         swtpm: vTPM (no XSM label)
   --vtpm-timeout=SECONDS bound on reaching the vTPM (a xen: backend connecting,
                          the instance's fresh boot) and on each TPM command
                          (default 30)

@@ -85,7 +85,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         action="store_true",
         help="fail closed if the vTPM cannot be used (always on with --sim)",
     )
-    vt.add_argument("--vtpm-label", metavar="LABEL", help="require the backend's XSM label")
+    vt.add_argument(
+        "--vtpm-label",
+        metavar="LABEL",
+        help="fail closed unless the vTPM backend's XSM (FLASK) label is LABEL, or ends "
+        "with SUFFIX for *SUFFIX (as pvgrub-py; needs a host with FLASK)",
+    )
     vt.add_argument("--event-log", metavar="OUT", help="write the TCG event log of this boot")
     p.add_argument(
         "--profile",
