@@ -28,6 +28,7 @@ import pytest
 from pvgrub_py.bootloader import wire
 from pvgrub_py.bootloader.depriv import RemoteSession, bootloader_timeout
 from pvgrub_py.bootloader.plan import BootPlan, FileSpec, MenuLine, plan_from_json, plan_to_json
+from pvgrub_py.disk.lvm import MAX_METADATA_BYTES
 from pvgrub_py.errors import InputError, PvgrubError, UsageError
 
 pytestmark = [
@@ -174,16 +175,18 @@ def test_runas_needs_quiet_or_entry(images: disk_images.ImageFactory) -> None:
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "--runas needs" in r.stderr
 
 
-def lvm_metadata_bomb(path: Path, metadata_bytes: int = 30 << 20) -> None:
-    """An LVM2 PV whose 30 MiB metadata text makes dissect.volume build ~10^7 dicts.
+def lvm_metadata_bomb(path: Path, metadata_bytes: int = MAX_METADATA_BYTES) -> None:
+    """An LVM2 PV whose metadata text, within the 1 MiB cap, takes ~500 MB to parse.
 
-    Each ``a{`` line opens a nested section (LVM2 format_text); parsing it
-    takes gigabytes (measured: 2.9 GB and still growing after 60 s without
-    limits).  The label, PV header, MDA header and raw_locn follow LVM2's
-    ``label.h``/``format-text/layout.h``; checksums are not checked by the
-    reader, so they are left zero.
+    The text is one ``a = [0,0,...]`` line: dissect.volume hands the value
+    to ``ast.literal_eval``, whose syntax tree for half a million list items
+    takes ~490 MB (measured without limits).  The label, PV header, MDA
+    header and raw_locn follow LVM2's ``label.h``/``format-text/layout.h``;
+    checksums are not checked by the reader, so they are left zero.
     """
-    meta = b"a{\n" * (metadata_bytes // 3)
+    items = (metadata_bytes - len(b"a = [0]\n")) // 2
+    meta = b"a = [" + b"0," * items + b"0]\n"
+    assert len(meta) <= metadata_bytes
     size = 4096 + 512 + len(meta) + (1 << 20)
     head = bytearray(4096)
     struct.pack_into("<8sQII8s", head, 512, b"LABELONE", 1, 0, 32, b"LVM2 001")
