@@ -24,8 +24,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 HARNESS = REPO / "stubdom" / "e2e" / "run.sh"
-#: Scenarios that must pass; others (the builder, until it lands) may be skips.
-REQUIRED = ("1", "2", "3a", "3b", "4", "F1", "F2")
+#: Scenarios that must pass.
+REQUIRED = ("1", "2", "3a", "3b", "4", "4b", "5", "F1", "F2", "6")
 SKIP_EXIT = 77
 
 opted_in = pytest.mark.skipif(

@@ -44,6 +44,8 @@ SMP=${E2E_SMP:-2}
 DOM0_MEM=${E2E_DOM0_MEM:-1024M}
 BOOT_TIMEOUT=${E2E_BOOT_TIMEOUT:-2400}
 ONLY=${E2E_ONLY:-}
+#: The scenario ids dom0/scenarios.sh runs, in order.
+ALL_SCENARIOS="1 2 3a 3b 4 4b 5 F1 F2 6"
 SUITE=bookworm
 
 ROOTFS=$CACHE/rootfs
@@ -332,6 +334,12 @@ if [ -s "$OUT/scenarios.log" ]; then
   cat "$OUT/scenarios.log"
   grep -q '^FAIL' "$OUT/scenarios.log" && rc=1
   grep -q '^PASS' "$OUT/scenarios.log" || rc=1
+  # Every scenario dom0 was asked to run must have reported PASS.
+  for id in ${ONLY:-$ALL_SCENARIOS}; do
+    if ! grep -q "^PASS $id " "$OUT/scenarios.log"; then
+      say "scenario $id did not pass"; rc=1
+    fi
+  done
 elif want boot; then
   say "no scenario log"; rc=1
 fi

@@ -191,6 +191,28 @@ scenario_failclosed() {
   for d in $left; do destroy "$d"; done
 }
 
+# -- 4b. --vtpm-label without FLASK --------------------------------------------------------
+scenario_label() {
+  stage label
+  local err left rc nodes
+  if ! start_vtpmd label; then result FAIL 4b vtpm-label "vtpmd did not start"; return; fi
+  create label.cfg e2e-label
+  rc=$?
+  err=$(bootloader_error)
+  left=$(domains_left)
+  nodes=$(xenstore-ls /local/domain/0/device/vtpm 2>/dev/null | head -3 | tr '\n' ' ')
+  local healthy=yes
+  kill -0 "$VTPMD_PID" 2>/dev/null || healthy="no (vtpmd died)"
+  stop_vtpmd
+  case $err in *"vtpm label"*) ;; *) rc=0 ;; esac  # it must be the label check that failed
+  if [ $rc != 0 ] && [ -z "$left" ] && [ -z "$nodes" ] && [ "$healthy" = yes ]; then
+    result PASS 4b vtpm-label "xl create rc=$rc; bootloader: \"$err\"; xl list: Domain-0 only; vtpmd healthy"
+  else
+    result FAIL 4b vtpm-label "xl create rc=$rc; bootloader: \"$err\"; domains left: [$left]; dom0 vtpm nodes: [$nodes]; vtpmd healthy: $healthy"
+  fi
+  for d in $left; do destroy "$d"; done
+}
+
 # -- 5. the builder ------------------------------------------------------------------------
 # pvgrubctl boot without --sim: our own libxenguest calls build the guest, measured
 # through a dom0 attach to its vTPM instance, which the guest then gets as its own.
@@ -317,6 +339,7 @@ selected 2 && scenario_dropin
 selected 3a && scenario_measured 3a tpm12
 selected 3b && scenario_measured 3b tpm2
 selected 4 && scenario_failclosed
+selected 4b && scenario_label
 selected 5 && scenario_builder
 selected F1 && scenario_killed
 selected F2 && scenario_rejected
