@@ -176,6 +176,48 @@ SAME_VERDICT = {
     ),
     "pvh-only": build_elf(ElfSpec(notes=[note(18, struct.pack("<I", LOAD_PADDR + 0x20))])),
 }
+
+
+def _trailer(data: bytes, delta: int) -> bytes:
+    """A bzImage whose payload's size trailer is *delta* bytes off the truth."""
+    out = bytearray(data)
+    (size,) = struct.unpack_from("<I", out, len(out) - 4)
+    struct.pack_into("<I", out, len(out) - 4, size + delta)
+    return bytes(out)
+
+
+def _empty_section_table_past_the_end() -> bytes:
+    out = bytearray(build_elf())
+    struct.pack_into("<Q", out, 40, len(out) + 1)  # e_shoff; e_shnum stays 0
+    return bytes(out)
+
+
+# Found by the fuzzer (test_kernel_info_fuzz): libxenguest refuses these, we accepted them.
+SAME_VERDICT |= {
+    "empty-section-table-past-the-end": _empty_section_table_past_the_end(),
+    **{
+        f"{k}-trailer-{name}": _trailer(bzimage_of(ELF, k), delta)
+        for k in ("xz", "lzma", "zstd")
+        for name, delta in (("one-over", 1), ("far-over", 4096))
+    },
+    "zstd-trailer-one-under": _trailer(bzimage_of(ELF, "zstd"), -1),
+    "lz4-trailer-one-under": _trailer(bzimage_of(ELF, "lz4"), -1),
+    "gzip-trailer-over-the-cap": _trailer(bzimage_of(ELF, "gzip"), 2 * CAP),
+    "gzip-inflates-past-trailer-and-slack": _trailer(bzimage_of(ELF, "gzip"), -17),
+    "gzip-trailer-exact-fit": _trailer(bzimage_of(ELF, "gzip"), -16),
+}
+#: Both boot it, but libxenguest's vmlinux is its buffer: the payload padded to the
+#: trailer's size (+16 for gzip); ours is the payload as decoded.
+SAME_VERDICT_PADDED = {
+    **{
+        f"lz4-trailer-{n}": _trailer(bzimage_of(ELF, "lz4"), d)
+        for n, d in (("over", 1), ("far-over", 4096))
+    },
+    **{
+        f"gzip-trailer-{n}": _trailer(bzimage_of(ELF, "gzip"), d)
+        for n, d in (("under", -1), ("over", 100))
+    },
+}
 #: We refuse; libxenguest's parse accepts (its loader would later read outside the image
 #: or overwrite itself).
 STRICTER = {
@@ -184,6 +226,9 @@ STRICTER = {
         ElfSpec(segments=[Segment(), Segment(paddr=LOAD_PADDR + 0x1000)])
     ),
     "segment-beyond-file": build_elf(ElfSpec(segments=[Segment(filesz=1 << 24)])),
+    # libxenguest keeps an xz/lzma payload one byte shorter than its trailer says.
+    "xz-trailer-one-under": _trailer(bzimage_of(ELF, "xz"), -1),
+    "lzma-trailer-one-under": _trailer(bzimage_of(ELF, "lzma"), -1),
 }
 #: Debian's libxenguest 4.17 is built without libbz2 and liblzo2.
 UNSUPPORTED_BY_DEBIAN_LIBXENGUEST = {k: bzimage_of(ELF, k) for k in ("bzip2", "lzo")}
@@ -196,6 +241,15 @@ def test_crafted_kernels_get_the_same_verdict(name: str) -> None:
     assert verdict(ours) == verdict(xens), (ours, xens.guests)
     if isinstance(ours, KernelReport) and ours.bootable_types:
         assert compare(ours, xens) == []
+
+
+@pytest.mark.parametrize("name", sorted(SAME_VERDICT_PADDED))
+def test_padded_payloads_get_the_same_verdict(name: str) -> None:
+    data = SAME_VERDICT_PADDED[name]
+    ours, xens = python(data), libxenguest(data)
+    assert isinstance(ours, KernelReport)
+    assert ours.bootable_types and verdict(ours) == verdict(xens)
+    assert {d.fact for d in compare(ours, xens)} == {"vmlinux.sha256", "vmlinux.size"}
 
 
 @pytest.mark.parametrize("name", sorted(STRICTER))
