@@ -18,7 +18,7 @@ import pytest
 from disk_images import MemorySource
 
 from pvgrub_py.disk import open_disk
-from pvgrub_py.disk.lvm import MAX_METADATA_BYTES
+from pvgrub_py.disk.lvm import MAX_METADATA_BYTES, MAX_METADATA_LINE
 from pvgrub_py.errors import InputError
 
 MIB = 1 << 20
@@ -161,6 +161,26 @@ def test_lvm_area_list_without_an_end_is_capped() -> None:
     img[LISTS_END - 48 :] = b"\x01" * (len(img) - LISTS_END + 48)
     message, _ = _lvm_error(img)
     assert message == "pv.img: LVM2 label and metadata take more than 1088 KiB"
+
+
+def _with_flags_line(length: int) -> bytes:
+    """The VG text with the LV's ``flags = [...]`` line about *length* bytes long."""
+    items = ",".join(['"x"'] * ((length - 12) // 4))
+    return _vg_text().replace(b"flags = []", f"flags = [{items}]".encode())
+
+
+def test_lvm_metadata_line_just_under_the_line_cap_is_read() -> None:
+    text = _with_flags_line(MAX_METADATA_LINE - 64)
+    assert max(len(line) for line in text.split(b"\n")) < MAX_METADATA_LINE
+    with open_disk(MemorySource(bytes(_pv(text, 8 * MIB))), name="pv.img") as disk:
+        assert disk.volumes[-1].grub_name == "lvm/testvg-boot"
+
+
+def test_lvm_metadata_line_over_the_line_cap_is_refused() -> None:
+    """dissect.volume's literal_eval takes ~500x a list line's size in memory."""
+    text = _with_flags_line(4 * MAX_METADATA_LINE)
+    message, _ = _lvm_error(_pv(text, 8 * MIB))
+    assert message == "pv.img: LVM2 metadata has a line of more than 64 KiB"
 
 
 def test_lvm_cap_names_the_partition() -> None:

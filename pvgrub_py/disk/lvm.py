@@ -18,7 +18,9 @@ dissect.volume reads the metadata text in one read of the length the
 on-disk ``raw_locn`` claims (up to 16 EiB).  While it parses a PV's label
 and metadata it sees the PV through `_MetadataReads`, which refuses a
 read longer than `MAX_METADATA_BYTES` before any of it is read, and
-stops after that much plus a small allowance for the label and headers.
+stops after that much plus a small allowance for the label and headers;
+it also refuses a metadata line over `MAX_METADATA_LINE`, which bounds the
+memory dissect's value parser takes.
 """
 
 from __future__ import annotations
@@ -38,6 +40,10 @@ MAX_LVS = 256
 #: defaults to 1 MiB, its header included; the text of a real volume group
 #: is a few KiB.
 MAX_METADATA_BYTES = 1 << 20
+#: Longest line of metadata text.  dissect.volume evaluates each value with
+#: ``ast.literal_eval``, which takes about 500 times a list's text in memory
+#: (a 1 MiB ``[0,0,...]`` line: ~490 MB); real lines are under 200 bytes.
+MAX_METADATA_LINE = 64 << 10
 #: What the label, the PV header, the area descriptors and the metadata
 #: area headers may add to that: they sit in the first sectors of a PV.
 _LABEL_ALLOWANCE = 64 << 10
@@ -136,4 +142,19 @@ class _MetadataReads:
                     f"{(MAX_METADATA_BYTES + _LABEL_ALLOWANCE) >> 10} KiB",
                 )
             self._left -= want
+            data = self._pv.read(n)
+            if len(data) > MAX_METADATA_LINE and _longest_line(data) > MAX_METADATA_LINE:
+                raise disk_error(
+                    self._pv.name,
+                    f"LVM2 metadata has a line of more than {MAX_METADATA_LINE >> 10} KiB",
+                )
+            return data
         return self._pv.read(n)
+
+
+def _longest_line(data: bytes) -> int:
+    longest = start = 0
+    while (end := data.find(b"\n", start)) != -1:
+        longest = max(longest, end - start)
+        start = end + 1
+    return max(longest, len(data) - start)
