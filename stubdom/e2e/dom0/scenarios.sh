@@ -60,8 +60,9 @@ bootloader_log() { # the newest bootloader log libxl wrote
   ls -t /var/log/xen/bootloader.*.log 2>/dev/null | head -1
 }
 bootloader_error() { # our one-line error from the newest bootloader log
-  # (The log is the bootloader's pty: the menu's curses output comes first, and the
-  # error line may start right after its last escape sequence.)
+  # (The log is the bootloader's pty: the menu's curses output comes first.  The
+  # menu now ends its line before any message; the sed still finds an error glued
+  # to the last escape sequence, as older versions wrote it.)
   local f; f=$(bootloader_log)
   [ -n "$f" ] && sed -n 's/.*\(pvgrub-py: \)/\1/p' "$f" | tr -d '\r' |
     grep -v -E '^pvgrub-py: (warning:|choose the guest kernel)' | tail -1
