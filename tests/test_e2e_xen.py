@@ -25,7 +25,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 HARNESS = REPO / "stubdom" / "e2e" / "run.sh"
 #: Scenarios that must pass.
-REQUIRED = ("1", "2", "3a", "3b", "4", "4b", "5", "F1", "F2", "6")
+REQUIRED = ("1", "2", "2b", "3a", "3b", "4", "4b", "5", "F1", "F2", "6")
 SKIP_EXIT = 77
 
 opted_in = pytest.mark.skipif(

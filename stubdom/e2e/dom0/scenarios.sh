@@ -142,6 +142,40 @@ scenario_dropin() {
   fi
 }
 
+# -- 2b. the drop-in, deprivileged ------------------------------------------------------
+scenario_restricted() {
+  stage restricted
+  local want got uid rc name=e2e-restricted user=pvgrub-e2e-guest
+  id -u "$user" > /dev/null 2>&1 ||
+    useradd --system --no-create-home --shell /usr/sbin/nologin "$user" ||
+    { result FAIL 2b restricted "cannot create user $user"; return; }
+  uid=$(id -u "$user")
+  want=$(entry_cmdline default)
+  rm -f "$CONSOLE/guest-$name.log"
+  LIBXL_BOOTLOADER_USER=$user timeout -k 5 300 xl -vvv create "$E2E/xl/restricted.cfg" \
+    > "$LOGDIR/xl-create-$name.log" 2>&1
+  rc=$?
+  echo "xl -vvv create restricted.cfg: rc=$rc"
+  grep -a 'bootloader arg' "$LOGDIR/xl-create-$name.log"
+  if [ $rc != 0 ]; then
+    result FAIL 2b restricted "xl create rc=$rc: $(bootloader_error)"; destroy "$name"; return
+  fi
+  if ! grep -a -q -- "bootloader arg: --runas=$uid" "$LOGDIR/xl-create-$name.log"; then
+    result FAIL 2b restricted "libxl did not pass --runas=$uid (see xl-create-$name.log)"
+    destroy "$name"; return
+  fi
+  if ! wait_console "$name" '^GUEST-DONE' 300; then
+    result FAIL 2b restricted "no GUEST-DONE within 300s"; destroy "$name"; return
+  fi
+  got=$(guest_line "$name" '^GUEST-CMDLINE: ' | sed 's/^GUEST-CMDLINE: //; s/ *$//')
+  gone "$name" 60 || destroy "$name"
+  if [ "$got" = "$want" ]; then
+    result PASS 2b restricted "libxl ran pvgrub-py --runas=$uid --quiet; guest /proc/cmdline \"$got\" == the default entry's"
+  else
+    result FAIL 2b restricted "guest /proc/cmdline \"$got\" != the default entry's \"$want\""
+  fi
+}
+
 # -- 3. measured boot ---------------------------------------------------------------------
 scenario_measured() { # id tpm12|tpm2
   local id=$1 kind=$2 name=e2e-$2 banks=sha1 flag=()
@@ -337,6 +371,7 @@ losetup /dev/loop0 "$E2E/debian-gpt.img" && losetup /dev/loop1 "$E2E/rejected.im
 losetup -a
 selected 1 && scenario_doctor
 selected 2 && scenario_dropin
+selected 2b && scenario_restricted
 selected 3a && scenario_measured 3a tpm12
 selected 3b && scenario_measured 3b tpm2
 selected 4 && scenario_failclosed
