@@ -3,18 +3,12 @@ grants, event channels and domains, with Xen's errnos."""
 
 from __future__ import annotations
 
-import contextlib
 import errno
-import itertools
-import os
-import socket
-from collections.abc import Callable
 
 import pytest
+from sim_world import World, raises_errno
 
-from pvgrub_py.sim.domains import Domain
 from pvgrub_py.sim.evtchn import INTERDOMAIN, UNBOUND
-from pvgrub_py.sim.evtpage import Endpoints, Receiver
 from pvgrub_py.sim.grants import (
     GNTALLOC_LIMIT,
     GNTST_BAD_DOMAIN,
@@ -22,65 +16,8 @@ from pvgrub_py.sim.grants import (
     GNTST_GENERAL_ERROR,
     GrantMapError,
 )
-from pvgrub_py.sim.machine import Caller, Machine
-from pvgrub_py.xen.interface import DOMID_SELF, DomainConfig, XenError
-
-
-class FakeEffects:
-    def __init__(self) -> None:
-        self.created: list[int] = []
-        self.destroyed: list[tuple[int, list[int]]] = []
-
-    def domain_created(self, domain: Domain) -> None:
-        self.created.append(domain.domid)
-
-    def domain_destroyed(self, domid: int, connections: list[int]) -> None:
-        self.destroyed.append((domid, connections))
-
-
-class World:
-    """A machine, dom0 attached as connection 1, and helpers to add domains."""
-
-    def __init__(self) -> None:
-        self.effects = FakeEffects()
-        self.endpoints = Endpoints()  # real eventfds: we read them here
-        tokens = (f"token{i}" for i in itertools.count())
-        self.machine = Machine(self.effects, self.endpoints, lambda: next(tokens))
-        self._conns = itertools.count(1)
-        self.dom0 = self.attach(0)
-
-    def attach(self, domid: int) -> Caller:
-        domain = self.machine.domains.find(domid)
-        assert domain is not None
-        return self.machine.attach(next(self._conns), domid, domain.token)
-
-    def new_domain(self) -> Caller:
-        return self.attach(self.machine.create(self.dom0, DomainConfig()))
-
-    def take(self, *handle_ids: int) -> list[tuple[int, int]]:
-        """Ports of these handles that are pending (and consume that)."""
-        out = []
-        for handle_id in handle_ids:
-            endpoint = self.endpoints.get(handle_id)
-            assert endpoint is not None
-            for port, eventfd in sorted(endpoint.eventfds.items()):
-                with contextlib.suppress(BlockingIOError):
-                    if os.eventfd_read(eventfd):
-                        out.append((handle_id, port))
-        return out
-
-    def receiver(self, handle_id: int) -> Receiver:
-        """What the owning process would hold: an epoll over the handle's ports."""
-        endpoint = self.endpoints.get(handle_id)
-        assert endpoint is not None
-        receiver = Receiver(socket.socket(fileno=os.dup(endpoint.alive_theirs.fileno())))
-        for port, eventfd in endpoint.eventfds.items():
-            receiver.add(port, os.dup(eventfd))
-        return receiver
-
-    def close(self) -> None:
-        self.machine.close()
-        self.endpoints.close_all()
+from pvgrub_py.sim.machine import Caller
+from pvgrub_py.xen.interface import DOMID_SELF, DomainConfig
 
 
 @pytest.fixture
@@ -88,13 +25,6 @@ def world() -> World:
     w = World()
     yield w  # type: ignore[misc]
     w.close()
-
-
-def raises_errno(err: int, fn: Callable[[], object]) -> XenError:
-    with pytest.raises(XenError) as info:
-        fn()
-    assert info.value.errno == err, info.value
-    return info.value
 
 
 # -- attach ------------------------------------------------------------------------------

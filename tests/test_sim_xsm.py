@@ -4,58 +4,20 @@ per domain and FLASK's rule that only a bound interdomain port has a peer."""
 from __future__ import annotations
 
 import errno
-import itertools
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
+from sim_world import World, raises_errno
 
 from pvgrub_py.errors import UsageError
 from pvgrub_py.sim import SimHost
-from pvgrub_py.sim.evtpage import Endpoints
-from pvgrub_py.sim.machine import Caller, Machine
 from pvgrub_py.sim.testing import temporary_host
 from pvgrub_py.sim.xsm import DOM0_LABEL, DOMU_LABEL, Flask, check_label, parse_label_option
-from pvgrub_py.xen.interface import DomainConfig, XenError, XsmNotEnabledError
+from pvgrub_py.xen.interface import XsmNotEnabledError
 
 VTPM = "system_u:system_r:vtpm_t"
-
-
-class NoEffects:
-    def domain_created(self, domain: object) -> None:
-        pass
-
-    def domain_destroyed(self, domid: int, connections: list[int]) -> None:
-        pass
-
-
-class World:
-    def __init__(self, flask: Flask | None) -> None:
-        self.endpoints = Endpoints()
-        tokens = (f"t{i}" for i in itertools.count())
-        self.machine = Machine(NoEffects(), self.endpoints, lambda: next(tokens), flask=flask)
-        self._conns = itertools.count(1)
-        self.dom0 = self.attach(0)
-
-    def attach(self, domid: int) -> Caller:
-        domain = self.machine.domains.find(domid)
-        assert domain is not None
-        return self.machine.attach(next(self._conns), domid, domain.token)
-
-    def new_domain(self) -> Caller:
-        return self.attach(self.machine.create(self.dom0, DomainConfig()))
-
-    def pair(self, a: Caller, b: Caller) -> tuple[int, int, int, int]:
-        """a allocates a port for b, b binds it: (a's handle, a's port, b's handle, b's port)."""
-        m = self.machine
-        ha, hb = m.evtchn_open(a).handle_id, m.evtchn_open(b).handle_id
-        pa = m.alloc_unbound(a, ha, b.domid)
-        return ha, pa, hb, m.bind_interdomain(b, hb, a.domid, pa)
-
-    def close(self) -> None:
-        self.machine.close()
-        self.endpoints.close_all()
 
 
 @pytest.fixture
@@ -70,13 +32,6 @@ def noflask() -> Iterator[World]:
     w = World(None)
     yield w
     w.close()
-
-
-def raises_errno(err: int, fn: Callable[[], object]) -> XenError:
-    with pytest.raises(XenError) as info:
-        fn()
-    assert info.value.errno == err, info.value
-    return info.value
 
 
 # -- the rules, in-process ---------------------------------------------------------------
