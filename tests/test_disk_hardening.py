@@ -315,7 +315,7 @@ def test_multi_extent_file_is_one_line_and_boots_nothing(
     lines = [ln for ln in r.stderr.splitlines() if not ln.startswith("pvgrub-py: warning:")]
     assert lines == [
         f"pvgrub-py: multi.iso: whole disk: {path}: corrupt or unsupported data while opening "
-        "the file (NotImplementedError: multi-extent files are not supported)"
+        "the file (UnsupportedFeature: multi-extent files are not supported)"
     ]
     assert output.read_bytes() == b""
     assert list((tmp_path / "out.d").iterdir()) == []
@@ -329,6 +329,6 @@ def test_multi_extent_kernel_through_the_sandbox(plain_iso: bytes, tmp_path: Pat
     lines = [ln for ln in r.stderr.splitlines() if not ln.startswith("pvgrub-py: warning:")]
     assert len(lines) == 1 and lines[0].endswith(
         "/isolinux/vmlinz1: corrupt or unsupported data while opening the file "
-        "(NotImplementedError: multi-extent files are not supported)"
+        "(UnsupportedFeature: multi-extent files are not supported)"
     ), r.stderr
     assert output.read_bytes() == b""

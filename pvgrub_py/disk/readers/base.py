@@ -29,6 +29,11 @@ MAX_DIR_BYTES = 64 << 20
 MAX_LINK_BYTES = 4096
 
 
+class UnsupportedFeature(ValueError):
+    """A file uses a filesystem feature its reader deliberately refuses (an
+    ISO 9660 multi-extent file): reported like corrupt data, one line."""
+
+
 class FileKind(enum.Enum):
     REGULAR = "regular file"
     DIRECTORY = "directory"

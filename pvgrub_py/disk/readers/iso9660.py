@@ -10,7 +10,7 @@ and nothing past the image end can be returned.  The exception is a
 multi-extent file (9.1.6, file flag bit 7; level 3, for files over
 4 GiB), a run of records of the same name: the window of its first
 record would hold only the first extent, so `IsoAdapter.open` refuses it
-with ``NotImplementedError``, which `reader_boundary` reports as one
+with `UnsupportedFeature`, which `reader_boundary` reports as one
 line naming the file.
 
 pycdlib would silently shorten a file that runs past the end of a
@@ -38,6 +38,7 @@ from pvgrub_py.disk.readers.base import (
     FileKind,
     Node,
     ReaderAdapter,
+    UnsupportedFeature,
     kind_from_mode,
 )
 from pvgrub_py.disk.sniff import ISO_PVD, iso_uuid
@@ -140,7 +141,7 @@ class IsoAdapter(ReaderAdapter):
 
     def open(self, node: Node) -> BinaryIO:
         if int(node.file_flags) & _MULTI_EXTENT:
-            raise NotImplementedError("multi-extent files are not supported")
+            raise UnsupportedFeature("multi-extent files are not supported")
         start = int(node.extent_location()) * self._block
         window: Any = self._fh.window(start, self.size(node), self._fh.name)
         stream: BinaryIO = window
