@@ -203,16 +203,18 @@ def lvm_metadata_bomb(path: Path, metadata_bytes: int = MAX_METADATA_BYTES) -> N
         f.truncate(size)
 
 
-def test_a_disk_that_allocates_beyond_256_mib_fails_cleanly(
+def test_an_lvm_metadata_bomb_is_refused_before_it_is_parsed(
     tmp_path: Path, no_leftover_roots: None
 ) -> None:
+    # The LVM layer's 64 KiB line cap refuses it before dissect's literal_eval
+    # runs (~490 MB without limits); RLIMIT_AS is the second line of defence,
+    # exercised by test_a_child_out_of_memory_fails_cleanly.
     bomb = tmp_path / "bomb.img"
     lvm_metadata_bomb(bomb)
     run = Run(tmp_path, "bomb")
     started = time.monotonic()
     line = run.assert_failed_cleanly(run(bomb, f"--runas={NOBODY}"))
-    assert "MemoryError" in line or "out of memory" in line, line
-    assert line.startswith("pvgrub-py: bomb.img")
+    assert line == "pvgrub-py: bomb.img: LVM2 metadata has a line of more than 64 KiB", line
     assert time.monotonic() - started < 30
 
 
@@ -319,13 +321,17 @@ def inside():
 def pause():
     time.sleep(3)
 
+def oom():
+    bytearray(300 << 20)  # past RLIMIT_AS: MemoryError in the child
+
 def hang():
     while True:
         time.sleep(1)
 
 mode, disk, timeout = sys.argv[1], sys.argv[2], float(sys.argv[3])
 opts = parse_options(["-q", "--runas=65534", disk])
-session = spawn(opts, timeout=timeout, probe={"inside": inside, "pause": pause, "hang": hang}[mode])
+probes = {"inside": inside, "pause": pause, "hang": hang, "oom": oom}
+session = spawn(opts, timeout=timeout, probe=probes[mode])
 print(json.dumps({"pid": session.pid, "root": session._root}), flush=True)
 started = time.monotonic()
 try:
@@ -369,6 +375,17 @@ def test_inside_the_sandbox(images: disk_images.ImageFactory) -> None:
     assert facts["connect"] == "ENETUNREACH"  # ... whose loopback is down
     assert facts["alloc_300m"] == "MemoryError"
     assert facts["fork"] == "EAGAIN"
+
+
+def test_a_child_out_of_memory_fails_cleanly(images: disk_images.ImageFactory) -> None:
+    """Past the sandbox's 256 MiB the child fails with one line; nothing is left."""
+    proc = driver("oom", images.debian_gpt().path)
+    out, _ = proc.communicate(timeout=60)
+    _, last = (json.loads(line) for line in out.splitlines())
+    assert last["type"] in ("InputError", "PvgrubError"), last
+    assert "MemoryError" in last["error"] or "out of memory" in last["error"], last
+    assert "\n" not in last["error"]
+    assert last["reaped"] and last["root_removed"]
 
 
 def _status(pid: int) -> dict[str, str]:
