@@ -29,6 +29,7 @@
 #   E2E_MEM        QEMU memory in MiB (2048); dom0 gets 1024M of it
 #   E2E_BOOT_TIMEOUT  bound on the QEMU run in seconds (2400)
 #   E2E_ONLY       space-separated scenario ids for dom0 to run (default: all)
+#   E2E_NEED_MIB   free space required under E2E_CACHE (4096)
 #   MIRROR, SECURITY  Debian mirrors (default: the host's apt sources)
 set -euo pipefail
 
@@ -73,6 +74,14 @@ want() { case " $STAGES " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 [ "$(id -u)" = 0 ] || skip "needs root (debootstrap, chroot)"
 mkdir -p "$CACHE" "$WORK" "$OUT"
 rm -f "$OUT/timings.log" "$OUT/scenarios.log" "$OUT/result"
+
+# The root filesystem (~0.7 GiB), the dom0 image (1.7 GiB) and the guest disks need
+# room; say so up front rather than fail half-way through an image build.
+NEED_MIB=${E2E_NEED_MIB:-4096}
+free_mib=$(df -Pm "$CACHE" | awk 'NR == 2 {print $4}')
+if [ -n "$free_mib" ] && [ "$free_mib" -lt "$NEED_MIB" ]; then
+  skip "only $free_mib MiB free under $CACHE; the harness needs $NEED_MIB MiB (E2E_NEED_MIB)"
+fi
 
 host_tools() {
   local need="" p
