@@ -54,14 +54,17 @@ class Run:
         self.output.touch()
         self.log = tmp / f"{name}.log"
 
-    def __call__(
-        self, disk: Path, *extra: str, env: dict[str, str] | None = None, wait: bool = True
-    ) -> subprocess.CompletedProcess[str]:
-        argv = [sys.executable, "-m", "pvgrub_py.cli.bootloader", "--quiet",
+    def argv(self, disk: Path, *extra: str) -> list[str]:
+        """pvgrub-py as libxl runs it, writing into this run's output file and directory."""
+        return [sys.executable, "-m", "pvgrub_py.cli.bootloader", "--quiet",
                 f"--output={self.output}", "--output-format=simple0",
                 f"--output-directory={self.outdir}", *extra, str(disk)]  # fmt: skip
-        return subprocess.run(argv, capture_output=True, text=True, timeout=180,
-                              env={**os.environ, **(env or {})})  # fmt: skip
+
+    def __call__(
+        self, disk: Path, *extra: str, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(self.argv(disk, *extra), capture_output=True, text=True,
+                              timeout=180, env={**os.environ, **(env or {})})  # fmt: skip
 
     def records(self) -> dict[str, str]:
         items = self.output.read_bytes().split(b"\0")
@@ -231,9 +234,7 @@ def test_a_hung_parser_is_killed_at_the_libxl_timeout(
 ) -> None:
     """SIGSTOP the child as soon as it exists: the parent must kill it at 2 s."""
     run = Run(tmp_path, "hang")
-    argv = [sys.executable, "-m", "pvgrub_py.cli.bootloader", "--quiet", f"--runas={NOBODY}",
-            f"--output={run.output}", "--output-format=simple0",
-            f"--output-directory={run.outdir}", str(images.debian_gpt().path)]  # fmt: skip
+    argv = run.argv(images.debian_gpt().path, f"--runas={NOBODY}")
     env = {**os.environ, "LIBXL_BOOTLOADER_TIMEOUT": "2"}
     started = time.monotonic()
     proc = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True, env=env)
@@ -258,9 +259,7 @@ def test_sigterm_unwinds_like_a_failure(
 ) -> None:
     """libxl sends SIGTERM when the domain dies during the bootloader."""
     run = Run(tmp_path, "term")
-    argv = [sys.executable, "-m", "pvgrub_py.cli.bootloader", "--quiet", f"--runas={NOBODY}",
-            f"--output={run.output}", "--output-format=simple0",
-            f"--output-directory={run.outdir}", str(images.debian_gpt().path)]  # fmt: skip
+    argv = run.argv(images.debian_gpt().path, f"--runas={NOBODY}")
     proc = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True)
     started, stopped = time.monotonic(), None
     while stopped is None and proc.poll() is None and time.monotonic() - started < 20:
