@@ -153,8 +153,4 @@ class _MetadataReads:
 
 
 def _longest_line(data: bytes) -> int:
-    longest = start = 0
-    while (end := data.find(b"\n", start)) != -1:
-        longest = max(longest, end - start)
-        start = end + 1
-    return max(longest, len(data) - start)
+    return max(len(line) for line in data.split(b"\n"))

@@ -151,20 +151,12 @@ class ElfImage:
             self.header[num_field],
             self.header[ent_field],
         )
-        if count == 0:
-            # libelf's elf_init bounds the table even when it is empty: an
-            # offset past the end of the image is refused ("Invalid kernel").
-            if offset > len(self.data):
-                raise self._field_error(
-                    off_field,
-                    f"empty table at {offset:#x} lies past the end of the "
-                    f"{len(self.data)}-byte image",
-                )
-            return offset, 0, entsize
         if count > limit:
             raise self._field_error(num_field, f"{count} entries is more than {limit}")
-        if entsize < entry_size:
+        if count and entsize < entry_size:
             raise self._field_error(ent_field, f"entry size {entsize} is below {entry_size}")
+        # libelf's elf_init bounds the table even when it is empty (count 0):
+        # an offset past the end of the image is "Invalid kernel" there too.
         end = offset + count * entsize
         if end > len(self.data):
             raise self._field_error(
