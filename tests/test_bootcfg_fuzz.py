@@ -32,6 +32,7 @@ from pvgrub_py.bootcfg import (
     select,
 )
 from pvgrub_py.bootcfg.bls import parse_bls, vercmp
+from pvgrub_py.bootcfg.dialect import Dialect
 from pvgrub_py.bootcfg.grub2_lexer import tokenize
 from pvgrub_py.bootcfg.grub2_parser import NestingTooDeep, parse_script
 from pvgrub_py.bootcfg.grubenv import parse_envblk
@@ -304,15 +305,17 @@ def check_menu(menu: BootMenu, limits: Limits) -> None:
 
 def run_all(main: str | bytes, other: str | bytes, limits: Limits) -> None:
     """Every parser on the same input: a menu or a one-line BootConfigError."""
-    parsers = [
-        (parse_grub2, "/boot/grub/grub.cfg"),
-        (parse_extlinux, "/extlinux.conf"),
-        (parse_grub_legacy, "/boot/grub/menu.lst"),
+    parsers: list[tuple[Callable[..., BootMenu], str, dict[str, Dialect]]] = [
+        (parse_grub2, "/boot/grub/grub.cfg", {"dialect": Dialect.GRUB}),
+        (parse_grub2, "/boot/grub/grub.cfg", {"dialect": Dialect.PETITBOOT}),
+        (parse_extlinux, "/extlinux.conf", {"dialect": Dialect.GRUB}),
+        (parse_extlinux, "/extlinux.conf", {"dialect": Dialect.PETITBOOT}),
+        (parse_grub_legacy, "/boot/grub/menu.lst", {}),
     ]
-    for parse, path in parsers:
+    for parse, path, dialect in parsers:
         start = time.monotonic()
         try:
-            menu = parse(volumes(main, other, path), path, limits=limits)
+            menu = parse(volumes(main, other, path), path, limits=limits, **dialect)
         except BootConfigError as exc:
             message = str(exc)
             assert "\n" not in message and message.count(": ") >= 1
@@ -417,6 +420,22 @@ def fails_fast(
 def test_infinite_source_recursion() -> None:
     msg = fails_fast({"/grub/grub.cfg": "source /grub/grub.cfg\n"})
     assert msg.startswith("/grub/grub.cfg:1:") and "nested deeper than 8" in msg
+
+
+def test_petitboot_source_recursion_is_bounded() -> None:
+    """petitboot's dialect stops nesting instead of failing; a fan-out still fails fast."""
+    files = {"/grub/grub.cfg": "source /grub/grub.cfg\nsource /grub/grub.cfg\n"}
+    start = time.monotonic()
+    with pytest.raises(BootConfigError) as info:
+        parse_grub2(DictVolume(files), "/grub/grub.cfg", dialect=Dialect.PETITBOOT)
+    assert "script files loaded" in str(info.value)
+    assert time.monotonic() - start < 2.0
+    menu = parse_grub2(
+        DictVolume({"/grub/grub.cfg": "menuentry a { linux /k }\nsource /grub/grub.cfg\n"}),
+        "/grub/grub.cfg",
+        dialect=Dialect.PETITBOOT,
+    )
+    assert len(menu.entries) == 11
 
 
 def test_mutual_source_and_configfile_recursion() -> None:

@@ -17,11 +17,13 @@ How petitboot's options map onto our menu:
   resources must not resolve to them) and present in a second one (they
   must), since we resolve devices while the script runs, as GRUB does.
 
-Where petitboot's semantics differ from GRUB's, we implement GRUB's.  Each
-such field is listed in `DEVIATIONS` with the reason and the GRUB-side
-value, which the main test asserts; `test_petitboot_expectation_differs`
-asserts petitboot's value for the same field under a strict ``xfail``, so a
-change in behaviour in either direction is noticed.
+Every case is run twice:
+
+* in petitboot's dialect (`Dialect.PETITBOOT`, ``--config-dialect=petitboot``),
+  where every field petitboot's C test asserts must match;
+* in GRUB's dialect (the default), where the fields listed in `DEVIATIONS`
+  must hold GRUB's value instead (with GRUB's source-level reason) and all
+  others petitboot's.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ from pvgrub_py.bootcfg import (
     parse_grub2,
     select,
 )
+from pvgrub_py.bootcfg.dialect import Dialect
 from pvgrub_py.bootcfg.files import read_capped
 from pvgrub_py.bootcfg.grubenv import parse_envblk
 
@@ -218,10 +221,15 @@ def load_case(name: str) -> Case:
     return Case(name, exp, VolumeSet(early), VolumeSet(early + late))
 
 
-def parse(case: Case, volumes: VolumeSet) -> BootMenu:
+def parse(case: Case, volumes: VolumeSet, dialect: Dialect) -> BootMenu:
     if case.exp["parser"] == "syslinux":
-        return parse_extlinux(volumes, case.exp["config_path"])
-    return parse_grub2(volumes, case.exp["config_path"], env=case.exp.get("implicit_env") or {})
+        return parse_extlinux(volumes, case.exp["config_path"], dialect=dialect)
+    return parse_grub2(
+        volumes,
+        case.exp["config_path"],
+        env=case.exp.get("implicit_env") or {},
+        dialect=dialect,
+    )
 
 
 def view(case: Case, menu: BootMenu) -> list[BootEntry]:
@@ -285,20 +293,14 @@ def test_every_fixture_is_covered(fixtures_dir: Path) -> None:
     assert (PETITBOOT / f"{SAVE_ENV}.expected.json").is_file()
 
 
-@pytest.mark.parametrize("name", CASES)
-def test_petitboot_case(name: str) -> None:
-    case = load_case(name)
-    deviations = DEVIATIONS.get(name, {})
-    if ("case", "error") in deviations:
-        with pytest.raises(BootConfigError) as info:
-            parse(case, case.after)
-        assert "\n" not in str(info.value)
-        assert "nested deeper" in str(info.value)
-        return
-    menu = parse(case, case.after)
+def check_case(
+    case: Case, dialect: Dialect, deviations: dict[tuple[int | str, str], Deviation]
+) -> None:
+    """Every asserted field of *case*: petitboot's value, or GRUB's for *deviations*."""
+    menu = parse(case, case.after, dialect)
     opts = view(case, menu)
-    if name in GRUB_CHECKS:
-        GRUB_CHECKS[name](menu)
+    if case.name in GRUB_CHECKS and deviations:
+        GRUB_CHECKS[case.name](menu)
 
     count = case.exp.get("boot_option_count")
     if ("count", "count") in deviations:
@@ -321,7 +323,7 @@ def test_petitboot_case(name: str) -> None:
 
     # Devices that appear only after parsing: with them absent the resources
     # must not resolve to them.
-    pre = parse(case, case.before)
+    pre = parse(case, case.before, dialect)
     pre_opts = view(case, pre)
     for opt in case.exp["options"]:
         for res in opt.get("unresolved_before_hotplug", []):
@@ -333,36 +335,52 @@ def test_petitboot_case(name: str) -> None:
             assert device_name(case.before, ref.device) is None
 
 
-def _deviating_fields() -> list[tuple[str, tuple[int | str, str]]]:
-    return [
-        (case, key) for case, devs in sorted(DEVIATIONS.items()) for key in sorted(devs, key=str)
-    ]
+@pytest.mark.parametrize("name", CASES)
+def test_petitboot_dialect(name: str) -> None:
+    """petitboot's own expectations, all of them, in petitboot's dialect."""
+    check_case(load_case(name), Dialect.PETITBOOT, {})
 
 
-@pytest.mark.parametrize(
-    ("name", "key"),
-    [
-        pytest.param(
-            case,
-            key,
-            marks=pytest.mark.xfail(strict=True, reason=DEVIATIONS[case][key].reason),
-            id=f"{case}-{key[0]}-{key[1]}",
-        )
-        for case, key in _deviating_fields()
-    ],
-)
-def test_petitboot_expectation_differs(name: str, key: tuple[int | str, str]) -> None:
-    """petitboot's value for a field where we follow GRUB (expected to fail)."""
+@pytest.mark.parametrize("name", CASES)
+def test_grub_dialect(name: str) -> None:
+    """The same cases read as GRUB reads them (the default dialect)."""
     case = load_case(name)
-    menu = parse(case, case.after)  # raises for ("case", "error")
-    opts = view(case, menu)
-    idx, field = key
-    if key in (("count", "count"), ("case", "error")):
-        assert len(opts) == case.exp["boot_option_count"]
+    deviations = DEVIATIONS.get(name, {})
+    if ("case", "error") in deviations:
+        with pytest.raises(BootConfigError) as info:
+            parse(case, case.after, Dialect.GRUB)
+        assert "\n" not in str(info.value)
+        assert "nested deeper" in str(info.value)
         return
-    assert isinstance(idx, int)
-    want = {(i, f): w for i, f, w in expected_fields(case)}[(idx, field)]
-    assert actual_field(case, case.after, opts, idx, field) == want
+    check_case(case, Dialect.GRUB, deviations)
+
+
+def test_grub_is_the_default_dialect() -> None:
+    case = load_case("syslinux-global-append")
+    default = view(case, parse_extlinux(case.after, case.exp["config_path"]))
+    grub = view(case, parse(case, case.after, Dialect.GRUB))
+    assert [e.args for e in default] == [e.args for e in grub]
+    assert default[2].args == "root=/dev/sdb"
+
+
+def test_every_deviation_is_a_real_difference() -> None:
+    """Each field in `DEVIATIONS` differs between the two dialects (none is stale)."""
+    for name, devs in sorted(DEVIATIONS.items()):
+        case = load_case(name)
+        if ("case", "error") in devs:
+            with pytest.raises(BootConfigError):
+                parse(case, case.after, Dialect.GRUB)
+            continue
+        grub = view(case, parse(case, case.after, Dialect.GRUB))
+        petit = view(case, parse(case, case.after, Dialect.PETITBOOT))
+        for idx, field in devs:
+            if idx == "count":
+                assert len(grub) != len(petit), name
+                continue
+            assert isinstance(idx, int)
+            a = actual_field(case, case.after, grub, idx, field)
+            b = actual_field(case, case.after, petit, idx, field)
+            assert a != b, (name, idx, field)
 
 
 # -- save_env vectors: we never write ----------------------------------------------------
@@ -372,31 +390,43 @@ SAVE_CASES = json.loads(_SAVE_FILE.read_text())["cases"] if _SAVE_FILE.is_file()
 
 
 @pytest.mark.parametrize("vector", SAVE_CASES, ids=[c["name"] for c in SAVE_CASES])
-def test_save_env_is_accepted_and_never_writes(vector: dict[str, Any]) -> None:
+@pytest.mark.parametrize("dialect", list(Dialect))
+def test_save_env_block_and_never_writes(vector: dict[str, Any], dialect: Dialect) -> None:
+    """The block save_env leaves is petitboot's, byte for byte; the disk is untouched."""
     before = vector["grubenv_before"].encode()
+    after = vector["grubenv_after"].encode()
     env_file = vector.get("env_file", "/boot/grub/grubenv")
     vol = DictVolume(
         {"/boot/grub/grub.cfg": vector["script"], env_file: before},
         volume=VolumeIdentity("__test0"),
     )
-    menu = parse_grub2(vol, "/boot/grub/grub.cfg")
+    menu = parse_grub2(vol, "/boot/grub/grub.cfg", dialect=dialect)
     assert menu.entries == ()
     assert read_capped(vol, env_file) == before
-    assert not [w for w in menu.warnings if "save_env" in w]
-    # The block GRUB would have written is still a valid block for load_env.
-    after = parse_envblk(vector["grubenv_after"].encode())
-    assert after is not None
+    if after == before:  # the nospace cases: no room, nothing saved
+        assert menu.env_writes == ()
+        assert [w for w in menu.warnings if "no room" in w]
+    elif "-f env_file" in vector["script"] and dialect is Dialect.GRUB:
+        # GRUB opens `-f env_file` as given: a relative name is no file.
+        assert menu.env_writes == ()
+        assert [w for w in menu.warnings if "env_file" in w]
+    else:
+        assert menu.env_writes == ((env_file, after),)
+    assert parse_envblk(after) is not None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="save_env is deliberately not implemented: pvgrub-py reads guest disks "
-    "read-only, so grubenv is never rewritten (a grub-reboot next_entry is never cleared)",
-)
-def test_save_env_rewrites_grubenv() -> None:
-    vector = SAVE_CASES[0]
-    vol = DictVolume(
-        {"/boot/grub/grub.cfg": vector["script"], "/boot/grub/grubenv": vector["grubenv_before"]}
-    )
-    parse_grub2(vol, "/boot/grub/grub.cfg")
-    assert read_capped(vol, "/boot/grub/grubenv") == vector["grubenv_after"].encode()
+EMPTY_ENV = "# GRUB Environment Block\n" + "#" * 40
+
+
+def test_load_env_sees_an_earlier_save_env() -> None:
+    script = "a=1\nsave_env a\na=2\nload_env\nmenuentry t$a { linux /k }\n"
+    vol = DictVolume({"/boot/grub/grub.cfg": script, "/boot/grub/grubenv": EMPTY_ENV})
+    menu = parse_grub2(vol, "/boot/grub/grub.cfg")
+    assert [e.title for e in menu.entries] == ["t1"]
+
+
+def test_save_env_in_an_entry_body_is_not_modelled() -> None:
+    script = "menuentry a { saved_entry=a; save_env saved_entry; linux /k }\n"
+    vol = DictVolume({"/boot/grub/grub.cfg": script, "/boot/grub/grubenv": EMPTY_ENV})
+    for dialect in Dialect:
+        assert parse_grub2(vol, "/boot/grub/grub.cfg", dialect=dialect).env_writes == ()

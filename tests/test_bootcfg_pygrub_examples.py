@@ -25,6 +25,7 @@ from pvgrub_py.bootcfg import (
     parse_grub_legacy,
     select,
 )
+from pvgrub_py.bootcfg.dialect import Dialect
 
 SHARED = Path(os.environ.get("PVGRUB_SHARED", Path(__file__).resolve().parents[2] / "shared"))
 BOOTCFG = SHARED / "fixtures" / "bootcfg"
@@ -348,6 +349,30 @@ def test_menu_lst_legacy_devices_and_saved_default() -> None:
     assert select(menu) is two
     no_file = parse_grub_legacy(DictVolume({"/grub/menu.lst": text}), "/grub/menu.lst")
     assert no_file.default == "0"
+
+
+def _boots(menu: BootMenu) -> list[tuple[object, ...]]:
+    return [
+        (e.index_path, e.title, e.kernel, e.initrds, e.args, e.loader) for e in menu.entries
+    ] + [("default", menu.default_index)]
+
+
+@pytest.mark.parametrize("name", sorted(GRUB2_EXPECTED))
+def test_grub2_example_same_in_both_dialects(name: str) -> None:
+    """Generated configs boot the same in GRUB's and petitboot's reading."""
+    vol = example_volume(name, uuid=GRUB2_EXPECTED[name][0])
+    grub = parse_grub2(vol, "/boot/grub/grub.cfg", dialect=Dialect.GRUB)
+    petitboot = parse_grub2(vol, "/boot/grub/grub.cfg", dialect=Dialect.PETITBOOT)
+    assert _boots(grub) == _boots(petitboot)
+
+
+def test_isolinux_tree_same_in_both_dialects() -> None:
+    files = {"/" + str(p.relative_to(ISOLINUX)): p.read_bytes() for p in ISOLINUX.rglob("*")
+             if p.is_file()}  # fmt: skip
+    menus = [
+        parse_extlinux(DictVolume(files), "/isolinux/isolinux.cfg", dialect=d) for d in Dialect
+    ]
+    assert _boots(menus[0]) == _boots(menus[1])
 
 
 def test_isolinux_tree() -> None:

@@ -313,8 +313,15 @@ def expand_options(value: str, lookup: Callable[[str], str | None]) -> str:
     return "".join(out)
 
 
-def entry_script(entry: BlsEntry, lookup: Callable[[str], str | None]) -> str | None:
-    """The GRUB script blscfg generates as the body of *entry* (None: no linux)."""
+def entry_script(
+    entry: BlsEntry, lookup: Callable[[str], str | None], *, split_initrd: bool = False
+) -> str | None:
+    """The GRUB script blscfg generates as the body of *entry* (None: no linux).
+
+    GRUB pastes each ``initrd`` value after ``($root)`` as it stands;
+    *split_initrd* (petitboot) expands the value and loads each word as a
+    path on ``$root``.
+    """
     linux = entry.linux
     if linux is None:
         return None
@@ -328,6 +335,9 @@ def entry_script(entry: BlsEntry, lookup: Callable[[str], str | None]) -> str | 
         body += f" {options}"
     body += "\n"
     initrds = entry.initrds
+    if split_initrd:
+        words = [w for i in initrds for w in expand_options(i, lookup).split()]
+        initrds = ["'" + w.replace("'", "'\\''") + "'" for w in words]
     if initrds:
         body += "initrd" + "".join(f" ($root){i}" for i in initrds) + "\n"
     return body

@@ -111,6 +111,9 @@ class BootMenu:
     submenus: tuple[SubmenuInfo, ...] = ()
     env: Mapping[str, str] = field(default_factory=dict)
     warnings: tuple[str, ...] = ()
+    #: (path, block) for each grubenv ``save_env`` changed, as GRUB would
+    #: leave it.  Never written: guest disks are read-only to pvgrub-py.
+    env_writes: tuple[tuple[str, bytes], ...] = ()
 
     @property
     def bootable_entries(self) -> tuple[BootEntry, ...]:

@@ -41,6 +41,7 @@ from __future__ import annotations
 import posixpath
 from dataclasses import dataclass, field
 
+from pvgrub_py.bootcfg.dialect import Dialect
 from pvgrub_py.bootcfg.entry import BootEntry, BootMenu, FileRef
 from pvgrub_py.bootcfg.errors import BootConfigError
 from pvgrub_py.bootcfg.files import (
@@ -130,6 +131,7 @@ class _State:
     files: ConfigFiles
     base: str
     limits: Limits
+    dialect: Dialect = Dialect.GRUB
     labels: list[_Label] = field(default_factory=list)
     global_append: str | None = None
     default: str | None = None
@@ -137,6 +139,7 @@ class _State:
     timeout: int | None = None
     warnings: list[str] = field(default_factory=list)
     loads: int = 0
+    unlabeled_image: bool = False
 
     def warn(self, where: str, message: str) -> None:
         if len(self.warnings) < self.limits.max_warnings:
@@ -212,12 +215,15 @@ def _parse_file(state: _State, path: str, depth: int) -> None:
                 state.timeout = number
             continue
         if key == "append":
-            if label is None:
-                state.global_append = arg
-            else:
+            if label is not None:
                 label.append = arg
+            elif not state.unlabeled_image:
+                state.global_append = arg
             continue
         if label is None:
+            if key in ("kernel", "linux") and state.dialect is Dialect.PETITBOOT:
+                # petitboot: an unlabelled image owns the APPEND that follows it.
+                state.unlabeled_image = True
             if key in ("kernel", "linux", "initrd") or key in _NON_LINUX_KEYWORDS:
                 state.warn(where, f"{key.upper()} before any LABEL is not an entry; ignored")
             elif key not in _IGNORED:
@@ -248,6 +254,9 @@ def _entry(state: _State, label: _Label, index: int) -> BootEntry:
     append = label.append if label.append is not None else (state.global_append or "")
     if append.strip() == "-":
         append = ""
+    elif state.dialect is Dialect.PETITBOOT and label.append is not None and state.global_append:
+        # petitboot puts the global APPEND before the label's.
+        append = f"{state.global_append} {append}"
     loader = label.loader
     kernel: FileRef | None = None
     initrds: list[str] = []
@@ -295,11 +304,16 @@ def parse_extlinux(
     path: str,
     *,
     limits: Limits = DEFAULT_LIMITS,
+    dialect: Dialect = Dialect.GRUB,
 ) -> BootMenu:
-    """Parse the extlinux/isolinux/syslinux config at *path* on the config volume."""
+    """Parse the extlinux/isolinux/syslinux config at *path* on the config volume.
+
+    A label's ``APPEND`` replaces the global one, as SYSLINUX does, or
+    follows it with `Dialect.PETITBOOT`.
+    """
     vols = volumes if isinstance(volumes, VolumeSet) else VolumeSet.single(volumes)
     shown = normalize_path(path)
-    state = _State(vols.primary, posixpath.dirname(shown), limits)
+    state = _State(vols.primary, posixpath.dirname(shown), limits, dialect)
     _parse_file(state, shown, 0)
     entries = tuple(_entry(state, lab, k) for k, lab in enumerate(state.labels))
     names = [lab.name for lab in state.labels]

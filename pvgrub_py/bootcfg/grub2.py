@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from pvgrub_py.bootcfg.dialect import Dialect
 from pvgrub_py.bootcfg.entry import BootMenu
 from pvgrub_py.bootcfg.files import ConfigFiles, VolumeSet
 from pvgrub_py.bootcfg.grub2_interp import Interpreter
@@ -20,6 +21,7 @@ def parse_grub2(
     *,
     env: Mapping[str, str] | None = None,
     limits: Limits = DEFAULT_LIMITS,
+    dialect: Dialect = Dialect.GRUB,
 ) -> BootMenu:
     """Run the grub.cfg at *path* on the config volume and return its menu.
 
@@ -27,7 +29,8 @@ def parse_grub2(
     (a single `ConfigFiles` is accepted for one-volume guests).  *env*
     presets variables on top of the ones GRUB's normal mode sets (``root``,
     ``prefix``, ``config_directory``, ``config_file``, ``grub_platform=xen``,
-    the ``feature_*`` flags); they are exported.
+    the ``feature_*`` flags); they are exported.  *dialect* picks GRUB's or
+    petitboot's reading where the two differ (`dialect.Dialect`).
     """
     vols = volumes if isinstance(volumes, VolumeSet) else VolumeSet.single(volumes)
-    return Interpreter(vols, limits=limits).run(path, env)
+    return Interpreter(vols, limits=limits, dialect=dialect).run(path, env)

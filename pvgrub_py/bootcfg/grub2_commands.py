@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from pvgrub_py.bootcfg import bls
+from pvgrub_py.bootcfg.dialect import Dialect
 from pvgrub_py.bootcfg.entry import FileRef
 from pvgrub_py.bootcfg.files import normalize_path, read_capped, split_device_path
 from pvgrub_py.bootcfg.grub2_expand import grub_cmdline
@@ -29,7 +30,7 @@ from pvgrub_py.bootcfg.grub2_interp import (
 )
 from pvgrub_py.bootcfg.grub2_parser import SimpleCommand, parse_script
 from pvgrub_py.bootcfg.grub2_testcmd import Probe, evaluate, strtoul
-from pvgrub_py.bootcfg.grubenv import STANDARD_SIZE, parse_envblk
+from pvgrub_py.bootcfg.grubenv import STANDARD_SIZE, parse_envblk, set_envblk_var
 
 Handler = Callable[[Interpreter, list[str], SimpleCommand], int]
 
@@ -114,11 +115,15 @@ def parse_options(
 
 def cmd_set(it: Interpreter, argv: list[str], stmt: SimpleCommand) -> int:
     # Only the first argument counts (grub_core_cmd_set): `set a=b c` sets a=b.
+    # petitboot joins the words: a="b c".
     if len(argv) < 2:
         return 0
-    name, eq, value = argv[1].partition("=")
+    assignment = argv[1]
+    if it.dialect is Dialect.PETITBOOT:
+        assignment = " ".join(argv[1:])
+    name, eq, value = assignment.partition("=")
     if not eq:
-        it.warn(f"set: {argv[1][:40]!r} is not an assignment")
+        it.warn(f"set: {assignment[:40]!r} is not an assignment")
         return 1
     if not name:
         it.warn("set: empty variable name")
@@ -190,6 +195,8 @@ def probe_path(it: Interpreter, spec: str) -> Probe:
     """What GRUB's test.c ``get_fileinfo`` (and ``-s``'s file open) see."""
     it.count_probe()
     missing = Probe(False, False, None)
+    if not spec and it.dialect is Dialect.PETITBOOT:
+        return missing  # petitboot stat()s "", which does not exist
     if spec.startswith("("):
         close = spec.find(")")
         if close < 0:
@@ -202,10 +209,13 @@ def probe_path(it: Interpreter, spec: str) -> Probe:
     if volume is None:
         return missing
     if not path.rstrip("/"):
-        return Probe(True, True, None)
+        return Probe(True, True, 1 if it.dialect is Dialect.PETITBOOT else None)
     info = volume.stat(normalize_path(path))
     if info is None:
         return missing
+    if info.is_dir and it.dialect is Dialect.PETITBOOT:
+        # petitboot stat()s: a directory's size is its (non-zero) block size.
+        return Probe(True, True, 1)
     return Probe(True, info.is_dir, None if info.is_dir else info.size)
 
 
@@ -250,6 +260,37 @@ def cmd_configfile(it: Interpreter, argv: list[str], stmt: SimpleCommand) -> int
     return 0
 
 
+def _env_file(it: Interpreter, command: str, name: str | None) -> tuple[str, str, bytes] | None:
+    """(name as given, volume key, current bytes) of a ``load_env``/``save_env`` block.
+
+    The default is ``$prefix/grubenv``; petitboot also reads a relative
+    ``-f`` name under ``$prefix``.  A block ``save_env`` changed earlier in
+    this run is seen as changed.
+    """
+    prefix = it.env.get("prefix")
+    if name is None or (it.dialect is Dialect.PETITBOOT and not name.startswith(("/", "("))):
+        if prefix is None:
+            it.warn(f"{command}: $prefix is not set")
+            return None
+        name = f"{prefix}/{name or 'grubenv'}"
+    split = split_device_path(name)
+    volume = it.volume_for(split[0]) if split is not None else None
+    if split is None or volume is None:
+        it.warn(f"{command}: cannot open {name!r}")
+        return None
+    it.count_probe()
+    key = f"{id(volume)}:{normalize_path(split[1])}"
+    written = it.env_writes.get(key)
+    if written is not None:
+        return name, key, written[1]
+    data = read_capped(volume, split[1], max_bytes=it.limits.max_file_bytes, what="grubenv")
+    if data is None:
+        it.warn(f"{command}: {name!r} not found")
+        return None
+    it.env_paths[key] = it.display_path(volume, split[1])
+    return name, key, data
+
+
 def cmd_load_env(it: Interpreter, argv: list[str], stmt: SimpleCommand) -> int:
     opts = parse_options(
         argv[1:],
@@ -259,23 +300,10 @@ def cmd_load_env(it: Interpreter, argv: list[str], stmt: SimpleCommand) -> int:
     if isinstance(opts, str):
         it.warn(f"load_env: {opts}")
         return 1
-    path = opts.last("file")
-    if path is None:
-        prefix = it.env.get("prefix")
-        if prefix is None:
-            it.warn("load_env: $prefix is not set")
-            return 1
-        path = prefix + "/grubenv"
-    split = split_device_path(path)
-    volume = it.volume_for(split[0]) if split is not None else None
-    if split is None or volume is None:
-        it.warn(f"load_env: cannot open {path!r}")
+    found = _env_file(it, "load_env", opts.last("file"))
+    if found is None:
         return 1
-    it.count_probe()
-    data = read_capped(volume, split[1], max_bytes=it.limits.max_file_bytes, what="grubenv")
-    if data is None:
-        it.warn(f"load_env: {path!r} not found")
-        return 1
+    path, _key, data = found
     block = parse_envblk(data)
     if block is None:
         it.warn(f"load_env: {path!r} is not a GRUB environment block")
@@ -286,6 +314,35 @@ def cmd_load_env(it: Interpreter, argv: list[str], stmt: SimpleCommand) -> int:
     for name, value in block.variables.items():
         if not wanted or name in wanted:
             it.env.set(name, value)
+    return 0
+
+
+def cmd_save_env(it: Interpreter, argv: list[str], stmt: SimpleCommand) -> int:
+    """Compute the block GRUB would write; keep it in memory, never on the disk.
+
+    Inside a menu entry body (grub-mkconfig's ``savedefault``) it is not
+    modelled: GRUB runs only the booted entry's body, we run them all.
+    """
+    if it.entry is not None:
+        return 0
+    opts = parse_options(argv[1:], with_value={"--file": "file", "-f": "file"}, flags={})
+    if isinstance(opts, str):
+        it.warn(f"save_env: {opts}")
+        return 1
+    found = _env_file(it, "save_env", opts.last("file"))
+    if found is None:
+        return 1
+    path, key, data = found
+    if parse_envblk(data) is None:
+        it.warn(f"save_env: {path!r} is not a GRUB environment block")
+        return 1
+    for name in opts.args:
+        updated = set_envblk_var(data, name, it.env.get(name) or "")
+        if updated is None:
+            it.warn(f"save_env: no room for {name[:40]!r} in {path!r}; not saved")
+            return 1
+        data = updated
+    it.env_writes[key] = (it.env_paths[key], data)
     return 0
 
 
@@ -339,6 +396,10 @@ def _search(it: Interpreter, kind: str, key: str, var: str | None, hints: list[s
             found = volume
             break
     if found is None:
+        if it.dialect is Dialect.PETITBOOT and kind == "fs-uuid" and var is not None:
+            # petitboot keeps the UUID, which resolves once such a device appears.
+            it.env.set(var, key)
+            return 0
         # GRUB: "no such device", the variable keeps its value.
         it.warn(f"search: no volume with {kind} {key!r}")
         return 1
@@ -357,10 +418,16 @@ def cmd_search(it: Interpreter, argv: list[str], stmt: SimpleCommand) -> int:
     if isinstance(opts, str):
         it.warn(f"search: {opts}")
         return 1
+    petitboot = it.dialect is Dialect.PETITBOOT
+    if petitboot and opts.values.get("set") == [] and len(opts.args) == 2:
+        # petitboot also reads `--set VAR KEY` (GRUB needs `--set=VAR`).
+        opts.values["set"] = [opts.args.pop(0)]
     if len(opts.args) != 1:
         it.warn("search: one argument expected")
         return 1
     kinds = [k for k in ("label", "fs-uuid", "file") if k in opts.flags]
+    if not kinds and petitboot:
+        kinds = ["fs-uuid"]  # petitboot's default search type
     if not kinds:
         for unsupported in ("part-label", "part-uuid", "disk-uuid"):
             if unsupported in opts.flags:
@@ -368,7 +435,7 @@ def cmd_search(it: Interpreter, argv: list[str], stmt: SimpleCommand) -> int:
                 return 1
         it.warn("search: unspecified search type")
         return 1
-    var: str | None = None
+    var: str | None = "root" if petitboot else None
     if "set" in opts.values:
         var = opts.last("set") or "root"
     return _search(it, kinds[0], opts.args[0], var, opts.values.get("hint", []))
@@ -473,17 +540,18 @@ def cmd_menuentry(it: Interpreter, argv: list[str], stmt: SimpleCommand) -> int:
         it.warn(f"{argv[0]} inside a menu entry body ignored")
         return 1
     it.count_item()
-    it.menu.append(
-        MenuItem(
-            args=tuple(opts.args),
-            body=body,
-            submenu=submenu,
-            file=it.file,
-            line=stmt.line,
-            id=opts.last("id"),
-            classes=tuple(opts.values.get("class", [])),
-        )
+    item = MenuItem(
+        args=tuple(opts.args),
+        body=body,
+        submenu=submenu,
+        file=it.file,
+        line=stmt.line,
+        id=opts.last("id"),
+        classes=tuple(opts.values.get("class", [])),
     )
+    it.menu.append(item)
+    if not submenu and it.dialect is Dialect.PETITBOOT:
+        it.evaluate_in_place(item)
     return 0
 
 
@@ -501,8 +569,9 @@ def cmd_blscfg(it: Interpreter, argv: list[str], stmt: SimpleCommand) -> int:
     _directory, entries = bls.load_entries(
         volume, it.env.get("blsdir"), limits=it.limits, warn=it.warn
     )
+    petitboot = it.dialect is Dialect.PETITBOOT
     for entry in entries:
-        script = bls.entry_script(entry, it.env.get)
+        script = bls.entry_script(entry, it.env.get, split_initrd=petitboot)
         shown = it.display_path(volume, entry.path)
         if script is None:
             it.warn(f"{shown}: no 'linux' key; skipped (as GRUB)")
@@ -511,18 +580,21 @@ def cmd_blscfg(it: Interpreter, argv: list[str], stmt: SimpleCommand) -> int:
         for _line, message in parsed.errors:
             it.warn(f"{shown}: {message}")
         title = entry.title if entry.title is not None else (entry.linux or "")
+        if petitboot and entry.title is not None:
+            title = bls.expand_options(title, it.env.get).rstrip()
         it.count_item()
-        it.menu.append(
-            MenuItem(
-                args=(title, *entry.get_all("grub_arg")),
-                body=parsed.stmts,
-                submenu=False,
-                file=shown,
-                line=0,
-                id=entry.filename,
-                classes=tuple(entry.get_all("grub_class")),
-            )
+        item = MenuItem(
+            args=(title, *entry.get_all("grub_arg")),
+            body=parsed.stmts,
+            submenu=False,
+            file=shown,
+            line=0,
+            id=entry.filename,
+            classes=tuple(entry.get_all("grub_class")),
         )
+        it.menu.append(item)
+        if petitboot:
+            it.evaluate_in_place(item)
     return 0
 
 
@@ -657,6 +729,7 @@ COMMANDS: dict[str, Handler] = {
     "search.file": _search_shorthand("file"),
     "probe": cmd_probe,
     "menuentry": cmd_menuentry,
+    "save_env": cmd_save_env,
     "submenu": cmd_menuentry,
     "blscfg": cmd_blscfg,
     "bls_import": cmd_blscfg,

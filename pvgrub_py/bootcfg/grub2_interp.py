@@ -26,9 +26,15 @@ Execution model, as in GRUB:
    if that menu has entries it replaces the current one, as GRUB shows it
    and boots from it.
 
+Where GRUB and petitboot read a config differently, `dialect.Dialect`
+picks one (GRUB by default); `Dialect.PETITBOOT` runs a ``menuentry`` body
+where it stands (step 2 happens during step 1) and stops nested ``source``
+at petitboot's depth instead of failing.
+
 Everything is bounded by `limits.Limits`; passing a bound raises a
 one-line `BootConfigError` with the file and line.  Nothing here writes to
-a volume (``save_env`` is accepted and ignored).
+a volume: ``save_env`` changes the block in memory only (a later
+``load_env`` sees it) and the menu lists it in ``env_writes``.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ import posixpath
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from pvgrub_py.bootcfg.dialect import PETITBOOT_SOURCE_LEVELS, Dialect
 from pvgrub_py.bootcfg.entry import BootEntry, BootMenu, FileRef, SubmenuInfo
 from pvgrub_py.bootcfg.errors import BootConfigError
 from pvgrub_py.bootcfg.files import (
@@ -109,6 +116,8 @@ class MenuItem:
     line: int
     id: str | None = None
     classes: tuple[str, ...] = ()
+    #: `Dialect.PETITBOOT`: what the body loaded where the entry was defined.
+    evaluated: EntryState | None = None
 
 
 class MenuReplaced(Exception):
@@ -153,11 +162,13 @@ class Interpreter:
         volumes: VolumeSet,
         *,
         limits: Limits = DEFAULT_LIMITS,
+        dialect: Dialect = Dialect.GRUB,
     ) -> None:
         if not Interpreter.commands:
             _register()
         self.volumes = volumes
         self.limits = limits
+        self.dialect = dialect
         self.env = Env(limits)
         self.frames: list[Frame] = [Frame([])]
         self.functions: dict[str, tuple[tuple[Stmt, ...], str]] = {}
@@ -179,6 +190,9 @@ class Interpreter:
         self._probes = 0
         self._cache: dict[tuple[int, str], Script] = {}
         self._entries: list[BootEntry] = []
+        #: grubenv blocks ``save_env`` changed, by volume and path -> (shown, bytes).
+        self.env_writes: dict[str, tuple[str, bytes]] = {}
+        self.env_paths: dict[str, str] = {}
         self._submenus: list[SubmenuInfo] = []
 
     # -- diagnostics and bounds ------------------------------------------------
@@ -261,7 +275,14 @@ class Interpreter:
     def run_file(self, script: Script, shown: str) -> None:
         """Execute a parsed file in the current context (``source`` semantics)."""
         self._source_depth += 1
-        if self._source_depth > self.limits.max_source_depth:
+        if self.dialect is Dialect.PETITBOOT:
+            # petitboot skips the file past its depth and keeps what it has.
+            if self._source_depth > 1 + PETITBOOT_SOURCE_LEVELS:
+                self._source_depth -= 1
+                self.warn(f"{shown} nested deeper than {PETITBOOT_SOURCE_LEVELS} levels; not read")
+                self.status = 1
+                return
+        elif self._source_depth > self.limits.max_source_depth:
             raise self.fail(f"files nested deeper than {self.limits.max_source_depth} levels")
         saved = self.file, self.line
         self.file = shown
@@ -499,6 +520,7 @@ class Interpreter:
             submenus=submenus,
             env=env.as_dict(),
             warnings=tuple(warnings),
+            env_writes=tuple(self.env_writes.values()),
         )
 
     # -- menu evaluation ------------------------------------------------------------
@@ -512,19 +534,25 @@ class Interpreter:
         return ctx
 
     def run_body(
-        self, item: MenuItem, env: Env, entry: EntryState | None
+        self,
+        item: MenuItem,
+        env: Env,
+        entry: EntryState | None,
+        params: Sequence[str] | None = None,
     ) -> tuple[list[MenuItem], Env]:
         """Run an entry or submenu body as GRUB does when it is chosen.
 
         Returns the items a submenu body recorded and the environment they
-        are booted in (a ``configfile`` in the body replaces both).
+        are booted in (a ``configfile`` in the body replaces both).  The
+        positional parameters are the ``menuentry`` arguments unless
+        *params* says otherwise.
         """
         saved = (self.env, self.menu, self.entry, self.frames, self.file, self.line)
         saved_loops = self._loop_depth
         self.env = env
         self.menu = [] if item.submenu else None
         self.entry = entry
-        self.frames = [Frame(list(item.args))]
+        self.frames = [Frame(list(item.args if params is None else params))]
         self.file = item.file
         self.line = item.line
         self._loop_depth = 0
@@ -548,6 +576,13 @@ class Interpreter:
         finally:
             (self.env, self.menu, self.entry, self.frames, self.file, self.line) = saved
             self._loop_depth = saved_loops
+
+    def evaluate_in_place(self, item: MenuItem) -> None:
+        """`Dialect.PETITBOOT`: run an entry body now, in the current
+        variables and positional parameters; its ``set`` stays visible."""
+        state = EntryState(root=self.env.get("root"))
+        self.run_body(item, self.env, state, self.frames[-1].args)
+        item.evaluated = state
 
     def _set_chosen(self, env: Env, value: str) -> None:
         """GRUB sets ``$chosen`` before running a body; skip absurdly long ids."""
@@ -573,10 +608,12 @@ class Interpreter:
                 sub_items, final_env = self.run_body(item, ctx, None)
                 self.evaluate_menu(sub_items, final_env, index_path, title_path, depth + 1)
                 continue
-            overlay = env.overlay()
-            self._set_chosen(overlay, item.id or title)
-            state = EntryState(root=overlay.get("root"))
-            self.run_body(item, overlay, state)
+            state = item.evaluated
+            if state is None:
+                overlay = env.overlay()
+                self._set_chosen(overlay, item.id or title)
+                state = EntryState(root=overlay.get("root"))
+                self.run_body(item, overlay, state)
             self._entries.append(
                 BootEntry(
                     title=title,
@@ -623,7 +660,6 @@ IGNORED_COMMANDS: dict[str, int] = {
             "serial",
             "play",
             "sleep",
-            "save_env",
             "list_env",
             "password",
             "password_pbkdf2",

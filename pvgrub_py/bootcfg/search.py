@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from pvgrub_py.bootcfg.dialect import Dialect
 from pvgrub_py.bootcfg.entry import BootMenu
 from pvgrub_py.bootcfg.errors import BootConfigError
 from pvgrub_py.bootcfg.files import ConfigFiles, VolumeSet
@@ -87,15 +88,19 @@ def parse_config(
     *,
     env: Mapping[str, str] | None = None,
     limits: Limits = DEFAULT_LIMITS,
+    dialect: Dialect = Dialect.GRUB,
 ) -> BootMenu:
-    """Run the parser for *found* with its volume as the config volume."""
+    """Run the parser for *found* with its volume as the config volume.
+
+    *dialect* matters to grub.cfg and syslinux configs (`dialect.Dialect`).
+    """
     # Each parser is imported only when its config is the one found (the
     # GRUB 2 interpreter alone is a fifth of the bootloader's imports).
     vols = volumes.with_primary(found.volume)
     if found.kind == "grub2":
         from pvgrub_py.bootcfg.grub2 import parse_grub2
 
-        return parse_grub2(vols, found.path, env=env, limits=limits)
+        return parse_grub2(vols, found.path, env=env, limits=limits, dialect=dialect)
     if found.kind == "bls":
         from pvgrub_py.bootcfg.bls import parse_bls_dir
 
@@ -103,7 +108,7 @@ def parse_config(
     if found.kind == "extlinux":
         from pvgrub_py.bootcfg.extlinux import parse_extlinux
 
-        return parse_extlinux(vols, found.path, limits=limits)
+        return parse_extlinux(vols, found.path, limits=limits, dialect=dialect)
     from pvgrub_py.bootcfg.grub_legacy import parse_grub_legacy
 
     return parse_grub_legacy(vols, found.path, limits=limits)
@@ -114,6 +119,7 @@ def load_menu(
     *,
     env: Mapping[str, str] | None = None,
     limits: Limits = DEFAULT_LIMITS,
+    dialect: Dialect = Dialect.GRUB,
 ) -> BootMenu:
     """Find the boot config on the guest's volumes and parse it."""
     found = find_config(volumes)
@@ -124,4 +130,4 @@ def load_menu(
             "no boot configuration found (looked for grub.cfg, loader/entries, "
             "extlinux/isolinux/syslinux configs, menu.lst)",
         )
-    return parse_config(volumes, found, env=env, limits=limits)
+    return parse_config(volumes, found, env=env, limits=limits, dialect=dialect)

@@ -23,6 +23,7 @@ import copy
 import os
 from dataclasses import dataclass
 
+from pvgrub_py.bootcfg.dialect import Dialect
 from pvgrub_py.bootcfg.entry import BootEntry, BootMenu, FileRef
 from pvgrub_py.bootcfg.errors import BootConfigError
 from pvgrub_py.bootcfg.search import FoundConfig, parse_config
@@ -166,11 +167,11 @@ def _bare_disk(image: str | int, *, name: str | None, budget: Budget | None) -> 
     return Disk(display, file, [], source)
 
 
-def load_guest_menu(disk: Disk) -> GuestMenu:
+def load_guest_menu(disk: Disk, dialect: Dialect = Dialect.GRUB) -> GuestMenu:
     location = locate_config(disk)
     volumes = volume_set(disk, location.volume)
     found = FoundConfig(volumes.primary, location.path, location.kind)
-    menu = parse_config(volumes, found)
+    menu = parse_config(volumes, found, dialect=dialect)
     return GuestMenu(disk, menu, location.volume, f"{location.volume.where}: {location.path}")
 
 
@@ -217,7 +218,7 @@ def choose(
     outright, since the user saw and edited the whole of it.
     """
     if isinstance(guest, Disk):
-        guest = load_guest_menu(guest)
+        guest = load_guest_menu(guest, opts.dialect)
     menu = guest.menu
     entry: BootEntry | None = None
     index: int | None = None

@@ -21,6 +21,7 @@ import os
 from collections.abc import Callable
 from typing import Protocol
 
+from pvgrub_py.bootcfg.dialect import Dialect
 from pvgrub_py.bootcfg.entry import BootMenu
 from pvgrub_py.bootcfg.errors import BootConfigError
 from pvgrub_py.bootcfg.files import DictVolume, VolumeIdentity, VolumeSet
@@ -80,7 +81,7 @@ def plan_boot(
     disk: Disk, opts: BootloaderOptions, interact: Interact | None = None
 ) -> tuple[BootPlan, BootChoice | None]:
     """Find, parse and choose, as pygrub's ``run_grub`` does."""
-    guest = load_guest_menu(disk)
+    guest = load_guest_menu(disk, opts.dialect)
     if opts.list_entries:
         return make_plan(guest, opts, None), None
     index: int | None = None
@@ -184,20 +185,21 @@ def config_kind(name: str) -> tuple[str, str]:
     return "grub2", "/boot/grub/grub.cfg"
 
 
-def parse_config_text(data: bytes, name: str) -> BootMenu:
+def parse_config_text(data: bytes, name: str, dialect: Dialect = Dialect.GRUB) -> BootMenu:
     from pvgrub_py.bootcfg.search import FoundConfig, parse_config
 
     kind, path = config_kind(name)
     volume = DictVolume({path: data}, volume=VolumeIdentity("hd0"))
     lookup = "/loader/entries" if kind == "bls" else path
-    return parse_config(VolumeSet.single(volume), FoundConfig(volume, lookup, kind))
+    found = FoundConfig(volume, lookup, kind)
+    return parse_config(VolumeSet.single(volume), found, dialect=dialect)
 
 
 def plan_config_file(
     data: bytes, name: str, opts: BootloaderOptions, interact: Interact | None = None
 ) -> BootPlan:
     """The plan for ``--isconfig``: the chosen entry's paths, nothing to stream."""
-    menu = parse_config_text(data, name)
+    menu = parse_config_text(data, name, opts.dialect)
     lines = menu_lines(menu, opts)
     base = BootPlan(name, lines, menu.default_index if menu.entries else 0, menu.timeout,
                     None, None, (), "")  # fmt: skip

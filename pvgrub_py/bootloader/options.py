@@ -17,6 +17,7 @@ import getopt
 from dataclasses import dataclass, field
 from typing import Literal
 
+from pvgrub_py.bootcfg.dialect import Dialect
 from pvgrub_py.errors import UsageError
 
 OutputFormat = Literal["sxp", "simple", "simple0"]
@@ -37,7 +38,7 @@ LONG_OPTIONS = [
     "quiet", "interactive", "list-entries", "not-really", "help",
     "output=", "output-format=", "output-directory=", "offset=", "runas=",
     "entry=", "kernel=", "ramdisk=", "args=", "isconfig", "debug",
-    "default_args=", "extra_args=",
+    "default_args=", "extra_args=", "config-dialect=",
     # measurement
     "vtpm=", "vtpm-uuid=", "require-vtpm", "vtpm-label=", "event-log=", "tpm2",
     "vtpm-timeout=",
@@ -65,6 +66,8 @@ class BootloaderOptions:
     args: str = ""  # appended to the chosen entry's args
     default_args: str | None = None  # used when the entry has none
     extra_args: str = ""  # appended after everything
+    #: Whose reading of a config to follow where GRUB and petitboot differ.
+    dialect: Dialect = Dialect.GRUB
     vtpm: str | None = None
     vtpm_uuid: str | None = None
     require_vtpm: bool = False
@@ -99,6 +102,14 @@ def _seconds(option: str, value: str) -> float:
     if not 0 < seconds <= MAX_VTPM_TIMEOUT:  # also refuses nan and inf
         raise UsageError(f"{option} must be more than 0 and at most {MAX_VTPM_TIMEOUT:g} s")
     return seconds
+
+
+def parse_dialect(value: str) -> Dialect:
+    try:
+        return Dialect(value)
+    except ValueError:
+        names = ", ".join(d.value for d in Dialect)
+        raise UsageError(f"unknown config dialect {value!r} ({names})") from None
 
 
 def parse_options(argv: list[str]) -> BootloaderOptions | None:
@@ -166,6 +177,8 @@ def _apply(opts: BootloaderOptions, name: str, value: str) -> None:
         opts.default_args = value
     elif name == "--extra_args":
         opts.extra_args = value
+    elif name == "--config-dialect":
+        opts.dialect = parse_dialect(value)
     elif name == "--isconfig":
         opts.isconfig = True
     elif name == "--debug":

@@ -16,6 +16,7 @@ from pvgrub_py.errors import PvgrubError
 USAGE = """\
 usage: pvgrub-py [-q|-i] [-l] [-n] [--entry=E] [--kernel=P] [--ramdisk=P] [--args=A]
                  [--default_args=A] [--extra_args=A] [--offset=N] [--isconfig]
+                 [--config-dialect=grub|petitboot]
                  [--runas=UID] [--output=FILE] [--output-format=sxp|simple|simple0]
                  [--output-directory=DIR]
                  [--vtpm=URI] [--vtpm-uuid=UUID] [--require-vtpm] [--vtpm-label=LABEL]
@@ -52,6 +53,12 @@ options (pygrub's):
   --offset=N             use only the filesystem starting at byte N of DISK
   --isconfig             DISK is a boot config file: print the chosen kernel,
                          initrd and args, and exit
+  --config-dialect=D     where GRUB and petitboot read a config differently,
+                         follow D: grub (the default: what the guest's GRUB
+                         would boot) or petitboot (menuentry bodies run where
+                         they stand, `set a=b c` keeps every word, an untyped
+                         search is a UUID search, a global syslinux APPEND is
+                         kept before a label's; the README lists them all)
   --runas=UID            parse the disk as UID in a sandboxed child (its own
                          mount, IPC and network namespaces, an empty root,
                          256 MiB of address space, no new privileges); needs

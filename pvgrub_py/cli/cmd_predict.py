@@ -68,6 +68,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         metavar="N",
         help="with DISK: only the partition starting at byte N (pygrub's --offset)",
     )
+    p.add_argument("--config-dialect", choices=("grub", "petitboot"), default=None,
+                   metavar="{grub,petitboot}",
+                   help="with DISK: whose reading of grub.cfg and syslinux configs to follow "
+                        "where GRUB and petitboot differ, as pvgrub-py --config-dialect "
+                        "(default: grub)")  # fmt: skip
     p.add_argument(
         "--runas",
         type=_offset,
@@ -105,7 +110,8 @@ def _check_form(args: argparse.Namespace) -> None:
     file_form = [o for o, v in (("--kernel", args.kernel), ("--initrd", args.initrd),
                                 ("--cmdline", args.cmdline)) if v is not None]  # fmt: skip
     disk_form = [o for o, v in (("--entry", args.entry), ("--args", args.args or None),
-                                ("--offset", args.offset), ("--runas", args.runas))
+                                ("--offset", args.offset), ("--runas", args.runas),
+                                ("--config-dialect", args.config_dialect))
                  if v is not None]  # fmt: skip
     if args.disk is not None:
         if file_form:
@@ -119,11 +125,13 @@ def _check_form(args: argparse.Namespace) -> None:
 
 
 def _measure_disk(args: argparse.Namespace, banks: tuple[HashAlgorithm, ...]) -> list[Measurement]:
-    from pvgrub_py.bootloader.options import BootloaderOptions
+    from pvgrub_py.bootloader.options import BootloaderOptions, parse_dialect
     from pvgrub_py.bootloader.predict import measure_disk
 
     opts = BootloaderOptions(disk=args.disk, interactive=False, entry=args.entry,
                              args=args.args, offset=args.offset, runas=args.runas)  # fmt: skip
+    if args.config_dialect is not None:
+        opts.dialect = parse_dialect(args.config_dialect)
     if opts.runas == 0:
         raise UsageError("--runas=0 would not drop privileges")
     return measure_disk(opts, banks)
