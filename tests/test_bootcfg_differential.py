@@ -42,6 +42,7 @@ from pvgrub_py.bootcfg import (
     parse_grub_legacy,
     select,
 )
+from pvgrub_py.bootcfg.dialect import Dialect
 
 SHARED = Path(os.environ.get("PVGRUB_SHARED", Path(__file__).resolve().parents[2] / "shared"))
 BOOTCFG = SHARED / "fixtures" / "bootcfg"
@@ -150,11 +151,11 @@ class Config:
         assert data is not None
         return data.decode("latin-1")
 
-    def parse(self) -> BootMenu:
+    def parse(self, dialect: Dialect = Dialect.GRUB) -> BootMenu:
         if self.kind == "grub2":
-            return parse_grub2(self.volumes, self.path, env=self.env)
+            return parse_grub2(self.volumes, self.path, env=self.env, dialect=dialect)
         if self.kind == "extlinux":
-            return parse_extlinux(self.volumes, self.path)
+            return parse_extlinux(self.volumes, self.path, dialect=dialect)
         return parse_grub_legacy(self.volumes, self.path)
 
 
@@ -454,6 +455,27 @@ def test_against_pygrub(case: str, pygrub: tuple[ModuleType, ModuleType]) -> Non
         raise AssertionError(expect)
     if family == "synthetic" and expect == DEFAULT_BY_NAME:
         assert ours.kernel == SYNTHETIC_OURS[name]
+
+
+@pytest.mark.parametrize("case", sorted(c for c, e in EXPECTED.items() if e == AGREE))
+def test_petitboot_dialect_against_pygrub(case: str, pygrub: tuple[ModuleType, ModuleType]) -> None:
+    """Where pygrub and our GRUB reading agree, petitboot's reading agrees too,
+    except where petitboot runs a body in place (a function's ``$2``, which
+    neither GRUB nor pygrub sees in the entry body)."""
+    cfg = load(case)
+    theirs = pygrub_choice(pygrub, cfg.kind, cfg.text, cfg.path)
+    try:
+        ours = our_choice(cfg.parse(Dialect.PETITBOOT))
+    except BootConfigError:
+        ours = NOTHING
+    if case in PETITBOOT_BOOTS_MORE:
+        assert theirs == NOTHING and ours.kernel == PETITBOOT_BOOTS_MORE[case]
+        return
+    assert theirs == ours
+
+
+#: Cases where only petitboot's reading finds a kernel.
+PETITBOOT_BOOTS_MORE = {"petitboot:grub2-source-functions": "/vmlinux"}
 
 
 def our_choice_of(menu: BootMenu, index: int) -> Choice:
