@@ -292,6 +292,9 @@ def main() -> None:
         ),
     }
     try:
+        # The bench runs as a script (sys.path[0] is bench/), so the
+        # launcher is imported from this checkout, as the runs above are.
+        sys.path.insert(0, str(ROOT))
         from pvgrub_py.tpm.launcher import SwtpmProcess
 
         with SwtpmProcess(tpm2=True) as tpm:
