@@ -11,7 +11,7 @@ DEBIAN_PACKAGES = swtpm swtpm-tools tpm2-tools xenstore-utils libxen-dev pkg-con
 SETUP_STAMP = .setup.stamp
 PYTEST_ARGS ?=
 
-.PHONY: setup test test-fast demo bench lint clean e2e-xen
+.PHONY: setup test test-fast demo bench lint clean e2e-xen fuzz
 
 $(SETUP_STAMP): Makefile setup.py
 	@missing=""; for p in $(DEBIAN_PACKAGES); do \
@@ -38,6 +38,15 @@ demo: setup
 
 bench: setup
 	@for b in bench/run.py bench/bench_*.py; do echo "== $$b"; $(PYTHON) $$b || exit 1; done
+
+# Coverage-guided fuzzing (atheris) of the boot-config parsers, FUZZ_TIME seconds
+# (default 600), corpus kept in .fuzz-corpus; findings land in .fuzz-out.
+FUZZ_TIME ?= 600
+fuzz: setup
+	@mkdir -p .fuzz-out
+	$(PYTHON) tests/fuzz_bootcfg_atheris.py --seed .fuzz-corpus
+	cd .fuzz-out && $(PYTHON) ../tests/fuzz_bootcfg_atheris.py ../.fuzz-corpus \
+	  -max_total_time=$(FUZZ_TIME) -max_len=8192 -timeout=10 -rss_limit_mb=2048 -print_final_stats=1
 
 lint: setup
 	ruff check pvgrub_py tests bench

@@ -56,7 +56,7 @@ setup(
         "pycdlib>=1.14,<2",
     ],
     extras_require={
-        "test": ["pytest>=7", "hypothesis>=6", "mypy>=1.8", "ruff>=0.4"],
+        "test": ["pytest>=7", "hypothesis>=6", "atheris>=2.3", "mypy>=1.8", "ruff>=0.4"],
     },
     entry_points={
         "console_scripts": [
