@@ -16,6 +16,8 @@ from pathlib import Path
 import disk_images
 import pytest
 
+from pvgrub_py.bootcfg.dialect import Dialect
+from pvgrub_py.builder.sim_boot import files_from_disk
 from pvgrub_py.cli.pvgrubctl import main as pvgrubctl
 
 EXTLINUX = """\
@@ -92,3 +94,14 @@ def test_predict_and_boot_read_the_config_alike(
 
     # The cmdline predict measured is the one the bootloader handed to libxl.
     assert cmdline[0]["digests"]["sha1"] == hashlib.sha1(args.encode()).hexdigest()
+
+
+@pytest.mark.parametrize("dialect", list(Dialect))
+def test_the_builder_chooses_with_the_same_dialect(
+    disk: Path, tmp_path: Path, dialect: Dialect
+) -> None:
+    """``pvgrubctl boot --disk --config-dialect`` takes the bootloader's choice."""
+    choice, kernel, initrd = files_from_disk(str(disk), None, tmp_path, dialect)
+    assert choice.args == (PETITBOOT_ARGS if dialect is Dialect.PETITBOOT else GRUB_ARGS)
+    assert kernel.read_bytes() == b"kernel " * 1000
+    assert initrd is not None and initrd.read_bytes() == b"initrd " * 1000

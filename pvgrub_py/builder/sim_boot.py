@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pvgrub_py.bootcfg.dialect import Dialect
 from pvgrub_py.bootloader.choose import BootChoice, choose
 from pvgrub_py.bootloader.extract import extract_initrds, extract_kernel
 from pvgrub_py.bootloader.options import BootloaderOptions
@@ -129,10 +130,10 @@ def vtpm_backend_domain(
 
 
 def files_from_disk(
-    disk: str, entry: str | None, workdir: Path
+    disk: str, entry: str | None, workdir: Path, dialect: Dialect = Dialect.GRUB
 ) -> tuple[BootChoice, Path, Path | None]:
     """The bootloader's choice, copied out of the disk (measured later by the builder)."""
-    opts = BootloaderOptions(disk=disk, interactive=False, entry=entry)
+    opts = BootloaderOptions(disk=disk, interactive=False, entry=entry, dialect=dialect)
     with open_disk(disk) as d:
         choice = choose(d, opts)
         kernel = workdir / "kernel"
@@ -157,6 +158,7 @@ class SimBootArgs:
     sim_dir: str | None
     disk: str | None = None
     entry: str | None = None
+    dialect: Dialect = Dialect.GRUB
     kernel: str | None = None
     initrd: str | None = None
     cmdline: str = ""
@@ -178,7 +180,7 @@ def boot_in_sim(
     initrd_source: str | None = None
     kernel, initrd, cmdline = args.kernel, args.initrd, args.cmdline
     if args.disk is not None:
-        choice, kpath, ipath = files_from_disk(args.disk, args.entry, workdir)
+        choice, kpath, ipath = files_from_disk(args.disk, args.entry, workdir, args.dialect)
         kernel, initrd, cmdline = str(kpath), str(ipath) if ipath else None, choice.args
         entry_title = choice.entry.title_path or choice.entry.title if choice.entry else None
         config = choice.config

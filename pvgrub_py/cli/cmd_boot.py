@@ -8,6 +8,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from pvgrub_py.bootcfg.dialect import Dialect
 from pvgrub_py.builder.build import BuildResult
 from pvgrub_py.builder.profile import load_profile
 from pvgrub_py.builder.report import format_boot_report
@@ -61,6 +62,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     src = p.add_argument_group("what to boot")
     src.add_argument("--disk", metavar="DISK", help="a guest disk image: choose as pvgrub-py does")
     src.add_argument("--entry", metavar="E", help="with --disk: the menu entry (index, title, id)")
+    src.add_argument(
+        "--config-dialect",
+        choices=("grub", "petitboot"),
+        default="grub",
+        help="with --disk: read grub.cfg/syslinux configs as GRUB (default) or petitboot "
+        "does where they differ, as pvgrub-py --config-dialect",
+    )
     src.add_argument("--kernel", metavar="FILE")
     src.add_argument("--initrd", metavar="FILE")
     src.add_argument("--cmdline", metavar="STR", default=None)
@@ -122,6 +130,7 @@ def run(args: argparse.Namespace) -> int:
         sim_dir=args.sim or None,
         disk=args.disk,
         entry=args.entry,
+        dialect=Dialect(args.config_dialect),
         kernel=args.kernel,
         initrd=args.initrd,
         cmdline=args.cmdline or "",
@@ -157,7 +166,9 @@ def run_on_xen(args: argparse.Namespace) -> int:
         kernel, initrd, cmdline = args.kernel, args.initrd, args.cmdline or ""
         kernel_source = initrd_source = None
         if args.disk is not None:
-            choice, kpath, ipath = files_from_disk(args.disk, args.entry, Path(work))
+            choice, kpath, ipath = files_from_disk(
+                args.disk, args.entry, Path(work), Dialect(args.config_dialect)
+            )
             kernel, initrd, cmdline = str(kpath), str(ipath) if ipath else None, choice.args
             kernel_source = choice.kernel.path
             initrd_source = " ".join(i.path for i in choice.initrds) or None
