@@ -295,3 +295,40 @@ def test_external_swtpm_read_independently_matches_predict(initrd: str) -> None:
     assert independent == expected
     guest = json.loads(r.stdout)["guest_pcrs"]["sha1"]
     assert guest == {str(p): v.hex() for p, v in expected["sha1"].items()}
+
+
+def _boot_sim(*extra: str) -> subprocess.CompletedProcess[str]:
+    cmd = [sys.executable, "-m", "pvgrub_py.cli.pvgrubctl", "boot", "--sim", "--kernel", KERNEL,
+           "--cmdline", "ro", "--json", *extra]  # fmt: skip
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.integration
+@pytest.mark.swtpm
+@pytest.mark.parametrize(
+    ("extra", "booted", "message"),
+    [
+        (["--flask", "--vtpm-label", "system_u:system_r:vtpm_t"], True, ""),
+        (["--flask", "--vtpm-label", "*:vtpm_t"], True, ""),
+        (["--flask", "--backend-seclabel", "system_u:system_r:domU_t",
+          "--vtpm-label", "system_u:system_r:vtpm_t"], False, "system_u:system_r:domU_t"),
+        (["--vtpm-label", "system_u:system_r:vtpm_t"], False, "XSM/FLASK is not enabled"),
+    ],
+)  # fmt: skip
+def test_cli_boot_sim_vtpm_label(extra: list[str], booted: bool, message: str) -> None:
+    """--vtpm-label in the simulator: the backend's seclabel decides, fail closed."""
+    r = _boot_sim(*extra)
+    if booted:
+        assert r.returncode == 0, r.stderr
+        assert json.loads(r.stdout)["measured"]
+        return
+    assert r.returncode == 1, r.stdout
+    assert message in r.stderr and "Traceback" not in r.stderr
+    assert r.stderr.strip().count("\n") == 0, r.stderr
+
+
+def test_cli_boot_flask_needs_the_simulator() -> None:
+    r = subprocess.run([sys.executable, "-m", "pvgrub_py.cli.pvgrubctl", "boot", "--flask",
+                        "--kernel", KERNEL, "--cmdline", "ro"],
+                       capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert r.returncode == 2 and "--flask is for the simulated host" in r.stderr

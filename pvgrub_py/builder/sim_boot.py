@@ -65,13 +65,14 @@ class SimBootReport:
 
 
 @contextlib.contextmanager
-def sim_host(directory: str | None) -> Iterator[SimHost]:
-    """Join the host running in ``directory``, or start a private one."""
+def sim_host(directory: str | None, *, flask: bool = False) -> Iterator[SimHost]:
+    """Join the host running in ``directory``, or start a private one (with
+    XSM/FLASK if *flask*; a host joined keeps its own setting)."""
     if directory and (Path(directory) / "hyp.sock").exists():
         yield SimHost.connect(directory)
         return
     path = directory or tempfile.mkdtemp(prefix="pvgrub-sim-", dir="/tmp")
-    with SimHost.start(path) as host:
+    with SimHost.start(path, flask=flask) as host:
         yield host
 
 
@@ -83,10 +84,17 @@ class BackendDomain:
 
 @contextlib.contextmanager
 def vtpm_backend_domain(
-    host: SimHost, state_dir: str, tpm2: bool, external: str | None
+    host: SimHost,
+    state_dir: str,
+    tpm2: bool,
+    external: str | None,
+    seclabel: str | None = None,
 ) -> Iterator[BackendDomain]:
-    """A domain that serves vTPMs: vtpmd in its own process, or an external swtpm."""
-    be = host.create_domain(DomainConfig(name="vtpm-backend"))
+    """A domain that serves vTPMs: vtpmd in its own process, or an external swtpm.
+
+    *seclabel* is its XSM (FLASK) context, xl.cfg's ``seclabel=`` (a host
+    with FLASK only)."""
+    be = host.create_domain(DomainConfig(name="vtpm-backend"), xsm_label=seclabel)
     with host.dom0.xenstore() as xs:  # the toolstack gives a driver domain its backend dir
         xs.mkdir(f"/local/domain/{be}/backend/vtpm")
         xs.set_perms(f"/local/domain/{be}/backend", [f"n{be}"])

@@ -33,9 +33,13 @@ own tpmif frontend.  Without --sim the real Xen libraries are used (a dom0
 with privcmd): --vtpm xen:BACKEND --vtpm-uuid UUID name the guest's vTPM
 instance, served by `pvgrubctl vtpmd` in BACKEND."""
 
+#: What Xen's example FLASK policy names a vTPM domain (tools/flask/policy, vtpm_t).
+BACKEND_SECLABEL = "system_u:system_r:vtpm_t"
+
 EPILOG = """\
 examples:
   pvgrubctl boot --sim --disk guest.img
+  pvgrubctl boot --sim --flask --vtpm-label system_u:system_r:vtpm_t --disk guest.img
   pvgrubctl boot --sim --kernel vmlinuz --initrd initrd.img --cmdline "root=/dev/xvda1 ro" --tpm2
   pvgrubctl boot --sim /tmp/host --disk guest.img --json --event-log boot.log
 
@@ -100,6 +104,20 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "with SUFFIX for *SUFFIX (as pvgrub-py; needs a host with FLASK)",
     )
     vt.add_argument("--event-log", metavar="OUT", help="write the TCG event log of this boot")
+    vt.add_argument(
+        "--flask",
+        action="store_true",
+        help="with --sim: the private host runs XSM/FLASK (as Xen booted with flask=enforcing)"
+        " and the vTPM backend domain gets --backend-seclabel; a host joined in DIR keeps "
+        "its own setting",
+    )
+    vt.add_argument(
+        "--backend-seclabel",
+        metavar="CONTEXT",
+        default=BACKEND_SECLABEL,
+        help=f"with --sim --flask: the vTPM backend domain's context (xl.cfg seclabel=; "
+        f"default {BACKEND_SECLABEL})",
+    )
     p.add_argument(
         "--profile",
         metavar="FILE",
@@ -118,6 +136,8 @@ def _check(args: argparse.Namespace) -> None:
         raise UsageError("--initrd/--cmdline come from the disk's boot config with --disk")
     if args.sim is None and args.vtpm is not None and not args.vtpm.startswith("xen:"):
         raise UsageError("on a real host --vtpm is the guest's vTPM backend: xen:BACKEND")
+    if args.sim is None and args.flask:
+        raise UsageError("--flask is for the simulated host (--sim); a real host boots Xen with it")
     if args.memory < 16:
         raise UsageError("--memory must be at least 16 MB")
 
@@ -144,10 +164,11 @@ def run(args: argparse.Namespace) -> int:
     )
     with (
         tempfile.TemporaryDirectory(prefix="pvgrub-boot-") as work,
-        sim_host(sim_args.sim_dir) as host,
+        sim_host(sim_args.sim_dir, flask=args.flask) as host,
     ):
         state = str(Path(work) / "vtpm-state")
-        with vtpm_backend_domain(host, state, args.tpm2, args.vtpm) as backend:
+        seclabel = args.backend_seclabel if args.flask else None
+        with vtpm_backend_domain(host, state, args.tpm2, args.vtpm, seclabel) as backend:
             report = boot_in_sim(sim_args, host, backend.domid, Path(work))
         return _report(args, report.result, report.to_json())
 
