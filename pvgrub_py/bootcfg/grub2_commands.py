@@ -291,23 +291,32 @@ def _env_file(it: Interpreter, command: str, name: str | None) -> tuple[str, str
     return name, key, data
 
 
-def cmd_load_env(it: Interpreter, argv: list[str], stmt: SimpleCommand) -> int:
-    opts = parse_options(
-        argv[1:],
-        with_value={"--file": "file", "-f": "file"},
-        flags={"--skip-sig": "skip-sig", "-s": "skip-sig"},
-    )
+def _env_command(
+    it: Interpreter, argv: list[str], flags: dict[str, str]
+) -> tuple[Options, str, str, bytes] | None:
+    """``load_env``/``save_env``'s options and block: (options, name, key, bytes)."""
+    command = argv[0]
+    opts = parse_options(argv[1:], with_value={"--file": "file", "-f": "file"}, flags=flags)
     if isinstance(opts, str):
-        it.warn(f"load_env: {opts}")
-        return 1
-    found = _env_file(it, "load_env", opts.last("file"))
+        it.warn(f"{command}: {opts}")
+        return None
+    found = _env_file(it, command, opts.last("file"))
     if found is None:
+        return None
+    path, key, data = found
+    if parse_envblk(data) is None:
+        it.warn(f"{command}: {path!r} is not a GRUB environment block")
+        return None
+    return opts, path, key, data
+
+
+def cmd_load_env(it: Interpreter, argv: list[str], stmt: SimpleCommand) -> int:
+    opened = _env_command(it, argv, {"--skip-sig": "skip-sig", "-s": "skip-sig"})
+    if opened is None:
         return 1
-    path, _key, data = found
+    opts, path, _key, data = opened
     block = parse_envblk(data)
-    if block is None:
-        it.warn(f"load_env: {path!r} is not a GRUB environment block")
-        return 1
+    assert block is not None
     if not block.standard_size:
         it.warn(f"load_env: {path!r} is {block.size} bytes, not {STANDARD_SIZE}")
     wanted = set(opts.args)
@@ -325,17 +334,10 @@ def cmd_save_env(it: Interpreter, argv: list[str], stmt: SimpleCommand) -> int:
     """
     if it.entry is not None:
         return 0
-    opts = parse_options(argv[1:], with_value={"--file": "file", "-f": "file"}, flags={})
-    if isinstance(opts, str):
-        it.warn(f"save_env: {opts}")
+    opened = _env_command(it, argv, {})
+    if opened is None:
         return 1
-    found = _env_file(it, "save_env", opts.last("file"))
-    if found is None:
-        return 1
-    path, key, data = found
-    if parse_envblk(data) is None:
-        it.warn(f"save_env: {path!r} is not a GRUB environment block")
-        return 1
+    opts, path, key, data = opened
     for name in opts.args:
         updated = set_envblk_var(data, name, it.env.get(name) or "")
         if updated is None:
