@@ -191,8 +191,7 @@ def open_guest_disk(*a, **k):
     return disk
 guest.open_guest_disk = timed("open", open_guest_disk)
 guest.plan_boot = timed("parse", guest.plan_boot)
-extract.copy_kernel = timed("extract", extract.copy_kernel)
-extract.copy_initrds = timed("extract", extract.copy_initrds)
+extract.extract_session_files = timed("extract", extract.extract_session_files)
 opts = parse_options(sys.argv[1:])
 run.run(opts)
 doc["total_in_process"] = time.perf_counter() - t0

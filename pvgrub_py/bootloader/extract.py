@@ -57,12 +57,14 @@ class WriteSink:
 
 def copy_kernel(
     stream: Stream, path: str, label: str, out: Output, banks: Sequence[HashAlgorithm],
-    limits: Limits,
+    limits: Limits, *, overlap: Callable[[], object] | None = None,
 ) -> Measurement:  # fmt: skip
     """PCR 4's measurement of the kernel *stream* delivers, copied to *out*.
 
     The measurer (every bank, and the gunzip rule) runs in a `Fanout`
-    thread while this thread reads and writes.
+    thread while this thread reads and writes.  *overlap*, if given, runs
+    once every byte is read and written, while that thread finishes
+    hashing (`extract_session_files` streams the initrds there).
     """
     measurer = KernelMeasurer(banks, label)
     sink = WriteSink(out, label)
@@ -73,6 +75,8 @@ def copy_kernel(
             hash_chunk(chunk)
 
         stream(feed, limits.kernel)
+        if overlap is not None:
+            overlap()
     digests, length = measurer.finish()
     return Measurement(KERNEL_PCR, "kernel", path, digests, length)
 
@@ -115,13 +119,15 @@ def _session_stream(session: GuestSession, index: int) -> Stream:
 
 
 def extract_session_kernel(
-    session: GuestSession, out: Output, banks: Sequence[HashAlgorithm], limits: Limits
-) -> Measurement:
+    session: GuestSession, out: Output, banks: Sequence[HashAlgorithm], limits: Limits,
+    *, overlap: Callable[[], object] | None = None,
+) -> Measurement:  # fmt: skip
     spec = session.plan.kernel
     if spec is None:
         raise InputError(session.plan.config, "no kernel was chosen")
     stream = _session_stream(session, 0)
-    return copy_kernel(stream, spec.path, f"kernel {spec.where}", out, banks, limits)
+    label = f"kernel {spec.where}"
+    return copy_kernel(stream, spec.path, label, out, banks, limits, overlap=overlap)
 
 
 def extract_session_initrds(
@@ -131,6 +137,28 @@ def extract_session_initrds(
     streams = [_session_stream(session, 1 + k) for k in range(len(initrds))]
     label = f"initrd {initrds[0].where}" if initrds else "initrd"
     return copy_initrds(streams, [f.path for f in initrds], label, out, banks, limits)
+
+
+def extract_session_files(
+    session: GuestSession, kernel_out: Output, initrd_out: Output,
+    banks: Sequence[HashAlgorithm], limits: Limits,
+) -> tuple[Measurement, Measurement]:  # fmt: skip
+    """`extract_session_kernel`, then `extract_session_initrds`, overlapped.
+
+    The kernel's hashing thread lags the copy by up to `hashing.DEPTH`
+    chunks; rather than wait for it, this thread goes on to stream the
+    initrds (in plan order, as before) and collects the kernel's digests
+    after them.  Each file's bytes and digests are what the two calls
+    would give; only a kernel error found by its hashers (a corrupt gzip
+    stream) is reported after the initrds are copied instead of before.
+    """
+    initrd: list[Measurement] = []
+
+    def initrds() -> None:
+        initrd.append(extract_session_initrds(session, initrd_out, banks, limits))
+
+    kernel = extract_session_kernel(session, kernel_out, banks, limits, overlap=initrds)
+    return kernel, initrd[0]
 
 
 # -- from resolved files on an open disk (the domain builder's simulator path) --

@@ -115,7 +115,7 @@ def _extract_measure(
     limits: Limits,
 ) -> bytes:
     """Steps 4-5; returns the result records for step 6."""
-    from pvgrub_py.bootloader.extract import extract_session_initrds, extract_session_kernel
+    from pvgrub_py.bootloader.extract import extract_session_files
     from pvgrub_py.bootloader.measure import measure_into
     from pvgrub_py.measure.boot_files import measure_cmdline
 
@@ -127,22 +127,18 @@ def _extract_measure(
     kernel_path: str | None = None
     ramdisk_path: str | None = None
     if opts.not_really:
-        kernel = extract_session_kernel(session, None, banks, limits)
-        initrd = extract_session_initrds(session, None, banks, limits)
+        kernel, initrd = extract_session_files(session, None, None, banks, limits)
     else:
         kernel_path, kernel_fd = outdir.create_fd("boot_kernel")
+        ramdisk_fd: int | None = None
         try:
-            kernel = extract_session_kernel(session, kernel_fd, banks, limits)
+            if plan.initrds:
+                ramdisk_path, ramdisk_fd = outdir.create_fd("boot_ramdisk")
+            kernel, initrd = extract_session_files(session, kernel_fd, ramdisk_fd, banks, limits)
         finally:
             os.close(kernel_fd)
-        if plan.initrds:
-            ramdisk_path, ramdisk_fd = outdir.create_fd("boot_ramdisk")
-            try:
-                initrd = extract_session_initrds(session, ramdisk_fd, banks, limits)
-            finally:
+            if ramdisk_fd is not None:
                 os.close(ramdisk_fd)
-        else:
-            initrd = extract_session_initrds(session, None, banks, limits)
     session.finish()
     result = format_result(
         opts.output_format, kernel_path or plan.kernel.path, ramdisk_path, plan.args
