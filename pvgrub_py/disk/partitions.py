@@ -58,6 +58,8 @@ GPT_TYPE_NAMES = {
     uuid.UUID("4f68bce3-e8cd-4db1-96e7-fbcaf984b709"): "Linux root (x86-64)",
 }
 GPT_LVM = uuid.UUID("e6d6d379-f507-44c2-a23c-238f2a3df928")
+#: The type GUID of an unused GPT entry (UEFI 2.10 table 5.7).
+_UNUSED_TYPE = bytes(16)
 MBR_LVM = 0x8E
 
 
@@ -253,9 +255,9 @@ def read_gpt(read: ReadAt, disk_size: int, source: str) -> list[PartitionEntry]:
     parts: list[PartitionEntry] = []
     for index in range(header.entry_count):
         raw = array[index * header.entry_size : index * header.entry_size + 128]
-        type_guid = uuid.UUID(bytes_le=raw[:16])
-        if type_guid.int == 0:
+        if raw[:16] == _UNUSED_TYPE:  # most of the usual 128 slots
             continue
+        type_guid = uuid.UUID(bytes_le=raw[:16])
         first, last, attributes = struct.unpack_from("<QQQ", raw, 32)
         if last < first:
             continue
