@@ -156,9 +156,10 @@ class Runner:
 
 
 SPLIT_DRIVER = r"""
-import hashlib, json, os, sys, time
+import gc, hashlib, json, os, sys, time
 t0 = time.perf_counter()
 import pvgrub_py.cli.bootloader
+gc.set_threshold(pvgrub_py.cli.bootloader.GC_THRESHOLD)  # as its main() does
 from pvgrub_py.bootloader import extract, guest, run
 from pvgrub_py.bootloader.options import parse_options
 t1 = time.perf_counter()

@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import sys
 from collections.abc import Sequence
 from types import FrameType
 
-from pvgrub_py.bootloader.options import parse_options
-from pvgrub_py.bootloader.run import run as run_bootloader
-from pvgrub_py.cli.common import run
 from pvgrub_py.errors import PvgrubError
+
+#: Container objects allocated between two collections of the youngest
+#: generation (CPython's default: 700).  A whole boot, imports included,
+#: makes ~22 000 (bench/bench_bootloader.py), so with this no collection
+#: runs at all: ~10 ms of the ~30 collections the default costs.  A hostile
+#: config that keeps making cyclic garbage still triggers one every 50 000
+#: objects, so what it can pile up stays bounded.  Set by `main`, before
+#: the bootloader's modules are imported.
+GC_THRESHOLD = 50_000
 
 USAGE = """\
 usage: pvgrub-py [-q|-i] [-l] [-n] [--entry=E] [--kernel=P] [--ramdisk=P] [--args=A]
@@ -101,6 +108,9 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
 
 
 def _main(argv: Sequence[str]) -> int:
+    from pvgrub_py.bootloader.options import parse_options
+    from pvgrub_py.bootloader.run import run as run_bootloader
+
     opts = parse_options(list(argv))
     if opts is None:
         print(USAGE)
@@ -114,12 +124,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     As a program (no *argv*), it exits at once when done: every file it
     wrote is closed and every child reaped by then, and skipping the
     interpreter's teardown of the disk readers' module state saves ~45 ms
-    of a run that libxl waits for (bench/bench_bootloader.py).
+    of a run that libxl waits for (bench/bench_bootloader.py).  It also
+    sets `GC_THRESHOLD` before anything else is imported.
     """
     if argv is None:
+        gc.set_threshold(GC_THRESHOLD)
         # Unwind like any failure: the output directory is emptied, the
         # sandboxed child killed and reaped, the output file left empty.
         signal.signal(signal.SIGTERM, _on_sigterm)
+    from pvgrub_py.cli.common import run
+
     status = run("pvgrub-py", _main, argv)
     if argv is None:
         sys.stdout.flush()
