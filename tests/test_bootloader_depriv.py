@@ -446,6 +446,7 @@ PLAN = BootPlan(
     kernel=FileSpec("/vmlinuz", "d.img: /vmlinuz"),
     initrds=(FileSpec("/initrd.img", "d.img: /initrd.img"),),
     args="ro",
+    notes=("d.img: /boot/grub/grubenv: the config saves its environment",),
 )
 
 
@@ -551,7 +552,9 @@ def test_plan_json_round_trip_and_hostile_fields() -> None:
     doc = plan_to_json(PLAN)
     for field, value in [("default_index", 5), ("timeout", "5"), ("entry_index", True),
                          ("args", "x" * ((1 << 20) + 1)), ("menu", [{"title": 1}]),
-                         ("kernel", {"path": "/k"}), ("initrds", [None] * 65)]:  # fmt: skip
+                         ("kernel", {"path": "/k"}), ("initrds", [None] * 65),
+                         ("notes", "x"), ("notes", ["x"] * 17), ("notes", ["a\nb"]),
+                         ("notes", ["x" * 1025])]:  # fmt: skip
         with pytest.raises(InputError, match="malformed boot plan"):
             plan_from_json({**doc, field: value}, "x")
 
@@ -562,3 +565,35 @@ def test_frame_header_codec() -> None:
         wire.decode_header(b"D\0")
     with pytest.raises(ValueError):
         wire.encode_header(wire.END, 1)
+
+
+# -- grub-reboot's one-time entry: chosen, never cleared, and said so ----------
+def test_one_time_entry_is_booted_and_the_admin_is_told(
+    tmp_path: Path, no_leftover_roots: None
+) -> None:
+    """GRUB boots next_entry once and clears it; we cannot write, so we say so."""
+    src = tmp_path / "root"
+    (src / "boot" / "grub").mkdir(parents=True)
+    (src / "boot" / "grub" / "grub.cfg").write_text(
+        "load_env\n"
+        'if [ "${next_entry}" ]; then set default="${next_entry}"; set next_entry=;'
+        " save_env next_entry; fi\n"
+        "menuentry usual { linux /boot/a root=/dev/xvda1 }\n"
+        "menuentry once { linux /boot/b root=/dev/xvda1 single }\n"
+    )
+    env = "# GRUB Environment Block\nnext_entry=1\n"
+    (src / "boot" / "grub" / "grubenv").write_text(env + "#" * (1024 - len(env)))
+    (src / "boot" / "a").write_bytes(b"A" * 4096)
+    (src / "boot" / "b").write_bytes(b"B" * 4096)
+    img = tmp_path / "guest.ext4"
+    disk_images.make_ext4(img, src, 16 << 20, "oneshot")
+    before = img.read_bytes()
+    for mode, extra in (("plain", ()), ("depriv", (f"--runas={NOBODY}",))):
+        run = Run(tmp_path, mode)
+        r = run(img, *extra)
+        assert r.returncode == 0, r.stderr
+        assert run.files()["kernel"] == b"B" * 4096
+        notes = [ln for ln in r.stderr.splitlines() if "next_entry" in ln]
+        assert len(notes) == 1 and notes[0].startswith("pvgrub-py: warning: "), r.stderr
+        assert "stays chosen until the guest clears it" in notes[0]
+    assert img.read_bytes() == before

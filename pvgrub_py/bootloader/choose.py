@@ -29,7 +29,7 @@ from pvgrub_py.bootcfg.errors import BootConfigError
 from pvgrub_py.bootcfg.search import FoundConfig, parse_config
 from pvgrub_py.bootcfg.select import select
 from pvgrub_py.bootloader.options import BootloaderOptions
-from pvgrub_py.bootloader.plan import BootPlan, FileSpec, MenuLine
+from pvgrub_py.bootloader.plan import MAX_NOTES, BootPlan, FileSpec, MenuLine
 from pvgrub_py.disk.bounded import BoundedFile, FdSource
 from pvgrub_py.disk.budget import Budget, BudgetExceeded
 from pvgrub_py.disk.configfiles import VolumeFiles, volume_set
@@ -263,4 +263,30 @@ def make_plan(guest: GuestMenu, opts: BootloaderOptions, choice: BootChoice | No
         kernel=None if choice is None else FileSpec(choice.kernel.path, choice.kernel.where),
         initrds=() if choice is None else tuple(FileSpec(f.path, f.where) for f in choice.initrds),
         args="" if choice is None else choice.args,
+        notes=env_write_notes(menu),
     )
+
+
+def env_write_notes(menu: BootMenu) -> tuple[str, ...]:
+    """What the admin should know about grubenv blocks the config saves.
+
+    GRUB writes them at boot; pvgrub-py never writes a guest disk.  The one
+    that matters is grub-reboot's ``next_entry``: GRUB boots it once and
+    clears it, here it stays chosen until the guest clears it itself.
+    """
+    from pvgrub_py.bootcfg.grubenv import parse_envblk
+
+    notes = []
+    for path, block in menu.env_writes:
+        shown = path[:200]
+        saved = parse_envblk(block)
+        if saved is not None and saved.variables.get("next_entry") == "":
+            notes.append(
+                f"{shown}: a one-time entry (grub-reboot's next_entry) is chosen; GRUB would "
+                "clear it now, but pvgrub-py never writes guest disks, so it stays chosen "
+                "until the guest clears it"
+            )
+        else:
+            notes.append(f"{shown}: the config saves its environment (save_env); not written, "
+                         "pvgrub-py never writes guest disks")  # fmt: skip
+    return tuple(notes[:MAX_NOTES])

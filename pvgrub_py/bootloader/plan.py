@@ -28,6 +28,9 @@ MAX_TEXT = 64 * 1024
 MAX_ARGS = 1 << 20
 #: Initrds one entry may concatenate.
 MAX_INITRDS = 64
+#: Notes a plan may carry, and the longest one.
+MAX_NOTES = 16
+MAX_NOTE = 1024
 
 
 # Records on the bootloader's path are NamedTuples, not frozen dataclasses:
@@ -61,6 +64,8 @@ class BootPlan(NamedTuple):
     kernel: FileSpec | None
     initrds: tuple[FileSpec, ...]
     args: str
+    #: What the host side should tell the admin about this config (one line each).
+    notes: tuple[str, ...] = ()
 
     @property
     def files(self) -> tuple[FileSpec, ...]:
@@ -82,6 +87,7 @@ def plan_to_json(plan: BootPlan) -> dict[str, Any]:
         "kernel": None if plan.kernel is None else _file_json(plan.kernel),
         "initrds": [_file_json(f) for f in plan.initrds],
         "args": plan.args,
+        "notes": list(plan.notes),
     }
 
 
@@ -126,8 +132,9 @@ def plan_from_json(doc: object, source: str) -> BootPlan:
     d = c.obj(
         doc,
         "the plan",
-        {"config", "menu", "default_index", "timeout", "entry_index", "kernel", "initrds", "args"},
-    )
+        {"config", "menu", "default_index", "timeout", "entry_index", "kernel", "initrds", "args",
+         "notes"},
+    )  # fmt: skip
     raw_menu = d["menu"]
     if not isinstance(raw_menu, list) or len(raw_menu) > MAX_MENU_ITEMS:
         raise c.fail(f"menu is not a list of at most {MAX_MENU_ITEMS} entries")
@@ -160,4 +167,14 @@ def plan_from_json(doc: object, source: str) -> BootPlan:
         kernel=None if d["kernel"] is None else c.file(d["kernel"], "kernel"),
         initrds=tuple(c.file(f, f"initrd {k}") for k, f in enumerate(raw_initrds)),
         args=c.text(d["args"], "args", MAX_ARGS),
+        notes=_notes(c, d["notes"]),
     )
+
+
+def _notes(c: _Checker, raw: object) -> tuple[str, ...]:
+    if not isinstance(raw, list) or len(raw) > MAX_NOTES:
+        raise c.fail(f"notes is not a list of at most {MAX_NOTES} strings")
+    notes = tuple(c.text(n, f"note {k}", MAX_NOTE) for k, n in enumerate(raw))
+    if any("\n" in n for n in notes):
+        raise c.fail("a note spans lines")
+    return notes

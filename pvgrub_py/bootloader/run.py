@@ -92,8 +92,10 @@ def run(
             session.finish()
             (list_entries if opts.list_entries else print_config)(plan, sys.stdout)
             return 0
-        from pvgrub_py.bootloader.measure import open_vtpm
+        from pvgrub_py.bootloader.measure import open_vtpm, warn
 
+        for note in plan.notes:
+            warn(note)
         vtpm = open_vtpm(opts, sim_dir)
         try:
             with OutputDirectory(opts.output_directory) as outdir:
