@@ -108,6 +108,55 @@ def _pv(text: bytes, size: int, declared: int | None = None) -> bytearray:
     return img
 
 
+PV1_UUID = "ZZZZZZ-YYYY-XXXX-WWWW-VVVV-UUUU-TTTTTT"
+
+
+def _pv_without_metadata(size: int, uuid: str = PV1_UUID) -> bytearray:
+    """A PV made with ``pvcreate --metadatacopies 0``: an empty metadata area list."""
+    img = bytearray(size)
+    img[SECTOR : SECTOR + 32] = struct.pack("<8sQII8s", b"LABELONE", 1, 0, 32, b"LVM2 001")
+    header = uuid.replace("-", "").encode() + struct.pack("<Q", size)
+    header += struct.pack("<QQ", MIB, 0) + bytes(16) + bytes(16)
+    img[SECTOR + 32 : SECTOR + 32 + len(header)] = header
+    return img
+
+
+def _mbr_disk(*partitions: bytearray) -> bytes:
+    """An MBR disk holding *partitions* (type 0x8e, LVM) one after the other from 1 MiB."""
+    mbr = bytearray(SECTOR)
+    start = MIB // SECTOR
+    body = b""
+    for k, part in enumerate(partitions):
+        entry = struct.pack("<B3sB3sII", 0, b"\0\0\0", 0x8E, b"\0\0\0", start, len(part) // SECTOR)
+        mbr[446 + 16 * k : 462 + 16 * k] = entry
+        start += len(part) // SECTOR
+        body += bytes(part)
+    mbr[510:512] = b"\x55\xaa"
+    return bytes(mbr) + bytes(MIB - SECTOR) + body
+
+
+def test_pv_without_metadata_alone_is_one_clear_line() -> None:
+    text, _ = _lvm_error(_pv_without_metadata(8 * MIB))
+    assert "without a metadata area" in text and "another disk" in text
+
+
+def test_vg_whose_lv_lives_on_a_pv_without_metadata() -> None:
+    """pv0 holds the metadata, the LV's extents are on pv1 (--metadatacopies 0)."""
+    vg = _vg_text().decode()
+    vg = vg.replace(
+        "pe_count = 1\n}\n}",
+        f'pe_count = 1\n}}\npv1 {{\nid = "{PV1_UUID}"\nstatus = ["ALLOCATABLE"]\n'
+        "pe_start = 2048\npe_count = 1\n}\n}",
+    ).replace('"pv0", 0', '"pv1", 0')
+    pv1 = _pv_without_metadata(8 * MIB)
+    pv1[MIB : MIB + 16] = b"data on pv1 here"
+    disk = _mbr_disk(_pv(vg.encode(), 8 * MIB), pv1)
+    with open_disk(MemorySource(disk), name="two-pv.img") as d:
+        lv = [v for v in d.volumes if v.grub_name == "lvm/testvg-boot"]
+        assert len(lv) == 1
+        assert lv[0].file.pread(0, 16) == b"data on pv1 here"
+
+
 def _lvm_error(img: bytearray) -> tuple[str, LargestRead]:
     src = LargestRead(bytes(img))
     with pytest.raises(InputError) as info:

@@ -70,17 +70,29 @@ def open_logical_volumes(pvs: Sequence[BoundedFile], disk_name: str) -> list[Log
         from dissect.volume.lvm.physical import LVM2Device  # type: ignore[import-untyped]
 
         groups: dict[str, list[Any]] = {}
+        #: PVs created with --metadatacopies 0: their VG is described elsewhere.
+        without_metadata: list[Any] = []
         for pv in pvs:
             capped = _MetadataReads(pv)
             device: Any = LVM2Device(capped)
             metadata: Any = device.metadata
             capped.lift()  # the LVs' data is read through the same object
+            if metadata is None:
+                without_metadata.append(device)
+                continue
             vg_ids = [v.get("id") for v in metadata.values() if isinstance(v, dict)]
             key = str(vg_ids[0]) if vg_ids else pv.name
             groups.setdefault(key, []).append(device)
+        if without_metadata and not groups:
+            raise disk_error(
+                disk_name,
+                "LVM2 physical volume without a metadata area (its volume group is "
+                "described on another disk): cannot assemble its logical volumes",
+            )
         result: list[LogicalVolume] = []
         for devices in groups.values():
-            lvm: Any = LVM2(devices)
+            # The PV with metadata goes first: dissect reads the VG from devices[0].
+            lvm: Any = LVM2(devices + without_metadata)
             vg: Any = lvm.vg
             for lv in vg.lv:
                 if not lv.is_visible:
