@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from pvgrub_py.bootcfg import bls
 from pvgrub_py.bootcfg.dialect import Dialect
@@ -30,7 +31,7 @@ from pvgrub_py.bootcfg.grub2_interp import (
 )
 from pvgrub_py.bootcfg.grub2_parser import SimpleCommand, parse_script
 from pvgrub_py.bootcfg.grub2_testcmd import Probe, evaluate, strtoul
-from pvgrub_py.bootcfg.grubenv import STANDARD_SIZE, parse_envblk, set_envblk_var
+from pvgrub_py.bootcfg.grubenv import STANDARD_SIZE, EnvBlock, parse_envblk, set_envblk_var
 
 Handler = Callable[[Interpreter, list[str], SimpleCommand], int]
 
@@ -260,15 +261,34 @@ def cmd_configfile(it: Interpreter, argv: list[str], stmt: SimpleCommand) -> int
     return 0
 
 
-def _env_file(it: Interpreter, command: str, name: str | None) -> tuple[str, str, bytes] | None:
-    """(name as given, volume key, current bytes) of a ``load_env``/``save_env`` block.
+class _EnvFile(NamedTuple):
+    """A grubenv block as ``load_env``/``save_env`` see it."""
+
+    opts: Options
+    #: The file name as given (for messages) and as shown in `BootMenu.env_writes`.
+    name: str
+    shown: str
+    #: Which block this is: the volume and the path on it.
+    key: str
+    data: bytes
+    block: EnvBlock
+
+
+def _env_file(it: Interpreter, argv: list[str], flags: dict[str, str]) -> _EnvFile | None:
+    """The block ``load_env``/``save_env`` (*argv*) work on, or None (warned).
 
     The default is ``$prefix/grubenv``; petitboot also reads a relative
     ``-f`` name under ``$prefix``.  A block ``save_env`` changed earlier in
     this run is seen as changed.
     """
-    prefix = it.env.get("prefix")
+    command = argv[0]
+    opts = parse_options(argv[1:], with_value={"--file": "file", "-f": "file"}, flags=flags)
+    if isinstance(opts, str):
+        it.warn(f"{command}: {opts}")
+        return None
+    name = opts.last("file")
     if name is None or (it.dialect is Dialect.PETITBOOT and not name.startswith(("/", "("))):
+        prefix = it.env.get("prefix")
         if prefix is None:
             it.warn(f"{command}: $prefix is not set")
             return None
@@ -280,46 +300,27 @@ def _env_file(it: Interpreter, command: str, name: str | None) -> tuple[str, str
         return None
     it.count_probe()
     key = f"{id(volume)}:{normalize_path(split[1])}"
-    written = it.env_writes.get(key)
-    if written is not None:
-        return name, key, written[1]
-    data = read_capped(volume, split[1], max_bytes=it.limits.max_file_bytes, what="grubenv")
+    data = it.env_writes.get(key)
+    if data is None:
+        data = read_capped(volume, split[1], max_bytes=it.limits.max_file_bytes, what="grubenv")
     if data is None:
         it.warn(f"{command}: {name!r} not found")
         return None
-    it.env_paths[key] = it.display_path(volume, split[1])
-    return name, key, data
-
-
-def _env_command(
-    it: Interpreter, argv: list[str], flags: dict[str, str]
-) -> tuple[Options, str, str, bytes] | None:
-    """``load_env``/``save_env``'s options and block: (options, name, key, bytes)."""
-    command = argv[0]
-    opts = parse_options(argv[1:], with_value={"--file": "file", "-f": "file"}, flags=flags)
-    if isinstance(opts, str):
-        it.warn(f"{command}: {opts}")
+    block = parse_envblk(data)
+    if block is None:
+        it.warn(f"{command}: {name!r} is not a GRUB environment block")
         return None
-    found = _env_file(it, command, opts.last("file"))
-    if found is None:
-        return None
-    path, key, data = found
-    if parse_envblk(data) is None:
-        it.warn(f"{command}: {path!r} is not a GRUB environment block")
-        return None
-    return opts, path, key, data
+    return _EnvFile(opts, name, it.display_path(volume, split[1]), key, data, block)
 
 
 def cmd_load_env(it: Interpreter, argv: list[str], stmt: SimpleCommand) -> int:
-    opened = _env_command(it, argv, {"--skip-sig": "skip-sig", "-s": "skip-sig"})
-    if opened is None:
+    env_file = _env_file(it, argv, {"--skip-sig": "skip-sig", "-s": "skip-sig"})
+    if env_file is None:
         return 1
-    opts, path, _key, data = opened
-    block = parse_envblk(data)
-    assert block is not None
+    block = env_file.block
     if not block.standard_size:
-        it.warn(f"load_env: {path!r} is {block.size} bytes, not {STANDARD_SIZE}")
-    wanted = set(opts.args)
+        it.warn(f"load_env: {env_file.name!r} is {block.size} bytes, not {STANDARD_SIZE}")
+    wanted = set(env_file.opts.args)
     for name, value in block.variables.items():
         if not wanted or name in wanted:
             it.env.set(name, value)
@@ -334,17 +335,18 @@ def cmd_save_env(it: Interpreter, argv: list[str], stmt: SimpleCommand) -> int:
     """
     if it.entry is not None:
         return 0
-    opened = _env_command(it, argv, {})
-    if opened is None:
+    env_file = _env_file(it, argv, {})
+    if env_file is None:
         return 1
-    opts, path, key, data = opened
-    for name in opts.args:
+    data = env_file.data
+    for name in env_file.opts.args:
         updated = set_envblk_var(data, name, it.env.get(name) or "")
         if updated is None:
-            it.warn(f"save_env: no room for {name[:40]!r} in {path!r}; not saved")
+            it.warn(f"save_env: no room for {name[:40]!r} in {env_file.name!r}; not saved")
             return 1
         data = updated
-    it.env_writes[key] = (it.env_paths[key], data)
+    it.env_writes[env_file.key] = data
+    it.env_shown[env_file.key] = env_file.shown
     return 0
 
 

@@ -190,9 +190,9 @@ class Interpreter:
         self._probes = 0
         self._cache: dict[tuple[int, str], Script] = {}
         self._entries: list[BootEntry] = []
-        #: grubenv blocks ``save_env`` changed, by volume and path -> (shown, bytes).
-        self.env_writes: dict[str, tuple[str, bytes]] = {}
-        self.env_paths: dict[str, str] = {}
+        #: grubenv blocks ``save_env`` changed, by volume and path, and their names.
+        self.env_writes: dict[str, bytes] = {}
+        self.env_shown: dict[str, str] = {}
         self._submenus: list[SubmenuInfo] = []
 
     # -- diagnostics and bounds ------------------------------------------------
@@ -520,7 +520,7 @@ class Interpreter:
             submenus=submenus,
             env=env.as_dict(),
             warnings=tuple(warnings),
-            env_writes=tuple(self.env_writes.values()),
+            env_writes=tuple((self.env_shown[k], v) for k, v in self.env_writes.items()),
         )
 
     # -- menu evaluation ------------------------------------------------------------
