@@ -68,7 +68,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     src.add_argument("--entry", metavar="E", help="with --disk: the menu entry (index, title, id)")
     src.add_argument(
         "--config-dialect",
-        choices=("grub", "petitboot"),
+        choices=[d.value for d in Dialect],
         default="grub",
         help="with --disk: read grub.cfg/syslinux configs as GRUB (default) or petitboot "
         "does where they differ, as pvgrub-py --config-dialect",

@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 
+from pvgrub_py.bootcfg.dialect import Dialect
 from pvgrub_py.errors import UsageError
 from pvgrub_py.eventlog.builder import log_for_measurements, write_atomic
 from pvgrub_py.eventlog.codec import serialise
@@ -68,7 +69,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         metavar="N",
         help="with DISK: only the partition starting at byte N (pygrub's --offset)",
     )
-    p.add_argument("--config-dialect", choices=("grub", "petitboot"), default=None,
+    p.add_argument("--config-dialect", choices=[d.value for d in Dialect], default=None,
                    metavar="{grub,petitboot}",
                    help="with DISK: whose reading of grub.cfg and syslinux configs to follow "
                         "where GRUB and petitboot differ, as pvgrub-py --config-dialect "
