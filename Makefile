@@ -1,37 +1,64 @@
 # pvgrub-py developer entry points.  `make demo` and `make test` each run
 # `setup` first, so on a fresh Debian 12 machine they are the only two
 # commands needed.
+#
+# Everything Python runs in a virtual environment the Makefile makes (.venv/),
+# from Debian's own interpreter: Debian 12's /usr/bin/python3 refuses a
+# system-wide `pip install` (PEP 668, "externally-managed-environment"), and
+# the venv keeps the project's dependencies out of the system's.
 
-PYTHON ?= python3
-PIP ?= $(PYTHON) -m pip
+# The interpreter the venv is made from: Debian's own where it exists.
+BASE_PYTHON ?= $(shell test -x /usr/bin/python3 && echo /usr/bin/python3 || command -v python3)
+VENV ?= .venv
+PYTHON = $(VENV)/bin/python
+PIP = $(PYTHON) -m pip
 # Debian packages the project uses.  Keep this list the single source.
-DEBIAN_PACKAGES = swtpm swtpm-tools tpm2-tools xenstore-utils libxen-dev pkg-config \
+# python3-venv makes the venv; gcc, python3-dev and pkg-config build the cffi
+# bindings against libxen-dev (without a compiler setup.py falls back to
+# simulator-only mode, as without libxen-dev).
+DEBIAN_PACKAGES = python3-venv python3-dev gcc libc6-dev pkg-config \
+  swtpm swtpm-tools tpm2-tools xenstore-utils libxen-dev \
   e2fsprogs xfsprogs btrfs-progs dosfstools mtools xorriso fdisk qemu-utils lvm2 tmux \
   xen-utils-4.17 lzop
-SETUP_STAMP = .setup.stamp
+SETUP_STAMP = $(VENV)/.setup.stamp
 PYTEST_ARGS ?=
+# The third-party corpora (petitboot, pygrub, tpm2-tools, go-attestation test data)
+# live outside the repository; `make conformance` runs them.
+PVGRUB_SHARED ?= $(abspath ../shared)
+export PVGRUB_SHARED
 
-.PHONY: setup test test-fast demo bench lint clean e2e-xen fuzz
+.PHONY: setup test test-fast conformance demo bench lint clean e2e-xen fuzz
 
-$(SETUP_STAMP): Makefile setup.py
+$(SETUP_STAMP): Makefile setup.py pyproject.toml
 	@missing=""; for p in $(DEBIAN_PACKAGES); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
 	done; \
 	if [ -n "$$missing" ]; then \
 	  echo "setup: installing Debian packages:$$missing"; \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
-	  $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q $$missing; \
+	  $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q \
+	    --no-install-recommends $$missing; \
 	fi
+	@test -x $(PYTHON) || { echo "setup: creating the virtual environment $(VENV) from $(BASE_PYTHON)"; \
+	  $(BASE_PYTHON) -m venv $(VENV); }
+	$(PIP) install -q --upgrade pip
 	$(PIP) install -q -e '.[test]'
 	@touch $(SETUP_STAMP)
 
 setup: $(SETUP_STAMP)
 
+# The project's own tests: everything they need is made by the tests or held in
+# the repository.  The third-party corpora are `make conformance`.
 test: setup
-	$(PYTHON) -m pytest $(PYTEST_ARGS)
+	$(PYTHON) -m pytest -m "not conformance" $(PYTEST_ARGS)
 
 test-fast: setup
-	$(PYTHON) -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(PYTHON) -m pytest -m "not slow and not conformance" $(PYTEST_ARGS)
+
+# Third-party test data in $(PVGRUB_SHARED)/fixtures.  Missing corpus: a skip with
+# the reason, a failure under CI=true.
+conformance: setup
+	$(PYTHON) -m pytest -m conformance $(PYTEST_ARGS)
 
 demo: setup
 	$(PYTHON) -m pvgrub_py.demo
@@ -45,12 +72,12 @@ FUZZ_TIME ?= 600
 fuzz: setup
 	@mkdir -p .fuzz-out
 	$(PYTHON) tests/fuzz_bootcfg_atheris.py --seed .fuzz-corpus
-	cd .fuzz-out && $(PYTHON) ../tests/fuzz_bootcfg_atheris.py ../.fuzz-corpus \
+	cd .fuzz-out && ../$(PYTHON) ../tests/fuzz_bootcfg_atheris.py ../.fuzz-corpus \
 	  -max_total_time=$(FUZZ_TIME) -max_len=8192 -timeout=10 -rss_limit_mb=2048 -print_final_stats=1
 
 lint: setup
-	ruff check pvgrub_py tests bench
-	mypy
+	$(VENV)/bin/ruff check pvgrub_py tests bench
+	$(VENV)/bin/mypy
 
 # Real Xen 4.17 nested under QEMU (stubdom/e2e/run.sh, see stubdom/README.md): a Debian
 # dom0 built with debootstrap, this checkout installed into it, the scenarios run inside.
@@ -60,4 +87,4 @@ e2e-xen:
 	@bash stubdom/e2e/run.sh || { rc=$$?; [ $$rc = 77 ] && exit 0; exit $$rc; }
 
 clean:
-	rm -rf build *.egg-info $(SETUP_STAMP) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf build *.egg-info $(VENV) .pytest_cache .mypy_cache .ruff_cache
