@@ -2,11 +2,16 @@
 
 The cffi extension over the Xen libraries (cbindings/, built as
 ``pvgrub_py._xen_cffi``) is built only when pkg-config finds Debian's
-libxen-dev; without it the package installs cleanly and runs in
-simulator-only mode (``pvgrubctl doctor`` says which).
+libxen-dev and a C compiler with Python's headers are there; without them the
+package installs cleanly and runs in simulator-only mode (``pvgrubctl doctor``
+says which).
 """
 
+import os
+import shutil
 import subprocess
+import sysconfig
+from pathlib import Path
 
 from setuptools import find_packages, setup
 
@@ -22,11 +27,18 @@ def have_libxen() -> bool:
     return done.returncode == 0
 
 
+def can_compile() -> bool:
+    """A C compiler and Python's headers: what building the extension needs beside libxen."""
+    compiler = os.environ.get("CC", sysconfig.get_config_var("CC") or "cc").split()[0]
+    headers = Path(sysconfig.get_paths()["include"]) / "Python.h"
+    return shutil.which(compiler) is not None and headers.is_file()
+
+
 # setup_requires is how a PEP 517 build (pip's isolated build env) learns it
 # needs cffi to run cffi_modules; pyproject.toml stays generic.
 xen_build = (
     {"setup_requires": ["cffi>=1.15"], "cffi_modules": ["cbindings/build.py:ffibuilder"]}
-    if have_libxen()
+    if have_libxen() and can_compile()
     else {}
 )
 
@@ -41,7 +53,6 @@ setup(
     install_requires=[
         "cffi>=1.15",
         "pyxs==0.4.1",
-        "cryptography>=41",
         # bzImage payload decompressors beyond the stdlib (gzip, bzip2, xz, lzma).
         "zstandard>=0.22",
         "lz4>=4.3",

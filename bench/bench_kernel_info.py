@@ -10,12 +10,13 @@ is reported beside it as ``ratio_vs_single_parse``, for honesty; on zstd
 kernels python-zstandard's decoder is slower than Debian's libzstd, which
 shows there.
 
-Prints JSON; usage: bench/bench_kernel_info.py [KERNEL]  (default: newest /boot/vmlinuz-*).
+Prints JSON; usage: bench/bench_kernel_info.py [KERNEL]  (default: the sample guest's Debian
+kernel, the newest /boot/vmlinuz-* or one ``apt-get download``-ed once and cached, as
+``make demo`` finds it).
 """
 
 from __future__ import annotations
 
-import glob
 import json
 import sys
 import time
@@ -28,6 +29,7 @@ sys.path.insert(0, str(ROOT))
 from pvgrub_py.kernel.libxenguest_backend import inspect_libxenguest, run_parse  # noqa: E402
 from pvgrub_py.kernel.python_backend import inspect_python  # noqa: E402
 from pvgrub_py.kernel.source import read_kernel  # noqa: E402
+from pvgrub_py.sample_guest import find_kernel  # noqa: E402
 from pvgrub_py.xen.domain_image import X86_64_HOST_CAPS  # noqa: E402
 from pvgrub_py.xen.xenctrl import XenCtrl  # noqa: E402
 
@@ -44,10 +46,7 @@ def best_of(n: int, fn: Callable[[], object]) -> float:
 
 
 def main(argv: list[str]) -> int:
-    kernels = argv[1:] or sorted(glob.glob("/boot/vmlinuz-*"))[-1:]
-    if not kernels:
-        print(json.dumps({"error": "no kernel given and none in /boot"}))
-        return 1
+    kernels = argv[1:] or [str(find_kernel())]
     src = read_kernel(kernels[0])
 
     def single_pv_parse() -> None:

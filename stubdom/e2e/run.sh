@@ -3,9 +3,13 @@
 #
 #   1. rootfs   a Debian bookworm dom0 root filesystem (debootstrap: Xen 4.17,
 #               the Debian kernel, python3, swtpm, libxen-dev + gcc for our
-#               cffi bindings, and our Python dependencies from PyPI); cached
-#   2. project  this checkout installed into it with pip (the cffi extension is
-#               compiled inside the chroot against its own libxen-dev)
+#               cffi bindings); cached
+#   2. project  a virtual environment in dom0 (/opt/pvgrub-venv: Debian's python3
+#               refuses a system-wide pip install, PEP 668) with our Python
+#               dependencies from PyPI (cached per setup.py), then this checkout
+#               installed into it (the cffi extension compiled inside the chroot
+#               against its own libxen-dev); pvgrub-py, pvgrubctl and pytest are
+#               linked into /usr/local/bin, where libxl and the scenarios find them
 #   3. payload  the guest: the Debian kernel, a busybox initrd (guest/init),
 #               a Debian-style GPT/ext4 disk with grub.cfg, a disk pvgrub-py
 #               must reject; the dom0 scripts and xl configs (xl/*.cfg)
@@ -196,24 +200,30 @@ copy_checkout() {
 stage_project() {
   [ -e "$CACHE/.stamp-rootfs" ] || die "no root filesystem yet: run the rootfs stage"
   copy_checkout
-  # Dependencies from PyPI once per setup.py; the project itself on every run.
-  local deps_key; deps_key=$(sha256sum "$REPO/setup.py" | cut -d' ' -f1)
+  # Dependencies from PyPI once per setup.py, into a venv (never --break-system-packages);
+  # --system-site-packages lends it Debian's pip, setuptools, wheel and cffi, so the
+  # rootfs needs no python3-venv and the project builds without an isolated build env.
+  local deps_key; deps_key="venv $(sha256sum "$REPO/setup.py" | cut -d' ' -f1)"
   if [ "$(cat "$CACHE/.stamp-pydeps" 2>/dev/null)" != "$deps_key" ]; then
     host_ca_into_chroot
-    say "pip: pvgrub-py's dependencies into the chroot (log: $OUT/pip.log)"
-    in_chroot 900 'set -e; pip install -q --break-system-packages --no-cache-dir /opt/pvgrub-py pytest' \
+    say "pip: pvgrub-py's dependencies into dom0's /opt/pvgrub-venv (log: $OUT/pip.log)"
+    in_chroot 900 'set -e
+      rm -rf /opt/pvgrub-venv
+      python3 -m venv --without-pip --system-site-packages /opt/pvgrub-venv
+      /opt/pvgrub-venv/bin/python3 -m pip install -q --no-cache-dir /opt/pvgrub-py pytest' \
       > "$OUT/pip.log" 2>&1 || { tail -20 "$OUT/pip.log"; die "pip install (with dependencies) failed"; }
     echo "$deps_key" > "$CACHE/.stamp-pydeps"
   fi
-  say "pip: this checkout into the chroot, cffi bindings built against the chroot's libxen-dev"
+  say "pip: this checkout into dom0's venv, cffi bindings built against the chroot's libxen-dev"
   in_chroot 900 'set -e
     cd /opt/pvgrub-py
-    pip install -q --break-system-packages --no-cache-dir --no-deps --no-build-isolation \
+    /opt/pvgrub-venv/bin/python3 -m pip install -q --no-cache-dir --no-deps --no-build-isolation \
       --force-reinstall .
     rm -rf build *.egg-info
+    for tool in pvgrub-py pvgrubctl pytest; do ln -sf /opt/pvgrub-venv/bin/$tool /usr/local/bin/$tool; done
     cd /
-    python3 -c "import pvgrub_py._xen_cffi"
-    command -v pvgrub-py pvgrubctl' > "$OUT/pip-project.log" 2>&1 \
+    /opt/pvgrub-venv/bin/python3 -c "import pvgrub_py._xen_cffi"
+    command -v pvgrub-py pvgrubctl pytest' > "$OUT/pip-project.log" 2>&1 \
     || { tail -20 "$OUT/pip-project.log"; die "pip install of the checkout failed"; }
   stage_done project
 }
