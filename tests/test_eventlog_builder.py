@@ -246,6 +246,7 @@ def test_tpm2_eventlog_reads_our_logs_and_agrees(
     assert ours == expected_pcrs(ms, banks if tpm2 else (SHA1,))
 
 
+@pytest.mark.conformance
 @pytest.mark.integration
 @needs_tool
 @pytest.mark.parametrize(
