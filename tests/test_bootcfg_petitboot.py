@@ -1,10 +1,11 @@
 """petitboot's parser test suite (open-power/petitboot test/parser) against our parsers.
 
-Every ``*.expected.json`` in ``shared/fixtures/bootcfg/petitboot`` is one
-case: its tree becomes a `DictVolume` (plus one per extra device, with the
-UUIDs/labels the JSON gives), ``config_path`` is parsed with ``implicit_env``
-preset, and the options are compared by index on every field the C test
-asserts (non-null), including the device a kernel/initrd resolves to.
+Every ``*.expected.json`` in ``$PVGRUB_SHARED/fixtures/bootcfg/petitboot``
+(``make conformance``) is one case: its tree becomes a `DictVolume` (plus one
+per extra device, with the UUIDs/labels the JSON gives), ``config_path`` is
+parsed with ``implicit_env`` preset, and the options are compared by index on
+every field the C test asserts (non-null), including the device a
+kernel/initrd resolves to.
 
 How petitboot's options map onto our menu:
 
