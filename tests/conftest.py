@@ -1,4 +1,4 @@
-"""Shared pytest fixtures: where shared/ lives, and real swtpm instances."""
+"""Shared pytest fixtures: the third-party corpus (conformance only), and real swtpm instances."""
 
 from __future__ import annotations
 
@@ -6,17 +6,39 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+import corpus
 import pytest
 
-SHARED = Path(os.environ.get("PVGRUB_SHARED", Path(__file__).resolve().parents[2] / "shared"))
-FIXTURES = SHARED / "fixtures"
+
+def _in_ci() -> bool:
+    return os.environ.get("CI", "").lower() == "true"
+
+
+def _corpus_missing() -> None:
+    """Skip, or under CI=true fail: a CI run of `make conformance` must not pass vacuously."""
+    if _in_ci():
+        pytest.fail(corpus.missing_reason(), pytrace=False)
+    pytest.skip(corpus.missing_reason())
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    # tryfirst: before the skip marks (an empty parametrization over a missing corpus
+    # is a skip mark, which under CI must fail instead).
+    if item.get_closest_marker("conformance") is None:
+        if "fixtures_dir" in getattr(item, "fixturenames", ()):
+            pytest.fail(f"{item.nodeid} reads the third-party corpus but is not marked conformance")
+        return
+    if not corpus.present():
+        _corpus_missing()
 
 
 @pytest.fixture(scope="session")
 def fixtures_dir() -> Path:
-    if not FIXTURES.is_dir():
-        pytest.fail(f"shared fixtures not found at {FIXTURES}; set PVGRUB_SHARED")
-    return FIXTURES
+    """$PVGRUB_SHARED/fixtures, for tests marked ``conformance`` only (checked above)."""
+    if not corpus.present():
+        _corpus_missing()
+    return corpus.FIXTURES
 
 
 @pytest.fixture

@@ -19,7 +19,9 @@ The property: a parser returns a menu or raises a one-line
 (``-rss_limit_mb``).  Anything else is a crash libFuzzer reports.
 
 Run it: ``python3 tests/fuzz_bootcfg_atheris.py CORPUS_DIR -max_total_time=600``
-(``make fuzz`` does, seeding the corpus with ``--seed CORPUS_DIR`` first);
+(``make fuzz`` does, seeding the corpus with ``--seed CORPUS_DIR`` first: this
+project's own configs, tests/own_bootcfg.py, and the third-party configs of
+$PVGRUB_SHARED/fixtures/bootcfg when present; ``--seed DIR --own-only`` skips those);
 ``tests/test_bootcfg_atheris.py`` runs a short session under pytest.
 """
 
@@ -147,38 +149,77 @@ def test_one_input(data: bytes) -> None:
         _one_line(exc)
 
 
-def seed(corpus: Path) -> int:
-    """Write real configs (the shared fixtures) into *corpus*, one per parser."""
+#: Which harness selectors read a config of each kind (see TARGETS).
+SELECTORS = {
+    "grub2": [0, 1, 7],
+    "extlinux": [2, 3],
+    "grub-legacy": [4],
+    "bls": [5],
+    "grubenv": [6],
+}
+
+
+def _shared_configs() -> list[tuple[list[int], bytes]]:
+    """The third-party config corpus ($PVGRUB_SHARED/fixtures/bootcfg), when it is there."""
     shared = Path(os.environ.get("PVGRUB_SHARED", Path(__file__).resolve().parents[2] / "shared"))
     fixtures = shared / "fixtures" / "bootcfg"
-    corpus.mkdir(parents=True, exist_ok=True)
-    count = 0
+    out: list[tuple[list[int], bytes]] = []
+    if not fixtures.is_dir():
+        return out
     for cfg in sorted(p for p in fixtures.rglob("*") if p.is_file() and p.stat().st_size < 65536):
         if cfg.suffix == ".json":
             continue
-        text = cfg.read_bytes()
         name = cfg.name.lower()
         if "grub" in name or name.endswith(".cfg"):
-            selectors = [0, 1, 7]
+            kind = "grub2"
         elif "menu" in name:
-            selectors = [4]
+            kind = "grub-legacy"
         elif "linux" in name or "syslinux" in str(cfg):
-            selectors = [2, 3]
+            kind = "extlinux"
         elif name.endswith(".conf"):
-            selectors = [5]
+            kind = "bls"
         elif "grubenv" in name or "env" in name:
-            selectors = [6]
+            kind = "grubenv"
         else:
-            selectors = [0]
+            kind = "grub2"
+        out.append((SELECTORS[kind], cfg.read_bytes()))
+    return out
+
+
+def _own_configs() -> list[tuple[list[int], bytes, bytes]]:
+    """This project's own configs (tests/own_bootcfg.py), each alone and with a grubenv."""
+    import own_bootcfg
+
+    env = own_bootcfg.ALL["grubenv"][1].encode()
+    out: list[tuple[list[int], bytes, bytes]] = []
+    for kind, text in own_bootcfg.ALL.values():
+        out.append((SELECTORS[kind], text.encode(), b""))
+        if kind == "grub2":
+            out.append(([0, 1], text.encode(), env))
+    return out
+
+
+def seed(corpus: Path, own_only: bool = False) -> int:
+    """Write real-shaped configs into *corpus*, one input per parser that reads them.
+
+    Always this project's own configs; the third-party corpus as well when it is
+    present and *own_only* is false."""
+    corpus.mkdir(parents=True, exist_ok=True)
+    inputs = _own_configs()
+    if not own_only:
+        inputs += [(sel, text, b"") for sel, text in _shared_configs()]
+    count = 0
+    for selectors, text, other in inputs:
         for sel in selectors:
-            (corpus / f"{sel}-{count:04d}").write_bytes(bytes([sel]) + text + SEPARATOR)
+            (corpus / f"{sel}-{count:04d}").write_bytes(bytes([sel]) + text + SEPARATOR + other)
             count += 1
     return count
 
 
 def main() -> None:
-    if len(sys.argv) == 3 and sys.argv[1] == "--seed":
-        print(f"seeded {seed(Path(sys.argv[2]))} inputs into {sys.argv[2]}")
+    if len(sys.argv) in (3, 4) and sys.argv[1] == "--seed":
+        own_only = sys.argv[3:] == ["--own-only"]
+        print(f"seeded {seed(Path(sys.argv[2]), own_only)} inputs into {sys.argv[2]}")
         return
     atheris.Setup(sys.argv, test_one_input)
     atheris.Fuzz()

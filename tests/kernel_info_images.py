@@ -313,3 +313,21 @@ def readnotes(vmlinux: Path) -> dict[str, str] | None:
         if sep:
             found[name.strip()] = value.strip()
     return found
+
+
+# -- a bootable kernel the tests make themselves ---------------------------------------------
+
+
+def built_kernel(size: int = 1 << 20, kind: str = "xz", seed: int = 1) -> bytes:
+    """A PV-bootable bzImage (xen-3.0-x86_64 and PVH notes) around a vmlinux whose one
+    PT_LOAD holds ``size`` bytes of seeded pseudo-random code: no /boot, no network."""
+    import random
+
+    data = random.Random(seed).randbytes(size)
+    vmlinux = build_elf(ElfSpec(segments=[Segment(memsz=size, data=data)]))
+    return bzimage_of(vmlinux, kind)
+
+
+def write_built_kernel(path: Path, **kw: int | str) -> Path:
+    path.write_bytes(built_kernel(**kw))  # type: ignore[arg-type]
+    return path

@@ -17,19 +17,27 @@ is the documented one.
 
 from __future__ import annotations
 
-import importlib
 import json
-import logging
-import os
-import subprocess
-import sys
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Any
 
+import corpus
 import pytest
+from pygrub_oracle import (
+    NOTHING,
+    PYGRUB_BIN,
+    PYGRUB_LIB,
+    our_choice,
+    our_choice_of,
+    pygrub,
+    pygrub_choice,
+    pygrub_config,
+    run_pygrub,
+)
+from pygrub_oracle import (
+    norm as _norm,
+)
 
 from pvgrub_py.bootcfg import (
     BootConfigError,
@@ -40,99 +48,21 @@ from pvgrub_py.bootcfg import (
     parse_extlinux,
     parse_grub2,
     parse_grub_legacy,
-    select,
 )
 from pvgrub_py.bootcfg.dialect import Dialect
 
-SHARED = Path(os.environ.get("PVGRUB_SHARED", Path(__file__).resolve().parents[2] / "shared"))
-BOOTCFG = SHARED / "fixtures" / "bootcfg"
+__all__ = ["pygrub"]  # the module-scoped fixture, imported to be found by pytest
+
+BOOTCFG = corpus.BOOTCFG
 PETITBOOT = BOOTCFG / "petitboot"
 EXAMPLES = BOOTCFG / "pygrub-examples"
 
-
-def _find(patterns: list[str]) -> Path | None:
-    for pattern in patterns:
-        for hit in sorted(Path("/").glob(pattern.lstrip("/"))):
-            return hit
-    return None
-
-
-PYGRUB_LIB = _find(
-    [
-        "/usr/lib/xen-*/lib/python/grub/GrubConf.py",
-        "/usr/lib/python3/dist-packages/grub/GrubConf.py",
-    ]
-)
-PYGRUB_BIN = _find(["/usr/lib/xen-*/bin/pygrub", "/usr/lib/xen/bin/pygrub"])
-
-pytestmark = pytest.mark.skipif(PYGRUB_LIB is None, reason="pygrub (xen-utils) is not installed")
-
-
-@dataclass(frozen=True)
-class Choice:
-    kernel: str | None
-    initrd: str | None
-    args: str
-
-
-NOTHING = Choice(None, None, "")
-
-
-def _norm(args: str | None) -> str:
-    return " ".join((args or "").split())
-
-
-@pytest.fixture(scope="module")
-def pygrub() -> Iterator[tuple[ModuleType, ModuleType]]:
-    assert PYGRUB_LIB is not None
-    path = str(PYGRUB_LIB.parent.parent)
-    sys.path.insert(0, path)
-    logging.disable(logging.CRITICAL)
-    try:
-        grub_conf = importlib.import_module("grub.GrubConf")
-        ext_conf = importlib.import_module("grub.ExtLinuxConf")
-        yield grub_conf, ext_conf
-    finally:
-        logging.disable(logging.NOTSET)
-        sys.path.remove(path)
-        for name in [m for m in sys.modules if m == "grub" or m.startswith("grub.")]:
-            del sys.modules[name]
-
-
-def pygrub_choice(mods: tuple[ModuleType, ModuleType], kind: str, text: str, path: str) -> Any:
-    """pygrub's pick: ``images[cf.default]``, ``images[0]`` on IndexError."""
-    grub_conf, ext_conf = mods
-    if kind == "grub2":
-        cf = grub_conf.Grub2ConfigFile()
-    elif kind == "extlinux":
-        cf = ext_conf.ExtLinuxConfigFile()
-        cf.filename = path
-    else:
-        cf = grub_conf.GrubConfigFile()
-    try:
-        cf.parse(text)
-    except Exception as exc:  # pygrub's own errors are data here
-        return exc
-    if not cf.images:
-        return NOTHING
-    sel = cf.default
-    try:
-        img = cf.images[sel]
-    except IndexError:
-        img = cf.images[0]
-    kernel = img.kernel[1] if img.kernel else None
-    initrd = img.initrd[1] if img.initrd else None
-    return Choice(kernel, initrd, _norm(img.args))
-
-
-def our_choice(menu: BootMenu) -> Choice:
-    try:
-        entry = select(menu)
-    except BootConfigError:
-        return NOTHING
-    assert entry.kernel is not None
-    initrd = " ".join(i.path for i in entry.initrds) or None
-    return Choice(entry.kernel.path, initrd, _norm(entry.args))
+#: Third-party configs throughout (make conformance); test_bootcfg_own_configs.py
+#: runs the same oracle on configs this project writes.
+pytestmark = [
+    pytest.mark.conformance,
+    pytest.mark.skipif(PYGRUB_LIB is None, reason="pygrub (xen-utils) is not installed"),
+]
 
 
 # -- the configs --------------------------------------------------------------------------
@@ -478,20 +408,10 @@ def test_petitboot_dialect_against_pygrub(case: str, pygrub: tuple[ModuleType, M
 PETITBOOT_BOOTS_MORE = {"petitboot:grub2-source-functions": "/vmlinux"}
 
 
-def our_choice_of(menu: BootMenu, index: int) -> Choice:
-    entry = menu.entries[index]
-    if entry.kernel is None:
-        return NOTHING
-    initrd = " ".join(i.path for i in entry.initrds) or None
-    return Choice(entry.kernel.path, initrd, _norm(entry.args))
-
-
 def test_every_entry_of_pygrubs_examples(pygrub: tuple[ModuleType, ModuleType]) -> None:
     """Not only the default: pygrub's flattened image list equals our entry list."""
-    grub_conf, _ = pygrub
     for path in sorted(EXAMPLES.glob("*.grub2")):
-        cf = grub_conf.Grub2ConfigFile()
-        cf.parse(path.read_text())
+        cf = pygrub_config(pygrub, "grub2", path.read_text(), "/boot/grub/grub.cfg")
         menu = example(path.name).parse()
         assert len(cf.images) == len(menu.entries), path.name
         for img, entry in zip(cf.images, menu.entries, strict=True):
@@ -506,37 +426,6 @@ def test_every_entry_of_pygrubs_examples(pygrub: tuple[ModuleType, ModuleType]) 
             assert _norm(img.args) == entry.args
 
 
-def _run_pygrub(config: Path, outdir: Path, *extra: str) -> Choice | None:
-    assert PYGRUB_BIN is not None
-    proc = subprocess.run(
-        [
-            str(PYGRUB_BIN),
-            "--isconfig",
-            "-q",
-            "-n",
-            f"--output-directory={outdir}",
-            *extra,
-            str(config),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    if proc.returncode != 0:
-        return None
-    fields = {}
-    for line in proc.stdout.splitlines():
-        key, _, value = line.strip().partition(": ")
-        fields[key.rstrip(":")] = value
-    initrd = fields.get("initrd")
-    return Choice(
-        fields.get("kernel"),
-        None if initrd in (None, "None") else initrd,
-        _norm(fields.get("args")),
-    )
-
-
 @pytest.mark.skipif(PYGRUB_BIN is None, reason="pygrub binary not installed")
 @pytest.mark.parametrize("name", sorted(p.name for p in EXAMPLES.glob("*.grub2")))
 def test_pygrub_cli_matches_module_oracle(
@@ -544,7 +433,7 @@ def test_pygrub_cli_matches_module_oracle(
 ) -> None:
     """The real tool's choice equals the module-level oracle, and ours."""
     config = EXAMPLES / name
-    cli = _run_pygrub(config, tmp_path)
+    cli = run_pygrub(config, tmp_path)
     cfg = example(name)
     assert cli == pygrub_choice(pygrub, "grub2", cfg.text, cfg.path)
     assert cli == our_choice(cfg.parse())
@@ -556,6 +445,6 @@ def test_pygrub_cli_submenu_default(tmp_path: Path) -> None:
     cfg = synthetic("submenu-default-path")
     config = tmp_path / "grub.cfg"
     config.write_text(cfg.text)
-    cli = _run_pygrub(config, tmp_path)
+    cli = run_pygrub(config, tmp_path)
     assert cli is not None and "recovery" not in cli.args
     assert "recovery" in our_choice(cfg.parse()).args

@@ -1,19 +1,20 @@
 """Untrusted configs: only `BootConfigError` escapes, quickly, with bounded output.
 
 Hypothesis feeds every parser random text built from GRUB/Syslinux/menu.lst
-vocabulary, raw bytes, and mutated copies of the real fixtures.  Targeted
+vocabulary, raw bytes, and mutated copies of real-shaped configs (this
+project's own, tests/own_bootcfg.py; the third-party corpus under conformance).  Targeted
 tests then check the bounds one by one: each hostile config fails with a
 single-line error naming the file and line, well under a second.
 """
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from datetime import timedelta
-from pathlib import Path
 
+import corpus
+import own_bootcfg
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -36,9 +37,6 @@ from pvgrub_py.bootcfg.dialect import Dialect
 from pvgrub_py.bootcfg.grub2_lexer import tokenize
 from pvgrub_py.bootcfg.grub2_parser import NestingTooDeep, parse_script
 from pvgrub_py.bootcfg.grubenv import parse_envblk
-
-SHARED = Path(os.environ.get("PVGRUB_SHARED", Path(__file__).resolve().parents[2] / "shared"))
-BOOTCFG = SHARED / "fixtures" / "bootcfg"
 
 FUZZ = settings(
     max_examples=60,
@@ -239,20 +237,23 @@ def words_text(vocab: list[str]) -> st.SearchStrategy[str]:
     return st.lists(piece, max_size=60).map("".join)
 
 
-def fixture_texts() -> list[str]:
+def corpus_texts() -> list[str]:
+    """The third-party configs, for the conformance variant only (empty without them)."""
     out: list[str] = []
-    for p in sorted(BOOTCFG.rglob("*")):
+    for p in sorted(corpus.BOOTCFG.rglob("*")):
         if p.is_file() and p.suffix != ".json" and p.stat().st_size < 200_000:
             out.append(p.read_bytes().decode("latin-1"))
     return out
 
 
-FIXTURES = fixture_texts()
+OWN = st.sampled_from([text for _kind, text in own_bootcfg.ALL.values()])
+#: Read when first drawn from, so only a conformance test touches the corpus.
+CORPUS = st.deferred(lambda: st.sampled_from(corpus_texts()))
 
 
 @st.composite
-def mutated(draw: st.DrawFn) -> str:
-    text = draw(st.sampled_from(FIXTURES))
+def mutated(draw: st.DrawFn, texts: st.SearchStrategy[str] = OWN) -> str:
+    text = draw(texts)
     for _ in range(draw(st.integers(0, 6))):
         if not text:
             break
@@ -354,6 +355,13 @@ def test_random_bytes(main: bytes, other: bytes) -> None:
 
 @FUZZ
 @given(mutated(), mutated())
+def test_mutated_own_configs(main: str, other: str) -> None:
+    run_all(main, other, Limits())
+
+
+@pytest.mark.conformance
+@FUZZ
+@given(mutated(CORPUS), mutated(CORPUS))
 def test_mutated_fixtures(main: str, other: str) -> None:
     run_all(main, other, Limits())
 

@@ -1,10 +1,11 @@
 """petitboot's parser test suite (open-power/petitboot test/parser) against our parsers.
 
-Every ``*.expected.json`` in ``shared/fixtures/bootcfg/petitboot`` is one
-case: its tree becomes a `DictVolume` (plus one per extra device, with the
-UUIDs/labels the JSON gives), ``config_path`` is parsed with ``implicit_env``
-preset, and the options are compared by index on every field the C test
-asserts (non-null), including the device a kernel/initrd resolves to.
+Every ``*.expected.json`` in ``$PVGRUB_SHARED/fixtures/bootcfg/petitboot``
+(``make conformance``) is one case: its tree becomes a `DictVolume` (plus one
+per extra device, with the UUIDs/labels the JSON gives), ``config_path`` is
+parsed with ``implicit_env`` preset, and the options are compared by index on
+every field the C test asserts (non-null), including the device a
+kernel/initrd resolves to.
 
 How petitboot's options map onto our menu:
 
@@ -29,12 +30,12 @@ Every case is run twice:
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import corpus
 import pytest
 
 from pvgrub_py.bootcfg import (
@@ -52,8 +53,7 @@ from pvgrub_py.bootcfg.dialect import Dialect
 from pvgrub_py.bootcfg.files import read_capped
 from pvgrub_py.bootcfg.grubenv import parse_envblk
 
-SHARED = Path(os.environ.get("PVGRUB_SHARED", Path(__file__).resolve().parents[2] / "shared"))
-PETITBOOT = SHARED / "fixtures" / "bootcfg" / "petitboot"
+PETITBOOT = corpus.BOOTCFG / "petitboot"
 SAVE_ENV = "grub2-save-env"
 CASES = sorted(
     p.name.removesuffix(".expected.json")
@@ -286,6 +286,7 @@ def expected_fields(case: Case) -> list[tuple[int, str, Any]]:
 # -- tests ---------------------------------------------------------------------------
 
 
+@pytest.mark.conformance
 def test_every_fixture_is_covered(fixtures_dir: Path) -> None:
     # conftest's fixture fails with a clear message when shared/ is missing.
     assert fixtures_dir / "bootcfg" / "petitboot" == PETITBOOT
@@ -335,12 +336,14 @@ def check_case(
             assert device_name(case.before, ref.device) is None
 
 
+@pytest.mark.conformance
 @pytest.mark.parametrize("name", CASES)
 def test_petitboot_dialect(name: str) -> None:
     """petitboot's own expectations, all of them, in petitboot's dialect."""
     check_case(load_case(name), Dialect.PETITBOOT, {})
 
 
+@pytest.mark.conformance
 @pytest.mark.parametrize("name", CASES)
 def test_grub_dialect(name: str) -> None:
     """The same cases read as GRUB reads them (the default dialect)."""
@@ -355,6 +358,7 @@ def test_grub_dialect(name: str) -> None:
     check_case(case, Dialect.GRUB, deviations)
 
 
+@pytest.mark.conformance
 def test_grub_is_the_default_dialect() -> None:
     case = load_case("syslinux-global-append")
     default = view(case, parse_extlinux(case.after, case.exp["config_path"]))
@@ -363,6 +367,7 @@ def test_grub_is_the_default_dialect() -> None:
     assert default[2].args == "root=/dev/sdb"
 
 
+@pytest.mark.conformance
 def test_every_deviation_is_a_real_difference() -> None:
     """Each field in `DEVIATIONS` differs between the two dialects (none is stale)."""
     for name, devs in sorted(DEVIATIONS.items()):
@@ -389,6 +394,7 @@ _SAVE_FILE = PETITBOOT / f"{SAVE_ENV}.expected.json"
 SAVE_CASES = json.loads(_SAVE_FILE.read_text())["cases"] if _SAVE_FILE.is_file() else []
 
 
+@pytest.mark.conformance
 @pytest.mark.parametrize("vector", SAVE_CASES, ids=[c["name"] for c in SAVE_CASES])
 @pytest.mark.parametrize("dialect", list(Dialect))
 def test_save_env_block_and_never_writes(vector: dict[str, Any], dialect: Dialect) -> None:

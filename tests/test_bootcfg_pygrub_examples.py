@@ -2,14 +2,14 @@
 
 Expected values were read off the files by hand (kernel lines, the
 grub-mkconfig structure, the menu.lst and isolinux directives); the
-differential test compares the same files against pygrub itself.
+differential test compares the same files against pygrub itself.  These are
+third-party files (`make conformance`); `test_bootcfg_own_configs.py` covers
+the same shapes with configs this project writes.
 """
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
+import corpus
 import pytest
 
 from pvgrub_py.bootcfg import (
@@ -27,8 +27,9 @@ from pvgrub_py.bootcfg import (
 )
 from pvgrub_py.bootcfg.dialect import Dialect
 
-SHARED = Path(os.environ.get("PVGRUB_SHARED", Path(__file__).resolve().parents[2] / "shared"))
-BOOTCFG = SHARED / "fixtures" / "bootcfg"
+pytestmark = pytest.mark.conformance
+
+BOOTCFG = corpus.BOOTCFG
 EXAMPLES = BOOTCFG / "pygrub-examples"
 LINODE = BOOTCFG / "menu-lst" / "linode-debian.menu.lst"
 ISOLINUX = BOOTCFG / "grub-syslinux" / "ubuntu10.04"
@@ -325,32 +326,6 @@ def test_linode_menu_lst() -> None:
     assert disk.resolve(entry.kernel.device) is disk.primary
 
 
-def test_menu_lst_legacy_devices_and_saved_default() -> None:
-    text = (
-        "default saved\ntimeout=5\nroot (hd0,0)\n"
-        "title one\nkernel /vmlinuz-1 ro\n"
-        "title two\nroot (hd0,1)\nkernel --no-mem-option (hd1,2)/vmlinuz-2 root=/dev/xvda2  quiet\n"
-        "initrd /initrd-2\nsavedefault\n"
-        "title xen\nkernel /xen.gz\nmodule /vmlinuz\n"
-    )
-    vol = DictVolume({"/grub/menu.lst": text, "/grub/default": "1\n#########\n"})
-    menu = parse_grub_legacy(vol, "/grub/menu.lst")
-    assert menu.timeout == 5
-    assert menu.default == "1"  # read from the `default` file savedefault writes
-    one, two, xen = menu.entries
-    assert one.kernel is not None and one.kernel.device == "hd0,1"  # legacy counts from 0
-    assert two.kernel is not None and (two.kernel.device, two.kernel.path) == (
-        "hd1,3",
-        "/vmlinuz-2",
-    )
-    assert two.args == "root=/dev/xvda2  quiet"  # GRUB legacy passes the line verbatim
-    assert [(i.device, i.path) for i in two.initrds] == [("hd0,2", "/initrd-2")]
-    assert not xen.bootable and xen.loader == "multiboot"
-    assert select(menu) is two
-    no_file = parse_grub_legacy(DictVolume({"/grub/menu.lst": text}), "/grub/menu.lst")
-    assert no_file.default == "0"
-
-
 def _boots(menu: BootMenu) -> list[tuple[object, ...]]:
     return [
         (e.index_path, e.title, e.kernel, e.initrds, e.args, e.loader) for e in menu.entries
@@ -404,25 +379,6 @@ def test_isolinux_tree() -> None:
     assert select(menu).id == "live"
     assert menu.timeout == 5
     assert any("gtk.cfg" in w for w in menu.warnings)
-
-
-def test_extlinux_mboot_and_global_append() -> None:
-    text = (
-        "APPEND console=hvc0\nDEFAULT xen\nLABEL plain\n  KERNEL /vmlinuz\n"
-        "LABEL xen\n  KERNEL mboot.c32\n"
-        "  APPEND /xen.gz dom0_mem=1G --- /vmlinuz-xen root=/dev/xvda1 ro --- /initrd-xen\n"
-        "LABEL two\n  kernel mboot.c32\n  append /vmlinuz-2 quiet --- /initrd-2\n"
-        "LABEL quoted\n  LINUX /vmlinuz extra\n  INITRD /a,/b\n  APPEND -\n"
-    )
-    menu = parse_extlinux(DictVolume({"/extlinux.conf": text}), "/extlinux.conf")
-    plain, xen, two, quoted = menu.entries
-    assert plain.args == "console=hvc0"  # no label APPEND: the global one
-    assert xen.kernel is not None and xen.kernel.path == "/vmlinuz-xen"
-    assert xen.args == "root=/dev/xvda1 ro" and [i.path for i in xen.initrds] == ["/initrd-xen"]
-    assert two.kernel is not None and two.kernel.path == "/vmlinuz-2"
-    assert [i.path for i in two.initrds] == ["/initrd-2"]
-    assert quoted.args == "extra" and [i.path for i in quoted.initrds] == ["/a", "/b"]
-    assert select(menu) is xen
 
 
 LAYOUTS = [

@@ -13,6 +13,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from kernel_info_images import write_built_kernel
+from pcr_rule import expected_pcrs
 
 from pvgrub_py.builder.build import BuildRequest, build_domain, sim_image_factory
 from pvgrub_py.builder.layout import plan_layout
@@ -20,14 +22,19 @@ from pvgrub_py.builder.sim_boot import guest_reads_pcrs, vtpm_backend_domain
 from pvgrub_py.builder.sim_image import SimDomainImage
 from pvgrub_py.builder.start_info import SIZE, StartInfo
 from pvgrub_py.errors import InputError, PvgrubError
-from pvgrub_py.measure.boot_files import measure_boot_files
-from pvgrub_py.measure.predict import predict_pcrs
-from pvgrub_py.sample_guest import find_kernel, make_initrd
+from pvgrub_py.sample_guest import make_initrd
 from pvgrub_py.sim.host import SimHost
 from pvgrub_py.sim.testing import leaks, temporary_host, wait_until
 from pvgrub_py.tpm.algorithms import SHA1
 
-KERNEL = str(find_kernel())
+#: A PV kernel the tests build (tests/kernel_info_images.py): no /boot, no network.
+KERNEL = ""
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _built_kernel(tmp_path_factory: pytest.TempPathFactory) -> None:
+    global KERNEL
+    KERNEL = str(write_built_kernel(tmp_path_factory.mktemp("kernel") / "vmlinuz-built"))
 
 
 def test_start_info_layout() -> None:
@@ -111,7 +118,7 @@ def test_measured_build_and_the_guest_sees_predicted_pcrs(
         pcrs = guest_reads_pcrs(host, result.domid)
     assert result.guest_type == "xen-3.0-x86_64" and result.measured
     assert [m.what for m in result.measurements] == ["kernel", "cmdline", "initrd"]
-    assert pcrs == predict_pcrs(measure_boot_files(KERNEL, initrd, req.cmdline, (SHA1,)), (SHA1,))
+    assert pcrs == expected_pcrs(KERNEL, req.cmdline, initrd)
     info = host.dom0.domains().info(result.domid)
     assert not info.paused
     with host.dom0.xenstore() as xs:
@@ -147,7 +154,8 @@ def test_failed_builds_leave_nothing(host: SimHost, initrd: str, tmp_path: Path,
     if case == "not-xen":
         bad.write_bytes(b"\x7fELF" + os.urandom(4096))
     elif case == "truncated":
-        bad.write_bytes(Path(KERNEL).read_bytes()[:300_000])
+        data = Path(KERNEL).read_bytes()
+        bad.write_bytes(data[: len(data) // 2])
     with vtpm_backend_domain(host, str(tmp_path / "state"), False, None) as backend:
         be = backend.domid
         before = {d.domid for d in host.dom0.domains().list_domains()}
@@ -291,7 +299,7 @@ def test_external_swtpm_read_independently_matches_predict(initrd: str) -> None:
         assert r.returncode == 0, r.stderr
         with TpmClient(tpm.transport()) as client:
             independent = client.read_pcrs([4, 5], (SHA1,))
-    expected = predict_pcrs(measure_boot_files(KERNEL, initrd, cmdline, (SHA1,)), (SHA1,))
+    expected = expected_pcrs(KERNEL, cmdline, initrd)
     assert independent == expected
     guest = json.loads(r.stdout)["guest_pcrs"]["sha1"]
     assert guest == {str(p): v.hex() for p, v in expected["sha1"].items()}

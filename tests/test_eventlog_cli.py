@@ -49,6 +49,7 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
     return status, out, err
 
 
+@pytest.mark.conformance
 def test_show_text(capsys: pytest.CaptureFixture[str], logs_dir: Path) -> None:
     status, out, err = run(capsys, "eventlog", "show", str(logs_dir / "event-sd-boot-fedora37.bin"))
     assert status == 0 and err == ""
@@ -65,6 +66,7 @@ def test_show_text(capsys: pytest.CaptureFixture[str], logs_dir: Path) -> None:
     assert len(lines) == 1 + 28 + 1 + 10
 
 
+@pytest.mark.conformance
 def test_show_json_is_the_stable_document(
     capsys: pytest.CaptureFixture[str], logs_dir: Path
 ) -> None:
@@ -95,6 +97,7 @@ def test_show_json_is_the_stable_document(
     assert doc["pcrs"] == golden
 
 
+@pytest.mark.conformance
 def test_show_json_data_text(capsys: pytest.CaptureFixture[str], logs_dir: Path) -> None:
     status, out, _ = run(
         capsys, "eventlog", "show", "--json", str(logs_dir / "event-sd-boot-fedora37.bin")
@@ -105,6 +108,7 @@ def test_show_json_data_text(capsys: pytest.CaptureFixture[str], logs_dir: Path)
     assert "Exit Boot Services Invocation" in texts
 
 
+@pytest.mark.conformance
 def test_show_from_stdin(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, logs_dir: Path
 ) -> None:
@@ -116,6 +120,7 @@ def test_show_from_stdin(
     assert '"StartupLocality\\x00\\x03"' in out
 
 
+@pytest.mark.conformance
 def test_show_warns_about_an_accepted_quirk(
     capsys: pytest.CaptureFixture[str], logs_dir: Path
 ) -> None:
@@ -125,6 +130,7 @@ def test_show_warns_about_an_accepted_quirk(
     assert "(none: the log extends no PCR)" in out
 
 
+@pytest.mark.conformance
 @pytest.mark.parametrize(
     "name",
     ["event-arch-linux", "event-gce-ubuntu-2104-log", "event-uefi-sha1-log", "event"],
@@ -143,6 +149,7 @@ def test_verify_ok(capsys: pytest.CaptureFixture[str], logs_dir: Path, name: str
     assert out == f"OK: {count} {pcr_word} in {banks} {bank_word} match\n"
 
 
+@pytest.mark.conformance
 def test_verify_windows_against_all_24_quoted_pcrs(
     capsys: pytest.CaptureFixture[str], logs_dir: Path
 ) -> None:
@@ -151,6 +158,7 @@ def test_verify_windows_against_all_24_quoted_pcrs(
     assert (status, out) == (0, "OK: 24 PCRs in 1 bank match\n")
 
 
+@pytest.mark.conformance
 def test_verify_mismatch_prints_every_difference(
     capsys: pytest.CaptureFixture[str], logs_dir: Path, tmp_path: Path
 ) -> None:
@@ -198,6 +206,7 @@ def test_verify_a_pv_grub_log_against_a_predict_document(
     assert (status, out) == (0, "OK: 4 PCRs in 2 banks match\n")
 
 
+@pytest.mark.conformance
 def test_verify_accepts_show_json_output(
     capsys: pytest.CaptureFixture[str], logs_dir: Path, tmp_path: Path
 ) -> None:
@@ -209,6 +218,7 @@ def test_verify_accepts_show_json_output(
     assert (status, out) == (0, "OK: 33 PCRs in 3 banks match\n")
 
 
+@pytest.mark.conformance
 def test_verify_a_bank_the_log_lacks(
     capsys: pytest.CaptureFixture[str], logs_dir: Path, tmp_path: Path
 ) -> None:
@@ -235,6 +245,7 @@ BAD_PCR_DOCS = [
 ]
 
 
+@pytest.mark.conformance
 @pytest.mark.parametrize(("text", "problem"), BAD_PCR_DOCS)
 def test_verify_rejects_bad_pcr_documents(
     capsys: pytest.CaptureFixture[str], logs_dir: Path, tmp_path: Path, text: str, problem: str
@@ -249,6 +260,7 @@ def test_verify_rejects_bad_pcr_documents(
     assert err.count("\n") == 1
 
 
+@pytest.mark.conformance
 def test_malformed_log_is_one_line_exit_1(
     capsys: pytest.CaptureFixture[str], logs_dir: Path, tmp_path: Path
 ) -> None:
@@ -267,6 +279,7 @@ def test_missing_log_is_one_line_exit_1(capsys: pytest.CaptureFixture[str], tmp_
     assert err == f"pvgrubctl: {tmp_path / 'absent'}: cannot read: No such file or directory\n"
 
 
+@pytest.mark.conformance
 def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str], logs_dir: Path) -> None:
     with pytest.raises(SystemExit) as info:
         pvgrubctl.main(["eventlog", "verify", str(logs_dir / "event.bin")])

@@ -67,6 +67,7 @@ def read(logs_dir: Path, name: str) -> bytes:
     return (logs_dir / name).read_bytes()
 
 
+@pytest.mark.conformance
 def test_fixture_list_is_complete(logs_dir: Path) -> None:
     on_disk = {p.name for p in logs_dir.glob("*.bin")}
     on_disk |= {
@@ -77,6 +78,7 @@ def test_fixture_list_is_complete(logs_dir: Path) -> None:
     assert on_disk == set(ALL_LOGS)
 
 
+@pytest.mark.conformance
 @pytest.mark.parametrize("name", ALL_LOGS)
 def test_fixture_parses_in_its_format(logs_dir: Path, name: str) -> None:
     log = parse(read(logs_dir, name), name)
@@ -89,6 +91,7 @@ def test_fixture_parses_in_its_format(logs_dir: Path, name: str) -> None:
     assert bool(log.quirks) == (name == MALFORMED)
 
 
+@pytest.mark.conformance
 @pytest.mark.parametrize("name", WELL_FORMED)
 def test_round_trip_is_byte_exact(logs_dir: Path, name: str) -> None:
     data = read(logs_dir, name)
@@ -97,6 +100,7 @@ def test_round_trip_is_byte_exact(logs_dir: Path, name: str) -> None:
     assert serialise(log) == data
 
 
+@pytest.mark.conformance
 def test_specid_vendordata_quirk_is_read_like_tpm2_tools_and_normalised(logs_dir: Path) -> None:
     data = read(logs_dir, MALFORMED)
     log = parse(data, MALFORMED)
@@ -138,6 +142,7 @@ def _yaml_events(text: str) -> list[dict[str, Any]]:
     return events
 
 
+@pytest.mark.conformance
 @pytest.mark.parametrize("name", TPM2_TOOLS_LOGS)
 def test_events_agree_with_tpm2_eventlog_yaml(logs_dir: Path, name: str) -> None:
     log = parse(read(logs_dir, name), name)
@@ -152,6 +157,7 @@ def test_events_agree_with_tpm2_eventlog_yaml(logs_dir: Path, name: str) -> None
             assert len(event.data) == want["size"], num
 
 
+@pytest.mark.conformance
 def test_event_data_is_kept_verbatim(logs_dir: Path) -> None:
     log = parse(read(logs_dir, "event-sd-boot-fedora37.bin"), "fedora")
     actions = [e.data for e in log.events if e.type_name == "EV_EFI_ACTION"]
@@ -454,6 +460,7 @@ def test_random_records_after_a_valid_specid_only_ever_raise_input_error(
     _parse_hostile(head + tail)
 
 
+@pytest.mark.conformance
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     name=st.sampled_from(ALL_LOGS),

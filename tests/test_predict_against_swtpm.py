@@ -3,7 +3,8 @@
 Random kernels (plain and whole-file gzip), initrds and cmdlines, including
 no initrd and 0-byte files, go through the measurement plan into a real
 swtpm (TPM 1.2 and 2.0), power-cycled before each case; the PCRs read back
-must equal the offline prediction, bank by bank.
+must equal the offline prediction, bank by bank, and the values the README's
+specification gives, computed with hashlib alone (tests/pcr_rule.py).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import random
 from pathlib import Path
 
 import pytest
+from pcr_rule import expected_pcrs
 
 from pvgrub_py.cli.pvgrubctl import main as pvgrubctl
 from pvgrub_py.measure.boot_files import measure_boot_files
@@ -47,7 +49,10 @@ def boot_and_read(tpm: SwtpmProcess, kernel: str, initrd: str | None, cmdline: s
         banks = client.active_banks()
         measurements = measure_boot_files(kernel, initrd, cmdline, banks)
         extend_measurements(client, measurements)
-        assert client.read_pcrs([4, 5], banks) == predict_pcrs(measurements, banks)
+        held = client.read_pcrs([4, 5], banks)
+        assert held == predict_pcrs(measurements, banks)
+        # The specification's values, in plain hashlib: not the code under test.
+        assert held == expected_pcrs(kernel, cmdline, initrd, tuple(b.name for b in banks))
 
 
 @pytest.mark.parametrize("tpm2", [False, True], ids=["tpm12", "tpm20"])
@@ -75,7 +80,10 @@ def test_cli_json_matches_tpm(
         doc = json.loads(capsys.readouterr().out)
         measurements = measure_boot_files(str(kernel), str(initrd), cmdline, banks)
         extend_measurements(client, measurements)
-        assert pcrs_from_json(doc, "predict") == client.read_pcrs([4, 5], banks)
+        held = client.read_pcrs([4, 5], banks)
+        assert pcrs_from_json(doc, "predict") == held
+        names = tuple(b.name for b in banks)
+        assert held == expected_pcrs(kernel, cmdline, initrd, names)
         assert [m["what"] for m in doc["measurements"]] == ["kernel", "cmdline", "initrd"]
 
 

@@ -32,6 +32,7 @@ def _pair(v: dict[str, Any]) -> tuple[bytes, bytes]:
 # --- swtpm vectors -----------------------------------------------------------------
 
 
+@pytest.mark.conformance
 def test_startup_vectors(vectors: list[dict[str, Any]]) -> None:
     checked = 0
     for v in vectors:
@@ -52,6 +53,7 @@ def test_startup_vectors(vectors: list[dict[str, Any]]) -> None:
     assert checked == 2
 
 
+@pytest.mark.conformance
 def test_pcr_read_vectors(vectors: list[dict[str, Any]]) -> None:
     checked = 0
     for v in vectors:
@@ -78,6 +80,7 @@ def test_pcr_read_vectors(vectors: list[dict[str, Any]]) -> None:
     assert checked == 9
 
 
+@pytest.mark.conformance
 def test_verified_pcr_values_are_the_extend_rule(vectors: list[dict[str, Any]]) -> None:
     # The vectors state PCR = SHA1(00*20 || SHA1(data)); the codec hands back that value.
     data = {17: b"1234", 10: b"test"}
@@ -297,6 +300,7 @@ def test_mutated_packets_only_raise_tpm_errors(data: bytes) -> None:
         decode_or_tpm_error(decoder, data)
 
 
+@pytest.mark.conformance
 def test_mutated_vectors_only_raise_tpm_errors(vectors: list[dict[str, Any]]) -> None:
     for v in vectors:
         for packet in _pair(v):

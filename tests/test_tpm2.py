@@ -45,6 +45,7 @@ def _of(
 # --- swtpm vectors -----------------------------------------------------------------
 
 
+@pytest.mark.conformance
 def test_startup_and_shutdown_vectors(vectors: list[dict[str, Any]]) -> None:
     startups = _of(vectors, tpm2.TPM_CC_STARTUP)
     assert len(startups) == 3
@@ -67,6 +68,7 @@ def test_startup_and_shutdown_vectors(vectors: list[dict[str, Any]]) -> None:
     tpm2.parse_shutdown_response(response)  # success: no exception
 
 
+@pytest.mark.conformance
 def test_pcr_read_vectors(vectors: list[dict[str, Any]]) -> None:
     reads = _of(vectors, tpm2.TPM_CC_PCR_READ)
     assert len(reads) == 12
@@ -91,6 +93,7 @@ def test_pcr_read_vectors(vectors: list[dict[str, Any]]) -> None:
     assert tpm2.build_pcr_read({SHA256: [17]}) in [c for _, c, _ in reads]
 
 
+@pytest.mark.conformance
 def test_pcr_extend_vector(vectors: list[dict[str, Any]]) -> None:
     ((_v, command, response),) = _of(vectors, tpm2.TPM_CC_PCR_EXTEND)
     padded_hello = b"hello".ljust(32, b"\0")  # IBM TSS pcrextend -ic: zero-padded, not hashed
@@ -105,6 +108,7 @@ def test_pcr_extend_vector(vectors: list[dict[str, Any]]) -> None:
     assert any(x.get("verified_pcr", {}).get("value") == after for x in vectors)
 
 
+@pytest.mark.conformance
 def test_get_capability_vectors(vectors: list[dict[str, Any]]) -> None:
     caps = _of(vectors, tpm2.TPM_CC_GET_CAPABILITY)
     full = [(v, c, r) for v, c, r in caps if len(c) > 10]
@@ -132,6 +136,7 @@ def test_get_capability_vectors(vectors: list[dict[str, Any]]) -> None:
     assert (e.value.name, e.value.detail) == ("TPM_RC_INSUFFICIENT", "parameter 1")
 
 
+@pytest.mark.conformance
 def test_session_responses_of_other_commands_share_the_extend_layout(
     vectors: list[dict[str, Any]],
 ) -> None:
@@ -620,6 +625,7 @@ def test_mutated_packets_only_raise_tpm_errors(data: bytes) -> None:
         decode_or_tpm_error(decoder, data)
 
 
+@pytest.mark.conformance
 def test_truncated_vectors_only_raise_tpm_errors(vectors: list[dict[str, Any]]) -> None:
     for v in vectors:
         for packet in _pair(v):

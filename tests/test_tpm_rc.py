@@ -48,6 +48,7 @@ def _decode(version: str, code: int) -> TpmReturnCode:
     return rc.tpm12_error(code) if version == "1.2" else rc.tpm2_error(code)
 
 
+@pytest.mark.conformance
 def test_every_vector_return_code_has_its_tcg_name(vectors: list[dict[str, Any]]) -> None:
     seen = set()
     for v in vectors:
