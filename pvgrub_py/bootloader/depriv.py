@@ -38,6 +38,7 @@ import tempfile
 import time
 from collections.abc import Callable
 
+from pvgrub_py.bootcfg.limits import MAX_CONFIG_BYTES
 from pvgrub_py.bootloader.choose import open_guest_disk
 from pvgrub_py.bootloader.guest import (
     Sink,
@@ -66,6 +67,7 @@ from pvgrub_py.disk.budget import DEFAULT_SECONDS, Budget
 from pvgrub_py.disk.errors import one_line
 from pvgrub_py.disk.extract import Limits, stream_open_file
 from pvgrub_py.errors import InputError, PvgrubError, UsageError
+from pvgrub_py.inputs import open_input_fd
 
 #: libxl_internal.h LIBXL_BOOTLOADER_TIMEOUT.
 DEFAULT_TIMEOUT = 120.0
@@ -293,11 +295,12 @@ def spawn(
     if opts.runas is None:
         raise UsageError("deprivileged parsing needs --runas")
     limits = limits or Limits()
-    try:
-        disk_fd = os.open(opts.disk, os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY)
-    except OSError as e:
-        what = "config file" if opts.isconfig else "disk image"
-        raise InputError(opts.disk, f"cannot open the {what} ({e.strerror})") from None
+    # Regular files (and block devices for a disk) only: a FIFO must not block us.
+    if opts.isconfig:
+        disk_fd, _ = open_input_fd(opts.disk, max_size=MAX_CONFIG_BYTES, what="config file")
+    else:
+        disk_fd, _ = open_input_fd(opts.disk, allow_block_device=True, max_size=None,
+                                   what="disk image")  # fmt: skip
     try:
         root = tempfile.mkdtemp(prefix="pvgrub-py-root.")
     except OSError as e:
