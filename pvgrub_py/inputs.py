@@ -105,6 +105,18 @@ def open_input_fd(
         raise
 
 
+def open_named_input(path: str, what: str, *, allow_block_device: bool = False,
+                     max_size: int | None = MAX_BOOT_FILE) -> int:  # fmt: skip
+    """`open_input_fd`'s descriptor, its errors worded ``PATH: cannot open the
+    WHAT: PROBLEM`` (``disk.img: cannot open the disk image: no such file or
+    directory``)."""
+    try:
+        fd, _size = open_input_fd(path, allow_block_device=allow_block_device, max_size=max_size)
+    except InputError as e:
+        raise InputError(path, f"cannot open the {what}: {e.problem}") from None
+    return fd
+
+
 def _kind(mode: int) -> str:
     if stat.S_ISDIR(mode):
         return "a directory"

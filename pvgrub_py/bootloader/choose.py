@@ -39,7 +39,7 @@ from pvgrub_py.disk.locate import BootFile, locate_config, resolve_boot_file
 from pvgrub_py.disk.sniff import sniff
 from pvgrub_py.disk.volumes import Disk, Volume, open_disk
 from pvgrub_py.errors import InputError
-from pvgrub_py.inputs import open_input_fd
+from pvgrub_py.inputs import open_named_input
 
 
 @dataclass
@@ -143,8 +143,7 @@ def open_guest_disk(
     a directory is refused at once instead of blocking or reading forever.
     """
     if isinstance(image, str):
-        fd, _size = open_input_fd(image, allow_block_device=True, max_size=None,
-                                  what="disk image")  # fmt: skip
+        fd = open_named_input(image, "disk image", allow_block_device=True, max_size=None)
         try:
             disk = _open_fd_disk(fd, opts, name=name or os.path.basename(image) or image,
                                  budget=budget)  # fmt: skip

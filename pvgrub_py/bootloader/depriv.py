@@ -67,7 +67,7 @@ from pvgrub_py.disk.budget import DEFAULT_SECONDS, Budget
 from pvgrub_py.disk.errors import one_line
 from pvgrub_py.disk.extract import Limits, stream_open_file
 from pvgrub_py.errors import InputError, PvgrubError, UsageError
-from pvgrub_py.inputs import open_input_fd
+from pvgrub_py.inputs import open_named_input
 
 #: libxl_internal.h LIBXL_BOOTLOADER_TIMEOUT.
 DEFAULT_TIMEOUT = 120.0
@@ -297,10 +297,10 @@ def spawn(
     limits = limits or Limits()
     # Regular files (and block devices for a disk) only: a FIFO must not block us.
     if opts.isconfig:
-        disk_fd, _ = open_input_fd(opts.disk, max_size=MAX_CONFIG_BYTES, what="config file")
+        disk_fd = open_named_input(opts.disk, "config file", max_size=MAX_CONFIG_BYTES)
     else:
-        disk_fd, _ = open_input_fd(opts.disk, allow_block_device=True, max_size=None,
-                                   what="disk image")  # fmt: skip
+        disk_fd = open_named_input(opts.disk, "disk image", allow_block_device=True,
+                                   max_size=None)  # fmt: skip
     try:
         root = tempfile.mkdtemp(prefix="pvgrub-py-root.")
     except OSError as e:

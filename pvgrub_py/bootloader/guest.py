@@ -43,7 +43,7 @@ from pvgrub_py.disk.extract import Limits, stream_open_file
 from pvgrub_py.disk.filesystems import FileStream
 from pvgrub_py.disk.volumes import Disk
 from pvgrub_py.errors import InputError
-from pvgrub_py.inputs import describe_open_error, open_input_fd
+from pvgrub_py.inputs import describe_open_error, open_named_input
 
 Sink = Callable[[bytes], object]
 
@@ -147,11 +147,9 @@ def open_local_session(
 def read_config_file(image: str | int) -> bytes:
     """At most the 1 MiB config cap of a config file given as a path or fd."""
     name = image if isinstance(image, str) else f"fd {image}"
-    if isinstance(image, str):
-        # A FIFO, a device or a directory is refused before any read.
-        fd, _size = open_input_fd(image, max_size=MAX_CONFIG_BYTES, what="config file")
-    else:
-        fd = image
+    # A FIFO, a device or a directory is refused before any read; the loop
+    # below caps what is read.
+    fd = open_named_input(image, "config file", max_size=None) if isinstance(image, str) else image
     try:
         parts: list[bytes] = []
         got = 0
