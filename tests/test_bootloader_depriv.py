@@ -286,6 +286,10 @@ def test_bootloader_timeout_follows_libxl() -> None:
     assert bootloader_timeout({"LIBXL_BOOTLOADER_TIMEOUT": "0"}) is None
     with pytest.raises(UsageError):
         bootloader_timeout({"LIBXL_BOOTLOADER_TIMEOUT": "soon"})
+    # Beyond what a deadline can hold: a usage error, not an OverflowError later.
+    for text in ("99999999999999999999", "99999999999", "\u0661", "-3"):
+        with pytest.raises(UsageError):
+            bootloader_timeout({"LIBXL_BOOTLOADER_TIMEOUT": text})
 
 
 # -- the sandbox itself, seen from inside and from outside ---------------------

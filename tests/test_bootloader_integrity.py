@@ -399,3 +399,35 @@ def test_without_xen_bindings_the_error_names_no_option_we_lack(
     with pytest.raises(PvgrubError) as caught:
         open_transport(parse_vtpm_uri("xen:0"))
     assert "--sim" not in str(caught.value) and "no Xen bindings (not built)" in str(caught.value)
+
+
+@pytest.mark.swtpm
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounts a small tmpfs")
+def test_a_full_output_file_system_fails_before_any_extend(
+    disk: Path, tmp_path: Path, swtpm2: SwtpmProcess
+) -> None:
+    full = tmp_path / "full"
+    full.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(full)], check=True)
+    try:
+        out = full / "bootloader.7.out"
+        out.write_bytes(b"")
+        fd = os.open(full / "filler", os.O_WRONLY | os.O_CREAT, 0o600)
+        try:
+            with pytest.raises(OSError):
+                while True:
+                    os.write(fd, b"\0" * 4096)
+        finally:
+            os.close(fd)
+        outdir = tmp_path / "d"
+        r = bootloader("-q", f"--output={out}", "--output-format=simple0",
+                       f"--output-directory={outdir}", f"--vtpm={swtpm2.uri}", "--tpm2",
+                       str(disk))  # fmt: skip
+        err = r.stderr.decode()
+        assert r.returncode == 1 and err.count("\n") == 1, err
+        assert "no space left" in err.lower(), err
+        assert out.read_bytes() == b""
+        assert pcrs(swtpm2) == zero_pcrs(swtpm2)
+        assert not outdir.exists()
+    finally:
+        subprocess.run(["umount", str(full)], check=True)

@@ -72,6 +72,9 @@ from pvgrub_py.inputs import open_named_input
 #: libxl_internal.h LIBXL_BOOTLOADER_TIMEOUT.
 DEFAULT_TIMEOUT = 120.0
 TIMEOUT_ENV = "LIBXL_BOOTLOADER_TIMEOUT"
+#: The largest timeout taken: libxl reads it as a C int; a deadline further
+#: off would not fit the clocks ``select`` and ``time`` use.
+MAX_TIMEOUT = (1 << 31) - 1
 #: Linux F_SETPIPE_SZ: a 1 MiB pipe moves a 1 MiB chunk in one go.
 F_SETPIPE_SZ = 1031
 PIPE_SIZE = 1 << 20
@@ -118,12 +121,14 @@ def bootloader_timeout(environ: dict[str, str] | None = None) -> float | None:
     text = env.get(TIMEOUT_ENV)
     if text is None or not text.strip():
         return DEFAULT_TIMEOUT
-    try:
-        seconds = int(text.strip(), 10)
-    except ValueError:
-        raise UsageError(f"{TIMEOUT_ENV}={text!r} is not a whole number of seconds") from None
-    if seconds < 0:
+    digits = text.strip()
+    if digits.startswith("-") and digits[1:].isascii() and digits[1:].isdigit():
         raise UsageError(f"{TIMEOUT_ENV}={text!r} must not be negative")
+    if not digits.isascii() or not digits.isdigit():
+        raise UsageError(f"{TIMEOUT_ENV}={text!r} is not a whole number of seconds")
+    if len(digits) > len(str(MAX_TIMEOUT)) or int(digits) > MAX_TIMEOUT:
+        raise UsageError(f"{TIMEOUT_ENV}={text!r} is out of range (at most {MAX_TIMEOUT} s)")
+    seconds = int(digits)
     return None if seconds == 0 else float(seconds)
 
 

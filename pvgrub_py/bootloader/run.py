@@ -11,9 +11,10 @@
    guest side into exclusive 0600 files there, hashing every byte once for
    every bank;
 5. check the guest side ended cleanly; write the event log, in full and
-   fsynced, under a temporary name; only then extend PCR 4/5 in pv-grub's
-   order, and rename the event log into place;
-6. write the result records (simple0/simple/sxp) to --output.
+   fsynced, under a temporary name, and the result records (simple0/simple/
+   sxp) to an --output file; only then extend PCR 4/5 in pv-grub's order,
+   and rename the event log into place;
+6. write the result records to stdout when there is no --output file.
 
 So everything that can fail is opened, created or written before the first
 extend.  Any failure removes the extracted files and the directories this
@@ -25,6 +26,7 @@ reached a TPM (an old file at the --event-log path is removed).
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import stat
@@ -184,8 +186,7 @@ def _run(opts: BootloaderOptions, out_fd: int, sim_dir: str | None, limits: Limi
         vtpm = open_vtpm(opts, sim_dir, warn=warnings.append)
         try:
             with OutputDirectory(opts.output_directory) as outdir:
-                result = _extract_measure(opts, session, vtpm, outdir, limits, warnings)
-                _write_result(opts, out_fd, result)
+                _extract_measure(opts, session, vtpm, outdir, limits, warnings, out_fd)
                 outdir.commit()
         finally:
             vtpm.close()
@@ -214,8 +215,15 @@ def _extract_measure(
     outdir: OutputDirectory,
     limits: Limits,
     warnings: list[str],
-) -> bytes:
-    """Steps 4-5; returns the result records for step 6."""
+    out_fd: int,
+) -> None:
+    """Steps 4-6.
+
+    A result file (``--output=FILE``, a regular file) is written before the
+    first extend and truncated again if anything fails after it, so a full
+    disk shows before a PCR moves; stdout cannot be taken back, so it gets
+    the result after the extends.
+    """
     from pvgrub_py.bootloader.extract import extract_session_files
     from pvgrub_py.bootloader.measure import measure_into
     from pvgrub_py.measure.boot_files import measure_cmdline
@@ -253,17 +261,27 @@ def _extract_measure(
     if vtpm.client is None:
         if opts.event_log:
             warnings.append(_no_event_log(opts.event_log))
-        return result
+        _write_result(opts, out_fd, result)
+        return
     pending = _prepare_event_log(opts, vtpm, measurements)
+    to_file = opts.output is not None
     try:
+        if to_file:
+            _write_result(opts, out_fd, result)
         measure_into(vtpm, measurements)
         if pending is not None:
             pending.commit()
             debug(f"event log written to {opts.event_log}")
+        if not to_file:
+            _write_result(opts, out_fd, result)
+    except BaseException:
+        if to_file:
+            with contextlib.suppress(OSError):
+                os.ftruncate(out_fd, 0)
+        raise
     finally:
         if pending is not None:
             pending.abort()
-    return result
 
 
 def _prepare_event_log(

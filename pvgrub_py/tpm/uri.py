@@ -61,7 +61,9 @@ def parse_vtpm_uri(text: str) -> VtpmAddress:
             return VtpmAddress("swtpm", socket=SocketAddress(path=where))
         if kind == "tcp" and where:
             host, _, port_text = where.rpartition(":")
-            host = host.removeprefix("[").removesuffix("]")
+            if host.startswith("[") or host.endswith("]"):
+                bracketed = host.startswith("[") and host.endswith("]")
+                host = host[1:-1] if bracketed and ":" in host else ""
             port = _number(port_text, 1, 65535)
             if host and port is not None and host.isprintable() and " " not in host:
                 return VtpmAddress("swtpm", socket=SocketAddress(host=host, port=port))
