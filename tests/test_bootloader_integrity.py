@@ -431,3 +431,22 @@ def test_a_full_output_file_system_fails_before_any_extend(
         assert not outdir.exists()
     finally:
         subprocess.run(["umount", str(full)], check=True)
+
+
+@pytest.mark.swtpm
+@pytest.mark.parametrize("tpm2", [False, True], ids=["tpm12", "tpm20"])
+def test_open_vtpm_refuses_a_used_vtpm_for_every_caller(tpm2: bool) -> None:
+    # The bootloader and the domain builder (pvgrubctl boot) both open their
+    # vTPM with open_vtpm: a vTPM whose PCR 4 moved is refused before any extend.
+    from pvgrub_py.bootloader.measure import MeasuredBootError, open_vtpm
+    from pvgrub_py.bootloader.options import BootloaderOptions
+
+    with SwtpmProcess(tpm2=tpm2) as tpm:
+        with TpmClient(tpm.transport()) as client:
+            banks = client.active_banks()
+            client.extend(4, {alg.name: bytes(alg.digest_size) for alg in banks})
+        before = pcrs(tpm)
+        opts = BootloaderOptions(vtpm=tpm.uri, tpm2=tpm2)
+        with pytest.raises(MeasuredBootError, match=r"PCR 4 \(sha1\) is not at its reset value"):
+            open_vtpm(opts, warn=pytest.fail)
+        assert pcrs(tpm) == before

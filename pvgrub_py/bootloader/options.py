@@ -178,6 +178,8 @@ def _apply(opts: BootloaderOptions, name: str, value: str) -> None:
     elif name in ("-n", "--not-really"):
         opts.not_really = True
     elif name == "--output":
+        if not value:
+            raise UsageError("--output needs a file name (or - for stdout)")
         opts.output = None if value == "-" else value
     elif name == "--output-format":
         if value not in ("sxp", "simple", "simple0"):
