@@ -352,10 +352,14 @@ def test_errors_are_one_line_naming_the_users_file(tmp_path: Path) -> None:
         assert "/boot/grub/grub.cfg" not in err
 
 
-def test_an_error_is_not_preceded_by_the_unmeasured_warning(disk: Path, boot: Boot) -> None:
-    # No --vtpm (a warning on success) and a kernel that is not there.
-    line = boot.assert_failed_cleanly(boot(disk, "--kernel=/boot/absent"))
+@pytest.mark.parametrize("extra", [[], ["-i"]], ids=["no-vtpm", "no-terminal-for-i"])
+def test_an_error_is_not_preceded_by_a_warning(disk: Path, boot: Boot, extra: list[str]) -> None:
+    # No --vtpm (a warning on success), -i without a terminal (another), and a
+    # kernel that is not there: one line, the error.
+    line = boot.assert_failed_cleanly(boot(disk, *extra, "--kernel=/boot/absent"))
     assert "absent" in line
+    r = boot(disk, *extra)
+    assert r.returncode == 0 and b"warning" in r.stderr
 
 
 # -- interfaces ----------------------------------------------------------------

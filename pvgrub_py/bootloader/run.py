@@ -128,7 +128,9 @@ def _refused(mode: int) -> str:
     return "is not a regular file"
 
 
-def open_session(opts: BootloaderOptions, limits: Limits) -> GuestSession:
+def open_session(
+    opts: BootloaderOptions, limits: Limits, warnings: list[str] | None = None
+) -> GuestSession:
     """Step 2: the guest side, sandboxed with --runas, else here (with the menu)."""
     if opts.runas is not None:
         from pvgrub_py.bootloader.depriv import bootloader_timeout, spawn
@@ -146,7 +148,7 @@ def open_session(opts: BootloaderOptions, limits: Limits) -> GuestSession:
     if opts.interactive and not opts.list_entries:
         from pvgrub_py.bootloader.menu import terminal_menu
 
-        interact = terminal_menu(opts)
+        interact = terminal_menu(opts, None if warnings is None else warnings.append)
     return open_local_session(opts, interact, limits=limits)
 
 
@@ -169,7 +171,9 @@ def run(
 
 
 def _run(opts: BootloaderOptions, out_fd: int, sim_dir: str | None, limits: Limits) -> int:
-    session = open_session(opts, limits)
+    # Printed only if the boot goes ahead: a failure is one line, its own.
+    warnings: list[str] = []
+    session = open_session(opts, limits, warnings)
     try:
         plan = session.plan
         debug(f"config {plan.config}: {len(plan.menu)} entries, default {plan.default_index}")
@@ -181,8 +185,7 @@ def _run(opts: BootloaderOptions, out_fd: int, sim_dir: str | None, limits: Limi
             return 0
         from pvgrub_py.bootloader.measure import open_vtpm, warn
 
-        # Printed only if the boot goes ahead: a failure is one line, its own.
-        warnings = list(plan.notes)
+        warnings.extend(plan.notes)
         vtpm = open_vtpm(opts, sim_dir, warn=warnings.append)
         try:
             with OutputDirectory(opts.output_directory) as outdir:
