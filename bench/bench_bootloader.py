@@ -299,10 +299,15 @@ def main() -> None:
 
         with SwtpmProcess(tpm2=True) as tpm:
             extra = (f"--vtpm={tpm.uri}", "--require-vtpm")
-            runner.time("pvgrub-py", extra)
-            result["with_swtpm_best_s"] = round(
-                min(runner.time("pvgrub-py", extra) for _ in range(3)), 4
-            )
+
+            def measured_boot() -> float:
+                # A fresh boot of the vTPM each time (untimed): pvgrub-py
+                # refuses one whose PCR 4/5 are not at their reset values.
+                tpm.power_cycle()
+                return runner.time("pvgrub-py", extra)
+
+            measured_boot()
+            result["with_swtpm_best_s"] = round(min(measured_boot() for _ in range(3)), 4)
     except Exception as e:
         result["with_swtpm_error"] = str(e)
     text = json.dumps(result, indent=2)

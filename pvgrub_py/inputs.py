@@ -54,6 +54,28 @@ def open_input(
     *allow_block_device*), or is larger than *max_size* bytes.  *what*
     ("kernel", "initrd", ...) prefixes the path in messages.
     """
+    fd, _size = open_input_fd(
+        path, allow_block_device=allow_block_device, max_size=max_size, what=what
+    )
+    try:
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def open_input_fd(
+    path: str | os.PathLike[str],
+    *,
+    allow_block_device: bool = False,
+    max_size: int | None = MAX_BOOT_FILE,
+    what: str = "",
+) -> tuple[int, int]:
+    """`open_input`, as a raw blocking descriptor (close-on-exec) and its size.
+
+    For callers that hand the descriptor on (a disk to the sandboxed parser,
+    a reader that uses ``pread``).  The caller owns the descriptor.
+    """
     name = os.fspath(path)
     source = f"{what} {name}" if what else name
     try:
@@ -77,10 +99,22 @@ def open_input(
             )
         flags = fcntl.fcntl(fd, fcntl.F_GETFL)
         fcntl.fcntl(fd, fcntl.F_SETFL, flags & ~os.O_NONBLOCK)
-        return os.fdopen(fd, "rb")
+        return fd, size
     except BaseException:
         os.close(fd)
         raise
+
+
+def open_named_input(path: str, what: str, *, allow_block_device: bool = False,
+                     max_size: int | None = MAX_BOOT_FILE) -> int:  # fmt: skip
+    """`open_input_fd`'s descriptor, its errors worded ``PATH: cannot open the
+    WHAT: PROBLEM`` (``disk.img: cannot open the disk image: no such file or
+    directory``)."""
+    try:
+        fd, _size = open_input_fd(path, allow_block_device=allow_block_device, max_size=max_size)
+    except InputError as e:
+        raise InputError(path, f"cannot open the {what}: {e.problem}") from None
+    return fd
 
 
 def _kind(mode: int) -> str:

@@ -103,10 +103,15 @@ def no_leftover_roots() -> Iterator[None]:
 def test_deprivileged_run_equals_in_process_run_byte_for_byte(
     images: disk_images.ImageFactory, tmp_path: Path, image: str, no_leftover_roots: None
 ) -> None:
+    from pvgrub_py.tpm.launcher import SwtpmProcess
+
     img = getattr(images, image)()
     plain, depriv = Run(tmp_path, "plain"), Run(tmp_path, "depriv")
-    a = plain(img.path, "--tpm2", f"--event-log={plain.log}")
-    b = depriv(img.path, "--tpm2", f"--event-log={depriv.log}", f"--runas={NOBODY}")
+    # Measured boots, one fresh vTPM each: only a measured boot writes a log.
+    with SwtpmProcess(tpm2=True) as ta, SwtpmProcess(tpm2=True) as tb:
+        a = plain(img.path, "--tpm2", f"--vtpm={ta.uri}", f"--event-log={plain.log}")
+        b = depriv(img.path, "--tpm2", f"--vtpm={tb.uri}", f"--event-log={depriv.log}",
+                   f"--runas={NOBODY}")  # fmt: skip
     assert a.returncode == 0, a.stderr
     assert b.returncode == 0, b.stderr
     assert a.stderr == b.stderr
@@ -281,6 +286,10 @@ def test_bootloader_timeout_follows_libxl() -> None:
     assert bootloader_timeout({"LIBXL_BOOTLOADER_TIMEOUT": "0"}) is None
     with pytest.raises(UsageError):
         bootloader_timeout({"LIBXL_BOOTLOADER_TIMEOUT": "soon"})
+    # Beyond what a deadline can hold: a usage error, not an OverflowError later.
+    for text in ("99999999999999999999", "99999999999", "\u0661", "-3"):
+        with pytest.raises(UsageError):
+            bootloader_timeout({"LIBXL_BOOTLOADER_TIMEOUT": text})
 
 
 # -- the sandbox itself, seen from inside and from outside ---------------------

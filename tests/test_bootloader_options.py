@@ -58,7 +58,8 @@ def test_help_returns_none() -> None:
         (["--offset=-1", "d"], "must not be negative"),
         (["--require-vtpm", "d"], "no vTPM to measure into"),
         (["--vtpm-label=x", "d"], "no vTPM to measure into"),
-        (["--vtpm=swtpm:unix:/s", "--vtpm-uuid=u", "d"], "xen: vTPM"),
+        (["--vtpm=swtpm:unix:/s", "--vtpm-uuid=7b5b6d2e-0c5e-4c39-9a63-4f4f0e0b1c1d", "d"],
+             "xen: vTPM"),
         (["--bogus", "d"], "option --bogus not recognized"),
         (["--vtpm-timeout=0", "d"], "more than 0"),
         (["--vtpm-timeout=nan", "d"], "more than 0"),
@@ -99,7 +100,25 @@ def test_output_files_are_exclusive_0600_and_removed_on_failure(tmp_path: Path) 
         f.close()
         assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
         raise RuntimeError("later step failed")
+    # The directory (and any parent) this run created goes too.
+    assert not d.exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_directory_that_was_there_is_kept_empty_on_failure(tmp_path: Path) -> None:
+    d = tmp_path / "bootloader.7.d"
+    d.mkdir()
+    with pytest.raises(RuntimeError), OutputDirectory(str(d)) as out:
+        out.create("boot_kernel")[1].close()
+        raise RuntimeError("later step failed")
     assert list(d.iterdir()) == []
+
+
+def test_created_parents_are_removed_on_failure(tmp_path: Path) -> None:
+    d = tmp_path / "a" / "b" / "c"
+    with pytest.raises(RuntimeError), OutputDirectory(str(d)):
+        raise RuntimeError("later step failed")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_output_files_kept_on_commit_and_never_follow_symlinks(tmp_path: Path) -> None:

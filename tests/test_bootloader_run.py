@@ -34,7 +34,9 @@ class Run:
         self.outdir = tmp / "bootloader.7.d"
         self.outdir.mkdir()
         self.output = tmp / "bootloader.7.out"
-        self.output.touch()  # libxl pre-creates it
+        # libxl pre-creates it; a stale, longer one must not leave its tail in
+        # the result, and a failed run must leave the file empty.
+        self.output.write_bytes(b"kernel /stale/from/an/earlier/run\0" * 64)
 
     def __call__(
         self, disk: Path, *extra: str, env: dict[str, str] | None = None

@@ -51,6 +51,7 @@ from pvgrub_py.bootcfg.files import (
     decode_config,
     normalize_path,
     read_capped,
+    split_words,
 )
 from pvgrub_py.bootcfg.grubenv import parse_envblk
 from pvgrub_py.bootcfg.limits import DEFAULT_LIMITS, Limits
@@ -336,7 +337,7 @@ def entry_script(
     body += "\n"
     initrds = entry.initrds
     if split_initrd:
-        words = [w for i in initrds for w in expand_options(i, lookup).split()]
+        words = [w for i in initrds for w in split_words(expand_options(i, lookup))]
         initrds = ["'" + w.replace("'", "'\\''") + "'" for w in words]
     if initrds:
         body += "initrd" + "".join(f" ($root){i}" for i in initrds) + "\n"
@@ -384,9 +385,9 @@ def parse_bls_dir(
                 initrds=tuple(
                     FileRef(normalize_path(w))
                     for i in entry.initrds
-                    for w in expand_options(i, env.get).split()
+                    for w in split_words(expand_options(i, env.get))
                 ),
-                args=" ".join(expand_options(entry.options or "", env.get).split()),
+                args=" ".join(split_words(expand_options(entry.options or "", env.get))),
                 id=entry.filename,
                 index_path=str(k),
                 title_path=title,

@@ -45,11 +45,14 @@ from pvgrub_py.bootcfg.dialect import Dialect
 from pvgrub_py.bootcfg.entry import BootEntry, BootMenu, FileRef
 from pvgrub_py.bootcfg.errors import BootConfigError
 from pvgrub_py.bootcfg.files import (
+    ASCII_BLANKS,
     ConfigFiles,
     VolumeSet,
     decode_config,
     normalize_path,
     read_capped,
+    split_first,
+    split_words,
 )
 from pvgrub_py.bootcfg.limits import DEFAULT_LIMITS, Limits, small_int
 
@@ -166,27 +169,27 @@ def _parse_file(state: _State, path: str, depth: int) -> None:
     label: _Label | None = state.labels[-1] if state.labels else None
     in_text = False
     for lineno, raw in enumerate(decode_config(data).replace("\r", "").split("\n"), start=1):
-        line = raw.strip()
+        line = raw.strip(ASCII_BLANKS)
         if in_text:
             if line.lower() == "endtext":
                 in_text = False
             continue
         if not line or line.startswith("#"):
             continue
-        parts = line.split(None, 1)
+        parts = split_first(line)
         key = parts[0].lower()
-        arg = parts[1].strip() if len(parts) > 1 else ""
+        arg = parts[1].strip(ASCII_BLANKS) if len(parts) > 1 else ""
         where = f"{path}:{lineno}"
         if key == "menu":
-            sub = arg.split(None, 1)
+            sub = split_first(arg)
             subkey = sub[0].lower() if sub else ""
-            subarg = sub[1].strip() if len(sub) > 1 else ""
+            subarg = sub[1].strip(ASCII_BLANKS) if len(sub) > 1 else ""
             if subkey == "default" and label is not None:
                 label.menu_default = True
             elif subkey == "label" and label is not None and subarg:
                 label.menu_label = subarg.replace("^", "")
             elif subkey == "include" and subarg:
-                _parse_file(state, _resolve(state.base, subarg.split()[0]), depth + 1)
+                _parse_file(state, _resolve(state.base, split_words(subarg)[0]), depth + 1)
                 label = state.labels[-1] if state.labels else None
             continue
         if key == "text":
@@ -194,7 +197,7 @@ def _parse_file(state: _State, path: str, depth: int) -> None:
             continue
         if key == "include":
             if arg:
-                _parse_file(state, _resolve(state.base, arg.split()[0]), depth + 1)
+                _parse_file(state, _resolve(state.base, split_words(arg)[0]), depth + 1)
                 label = state.labels[-1] if state.labels else None
             continue
         if key == "label":
@@ -204,10 +207,10 @@ def _parse_file(state: _State, path: str, depth: int) -> None:
             state.labels.append(label)
             continue
         if key == "default":
-            state.default = arg.split()[0] if arg else None
+            state.default = split_words(arg)[0] if arg else None
             continue
         if key == "ontimeout":
-            state.ontimeout = arg.split()[0] if arg else None
+            state.ontimeout = split_words(arg)[0] if arg else None
             continue
         if key == "timeout":
             number = small_int(arg)
@@ -230,7 +233,7 @@ def _parse_file(state: _State, path: str, depth: int) -> None:
                 state.warn(where, f"unknown directive {key!r} ignored")
             continue
         if key in ("kernel", "linux"):
-            words = arg.split(None, 1)
+            words = split_first(arg)
             label.image = words[0] if words else None
             label.image_args = words[1] if len(words) > 1 else ""
             label.loader = "linux"
@@ -252,7 +255,7 @@ def _parse_file(state: _State, path: str, depth: int) -> None:
 def _entry(state: _State, label: _Label, index: int) -> BootEntry:
     base = state.base
     append = label.append if label.append is not None else (state.global_append or "")
-    if append.strip() == "-":
+    if append.strip(ASCII_BLANKS) == "-":
         append = ""
     elif state.dialect is Dialect.PETITBOOT and label.append is not None and state.global_append:
         # petitboot puts the global APPEND before the label's.
@@ -262,22 +265,22 @@ def _entry(state: _State, label: _Label, index: int) -> BootEntry:
     initrds: list[str] = []
     args_words: list[str] = []
     if loader == "mboot":
-        modules = [m.strip() for m in append.split("---")]
+        modules = [m.strip(ASCII_BLANKS) for m in append.split("---")]
         image_line, initrd = "", ""
         if len(modules) == 3:
             image_line, initrd = modules[1], modules[2]
         elif len(modules) == 2:
             image_line, initrd = modules[0], modules[1]
-        words = image_line.split(None, 1)
+        words = split_first(image_line)
         if words:
             kernel = FileRef(_resolve(base, words[0]))
-            args_words = words[1].split() if len(words) > 1 else []
+            args_words = split_words(words[1]) if len(words) > 1 else []
             loader = "linux"
         if initrd:
-            initrds = [initrd.split()[0]]
+            initrds = [split_words(initrd)[0]]
     elif loader == "linux" and label.image is not None:
         kernel = FileRef(_resolve(base, label.image))
-        for word in f"{label.image_args} {append}".split():
+        for word in split_words(f"{label.image_args} {append}"):
             if word.lower().startswith("initrd="):
                 initrds.extend(p for p in word[len("initrd=") :].split(",") if p)
             else:

@@ -122,19 +122,48 @@ def read_capped(
 
 
 def decode_config(data: bytes) -> str:
-    """Decode config bytes the way GRUB treats them: bytes, UTF-8 when valid.
+    """Decode config bytes the way GRUB treats them: as bytes, passed through.
 
-    GRUB never rejects a config for its encoding; undecodable bytes are
-    mapped one-to-one (latin-1) so every byte survives into titles and
-    command lines.  GRUB reads a config line by line into C strings, so a
-    NUL ends its *line*; the next line is read normally.
+    GRUB never rejects a config for its encoding and never re-encodes it: the
+    bytes of a ``linux`` line are the bytes the kernel gets.  So valid UTF-8
+    decodes as UTF-8 and every other byte becomes a lone surrogate
+    (``surrogateescape``), *per byte*, whatever the rest of the file holds;
+    `encode_config` (and every writer of a cmdline, a result record or an
+    event) turns the text back into exactly the original bytes.  Decoding
+    the whole file as latin-1 when one byte is not UTF-8 would double-encode
+    every valid multi-byte character (``café`` booted and measured as
+    ``cafÃ©``).  GRUB reads a config line by line into C strings, so a NUL
+    ends its *line*; the next line is read normally.
     """
     if b"\0" in data:
         data = b"\n".join(line.split(b"\0", 1)[0] for line in data.split(b"\n"))
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError:
-        return data.decode("latin-1")
+    return data.decode("utf-8", "surrogateescape")
+
+
+def encode_config(text: str) -> bytes:
+    """The config bytes *text* was decoded from (`decode_config`'s inverse)."""
+    return text.encode("utf-8", "surrogateescape")
+
+
+#: The blanks the config languages split words on: ASCII only (GRUB's
+#: ``grub_isspace``, syslinux's ``<= ' '`` test, the BLS parsers).  Python's
+#: ``str.split()`` and ``str.strip()`` with no argument also take U+0085,
+#: U+00A0, U+2028 and other Unicode spaces, which GRUB passes through as
+#: ordinary bytes of a word.
+ASCII_BLANKS = " \t\n\r\f\v"
+_BLANK_RUN = re.compile(r"[ \t\n\r\f\v]+")
+
+
+def split_words(text: str) -> list[str]:
+    """``text.split()`` on ASCII blanks only."""
+    text = text.strip(ASCII_BLANKS)
+    return _BLANK_RUN.split(text) if text else []
+
+
+def split_first(text: str) -> list[str]:
+    """``text.split(None, 1)`` on ASCII blanks only."""
+    text = text.lstrip(ASCII_BLANKS)
+    return _BLANK_RUN.split(text, maxsplit=1) if text else []
 
 
 @dataclass
@@ -151,7 +180,7 @@ class DictVolume:
     def __post_init__(self) -> None:
         self._files: dict[str, bytes] = {}
         for path, data in self.files.items():
-            raw = data.encode("utf-8") if isinstance(data, str) else bytes(data)
+            raw = encode_config(data) if isinstance(data, str) else bytes(data)
             self._files[normalize_path(path)] = raw
         self._dirs: set[str] = {"/"}
         for path in self._files:

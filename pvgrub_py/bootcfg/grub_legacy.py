@@ -31,11 +31,14 @@ import re
 from pvgrub_py.bootcfg.entry import BootEntry, BootMenu, FileRef
 from pvgrub_py.bootcfg.errors import BootConfigError
 from pvgrub_py.bootcfg.files import (
+    ASCII_BLANKS,
     ConfigFiles,
     VolumeSet,
     decode_config,
     normalize_path,
     read_capped,
+    split_first,
+    split_words,
 )
 from pvgrub_py.bootcfg.limits import DEFAULT_LIMITS, Limits, small_int
 
@@ -98,10 +101,10 @@ def legacy_device(spec: str) -> tuple[str | None, str]:
 
 
 def _split_command(line: str) -> tuple[str, str]:
-    m = re.match(r"([^\s=]+)[\s=]*(.*)$", line)
+    m = re.match(r"([^ \t\n\r\f\v=]+)[ \t\n\r\f\v=]*(.*)$", line)
     if m is None:
         return "", ""
-    return m.group(1), m.group(2).strip()
+    return m.group(1), m.group(2).strip(ASCII_BLANKS)
 
 
 class _Entry:
@@ -152,7 +155,7 @@ def parse_grub_legacy(
             warnings.append(f"{shown}:{lineno}: {message}"[:300])
 
     for lineno, raw in enumerate(text.replace("\r", "").split("\n"), start=1):
-        line = raw.strip()
+        line = raw.strip(ASCII_BLANKS)
         if not line or line.startswith("#"):
             continue
         cmd, arg = _split_command(line)
@@ -165,21 +168,21 @@ def parse_grub_legacy(
             continue
         if current is None:
             if cmd == "default":
-                default_spec = arg.split()[0] if arg else None
+                default_spec = split_words(arg)[0] if arg else None
             elif cmd == "fallback":
                 fallback = arg
             elif cmd == "timeout":
                 digits = re.match(r"-?[0-9]+", arg)
                 timeout = small_int(digits.group(0)) if digits else None
             elif cmd in ("root", "rootnoverify"):
-                global_root = legacy_device(arg.split()[0] + "/")[0] if arg else None
+                global_root = legacy_device(split_words(arg)[0] + "/")[0] if arg else None
             elif cmd not in _IGNORED:
                 warn(lineno, f"unknown directive {cmd!r} ignored")
             continue
         if cmd in ("root", "rootnoverify"):
-            current.root = legacy_device(arg.split()[0] + "/")[0] if arg else None
+            current.root = legacy_device(split_words(arg)[0] + "/")[0] if arg else None
         elif cmd == "kernel":
-            words = list(re.finditer(r"\S+", arg))
+            words = list(re.finditer(r"[^ \t\n\r\f\v]+", arg))
             while words and words[0].group(0).startswith("--"):
                 opt = words.pop(0).group(0)
                 if opt.startswith("--type=") and opt != "--type=linux":
@@ -188,11 +191,11 @@ def parse_grub_legacy(
                 warn(lineno, "kernel: no image")
                 continue
             current.kernel = _file(current, words[0].group(0))
-            current.args = arg[words[0].end() :].strip()
+            current.args = arg[words[0].end() :].strip(ASCII_BLANKS)
             if current.loader is None:
                 current.loader = "linux"
         elif cmd == "initrd":
-            first = arg.split(None, 1)
+            first = split_first(arg)
             ref = _file(current, first[0]) if first else None
             current.initrds = [ref] if ref is not None else []
         elif cmd in ("module", "modulenounzip"):

@@ -67,10 +67,10 @@ def parse_envblk(data: bytes) -> EnvBlock | None:
 
 
 def _decode(raw: bytes) -> str:
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError:
-        return raw.decode("latin-1")
+    """Bytes as the config text holds them (`files.decode_config`: UTF-8, and
+    any other byte as itself through ``surrogateescape``), so a value loaded
+    into a variable and expanded into a cmdline keeps its exact bytes."""
+    return raw.decode("utf-8", "surrogateescape")
 
 
 def _escape(value: str) -> bytes:

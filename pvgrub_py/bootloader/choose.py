@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pvgrub_py.bootcfg.dialect import Dialect
 from pvgrub_py.bootcfg.entry import BootEntry, BootMenu, FileRef
 from pvgrub_py.bootcfg.errors import BootConfigError
+from pvgrub_py.bootcfg.files import ASCII_BLANKS
 from pvgrub_py.bootcfg.search import FoundConfig, parse_config
 from pvgrub_py.bootcfg.select import select
 from pvgrub_py.bootloader.options import BootloaderOptions
@@ -38,6 +39,7 @@ from pvgrub_py.disk.locate import BootFile, locate_config, resolve_boot_file
 from pvgrub_py.disk.sniff import sniff
 from pvgrub_py.disk.volumes import Disk, Volume, open_disk
 from pvgrub_py.errors import InputError
+from pvgrub_py.inputs import open_named_input
 
 
 @dataclass
@@ -136,15 +138,34 @@ def open_guest_disk(
     filesystem at that byte.  We still list the volumes when the disk has a
     recognisable layout (so the volume keeps its partition name in
     messages), and fall back to the raw offset when it has none.
+
+    A path is opened with `open_disk_image`: a FIFO, a character device or
+    a directory is refused at once instead of blocking or reading forever.
     """
+    if isinstance(image, str):
+        fd = open_named_input(image, "disk image", allow_block_device=True, max_size=None)
+        try:
+            disk = _open_fd_disk(fd, opts, name=name or os.path.basename(image) or image,
+                                 budget=budget)  # fmt: skip
+        except BaseException:
+            os.close(fd)
+            raise
+        # The readers use their own view of *fd*; closing the Disk closes it.
+        return Disk(disk.name, disk.file, disk.volumes, FdSource(fd, owns_fd=True))
+    return _open_fd_disk(image, opts, name=name, budget=budget)
+
+
+def _open_fd_disk(fd: int, opts: BootloaderOptions, *, name: str | None,
+                  budget: Budget | None) -> Disk:  # fmt: skip
+    """`open_guest_disk` on a descriptor the caller keeps owning."""
     if opts.offset is None:
-        return open_disk(image, name=name, budget=budget)
+        return open_disk(fd, name=name, budget=budget)
     try:
-        disk = open_disk(image, name=name, budget=budget)
+        disk = open_disk(fd, name=name, budget=budget)
     except BudgetExceeded:
         raise
     except InputError:
-        disk = _bare_disk(image, name=name, budget=budget)
+        disk = _bare_disk(fd, name=name, budget=budget)
     try:
         return restrict_to_offset(disk, opts.offset)
     except BaseException:
@@ -152,17 +173,10 @@ def open_guest_disk(
         raise
 
 
-def _bare_disk(image: str | int, *, name: str | None, budget: Budget | None) -> Disk:
+def _bare_disk(image: int, *, name: str | None, budget: Budget | None) -> Disk:
     """A `Disk` with no volumes listed: the bytes only, for `restrict_to_offset`."""
-    if isinstance(image, int):
-        source = FdSource(image)
-        display = name or f"fd {image}"
-    else:
-        try:
-            source = FdSource.open(image)
-        except (OSError, ValueError) as exc:
-            raise disk_error(image, f"cannot open the disk image ({exc})") from exc
-        display = name or os.path.basename(image)
+    source = FdSource(image)
+    display = name or f"fd {image}"
     file = BoundedFile(source, name=display, budget=budget or Budget(source=display))
     return Disk(display, file, [], source)
 
@@ -191,7 +205,8 @@ def _resolve(guest: GuestMenu, ref: FileRef) -> BootFile:
 
 
 def join_args(*parts: str | None) -> str:
-    return " ".join(p.strip() for p in parts if p and p.strip())
+    """The parts, ASCII blanks trimmed (a guest's U+00A0 is a byte of its cmdline)."""
+    return " ".join(p.strip(ASCII_BLANKS) for p in parts if p and p.strip(ASCII_BLANKS))
 
 
 def entry_args(entry: BootEntry | None, opts: BootloaderOptions) -> str:

@@ -38,6 +38,7 @@ import tempfile
 import time
 from collections.abc import Callable
 
+from pvgrub_py.bootcfg.limits import MAX_CONFIG_BYTES
 from pvgrub_py.bootloader.choose import open_guest_disk
 from pvgrub_py.bootloader.guest import (
     Sink,
@@ -66,10 +67,14 @@ from pvgrub_py.disk.budget import DEFAULT_SECONDS, Budget
 from pvgrub_py.disk.errors import one_line
 from pvgrub_py.disk.extract import Limits, stream_open_file
 from pvgrub_py.errors import InputError, PvgrubError, UsageError
+from pvgrub_py.inputs import open_named_input
 
 #: libxl_internal.h LIBXL_BOOTLOADER_TIMEOUT.
 DEFAULT_TIMEOUT = 120.0
 TIMEOUT_ENV = "LIBXL_BOOTLOADER_TIMEOUT"
+#: The largest timeout taken: libxl reads it as a C int; a deadline further
+#: off would not fit the clocks ``select`` and ``time`` use.
+MAX_TIMEOUT = (1 << 31) - 1
 #: Linux F_SETPIPE_SZ: a 1 MiB pipe moves a 1 MiB chunk in one go.
 F_SETPIPE_SZ = 1031
 PIPE_SIZE = 1 << 20
@@ -116,12 +121,14 @@ def bootloader_timeout(environ: dict[str, str] | None = None) -> float | None:
     text = env.get(TIMEOUT_ENV)
     if text is None or not text.strip():
         return DEFAULT_TIMEOUT
-    try:
-        seconds = int(text.strip(), 10)
-    except ValueError:
-        raise UsageError(f"{TIMEOUT_ENV}={text!r} is not a whole number of seconds") from None
-    if seconds < 0:
+    digits = text.strip()
+    if digits.startswith("-") and digits[1:].isascii() and digits[1:].isdigit():
         raise UsageError(f"{TIMEOUT_ENV}={text!r} must not be negative")
+    if not digits.isascii() or not digits.isdigit():
+        raise UsageError(f"{TIMEOUT_ENV}={text!r} is not a whole number of seconds")
+    if len(digits) > len(str(MAX_TIMEOUT)) or int(digits) > MAX_TIMEOUT:
+        raise UsageError(f"{TIMEOUT_ENV}={text!r} is out of range (at most {MAX_TIMEOUT} s)")
+    seconds = int(digits)
     return None if seconds == 0 else float(seconds)
 
 
@@ -293,11 +300,12 @@ def spawn(
     if opts.runas is None:
         raise UsageError("deprivileged parsing needs --runas")
     limits = limits or Limits()
-    try:
-        disk_fd = os.open(opts.disk, os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY)
-    except OSError as e:
-        what = "config file" if opts.isconfig else "disk image"
-        raise InputError(opts.disk, f"cannot open the {what} ({e.strerror})") from None
+    # Regular files (and block devices for a disk) only: a FIFO must not block us.
+    if opts.isconfig:
+        disk_fd = open_named_input(opts.disk, "config file", max_size=MAX_CONFIG_BYTES)
+    else:
+        disk_fd = open_named_input(opts.disk, "disk image", allow_block_device=True,
+                                   max_size=None)  # fmt: skip
     try:
         root = tempfile.mkdtemp(prefix="pvgrub-py-root.")
     except OSError as e:

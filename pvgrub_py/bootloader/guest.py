@@ -43,6 +43,7 @@ from pvgrub_py.disk.extract import Limits, stream_open_file
 from pvgrub_py.disk.filesystems import FileStream
 from pvgrub_py.disk.volumes import Disk
 from pvgrub_py.errors import InputError
+from pvgrub_py.inputs import describe_open_error, open_named_input
 
 Sink = Callable[[bytes], object]
 
@@ -146,10 +147,9 @@ def open_local_session(
 def read_config_file(image: str | int) -> bytes:
     """At most the 1 MiB config cap of a config file given as a path or fd."""
     name = image if isinstance(image, str) else f"fd {image}"
-    try:
-        fd = os.open(image, os.O_RDONLY | os.O_CLOEXEC) if isinstance(image, str) else image
-    except OSError as e:
-        raise InputError(name, f"cannot open the config file: {e.strerror}") from None
+    # A FIFO, a device or a directory is refused before any read; the loop
+    # below caps what is read.
+    fd = open_named_input(image, "config file", max_size=None) if isinstance(image, str) else image
     try:
         parts: list[bytes] = []
         got = 0
@@ -160,7 +160,7 @@ def read_config_file(image: str | int) -> bytes:
             parts.append(chunk)
             got += len(chunk)
     except OSError as e:
-        raise InputError(name, f"cannot read the config file: {e.strerror}") from None
+        raise InputError(name, f"cannot read the config file: {describe_open_error(e)}") from None
     finally:
         if isinstance(image, str):
             os.close(fd)
@@ -198,7 +198,30 @@ def parse_config_text(data: bytes, name: str, dialect: Dialect = Dialect.GRUB) -
 def plan_config_file(
     data: bytes, name: str, opts: BootloaderOptions, interact: Interact | None = None
 ) -> BootPlan:
-    """The plan for ``--isconfig``: the chosen entry's paths, nothing to stream."""
+    """The plan for ``--isconfig``: the chosen entry's paths, nothing to stream.
+
+    The parsers see the file at a conventional in-volume path
+    (`config_kind`); an error names the file the user gave instead.
+    """
+    try:
+        return _plan_config_file(data, name, opts, interact)
+    except BootConfigError as e:
+        kind, path = config_kind(name)
+        source = e.source
+        paths = (path, "/loader/entries") if kind == "bls" else (path,)
+        for shown in (*(f"(hd0){p}" for p in paths), *paths):
+            if source.startswith(shown):
+                source = name + source[len(shown) :]
+                break
+        else:
+            if source in ("<config>", ""):
+                source = name
+        raise BootConfigError(source, e.problem) from None
+
+
+def _plan_config_file(
+    data: bytes, name: str, opts: BootloaderOptions, interact: Interact | None
+) -> BootPlan:
     menu = parse_config_text(data, name, opts.dialect)
     lines = menu_lines(menu, opts)
     base = BootPlan(name, lines, menu.default_index if menu.entries else 0, menu.timeout,

@@ -12,16 +12,23 @@ order: PCR 4 <- kernel, PCR 5 <- cmdline, PCR 5 <- initrd.
 * ``--vtpm-label``: right after the vTPM is reached, before any command is
   sent to it, the backend's XSM (FLASK) label must match (pv-grub's rule,
   `policy.vtpm_label_matches`); where it cannot be read (a ``swtpm:`` vTPM,
-  a host without FLASK, any failure) the boot fails closed.
+  a host without FLASK, any failure) the boot fails closed;
+* a reached vTPM whose PCR 4 or 5 is not at its reset value (all zeros
+  after ``TPM_Startup(ST_CLEAR)``) in any active bank: refused, whatever
+  the options, before anything is extended (`check_reset_pcrs`).  Its final
+  PCRs would match neither the event log nor a prediction: a second boot
+  into a ``swtpm:`` vTPM that was never power-cycled, or a vTPM someone
+  else extended.
 """
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from pvgrub_py.bootloader.debug import debug
 from pvgrub_py.bootloader.options import BootloaderOptions
 from pvgrub_py.bootloader.policy import vtpm_label_matches
 from pvgrub_py.errors import PvgrubError
@@ -51,8 +58,39 @@ class VtpmSession:
             self.client.close()
 
 
+#: PCRs pv-grub's measurements go into, and so the ones that must start at reset.
+MEASURED_PCRS = (4, 5)
+
+
 def warn(message: str) -> None:
     print(f"pvgrub-py: warning: {message}", file=sys.stderr)
+
+
+def check_reset_pcrs(client: TpmClient, banks: Sequence[HashAlgorithm], name: str) -> None:
+    """Refuse a vTPM whose PCR 4 or 5 is not at its reset value in any bank.
+
+    After ``TPM_Startup(ST_CLEAR)`` PCRs 0-15 are all zeros (TPM 1.2 Part 2
+    §4.4 and the PC Client PCR reset values; TPM 2.0 likewise), and the
+    measurement specification's final values assume it.  A read that fails
+    fails closed too: what cannot be checked is not measured into.
+    """
+    from pvgrub_py.tpm.errors import TpmError
+
+    try:
+        values = client.read_pcrs(MEASURED_PCRS, banks)
+    except TpmError as e:
+        raise MeasuredBootError(
+            f"vTPM {name}: cannot read PCR 4 and 5 before measuring: {e}"
+        ) from None
+    for alg in banks:
+        for pcr in MEASURED_PCRS:
+            value = values.get(alg.name, {}).get(pcr)
+            if value is None or any(value):
+                raise MeasuredBootError(
+                    f"vTPM {name}: PCR {pcr} ({alg.name}) is not at its reset value: it was "
+                    "extended before (a second boot into this vTPM?); nothing was measured, "
+                    "restart the vTPM"
+                )
 
 
 def backend_label(transport: TpmTransport, address: VtpmAddress) -> str:
@@ -87,7 +125,12 @@ def check_vtpm_label(transport: TpmTransport, address: VtpmAddress, wanted: str)
         raise MeasuredBootError(f"mismatched vtpm label: {label!r} != {wanted!r}")
 
 
-def open_vtpm(opts: BootloaderOptions, sim_dir: str | None = None) -> VtpmSession:
+def open_vtpm(
+    opts: BootloaderOptions, sim_dir: str | None = None, *, warn: Callable[[str], None] = warn
+) -> VtpmSession:
+    """The vTPM of *opts*, checked (label, version, PCR 4/5 at reset), or an
+    unmeasured session under pv-grub's policy; *warn* gets what the admin
+    should read when the boot goes ahead unmeasured."""
     default_banks = DEFAULT_BANKS if opts.tpm2 else (SHA1,)
     if opts.vtpm is None:
         warn("no --vtpm given: booting unmeasured")
@@ -130,6 +173,9 @@ def open_vtpm(opts: BootloaderOptions, sim_dir: str | None = None) -> VtpmSessio
                 f"vTPM {opts.vtpm} is a TPM {client.version}, --tpm2 asked for 2.0"
             )
         banks = client.active_banks()
+        debug(f"vTPM {opts.vtpm}: TPM {client.version}, banks {', '.join(b.name for b in banks)}")
+        check_reset_pcrs(client, banks, opts.vtpm)
+        debug("vTPM PCR 4 and 5 are at their reset values in every bank")
     except BaseException:
         client.close()
         raise
@@ -147,4 +193,7 @@ def measure_into(session: VtpmSession, measurements: Sequence[Measurement]) -> b
         extend_measurements(session.client, measurements)
     except TpmError as e:
         raise MeasuredBootError(f"measurement failed, not booting: {e}") from None
+    for m in measurements:
+        digests = ", ".join(f"{bank} {d.hex()}" for bank, d in m.digests.items())
+        debug(f"extended PCR {m.pcr} with the {m.what}: {digests}")
     return True

@@ -41,6 +41,7 @@ import contextlib
 import os
 import sys
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from pvgrub_py.bootloader.options import BootloaderOptions
@@ -57,12 +58,22 @@ ESC = 27
 MAX_EDIT = 4096
 
 
-def terminal_menu(opts: BootloaderOptions) -> Interact | None:
-    """The menu callback, or None when there is no terminal to show it on."""
+def terminal_menu(
+    opts: BootloaderOptions, warn: Callable[[str], object] | None = None
+) -> Interact | None:
+    """The menu callback, or None when there is no terminal to show it on.
+
+    *warn* gets what the admin should know (default: printed now); the
+    bootloader collects it and prints it only if the boot goes ahead.
+    """
     if not (os.isatty(0) and os.isatty(1)):
         if opts.interactive_explicit:
-            print("pvgrub-py: warning: -i given but stdin/stdout is not a terminal: "
-                  "booting the default entry without a menu", file=sys.stderr)  # fmt: skip
+            message = ("-i given but stdin/stdout is not a terminal: "
+                       "booting the default entry without a menu")  # fmt: skip
+            if warn is None:
+                print(f"pvgrub-py: warning: {message}", file=sys.stderr)
+            else:
+                warn(message)
         return None
 
     title = menu_title(opts)

@@ -14,6 +14,7 @@ options arrive the same way, normally through xl's ``bootloader_args``.
 from __future__ import annotations
 
 import getopt
+import re
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -32,12 +33,19 @@ DEFAULT_VTPM_TIMEOUT = 30.0
 #: Largest --vtpm-timeout: libxl kills a bootloader after 120 s by default.
 MAX_VTPM_TIMEOUT = 3600.0
 
-SHORT_OPTIONS = "qilnh"
+#: Largest --runas: uid_t is 32 bits and (uid_t)-1 means "no change" to setuid.
+MAX_UID = 0xFFFFFFFE
+#: Largest --offset: a byte position an off_t (lseek, pread) can hold.
+MAX_OFFSET = (1 << 63) - 1
+
+_UUID = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}")
+
+SHORT_OPTIONS = "qilnhV"
 LONG_OPTIONS = [
     # libxl / pygrub
-    "quiet", "interactive", "list-entries", "not-really", "help",
+    "quiet", "interactive", "list-entries", "not-really", "help", "version",
     "output=", "output-format=", "output-directory=", "offset=", "runas=",
-    "entry=", "kernel=", "ramdisk=", "args=", "isconfig", "debug",
+    "entry=", "kernel=", "ramdisk=", "initrd=", "args=", "isconfig", "debug",
     "default_args=", "extra_args=", "config-dialect=",
     # measurement
     "vtpm=", "vtpm-uuid=", "require-vtpm", "vtpm-label=", "event-log=", "tpm2",
@@ -76,6 +84,8 @@ class BootloaderOptions:
     vtpm_timeout: float = DEFAULT_VTPM_TIMEOUT
     event_log: str | None = None
     tpm2: bool = False
+    #: --version was asked for (print it and exit).
+    version: bool = False
     warnings: list[str] = field(default_factory=list)
 
     @property
@@ -84,14 +94,20 @@ class BootloaderOptions:
         return self.require_vtpm or self.vtpm_label is not None
 
 
-def _int(option: str, value: str) -> int:
-    try:
-        number = int(value, 10)
-    except ValueError:
-        raise UsageError(f"{option} needs an integer, not {value!r}") from None
-    if number < 0:
-        raise UsageError(f"{option} must not be negative")
-    return number
+def _int(option: str, value: str, upper: int) -> int:
+    """A decimal integer in [0, *upper*]; anything else is a one-line usage error.
+
+    ASCII digits only: ``int()`` also takes ``"1_000"``, ``" 7 "`` and other
+    scripts' digits, none of which libxl or pygrub would ever pass.
+    """
+    text = value.strip()
+    if not text.isascii() or not text.isdigit():
+        if text.startswith("-") and text[1:].isascii() and text[1:].isdigit():
+            raise UsageError(f"{option} must not be negative")
+        raise UsageError(f"{option} needs an integer, not {value!r}")
+    if len(text) > len(str(upper)) or int(text) > upper:
+        raise UsageError(f"{option}={value} is out of range (at most {upper})")
+    return int(text)
 
 
 def _seconds(option: str, value: str) -> float:
@@ -122,6 +138,9 @@ def parse_options(argv: list[str]) -> BootloaderOptions | None:
     for name, value in pairs:
         if name in ("-h", "--help"):
             return None
+        if name in ("-V", "--version"):
+            opts.version = True
+            return opts
         _apply(opts, name, value)
     if len(rest) != 1:
         got = "no disk" if not rest else f"{len(rest)} disks ({' '.join(rest)})"
@@ -135,6 +154,12 @@ def parse_options(argv: list[str]) -> BootloaderOptions | None:
         raise UsageError("--runas=0 would not drop privileges")
     if opts.vtpm_uuid is not None and (opts.vtpm is None or not opts.vtpm.startswith("xen:")):
         raise UsageError("--vtpm-uuid names an instance behind a xen: vTPM; give --vtpm=xen:DOMID")
+    if opts.vtpm is not None:
+        # A malformed address is a usage error whether or not a measured boot
+        # is required: booting unmeasured because of a typo would hide it.
+        from pvgrub_py.tpm.uri import parse_vtpm_uri
+
+        parse_vtpm_uri(opts.vtpm)
     if opts.measurement_required and opts.vtpm is None:
         raise UsageError(
             "--require-vtpm/--vtpm-label without --vtpm: there is no vTPM to measure into"
@@ -153,23 +178,27 @@ def _apply(opts: BootloaderOptions, name: str, value: str) -> None:
     elif name in ("-n", "--not-really"):
         opts.not_really = True
     elif name == "--output":
+        if not value:
+            raise UsageError("--output needs a file name (or - for stdout)")
         opts.output = None if value == "-" else value
     elif name == "--output-format":
         if value not in ("sxp", "simple", "simple0"):
             raise UsageError(f"unknown output format {value!r} (sxp, simple, simple0)")
         opts.output_format = value  # type: ignore[assignment]
     elif name == "--output-directory":
+        if not value:
+            raise UsageError("--output-directory needs a directory name")
         opts.output_directory = value
     elif name == "--offset":
-        opts.offset = _int(name, value)
+        opts.offset = _int(name, value, MAX_OFFSET)
     elif name == "--runas":
-        opts.runas = _int(name, value)
+        opts.runas = _int(name, value, MAX_UID)
     elif name == "--entry":
         opts.entry = value
         opts.interactive = False  # as pygrub: naming the entry implies no menu
     elif name == "--kernel":
         opts.kernel = value
-    elif name == "--ramdisk":
+    elif name in ("--ramdisk", "--initrd"):
         opts.ramdisk = value
     elif name == "--args":
         opts.args = value
@@ -186,6 +215,8 @@ def _apply(opts: BootloaderOptions, name: str, value: str) -> None:
     elif name == "--vtpm":
         opts.vtpm = value
     elif name == "--vtpm-uuid":
+        if not _UUID.fullmatch(value):
+            raise UsageError(f"--vtpm-uuid needs a UUID (8-4-4-4-12 hex digits), not {value!r}")
         opts.vtpm_uuid = value
     elif name == "--require-vtpm":
         opts.require_vtpm = True
@@ -196,6 +227,8 @@ def _apply(opts: BootloaderOptions, name: str, value: str) -> None:
     elif name == "--vtpm-timeout":
         opts.vtpm_timeout = _seconds(name, value)
     elif name == "--event-log":
+        if not value:
+            raise UsageError("--event-log needs a file name")
         opts.event_log = value
     elif name == "--tpm2":
         opts.tpm2 = True

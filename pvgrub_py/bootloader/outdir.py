@@ -5,7 +5,10 @@ once.  Until then they sit in a directory shared with other domains' boots,
 so each is created exclusively (``O_EXCL|O_NOFOLLOW``, never following a
 planted symlink) with mode 0600, under an unpredictable name, as pygrub's
 ``mkstemp`` does.  If anything fails, every file we created is removed: the
-output directory holds nothing of ours after a failed run.
+output directory holds nothing of ours after a failed run, and a directory
+this run created (``--output-directory`` and any missing parents) is removed
+again.  The directory is made absolute first, so the result records name
+absolute paths, as pygrub's do, whatever the caller's working directory.
 """
 
 from __future__ import annotations
@@ -16,22 +19,42 @@ from types import TracebackType
 from typing import BinaryIO
 
 from pvgrub_py.errors import InputError
+from pvgrub_py.inputs import describe_open_error
 
 
 class OutputDirectory:
     def __init__(self, directory: str, create: bool = True) -> None:
-        self.directory = directory
+        self.directory = os.path.abspath(directory)
         self.created: list[str] = []
+        #: Directories this run created, outermost first (removed on failure).
+        self.made_dirs: list[str] = []
         self._committed = False
         if create:
-            try:
-                os.makedirs(directory, mode=0o700, exist_ok=True)
-            except OSError as e:
-                raise InputError(
-                    directory, f"cannot create output directory: {e.strerror}"
-                ) from None
-        if not os.path.isdir(directory):
+            self._make(self.directory)
+        if not os.path.isdir(self.directory):
             raise InputError(directory, "output directory does not exist")
+
+    def _make(self, directory: str) -> None:
+        """``mkdir -p``, remembering each directory it made."""
+        missing: list[str] = []
+        path = directory
+        while not os.path.lexists(path):
+            missing.append(path)
+            parent = os.path.dirname(path)
+            if parent == path:
+                break
+            path = parent
+        for path in reversed(missing):
+            try:
+                os.mkdir(path, 0o700)
+            except FileExistsError:
+                continue  # made by someone else meanwhile: theirs, not ours
+            except OSError as e:
+                self._remove_dirs()
+                raise InputError(
+                    directory, f"cannot create output directory: {describe_open_error(e)}"
+                ) from None
+            self.made_dirs.append(path)
 
     def create(self, prefix: str) -> tuple[str, BinaryIO]:
         """A new empty 0600 file ``<prefix>.<random>``; returns its path and handle."""
@@ -50,7 +73,9 @@ class OutputDirectory:
             except FileExistsError:
                 continue
             except OSError as e:
-                raise InputError(self.directory, f"cannot create {prefix}: {e.strerror}") from None
+                raise InputError(
+                    self.directory, f"cannot create {prefix}: {describe_open_error(e)}"
+                ) from None
             self.created.append(path)
             return path, fd
         raise InputError(self.directory, f"cannot find a free name for {prefix}")
@@ -64,6 +89,14 @@ class OutputDirectory:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
         self.created.clear()
+        self._remove_dirs()
+
+    def _remove_dirs(self) -> None:
+        """Remove the directories this run made, innermost first, if still empty."""
+        for path in reversed(self.made_dirs):
+            with contextlib.suppress(OSError):
+                os.rmdir(path)
+        self.made_dirs.clear()
 
     def __enter__(self) -> OutputDirectory:
         return self

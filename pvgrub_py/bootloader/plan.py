@@ -108,6 +108,14 @@ class _Checker:
     def text(self, value: object, what: str, cap: int = MAX_TEXT) -> str:
         if not isinstance(value, str) or len(value) > cap:
             raise self.fail(f"{what} is not a string of at most {cap} characters")
+        # Guest text is config bytes decoded with surrogateescape
+        # (`bootcfg.files.decode_config`); JSON can also carry surrogates that
+        # no byte maps to (``\ud800``), which would fail when the cmdline or a
+        # result record is encoded back to bytes.
+        try:
+            value.encode("utf-8", "surrogateescape")
+        except UnicodeEncodeError:
+            raise self.fail(f"{what} holds a character that stands for no byte") from None
         return value
 
     def int_or_none(self, value: object, what: str, upper: int) -> int | None:

@@ -1,26 +1,39 @@
 """One bootloader run, start to finish, leaving nothing behind on failure.
 
-1. open the result descriptor (before any privilege is dropped, as pygrub);
+1. open the result descriptor (before any privilege is dropped, as pygrub),
+   truncated, never through a symlink;
 2. the guest side (`guest`): open the disk, find and parse its boot config,
    choose the entry (the interactive menu here, if any) - in a sandboxed
    child with ``--runas`` (`depriv`), else in-process;
-3. open the vTPM (so the banks are known before any byte is hashed);
-4. stream kernel and initrd(s) from the guest side into exclusive 0600
-   files in the output directory, hashing every byte once for every bank;
-5. check the guest side ended cleanly, extend PCR 4/5 in pv-grub's order,
-   write the event log (atomically);
-6. only then write the result records (simple0/simple/sxp) to --output.
+3. open the vTPM (so the banks are known before any byte is hashed) and
+   check that its PCR 4 and 5 are at their reset values;
+4. create the output directory and stream kernel and initrd(s) from the
+   guest side into exclusive 0600 files there, hashing every byte once for
+   every bank;
+5. check the guest side ended cleanly; write the event log, in full and
+   fsynced, under a temporary name, and the result records (simple0/simple/
+   sxp) to an --output file; only then extend PCR 4/5 in pv-grub's order,
+   and rename the event log into place;
+6. write the result records to stdout when there is no --output file.
 
-Any failure before step 6 removes the extracted files, leaves --output
-empty and exits non-zero with one line naming the file and the problem.
+So everything that can fail is opened, created or written before the first
+extend.  Any failure removes the extracted files and the directories this
+run created, leaves --output empty and exits non-zero with one line naming
+the file and the problem; warnings are printed only for a boot that went
+ahead.  An unmeasured boot writes no event log: a log claims its extends
+reached a TPM (an old file at the --event-log path is removed).
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
+import stat
 import sys
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, BinaryIO
 
+from pvgrub_py.bootloader.debug import debug
 from pvgrub_py.bootloader.guest import GuestSession
 from pvgrub_py.bootloader.options import BootloaderOptions
 from pvgrub_py.bootloader.outdir import OutputDirectory
@@ -28,37 +41,96 @@ from pvgrub_py.bootloader.output import format_result
 from pvgrub_py.bootloader.plan import BootPlan
 from pvgrub_py.disk.extract import Limits
 from pvgrub_py.errors import InputError
+from pvgrub_py.inputs import describe_open_error
+from pvgrub_py.measure.plan import Measurement
 
 if TYPE_CHECKING:
     from pvgrub_py.bootloader.measure import VtpmSession
+    from pvgrub_py.eventlog.builder import PendingFile
 
 
-def list_entries(plan: BootPlan, out: TextIO) -> None:
+def _print(out: BinaryIO, text: str) -> None:
+    """A line of guest-derived text, its bytes as the config had them.
+
+    Titles and paths decoded with ``surrogateescape`` go back to the exact
+    bytes, whatever the locale; nothing guest-controlled can raise here.
+    """
+    out.write(text.encode("utf-8", "surrogateescape") + b"\n")
+
+
+def list_entries(plan: BootPlan, out: BinaryIO) -> None:
     for i, line in enumerate(plan.menu):
         mark = "*" if i == plan.default_index else " "
-        print(f"{mark}{i:3d}  {line.title}", file=out)
+        _print(out, f"{mark}{i:3d}  {line.title}")
 
 
-def print_config(plan: BootPlan, out: TextIO) -> None:
+def print_config(plan: BootPlan, out: BinaryIO) -> None:
     """pygrub's ``--isconfig`` report: the chosen kernel, initrd and args."""
     if plan.kernel is not None:
-        print(f"  kernel: {plan.kernel.path}", file=out)
+        _print(out, f"  kernel: {plan.kernel.path}")
     if plan.initrds:
-        print(f"  initrd: {' '.join(f.path for f in plan.initrds)}", file=out)
-    print(f"  args: {plan.args}", file=out)
+        _print(out, f"  initrd: {' '.join(f.path for f in plan.initrds)}")
+    _print(out, f"  args: {plan.args}")
 
 
 def open_output(opts: BootloaderOptions) -> int:
-    """The result fd, opened first, as pygrub does (before any privilege drop)."""
+    """The result fd, opened first, as pygrub does (before any privilege drop).
+
+    Created 0600 if missing, truncated (a longer old file keeps no stale
+    tail), never through a symlink (we run as root in a directory others may
+    write to), and only a regular file: ``O_NONBLOCK`` keeps a FIFO from
+    blocking the open, and anything else is refused.
+    """
     if opts.output is None:
         return sys.stdout.fileno()
+    name = opts.output
+    flags = (os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_NONBLOCK
+             | os.O_NOCTTY | os.O_CLOEXEC)  # fmt: skip
     try:
-        return os.open(opts.output, os.O_WRONLY | os.O_CLOEXEC)
+        st = os.lstat(name)
+    except FileNotFoundError:
+        pass
     except OSError as e:
-        raise InputError(opts.output, f"cannot open the output file: {e.strerror}") from None
+        raise InputError(name, f"cannot open the output file: {describe_open_error(e)}") from None
+    else:
+        # Checked before the open, so that O_TRUNC never touches what we refuse.
+        if not stat.S_ISREG(st.st_mode):
+            raise InputError(name, f"output file {_refused(st.st_mode)}")
+    try:
+        fd = os.open(name, flags, 0o600)
+    except OSError as e:
+        problem = (
+            "is a symbolic link: not followed (--output=- writes to stdout)"
+            if e.errno == errno.ELOOP
+            else describe_open_error(e)
+        )
+        raise InputError(name, f"cannot open the output file: {problem}") from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):  # swapped in since the lstat
+            raise InputError(name, f"output file {_refused(mode)}")
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
-def open_session(opts: BootloaderOptions, limits: Limits) -> GuestSession:
+def _refused(mode: int) -> str:
+    if stat.S_ISLNK(mode):
+        return "is a symbolic link: not followed (--output=- writes to stdout)"
+    if stat.S_ISDIR(mode):
+        return "is a directory"
+    if stat.S_ISFIFO(mode):
+        return "is a FIFO, not a regular file"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "is a device, not a regular file"
+    return "is not a regular file"
+
+
+def open_session(
+    opts: BootloaderOptions, limits: Limits, warnings: list[str] | None = None
+) -> GuestSession:
     """Step 2: the guest side, sandboxed with --runas, else here (with the menu)."""
     if opts.runas is not None:
         from pvgrub_py.bootloader.depriv import bootloader_timeout, spawn
@@ -76,37 +148,67 @@ def open_session(opts: BootloaderOptions, limits: Limits) -> GuestSession:
     if opts.interactive and not opts.list_entries:
         from pvgrub_py.bootloader.menu import terminal_menu
 
-        interact = terminal_menu(opts)
+        interact = terminal_menu(opts, None if warnings is None else warnings.append)
     return open_local_session(opts, interact, limits=limits)
 
 
 def run(
     opts: BootloaderOptions, *, sim_dir: str | None = None, limits: Limits | None = None
 ) -> int:
+    if opts.debug:
+        from pvgrub_py.bootloader import debug as debug_module
+
+        debug_module.enable()
+    debug(f"disk {opts.disk}, output {opts.output or 'stdout'} ({opts.output_format}), "
+          f"output directory {opts.output_directory}, vTPM {opts.vtpm or 'none'}")  # fmt: skip
     limits = limits or Limits()
     out_fd = open_output(opts)
-    session = open_session(opts, limits)
+    try:
+        return _run(opts, out_fd, sim_dir, limits)
+    finally:
+        if opts.output is not None:
+            os.close(out_fd)
+
+
+def _run(opts: BootloaderOptions, out_fd: int, sim_dir: str | None, limits: Limits) -> int:
+    # Printed only if the boot goes ahead: a failure is one line, its own.
+    warnings: list[str] = []
+    session = open_session(opts, limits, warnings)
     try:
         plan = session.plan
+        debug(f"config {plan.config}: {len(plan.menu)} entries, default {plan.default_index}")
         if opts.list_entries or opts.isconfig:
             session.finish()
-            (list_entries if opts.list_entries else print_config)(plan, sys.stdout)
+            out = sys.stdout.buffer
+            (list_entries if opts.list_entries else print_config)(plan, out)
+            out.flush()
             return 0
         from pvgrub_py.bootloader.measure import open_vtpm, warn
 
-        for note in plan.notes:
-            warn(note)
-        vtpm = open_vtpm(opts, sim_dir)
+        warnings.extend(plan.notes)
+        vtpm = open_vtpm(opts, sim_dir, warn=warnings.append)
         try:
             with OutputDirectory(opts.output_directory) as outdir:
-                result = _extract_measure(opts, session, vtpm, outdir, limits)
-                os.write(out_fd, result)
+                _extract_measure(opts, session, vtpm, outdir, limits, warnings, out_fd)
                 outdir.commit()
         finally:
             vtpm.close()
     finally:
         session.close()
+    for note in warnings:
+        warn(note)
     return 0
+
+
+def _write_result(opts: BootloaderOptions, out_fd: int, result: bytes) -> None:
+    where = opts.output or "stdout"
+    try:
+        view = memoryview(result)
+        while view:
+            view = view[os.write(out_fd, view) :]
+    except OSError as e:
+        raise InputError(where, f"cannot write the result: {describe_open_error(e)}") from None
+    debug(f"result written to {where}")
 
 
 def _extract_measure(
@@ -115,8 +217,16 @@ def _extract_measure(
     vtpm: VtpmSession,
     outdir: OutputDirectory,
     limits: Limits,
-) -> bytes:
-    """Steps 4-5; returns the result records for step 6."""
+    warnings: list[str],
+    out_fd: int,
+) -> None:
+    """Steps 4-6.
+
+    A result file (``--output=FILE``, a regular file) is written before the
+    first extend and truncated again if anything fails after it, so a full
+    disk shows before a PCR moves; stdout cannot be taken back, so it gets
+    the result after the extends.
+    """
     from pvgrub_py.bootloader.extract import extract_session_files
     from pvgrub_py.bootloader.measure import measure_into
     from pvgrub_py.measure.boot_files import measure_cmdline
@@ -124,6 +234,8 @@ def _extract_measure(
     plan = session.plan
     banks = vtpm.banks
     assert plan.kernel is not None
+    debug(f"chosen: kernel {plan.kernel.where}, "
+          f"initrd {' '.join(f.where for f in plan.initrds) or '(none)'}")  # fmt: skip
     # Refuse a separator-carrying cmdline (XSA-198 class) before anything is copied.
     cmdline = measure_cmdline(plan.args, banks)
     kernel_path: str | None = None
@@ -142,15 +254,71 @@ def _extract_measure(
             if ramdisk_fd is not None:
                 os.close(ramdisk_fd)
     session.finish()
+    measurements = [kernel, cmdline, initrd]
+    for m in measurements:
+        digests = ", ".join(f"{bank} {d.hex()}" for bank, d in m.digests.items())
+        debug(f"{m.what} ({m.length} bytes): {digests}")
     result = format_result(
         opts.output_format, kernel_path or plan.kernel.path, ramdisk_path, plan.args
     )
-    measurements = [kernel, cmdline, initrd]
-    measure_into(vtpm, measurements)
-    if opts.event_log:
-        from pvgrub_py.eventlog.builder import log_for_measurements, write_atomic
-        from pvgrub_py.eventlog.codec import serialise
+    if vtpm.client is None:
+        if opts.event_log:
+            warnings.append(_no_event_log(opts.event_log))
+        _write_result(opts, out_fd, result)
+        return
+    pending = _prepare_event_log(opts, vtpm, measurements)
+    to_file = opts.output is not None
+    try:
+        if to_file:
+            _write_result(opts, out_fd, result)
+        measure_into(vtpm, measurements)
+        if pending is not None:
+            pending.commit()
+            debug(f"event log written to {opts.event_log}")
+        if not to_file:
+            _write_result(opts, out_fd, result)
+    except BaseException:
+        if to_file:
+            with contextlib.suppress(OSError):
+                os.ftruncate(out_fd, 0)
+        raise
+    finally:
+        if pending is not None:
+            pending.abort()
 
-        log = log_for_measurements(measurements, banks, tpm2=vtpm.tpm2)
-        write_atomic(opts.event_log, serialise(log))
-    return result
+
+def _prepare_event_log(
+    opts: BootloaderOptions, vtpm: VtpmSession, measurements: list[Measurement]
+) -> PendingFile | None:
+    """The whole event log, written and fsynced under a temporary name: all
+    that is left after the extends is a rename."""
+    if not opts.event_log:
+        return None
+    from pvgrub_py.eventlog.builder import PendingFile, log_for_measurements
+    from pvgrub_py.eventlog.codec import serialise
+
+    data = serialise(log_for_measurements(measurements, vtpm.banks, tpm2=vtpm.tpm2))
+    pending = PendingFile(opts.event_log)
+    try:
+        pending.write(data)
+    except BaseException:
+        pending.abort()
+        raise
+    return pending
+
+
+def _no_event_log(path: str) -> str:
+    """No log for an unmeasured boot; and none left from an earlier boot."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return f"{path}: no event log written: nothing was measured"
+    if stat.S_ISDIR(st.st_mode):
+        return f"{path}: no event log written: nothing was measured"
+    try:
+        os.unlink(path)
+    except OSError as e:
+        problem = describe_open_error(e)
+        return (f"{path}: no event log written: nothing was measured; the file there "
+                f"(not this boot's log) could not be removed: {problem}")  # fmt: skip
+    return f"{path}: no event log written: nothing was measured (the old file there was removed)"

@@ -21,14 +21,15 @@ from pvgrub_py.errors import PvgrubError
 GC_THRESHOLD = 50_000
 
 USAGE = """\
-usage: pvgrub-py [-q|-i] [-l] [-n] [--entry=E] [--kernel=P] [--ramdisk=P] [--args=A]
-                 [--default_args=A] [--extra_args=A] [--offset=N] [--isconfig]
-                 [--config-dialect=grub|petitboot]
+usage: pvgrub-py [-q|-i] [-l] [-n] [--entry=E] [--kernel=P] [--ramdisk=P|--initrd=P]
+                 [--args=A] [--default_args=A] [--extra_args=A] [--offset=N]
+                 [--isconfig] [--config-dialect=grub|petitboot] [--debug]
                  [--runas=UID] [--output=FILE] [--output-format=sxp|simple|simple0]
                  [--output-directory=DIR]
                  [--vtpm=URI] [--vtpm-uuid=UUID] [--require-vtpm] [--vtpm-label=LABEL]
                  [--vtpm-timeout=SECONDS] [--event-log=FILE] [--tpm2]
                  DISK
+       pvgrub-py -h|--help | -V|--version
 
 Choose a guest kernel from DISK (a whole disk image, a partition or a bare
 filesystem; MBR, GPT, LVM2 and qcow2; ext2/3/4, xfs, btrfs, FAT, iso9660)
@@ -42,58 +43,85 @@ toolstack what to boot.  libxl calls it as:
             --output=FILE --output-format=simple0 --output-directory=DIR
             [bootloader_args ...] DISK
 
+DISK must be a regular file or a block device (a FIFO, a character device
+or a directory is refused at once).
+
 options (pygrub's):
-  -q, --quiet            no menu: boot the default (or --entry) entry
+  -q, --quiet            no menu: boot the default (or --entry) entry.
   -i, --interactive      show the menu (the default, when stdin and stdout are
                          a terminal): Up/Down, Enter boots, 'e' edits this
                          boot's cmdline (what is measured is what is booted);
-                         the config's timeout counts down to its default
-  -l, --list-entries     list the menu entries and exit
-  -n, --not-really       choose and measure but extract nothing
-  --entry=E              boot entry E: an index, a title, an id or a
-                         GRUB "submenu>entry" path (implies -q)
-  --kernel=P, --ramdisk=P
-                         boot these in-image paths instead of the menu's
-  --args=A               append A to the entry's kernel arguments
-  --default_args=A       arguments for an entry that has none
-  --extra_args=A         append A after everything else
+                         the config's timeout counts down to its default.
+  -l, --list-entries     list the menu entries (the default marked '*') and
+                         exit; nothing is extracted or measured.
+  -n, --not-really       choose and measure, but write no kernel or ramdisk
+                         copy; the result names the in-image paths.
+  --entry=E              boot entry E: an index, a title, an id or a GRUB
+                         "submenu>entry" path (implies -q).
+  --kernel=P             boot the kernel at in-image path P instead of the
+                         menu entry's (with no initrd unless --ramdisk).
+  --ramdisk=P, --initrd=P
+                         boot the initrd at in-image path P instead of the
+                         entry's (--initrd is the name pvgrubctl uses).
+  --args=A               append A to the entry's kernel arguments.
+  --default_args=A       arguments for an entry that has none.
+  --extra_args=A         append A after everything else.
   --offset=N             use only the filesystem starting at byte N of DISK
-  --isconfig             DISK is a boot config file: print the chosen kernel,
-                         initrd and args, and exit
+                         (0 <= N < 2^63).
+  --isconfig             DISK is a boot config file (at most 1 MiB): print the
+                         chosen kernel, initrd and args, and exit.
   --config-dialect=D     where GRUB and petitboot read a config differently,
                          follow D: grub (the default: what the guest's GRUB
                          would boot) or petitboot (menuentry bodies run where
                          they stand, `set a=b c` keeps every word, an untyped
                          search is a UUID search, a global syslinux APPEND is
-                         kept before a label's; the README lists them all)
-  --runas=UID            parse the disk as UID in a sandboxed child (its own
-                         mount, IPC and network namespaces, an empty root,
-                         256 MiB of address space, no new privileges); needs
-                         -q or --entry.  The parent kills it after
-                         LIBXL_BOOTLOADER_TIMEOUT seconds (default 120, 0: never)
-  --output=FILE          write the result here (default: stdout)
-  --output-format=F      sxp (default), simple or simple0 (what libxl reads)
-  --output-directory=DIR where the kernel and ramdisk copies go
+                         kept before a label's; the README lists them all).
+  --runas=UID            parse the disk as UID (1 to 4294967294) in a
+                         sandboxed child (its own mount, IPC and network
+                         namespaces, an empty root, 256 MiB of address space,
+                         no new privileges); needs -q or --entry.  The parent
+                         kills it after LIBXL_BOOTLOADER_TIMEOUT seconds
+                         (default 120, 0: never).
+  --output=FILE          write the result here (default, or '-': stdout).  FILE
+                         is created 0600 or truncated; a symbolic link or
+                         anything but a regular file is refused.
+  --output-format=F      sxp (default), simple or simple0 (what libxl reads).
+  --output-directory=DIR where the kernel and ramdisk copies go (created 0700
+                         if missing, removed again if the run fails; default
+                         /var/run/xen/pvgrub-py/).  The result names them by
+                         absolute path.
+  --debug                log each step (options, config, entry, vTPM and its
+                         banks, each file's length and digests, each extend,
+                         the event log, the result) to stderr.
+  -h, --help             print this help and exit.
+  -V, --version          print the version and exit.
 
 measurement options (also from xl's bootloader_args):
   --vtpm=URI             the guest's vTPM: xen:BACKEND[/DEVID] (a tpmif
                          frontend to that backend domain), swtpm:tcp:HOST:PORT
-                         or swtpm:unix:PATH
-  --vtpm-uuid=UUID       which vTPM instance behind a xen: backend
-  --require-vtpm         fail closed: never boot unmeasured
+                         or swtpm:unix:PATH.  A malformed URI is a usage error.
+                         Its PCR 4 and 5 must be at their reset values (zero)
+                         in every active bank, else nothing is measured and
+                         nothing booted.
+  --vtpm-uuid=UUID       which vTPM instance behind a xen: backend.
+  --require-vtpm         fail closed: never boot unmeasured.
   --vtpm-label=LABEL     fail closed unless the XSM (FLASK) label of the xen:
                          vTPM's backend domain (the peer of the tpmif event
                          channel, read before any TPM command) is LABEL, or
                          ends with SUFFIX for "*SUFFIX"; it also fails when
                          the label cannot be read: a host without FLASK, a
-                         swtpm: vTPM (no XSM label)
+                         swtpm: vTPM (no XSM label).
   --vtpm-timeout=SECONDS bound on reaching the vTPM (a xen: backend connecting,
                          the instance's fresh boot) and on each TPM command
-                         (default 30)
-  --event-log=FILE       write the TCG event log of this boot
-  --tpm2                 expect a TPM 2.0 vTPM (crypto-agile event log)
+                         (default 30, at most 3600).
+  --event-log=FILE       write the TCG event log of this boot, atomically (a
+                         symlink at FILE is replaced, never followed).  Written
+                         only when the boot was measured: an unmeasured boot
+                         writes none and removes an old file at FILE.
+  --tpm2                 expect a TPM 2.0 vTPM (crypto-agile event log).
 
-Without --vtpm the boot is unmeasured and a warning says so.
+Without --vtpm, or with an unreachable one and neither --require-vtpm nor
+--vtpm-label, the boot is unmeasured and a warning says so.
 
 exit status: 0 success, 1 failure (nothing is left in the output directory
 and the output file stays empty), 2 usage error."""
@@ -114,6 +142,11 @@ def _main(argv: Sequence[str]) -> int:
     opts = parse_options(list(argv))
     if opts is None:
         print(USAGE)
+        return 0
+    if opts.version:
+        from pvgrub_py import __version__
+
+        print(f"pvgrub-py {__version__}")
         return 0
     return run_bootloader(opts)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import stat
 from collections.abc import Sequence
 
 from pvgrub_py.errors import InputError, PvgrubError, UsageError
@@ -103,40 +104,100 @@ def write_atomic(path: str, data: bytes) -> None:
     A verifier that reads a half-written log would report a tampered boot,
     so the bytes go to a new file in the same directory, are fsynced, and
     the file is renamed over ``path`` (rename is atomic within a file
-    system).  On any failure the temporary file is removed and ``path`` is
-    untouched.  The file is created 0644 less the umask, like any file a
-    program creates: a log holds digests and paths, not secrets.  The
-    directory is fsynced afterwards on a best-effort basis: if that fails
-    the rename may not survive a power cut, but the file is then the old
-    one or the complete new one, never a partial one.
+    system, and replaces a symlink at ``path`` rather than following it).
+    On any failure the temporary file is removed and ``path`` is untouched.
+    The file is created 0644 less the umask, like any file a program
+    creates: a log holds digests and paths, not secrets.  The directory is
+    fsynced afterwards on a best-effort basis: if that fails the rename may
+    not survive a power cut, but the file is then the old one or the
+    complete new one, never a partial one.
 
-    Errors are `InputError` naming ``path``.
+    Errors are `InputError` naming ``path``.  `PendingFile` splits this in
+    two for callers that must know the write will succeed before they do
+    something irreversible (the bootloader, before the first extend).
     """
-    directory = os.path.dirname(os.path.abspath(path))
-    base = os.path.basename(path)
-    tmp, fd = _create_temp(path, directory, base)
+    pending = PendingFile(path)
     try:
-        try:
-            f = os.fdopen(fd, "wb")
-        except BaseException:
-            os.close(fd)
-            raise
-        with f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as e:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        if isinstance(e, OSError):
-            raise InputError(path, f"cannot write: {e.strerror or e}") from e
+        pending.write(data)
+    except BaseException:
+        pending.abort()
         raise
-    _fsync_directory(directory)
+    pending.commit()
+
+
+class PendingFile:
+    """A file written in full under a temporary name, renamed into place later.
+
+    `__init__` checks ``path`` and creates the temporary file (exclusively,
+    never through a symlink), `write` writes and fsyncs everything, and
+    `commit` only renames, the one step left that touches ``path``.  So
+    every failure that does not depend on the rename itself (a missing or
+    read-only directory, a full disk, ``path`` naming a directory) happens
+    before `commit`.  `abort` removes the temporary file; it is idempotent
+    and a no-op after `commit`.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.directory = os.path.dirname(os.path.abspath(path))
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            pass
+        except OSError as e:
+            raise InputError(path, f"cannot write: {_problem(e)}") from None
+        else:
+            if stat.S_ISDIR(st.st_mode):
+                raise InputError(path, "cannot write: is a directory")
+        self.tmp: str | None
+        self.tmp, self._fd = _create_temp(path, self.directory, os.path.basename(path))
+
+    def write(self, data: bytes) -> None:
+        """Write *data* in full and fsync it (call once)."""
+        if self.tmp is None or self._fd < 0:
+            raise PvgrubError(f"{self.path}: already written")
+        fd, self._fd = self._fd, -1
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        except OSError as e:
+            raise InputError(self.path, f"cannot write: {_problem(e)}") from None
+        finally:
+            os.close(fd)
+
+    def commit(self) -> None:
+        if self.tmp is None:
+            raise PvgrubError(f"{self.path}: nothing pending to commit")
+        if self._fd >= 0:
+            raise PvgrubError(f"{self.path}: commit before write")
+        try:
+            os.replace(self.tmp, self.path)
+        except BaseException as e:
+            self.abort()
+            if isinstance(e, OSError):
+                raise InputError(self.path, f"cannot write: {_problem(e)}") from None
+            raise
+        self.tmp = None
+        _fsync_directory(self.directory)
+
+    def abort(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+        if self.tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(self.tmp)
+            self.tmp = None
+
+
+def _problem(e: OSError) -> str:
+    return e.strerror or str(e)
 
 
 def _create_temp(path: str, directory: str, base: str) -> tuple[str, int]:
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
     for _ in range(16):
         tmp = os.path.join(directory, f".{base}.{secrets.token_hex(6)}.tmp")
         try:
@@ -145,8 +206,8 @@ def _create_temp(path: str, directory: str, base: str) -> tuple[str, int]:
             continue
         except OSError as e:
             raise InputError(
-                path, f"cannot create a temporary file in {directory}: {e.strerror or e}"
-            ) from e
+                path, f"cannot create a temporary file in {directory}: {_problem(e)}"
+            ) from None
     raise InputError(path, f"cannot create a temporary file in {directory}: all names taken")
 
 

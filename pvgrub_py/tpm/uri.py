@@ -8,10 +8,11 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
-from pvgrub_py.errors import UsageError
+from pvgrub_py.errors import PvgrubError, UsageError
 from pvgrub_py.tpm.swtpm import SocketAddress, SwtpmTransport
 from pvgrub_py.tpm.transport import TpmTransport
 from pvgrub_py.xen.interface import Hypervisor
@@ -33,21 +34,45 @@ class VtpmAddress:
         return f"swtpm:{self.socket}"
 
 
+#: Domain ids below DOMID_FIRST_RESERVED (xen/include/public/xen.h, 0x7FF0).
+MAX_DOMID = 0x7FEF
+#: A tpmif device id is a xenstore path component; libxl numbers them from 0.
+MAX_DEVID = 0xFFFF
+#: sun_path holds 108 bytes with the terminating NUL (unix(7)).
+MAX_UNIX_PATH = 107
+
+
+def _number(text: str, lo: int, hi: int) -> int | None:
+    """*text* as a decimal in [lo, hi]: ASCII digits only (``"²"``.isdigit() is true)."""
+    if not text or not text.isascii() or not text.isdigit() or len(text) > len(str(hi)):
+        return None
+    value = int(text)
+    return value if lo <= value <= hi else None
+
+
 def parse_vtpm_uri(text: str) -> VtpmAddress:
     scheme, _, rest = text.partition(":")
     if scheme == "swtpm":
         kind, _, where = rest.partition(":")
-        if kind == "unix" and where:
+        if (
+            kind == "unix" and where and "\0" not in where
+            and len(where.encode("utf-8", "surrogateescape")) <= MAX_UNIX_PATH
+        ):  # fmt: skip
             return VtpmAddress("swtpm", socket=SocketAddress(path=where))
         if kind == "tcp" and where:
-            host, _, port = where.rpartition(":")
-            host = host.removeprefix("[").removesuffix("]")
-            if host and port.isdigit() and 0 < int(port) < 65536:
-                return VtpmAddress("swtpm", socket=SocketAddress(host=host, port=int(port)))
+            host, _, port_text = where.rpartition(":")
+            if host.startswith("[") or host.endswith("]"):
+                bracketed = host.startswith("[") and host.endswith("]")
+                host = host[1:-1] if bracketed and ":" in host else ""
+            port = _number(port_text, 1, 65535)
+            if host and port is not None and host.isprintable() and " " not in host:
+                return VtpmAddress("swtpm", socket=SocketAddress(host=host, port=port))
     elif scheme == "xen":
-        backend, _, devid = rest.partition("/")
-        if backend.isdigit() and (devid == "" or devid.isdigit()):
-            return VtpmAddress("xen", backend_domid=int(backend), devid=int(devid or 0))
+        backend_text, _, devid_text = rest.partition("/")
+        backend = _number(backend_text, 0, MAX_DOMID)
+        devid = _number(devid_text, 0, MAX_DEVID) if devid_text else 0
+        if backend is not None and devid is not None:
+            return VtpmAddress("xen", backend_domid=backend, devid=devid)
     raise UsageError(
         f"bad vTPM address {text!r}: expected swtpm:tcp:HOST:PORT, swtpm:unix:PATH "
         "or xen:BACKEND[/DEVID]"
@@ -72,9 +97,19 @@ def open_transport(
         assert address.socket is not None
         return SwtpmTransport(address.socket, timeout)
     from pvgrub_py.vtpm.attach import AttachedVtpm
-    from pvgrub_py.xen.connect import open_hypervisor
+    from pvgrub_py.xen.connect import SIM_ENV, open_hypervisor
 
     assert address.backend_domid is not None
+    if not (sim_dir or os.environ.get(SIM_ENV)):
+        # Say what this caller can do: not every program has --sim.
+        from pvgrub_py.xen.availability import availability
+
+        status = availability()
+        if not status.built:
+            raise PvgrubError(
+                f"no Xen bindings ({status.reason}): a xen: vTPM needs a Xen dom0 "
+                f"(or {SIM_ENV}=DIR for the simulator)"
+            )
     hv = open_hypervisor(sim_dir)
     try:
         return _OwningTransport(AttachedVtpm(hv, address.backend_domid, uuid or "", timeout), hv)
