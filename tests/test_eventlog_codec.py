@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from tpm2_eventlog_yaml import events_and_pcrs
 
 from pvgrub_py.errors import InputError
 from pvgrub_py.eventlog import codec
@@ -118,28 +119,8 @@ def test_specid_vendordata_quirk_is_read_like_tpm2_tools_and_normalised(logs_dir
 
 
 def _yaml_events(text: str) -> list[dict[str, Any]]:
-    """The events of tpm2_eventlog's YAML, scraped as text (no YAML dependency)."""
-    events: list[dict[str, Any]] = []
-    alg: str | None = None
-    for line in text.splitlines():
-        if line.startswith("pcrs:"):
-            break
-        key, _, value = line.strip().lstrip("- ").partition(": ")
-        if key == "PCRIndex":
-            events.append({"pcr": int(value), "digests": {}})
-            alg = None
-        elif not events:
-            continue
-        elif key == "EventType":
-            events[-1]["type"] = value
-        elif key == "AlgorithmId":
-            alg = value
-        elif key == "Digest":
-            events[-1]["digests"][alg or "sha1"] = value.strip('"')
-            alg = None
-        elif key == "EventSize":
-            events[-1]["size"] = int(value)
-    return events
+    """The events of tpm2_eventlog's YAML."""
+    return events_and_pcrs(text)[0]
 
 
 @pytest.mark.conformance

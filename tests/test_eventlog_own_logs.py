@@ -22,6 +22,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from swtpm_tools import needs_tools, tools_tpm
+from tpm2_eventlog_yaml import events_and_pcrs
 
 from pvgrub_py.errors import InputError
 from pvgrub_py.eventlog.builder import log_for_measurements, write_atomic
@@ -79,39 +80,7 @@ def tpm2_eventlog(path: Path) -> tuple[list[dict[str, Any]], dict[str, dict[int,
     out = subprocess.run(
         [TPM2_EVENTLOG, str(path)], capture_output=True, text=True, timeout=30, check=True
     ).stdout
-    events: list[dict[str, Any]] = []
-    pcrs: dict[str, dict[int, bytes]] = {}
-    alg: str | None = None
-    bank: str | None = None
-    in_pcrs = False
-    for line in out.splitlines():
-        if line.startswith("pcrs:"):
-            in_pcrs = True
-            continue
-        if in_pcrs:
-            if line.startswith("  ") and not line.startswith("    "):
-                bank = line.strip().rstrip(":")
-                pcrs[bank] = {}
-            elif bank is not None and line.startswith("    "):
-                pcr, _, value = line.partition(":")
-                pcrs[bank][int(pcr)] = bytes.fromhex(value.strip().removeprefix("0x"))
-            continue
-        key, _, value = line.strip().lstrip("- ").partition(": ")
-        if key == "PCRIndex":
-            events.append({"pcr": int(value), "digests": {}})
-            alg = None
-        elif not events:
-            continue
-        elif key == "EventType":
-            events[-1]["type"] = value
-        elif key == "AlgorithmId":
-            alg = value
-        elif key == "Digest":
-            events[-1]["digests"][alg or "sha1"] = value.strip('"')
-            alg = None
-        elif key == "EventSize":
-            events[-1]["size"] = int(value)
-    return events, pcrs
+    return events_and_pcrs(out)
 
 
 def assert_same_events(path: Path) -> dict[str, dict[int, bytes]]:
