@@ -466,3 +466,16 @@ def test_demo_output_is_emptied_each_run_but_never_a_foreign_folder(
     with pytest.raises(OSError, match="not a previous demo's output"):
         demo.output_dir()
     assert (foreign / "precious").read_text() == "keep"
+
+
+@pytest.mark.parametrize("verb", ["predict", "boot"])
+def test_an_event_log_that_cannot_be_written_fails_before_any_work(
+    verb: str, regular: str, tmp_path: Path
+) -> None:
+    """Measure (or boot) first and fail on the log afterwards: a boot without
+    its log.  The output is checked first, and the file is not created."""
+    for out in ("/nonexistent-dir/boot.log", str(tmp_path)):
+        argv = [verb, "--kernel", regular, "--cmdline", "x", "--event-log", out]
+        r = run_cli(*(argv + (["--sim"] if verb == "boot" else [])), timeout=60)
+        one_line_error(r, 1, out, "cannot write")
+        assert r.stdout == ""

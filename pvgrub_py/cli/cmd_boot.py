@@ -13,7 +13,7 @@ from pvgrub_py.builder.build import BuildResult
 from pvgrub_py.builder.profile import load_profile
 from pvgrub_py.builder.report import format_boot_report
 from pvgrub_py.builder.sim_boot import SimBootArgs, boot_in_sim, sim_host, vtpm_backend_domain
-from pvgrub_py.cli.common import check_input, int_in_range
+from pvgrub_py.cli.common import check_input, check_output, int_in_range
 from pvgrub_py.errors import UsageError
 from pvgrub_py.eventlog.builder import log_for_measurements, write_atomic
 from pvgrub_py.eventlog.codec import serialise
@@ -230,6 +230,8 @@ def _check_inputs(args: argparse.Namespace) -> None:
         check_input(args.initrd, what="initrd")
     if args.profile is not None:
         check_input(args.profile, what="profile", max_size=MAX_PROFILE_BYTES)
+    if args.event_log is not None:  # an event log that cannot be written fails the boot
+        check_output(args.event_log)
 
 
 #: A minios.cfg-style profile is a few lines.

@@ -8,7 +8,7 @@ import os
 import sys
 
 from pvgrub_py.bootcfg.dialect import Dialect
-from pvgrub_py.cli.common import check_input, int_in_range
+from pvgrub_py.cli.common import check_input, check_output, int_in_range
 from pvgrub_py.errors import UsageError
 from pvgrub_py.eventlog.builder import log_for_measurements, write_atomic
 from pvgrub_py.eventlog.codec import serialise
@@ -153,6 +153,8 @@ def _check_inputs(args: argparse.Namespace) -> None:
     sparse file) or be more than pvgrub-py boots: a prediction of a boot the
     bootloader would refuse is no prediction.  The disk may be a block device
     and has no size cap (its files are capped as they are extracted)."""
+    if args.event_log:
+        check_output(args.event_log)
     if args.disk is not None:
         if os.path.lexists(args.disk):  # a missing disk: the bootloader's own message
             check_input(args.disk, allow_block_device=True, max_size=None)

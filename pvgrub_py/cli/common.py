@@ -7,6 +7,7 @@ console: one line, prefixed with the program name, never a traceback.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import NoReturn
@@ -80,3 +81,16 @@ def int_in_range(low: int, high: int) -> Callable[[str], int]:
 
     parse.__name__ = "whole number"  # argparse names the type in its messages
     return parse
+
+
+def check_output(path: str) -> None:
+    """Refuse, before any work (a boot, a measurement), an output file that
+    could not be written afterwards: its folder is missing or not writable,
+    or the path is a directory.  The file itself is not created here."""
+    if os.path.isdir(path):
+        raise InputError(path, "cannot write: is a directory")
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        raise InputError(path, f"cannot write: no directory {parent}")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise InputError(path, f"cannot write: permission denied in {parent}")
