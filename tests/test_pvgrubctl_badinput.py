@@ -480,8 +480,21 @@ def test_an_event_log_that_cannot_be_written_fails_before_any_work(
 ) -> None:
     """Measure (or boot) first and fail on the log afterwards: a boot without
     its log.  The output is checked first, and the file is not created."""
-    for out in ("/nonexistent-dir/boot.log", str(tmp_path)):
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    for out in ("/nonexistent-dir/boot.log", str(tmp_path), str(fifo)):
         argv = [verb, "--kernel", regular, "--cmdline", "x", "--event-log", out]
         r = run_cli(*(argv + (["--sim"] if verb == "boot" else [])), timeout=60)
         one_line_error(r, 1, out, "cannot write")
         assert r.stdout == ""
+
+
+def test_an_event_log_never_replaces_a_device(regular: str) -> None:
+    """Written atomically (a new file renamed over OUT), --event-log /dev/null
+    run as root replaced /dev/null with a regular file."""
+    from pvgrub_py.cli.common import check_output
+    from pvgrub_py.errors import InputError
+
+    with pytest.raises(InputError, match="not a regular file"):
+        check_output("/dev/null")
+    check_output(regular)  # an existing log is replaced, as documented
