@@ -498,3 +498,27 @@ def test_an_event_log_never_replaces_a_device(regular: str) -> None:
     with pytest.raises(InputError, match="not a regular file"):
         check_output("/dev/null")
     check_output(regular)  # an existing log is replaced, as documented
+
+
+@pytest.mark.parametrize("host_dir", ["FILE", "EMPTY"])
+def test_vtpmd_on_a_sim_host_that_is_not_there(
+    host_dir: str, regular: str, short_tmp: Path
+) -> None:
+    path = regular if host_dir == "FILE" else str(short_tmp)
+    r = run_cli("vtpmd", "--sim", path, "--state-dir", str(short_tmp / "state"))
+    one_line_error(r, 1, path, "no simulated host runs here")
+    assert not (short_tmp / "state").exists()
+
+
+def test_sim_host_xenstored_that_is_not_a_socket(regular: str, short_tmp: Path) -> None:
+    r = run_cli("sim", "host", "--dir", str(short_tmp / "h"), "--xenstored", regular, timeout=30)
+    one_line_error(r, 1, regular, "not a socket")
+    assert not (short_tmp / "h").exists()
+
+
+def test_boot_sim_with_an_unreachable_external_swtpm_is_one_line(short_tmp: Path) -> None:
+    kernel = short_tmp / "k"
+    kernel.write_bytes(b"k")
+    r = run_cli("boot", "--sim", "--vtpm", f"swtpm:unix:{short_tmp / 'none'}",
+                "--kernel", str(kernel), "--cmdline", "x", timeout=120)  # fmt: skip
+    one_line_error(r, 1, f"cannot connect to swtpm at unix:{short_tmp / 'none'}")

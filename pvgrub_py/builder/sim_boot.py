@@ -104,6 +104,10 @@ def _started(directory: str, flask: bool) -> Iterator[SimHost]:
         yield host
 
 
+#: How long an external swtpm (--vtpm swtpm:...) may take to accept a connection.
+EXTERNAL_PROBE_TIMEOUT = 5.0
+
+
 @dataclass(frozen=True)
 class BackendDomain:
     domid: int
@@ -122,15 +126,20 @@ def vtpm_backend_domain(
 
     *seclabel* is its XSM (FLASK) context, xl.cfg's ``seclabel=`` (a host
     with FLASK only)."""
+    address = parse_vtpm_uri(external) if external is not None else None
+    if address is not None:
+        if address.socket is None:
+            raise PvgrubError(f"--vtpm {external}: only a swtpm address can back a guest vTPM")
+        # Reachable now, or one line now: not a backend whose every command
+        # fails and a TPM_RC_FAILURE from deep inside the measurement.
+        address.socket.connect(EXTERNAL_PROBE_TIMEOUT).close()
     be = host.create_domain(DomainConfig(name="vtpm-backend"), xsm_label=seclabel)
     with host.dom0.xenstore() as xs:  # the toolstack gives a driver domain its backend dir
         xs.mkdir(f"/local/domain/{be}/backend/vtpm")
         xs.set_perms(f"/local/domain/{be}/backend", [f"n{be}"])
         xs.set_perms(f"/local/domain/{be}/backend/vtpm", [f"n{be}"])
-    if external is not None:
-        address = parse_vtpm_uri(external)
-        if address.socket is None:
-            raise PvgrubError(f"--vtpm {external}: only a swtpm address can back a guest vTPM")
+    if address is not None:
+        assert address.socket is not None
         transport = SwtpmTransport(address.socket)
         with host.attach(be) as hv, VtpmBackend(hv, lambda link: transport):
             yield BackendDomain(be, None)

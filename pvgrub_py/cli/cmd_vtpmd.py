@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
 from types import FrameType
 
 from pvgrub_py.cli.common import int_in_range
+from pvgrub_py.errors import InputError
+from pvgrub_py.inputs import describe_open_error
 from pvgrub_py.vtpm.backend import VtpmBackend
 from pvgrub_py.vtpm.instances import VtpmInstances
 from pvgrub_py.xen.connect import open_hypervisor
+from pvgrub_py.xen.interface import Hypervisor
 
 DESCRIPTION = """\
 Serve the tpmif backend of this domain (dom0 by default): every vtpm device
@@ -73,6 +77,16 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.set_defaults(func=run)
 
 
+def _open_hypervisor(sim: str | None, domid: int) -> Hypervisor:
+    """The hypervisor to serve on; a --sim HOST_DIR where no host runs is one line."""
+    if sim is not None and not os.path.exists(os.path.join(sim, "hyp.sock")):
+        raise InputError(sim, "no simulated host runs here (start one: pvgrubctl sim host --dir)")
+    try:
+        return open_hypervisor(sim, domid)
+    except OSError as e:  # a host's files that are not what they should be
+        raise InputError(sim or "hypervisor", describe_open_error(e)) from None
+
+
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
@@ -86,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    hv = open_hypervisor(args.sim, args.domid)  # before anything is created on disk
+    hv = _open_hypervisor(args.sim, args.domid)  # before anything is created on disk
     try:
         instances = VtpmInstances(args.state_dir, tpm2=args.tpm2)
     except BaseException:

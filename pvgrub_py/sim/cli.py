@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import stat
 import sys
 
 from pvgrub_py.errors import InputError, UsageError
@@ -129,10 +130,19 @@ def _check_dir(path: str) -> None:
         raise InputError(path, "is not a directory; a simulated host needs one")
 
 
+def _is_socket(path: str) -> bool:
+    try:
+        return stat.S_ISSOCK(os.stat(path).st_mode)
+    except OSError:
+        return False
+
+
 def run_host(args: argparse.Namespace) -> int:
     labels = dict(_label_option(spec) for spec in args.xsm_label)
     flask = Flask(labels) if args.flask or labels else None
     _check_dir(args.dir)
+    if args.xenstored and not _is_socket(args.xenstored):
+        raise InputError(args.xenstored, "is not a socket a xenstored listens on")
     _setup_logging(args.log)
     layout = HostLayout.of(args.dir)
     daemon = HostDaemon(layout.root, None, flask)
