@@ -522,3 +522,14 @@ def test_boot_sim_with_an_unreachable_external_swtpm_is_one_line(short_tmp: Path
     r = run_cli("boot", "--sim", "--vtpm", f"swtpm:unix:{short_tmp / 'none'}",
                 "--kernel", str(kernel), "--cmdline", "x", timeout=120)  # fmt: skip
     one_line_error(r, 1, f"cannot connect to swtpm at unix:{short_tmp / 'none'}")
+
+
+def test_a_tmpdir_too_long_for_sockets_is_named(tmp_path: Path) -> None:
+    tmpdir = tmp_path / ("t" * 90)
+    tmpdir.mkdir()
+    kernel = tmp_path / "k"
+    kernel.write_bytes(b"k")
+    env = {**os.environ, "TMPDIR": str(tmpdir)}
+    r = run_cli("boot", "--sim", "--kernel", str(kernel), "--cmdline", "x", env=env)
+    one_line_error(r, 1, f"TMPDIR {tmpdir}: too long")
+    assert list(tmpdir.iterdir()) == []

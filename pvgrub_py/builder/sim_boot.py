@@ -37,6 +37,7 @@ from pvgrub_py.disk.volumes import open_disk
 from pvgrub_py.errors import InputError, PvgrubError
 from pvgrub_py.inputs import describe_open_error
 from pvgrub_py.sim.host import SimHost
+from pvgrub_py.sim.layout import SUN_PATH_MAX, HostLayout
 from pvgrub_py.tpm.client import TpmClient
 from pvgrub_py.tpm.swtpm import SwtpmTransport
 from pvgrub_py.tpm.uri import parse_vtpm_uri
@@ -81,6 +82,13 @@ def sim_host(directory: str | None, *, flask: bool = False) -> Iterator[SimHost]
     # A private host lives in a private directory (under $TMPDIR, as every
     # temporary file), removed with everything in it once the host stopped.
     private = tempfile.mkdtemp(prefix="pvgrub-sim-")
+    if HostLayout.of(private).check_socket_paths() is not None:
+        os.rmdir(private)
+        raise InputError(
+            f"TMPDIR {tempfile.gettempdir()}",
+            f"too long for the simulated host's unix sockets ({SUN_PATH_MAX} bytes); "
+            "set a shorter TMPDIR or give --sim DIR",
+        )
     try:
         with _started(private, flask) as host:
             yield host
