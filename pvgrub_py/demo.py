@@ -3,7 +3,7 @@
 1. build the sample guest disk: GPT, an ext4 /boot with a Debian-style
    grub.cfg, a real Debian kernel and a small initrd (stubdom/sample-guest);
 2. predict PCR 4/5 from the disk alone (``pvgrubctl predict DISK``);
-3. boot it on a simulated Xen host (``pvgrubctl boot --sim --disk``): the
+3. boot it on a simulated Xen host (``pvgrubctl boot DISK --sim``): the
    bootloader's choice, measured into a vTPM served by vtpmd in a backend
    domain (swtpm behind it), then built; the guest reads its own PCRs back
    through its tpmif frontend; TPM 1.2 (Xen's vTPM) and TPM 2.0;
@@ -13,11 +13,12 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -58,7 +59,7 @@ def boot(disk: Path, out: Path, tpm2: bool, predicted: dict[str, Any]) -> bool:
     log = out / f"eventlog-{'tpm20' if tpm2 else 'tpm12'}.bin"
     banner(f"boot on the simulator, {flavour} vTPM (vtpmd + swtpm in a backend domain)")
     started = time.monotonic()
-    args = ["boot", "--sim", "--disk", str(disk), "--event-log", str(log), "--json"]
+    args = ["boot", str(disk), "--sim", "--event-log", str(log), "--json"]
     doc = json.loads(pvgrubctl(*args, *(["--tpm2"] if tpm2 else [])).stdout)
     print(format_boot_report(doc))
     print(f"({time.monotonic() - started:.1f} s)")
@@ -81,8 +82,34 @@ def boot(disk: Path, out: Path, tpm2: bool, predicted: dict[str, Any]) -> bool:
     return match and verify.returncode == 0
 
 
+def output_path() -> Path:
+    """Where the demo keeps its disk, event logs and PCR documents: ``demo-out/``
+    in the checkout (git ignores it; ``make demo`` runs there), or
+    ``$PVGRUB_DEMO_OUT``."""
+    chosen = os.environ.get("PVGRUB_DEMO_OUT")
+    return Path(chosen) if chosen else Path(__file__).resolve().parent.parent / "demo-out"
+
+
+def output_dir() -> Path:
+    """`output_path`, emptied: runs never pile up (the disk alone is ~45 MB)
+    and nothing goes to /tmp.  Only a folder an earlier run made is emptied."""
+    out = output_path()
+    marker = out / ".pvgrub-demo"
+    if out.exists() and any(out.iterdir()):
+        if not marker.exists():  # never empty a directory the demo did not make
+            raise OSError(errno.ENOTEMPTY, "not empty and not a previous demo's output", str(out))
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    marker.touch()
+    return out
+
+
 def main() -> int:
-    out = Path(tempfile.mkdtemp(prefix="pvgrub-demo-"))
+    try:
+        out = output_dir()
+    except OSError as e:
+        print(f"demo: {e.filename}: {e.strerror}", file=sys.stderr)
+        return 1
     started = time.monotonic()
     try:
         banner("1. sample guest disk (stubdom/sample-guest)")

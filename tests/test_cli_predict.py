@@ -63,9 +63,9 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
         (
             ["--kernel", "/nonexistent/vmlinuz", "--cmdline", "x"],
             1,
-            "pvgrubctl: kernel /nonexistent/vmlinuz: No such file or directory",
+            "pvgrubctl: kernel /nonexistent/vmlinuz: no such file or directory",
         ),
-        (["--kernel", "/", "--cmdline", "x"], 1, "pvgrubctl: kernel /: a directory"),
+        (["--kernel", "/", "--cmdline", "x"], 1, "pvgrubctl: kernel /: is a directory"),
         (
             ["--kernel", "K", "--cmdline", "x", "--bank", "md5"],
             2,

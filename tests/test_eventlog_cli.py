@@ -276,7 +276,7 @@ def test_malformed_log_is_one_line_exit_1(
 def test_missing_log_is_one_line_exit_1(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     status, _, err = run(capsys, "eventlog", "show", str(tmp_path / "absent"))
     assert status == 1
-    assert err == f"pvgrubctl: {tmp_path / 'absent'}: cannot read: No such file or directory\n"
+    assert err == f"pvgrubctl: {tmp_path / 'absent'}: no such file or directory\n"
 
 
 @pytest.mark.conformance

@@ -15,6 +15,8 @@ The pieces are the real ones, in separate roles as on a Xen host:
 from __future__ import annotations
 
 import contextlib
+import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -32,8 +34,10 @@ from pvgrub_py.builder.build import BuildRequest, BuildResult, build_domain, sim
 from pvgrub_py.builder.profile import GuestProfile
 from pvgrub_py.disk.extract import Limits
 from pvgrub_py.disk.volumes import open_disk
-from pvgrub_py.errors import PvgrubError
+from pvgrub_py.errors import InputError, PvgrubError
+from pvgrub_py.inputs import describe_open_error
 from pvgrub_py.sim.host import SimHost
+from pvgrub_py.sim.layout import SUN_PATH_MAX, HostLayout
 from pvgrub_py.tpm.client import TpmClient
 from pvgrub_py.tpm.swtpm import SwtpmTransport
 from pvgrub_py.tpm.uri import parse_vtpm_uri
@@ -68,12 +72,48 @@ class SimBootReport:
 def sim_host(directory: str | None, *, flask: bool = False) -> Iterator[SimHost]:
     """Join the host running in ``directory``, or start a private one (with
     XSM/FLASK if *flask*; a host joined keeps its own setting)."""
-    if directory and (Path(directory) / "hyp.sock").exists():
-        yield SimHost.connect(directory)
+    if directory:
+        if (Path(directory) / "hyp.sock").exists():
+            yield SimHost.connect(directory)
+            return
+        with _started(directory, flask) as host:
+            yield host
         return
-    path = directory or tempfile.mkdtemp(prefix="pvgrub-sim-", dir="/tmp")
-    with SimHost.start(path, flask=flask) as host:
+    # A private host lives in a private directory (under $TMPDIR, as every
+    # temporary file), removed with everything in it once the host stopped.
+    private = tempfile.mkdtemp(prefix="pvgrub-sim-")
+    if HostLayout.of(private).check_socket_paths() is not None:
+        os.rmdir(private)
+        raise InputError(
+            f"TMPDIR {tempfile.gettempdir()}",
+            f"too long for the simulated host's unix sockets ({SUN_PATH_MAX} bytes); "
+            "set a shorter TMPDIR or give --sim DIR",
+        )
+    try:
+        with _started(private, flask) as host:
+            yield host
+    finally:
+        shutil.rmtree(private, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _started(directory: str, flask: bool) -> Iterator[SimHost]:
+    """`SimHost.start`, with a directory that cannot be one (a file, a path
+    under /proc) turned into one line naming it."""
+    if os.path.lexists(directory) and not os.path.isdir(directory):
+        raise InputError(directory, "is not a directory; a simulated host needs one")
+    try:
+        host = SimHost.start(directory, flask=flask)
+    except OSError as e:
+        raise InputError(
+            directory, f"cannot hold a simulated host: {describe_open_error(e)}"
+        ) from None
+    with host:
         yield host
+
+
+#: How long an external swtpm (--vtpm swtpm:...) may take to accept a connection.
+EXTERNAL_PROBE_TIMEOUT = 5.0
 
 
 @dataclass(frozen=True)
@@ -94,15 +134,20 @@ def vtpm_backend_domain(
 
     *seclabel* is its XSM (FLASK) context, xl.cfg's ``seclabel=`` (a host
     with FLASK only)."""
+    address = parse_vtpm_uri(external) if external is not None else None
+    if address is not None:
+        if address.socket is None:
+            raise PvgrubError(f"--vtpm {external}: only a swtpm address can back a guest vTPM")
+        # Reachable now, or one line now: not a backend whose every command
+        # fails and a TPM_RC_FAILURE from deep inside the measurement.
+        address.socket.connect(EXTERNAL_PROBE_TIMEOUT).close()
     be = host.create_domain(DomainConfig(name="vtpm-backend"), xsm_label=seclabel)
     with host.dom0.xenstore() as xs:  # the toolstack gives a driver domain its backend dir
         xs.mkdir(f"/local/domain/{be}/backend/vtpm")
         xs.set_perms(f"/local/domain/{be}/backend", [f"n{be}"])
         xs.set_perms(f"/local/domain/{be}/backend/vtpm", [f"n{be}"])
-    if external is not None:
-        address = parse_vtpm_uri(external)
-        if address.socket is None:
-            raise PvgrubError(f"--vtpm {external}: only a swtpm address can back a guest vTPM")
+    if address is not None:
+        assert address.socket is not None
         transport = SwtpmTransport(address.socket)
         with host.attach(be) as hv, VtpmBackend(hv, lambda link: transport):
             yield BackendDomain(be, None)
@@ -138,10 +183,17 @@ def vtpm_backend_domain(
 
 
 def files_from_disk(
-    disk: str, entry: str | None, workdir: Path, dialect: Dialect = Dialect.GRUB
+    disk: str,
+    entry: str | None,
+    workdir: Path,
+    dialect: Dialect = Dialect.GRUB,
+    extra_args: str = "",
 ) -> tuple[BootChoice, Path, Path | None]:
-    """The bootloader's choice, copied out of the disk (measured later by the builder)."""
-    opts = BootloaderOptions(disk=disk, interactive=False, entry=entry, dialect=dialect)
+    """The bootloader's choice, copied out of the disk (measured later by the builder);
+    *extra_args* is appended to its cmdline, as pvgrub-py's (and pygrub's) --args."""
+    opts = BootloaderOptions(
+        disk=disk, interactive=False, entry=entry, dialect=dialect, args=extra_args
+    )
     with open_disk(disk) as d:
         choice = choose(d, opts)
         kernel = workdir / "kernel"
@@ -167,6 +219,7 @@ class SimBootArgs:
     disk: str | None = None
     entry: str | None = None
     dialect: Dialect = Dialect.GRUB
+    extra_args: str = ""
     kernel: str | None = None
     initrd: str | None = None
     cmdline: str = ""
@@ -188,7 +241,9 @@ def boot_in_sim(
     initrd_source: str | None = None
     kernel, initrd, cmdline = args.kernel, args.initrd, args.cmdline
     if args.disk is not None:
-        choice, kpath, ipath = files_from_disk(args.disk, args.entry, workdir, args.dialect)
+        choice, kpath, ipath = files_from_disk(
+            args.disk, args.entry, workdir, args.dialect, args.extra_args
+        )
         kernel, initrd, cmdline = str(kpath), str(ipath) if ipath else None, choice.args
         entry_title = choice.entry.title_path or choice.entry.title if choice.entry else None
         config = choice.config

@@ -13,6 +13,7 @@ from pvgrub_py.builder.build import BuildResult
 from pvgrub_py.builder.profile import load_profile
 from pvgrub_py.builder.report import format_boot_report
 from pvgrub_py.builder.sim_boot import SimBootArgs, boot_in_sim, sim_host, vtpm_backend_domain
+from pvgrub_py.cli.common import check_input, check_output, int_in_range
 from pvgrub_py.errors import UsageError
 from pvgrub_py.eventlog.builder import log_for_measurements, write_atomic
 from pvgrub_py.eventlog.codec import serialise
@@ -20,7 +21,7 @@ from pvgrub_py.tpm.algorithms import BY_NAME
 
 DESCRIPTION = """\
 Build and start a PV guest the way pv-grub's kexec() did, from dom0:
-choose the kernel (from --disk, exactly as the pvgrub-py bootloader does, or
+choose the kernel (from DISK, exactly as the pvgrub-py bootloader does, or
 --kernel/--initrd/--cmdline), create the domain, measure kernel, cmdline and
 initrd into the guest's vTPM (PCR 4, 5, 5) BEFORE the kernel is parsed,
 then boot_xen_init, parse_image, mem_init, build_image, boot_image, seed the
@@ -36,12 +37,22 @@ instance, served by `pvgrubctl vtpmd` in BACKEND."""
 #: What Xen's example FLASK policy names a vTPM domain (tools/flask/policy, vtpm_t).
 BACKEND_SECLABEL = "system_u:system_r:vtpm_t"
 
+#: libxl refuses less than this for a PV guest's maxmem in practice; our builder too.
+MIN_MEMORY_MB = 16
+#: 1 TiB: far above any guest this builds, and a bound on what a typo asks the host for.
+MAX_MEMORY_MB = 1 << 20
+
 EPILOG = """\
 examples:
-  pvgrubctl boot --sim --disk guest.img
-  pvgrubctl boot --sim --flask --vtpm-label system_u:system_r:vtpm_t --disk guest.img
+  pvgrubctl boot --sim guest.img
+  pvgrubctl boot --sim --flask --vtpm-label system_u:system_r:vtpm_t guest.img
   pvgrubctl boot --sim --kernel vmlinuz --initrd initrd.img --cmdline "root=/dev/xvda1 ro" --tpm2
-  pvgrubctl boot --sim /tmp/host --disk guest.img --json --event-log boot.log
+  pvgrubctl boot --sim /tmp/host guest.img --json --event-log boot.log
+  pvgrubctl boot --vtpm xen:1 --vtpm-uuid 7b5b6d2e-0c5e-4c39-9a63-4f4f0e0b1c1d guest.img
+
+--sim takes an optional DIR: to boot a DISK on a private host, put DISK
+first or write --sim= (pvgrubctl boot guest.img --sim).  --disk DISK,
+--ramdisk and pygrub's --entry/--args are accepted too.
 
 exit status: 0 booted, 1 the build or the measurement failed (nothing is left
 behind: the domain is destroyed and its nodes removed), 2 usage error."""
@@ -60,42 +71,69 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         nargs="?",
         const="",
         metavar="DIR",
-        help="use the simulated host in DIR (started if not running; a private "
-        "one when DIR is omitted)",
+        help="boot on the simulated host in DIR: joined if one runs there, else started "
+        "there and stopped after the boot; without DIR, a private host in a temporary "
+        "directory (under $TMPDIR) that is removed afterwards",
     )
     src = p.add_argument_group("what to boot")
-    src.add_argument("--disk", metavar="DISK", help="a guest disk image: choose as pvgrub-py does")
-    src.add_argument("--entry", metavar="E", help="with --disk: the menu entry (index, title, id)")
+    src.add_argument("disk", nargs="?", metavar="DISK",
+                     help="a guest disk image (file or block device): boot the entry pvgrub-py "
+                          "would choose; excludes --kernel")  # fmt: skip
+    src.add_argument(
+        "--disk",
+        dest="disk_option",
+        metavar="DISK",
+        help="the same as DISK, for scripts written before DISK was positional",
+    )
+    src.add_argument("--entry", metavar="E",
+                     help="with DISK: the entry to boot, as pvgrub-py --entry (an index, a "
+                          "title, an id or a GRUB submenu>entry path; default: the config's)"
+                     )  # fmt: skip
+    src.add_argument("--args", metavar="A", default="",
+                     help="with DISK: appended to the entry's cmdline, as pvgrub-py --args "
+                          "(xl's extra=)")  # fmt: skip
     src.add_argument(
         "--config-dialect",
         choices=[d.value for d in Dialect],
-        default="grub",
-        help="with --disk: read grub.cfg/syslinux configs as GRUB (default) or petitboot "
+        default=None,
+        metavar="{grub,petitboot}",
+        help="with DISK: read grub.cfg/syslinux configs as GRUB (default) or petitboot "
         "does where they differ, as pvgrub-py --config-dialect",
     )
-    src.add_argument("--kernel", metavar="FILE")
-    src.add_argument("--initrd", metavar="FILE")
-    src.add_argument("--cmdline", metavar="STR", default=None)
-    p.add_argument("--memory", type=int, default=256, metavar="MB", help="guest memory (256)")
-    p.add_argument("--name", default="", help="the guest's name")
+    src.add_argument("--kernel", metavar="FILE",
+                     help="the guest kernel (bzImage, ELF, or either gzipped; at most 1 GiB) "
+                          "instead of a DISK; needs --cmdline")  # fmt: skip
+    src.add_argument("--initrd", "--ramdisk", metavar="FILE",
+                     help="with --kernel: the initial ramdisk (at most 1 GiB; default none); "
+                          "--ramdisk is pygrub's name for it")  # fmt: skip
+    src.add_argument(
+        "--cmdline",
+        metavar="STR",
+        default=None,
+        help="with --kernel: the kernel command line, without the kernel path",
+    )
+    p.add_argument("--memory", type=int_in_range(MIN_MEMORY_MB, MAX_MEMORY_MB), default=256,
+                   metavar="MB", help="the guest's memory in MiB (default 256)")  # fmt: skip
+    p.add_argument("--name", default="", help="the guest's name in xenstore (default: none)")
     vt = p.add_argument_group("measurement")
     vt.add_argument(
         "--vtpm",
         metavar="URI",
-        help="an external swtpm (swtpm:tcp:HOST:PORT, swtpm:unix:PATH) to serve as "
-        "the guest's vTPM behind a simulated backend domain; default: vtpmd",
+        help="with --sim: an external swtpm (swtpm:tcp:HOST:PORT, swtpm:unix:PATH) served as "
+        "the guest's vTPM by a simulated backend domain (default: vtpmd and its own swtpm); "
+        "on a real host: xen:BACKEND, the domain running pvgrubctl vtpmd",
     )
     vt.add_argument(
         "--vtpm-uuid",
         metavar="UUID",
         help="on a real host: the guest's vTPM instance behind --vtpm xen:BACKEND; the guest "
-        "gets a vtpm device for it",
+        "gets a vtpm device for it (the simulator picks a fresh one)",
     )
     vt.add_argument("--tpm2", action="store_true", help="a TPM 2.0 vTPM (default TPM 1.2)")
     vt.add_argument(
         "--require-vtpm",
         action="store_true",
-        help="fail closed if the vTPM cannot be used (always on with --sim)",
+        help="on a real host: fail closed if the vTPM cannot be used (always on with --sim)",
     )
     vt.add_argument(
         "--vtpm-label",
@@ -103,7 +141,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="fail closed unless the vTPM backend's XSM (FLASK) label is LABEL, or ends "
         "with SUFFIX for *SUFFIX (as pvgrub-py; needs a host with FLASK)",
     )
-    vt.add_argument("--event-log", metavar="OUT", help="write the TCG event log of this boot")
+    vt.add_argument(
+        "--event-log",
+        metavar="OUT",
+        help="write the TCG event log of this boot to OUT (atomically)",
+    )
     vt.add_argument(
         "--flask",
         action="store_true",
@@ -114,7 +156,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     vt.add_argument(
         "--backend-seclabel",
         metavar="CONTEXT",
-        default=BACKEND_SECLABEL,
+        default=None,
         help=f"with --sim --flask: the vTPM backend domain's context (xl.cfg seclabel=; "
         f"default {BACKEND_SECLABEL})",
     )
@@ -128,29 +170,96 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def _check(args: argparse.Namespace) -> None:
+    if args.disk_option is not None:
+        if args.disk is not None and args.disk != args.disk_option:
+            raise UsageError(f"two disks: {args.disk} and --disk {args.disk_option}")
+        args.disk = args.disk_option
     if (args.disk is None) == (args.kernel is None):
-        raise UsageError("give either --disk or --kernel")
+        raise UsageError("give either a DISK or --kernel")
     if args.kernel is not None and args.cmdline is None:
         raise UsageError("--kernel needs --cmdline")
     if args.disk is not None and (args.initrd or args.cmdline is not None):
-        raise UsageError("--initrd/--cmdline come from the disk's boot config with --disk")
-    if args.sim is None and args.vtpm is not None and not args.vtpm.startswith("xen:"):
-        raise UsageError("on a real host --vtpm is the guest's vTPM backend: xen:BACKEND")
-    if args.sim is None and args.flask:
-        raise UsageError("--flask is for the simulated host (--sim); a real host boots Xen with it")
-    if args.memory < 16:
-        raise UsageError("--memory must be at least 16 MB")
+        raise UsageError("--initrd/--cmdline come from the disk's boot config with a DISK")
+    disk_only = [
+        o
+        for o, v in (
+            ("--entry", args.entry),
+            ("--args", args.args or None),
+            ("--config-dialect", args.config_dialect),
+        )
+        if v is not None
+    ]
+    if args.kernel is not None and disk_only:
+        raise UsageError(f"{'/'.join(disk_only)} choose from a DISK; with --kernel there is none")
+    if args.sim is None:
+        if args.vtpm is not None and not args.vtpm.startswith("xen:"):
+            raise UsageError("on a real host --vtpm is the guest's vTPM backend: xen:BACKEND")
+        sim_only = [
+            o
+            for o, v in (
+                ("--flask", args.flask or None),
+                ("--backend-seclabel", args.backend_seclabel),
+                ("--profile", args.profile),
+            )
+            if v is not None
+        ]
+        if sim_only:
+            raise UsageError(
+                f"{'/'.join(sim_only)} is for the simulated host (--sim)"
+                + ("; a real host boots Xen with it" if args.flask else "")
+            )
+    else:
+        if args.vtpm_uuid is not None:
+            raise UsageError(
+                "--vtpm-uuid names a real host's vTPM instance; with --sim each "
+                "boot gets a fresh one"
+            )
+        if args.backend_seclabel is not None and not args.flask:
+            raise UsageError("--backend-seclabel is the label on a host with --flask")
+    _check_inputs(args)
+
+
+def _check_inputs(args: argparse.Namespace) -> None:
+    """Every file named, refused before any host starts if it could block or
+    never end (a FIFO, a device), or is larger than the bootloader boots."""
+    if args.disk is not None:
+        check_input(args.disk, allow_block_device=True, max_size=None)
+    if args.kernel is not None:
+        check_input(args.kernel, what="kernel")
+    if args.initrd is not None:
+        check_input(args.initrd, what="initrd")
+    if args.profile is not None:
+        check_input(args.profile, what="profile", max_size=MAX_PROFILE_BYTES)
+    if args.event_log is not None:  # an event log that cannot be written fails the boot
+        check_output(args.event_log)
+
+
+#: A minios.cfg-style profile is a few lines.
+MAX_PROFILE_BYTES = 1 << 20
+
+
+def _sim_dir_or_disk(args: argparse.Namespace) -> None:
+    """``boot --sim guest.img``: --sim takes an optional DIR, so argparse hands
+    it the disk.  A DIR that is an existing file or block device, with no DISK
+    given, is the DISK, booted on a private host."""
+    if args.sim and args.disk is None and args.disk_option is None and args.kernel is None:
+        path = Path(args.sim)
+        if path.exists() and not path.is_dir():
+            args.disk, args.sim = args.sim, ""
 
 
 def run(args: argparse.Namespace) -> int:
+    _sim_dir_or_disk(args)
     _check(args)
     if args.sim is None:
         return run_on_xen(args)
+    dialect = Dialect(args.config_dialect or Dialect.GRUB.value)
     sim_args = SimBootArgs(
         sim_dir=args.sim or None,
         disk=args.disk,
         entry=args.entry,
-        dialect=Dialect(args.config_dialect),
+        dialect=dialect,
+        extra_args=args.args,
         kernel=args.kernel,
         initrd=args.initrd,
         cmdline=args.cmdline or "",
@@ -167,7 +276,7 @@ def run(args: argparse.Namespace) -> int:
         sim_host(sim_args.sim_dir, flask=args.flask) as host,
     ):
         state = str(Path(work) / "vtpm-state")
-        seclabel = args.backend_seclabel if args.flask else None
+        seclabel = (args.backend_seclabel or BACKEND_SECLABEL) if args.flask else None
         with vtpm_backend_domain(host, state, args.tpm2, args.vtpm, seclabel) as backend:
             report = boot_in_sim(sim_args, host, backend.domid, Path(work))
         return _report(args, report.result, report.to_json())
@@ -187,8 +296,9 @@ def run_on_xen(args: argparse.Namespace) -> int:
         kernel, initrd, cmdline = args.kernel, args.initrd, args.cmdline or ""
         kernel_source = initrd_source = None
         if args.disk is not None:
+            dialect = Dialect(args.config_dialect or Dialect.GRUB.value)
             choice, kpath, ipath = files_from_disk(
-                args.disk, args.entry, Path(work), Dialect(args.config_dialect)
+                args.disk, args.entry, Path(work), dialect, args.args
             )
             kernel, initrd, cmdline = str(kpath), str(ipath) if ipath else None, choice.args
             kernel_source = choice.kernel.path

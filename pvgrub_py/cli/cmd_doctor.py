@@ -38,6 +38,10 @@ Check what this host offers pvgrub-py and say how to fix what is missing:
 Nothing is changed; every line is a finding."""
 
 EPILOG = """\
+examples:
+  pvgrubctl doctor
+  pvgrubctl doctor --require-xen --json
+
 exit status: 0 when the report was produced (missing pieces are findings, not
 errors: a host without Xen is a fine simulator host); 2 usage error.  With
 --require-xen, 1 when the bindings, the hypervisor or xenstored are missing."""

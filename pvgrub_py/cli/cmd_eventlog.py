@@ -10,11 +10,13 @@ import argparse
 import json
 import sys
 
+from pvgrub_py.cli.common import read_input
 from pvgrub_py.errors import InputError
 from pvgrub_py.eventlog.codec import MAX_LOG_BYTES, parse
 from pvgrub_py.eventlog.records import EV_NO_ACTION, EventLog
 from pvgrub_py.eventlog.render import format_text, json_document
 from pvgrub_py.eventlog.replay import PcrValues, compare, replay
+from pvgrub_py.inputs import describe_open_error
 from pvgrub_py.measure.predict import pcrs_from_json
 from pvgrub_py.tpm.client import TpmClient
 from pvgrub_py.tpm.uri import open_transport, parse_vtpm_uri
@@ -65,7 +67,7 @@ X, expected Y") and the exit status is 1; when all match, one line
 "OK: N PCRs in M banks match" and exit status 0.
 
 The expected values come from a JSON document (--pcrs) or from a live TPM
-(--tpm), which is asked for every PCR the log extends in every bank that both
+(--vtpm), which is asked for every PCR the log extends in every bank that both
 the log and the TPM have.
 
 Only the PCRs the expected document names are judged, so it may list a few
@@ -81,7 +83,7 @@ key "pcrs", and of "pvgrubctl eventlog show --json" are accepted as they are.
 
 examples:
   pvgrubctl eventlog verify guest1.eventlog --pcrs expected.json
-  pvgrubctl eventlog verify guest1.eventlog --tpm swtpm:unix:/run/vtpm/guest1.sock"""
+  pvgrubctl eventlog verify guest1.eventlog --vtpm swtpm:unix:/run/vtpm/guest1.sock"""
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -102,7 +104,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     show.add_argument("log", metavar="LOG", help='the event log file, or "-" for stdin')
-    show.add_argument("--json", action="store_true", help="print the stable JSON document")
+    show.add_argument(
+        "--json", action="store_true", help="print the stable JSON document below instead of text"
+    )
     show.set_defaults(func=run_show)
 
     verify = actions.add_parser(
@@ -120,26 +124,34 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help='expected PCR values: {"BANK": {"N": "HEX"}}, or predict --json output',
     )
     source.add_argument(
+        "--vtpm",
         "--tpm",
+        dest="tpm",
         metavar="URI",
-        help="read the expected values from a live TPM: swtpm:tcp:HOST:PORT, "
-        "swtpm:unix:PATH or xen:BACKEND[/DEVID]; every PCR the log extends, in "
-        "every bank both the log and the TPM have",
+        help="read the expected values from a live (v)TPM: swtpm:tcp:HOST:PORT, "
+        "swtpm:unix:PATH or xen:BACKEND[/DEVID] (the vTPM address pvgrub-py --vtpm "
+        "takes); every PCR the log extends, in every bank both the log and the TPM "
+        "have; --tpm is the same",
     )
     verify.set_defaults(func=run_verify)
 
 
 def read_log(path: str) -> EventLog:
-    """Read and parse the log at ``path`` ("-": stdin), at most MAX_LOG_BYTES."""
+    """Read and parse the log at ``path`` ("-": stdin), at most MAX_LOG_BYTES.
+
+    A FIFO or a device is refused before it is read (it could block or never
+    end); an empty file is refused too: it holds no event, and is far more
+    often a log that was never written than a boot that measured nothing."""
     source = "stdin" if path == "-" else path
-    try:
-        if path == "-":
+    if path == "-":
+        try:
             data = sys.stdin.buffer.read(MAX_LOG_BYTES + 1)
-        else:
-            with open(path, "rb") as f:
-                data = f.read(MAX_LOG_BYTES + 1)
-    except OSError as e:
-        raise InputError(source, f"cannot read: {e.strerror or e}") from e
+        except OSError as e:
+            raise InputError(source, f"cannot read: {describe_open_error(e)}") from None
+    else:
+        data = read_input(path, max_size=MAX_LOG_BYTES)
+    if not data:
+        raise InputError(source, "is empty: not an event log (it records no event)")
     return parse(data, source)
 
 
@@ -181,13 +193,7 @@ def read_tpm_pcrs(uri: str, log: EventLog) -> PcrValues:
 
 def load_pcrs_json(path: str) -> PcrValues:
     """Read an expected-PCR document (see VERIFY_EPILOG) and check every value."""
-    try:
-        with open(path, "rb") as f:
-            raw = f.read(MAX_PCRS_JSON_BYTES + 1)
-    except OSError as e:
-        raise InputError(path, f"cannot read: {e.strerror or e}") from e
-    if len(raw) > MAX_PCRS_JSON_BYTES:
-        raise InputError(path, f"larger than {MAX_PCRS_JSON_BYTES >> 20} MiB; not a PCR document")
+    raw = read_input(path, max_size=MAX_PCRS_JSON_BYTES)
     try:
         doc = json.loads(raw)
     except (ValueError, RecursionError) as e:

@@ -58,12 +58,23 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(
-        "file", metavar="FILE", help="the kernel: bzImage, ELF vmlinux, or either gzipped"
+        "file",
+        metavar="FILE",
+        help="the kernel: bzImage, ELF vmlinux, or either gzipped (a regular file of at most "
+        "1 GiB)",
     )
     p.add_argument(
-        "--backend", choices=BACKENDS, default="auto", help="who parses the kernel (default: auto)"
+        "--backend",
+        choices=BACKENDS,
+        default="auto",
+        help="who parses the kernel: libxenguest, python, both (compared) or auto; see "
+        "Backends above (default: auto)",
     )
-    p.add_argument("--json", action="store_true", help="print a JSON document instead of text")
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="print the report (with both: both reports and their differences) as JSON",
+    )
     p.set_defaults(func=run)
 
 
@@ -116,7 +127,10 @@ def run(args: argparse.Namespace) -> int:
 
 def _not_bootable(report: KernelReport) -> int:
     if report.error:
-        print(f"pvgrubctl: {report.error}", file=sys.stderr)
+        # libxenguest's own messages ("xg_dom_core.c:689: ... Invalid kernel") name no file.
+        named = report.error.startswith(f"{report.source}:")
+        error = report.error if named else f"{report.source}: {report.backend}: {report.error}"
+        print(f"pvgrubctl: {error}", file=sys.stderr)
     else:
         reasons = "; ".join(f"{name}: {v.reason}" for name, v in report.guests.items())
         print(f"pvgrubctl: {report.source}: not bootable on Xen ({reasons})", file=sys.stderr)

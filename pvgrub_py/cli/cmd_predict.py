@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from pvgrub_py.bootcfg.dialect import Dialect
+from pvgrub_py.cli.common import check_input, check_output, int_in_range
 from pvgrub_py.errors import UsageError
 from pvgrub_py.eventlog.builder import log_for_measurements, write_atomic
 from pvgrub_py.eventlog.codec import serialise
@@ -76,22 +78,30 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                         "(default: grub)")  # fmt: skip
     p.add_argument(
         "--runas",
-        type=_offset,
+        type=int_in_range(0, (1 << 32) - 2),
         metavar="UID",
         help="with DISK: parse it deprivileged as UID, as pvgrub-py --runas does",
     )
-    p.add_argument("--kernel", metavar="FILE", help="the guest kernel image")
-    p.add_argument("--initrd", metavar="FILE", help="the initial ramdisk (omit for none)")
+    p.add_argument("--kernel", metavar="FILE",
+                   help="instead of a DISK: the guest kernel image (at most 1 GiB, the cap "
+                        "pvgrub-py boots with); needs --cmdline")  # fmt: skip
+    p.add_argument("--initrd", "--ramdisk", metavar="FILE",
+                   help="with --kernel: the initial ramdisk (omit for none; at most 1 GiB); "
+                        "--ramdisk is pygrub's name for it")  # fmt: skip
     p.add_argument("--cmdline", metavar="STR",
-                   help="the kernel command line, without the kernel path")  # fmt: skip
+                   help="with --kernel: the kernel command line, without the kernel "
+                        "path")  # fmt: skip
     p.add_argument("--bank", default="sha1,sha256", metavar="ALG[,ALG...]",
-                   help="PCR banks to compute (default: sha1,sha256)")  # fmt: skip
+                   help="the PCR banks to compute, comma-separated: sha1, sha256, sha384, sha512 "
+                        "(default: sha1,sha256)")  # fmt: skip
     p.add_argument("--json", action="store_true", help="print the stable JSON document")
     p.add_argument("--event-log", metavar="OUT",
-                   help="also write the TCG event log this boot will produce")  # fmt: skip
-    p.add_argument("--log-format", choices=("auto", "sha1", "crypto-agile"), default="auto",
-                   help="event log format: sha1 (TPM 1.2, TCG_PCR_EVENT) or crypto-agile "
-                        "(TPM 2.0); auto picks sha1 when sha1 is the only bank")  # fmt: skip
+                   help="also write the TCG event log this boot will produce to OUT "
+                        "(atomically)")  # fmt: skip
+    p.add_argument("--log-format", choices=("auto", "sha1", "crypto-agile"), default=None,
+                   help="with --event-log: its format, sha1 (TPM 1.2, TCG_PCR_EVENT) or "
+                        "crypto-agile (TPM 2.0); auto (the default) picks sha1 when sha1 is "
+                        "the only bank")  # fmt: skip
     p.set_defaults(func=run, parser=p)
 
 
@@ -138,14 +148,33 @@ def _measure_disk(args: argparse.Namespace, banks: tuple[HashAlgorithm, ...]) ->
     return measure_disk(opts, banks)
 
 
+def _check_inputs(args: argparse.Namespace) -> None:
+    """Refuse up front what could block (a FIFO), never end (a device, a huge
+    sparse file) or be more than pvgrub-py boots: a prediction of a boot the
+    bootloader would refuse is no prediction.  The disk may be a block device
+    and has no size cap (its files are capped as they are extracted)."""
+    if args.event_log:
+        check_output(args.event_log)
+    if args.disk is not None:
+        if os.path.lexists(args.disk):  # a missing disk: the bootloader's own message
+            check_input(args.disk, allow_block_device=True, max_size=None)
+        return
+    check_input(args.kernel, what="kernel")
+    if args.initrd is not None:
+        check_input(args.initrd, what="initrd")
+
+
 def run(args: argparse.Namespace) -> int:
     _check_form(args)
     banks = parse_banks(args.bank)
-    log_format = args.log_format
+    if args.log_format is not None and not args.event_log:
+        raise UsageError("--log-format is the format of --event-log OUT; give --event-log")
+    log_format = args.log_format or "auto"
     if log_format == "auto":
         log_format = "sha1" if banks == (SHA1,) else "crypto-agile"
     if log_format == "sha1" and SHA1 not in banks:
         raise UsageError("--log-format sha1 needs the sha1 bank")
+    _check_inputs(args)
     if args.disk is not None:
         measurements = _measure_disk(args, banks)
     else:

@@ -1,4 +1,4 @@
-"""``pvgrubctl sim``: the pieces of a simulated Xen host.  For now, xenstored."""
+"""``pvgrubctl sim``: the pieces of a simulated Xen host: host, xenstored, boot-many."""
 
 from __future__ import annotations
 
@@ -11,15 +11,24 @@ from typing import cast
 
 from pvgrub_py.cli.cmd_sim_boot_many import add_boot_many_parser
 from pvgrub_py.cli.common import ArgumentParser, run
-from pvgrub_py.errors import UsageError
+from pvgrub_py.errors import InputError, UsageError
+from pvgrub_py.inputs import describe_open_error
 from pvgrub_py.sim.cli import add_host_parser
 from pvgrub_py.xenstore.daemon import XenstoredServer, run_daemon
 from pvgrub_py.xenstore.store import Quotas
 
 SIM_DESCRIPTION = """\
-Run the parts of a Xen host that pvgrub-py's simulator needs, without Xen.
-Each part speaks the real protocol, so the unmodified clients (pyxs,
-libxenstore and its xenstore-* tools) work against it."""
+Run the parts of a Xen host that pvgrub-py's simulator needs, without Xen:
+the whole host (hypervisor daemon and xenstored), a xenstored alone, or a
+scale test booting many measured guests on one host.  Each part speaks the
+real protocol, so the unmodified clients (pyxs, libxenstore and its
+xenstore-* tools) work against it.  See "pvgrubctl sim PART --help"."""
+
+SIM_EPILOG = """\
+examples:
+  pvgrubctl sim host --dir /tmp/host &
+  pvgrubctl sim xenstored --socket /tmp/xs/socket
+  pvgrubctl sim boot-many 8"""
 
 XENSTORED_DESCRIPTION = """\
 A xenstore daemon speaking the xs_wire protocol (docs/misc/xenstore.txt) on a
@@ -58,8 +67,9 @@ a socket, the path is too long), 2 usage error."""
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     sim = sub.add_parser(
         "sim",
-        help="run a simulated Xen host, or its xenstored alone",
+        help="run a simulated Xen host, its xenstored alone, or many measured boots on one",
         description=SIM_DESCRIPTION,
+        epilog=SIM_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parts = sim.add_subparsers(dest="part", metavar="PART", required=True)
@@ -73,10 +83,16 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     xsd.add_argument(
-        "--socket", required=True, metavar="SOCKET", help="unix socket to listen on (dom0 clients)"
+        "--socket",
+        required=True,
+        metavar="SOCKET",
+        help="the unix socket dom0 clients connect to; its directory is created (mode 0700) "
+        "if missing, and per-domain sockets go in SOCKET.d/",
     )
     xsd.add_argument(
-        "--foreground", action="store_true", help="do not fork; serve until SIGTERM/SIGINT"
+        "--foreground",
+        action="store_true",
+        help="do not fork: serve in this process until SIGTERM or SIGINT, warnings on stderr",
     )
     xsd.add_argument(
         "--log", metavar="FILE", help="append a trace of every request and error to FILE"
@@ -94,14 +110,22 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     xsd.set_defaults(func=_xenstored)
 
 
+#: A quota is a count or a size; past 2**31 it bounds nothing a real xenstored would.
+MAX_QUOTA = (1 << 31) - 1
+
+
 def _quotas(specs: list[str]) -> Quotas:
     values: dict[str, int] = {}
     for spec in specs:
         name, sep, number = spec.partition("=")
         attr = Quotas.WIRE_NAMES.get(name)
-        if not sep or attr is None or not number.isdigit():
+        plain = number.isascii() and number.isdigit() and int(number) <= MAX_QUOTA
+        if not sep or attr is None or not plain:
             names = ", ".join(Quotas.WIRE_NAMES)
-            raise UsageError(f"--quota {spec!r}: expected NAME=N with NAME one of {names}")
+            raise UsageError(
+                f"--quota {spec!r}: expected NAME=N with N in 0..{MAX_QUOTA} and NAME one "
+                f"of {names}"
+            )
         values[attr] = int(number)
     return Quotas(**values)
 
@@ -122,6 +146,32 @@ def _setup_logging(log_file: str | None, foreground: bool) -> None:
     logger.addHandler(handler)
 
 
+def _socket_directory(socket_path: str) -> None:
+    """Create SOCKET's directory (0700, as xenstored's /run/xenstored) if missing."""
+    parent = os.path.dirname(os.path.abspath(socket_path))
+    if os.path.isdir(parent):
+        return
+    try:
+        os.makedirs(parent, mode=0o700, exist_ok=True)
+    except OSError as e:
+        raise InputError(parent, f"cannot hold the socket: {describe_open_error(e)}") from None
+
+
+def _writable(path: str) -> None:
+    """Fail now, in the foreground, if FILE (--log, --pid-file) cannot be written."""
+    if os.path.isdir(path):
+        raise InputError(path, "is a directory, not a file")
+    if os.path.lexists(path):
+        if not os.access(path, os.W_OK):
+            raise InputError(path, "cannot write: permission denied")
+        return
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        raise InputError(path, f"cannot write: no directory {parent}")
+    if not os.access(parent, os.W_OK):
+        raise InputError(path, f"cannot write: permission denied in {parent}")
+
+
 def _write_pid_file(path: str | None) -> None:
     if path is not None:
         with open(path, "w", encoding="ascii") as f:
@@ -130,6 +180,10 @@ def _write_pid_file(path: str | None) -> None:
 
 def _xenstored(args: argparse.Namespace) -> int:
     quotas = _quotas(args.quota)
+    _socket_directory(args.socket)
+    for path in (args.log, args.pid_file):
+        if path is not None:
+            _writable(path)
     server = XenstoredServer(args.socket, quotas)
     server.bind()  # fails here, in the foreground, if SOCKET is unusable
     if args.foreground:

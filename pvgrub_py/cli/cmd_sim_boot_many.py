@@ -10,6 +10,7 @@ from pathlib import Path
 
 from pvgrub_py.builder.scale import boot_many
 from pvgrub_py.builder.sim_boot import sim_host, vtpm_backend_domain
+from pvgrub_py.cli.common import check_input, int_in_range
 from pvgrub_py.sample_guest import CMDLINE, find_kernel, make_initrd
 
 DESCRIPTION = """\
@@ -21,25 +22,73 @@ per second, the builder's own overhead per guest (everything but reading,
 hashing/extending and parsing the kernel) and peak memory per guest."""
 
 
+#: Each guest has its own swtpm (~15 MiB): a bound on what a typo asks of the host.
+MAX_GUESTS = 4096
+MAX_PARALLEL = 256
+
+EPILOG = """\
+examples:
+  pvgrubctl sim boot-many 32 --parallel 8
+  pvgrubctl sim boot-many 4 --kernel vmlinuz --initrd initrd.img --tpm2
+
+exit status: 0 every guest booted and read back its predicted PCRs, 1 a boot
+failed or a guest's PCRs differ (listed in the JSON report), 2 usage error."""
+
+
 def add_boot_many_parser(parts: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = parts.add_parser(
         "boot-many",
         help="boot N measured guests on one simulated host",
         description=DESCRIPTION,
+        epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("count", type=int, metavar="N", help="how many guests")
-    p.add_argument("--parallel", type=int, default=4, help="concurrent builds (4)")
-    p.add_argument("--kernel", help="guest kernel (default: the sample guest's Debian kernel)")
-    p.add_argument("--initrd", help="guest initrd (default: the sample initramfs)")
-    p.add_argument("--cmdline", default=CMDLINE)
-    p.add_argument("--memory", type=int, default=128, metavar="MB", help="per guest (128)")
-    p.add_argument("--tpm2", action="store_true")
-    p.add_argument("--sim", metavar="DIR", help="join or start the host in DIR")
+    p.add_argument("count", type=int_in_range(1, MAX_GUESTS), metavar="N",
+                   help=f"how many guests to boot (1 to {MAX_GUESTS})")  # fmt: skip
+    p.add_argument(
+        "--parallel",
+        type=int_in_range(1, MAX_PARALLEL),
+        default=4,
+        metavar="K",
+        help=f"how many builds run at once (1 to {MAX_PARALLEL}; default 4)",
+    )
+    p.add_argument(
+        "--kernel",
+        metavar="FILE",
+        help="the guests' kernel (default: the sample guest's Debian kernel)",
+    )
+    p.add_argument("--initrd", "--ramdisk", metavar="FILE",
+                   help="the guests' initrd (default: the sample initramfs); --ramdisk is "
+                        "pygrub's name for it")  # fmt: skip
+    p.add_argument(
+        "--cmdline",
+        default=CMDLINE,
+        metavar="STR",
+        help=f"the guests' kernel command line (default: {CMDLINE!r})",
+    )
+    p.add_argument(
+        "--memory",
+        type=int_in_range(16, 1 << 20),
+        default=128,
+        metavar="MB",
+        help="each guest's memory in MiB (default 128)",
+    )
+    p.add_argument(
+        "--tpm2", action="store_true", help="give every guest a TPM 2.0 vTPM (default TPM 1.2)"
+    )
+    p.add_argument(
+        "--sim",
+        metavar="DIR",
+        help="boot on the simulated host in DIR, joined if one runs there, else "
+        "started there (default: a private host, removed afterwards)",
+    )
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    for path, what in ((args.kernel, "kernel"), (args.initrd, "initrd")):
+        if path is not None:
+            check_input(path, what=what)
     with tempfile.TemporaryDirectory(prefix="pvgrub-many-") as work:
         kernel = args.kernel or str(find_kernel())
         initrd = args.initrd

@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
 from types import FrameType
 
+from pvgrub_py.cli.common import int_in_range
+from pvgrub_py.errors import InputError
+from pvgrub_py.inputs import describe_open_error
 from pvgrub_py.vtpm.backend import VtpmBackend
 from pvgrub_py.vtpm.instances import VtpmInstances
 from pvgrub_py.xen.connect import open_hypervisor
+from pvgrub_py.xen.interface import Hypervisor
 
 DESCRIPTION = """\
 Serve the tpmif backend of this domain (dom0 by default): every vtpm device
@@ -37,6 +42,10 @@ xl config of a measured guest served by it:
                      "--require-vtpm"]"""
 
 
+#: DOMID_FIRST_RESERVED - 1 (xen/include/public/xen.h): the largest domid a domain has.
+MAX_DOMID = 0x7FEF
+
+
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "vtpmd",
@@ -45,12 +54,37 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--state-dir", required=True, metavar="DIR", help="per-uuid swtpm state")
-    p.add_argument("--tpm2", action="store_true", help="TPM 2.0 instances (default TPM 1.2)")
-    p.add_argument("--sim", metavar="HOST_DIR", help="serve on the simulated host in HOST_DIR")
-    p.add_argument("--domid", type=int, default=0, help="the backend domain (default 0)")
-    p.add_argument("-v", "--verbose", action="store_true", help="log every connection")
+    p.add_argument("--state-dir", required=True, metavar="DIR",
+                   help="where each vTPM instance keeps its swtpm state, in DIR/UUID; created "
+                        "(mode 0700) once the hypervisor is reached")  # fmt: skip
+    p.add_argument(
+        "--tpm2",
+        action="store_true",
+        help="run TPM 2.0 instances (default TPM 1.2, like Xen's vTPM)",
+    )
+    p.add_argument("--sim", metavar="HOST_DIR",
+                   help="serve on the simulated host running in HOST_DIR (pvgrubctl sim host) "
+                        "instead of the real hypervisor")  # fmt: skip
+    p.add_argument("--domid", type=int_in_range(0, MAX_DOMID), default=0, metavar="N",
+                   help="the domain this backend runs as, whose backend/vtpm directory it "
+                        f"serves (0 to {MAX_DOMID}; default 0, dom0)")  # fmt: skip
+    p.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="log every frontend connection and instance start on stderr",
+    )
     p.set_defaults(func=run)
+
+
+def _open_hypervisor(sim: str | None, domid: int) -> Hypervisor:
+    """The hypervisor to serve on; a --sim HOST_DIR where no host runs is one line."""
+    if sim is not None and not os.path.exists(os.path.join(sim, "hyp.sock")):
+        raise InputError(sim, "no simulated host runs here (start one: pvgrubctl sim host --dir)")
+    try:
+        return open_hypervisor(sim, domid)
+    except OSError as e:  # a host's files that are not what they should be
+        raise InputError(sim or "hypervisor", describe_open_error(e)) from None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -66,8 +100,12 @@ def run(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    instances = VtpmInstances(args.state_dir, tpm2=args.tpm2)
-    hv = open_hypervisor(args.sim, args.domid)
+    hv = _open_hypervisor(args.sim, args.domid)  # before anything is created on disk
+    try:
+        instances = VtpmInstances(args.state_dir, tpm2=args.tpm2)
+    except BaseException:
+        hv.close()
+        raise
     try:
         backend = VtpmBackend(hv, instances.transport_for, on_connect=instances.on_connect)
         with backend:

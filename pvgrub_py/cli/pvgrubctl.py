@@ -18,25 +18,34 @@ from pvgrub_py.cli.common import ArgumentParser, run
 COMMAND_MODULES: tuple[str, ...] = (
     "pvgrub_py.cli.cmd_predict",
     "pvgrub_py.cli.cmd_eventlog",
+    "pvgrub_py.cli.cmd_boot",
+    "pvgrub_py.cli.cmd_vtpmd",
     "pvgrub_py.cli.cmd_sim",
     "pvgrub_py.cli.cmd_doctor",
     "pvgrub_py.cli.cmd_kernel_info",
-    "pvgrub_py.cli.cmd_vtpmd",
-    "pvgrub_py.cli.cmd_boot",
 )
 
 DESCRIPTION = """\
-Measured boot for Xen guests: predict the PCRs a boot will produce, read and
-verify TCG event logs, and (as later verbs land) run the simulator, the vTPM
-backend and the domain builder.
+Measured boot for Xen PV guests, everything but the xl bootloader itself
+(that is pvgrub-py): predict the PCRs a boot will produce, show and verify
+TCG event logs, build and start measured guests, serve guests' vTPMs from
+dom0, run a simulated Xen host, check a host, inspect guest kernels.
+"pvgrubctl VERB --help" describes each verb, with examples.
 
 Exit status: 0 on success, 1 on a failure, 2 on a usage error."""
+
+EPILOG = """\
+examples:
+  pvgrubctl predict guest.img --json > expected.json
+  pvgrubctl eventlog verify guest.eventlog --pcrs expected.json
+  pvgrubctl boot --sim guest.img"""
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(
         prog="pvgrubctl",
         description=DESCRIPTION,
+        epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"pvgrubctl {__version__}")

@@ -118,6 +118,18 @@ class Difference:
     right: object
 
 
+#: Facts that are compared even when one backend leaves them unknown: which
+#: loader took the image is the first thing a reader asks, and "ELF" against
+#: "unknown" (a plain ELF that libxenguest's loaders all refuse) is a
+#: disagreement, not a fact "only one reports".
+ALWAYS_COMPARED = ("format",)
+
+
 def compare(left: KernelReport, right: KernelReport) -> list[Difference]:
     a, b = comparable_facts(left), comparable_facts(right)
-    return [Difference(k, a[k], b[k]) for k in sorted(a.keys() & b.keys()) if a[k] != b[k]]
+    keys = (a.keys() & b.keys()) | {k for k in ALWAYS_COMPARED if k in a or k in b}
+    return [
+        Difference(k, a.get(k, "unknown"), b.get(k, "unknown"))
+        for k in sorted(keys)
+        if a.get(k) != b.get(k)
+    ]

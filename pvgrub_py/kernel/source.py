@@ -12,11 +12,10 @@ removed first, as GRUB and ``xc_dom_kernel_mem`` do.
 
 from __future__ import annotations
 
-import os
-import stat
 from dataclasses import dataclass
 
 from pvgrub_py.errors import InputError
+from pvgrub_py.inputs import describe_open_error, open_input
 from pvgrub_py.kernel.limits import FILE_MAX, size_text
 from pvgrub_py.measure.digest import CHUNK_SIZE
 from pvgrub_py.measure.kernel import KernelMeasurer
@@ -33,20 +32,13 @@ class KernelSource:
 
 
 def read_kernel(path: str, max_size: int = FILE_MAX) -> KernelSource:
-    try:
-        with open(path, "rb") as f:
-            st = os.fstat(f.fileno())
-            if not stat.S_ISREG(st.st_mode):
-                raise InputError(path, "not a regular file")
-            if st.st_size > max_size:
-                raise InputError(
-                    path,
-                    f"{st.st_size} bytes exceeds the {size_text(max_size)} "
-                    "kernel cap (XC_DOM_DECOMPRESS_MAX)",
-                )
+    """Read the kernel at *path* once, never blocking (a FIFO, a device are
+    refused before the first read) and never past *max_size* bytes."""
+    with open_input(path, max_size=max_size) as f:
+        try:
             raw = f.read(max_size + 1)
-    except OSError as e:
-        raise InputError(path, e.strerror or str(e)) from None
+        except OSError as e:
+            raise InputError(path, f"read failed: {describe_open_error(e)}") from None
     if len(raw) > max_size:
         raise InputError(path, f"grew past the {size_text(max_size)} kernel cap while reading")
     return measure_bytes(raw, path)

@@ -8,12 +8,19 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import stat
 import sys
 
+from pvgrub_py.errors import InputError, UsageError
+from pvgrub_py.inputs import describe_open_error
 from pvgrub_py.sim.daemon import HostDaemon
 from pvgrub_py.sim.layout import HostLayout
 from pvgrub_py.sim.xenstored import XenstoredLink
 from pvgrub_py.sim.xsm import Flask, parse_label_option
+
+#: DOMID_FIRST_RESERVED - 1 (xen/include/public/xen.h).
+MAX_DOMID = 0x7FEF
 
 HOST_DESCRIPTION = """\
 Run a simulated Xen host: one daemon that is the hypervisor for every process
@@ -60,7 +67,10 @@ def add_host_parser(sim_subparsers: argparse._SubParsersAction[argparse.Argument
         epilog=HOST_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--dir", required=True, metavar="DIR", help="the host directory")
+    parser.add_argument("--dir", required=True, metavar="DIR",
+                        help="the host directory, created (mode 0700) if missing: sockets, "
+                             "tokens and logs, listed below; keep it short (unix socket "
+                             "paths are limited to 107 bytes)")  # fmt: skip
     xs = parser.add_mutually_exclusive_group()
     xs.add_argument(
         "--xenstored",
@@ -68,7 +78,10 @@ def add_host_parser(sim_subparsers: argparse._SubParsersAction[argparse.Argument
         help="use the xenstored already listening on SOCKET instead of starting one",
     )
     xs.add_argument(
-        "--no-xenstored", action="store_true", help="run without xenstore (xs_open: ENOTCONN)"
+        "--no-xenstored",
+        action="store_true",
+        help="run without a xenstored: attached processes get no xenstore (xs_open fails "
+        "with ENOTCONN)",
     )
     parser.add_argument("--log", metavar="FILE", help="append a debug trace of the daemon to FILE")
     parser.add_argument(
@@ -90,7 +103,10 @@ def _setup_logging(log_file: str | None) -> None:
     logger.propagate = False
     handler: logging.Handler
     if log_file is not None:
-        handler = logging.FileHandler(log_file)
+        try:
+            handler = logging.FileHandler(log_file)
+        except OSError as e:
+            raise InputError(log_file, f"cannot write: {describe_open_error(e)}") from None
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
         logger.setLevel(logging.DEBUG)
     else:
@@ -100,13 +116,42 @@ def _setup_logging(log_file: str | None) -> None:
     logger.addHandler(handler)
 
 
+def _label_option(spec: str) -> tuple[int, str]:
+    """``--xsm-label DOMID=CONTEXT``, with DOMID a domid a domain can have."""
+    domid, sep, _ = spec.partition("=")
+    if sep and not (domid.isascii() and domid.isdigit() and int(domid) <= MAX_DOMID):
+        raise UsageError(f"--xsm-label {spec!r}: DOMID must be a number from 0 to {MAX_DOMID}")
+    return parse_label_option(spec)
+
+
+def _check_dir(path: str) -> None:
+    """DIR is a directory, or can be made one: never a file, never under /proc."""
+    if os.path.lexists(path) and not os.path.isdir(path):
+        raise InputError(path, "is not a directory; a simulated host needs one")
+
+
+def _is_socket(path: str) -> bool:
+    try:
+        return stat.S_ISSOCK(os.stat(path).st_mode)
+    except OSError:
+        return False
+
+
 def run_host(args: argparse.Namespace) -> int:
-    _setup_logging(args.log)
-    labels = dict(parse_label_option(spec) for spec in args.xsm_label)
+    labels = dict(_label_option(spec) for spec in args.xsm_label)
     flask = Flask(labels) if args.flask or labels else None
+    _check_dir(args.dir)
+    if args.xenstored and not _is_socket(args.xenstored):
+        raise InputError(args.xenstored, "is not a socket a xenstored listens on")
+    _setup_logging(args.log)
     layout = HostLayout.of(args.dir)
     daemon = HostDaemon(layout.root, None, flask)
-    daemon.bind()  # refuses a directory where a host already runs, before anything else
+    try:
+        daemon.bind()  # refuses a directory where a host already runs, before anything else
+    except OSError as e:
+        raise InputError(
+            args.dir, f"cannot hold a simulated host: {describe_open_error(e)}"
+        ) from None
     try:
         if args.xenstored:
             daemon.xenstored = XenstoredLink(args.xenstored)

@@ -158,7 +158,7 @@ class VtpmBackend:
                     seen.add(key)
                     link = self.links.get(key) or self._adopt(*key)
                     if link is not None:
-                        self._step(link)
+                        self._step_unless_removed(link)
             for key in set(self.links) - seen:
                 self._forget(self.links[key])
 
@@ -174,6 +174,22 @@ class VtpmBackend:
         self._xs.watch(f"{link.frontend_path}/state", f"vtpm-fe-{fe}-{devid}")
         self.links[(fe, devid)] = link
         return link
+
+    def _step_unless_removed(self, link: FrontendLink) -> None:
+        """`_step`, except for a device the toolstack removed while we looked.
+
+        Between listing the device and reading its frontend's nodes, the
+        toolstack may remove both halves (a domain destroyed, a dom0 frontend
+        detaching); the frontend read then fails (EACCES: its parent is not
+        ours to read).  That is a removal, which the next rescan completes by
+        forgetting the link, not an error.  A failure while the device is
+        still there is an error and is raised."""
+        try:
+            self._step(link)
+        except XenError:
+            if self._xs.read(f"{link.backend_path}/frontend") is None:
+                return
+            raise
 
     def _step(self, link: FrontendLink) -> None:
         if (self._xs.read(f"{link.backend_path}/online") or b"").strip() == b"0":

@@ -69,5 +69,16 @@ def add_vtpm_device(xs: XenStore, dev: VtpmDevice) -> None:
 
 
 def remove_vtpm_device(xs: XenStore, dev: VtpmDevice) -> None:
-    xs.rm(dev.frontend_path)
+    """Remove both halves, backend first (the mirror of `add_vtpm_device`).
+
+    The backend domain may read the frontend's nodes only while they exist:
+    once the frontend directory is gone, a read of its ``state`` is checked
+    against ``/local/domain/<fe>/device/vtpm``, which the backend may not
+    read, and fails with EACCES.  Removed frontend first, a backend woken
+    between the two removals found its device still listed and logged
+    ``xs_read: .../device/vtpm/N/state: Permission denied`` after every
+    successful boot.  With the backend half gone first, the backend only ever
+    sees a device disappear (libxl removes both in one transaction,
+    ``libxl__device_destroy``; our XenStore has no transactions)."""
     xs.rm(dev.backend_path)
+    xs.rm(dev.frontend_path)

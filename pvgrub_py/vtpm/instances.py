@@ -20,6 +20,7 @@ import re
 import threading
 
 from pvgrub_py.errors import PvgrubError
+from pvgrub_py.inputs import describe_open_error
 from pvgrub_py.tpm.launcher import SwtpmProcess
 from pvgrub_py.tpm.swtpm import SwtpmTransport
 from pvgrub_py.vtpm.backend import FrontendLink
@@ -57,7 +58,14 @@ class VtpmInstances:
         self.tpm2 = tpm2
         self._instances: dict[str, Instance] = {}
         self._lock = threading.Lock()
-        os.makedirs(state_root, mode=0o700, exist_ok=True)
+        try:
+            os.makedirs(state_root, mode=0o700, exist_ok=True)
+        except OSError as e:
+            raise VtpmInstanceError(
+                f"{state_root}: cannot hold vTPM state: {describe_open_error(e)}"
+            ) from None
+        if not os.path.isdir(state_root):
+            raise VtpmInstanceError(f"{state_root}: not a directory; cannot hold vTPM state")
 
     def get(self, uuid: str) -> Instance:
         if not UUID.match(uuid):
