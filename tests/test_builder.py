@@ -340,3 +340,21 @@ def test_cli_boot_flask_needs_the_simulator() -> None:
                         "--kernel", KERNEL, "--cmdline", "ro"],
                        capture_output=True, text=True, timeout=60)  # fmt: skip
     assert r.returncode == 2 and "--flask is for the simulated host" in r.stderr
+
+
+
+def test_an_unmeasured_boot_writes_no_event_log(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A real-host boot without a vTPM is unmeasured: its log would claim extends that
+    never reached a TPM, so `boot` writes none (and says so)."""
+    from types import SimpleNamespace
+
+    from pvgrub_py.cli.cmd_boot import _report
+
+    log = tmp_path / "boot.log"
+    args = SimpleNamespace(event_log=str(log), json=True, tpm2=False)
+    result = SimpleNamespace(measured=False, measurements=[])
+    assert _report(args, result, {"measured": False}) == 0  # type: ignore[arg-type]
+    assert not log.exists()
+    assert "no event log" in capsys.readouterr().err

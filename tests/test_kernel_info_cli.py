@@ -97,7 +97,7 @@ def test_not_bootable_is_exit_1_with_reasons(
 
 def test_missing_file_and_usage(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["kernel-info", str(tmp_path / "nope")]) == 1
-    assert "No such file" in capsys.readouterr().err
+    assert "no such file" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exit_:
         main(["kernel-info", "--backend", "qemu", "x"])
     assert exit_.value.code == 2

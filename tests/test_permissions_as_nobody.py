@@ -1,7 +1,7 @@
 """Permission-denied paths, reached as nobody so they run when the suite runs as root.
 
-`test_measure_boot_files.test_unreadable_file` skips under root (root reads
-mode-000 files); this runs the same check in a child that dropped to uid 65534.
+Root reads mode-000 files, so a permission test run as root would prove
+nothing; these run the check in a child that dropped to uid 65534.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ def test_unreadable_kernel_is_a_one_line_input_error() -> None:
         kernel.chmod(0)
         kind, message = as_nobody(lambda: measure_boot_files(str(kernel), None, "", (SHA1,)))
     assert kind == "InputError", (kind, message)
-    assert message == f"kernel {kernel}: Permission denied"
+    assert message == f"kernel {kernel}: permission denied"
 
 
 def test_unreadable_initrd_is_a_one_line_input_error() -> None:
@@ -31,7 +31,7 @@ def test_unreadable_initrd_is_a_one_line_input_error() -> None:
         initrd.chmod(0)
         kind, message = as_nobody(lambda: measure_boot_files(str(kernel), str(initrd), "", (SHA1,)))
     assert kind == "InputError", (kind, message)
-    assert "Permission denied" in message and str(initrd) in message and "\n" not in message
+    assert "permission denied" in message and str(initrd) in message and "\n" not in message
 
 
 def test_the_child_really_is_unprivileged() -> None:

@@ -327,8 +327,14 @@ def run_on_xen(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace, result: BuildResult, doc: dict[str, object]) -> int:
-    """The event log of the boot, then the report, text or JSON."""
-    if args.event_log:
+    """The event log of a measured boot, then the report, text or JSON.
+
+    An unmeasured boot (no --vtpm, or one unreachable without --require-vtpm)
+    gets no event log: a log claims that its extends reached a TPM."""
+    if args.event_log and not result.measured:
+        print(f"pvgrubctl boot: warning: nothing was measured, so no event log was written "
+              f"to {args.event_log}", file=sys.stderr)
+    elif args.event_log:
         banks = tuple(BY_NAME[b] for b in result.measurements[0].digests)
         log = log_for_measurements(result.measurements, banks, tpm2=args.tpm2)
         write_atomic(args.event_log, serialise(log))
