@@ -269,3 +269,26 @@ def test_tpm2_eventlog_replays_real_logs_as_we_do(fixtures_dir: Path, name: str)
     path = fixtures_dir / "eventlog" / name
     ours = {b: v for b, v in replay(parse(path.read_bytes(), name)).items() if v}
     assert tpm2_eventlog_pcrs(path) == ours
+
+
+def test_write_atomic_never_replaces_a_fifo_socket_or_device(tmp_path: Path) -> None:
+    """The rename would put the log where the special file was (as root, over
+    /dev/null): refused before anything is written, the special file kept."""
+    import socket
+
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    sock_path = tmp_path / "sock"
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(str(sock_path))
+    device = tmp_path / "null"
+    os.mknod(device, stat.S_IFCHR | 0o666, os.makedev(1, 3))  # /dev/null's numbers
+    try:
+        for special in (fifo, sock_path, device):
+            mode = special.lstat().st_mode
+            with pytest.raises(InputError, match="not a regular file"):
+                write_atomic(str(special), b"log")
+            assert special.lstat().st_mode == mode
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["fifo", "null", "sock"]
+    finally:
+        sock.close()

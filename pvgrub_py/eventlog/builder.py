@@ -132,7 +132,8 @@ class PendingFile:
     never through a symlink), `write` writes and fsyncs everything, and
     `commit` only renames, the one step left that touches ``path``.  So
     every failure that does not depend on the rename itself (a missing or
-    read-only directory, a full disk, ``path`` naming a directory) happens
+    read-only directory, a full disk, ``path`` naming a directory, a device,
+    a FIFO or a socket, which the rename would replace) happens
     before `commit`.  `abort` removes the temporary file; it is idempotent
     and a no-op after `commit`.
     """
@@ -149,6 +150,10 @@ class PendingFile:
         else:
             if stat.S_ISDIR(st.st_mode):
                 raise InputError(path, "cannot write: is a directory")
+            if not (stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode)):
+                # Renamed over a device, a FIFO or a socket, the new file would replace
+                # it: as root, --event-log=/dev/null would leave a log where /dev/null was.
+                raise InputError(path, "cannot write: not a regular file, and it would be replaced")
         self.tmp: str | None
         self.tmp, self._fd = _create_temp(path, self.directory, os.path.basename(path))
 
