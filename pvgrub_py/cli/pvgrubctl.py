@@ -23,6 +23,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "pvgrub_py.cli.cmd_kernel_info",
     "pvgrub_py.cli.cmd_vtpmd",
     "pvgrub_py.cli.cmd_boot",
+    "pvgrub_py.cli.cmd_attest",
 )
 
 DESCRIPTION = """\
