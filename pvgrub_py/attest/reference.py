@@ -4,12 +4,14 @@ Writers (pure functions of a prediction, `pvgrub_py.measure.predict`'s
 measurements and final PCR values):
 
 * `keylime_policy`: Keylime's ``tpm_policy``, what ``keylime_tenant
-  --tpm_policy`` takes.  Keylime (keylime/tpm/tpm_abstract.py,
-  ``TPM_Utilities.readPolicy``) reads a JSON object whose keys are PCR
+  --tpm_policy`` takes.  Keylime (``readPolicy`` in keylime/tpm/tpm_util.py;
+  ``TPM_Utilities.readPolicy`` in keylime/tpm/tpm_abstract.py before 7.x)
+  reads a JSON object whose keys are PCR
   numbers as decimal strings (at most 24) and whose values are one hex
   string or a list of them, lowercases them and adds a ``"mask"`` key of
   its own; when it checks a quote it accepts a PCR whose value, in the
-  agent's hash bank, is any one of the listed values.  So both the SHA-1 and
+  agent's hash bank, is any one of the listed values (``Tpm.check_pcrs`` in
+  keylime/tpm/tpm_main.py).  So both the SHA-1 and
   the SHA-256 value of each PCR are listed and the policy fits an agent of
   either bank.
 * `pcrlock_document`: systemd-pcrlock's ``.pcrlock`` file (systemd.pcrlock(5);
