@@ -6,19 +6,20 @@ measurements and final PCR values):
 * `keylime_policy`: Keylime's ``tpm_policy``, what ``keylime_tenant
   --tpm_policy`` takes.  Keylime (``readPolicy`` in keylime/tpm/tpm_util.py;
   ``TPM_Utilities.readPolicy`` in keylime/tpm/tpm_abstract.py before 7.x)
-  reads a JSON object whose keys are PCR
-  numbers as decimal strings (at most 24) and whose values are one hex
-  string or a list of them, lowercases them and adds a ``"mask"`` key of
-  its own; when it checks a quote it accepts a PCR whose value, in the
-  agent's hash bank, is any one of the listed values (``Tpm.check_pcrs`` in
-  keylime/tpm/tpm_main.py).  So both the SHA-1 and
-  the SHA-256 value of each PCR are listed and the policy fits an agent of
-  either bank.
+  reads a JSON object whose keys are PCR numbers as decimal strings (at
+  most 24) and whose values are one hex string or a list of them, lowercases
+  them and adds a ``"mask"`` key of its own; when it checks a quote it
+  accepts a PCR whose value, in the agent's hash bank, is any one of the
+  listed values (``Tpm.check_pcrs`` in keylime/tpm/tpm_main.py).  So both
+  the SHA-1 and the SHA-256 value of each PCR are listed and the policy
+  fits an agent of either bank.
 * `pcrlock_document`: systemd-pcrlock's ``.pcrlock`` file (systemd.pcrlock(5);
-  written and read by src/pcrlock/pcrlock.c): ``{"records": [{"pcr": N,
-  "digests": [{"hashAlg": "sha256", "digest": HEX}, ...]}, ...]}``, a subset
-  of the TCG Canonical Event Log's JSON form, one record per extend, in
-  order, each digest being what was extended (not the resulting PCR).
+  src/pcrlock/pcrlock.c reads "records", each a "pcr" and "digests" of
+  "hashAlg" (tpm2_hash_alg_to_string's names) and hex "digest"):
+  ``{"records": [{"pcr": N, "digests": [{"hashAlg": "sha256", "digest":
+  HEX}, ...]}, ...]}``, a subset of the TCG Canonical Event Log's JSON form,
+  one record per extend, in order, each digest being what was extended
+  (not the resulting PCR).
 
 Reader: `load_reference` takes any of those two or our own ``predict
 --json`` document (or a bare ``{"BANK": {"N": HEX}}`` object) and returns
