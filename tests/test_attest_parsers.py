@@ -324,6 +324,29 @@ def test_cli_malformed_files_are_one_line(tmp_path: Path) -> None:
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
     assert proc.returncode == 0 and proc.stdout.startswith("OK: "), proc
     # Usage errors exit 2.
-    for extra in (["-q", "not-hex-nor-file"], ["-g", "md5"]):
+    for extra in (["-q", "not-hex-nor-file"], ["-g", "md5"], ["-q", ""]):
         proc = subprocess.run(argv + extra, capture_output=True, text=True, timeout=60, check=False)
         assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc
+
+
+def test_help_is_a_manual_page() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "pvgrub_py.cli.pvgrubctl", "attest", "verify", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0
+    for word in (
+        "tpm2_checkquote",
+        "examples:",
+        "exit status:",
+        "--reference",
+        "--eventlog",
+        "-q NONCE",
+        "pcr-digest",
+        "Keylime",
+        "pcrlock",
+    ):
+        assert word in proc.stdout, word

@@ -44,6 +44,10 @@ in selection order; a selected PCR the reference does not name is taken from
 the event log's replay, else at its reset value), and with --eventlog,
 eventlog (the log replays to the reference values).
 
+The AK is taken as given: that it lives in the guest's vTPM (an AK
+certified against the vTPM's EK, e.g. with tpm2_makecredential and
+tpm2_activatecredential) is for the caller to establish first.
+
 On acceptance one line "OK: ..." and exit status 0; on rejection one line
 "REJECT: CHECK: why" on stdout and exit status 1.  A file that cannot be read
 or parsed is one line on stderr naming the file and the field, exit 1."""
@@ -116,7 +120,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help="a TCG event log of the boot, which must replay to the reference "
                    "(and supplies selected PCRs the reference does not name)")  # fmt: skip
     v.add_argument(
-        "--json", action="store_true", help="print the verdict and every check as a JSON document"
+        "--json",
+        action="store_true",
+        help="print the verdict, every check and the quote's fields as a JSON document",
     )
     v.set_defaults(func=run_verify)
 
@@ -130,6 +136,8 @@ def read_nonce(text: str) -> bytes:
         if not os.path.isfile(text):
             raise UsageError(f"--qualification {text[:40]!r}: neither hex nor a file") from None
         nonce = read_bounded(text, "nonce", MAX_NONCE_BYTES)
+    if not nonce:
+        raise UsageError("--qualification: an empty nonce proves no freshness; give a fresh one")
     if len(nonce) > MAX_NONCE_BYTES:
         raise UsageError(
             f"--qualification: {len(nonce)} bytes (a TPM takes at most {MAX_NONCE_BYTES})"
@@ -160,6 +168,19 @@ def run_verify(args: argparse.Namespace) -> int:
     if args.json:
         doc = verdict.as_json()
         doc["reference_format"] = reference.format
+        doc["quote"] = {
+            "clock": quote.clock,
+            "reset_count": quote.reset_count,
+            "restart_count": quote.restart_count,
+            "safe": quote.safe,
+            "firmware_version": f"0x{quote.firmware_version:016x}",
+            "qualified_signer": quote.qualified_signer.hex(),
+            "pcr_select": {
+                (s.bank.name if s.bank else f"0x{s.alg_id:04x}"): list(s.pcrs)
+                for s in quote.selections
+            },
+            "pcr_digest": quote.pcr_digest.hex(),
+        }
         json.dump(doc, sys.stdout, indent=2)
         sys.stdout.write("\n")
     else:
