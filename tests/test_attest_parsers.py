@@ -24,7 +24,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pvgrub_py.attest.quote import parse_attest, parse_public, parse_signature
-from pvgrub_py.attest.reference import load_reference, reference_from_document
+from pvgrub_py.attest.reference import (
+    FORMATS,
+    load_reference,
+    reference_document,
+    reference_from_document,
+)
 from pvgrub_py.attest.verify import verify_quote
 from pvgrub_py.errors import InputError
 
@@ -350,3 +355,26 @@ def test_help_is_a_manual_page() -> None:
         "pcrlock",
     ):
         assert word in proc.stdout, word
+
+
+def test_every_format_written_reads_back(tmp_path: Path) -> None:
+    """reference_document -> file -> load_reference gives the hashlib values, in each format."""
+    from pvgrub_py.measure.boot_files import measure_boot_files
+    from pvgrub_py.measure.predict import predict_pcrs
+    from pvgrub_py.tpm.algorithms import SHA1, SHA256
+
+    (tmp_path / "k").write_bytes(b"kernel bytes")
+    ms = measure_boot_files(str(tmp_path / "k"), None, "ro quiet", (SHA1, SHA256))
+    values = predict_pcrs(ms, (SHA1, SHA256))
+    want = {}
+    for bank in ("sha1", "sha256"):
+        zero = bytes(hashlib.new(bank).digest_size)
+        h = lambda data, b=bank: hashlib.new(b, data).digest()  # noqa: E731
+        want[bank] = {4: h(zero + h(b"kernel bytes")), 5: h(h(zero + h(b"ro quiet")) + h(b""))}
+    for fmt in FORMATS:
+        path = tmp_path / f"ref.{fmt}"
+        path.write_text(json.dumps(reference_document(fmt, ms, values)))
+        ref = load_reference(str(path))
+        assert (ref.format, ref.values) == (fmt, want)
+    with pytest.raises(ValueError, match="unknown reference format"):
+        reference_document("yaml", ms, values)

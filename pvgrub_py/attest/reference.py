@@ -36,7 +36,7 @@ from typing import Any
 
 from pvgrub_py.errors import InputError
 from pvgrub_py.measure.plan import CMDLINE_PCR, KERNEL_PCR, Measurement
-from pvgrub_py.measure.predict import PcrValues, pcrs_from_json
+from pvgrub_py.measure.predict import PcrValues, pcrs_from_json, prediction_document
 from pvgrub_py.tpm.algorithms import BY_NAME, HashAlgorithm, computable, extend
 
 #: A reference is a few KiB; refuse to slurp anything huge.
@@ -84,6 +84,23 @@ def pcrlock_document(measurements: Sequence[Measurement]) -> dict[str, Any]:
             raise ValueError(f"{m.what}: no digest in a bank systemd-pcrlock knows")
         records.append({"pcr": m.pcr, "digests": digests})
     return {"records": records}
+
+
+def reference_document(
+    fmt: str, measurements: Sequence[Measurement], values: Mapping[str, Mapping[int, bytes]]
+) -> dict[str, Any]:
+    """The reference for a prediction in ``fmt`` (one of `FORMATS`), ready for json.dump.
+
+    What ``predict --format FMT`` prints: ``json`` is the ``predict --json``
+    document itself.
+    """
+    if fmt == "keylime":
+        return dict(keylime_policy(values))
+    if fmt == "pcrlock":
+        return pcrlock_document(measurements)
+    if fmt == "json":
+        return prediction_document(measurements, {b: dict(p) for b, p in values.items()})
+    raise ValueError(f"unknown reference format {fmt!r} (known: {', '.join(FORMATS)})")
 
 
 @dataclass(frozen=True)
