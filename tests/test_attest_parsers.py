@@ -378,3 +378,28 @@ def test_every_format_written_reads_back(tmp_path: Path) -> None:
         assert (ref.format, ref.values) == (fmt, want)
     with pytest.raises(ValueError, match="unknown reference format"):
         reference_document("yaml", ms, values)
+
+
+def test_selected_pcrs_beyond_the_reference() -> None:
+    """PCR 0 quoted too: its reset value without a log, the log's replay with one."""
+    pub = parse_public(rsa_public(), "ak")
+    zero_first = attest(
+        NONCE,
+        selection((0x000B, (0, 4, 5))),
+        hashlib.sha256(bytes(32) + REF["sha256"][4] + REF["sha256"][5]).digest(),
+    )
+    q = parse_attest(zero_first, "m")
+    sig = parse_signature(rsassa(zero_first), "s")
+    assert verify_quote(pub, q.signed, q, sig, NONCE, REF).accepted
+    pcr0 = hashlib.sha256(b"firmware").digest()
+    log = {"sha256": {0: pcr0, 4: REF["sha256"][4], 5: REF["sha256"][5]}, "sha1": dict(REF["sha1"])}
+    v = verify_quote(pub, q.signed, q, sig, NONCE, REF, log)
+    assert [c.name for c in v.checks if c.ok is False] == ["pcr-digest"]
+    with_log = attest(
+        NONCE,
+        selection((0x000B, (0, 4, 5))),
+        hashlib.sha256(pcr0 + REF["sha256"][4] + REF["sha256"][5]).digest(),
+    )
+    q = parse_attest(with_log, "m")
+    v = verify_quote(pub, q.signed, q, parse_signature(rsassa(with_log), "s"), NONCE, REF, log)
+    assert v.accepted, v.failed
