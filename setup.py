@@ -53,6 +53,8 @@ setup(
     install_requires=[
         "cffi>=1.15",
         "pyxs==0.4.1",
+        # Quote signatures and AK public keys (pvgrub_py/attest).
+        "cryptography>=41",
         # bzImage payload decompressors beyond the stdlib (gzip, bzip2, xz, lzma).
         "zstandard>=0.22",
         "lz4>=4.3",

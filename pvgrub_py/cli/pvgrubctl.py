@@ -23,13 +23,15 @@ COMMAND_MODULES: tuple[str, ...] = (
     "pvgrub_py.cli.cmd_sim",
     "pvgrub_py.cli.cmd_doctor",
     "pvgrub_py.cli.cmd_kernel_info",
+    "pvgrub_py.cli.cmd_attest",
 )
 
 DESCRIPTION = """\
 Measured boot for Xen PV guests, everything but the xl bootloader itself
 (that is pvgrub-py): predict the PCRs a boot will produce, show and verify
 TCG event logs, build and start measured guests, serve guests' vTPMs from
-dom0, run a simulated Xen host, check a host, inspect guest kernels.
+dom0, verify a guest's TPM quote against the predicted boot, run a
+simulated Xen host, check a host, inspect guest kernels.
 "pvgrubctl VERB --help" describes each verb, with examples.
 
 Exit status: 0 on success, 1 on a failure, 2 on a usage error."""
@@ -38,6 +40,8 @@ EPILOG = """\
 examples:
   pvgrubctl predict guest.img --json > expected.json
   pvgrubctl eventlog verify guest.eventlog --pcrs expected.json
+  pvgrubctl attest verify -u ak.pub -m quote.msg -s quote.sig -q "$NONCE" \\
+      --reference expected.json
   pvgrubctl boot --sim guest.img"""
 
 
