@@ -193,3 +193,58 @@ def test_predict_disk_errors_are_one_line(
     assert r.returncode == status, r.stderr
     assert r.stdout == ""
     assert r.stderr.count("\n") == 1 and message in r.stderr, r.stderr
+
+
+def _expected(kernel: str, initrd: str, cmdline: bytes) -> dict[str, dict[int, str]]:
+    """PCR 4 and 5 by the README's rule, in plain hashlib (not the product's code)."""
+    out: dict[str, dict[int, str]] = {}
+    for bank in ("sha1", "sha256"):
+        def h(data: bytes, bank: str = bank) -> bytes:
+            return hashlib.new(bank, data).digest()
+
+        zero = bytes(hashlib.new(bank).digest_size)
+        k, i = Path(kernel).read_bytes(), Path(initrd).read_bytes()
+        out[bank] = {4: h(zero + h(k)).hex(), 5: h(h(zero + h(cmdline)) + h(i)).hex()}
+    return out
+
+
+def test_format_keylime_is_a_tpm_policy(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Keylime's tpm_policy: PCR numbers as strings, each a list of lowercase hex values
+    (any of which Keylime accepts): here the sha1 and the sha256 value."""
+    k, i = files(tmp_path)
+    assert main(["predict", "--kernel", k, "--initrd", i, "--cmdline", "ro",
+                 "--format", "keylime"]) == 0  # fmt: skip
+    policy = json.loads(capsys.readouterr().out)
+    want = _expected(k, i, b"ro")
+    assert policy == {str(p): [want["sha1"][p], want["sha256"][p]] for p in (4, 5)}
+
+
+def test_format_pcrlock_is_one_record_per_extend(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    k, i = files(tmp_path)
+    assert main(["predict", "--kernel", k, "--initrd", i, "--cmdline", "ro",
+                 "--bank", "sha256", "--format", "pcrlock"]) == 0  # fmt: skip
+    doc = json.loads(capsys.readouterr().out)
+    digests = [
+        hashlib.sha256(Path(k).read_bytes()).hexdigest(),
+        hashlib.sha256(b"ro").hexdigest(),
+        hashlib.sha256(Path(i).read_bytes()).hexdigest(),
+    ]
+    assert doc == {"records": [
+        {"pcr": pcr, "digests": [{"hashAlg": "sha256", "digest": d}]}
+        for pcr, d in zip((4, 5, 5), digests, strict=True)
+    ]}  # fmt: skip
+
+
+def test_format_json_is_json_and_conflicts_are_usage_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    k, i = files(tmp_path)
+    base = ["predict", "--kernel", k, "--initrd", i, "--cmdline", "ro"]
+    assert main([*base, "--format", "json"]) == 0
+    as_format = capsys.readouterr().out
+    assert main([*base, "--json"]) == 0
+    assert capsys.readouterr().out == as_format
+    assert main([*base, "--json", "--format", "keylime"]) == 2
+    assert "--json" in capsys.readouterr().err

@@ -7,6 +7,7 @@ import json
 import os
 import sys
 
+from pvgrub_py.attest.reference import FORMATS, reference_document
 from pvgrub_py.bootcfg.dialect import Dialect
 from pvgrub_py.cli.common import check_input, check_output, int_in_range
 from pvgrub_py.errors import UsageError
@@ -14,7 +15,7 @@ from pvgrub_py.eventlog.builder import log_for_measurements, write_atomic
 from pvgrub_py.eventlog.codec import serialise
 from pvgrub_py.measure.boot_files import measure_boot_files
 from pvgrub_py.measure.plan import Measurement
-from pvgrub_py.measure.predict import predict_pcrs, prediction_document
+from pvgrub_py.measure.predict import predict_pcrs
 from pvgrub_py.measure.report import format_measurements, format_pcrs
 from pvgrub_py.tpm.algorithms import SHA1, HashAlgorithm, parse_banks
 
@@ -38,6 +39,9 @@ examples:
   pvgrubctl predict --kernel /boot/vmlinuz-6.1.0-28-amd64 \\
       --initrd /boot/initrd.img-6.1.0-28-amd64 --cmdline "root=/dev/xvda1 ro"
   pvgrubctl predict --kernel vmlinuz --cmdline "console=hvc0" --bank sha256 --json
+  pvgrubctl predict guest7.img --format keylime > guest7.policy
+      keylime_tenant ... --tpm_policy "$(cat guest7.policy)"
+  pvgrubctl predict guest7.img --bank sha256 --format pcrlock > 600-pvgrub.pcrlock
 
 The --json document is a stable interface:
   {"measurements": [{"pcr": 4, "what": "kernel", "source": PATH,
@@ -94,7 +98,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--bank", default="sha1,sha256", metavar="ALG[,ALG...]",
                    help="the PCR banks to compute, comma-separated: sha1, sha256, sha384, sha512 "
                         "(default: sha1,sha256)")  # fmt: skip
-    p.add_argument("--json", action="store_true", help="print the stable JSON document")
+    p.add_argument("--format", choices=("text", *FORMATS), default=None,
+                   help="what to print: text (default) for a person; json, the stable "
+                        "document below; keylime, a tpm_policy for keylime_tenant "
+                        "--tpm_policy (each PCR's sha1 and sha256 values); pcrlock, "
+                        "a systemd-pcrlock .pcrlock file (one record per extend, in "
+                        "order)")  # fmt: skip
+    p.add_argument("--json", action="store_true", help="the same as --format json")
     p.add_argument("--event-log", metavar="OUT",
                    help="also write the TCG event log this boot will produce to OUT "
                         "(atomically)")  # fmt: skip
@@ -166,6 +176,9 @@ def _check_inputs(args: argparse.Namespace) -> None:
 
 def run(args: argparse.Namespace) -> int:
     _check_form(args)
+    if args.json and args.format not in (None, "json"):
+        raise UsageError(f"--json is --format json; it cannot go with --format {args.format}")
+    fmt = "json" if args.json else (args.format or "text")
     banks = parse_banks(args.bank)
     if args.log_format is not None and not args.event_log:
         raise UsageError("--log-format is the format of --event-log OUT; give --event-log")
@@ -183,8 +196,8 @@ def run(args: argparse.Namespace) -> int:
     if args.event_log:
         log = log_for_measurements(measurements, banks, tpm2=log_format == "crypto-agile")
         write_atomic(args.event_log, serialise(log))
-    if args.json:
-        json.dump(prediction_document(measurements, values), sys.stdout, indent=2)
+    if fmt != "text":
+        json.dump(reference_document(fmt, measurements, values), sys.stdout, indent=2)
         sys.stdout.write("\n")
     else:
         print("Measurements, in extend order:")
