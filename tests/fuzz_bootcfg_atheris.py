@@ -36,8 +36,6 @@ from pathlib import Path
 import atheris
 
 with atheris.instrument_imports(include=["pvgrub_py.bootcfg"]):
-    # The interpreter imports its command table lazily: instrument it here.
-    from pvgrub_py.bootcfg import grub2_commands, grub2_testcmd  # noqa: F401
     from pvgrub_py.bootcfg.bls import parse_bls_dir
     from pvgrub_py.bootcfg.dialect import Dialect
     from pvgrub_py.bootcfg.entry import BootMenu
