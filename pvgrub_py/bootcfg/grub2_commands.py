@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from pvgrub_py.bootcfg import bls
 from pvgrub_py.bootcfg.dialect import Dialect
@@ -23,11 +23,14 @@ from pvgrub_py.bootcfg.entry import FileRef
 from pvgrub_py.bootcfg.files import normalize_path, read_capped, split_device_path
 from pvgrub_py.bootcfg.grub2_expand import grub_cmdline
 from pvgrub_py.bootcfg.grub2_parser import SimpleCommand, parse_script
-from pvgrub_py.bootcfg.grub2_shell import CommandTable, Handler, Shell
 from pvgrub_py.bootcfg.grub2_state import FunctionReturn, LoopBreak, MenuItem, ScriptExit
 from pvgrub_py.bootcfg.grub2_testcmd import Probe, evaluate
 from pvgrub_py.bootcfg.grub_strtoul import strtoul
 from pvgrub_py.bootcfg.grubenv import STANDARD_SIZE, EnvBlock, parse_envblk, set_envblk_var
+
+if TYPE_CHECKING:
+    # A contract for the type checker only: nothing imports it at run time.
+    from pvgrub_py.bootcfg.grub2_shell import CommandTable, Handler, Shell
 
 # -- option parsing (grub_arg_parse, grub-core/lib/arg.c) -------------------------
 

@@ -42,6 +42,7 @@ from __future__ import annotations
 import contextlib
 import posixpath
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 from pvgrub_py.bootcfg.dialect import PETITBOOT_SOURCE_LEVELS, Dialect
 from pvgrub_py.bootcfg.entry import BootEntry, BootMenu, SubmenuInfo
@@ -69,7 +70,6 @@ from pvgrub_py.bootcfg.grub2_parser import (
     Word,
     parse_script,
 )
-from pvgrub_py.bootcfg.grub2_shell import CommandTable
 from pvgrub_py.bootcfg.grub2_state import (
     EntryState,
     Frame,
@@ -82,6 +82,10 @@ from pvgrub_py.bootcfg.grub2_state import (
 from pvgrub_py.bootcfg.grub_strtoul import strtosl
 from pvgrub_py.bootcfg.limits import DEFAULT_LIMITS, Limits
 from pvgrub_py.bootcfg.select import default_index
+
+if TYPE_CHECKING:
+    # A contract for the type checker only: nothing imports it at run time.
+    from pvgrub_py.bootcfg.grub2_shell import CommandTable
 
 #: Features GRUB's normal mode announces (``grub-core/normal/main.c``);
 #: grub-mkconfig output tests them to pick modern syntax.
