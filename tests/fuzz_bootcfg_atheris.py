@@ -36,8 +36,6 @@ from pathlib import Path
 import atheris
 
 with atheris.instrument_imports(include=["pvgrub_py.bootcfg"]):
-    # The interpreter imports its command table lazily: instrument it here.
-    from pvgrub_py.bootcfg import grub2_commands, grub2_testcmd  # noqa: F401
     from pvgrub_py.bootcfg.bls import parse_bls_dir
     from pvgrub_py.bootcfg.dialect import Dialect
     from pvgrub_py.bootcfg.entry import BootMenu
@@ -186,6 +184,21 @@ def _shared_configs() -> list[tuple[list[int], bytes]]:
     return out
 
 
+#: GRUB command lines with options in each spelling the option parser takes,
+#: including a value on a flag (``--unrestricted=yes``, refused as GRUB does),
+#: so libFuzzer starts from the ``--opt=value`` branches.
+OPTION_SEEDS = (
+    "menuentry --unrestricted=yes 'x' { linux /v }\n"
+    "menuentry --unrestricted --class=gnu --class os --id=y 'y' { linux /k }\n"
+    "submenu --users= --hotkey=a 's' { menuentry -- '-t' { linux /k } }\n",
+    "menuentry 'z' --source='linux /k'\n"
+    "search --no-floppy --fs-uuid --set=root --hint=hd0,msdos1 u-1\n"
+    "search -nu -s=x u-1\nsearch --file=/b.cfg /b.cfg\nsearch.fs_uuid u-1 r\n"
+    "probe -u -s=v hd0,msdos1\nload_env --file=/boot/grub/grubenv -s=1\n"
+    "save_env -f /boot/grub/grubenv --skip-sig x\n",
+)
+
+
 def _own_configs() -> list[tuple[list[int], bytes, bytes]]:
     """This project's own configs (tests/own_bootcfg.py), each alone and with a grubenv."""
     import own_bootcfg
@@ -196,6 +209,7 @@ def _own_configs() -> list[tuple[list[int], bytes, bytes]]:
         out.append((SELECTORS[kind], text.encode(), b""))
         if kind == "grub2":
             out.append(([0, 1], text.encode(), env))
+    out += [([0, 1, 7], text.encode(), env) for text in OPTION_SEEDS]
     return out
 
 

@@ -172,6 +172,20 @@ GRUB_WORDS = [
     "0x1f",
     "010",
     "-1",
+    # Options written with "=": a value on an option that takes one, and on
+    # one that takes none (GRUB's parser refuses the command then).
+    "--unrestricted",
+    "--unrestricted=yes",
+    "--id=x",
+    "--class=c",
+    "--users=",
+    "--source=",
+    "--hotkey=a",
+    "--fs-uuid=u-1",
+    "--file=/b.cfg",
+    "--hint=hd0,msdos1",
+    "-s=x",
+    "-f=/grubenv",
 ]
 SYSLINUX_WORDS = [
     "LABEL",
@@ -235,6 +249,49 @@ LEGACY_WORDS = [
 def words_text(vocab: list[str]) -> st.SearchStrategy[str]:
     piece = st.one_of(st.sampled_from(vocab), st.text(max_size=4))
     return st.lists(piece, max_size=60).map("".join)
+
+
+#: The options each modelled command knows (flags and options with a value).
+MENU_OPTIONS = ["--unrestricted", "--class", "--users", "--hotkey", "--source", "--id"]
+SEARCH_OPTIONS = ["--set", "-s", "--hint", "--hint-bios", "--file", "-f", "--label", "-l"]
+COMMAND_OPTIONS = {
+    "menuentry": MENU_OPTIONS,
+    "submenu": MENU_OPTIONS,
+    "search": [*SEARCH_OPTIONS, "--fs-uuid", "-u", "--part-uuid", "--no-floppy", "-n", "-nu"],
+    "search.fs_uuid": SEARCH_OPTIONS,
+    "probe": ["--set", "-s", "--fs-uuid", "-u", "--label", "--fs", "--driver"],
+    "load_env": ["--file", "-f", "--skip-sig", "-s"],
+    "save_env": ["--file", "-f"],
+    "initrd": ["--x"],
+}
+#: And options no command knows.
+OPTION_JUNK = st.from_regex(r"--?[a-z=-]{0,6}", fullmatch=True)
+OPTION_VALUES = ["", "x", "yes", "u-1", "L", "/b.cfg", "hd0,msdos1", "'a b'", "$x"]
+
+
+@st.composite
+def option_command(draw: st.DrawFn) -> str:
+    """One command line with options in every GRUB spelling: ``--opt``,
+    ``--opt=value`` (also on a flag), ``--opt value``, ``-o``, clusters,
+    ``--``; a block after ``menuentry``/``submenu``, half of the lines."""
+    command = draw(
+        st.one_of(st.sampled_from(["menuentry", "submenu"]), st.sampled_from(list(COMMAND_OPTIONS)))
+    )
+    value = st.sampled_from(OPTION_VALUES)
+    words = [command]
+    for _ in range(draw(st.integers(1, 4))):
+        name = draw(st.one_of(st.sampled_from(COMMAND_OPTIONS[command]), OPTION_JUNK))
+        form = draw(st.sampled_from(["bare", "eq", "next"]))
+        if form == "eq":
+            words.append(f"{name}={draw(value)}")
+        elif form == "next":
+            words += [name, draw(value)]
+        else:
+            words.append(name)
+    words += draw(st.lists(value, max_size=2))
+    if command in ("menuentry", "submenu"):
+        words.append(draw(st.sampled_from(["{ linux /k }", "{ menuentry y { linux /k } }", ""])))
+    return " ".join(words)
 
 
 def corpus_texts() -> list[str]:
@@ -339,6 +396,12 @@ def test_grub_vocabulary(main: str, other: str) -> None:
 @given(words_text(GRUB_WORDS), words_text(GRUB_WORDS))
 def test_grub_vocabulary_small_limits(main: str, other: str) -> None:
     run_all(main, other, SMALL)
+
+
+@FUZZ
+@given(st.lists(option_command(), min_size=1, max_size=6).map("\n".join), words_text(GRUB_WORDS))
+def test_grub_command_options(main: str, other: str) -> None:
+    run_all(main, other, Limits())
 
 
 @FUZZ
@@ -526,6 +589,22 @@ def test_largest_config_is_bounded() -> None:
     with pytest.raises(BootConfigError, match="statements executed"):
         parse_grub2(DictVolume({"/g.cfg": "x=1\n" * 262_000}), "/g.cfg")
     assert time.monotonic() - start < 20
+
+
+def test_menuentry_option_with_a_value_it_does_not_take() -> None:
+    """``--unrestricted=yes``: the entry is refused with a warning (it was an
+    ``assert``: a traceback from ``pvgrub-py --isconfig``, nothing under -O)."""
+    cfg = (
+        "set timeout=1\n"
+        "menuentry --unrestricted=yes 'x' { linux /v }\n"
+        "menuentry --unrestricted --id=b 'y' { linux /w }\n"
+    )
+    for dialect in Dialect:
+        menu = parse_grub2(DictVolume({"/g.cfg": cfg}), "/g.cfg", dialect=dialect)
+        entries = [(e.title, e.id, e.kernel.path if e.kernel else None) for e in menu.entries]
+        assert entries == [("y", "b", "/w")]
+        warning = "/g.cfg:2: menuentry: option --unrestricted takes no value; not added"
+        assert warning in menu.warnings, menu.warnings
 
 
 def test_numbers_that_are_not_numbers() -> None:

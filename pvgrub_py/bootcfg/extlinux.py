@@ -154,6 +154,31 @@ def _resolve(base: str, name: str) -> str:
 
 
 def _parse_file(state: _State, path: str, depth: int) -> None:
+    """Read one file (the config or an ``INCLUDE``d one) into *state*."""
+    text = _read(state, path, depth)
+    if text is None:
+        return
+    label: _Label | None = state.labels[-1] if state.labels else None
+    in_text = False
+    for lineno, raw in enumerate(text.split("\n"), start=1):
+        line = raw.strip(ASCII_BLANKS)
+        if in_text:
+            if line.lower() == "endtext":
+                in_text = False
+            continue
+        if not line or line.startswith("#"):
+            continue
+        parts = split_first(line)
+        key = parts[0].lower()
+        arg = parts[1].strip(ASCII_BLANKS) if len(parts) > 1 else ""
+        if key == "text":
+            in_text = arg.lower().startswith("help")
+            continue
+        label = _directive(state, label, key, arg, (path, lineno), depth)
+
+
+def _read(state: _State, path: str, depth: int) -> str | None:
+    """A file's text, within the include budgets; None (warned) for a missing include."""
     limits = state.limits
     if depth > limits.max_source_depth:
         raise BootConfigError(path, f"INCLUDE nested deeper than {limits.max_source_depth} files")
@@ -165,91 +190,90 @@ def _parse_file(state: _State, path: str, depth: int) -> None:
         if depth == 0:
             raise BootConfigError(path, "config file not found")
         state.warn(path, "included file not found")
-        return
-    label: _Label | None = state.labels[-1] if state.labels else None
-    in_text = False
-    for lineno, raw in enumerate(decode_config(data).replace("\r", "").split("\n"), start=1):
-        line = raw.strip(ASCII_BLANKS)
-        if in_text:
-            if line.lower() == "endtext":
-                in_text = False
-            continue
-        if not line or line.startswith("#"):
-            continue
-        parts = split_first(line)
-        key = parts[0].lower()
-        arg = parts[1].strip(ASCII_BLANKS) if len(parts) > 1 else ""
-        where = f"{path}:{lineno}"
-        if key == "menu":
-            sub = split_first(arg)
-            subkey = sub[0].lower() if sub else ""
-            subarg = sub[1].strip(ASCII_BLANKS) if len(sub) > 1 else ""
-            if subkey == "default" and label is not None:
-                label.menu_default = True
-            elif subkey == "label" and label is not None and subarg:
-                label.menu_label = subarg.replace("^", "")
-            elif subkey == "include" and subarg:
-                _parse_file(state, _resolve(state.base, split_words(subarg)[0]), depth + 1)
-                label = state.labels[-1] if state.labels else None
-            continue
-        if key == "text":
-            in_text = arg.lower().startswith("help")
-            continue
-        if key == "include":
-            if arg:
-                _parse_file(state, _resolve(state.base, split_words(arg)[0]), depth + 1)
-                label = state.labels[-1] if state.labels else None
-            continue
-        if key == "label":
-            if len(state.labels) >= limits.max_entries:
-                raise BootConfigError(where, f"more than {limits.max_entries} labels")
-            label = _Label(arg, lineno, path)
-            state.labels.append(label)
-            continue
-        if key == "default":
-            state.default = split_words(arg)[0] if arg else None
-            continue
-        if key == "ontimeout":
-            state.ontimeout = split_words(arg)[0] if arg else None
-            continue
-        if key == "timeout":
-            number = small_int(arg)
-            if number is not None and number >= 0:
-                state.timeout = number
-            continue
-        if key == "append":
-            if label is not None:
-                label.append = arg
-            elif not state.unlabeled_image:
-                state.global_append = arg
-            continue
-        if label is None:
-            if key in ("kernel", "linux") and state.dialect is Dialect.PETITBOOT:
-                # petitboot: an unlabelled image owns the APPEND that follows it.
-                state.unlabeled_image = True
-            if key in ("kernel", "linux", "initrd") or key in _NON_LINUX_KEYWORDS:
-                state.warn(where, f"{key.upper()} before any LABEL is not an entry; ignored")
-            elif key not in _IGNORED:
-                state.warn(where, f"unknown directive {key!r} ignored")
-            continue
-        if key in ("kernel", "linux"):
-            words = split_first(arg)
-            label.image = words[0] if words else None
-            label.image_args = words[1] if len(words) > 1 else ""
-            label.loader = "linux"
-            if key == "kernel" and label.image is not None:
-                ext = posixpath.splitext(label.image.lower())[1]
-                if label.image.lower().endswith("mboot.c32"):
-                    label.loader = "mboot"
-                elif ext in _NON_LINUX_BY_EXT:
-                    label.loader = _NON_LINUX_BY_EXT[ext]
-        elif key in _NON_LINUX_KEYWORDS:
-            label.loader = _NON_LINUX_KEYWORDS[key]
-            label.image = arg or None
-        elif key == "initrd":
-            label.initrd = [p for p in arg.split(",") if p]
-        elif key not in _IGNORED:
-            state.warn(where, f"unknown label directive {key!r} ignored")
+        return None
+    return decode_config(data).replace("\r", "")
+
+
+def _directive(
+    state: _State,
+    label: _Label | None,
+    key: str,
+    arg: str,
+    at: tuple[str, int],
+    depth: int,
+) -> _Label | None:
+    """Apply one directive at *at* (file, line); returns the label now current."""
+    path, lineno = at
+    where = f"{path}:{lineno}"
+    if key in ("menu", "include"):
+        sub = split_first(arg) if key == "menu" else ["include", arg]
+        subkey = sub[0].lower() if sub else ""
+        subarg = sub[1].strip(ASCII_BLANKS) if len(sub) > 1 else ""
+        if subkey == "default" and label is not None:
+            label.menu_default = True
+        elif subkey == "label" and label is not None and subarg:
+            label.menu_label = subarg.replace("^", "")
+        elif subkey == "include" and subarg:
+            _parse_file(state, _resolve(state.base, split_words(subarg)[0]), depth + 1)
+            label = state.labels[-1] if state.labels else None
+    elif key == "label":
+        if len(state.labels) >= state.limits.max_entries:
+            raise BootConfigError(where, f"more than {state.limits.max_entries} labels")
+        label = _Label(arg, lineno, path)
+        state.labels.append(label)
+    elif key in ("default", "ontimeout", "timeout", "append"):
+        _global_directive(state, label, key, arg)
+    elif label is None:
+        _unlabeled_directive(state, key, where)
+    else:
+        _label_directive(state, label, key, arg, where)
+    return label
+
+
+def _global_directive(state: _State, label: _Label | None, key: str, arg: str) -> None:
+    if key == "default":
+        state.default = split_words(arg)[0] if arg else None
+    elif key == "ontimeout":
+        state.ontimeout = split_words(arg)[0] if arg else None
+    elif key == "timeout":
+        number = small_int(arg)
+        if number is not None and number >= 0:
+            state.timeout = number
+    elif label is not None:
+        label.append = arg
+    elif not state.unlabeled_image:
+        state.global_append = arg
+
+
+def _unlabeled_directive(state: _State, key: str, where: str) -> None:
+    if key in ("kernel", "linux") and state.dialect is Dialect.PETITBOOT:
+        # petitboot: an unlabelled image owns the APPEND that follows it.
+        state.unlabeled_image = True
+    if key in ("kernel", "linux", "initrd") or key in _NON_LINUX_KEYWORDS:
+        state.warn(where, f"{key.upper()} before any LABEL is not an entry; ignored")
+    elif key not in _IGNORED:
+        state.warn(where, f"unknown directive {key!r} ignored")
+
+
+def _label_directive(state: _State, label: _Label, key: str, arg: str, where: str) -> None:
+    if key in ("kernel", "linux"):
+        words = split_first(arg)
+        label.image = words[0] if words else None
+        label.image_args = words[1] if len(words) > 1 else ""
+        label.loader = "linux"
+        if key == "kernel" and label.image is not None:
+            ext = posixpath.splitext(label.image.lower())[1]
+            if label.image.lower().endswith("mboot.c32"):
+                label.loader = "mboot"
+            elif ext in _NON_LINUX_BY_EXT:
+                label.loader = _NON_LINUX_BY_EXT[ext]
+    elif key in _NON_LINUX_KEYWORDS:
+        label.loader = _NON_LINUX_KEYWORDS[key]
+        label.image = arg or None
+    elif key == "initrd":
+        label.initrd = [p for p in arg.split(",") if p]
+    elif key not in _IGNORED:
+        state.warn(where, f"unknown label directive {key!r} ignored")
 
 
 def _entry(state: _State, label: _Label, index: int) -> BootEntry:

@@ -1,7 +1,9 @@
 """GRUB 2 ``grub.cfg``: the public entry point of the interpreter.
 
 See `grub2_interp` for the execution model and `select` for how the
-default entry is resolved.
+default entry is resolved.  This module wires the two halves: the
+interpreter (`grub2_interp`) gets the command table (`grub2_commands`)
+through its constructor, and each command sees it as a `grub2_shell.Shell`.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from collections.abc import Mapping
 from pvgrub_py.bootcfg.dialect import Dialect
 from pvgrub_py.bootcfg.entry import BootMenu
 from pvgrub_py.bootcfg.files import ConfigFiles, VolumeSet
+from pvgrub_py.bootcfg.grub2_commands import COMMANDS
 from pvgrub_py.bootcfg.grub2_interp import Interpreter
 from pvgrub_py.bootcfg.limits import DEFAULT_LIMITS, Limits
 
@@ -33,4 +36,4 @@ def parse_grub2(
     petitboot's reading where the two differ (`dialect.Dialect`).
     """
     vols = volumes if isinstance(volumes, VolumeSet) else VolumeSet.single(volumes)
-    return Interpreter(vols, limits=limits, dialect=dialect).run(path, env)
+    return Interpreter(vols, COMMANDS, limits=limits, dialect=dialect).run(path, env)

@@ -1,7 +1,9 @@
 """The GRUB 2 commands whose effect the interpreter models.
 
-Each handler takes the interpreter, the expanded argv (command name first)
-and the statement, and returns the exit status GRUB would leave in ``$?``.
+Each handler takes the interpreter as a `grub2_shell.Shell`, the expanded
+argv (command name first) and the statement, and returns the exit status
+GRUB would leave in ``$?``.  `COMMANDS` is the table, built once and
+read-only; `grub2.parse_grub2` hands it to the interpreter.
 Sources: the GRUB manual's command reference ("set", "unset", "export",
 "source", "configfile", "load_env", "search", "probe", "test", "linux",
 "initrd", "menuentry", "submenu", "return", "break", "continue", "shift",
@@ -11,30 +13,24 @@ Sources: the GRUB manual's command reference ("set", "unset", "export",
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from types import MappingProxyType
+from typing import TYPE_CHECKING, NamedTuple
 
 from pvgrub_py.bootcfg import bls
 from pvgrub_py.bootcfg.dialect import Dialect
 from pvgrub_py.bootcfg.entry import FileRef
 from pvgrub_py.bootcfg.files import normalize_path, read_capped, split_device_path
 from pvgrub_py.bootcfg.grub2_expand import grub_cmdline
-from pvgrub_py.bootcfg.grub2_interp import (
-    FunctionReturn,
-    Interpreter,
-    LoopBreak,
-    MenuItem,
-    MenuReplaced,
-    ScriptExit,
-)
 from pvgrub_py.bootcfg.grub2_parser import SimpleCommand, parse_script
-from pvgrub_py.bootcfg.grub2_testcmd import Probe, evaluate, strtoul
+from pvgrub_py.bootcfg.grub2_state import FunctionReturn, LoopBreak, MenuItem, ScriptExit
+from pvgrub_py.bootcfg.grub2_testcmd import Probe, evaluate
+from pvgrub_py.bootcfg.grub_strtoul import strtoul
 from pvgrub_py.bootcfg.grubenv import STANDARD_SIZE, EnvBlock, parse_envblk, set_envblk_var
 
-Handler = Callable[[Interpreter, list[str], SimpleCommand], int]
-
+if TYPE_CHECKING:
+    # A contract for the type checker only: nothing imports it at run time.
+    from pvgrub_py.bootcfg.grub2_shell import CommandTable, Handler, Shell
 
 # -- option parsing (grub_arg_parse, grub-core/lib/arg.c) -------------------------
 
@@ -114,7 +110,7 @@ def parse_options(
 # -- variables -------------------------------------------------------------------
 
 
-def cmd_set(it: Interpreter, argv: list[str], stmt: SimpleCommand) -> int:
+def cmd_set(it: Shell, argv: list[str], stmt: SimpleCommand) -> int:
     # Only the first argument counts (grub_core_cmd_set): `set a=b c` sets a=b.
     # petitboot joins the words: a="b c".
     if len(argv) < 2:
@@ -133,13 +129,13 @@ def cmd_set(it: Interpreter, argv: list[str], stmt: SimpleCommand) -> int:
     return 0
 
 
-def cmd_unset(it: Interpreter, argv: list[str], stmt: SimpleCommand) -> int:
+def cmd_unset(it: Shell, argv: list[str], stmt: SimpleCommand) -> int:
     for name in argv[1:]:
         it.env.unset(name)
     return 0
 
 
-def cmd_export(it: Interpreter, argv: list[str], stmt: SimpleCommand) -> int:
+def cmd_export(it: Shell, argv: list[str], stmt: SimpleCommand) -> int:
     for name in argv[1:]:
         it.env.export(name)
     return 0
@@ -148,7 +144,7 @@ def cmd_export(it: Interpreter, argv: list[str], stmt: SimpleCommand) -> int:
 # -- control flow ------------------------------------------------------------------
 
 
-def cmd_return(it: Interpreter, argv: list[str], stmt: SimpleCommand) -> int:
+def cmd_return(it: Shell, argv: list[str], stmt: SimpleCommand) -> int:
     if not it.in_function:
         it.warn("return: not in a function body")
         return 1
@@ -156,43 +152,43 @@ def cmd_return(it: Interpreter, argv: list[str], stmt: SimpleCommand) -> int:
     raise FunctionReturn(status & 0xFF)
 
 
-def _loop_control(it: Interpreter, argv: list[str], is_continue: bool) -> int:
+def _loop_control(it: Shell, argv: list[str], is_continue: bool) -> int:
     levels = strtoul(argv[1]) if len(argv) > 1 else 1
     if not it.in_loop or levels < 1:
         return 0
     raise LoopBreak(levels, is_continue)
 
 
-def cmd_break(it: Interpreter, argv: list[str], stmt: SimpleCommand) -> int:
+def cmd_break(it: Shell, argv: list[str], stmt: SimpleCommand) -> int:
     return _loop_control(it, argv, False)
 
 
-def cmd_continue(it: Interpreter, argv: list[str], stmt: SimpleCommand) -> int:
+def cmd_continue(it: Shell, argv: list[str], stmt: SimpleCommand) -> int:
     return _loop_control(it, argv, True)
 
 
-def cmd_shift(it: Interpreter, argv: list[str], stmt: SimpleCommand) -> int:
+def cmd_shift(it: Shell, argv: list[str], stmt: SimpleCommand) -> int:
     count = strtoul(argv[1]) if len(argv) > 1 else 1
-    frame = it.frames[-1]
+    frame = it.frame
     if count > len(frame.args):
         return 1
     del frame.args[:count]
     return 0
 
 
-def cmd_setparams(it: Interpreter, argv: list[str], stmt: SimpleCommand) -> int:
-    it.frames[-1].args = list(argv[1:])
+def cmd_setparams(it: Shell, argv: list[str], stmt: SimpleCommand) -> int:
+    it.frame.args = list(argv[1:])
     return 0
 
 
-def cmd_exit(it: Interpreter, argv: list[str], stmt: SimpleCommand) -> int:
+def cmd_exit(it: Shell, argv: list[str], stmt: SimpleCommand) -> int:
     raise ScriptExit()
 
 
 # -- files and tests ------------------------------------------------------------
 
 
-def probe_path(it: Interpreter, spec: str) -> Probe:
+def probe_path(it: Shell, spec: str) -> Probe:
     """What GRUB's test.c ``get_fileinfo`` (and ``-s``'s file open) see."""
     it.count_probe()
     missing = Probe(False, False, None)
@@ -220,22 +216,18 @@ def probe_path(it: Interpreter, spec: str) -> Probe:
     return Probe(True, info.is_dir, None if info.is_dir else info.size)
 
 
-def cmd_test(it: Interpreter, argv: list[str], stmt: SimpleCommand) -> int:
+def cmd_test(it: Shell, argv: list[str], stmt: SimpleCommand) -> int:
     return 0 if evaluate(argv[1:], lambda p: probe_path(it, p)) else 1
 
 
-def cmd_source(it: Interpreter, argv: list[str], stmt: SimpleCommand) -> int:
+def cmd_source(it: Shell, argv: list[str], stmt: SimpleCommand) -> int:
     if len(argv) != 2:
         it.warn(f"{argv[0]}: one file name expected")
         return 1
-    loaded = it.load_script(argv[1])
-    if loaded is None:
-        return 1
-    it.run_file(*loaded)
-    return it.status
+    return it.source(argv[1])
 
 
-def cmd_configfile(it: Interpreter, argv: list[str], stmt: SimpleCommand) -> int:
+def cmd_configfile(it: Shell, argv: list[str], stmt: SimpleCommand) -> int:
     if len(argv) != 2:
         it.warn(f"{argv[0]}: one file name expected")
         return 1
@@ -244,21 +236,7 @@ def cmd_configfile(it: Interpreter, argv: list[str], stmt: SimpleCommand) -> int
         it.entry.loader = "configfile"
         it.entry.kernel = None
         raise ScriptExit()
-    loaded = it.load_script(argv[1])
-    if loaded is None:
-        return 1
-    saved_env, saved_menu = it.env, it.menu
-    it.env = it.new_context(it.env)
-    it.menu = []
-    try:
-        with contextlib.suppress(ScriptExit):
-            it.run_file(*loaded)
-        items, env = it.menu, it.env
-    finally:
-        it.env, it.menu = saved_env, saved_menu
-    if items:
-        raise MenuReplaced(items, env)
-    return 0
+    return it.configfile(argv[1])
 
 
 class _EnvFile(NamedTuple):
@@ -274,7 +252,7 @@ class _EnvFile(NamedTuple):
     block: EnvBlock
 
 
-def _env_file(it: Interpreter, argv: list[str], flags: dict[str, str]) -> _EnvFile | None:
+def _env_file(it: Shell, argv: list[str], flags: dict[str, str]) -> _EnvFile | None:
     """The block ``load_env``/``save_env`` (*argv*) work on, or None (warned).
 
     The default is ``$prefix/grubenv``; petitboot also reads a relative
@@ -300,7 +278,7 @@ def _env_file(it: Interpreter, argv: list[str], flags: dict[str, str]) -> _EnvFi
         return None
     it.count_probe()
     key = f"{id(volume)}:{normalize_path(split[1])}"
-    data = it.env_writes.get(key)
+    data = it.env_block(key)
     if data is None:
         data = read_capped(volume, split[1], max_bytes=it.limits.max_file_bytes, what="grubenv")
     if data is None:
@@ -313,7 +291,7 @@ def _env_file(it: Interpreter, argv: list[str], flags: dict[str, str]) -> _EnvFi
     return _EnvFile(opts, name, it.display_path(volume, split[1]), key, data, block)
 
 
-def cmd_load_env(it: Interpreter, argv: list[str], stmt: SimpleCommand) -> int:
+def cmd_load_env(it: Shell, argv: list[str], stmt: SimpleCommand) -> int:
     env_file = _env_file(it, argv, {"--skip-sig": "skip-sig", "-s": "skip-sig"})
     if env_file is None:
         return 1
@@ -327,7 +305,7 @@ def cmd_load_env(it: Interpreter, argv: list[str], stmt: SimpleCommand) -> int:
     return 0
 
 
-def cmd_save_env(it: Interpreter, argv: list[str], stmt: SimpleCommand) -> int:
+def cmd_save_env(it: Shell, argv: list[str], stmt: SimpleCommand) -> int:
     """Compute the block GRUB would write; keep it in memory, never on the disk.
 
     Inside a menu entry body (grub-mkconfig's ``savedefault``) it is not
@@ -345,8 +323,7 @@ def cmd_save_env(it: Interpreter, argv: list[str], stmt: SimpleCommand) -> int:
             it.warn(f"save_env: no room for {name[:40]!r} in {env_file.name!r}; not saved")
             return 1
         data = updated
-    it.env_writes[env_file.key] = data
-    it.env_shown[env_file.key] = env_file.shown
+    it.save_env_block(env_file.key, env_file.shown, data)
     return 0
 
 
@@ -382,7 +359,7 @@ _SEARCH_FLAGS = {
 }
 
 
-def _search(it: Interpreter, kind: str, key: str, var: str | None, hints: list[str]) -> int:
+def _search(it: Shell, kind: str, key: str, var: str | None, hints: list[str]) -> int:
     candidates = [v for h in hints if (v := it.volumes.resolve(h)) is not None]
     candidates.extend(it.volumes)
     found = None
@@ -412,7 +389,7 @@ def _search(it: Interpreter, kind: str, key: str, var: str | None, hints: list[s
     return 0
 
 
-def cmd_search(it: Interpreter, argv: list[str], stmt: SimpleCommand) -> int:
+def cmd_search(it: Shell, argv: list[str], stmt: SimpleCommand) -> int:
     opts = parse_options(
         argv[1:],
         with_value=_SEARCH_VALUE,
@@ -446,7 +423,7 @@ def cmd_search(it: Interpreter, argv: list[str], stmt: SimpleCommand) -> int:
 
 
 def _search_shorthand(kind: str) -> Handler:
-    def handler(it: Interpreter, argv: list[str], stmt: SimpleCommand) -> int:
+    def handler(it: Shell, argv: list[str], stmt: SimpleCommand) -> int:
         opts = parse_options(argv[1:], with_value=_SEARCH_VALUE, flags=_SEARCH_FLAGS)
         if isinstance(opts, str) or not opts.args:
             it.warn(f"{argv[0]}: bad arguments")
@@ -458,7 +435,7 @@ def _search_shorthand(kind: str) -> Handler:
     return handler
 
 
-def cmd_probe(it: Interpreter, argv: list[str], stmt: SimpleCommand) -> int:
+def cmd_probe(it: Shell, argv: list[str], stmt: SimpleCommand) -> int:
     opts = parse_options(
         argv[1:],
         with_value={"--set": "set", "-s": "set"},
@@ -513,7 +490,7 @@ _MENU_VALUE = {
 }
 
 
-def cmd_menuentry(it: Interpreter, argv: list[str], stmt: SimpleCommand) -> int:
+def cmd_menuentry(it: Shell, argv: list[str], stmt: SimpleCommand) -> int:
     submenu = argv[0] == "submenu"
     opts = parse_options(
         argv[1:],
@@ -521,7 +498,10 @@ def cmd_menuentry(it: Interpreter, argv: list[str], stmt: SimpleCommand) -> int:
         flags={"--unrestricted": "unrestricted"},
         accept_dash=True,
     )
-    assert not isinstance(opts, str)
+    if isinstance(opts, str):
+        # `--unrestricted=yes`: GRUB's option parser fails the command.
+        it.warn(f"{argv[0]}: {opts}; not added")
+        return 1
     for name in opts.missing:
         it.warn(f"{argv[0]}: {name} has no value; ignored")
     if not opts.args:
@@ -540,10 +520,9 @@ def cmd_menuentry(it: Interpreter, argv: list[str], stmt: SimpleCommand) -> int:
         for line, message in parsed.errors:
             it.warn(f"--source: {message}", line=it.line + line - 1)
         body = parsed.stmts
-    if it.menu is None:
+    if not it.menu_open:
         it.warn(f"{argv[0]} inside a menu entry body ignored")
         return 1
-    it.count_item()
     item = MenuItem(
         args=tuple(opts.args),
         body=body,
@@ -553,16 +532,14 @@ def cmd_menuentry(it: Interpreter, argv: list[str], stmt: SimpleCommand) -> int:
         id=opts.last("id"),
         classes=tuple(opts.values.get("class", [])),
     )
-    it.menu.append(item)
-    if not submenu and it.dialect is Dialect.PETITBOOT:
-        it.evaluate_in_place(item)
+    it.add_item(item)
     return 0
 
 
-def cmd_blscfg(it: Interpreter, argv: list[str], stmt: SimpleCommand) -> int:
+def cmd_blscfg(it: Shell, argv: list[str], stmt: SimpleCommand) -> int:
     if len(argv) > 1:
         it.warn(f"{argv[0]} {argv[1][:40]!r}: filtering is not modelled, all entries added")
-    if it.menu is None:
+    if not it.menu_open:
         it.warn(f"{argv[0]} inside a menu entry body ignored")
         return 1
     volume = it.volume_for(None)
@@ -586,7 +563,6 @@ def cmd_blscfg(it: Interpreter, argv: list[str], stmt: SimpleCommand) -> int:
         title = entry.title if entry.title is not None else (entry.linux or "")
         if petitboot and entry.title is not None:
             title = bls.expand_options(title, it.env.get).rstrip()
-        it.count_item()
         item = MenuItem(
             args=(title, *entry.get_all("grub_arg")),
             body=parsed.stmts,
@@ -596,16 +572,14 @@ def cmd_blscfg(it: Interpreter, argv: list[str], stmt: SimpleCommand) -> int:
             id=entry.filename,
             classes=tuple(entry.get_all("grub_class")),
         )
-        it.menu.append(item)
-        if petitboot:
-            it.evaluate_in_place(item)
+        it.add_item(item)
     return 0
 
 
 # -- loaders ---------------------------------------------------------------------
 
 
-def file_ref(it: Interpreter, spec: str) -> FileRef | None:
+def file_ref(it: Shell, spec: str) -> FileRef | None:
     """A kernel/initrd name as a `FileRef` on its device (``$root`` by default)."""
     split = split_device_path(spec)
     if split is None:
@@ -620,7 +594,7 @@ def file_ref(it: Interpreter, spec: str) -> FileRef | None:
     return FileRef(path, device)
 
 
-def cmd_linux(it: Interpreter, argv: list[str], stmt: SimpleCommand) -> int:
+def cmd_linux(it: Shell, argv: list[str], stmt: SimpleCommand) -> int:
     entry = it.entry
     if entry is None:
         it.warn(f"{argv[0]} outside a menu entry ignored")
@@ -640,7 +614,7 @@ def cmd_linux(it: Interpreter, argv: list[str], stmt: SimpleCommand) -> int:
     return 0
 
 
-def cmd_initrd(it: Interpreter, argv: list[str], stmt: SimpleCommand) -> int:
+def cmd_initrd(it: Shell, argv: list[str], stmt: SimpleCommand) -> int:
     entry = it.entry
     if entry is None:
         it.warn(f"{argv[0]} outside a menu entry ignored")
@@ -667,7 +641,7 @@ def cmd_initrd(it: Interpreter, argv: list[str], stmt: SimpleCommand) -> int:
     return 0
 
 
-def _other_loader(it: Interpreter, argv: list[str], stmt: SimpleCommand) -> int:
+def _other_loader(it: Shell, argv: list[str], stmt: SimpleCommand) -> int:
     entry = it.entry
     if entry is None:
         it.warn(f"{argv[0]} outside a menu entry ignored")
@@ -681,7 +655,7 @@ def _other_loader(it: Interpreter, argv: list[str], stmt: SimpleCommand) -> int:
     return 0
 
 
-def _stop(it: Interpreter, argv: list[str], stmt: SimpleCommand) -> int:
+def _stop(it: Shell, argv: list[str], stmt: SimpleCommand) -> int:
     if it.entry is not None:
         it.entry.loader = argv[0]
         it.entry.kernel = None
@@ -710,40 +684,43 @@ OTHER_LOADERS = (
     "efi",
 )
 
-COMMANDS: dict[str, Handler] = {
-    "set": cmd_set,
-    "unset": cmd_unset,
-    "export": cmd_export,
-    "return": cmd_return,
-    "break": cmd_break,
-    "continue": cmd_continue,
-    "shift": cmd_shift,
-    "setparams": cmd_setparams,
-    "exit": cmd_exit,
-    "[": cmd_test,
-    "test": cmd_test,
-    "source": cmd_source,
-    ".": cmd_source,
-    "configfile": cmd_configfile,
-    "normal": cmd_configfile,
-    "load_env": cmd_load_env,
-    "search": cmd_search,
-    "search.fs_uuid": _search_shorthand("fs-uuid"),
-    "search.fs_label": _search_shorthand("label"),
-    "search.file": _search_shorthand("file"),
-    "probe": cmd_probe,
-    "menuentry": cmd_menuentry,
-    "save_env": cmd_save_env,
-    "submenu": cmd_menuentry,
-    "blscfg": cmd_blscfg,
-    "bls_import": cmd_blscfg,
-    "linux": cmd_linux,
-    "linux16": cmd_linux,
-    "linuxefi": cmd_linux,
-    "initrd": cmd_initrd,
-    "initrd16": cmd_initrd,
-    "initrdefi": cmd_initrd,
-    "reboot": _stop,
-    "halt": _stop,
-    **dict.fromkeys(OTHER_LOADERS, _other_loader),
-}
+#: The command table, read-only: one for every interpreter.
+COMMANDS: CommandTable = MappingProxyType(
+    {
+        "set": cmd_set,
+        "unset": cmd_unset,
+        "export": cmd_export,
+        "return": cmd_return,
+        "break": cmd_break,
+        "continue": cmd_continue,
+        "shift": cmd_shift,
+        "setparams": cmd_setparams,
+        "exit": cmd_exit,
+        "[": cmd_test,
+        "test": cmd_test,
+        "source": cmd_source,
+        ".": cmd_source,
+        "configfile": cmd_configfile,
+        "normal": cmd_configfile,
+        "load_env": cmd_load_env,
+        "search": cmd_search,
+        "search.fs_uuid": _search_shorthand("fs-uuid"),
+        "search.fs_label": _search_shorthand("label"),
+        "search.file": _search_shorthand("file"),
+        "probe": cmd_probe,
+        "menuentry": cmd_menuentry,
+        "save_env": cmd_save_env,
+        "submenu": cmd_menuentry,
+        "blscfg": cmd_blscfg,
+        "bls_import": cmd_blscfg,
+        "linux": cmd_linux,
+        "linux16": cmd_linux,
+        "linuxefi": cmd_linux,
+        "initrd": cmd_initrd,
+        "initrd16": cmd_initrd,
+        "initrdefi": cmd_initrd,
+        "reboot": _stop,
+        "halt": _stop,
+        **dict.fromkeys(OTHER_LOADERS, _other_loader),
+    }
+)

@@ -39,12 +39,13 @@ a volume: ``save_env`` changes the block in memory only (a later
 
 from __future__ import annotations
 
+import contextlib
 import posixpath
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 from pvgrub_py.bootcfg.dialect import PETITBOOT_SOURCE_LEVELS, Dialect
-from pvgrub_py.bootcfg.entry import BootEntry, BootMenu, FileRef, SubmenuInfo
+from pvgrub_py.bootcfg.entry import BootEntry, BootMenu, SubmenuInfo
 from pvgrub_py.bootcfg.errors import BootConfigError
 from pvgrub_py.bootcfg.files import (
     ConfigFiles,
@@ -69,8 +70,22 @@ from pvgrub_py.bootcfg.grub2_parser import (
     Word,
     parse_script,
 )
+from pvgrub_py.bootcfg.grub2_state import (
+    EntryState,
+    Frame,
+    FunctionReturn,
+    LoopBreak,
+    MenuItem,
+    MenuReplaced,
+    ScriptExit,
+)
+from pvgrub_py.bootcfg.grub_strtoul import strtosl
 from pvgrub_py.bootcfg.limits import DEFAULT_LIMITS, Limits
 from pvgrub_py.bootcfg.select import default_index
+
+if TYPE_CHECKING:
+    # A contract for the type checker only: nothing imports it at run time.
+    from pvgrub_py.bootcfg.grub2_shell import CommandTable
 
 #: Features GRUB's normal mode announces (``grub-core/normal/main.c``);
 #: grub-mkconfig output tests them to pick modern syntax.
@@ -88,84 +103,22 @@ FEATURES = (
 )
 
 
-class ScriptExit(Exception):
-    """``exit`` (or ``reboot``/``halt``): stop the current script or body."""
-
-
-class FunctionReturn(Exception):
-    def __init__(self, status: int) -> None:
-        super().__init__(status)
-        self.status = status
-
-
-class LoopBreak(Exception):
-    def __init__(self, levels: int, is_continue: bool) -> None:
-        super().__init__(levels)
-        self.levels = levels
-        self.is_continue = is_continue
-
-
-@dataclass
-class MenuItem:
-    """A recorded ``menuentry``/``submenu`` (or BLS entry) awaiting evaluation."""
-
-    args: tuple[str, ...]
-    body: tuple[Stmt, ...]
-    submenu: bool
-    file: str
-    line: int
-    id: str | None = None
-    classes: tuple[str, ...] = ()
-    #: `Dialect.PETITBOOT`: what the body loaded where the entry was defined.
-    evaluated: EntryState | None = None
-
-
-class MenuReplaced(Exception):
-    """``configfile`` produced a menu that replaces the current one."""
-
-    def __init__(self, items: list[MenuItem], env: Env) -> None:
-        super().__init__("configfile")
-        self.items = items
-        self.env = env
-
-
-@dataclass
-class EntryState:
-    """What a menu entry body loaded so far."""
-
-    kernel: FileRef | None = None
-    args: str = ""
-    initrds: list[FileRef] = field(default_factory=list)
-    loader: str | None = None
-    root: str | None = None
-    warnings: list[str] = field(default_factory=list)
-
-
-@dataclass
-class Frame:
-    """Positional parameters of a function call or entry body."""
-
-    args: list[str]
-    in_function: bool = False
-
-
-Command = Callable[["Interpreter", list[str], SimpleCommand], int]
-
-
 class Interpreter:
-    """Runs one grub.cfg against a `VolumeSet`; see the module docstring."""
+    """Runs one grub.cfg against a `VolumeSet`; see the module docstring.
 
-    commands: dict[str, Command] = {}
+    *commands* is the command table (`grub2_commands.COMMANDS`); each
+    handler sees this interpreter as a `grub2_shell.Shell`.
+    """
 
     def __init__(
         self,
         volumes: VolumeSet,
+        commands: CommandTable,
         *,
         limits: Limits = DEFAULT_LIMITS,
         dialect: Dialect = Dialect.GRUB,
     ) -> None:
-        if not Interpreter.commands:
-            _register()
+        self.commands = commands
         self.volumes = volumes
         self.limits = limits
         self.dialect = dialect
@@ -251,13 +204,26 @@ class Interpreter:
         if self._file_loads > self.limits.max_file_loads:
             raise self.fail(f"more than {self.limits.max_file_loads} script files loaded")
         shown = self.display_path(volume, path)
+        script = self._parse_file(volume, path, shown, what="script")
+        if script is None:
+            self.warn(f"file {spec!r} not found")
+            return None
+        return script, shown
+
+    def _parse_file(
+        self, volume: ConfigFiles, path: str, shown: str, *, what: str
+    ) -> Script | None:
+        """Read, decode and parse a file once per run (cached); None if missing.
+
+        Syntax errors are warnings, as GRUB skips to the next line; the
+        bytes count towards `Limits.max_total_bytes`.
+        """
         key = (id(volume), normalize_path(path))
         cached = self._cache.get(key)
         if cached is not None:
-            return cached, shown
-        data = read_capped(volume, path, max_bytes=self.limits.max_file_bytes, what="script")
+            return cached
+        data = read_capped(volume, path, max_bytes=self.limits.max_file_bytes, what=what)
         if data is None:
-            self.warn(f"file {spec!r} not found")
             return None
         self._bytes_lexed += len(data)
         if self._bytes_lexed > self.limits.max_total_bytes:
@@ -270,7 +236,7 @@ class Interpreter:
         for line, message in script.errors:
             self.record(f"{shown}:{line}: {message}")
         self._cache[key] = script
-        return script, shown
+        return script
 
     def run_file(self, script: Script, shown: str) -> None:
         """Execute a parsed file in the current context (``source`` semantics)."""
@@ -380,13 +346,8 @@ class Interpreter:
         try:
             for value in values:
                 self.env.set(stmt.var, value)
-                try:
-                    self.exec_block(stmt.body)
-                except LoopBreak as brk:
-                    if brk.levels > 1:
-                        raise LoopBreak(brk.levels - 1, brk.is_continue) from None
-                    if not brk.is_continue:
-                        break
+                if not self._loop_body(stmt.body):
+                    break
         finally:
             self._loop_depth -= 1
 
@@ -398,16 +359,25 @@ class Interpreter:
                 ok = self.status == 0
                 if ok == stmt.until:
                     break
-                try:
-                    self.exec_block(stmt.body)
-                except LoopBreak as brk:
-                    if brk.levels > 1:
-                        raise LoopBreak(brk.levels - 1, brk.is_continue) from None
-                    if not brk.is_continue:
-                        break
+                if not self._loop_body(stmt.body):
+                    break
         finally:
             self._loop_depth -= 1
         self.status = 0
+
+    def _loop_body(self, body: Sequence[Stmt]) -> bool:
+        """Run one iteration; False when a ``break`` ends this loop.
+
+        ``break N``/``continue N`` with N > 1 leave this loop and go on to
+        the enclosing one with N - 1.
+        """
+        try:
+            self.exec_block(body)
+        except LoopBreak as brk:
+            if brk.levels > 1:
+                raise LoopBreak(brk.levels - 1, brk.is_continue) from None
+            return brk.is_continue
+        return True
 
     def exec_not(self, stmt: NotCommand) -> None:
         self.exec_stmt(stmt.cmd)
@@ -432,6 +402,16 @@ class Interpreter:
             self._call_depth -= 1
         return self.status
 
+    # -- what a command may do (grub2_shell.Shell) ---------------------------------
+
+    @property
+    def frame(self) -> Frame:
+        return self.frames[-1]
+
+    @property
+    def menu_open(self) -> bool:
+        return self.menu is not None
+
     @property
     def in_function(self) -> bool:
         return self.frames[-1].in_function
@@ -439,6 +419,45 @@ class Interpreter:
     @property
     def in_loop(self) -> bool:
         return self._loop_depth > 0
+
+    def source(self, spec: str) -> int:
+        loaded = self.load_script(spec)
+        if loaded is None:
+            return 1
+        self.run_file(*loaded)
+        return self.status
+
+    def configfile(self, spec: str) -> int:
+        loaded = self.load_script(spec)
+        if loaded is None:
+            return 1
+        saved_env, saved_menu = self.env, self.menu
+        self.env = self.new_context(self.env)
+        self.menu = []
+        try:
+            with contextlib.suppress(ScriptExit):
+                self.run_file(*loaded)
+            items, env = self.menu, self.env
+        finally:
+            self.env, self.menu = saved_env, saved_menu
+        if items:
+            raise MenuReplaced(items, env)
+        return 0
+
+    def add_item(self, item: MenuItem) -> None:
+        if self.menu is None:
+            raise self.fail("menu item recorded inside a menu entry body")
+        self.count_item()
+        self.menu.append(item)
+        if not item.submenu and self.dialect is Dialect.PETITBOOT:
+            self.evaluate_in_place(item)
+
+    def env_block(self, key: str) -> bytes | None:
+        return self.env_writes.get(key)
+
+    def save_env_block(self, key: str, shown: str, data: bytes) -> None:
+        self.env_writes[key] = data
+        self.env_shown[key] = shown
 
     # -- whole config -----------------------------------------------------------------
 
@@ -473,19 +492,9 @@ class Interpreter:
         shown = normalize_path(config_path)
         self.file = shown
         self.setup_env(config_path, presets)
-        data = read_capped(volume, config_path, max_bytes=self.limits.max_file_bytes)
-        if data is None:
+        script = self._parse_file(volume, config_path, shown, what="config")
+        if script is None:
             raise BootConfigError(shown, "config file not found")
-        key = (id(volume), shown)
-        self._bytes_lexed += len(data)
-        text = decode_config(data).replace("\r", "")
-        try:
-            script = parse_script(text, max_nesting=self.limits.max_nesting)
-        except NestingTooDeep as exc:
-            raise BootConfigError(shown, str(exc), exc.line) from None
-        for line, message in script.errors:
-            self.record(f"{shown}:{line}: {message}")
-        self._cache[key] = script
         items: list[MenuItem]
         env = self.env
         try:
@@ -501,8 +510,6 @@ class Interpreter:
         timeout_text = env.get("timeout")
         timeout = None
         if timeout_text is not None and timeout_text.strip():
-            from pvgrub_py.bootcfg.grub2_testcmd import strtosl
-
             timeout = strtosl(timeout_text)
         entries = tuple(self._entries)
         submenus = tuple(self._submenus)
@@ -689,11 +696,3 @@ IGNORED_COMMANDS: dict[str, int] = {
     ),
     **dict.fromkeys(("false", "hwmatch", "smbios", "keystatus"), 1),
 }
-
-
-def _register() -> None:
-    """Install the command table, on the first `Interpreter` (grub2_commands
-    imports this module, so neither can import the other at load time)."""
-    from pvgrub_py.bootcfg import grub2_commands
-
-    Interpreter.commands = dict(grub2_commands.COMMANDS)

@@ -30,6 +30,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from pvgrub_py.bootcfg.grub_strtoul import strtosl, strtoul
+
 #: path -> (exists, is_dir, size or None when it cannot be opened as a file)
 FileProbe = Callable[[str], "Probe"]
 
@@ -39,37 +41,6 @@ class Probe:
     exists: bool
     is_dir: bool
     size: int | None
-
-
-_U64 = (1 << 64) - 1
-
-
-def strtoul(text: str) -> int:
-    """C ``strtoul(text, NULL, 0)`` as GRUB uses it: prefix bases, stop at junk."""
-    s = text.lstrip(" \t\n\r\f\v")
-    if s.startswith("+"):
-        s = s[1:]
-    base = 10
-    if s[:2].lower() == "0x" and len(s) > 2 and s[2] in "0123456789abcdefABCDEF":
-        base, s = 16, s[2:]
-    elif s.startswith("0"):
-        base = 8
-    digits = "0123456789abcdef"[:base]
-    value = 0
-    for ch in s.lower():
-        d = digits.find(ch)
-        if d < 0:
-            break
-        value = value * base + d
-        if value > _U64:
-            return _U64
-    return value
-
-
-def strtosl(text: str) -> int:
-    if text.startswith("-"):
-        return -strtoul(text[1:])
-    return strtoul(text)
 
 
 def _cmp(a: str, b: str) -> int:

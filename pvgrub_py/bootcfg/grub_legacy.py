@@ -128,6 +128,132 @@ def _file(entry: _Entry, spec: str) -> FileRef | None:
     return FileRef(path, device if device is not None else entry.root)
 
 
+class _MenuLst:
+    """What one pass over menu.lst collects: the globals and the entries."""
+
+    def __init__(self, shown: str, limits: Limits) -> None:
+        self.shown = shown
+        self.limits = limits
+        self.entries: list[_Entry] = []
+        self.warnings: list[str] = []
+        self.default_spec: str | None = None
+        self.fallback: str | None = None
+        self.timeout: int | None = None
+        self.global_root: str | None = None
+
+    def warn(self, lineno: int, message: str) -> None:
+        if len(self.warnings) < self.limits.max_warnings:
+            self.warnings.append(f"{self.shown}:{lineno}: {message}"[:300])
+
+    def read(self, text: str) -> None:
+        """Each directive goes to the menu until the first ``title``, then to its entry."""
+        current: _Entry | None = None
+        for lineno, raw in enumerate(text.replace("\r", "").split("\n"), start=1):
+            line = raw.strip(ASCII_BLANKS)
+            if not line or line.startswith("#"):
+                continue
+            cmd, arg = _split_command(line)
+            cmd = cmd.lower()
+            if cmd == "title":
+                current = self.new_entry(arg, lineno)
+            elif current is None:
+                self.global_directive(cmd, arg, lineno)
+            else:
+                self.entry_directive(current, cmd, arg, lineno)
+
+    def new_entry(self, title: str, lineno: int) -> _Entry:
+        if len(self.entries) >= self.limits.max_entries:
+            raise BootConfigError(
+                self.shown, f"more than {self.limits.max_entries} entries", lineno
+            )
+        entry = _Entry(title, self.global_root, lineno)
+        self.entries.append(entry)
+        return entry
+
+    def global_directive(self, cmd: str, arg: str, lineno: int) -> None:
+        if cmd == "default":
+            self.default_spec = split_words(arg)[0] if arg else None
+        elif cmd == "fallback":
+            self.fallback = arg
+        elif cmd == "timeout":
+            digits = re.match(r"-?[0-9]+", arg)
+            self.timeout = small_int(digits.group(0)) if digits else None
+        elif cmd in ("root", "rootnoverify"):
+            self.global_root = _root_device(arg)
+        elif cmd not in _IGNORED:
+            self.warn(lineno, f"unknown directive {cmd!r} ignored")
+
+    def entry_directive(self, entry: _Entry, cmd: str, arg: str, lineno: int) -> None:
+        if cmd in ("root", "rootnoverify"):
+            entry.root = _root_device(arg)
+        elif cmd == "kernel":
+            self.kernel(entry, arg, lineno)
+        elif cmd == "initrd":
+            first = split_first(arg)
+            ref = _file(entry, first[0]) if first else None
+            entry.initrds = [ref] if ref is not None else []
+        elif cmd in ("module", "modulenounzip"):
+            entry.loader = "multiboot"
+        elif cmd in ("chainloader", "configfile", "reboot", "halt"):
+            entry.loader = cmd
+        elif cmd in ("default", "fallback", "timeout"):
+            self.warn(lineno, f"{cmd} inside an entry ignored")
+        elif cmd not in _IGNORED:
+            self.warn(lineno, f"unknown entry directive {cmd!r} ignored")
+
+    def kernel(self, entry: _Entry, arg: str, lineno: int) -> None:
+        """``kernel [--type=T] [--no-mem-option] IMAGE ARGS...``"""
+        words = list(re.finditer(r"[^ \t\n\r\f\v]+", arg))
+        while words and words[0].group(0).startswith("--"):
+            opt = words.pop(0).group(0)
+            if opt.startswith("--type=") and opt != "--type=linux":
+                entry.loader = opt[2:]
+        if not words:
+            self.warn(lineno, "kernel: no image")
+            return
+        entry.kernel = _file(entry, words[0].group(0))
+        entry.args = arg[words[0].end() :].strip(ASCII_BLANKS)
+        if entry.loader is None:
+            entry.loader = "linux"
+
+    def boot_menu(self) -> BootMenu:
+        """The menu; an entry that loads anything but Linux boots nothing we model."""
+        boot_entries = tuple(
+            BootEntry(
+                title=e.title,
+                kernel=e.kernel if e.loader == "linux" else None,
+                initrds=tuple(e.initrds) if e.loader == "linux" else (),
+                args=e.args if e.loader == "linux" else "",
+                root=e.root,
+                index_path=str(k),
+                title_path=e.title,
+                source=self.shown,
+                line=e.line,
+                loader=e.loader,
+            )
+            for k, e in enumerate(self.entries)
+        )
+        spec = self.default_spec
+        idx = small_int(spec) if spec is not None else None
+        if idx is None or not 0 <= idx < len(boot_entries):
+            idx = 0
+        return BootMenu(
+            entries=boot_entries,
+            source=self.shown,
+            format="grub-legacy",
+            default=spec,
+            default_index=idx,
+            timeout=self.timeout,
+            fallback=self.fallback,
+            warnings=tuple(self.warnings),
+        )
+
+
+def _root_device(arg: str) -> str | None:
+    """The device of ``root (hd0,0)``, GRUB 2-numbered, or None without one."""
+    return legacy_device(split_words(arg)[0] + "/")[0] if arg else None
+
+
 def parse_grub_legacy(
     volumes: VolumeSet | ConfigFiles,
     path: str,
@@ -141,102 +267,11 @@ def parse_grub_legacy(
     data = read_capped(files, path, max_bytes=limits.max_file_bytes)
     if data is None:
         raise BootConfigError(shown, "config file not found")
-    text = decode_config(data)
-    entries: list[_Entry] = []
-    warnings: list[str] = []
-    default_spec: str | None = None
-    fallback: str | None = None
-    timeout: int | None = None
-    global_root: str | None = None
-    current: _Entry | None = None
-
-    def warn(lineno: int, message: str) -> None:
-        if len(warnings) < limits.max_warnings:
-            warnings.append(f"{shown}:{lineno}: {message}"[:300])
-
-    for lineno, raw in enumerate(text.replace("\r", "").split("\n"), start=1):
-        line = raw.strip(ASCII_BLANKS)
-        if not line or line.startswith("#"):
-            continue
-        cmd, arg = _split_command(line)
-        cmd = cmd.lower()
-        if cmd == "title":
-            if len(entries) >= limits.max_entries:
-                raise BootConfigError(shown, f"more than {limits.max_entries} entries", lineno)
-            current = _Entry(arg, global_root, lineno)
-            entries.append(current)
-            continue
-        if current is None:
-            if cmd == "default":
-                default_spec = split_words(arg)[0] if arg else None
-            elif cmd == "fallback":
-                fallback = arg
-            elif cmd == "timeout":
-                digits = re.match(r"-?[0-9]+", arg)
-                timeout = small_int(digits.group(0)) if digits else None
-            elif cmd in ("root", "rootnoverify"):
-                global_root = legacy_device(split_words(arg)[0] + "/")[0] if arg else None
-            elif cmd not in _IGNORED:
-                warn(lineno, f"unknown directive {cmd!r} ignored")
-            continue
-        if cmd in ("root", "rootnoverify"):
-            current.root = legacy_device(split_words(arg)[0] + "/")[0] if arg else None
-        elif cmd == "kernel":
-            words = list(re.finditer(r"[^ \t\n\r\f\v]+", arg))
-            while words and words[0].group(0).startswith("--"):
-                opt = words.pop(0).group(0)
-                if opt.startswith("--type=") and opt != "--type=linux":
-                    current.loader = opt[2:]
-            if not words:
-                warn(lineno, "kernel: no image")
-                continue
-            current.kernel = _file(current, words[0].group(0))
-            current.args = arg[words[0].end() :].strip(ASCII_BLANKS)
-            if current.loader is None:
-                current.loader = "linux"
-        elif cmd == "initrd":
-            first = split_first(arg)
-            ref = _file(current, first[0]) if first else None
-            current.initrds = [ref] if ref is not None else []
-        elif cmd in ("module", "modulenounzip"):
-            current.loader = "multiboot"
-        elif cmd in ("chainloader", "configfile", "reboot", "halt"):
-            current.loader = cmd
-        elif cmd in ("default", "fallback", "timeout"):
-            warn(lineno, f"{cmd} inside an entry ignored")
-        elif cmd not in _IGNORED:
-            warn(lineno, f"unknown entry directive {cmd!r} ignored")
-
-    if default_spec == "saved":
-        default_spec = _saved_default(files, shown, limits)
-    boot_entries = tuple(
-        BootEntry(
-            title=e.title,
-            kernel=e.kernel if e.loader == "linux" else None,
-            initrds=tuple(e.initrds) if e.loader == "linux" else (),
-            args=e.args if e.loader == "linux" else "",
-            root=e.root,
-            index_path=str(k),
-            title_path=e.title,
-            source=shown,
-            line=e.line,
-            loader=e.loader,
-        )
-        for k, e in enumerate(entries)
-    )
-    idx = small_int(default_spec) if default_spec is not None else None
-    if idx is None or not 0 <= idx < len(boot_entries):
-        idx = 0
-    return BootMenu(
-        entries=boot_entries,
-        source=shown,
-        format="grub-legacy",
-        default=default_spec,
-        default_index=idx,
-        timeout=timeout,
-        fallback=fallback,
-        warnings=tuple(warnings),
-    )
+    menu = _MenuLst(shown, limits)
+    menu.read(decode_config(data))
+    if menu.default_spec == "saved":
+        menu.default_spec = _saved_default(files, shown, limits)
+    return menu.boot_menu()
 
 
 def _saved_default(files: ConfigFiles, shown: str, limits: Limits) -> str:

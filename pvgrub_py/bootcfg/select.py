@@ -35,10 +35,10 @@ from collections.abc import Sequence
 
 from pvgrub_py.bootcfg.entry import BootEntry, BootMenu, SubmenuInfo
 from pvgrub_py.bootcfg.errors import BootConfigError
+from pvgrub_py.bootcfg.grub_strtoul import strtoul_prefix
 from pvgrub_py.bootcfg.limits import small_int
 
 _Item = BootEntry | SubmenuInfo
-_U64 = (1 << 64) - 1
 
 
 def _parent(path: str) -> str:
@@ -60,25 +60,6 @@ def _children(
     for level in tree.values():
         level.sort(key=lambda it: _last_index(it.index_path))
     return tree
-
-
-def parse_index(spec: str) -> tuple[int, str] | None:
-    """``grub_strtoul(spec, &tail, 0)`` when it parsed digits: (value, tail)."""
-    s = spec.lstrip(" \t\n\r\f\v")
-    base = 10
-    if s[:2].lower() == "0x" and len(s) > 2 and s[2] in "0123456789abcdefABCDEF":
-        base, s = 16, s[2:]
-    elif s.startswith("0"):
-        base = 8
-    digits = "0123456789abcdef"[:base]
-    i = 0
-    value = 0
-    while i < len(s) and digits.find(s[i].lower()) >= 0:
-        value = min(value * base + digits.find(s[i].lower()), _U64)
-        i += 1
-    if i == 0:
-        return None
-    return value, s[i:]
 
 
 def menuentry_eq(ident: str, spec: str) -> int | None:
@@ -104,7 +85,7 @@ def menuentry_eq(ident: str, spec: str) -> int | None:
 
 
 def _resolve_level(level: list[_Item], spec: str) -> tuple[_Item, str | None] | None:
-    parsed = parse_index(spec)
+    parsed = strtoul_prefix(spec)  # grub_strtoul(spec, &tail, 0)
     if parsed is not None and (not parsed[1] or parsed[1].startswith(">")):
         num, tail = parsed
         if num >= len(level):
