@@ -335,7 +335,9 @@ class HostDaemon:
         try:
             frame = protocol.decode(data)
         except ProtocolError as e:
-            log.warning("connection %d dropped: %s", client.conn_id, e)
+            self._ratelog.warning(
+                f"protocol-{_domid_of(client)}", "connection %d dropped: %s", client.conn_id, e
+            )
             self._drop(client, errno.EPROTO, str(e))
             return
         self._handle(client, frame)
@@ -348,7 +350,9 @@ class HostDaemon:
             else:
                 socket.send_fds(client.sock, [data], fds)
         except OSError as e:  # the client is gone or not reading its replies
-            log.warning("connection %d dropped: %s", client.conn_id, e)
+            self._ratelog.warning(
+                f"send-{_domid_of(client)}", "connection %d dropped: %s", client.conn_id, e
+            )
             self._drop(client)
 
     def _handle(self, client: _Client, frame: Frame) -> None:
@@ -650,3 +654,7 @@ def _op_name(op: int) -> str:
         return Op(op).name
     except ValueError:
         return f"op {op}"
+
+
+def _domid_of(client: _Client) -> str:
+    return "unattached" if client.caller is None else str(client.caller.domid)
