@@ -96,3 +96,20 @@ def test_headroom_counts_our_descriptors() -> None:
     finally:
         for sock in pair:
             sock.close()
+
+
+def test_a_daemon_raises_its_soft_descriptor_limit_to_the_hard_one() -> None:
+    script = (
+        "import resource\n"
+        "from pvgrub_py.xenstore import limits\n"
+        "resource.setrlimit(resource.RLIMIT_NOFILE, (64, 256))\n"
+        "print(limits.raise_descriptor_limit(), limits.raise_descriptor_limit(target=128))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=package_env(),
+    )
+    assert done.stdout.split() == ["256", "256"], done.stderr

@@ -182,6 +182,7 @@ class HostDaemon:
         sock.listen(128)
         sock.setblocking(False)
         self._listener = sock
+        limits.raise_descriptor_limit()  # before xenstored starts: it inherits it
         self._spare = limits.SpareDescriptor()
         dom0 = self.machine.domains.find(0)
         assert dom0 is not None

@@ -253,6 +253,7 @@ class XenstoredServer:
     async def serve(self) -> None:
         """Start accepting on every bound socket (call once, in the loop)."""
         self._loop = asyncio.get_running_loop()
+        limits.raise_descriptor_limit()
         if self._spare is None:
             self._spare = limits.SpareDescriptor()
         self.bind()

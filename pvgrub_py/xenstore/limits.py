@@ -37,6 +37,17 @@ def descriptor_limit() -> int:
     return soft if soft != resource.RLIM_INFINITY else 1 << 20
 
 
+def raise_descriptor_limit(target: int = 65536) -> int:
+    """Raise the soft RLIMIT_NOFILE towards the hard one (at most
+    ``target``), as daemons serving many clients do; the soft limit now."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = target if hard == resource.RLIM_INFINITY else min(hard, target)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        with contextlib.suppress(OSError, ValueError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+    return descriptor_limit()
+
+
 def open_descriptors() -> int:
     """How many descriptors this process has open (Linux: /proc/self/fd)."""
     try:
