@@ -317,12 +317,14 @@ class XenstoredServer:
             self._loop.connect_accepted_socket(factory, sock=sock)
         )
         self._admitting.add(task)
-        task.add_done_callback(self._admitted)
+        task.add_done_callback(lambda done: self._admitted(done, sock))
 
-    def _admitted(self, task: asyncio.Task[object]) -> None:
+    def _admitted(self, task: asyncio.Task[object], sock: socket.socket) -> None:
         self._admitting.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            self.ratelog.warning("admit", "cannot serve a new connection: %s", task.exception())
+        if task.cancelled() or task.exception() is not None:
+            error = None if task.cancelled() else task.exception()
+            self.ratelog.warning("admit", "cannot serve a new connection: %s", error)
+            sock.close()
 
     def _domain_introduced(self, domid: int) -> None:
         try:
