@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import select
+import socket
 import threading
 from collections.abc import Callable, Iterator
 from typing import TypeVar
@@ -18,6 +20,7 @@ import pytest
 
 from pvgrub_py.sim.client import SimHypervisor
 from pvgrub_py.sim.host import SimHost
+from pvgrub_py.sim.protocol import Op, decode
 from pvgrub_py.sim.testing import temporary_host
 from pvgrub_py.xen.interface import XenError
 
@@ -26,7 +29,7 @@ pytestmark = pytest.mark.integration
 T = TypeVar("T")
 #: The caps the host daemon promises (pvgrub_py/sim/daemon.py) and the
 #: "connections" quota of our xenstored.
-ATTACH_CAP, HANDLE_CAP, XENSTORE_CAP = 64, 64, 16
+ATTACH_CAP, HANDLE_CAP, XENSTORE_CAP, PENDING_CAP = 64, 64, 16, 64
 
 
 @pytest.fixture
@@ -163,3 +166,23 @@ def test_guests_exhausting_descriptors_leave_dom0_served() -> None:
         xenstored_log = host.layout.xenstored_log.read_text(errors="replace")
     assert "Traceback" not in log and "Traceback" not in xenstored_log
     assert len(log.splitlines()) < 40, log[-3000:]
+
+
+def test_connections_that_never_attach_are_bounded(host: SimHost) -> None:
+    """Connecting costs the daemon a descriptor before anyone is known: at
+    most 64 may wait to attach; the oldest go first (told why)."""
+    waiting = []
+    try:
+        for _ in range(100):
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            sock.connect(str(host.layout.socket))
+            waiting.append(sock)
+        dom0_still_works(host)  # its connection waited too, briefly
+        # The daemon drops as it accepts, so the dropped are readable by now.
+        readable, _, _ = select.select(waiting, [], [], 1.0)
+        notices = [decode(sock.recv(4096)).op for sock in readable]
+        assert len(notices) >= 100 - PENDING_CAP  # before: none
+        assert set(notices) == {Op.NOTICE}
+    finally:
+        for sock in waiting:
+            sock.close()
