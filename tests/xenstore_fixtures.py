@@ -67,10 +67,20 @@ def pvgrubctl_command() -> list[str]:
     return [sys.executable, "-m", "pvgrub_py.cli.cmd_sim"]
 
 
+def limit_descriptors(count: int) -> None:  # pragma: no cover - runs in a child
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_NOFILE, (count, count))
+
+
 class DaemonProcess:
     """``pvgrubctl sim xenstored --foreground`` as a subprocess."""
 
-    def __init__(self, socket_path: Path, *extra: str) -> None:
+    _stderr = ""
+
+    def __init__(self, socket_path: Path, *extra: str, fd_limit: int | None = None) -> None:
+        """``fd_limit``: RLIMIT_NOFILE (soft and hard) of the daemon, to run
+        it out of descriptors quickly."""
         self.socket_path = socket_path
         command = pvgrubctl_command()
         args = ["xenstored", "--socket", str(socket_path), "--foreground", *extra]
@@ -82,6 +92,7 @@ class DaemonProcess:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+            preexec_fn=None if fd_limit is None else (lambda: limit_descriptors(fd_limit)),
         )
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline().strip()  # printed once it listens
@@ -89,14 +100,27 @@ class DaemonProcess:
             self.stop()
             raise RuntimeError(f"xenstored did not start: {line!r} {self.stderr()}")
 
+    def rss_kib(self) -> int:
+        """The daemon's resident set size now, in KiB."""
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+        raise RuntimeError("no VmRSS")
+
+    def stderr_now(self) -> str:
+        """What the daemon wrote on stderr so far (stops it first)."""
+        self.stop()
+        return self.stderr()
+
     def env(self, domid: int | None = None) -> dict[str, str]:
         path = self.socket_path if domid is None else f"{self.socket_path}.d/{domid}"
         return {**os.environ, "XENSTORED_PATH": str(path)}
 
     def stderr(self) -> str:
-        if self.proc.poll() is None or self.proc.stderr is None:
-            return ""
-        return self.proc.stderr.read()
+        if self.proc.poll() is None or self.proc.stderr is None or self.proc.stderr.closed:
+            return self._stderr
+        self._stderr = self.proc.stderr.read()
+        return self._stderr
 
     def stop(self) -> int:
         if self.proc.poll() is None:
@@ -106,6 +130,7 @@ class DaemonProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        self.stderr()
         for stream in (self.proc.stdout, self.proc.stderr):
             if stream is not None:
                 stream.close()
@@ -210,3 +235,56 @@ def header(msg_type: int, req_id: int, tx_id: int, length: int) -> bytes:
 
 
 assert HEADER_SIZE == 16
+
+
+def pipeline(client: RawClient, requests: list[tuple[int, bytes, int]]) -> list[Message]:
+    """Send ``(type, payload, tx_id)`` requests in one write, then collect
+    their replies in order (watch events are kept aside): fast enough to
+    attack the daemon with thousands of requests in a test."""
+    first = client._req_id + 1
+    data = b"".join(
+        pack(msg_type, first + i, tx_id, payload)
+        for i, (msg_type, payload, tx_id) in enumerate(requests)
+    )
+    client._req_id += len(requests)
+    client.send_raw(data)
+    replies: list[Message] = []
+    while len(replies) < len(requests):
+        msg = client.receive()
+        if msg.type == XsType.WATCH_EVENT:
+            client.events.append(msg)
+            continue
+        assert msg.req_id == first + len(replies), msg
+        replies.append(msg)
+    return replies
+
+
+def live_connections(
+    path: str | os.PathLike[str], count: int, timeout: float = 2.0
+) -> list[RawClient]:
+    """Connect ``count`` times to ``path``; keep those the daemon serves (it
+    answers GET_DOMAIN_PATH), close those it refused (end-of-file).  A
+    connection left unanswered for ``timeout`` seconds (the daemon no longer
+    accepts at all) ends the attempt: the time spent stays bounded."""
+    alive: list[RawClient] = []
+    for _ in range(count):
+        client = RawClient.connect(path)
+        client.sock.settimeout(timeout)
+        try:
+            client.request(XsType.GET_DOMAIN_PATH, b"0\x00")
+        except TimeoutError:
+            client.close()
+            break
+        except (ConnectionError, OSError):
+            client.close()
+            continue
+        client.sock.settimeout(5)
+        alive.append(client)
+    return alive
+
+
+def introduce(toolstack_path: str | os.PathLike[str], domid: int) -> str:
+    """INTRODUCE ``domid`` as dom0; the path of its domain socket."""
+    with RawClient.connect(toolstack_path) as dom0:
+        assert ok(dom0.request(XsType.INTRODUCE, f"{domid}\x001\x001\x00".encode())) == b"OK\x00"
+    return f"{os.fspath(toolstack_path)}.d/{domid}"

@@ -21,6 +21,32 @@ to the others, as a hypercall is under Xen's locks.
   ends every domain the same way (NOTICE ESHUTDOWN, RELEASE), then stops the
   xenstored it started.
 * A bug while serving one client is logged and drops that client only.
+
+Guests that take everything
+---------------------------
+Every attached connection, event-channel handle, port and shared page costs
+this process file descriptors, and a guest may ask for them until none are
+left, at which point dom0's next request would fail (and, before, the host
+dropped the dom0 client whose ``EVT_OPEN`` hit EMFILE: had it been vtpmd,
+every guest's vTPM would have gone).  So:
+
+* per unprivileged domain, at most `MAX_ATTACH_PER_DOMAIN` attached
+  connections and `MAX_HANDLES_PER_DOMAIN` event-channel handles (Xen bounds
+  a domain's ports, ``max_evtchn_port``, and grants, gntalloc's limit,
+  already); one more is refused with EMFILE, as Linux refuses one open too
+  many.  Xenstore connections (`Op.XS_CONNECT`) are bounded by xenstored's
+  "connections" quota, and refused with EMFILE here when it says no;
+* a guest's request that would leave fewer than
+  `limits.reserve_for_dom0` free descriptors is refused with EMFILE: those
+  are dom0's, so dom0 always finds some;
+* a request that fails for want of a resource anyway (``OSError``: EMFILE,
+  ENFILE, ENOMEM) is answered with that errno, whoever asked: a client is
+  never dropped for it;
+* connections not yet attached are few (`MAX_PENDING`; the oldest goes), and
+  at EMFILE a spare descriptor lets us accept and close a queued connection
+  instead of spinning on the listener;
+* all of this is logged once per interval (`limits.RateLimitedLog`), never
+  as a traceback.
 """
 
 from __future__ import annotations
@@ -47,8 +73,29 @@ from pvgrub_py.sim.protocol import Frame, Op, ProtocolError
 from pvgrub_py.sim.xenstored import XenstoredLink
 from pvgrub_py.sim.xsm import Flask
 from pvgrub_py.xen.interface import DomainConfig, DomainInfo, XenError
+from pvgrub_py.xenstore import limits
 
 log = logging.getLogger("pvgrub_py.sim")
+
+#: Attached connections one unprivileged domain may hold at once (each is a
+#: process of the domain; dom0 is not limited).
+MAX_ATTACH_PER_DOMAIN = 64
+#: Open event-channel handles (/dev/xen/evtchn files) per unprivileged domain.
+MAX_HANDLES_PER_DOMAIN = 64
+#: Connections that have not sent ATTACH yet.
+MAX_PENDING = 64
+#: Operations that make this process open descriptors it keeps (or sends):
+#: for a guest they must leave dom0's reserve alone.
+_DESCRIPTOR_OPS = frozenset(
+    {
+        Op.EVT_OPEN,
+        Op.EVT_ALLOC_UNBOUND,
+        Op.EVT_BIND,
+        Op.GNT_SHARE,
+        Op.GNT_MAP,
+        Op.XS_CONNECT,
+    }
+)
 
 
 class HostStartError(XenError):
@@ -104,6 +151,8 @@ class HostDaemon:
         self._stopping = False
         self._wakeup_r: socket.socket | None = None
         self._wakeup_w: socket.socket | None = None
+        self._ratelog = limits.RateLimitedLog(log)
+        self._spare: limits.SpareDescriptor | None = None
 
     # -- start and stop ------------------------------------------------------------------
 
@@ -133,6 +182,8 @@ class HostDaemon:
         sock.listen(128)
         sock.setblocking(False)
         self._listener = sock
+        limits.raise_descriptor_limit()  # before xenstored starts: it inherits it
+        self._spare = limits.SpareDescriptor()
         dom0 = self.machine.domains.find(0)
         assert dom0 is not None
         self.domain_created(dom0)
@@ -224,6 +275,9 @@ class HostDaemon:
         for sock in (self._wakeup_r, self._wakeup_w):
             if sock is not None:
                 sock.close()
+        if self._spare is not None:
+            self._spare.close()
+            self._spare = None
         self._sel.close()
 
     # -- connections ---------------------------------------------------------------------
@@ -232,9 +286,22 @@ class HostDaemon:
         assert self._listener is not None
         try:
             sock, _ = self._listener.accept()
-        except OSError:
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as e:
+            # The connection stays queued and the listener readable: refuse it
+            # with the spare descriptor rather than spin (dom0 is never in
+            # that queue for long: guests cannot take dom0's reserve).
+            if self._spare is not None and self._spare.refuse_one(self._listener):
+                self._ratelog.warning(
+                    "accept", "out of descriptors (%s): refused a connection", e.strerror
+                )
             return
         sock.setblocking(False)
+        pending = [c for c in self._clients.values() if c.caller is None]
+        if len(pending) >= MAX_PENDING:  # the oldest unattached connection goes
+            self._ratelog.warning("pending", "%d connections never attached", len(pending))
+            self._drop(pending[0], errno.EMFILE, "too many connections waiting to attach")
         client = _Client(self._next_conn, sock)
         self._next_conn += 1
         self._clients[client.conn_id] = client
@@ -269,7 +336,9 @@ class HostDaemon:
         try:
             frame = protocol.decode(data)
         except ProtocolError as e:
-            log.warning("connection %d dropped: %s", client.conn_id, e)
+            self._ratelog.warning(
+                f"protocol-{_domid_of(client)}", "connection %d dropped: %s", client.conn_id, e
+            )
             self._drop(client, errno.EPROTO, str(e))
             return
         self._handle(client, frame)
@@ -282,7 +351,9 @@ class HostDaemon:
             else:
                 socket.send_fds(client.sock, [data], fds)
         except OSError as e:  # the client is gone or not reading its replies
-            log.warning("connection %d dropped: %s", client.conn_id, e)
+            self._ratelog.warning(
+                f"send-{_domid_of(client)}", "connection %d dropped: %s", client.conn_id, e
+            )
             self._drop(client)
 
     def _handle(self, client: _Client, frame: Frame) -> None:
@@ -296,7 +367,20 @@ class HostDaemon:
         try:
             if handler is None:
                 raise XenError(errno.ENOSYS, "sim", f"unknown operation {frame.op}")
+            if caller.domid != 0 and frame.op in _DESCRIPTOR_OPS:
+                self._guest_may_open(caller, frame.op)
             result = handler(self, client, caller, frame)
+        except OSError as e:  # out of descriptors or memory: refused, never dropped
+            err = e.errno or errno.EIO
+            self._ratelog.warning(
+                f"oserror-{caller.domid}-{err}",
+                "d%d: %s failed: %s",
+                caller.domid,
+                _op_name(frame.op),
+                e.strerror or e,
+            )
+            self._send(client, protocol.error_reply(frame, err, f"simulated host: {e.strerror}"))
+            return
         except GrantMapError as e:
             self._send(client, protocol.error_reply(frame, e.errno, e.detail, [e.status]))
             return
@@ -319,14 +403,46 @@ class HostDaemon:
             return
         domid = frame.args[0]
         try:
-            client.caller = self.machine.attach(client.conn_id, domid, frame.data.decode("ascii"))
+            caller = self.machine.attach(client.conn_id, domid, frame.data.decode("ascii"))
+            if domid != 0:
+                self._attach_allowed(caller)
         except (XenError, UnicodeDecodeError) as e:
+            self.machine.detach(client.conn_id)
             err = e.errno if isinstance(e, XenError) else errno.EPERM
             self._send(client, protocol.error_reply(frame, err, str(e)))
             self._drop(client)
             return
+        client.caller = caller
         log.debug("connection %d is d%d", client.conn_id, domid)
         self._send(client, protocol.reply(frame, [domid]))
+
+    # -- what a guest may take ------------------------------------------------------------
+
+    def _refuse(self, caller: Caller, what: str, why: str) -> XenError:
+        self._ratelog.warning(f"refused-{caller.domid}-{what}", "d%d: %s", caller.domid, why)
+        return XenError(errno.EMFILE, what, why)
+
+    def _attach_allowed(self, caller: Caller) -> None:
+        """The connection just attached as ``caller``: within its domain's cap
+        and outside dom0's reserve of descriptors?"""
+        have = self.machine.connections_of(caller.domid)
+        if have > MAX_ATTACH_PER_DOMAIN:
+            raise self._refuse(
+                caller, "attach", f"d{caller.domid} has {MAX_ATTACH_PER_DOMAIN} connections"
+            )
+        if not limits.guest_may_open(0):
+            raise self._refuse(caller, "attach", "descriptors left are reserved for dom0")
+
+    def _guest_may_open(self, caller: Caller, op: int) -> None:
+        handles = self.machine.evtchn.handles_of_domain(caller.domid)
+        if op == Op.EVT_OPEN and handles >= MAX_HANDLES_PER_DOMAIN:
+            raise self._refuse(
+                caller,
+                "xenevtchn_open",
+                f"d{caller.domid} has {MAX_HANDLES_PER_DOMAIN} event channel handles",
+            )
+        if not limits.guest_may_open(2):
+            raise self._refuse(caller, _op_name(op), "descriptors left are reserved for dom0")
 
     # -- event-channel endpoints -------------------------------------------------------
 
@@ -446,10 +562,14 @@ class HostDaemon:
         handle = self.machine.evtchn_open(caller)
         endpoint = self.endpoints.get(handle.handle_id)
         assert endpoint is not None
+        try:
+            theirs = os.dup(endpoint.alive_theirs.fileno())
+        except OSError:
+            self.machine.evtchn_close(caller, handle.handle_id)  # nothing half-open
+            raise
         self._sel.register(
             endpoint.alive, selectors.EVENT_READ, ("endpoint", (client, handle.handle_id))
         )
-        theirs = os.dup(endpoint.alive_theirs.fileno())
         endpoint.alive_theirs.close()  # the owner's alone now: its close is our EOF
         return _Reply([handle.handle_id], fds=[endpoint.page_fd, theirs], close_fds=[theirs])
 
@@ -528,3 +648,14 @@ class HostDaemon:
         Op.XSM_PEER_LABEL: _xsm_peer_label,
         Op.XSM_SET_LABEL: _xsm_set_label,
     }
+
+
+def _op_name(op: int) -> str:
+    try:
+        return Op(op).name
+    except ValueError:
+        return f"op {op}"
+
+
+def _domid_of(client: _Client) -> str:
+    return "unattached" if client.caller is None else str(client.caller.domid)

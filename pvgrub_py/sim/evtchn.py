@@ -131,6 +131,9 @@ class EventChannels:
         if self._handles.pop(handle.handle_id, None) is not None:
             self._slots.closed(handle)
 
+    def handles_of_domain(self, domid: int) -> int:
+        return sum(1 for h in self._handles.values() if h.domid == domid)
+
     def handles_of_connection(self, conn_id: int) -> list[Handle]:
         return [h for h in self._handles.values() if h.conn_id == conn_id]
 

@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -33,6 +35,10 @@ from pvgrub_py.sim.stats import HostStats
 from pvgrub_py.sim.toolstack import create_domain, destroy_domain
 from pvgrub_py.sim.xenstored import package_env, read_startup_line
 from pvgrub_py.xen.interface import DomainConfig, XenError
+
+
+def _limit_fds(count: int) -> None:  # pragma: no cover - runs in the child
+    resource.setrlimit(resource.RLIMIT_NOFILE, (count, count))
 
 
 class SimHost:
@@ -51,12 +57,14 @@ class SimHost:
         log: str | os.PathLike[str] | None = None,
         flask: bool = False,
         xsm_labels: Mapping[int, str] | None = None,
+        fd_limit: int | None = None,
     ) -> SimHost:
         """Run ``pvgrubctl sim host --dir host_dir`` and wait until it serves.
         ``xenstored``: True to start one, False for none, or the toolstack socket
         of one already running.  ``log``: a file for the daemon's debug trace.
         ``flask``: run with XSM/FLASK (`sim.xsm`); ``xsm_labels``: contexts by
-        domid (``--xsm-label``, implies ``flask``)."""
+        domid (``--xsm-label``, implies ``flask``).  ``fd_limit``: the daemon's
+        (and its xenstored's) RLIMIT_NOFILE, to see them run out of descriptors."""
         layout = HostLayout.of(host_dir)
         problem = layout.check_socket_paths()
         if problem is not None:
@@ -81,6 +89,7 @@ class SimHost:
                 stderr=stderr,
                 env=package_env(),
                 start_new_session=True,  # a ^C in the test's terminal reaches us, not it
+                preexec_fn=None if fd_limit is None else functools.partial(_limit_fds, fd_limit),
             )
         host = cls(layout, process)
         try:

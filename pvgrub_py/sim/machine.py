@@ -95,6 +95,10 @@ class Machine:
     def is_attached(self, conn_id: int) -> bool:
         return conn_id in self._connections
 
+    def connections_of(self, domid: int) -> int:
+        """Connections attached as ``domid``."""
+        return sum(1 for d in self._connections.values() if d == domid)
+
     # -- domctl (dom0 only) --------------------------------------------------------------
 
     def _privileged(self, caller: Caller, function: str) -> None:

@@ -36,13 +36,16 @@ def temporary_host(
     prefix: str = "sim",
     flask: bool = False,
     xsm_labels: Mapping[int, str] | None = None,
+    fd_limit: int | None = None,
 ) -> Iterator[SimHost]:
     """A host in a fresh short directory under /tmp (socket paths are limited to 107
     bytes, pytest's tmp_path may be longer), stopped and removed afterwards.
-    ``flask``, ``xsm_labels``: as `SimHost.start` (XSM/FLASK on, labels by domid)."""
+    ``flask``, ``xsm_labels``, ``fd_limit``: as `SimHost.start`."""
     path = tempfile.mkdtemp(prefix=prefix, dir="/tmp")
     try:
-        with SimHost.start(path, xenstored=xenstored, flask=flask, xsm_labels=xsm_labels) as host:
+        with SimHost.start(
+            path, xenstored=xenstored, flask=flask, xsm_labels=xsm_labels, fd_limit=fd_limit
+        ) as host:
             yield host
     finally:
         shutil.rmtree(path, ignore_errors=True)

@@ -39,7 +39,10 @@ from typing import IO, NoReturn
 
 from pvgrub_py.xen.interface import XenError
 
+XS_GET_DOMAIN_PATH = 10
 XS_RELEASE = 9
+#: How long XS_CONNECT waits for xenstored to answer its probe.
+PROBE_TIMEOUT = 5.0
 _XS_HEADER = struct.Struct("=IIII")
 PR_SET_PDEATHSIG = 1
 
@@ -139,7 +142,33 @@ class XenstoredLink:
         except OSError as e:
             sock.close()
             raise XenError(e.errno or errno.EIO, "xs_open", f"xenstored at {path}") from None
+        try:
+            self._probe(sock, domid)
+        except BaseException:
+            sock.close()
+            raise
         return sock
+
+    @staticmethod
+    def _probe(sock: socket.socket, domid: int) -> None:
+        """One GET_DOMAIN_PATH round trip before the socket is handed over:
+        xenstored accepts and at once closes a connection over the domain's
+        "connections" quota (or one that would take dom0's descriptors), and
+        the process asking should hear EMFILE now, not end-of-file later."""
+        payload = b"0\0"
+        sock.settimeout(PROBE_TIMEOUT)
+        try:
+            sock.sendall(_XS_HEADER.pack(XS_GET_DOMAIN_PATH, 0, 0, len(payload)) + payload)
+            header = _recv_exactly(sock, _XS_HEADER.size)
+            _recv_exactly(sock, _XS_HEADER.unpack(header)[3])
+        except (ConnectionError, EOFError, OSError) as e:
+            if isinstance(e, TimeoutError):
+                raise XenError(errno.ETIMEDOUT, "xs_open", "xenstored did not answer") from None
+            raise XenError(
+                errno.EMFILE, "xs_open", f"xenstored refused a connection of d{domid} (quota)"
+            ) from None
+        finally:
+            sock.settimeout(None)
 
     def release(self, domid: int, timeout: float = 5.0) -> None:
         """RELEASE ``domid`` as dom0; a domain never introduced is not an error."""
@@ -175,3 +204,13 @@ class XenstoredLink:
                 process.wait()
         if process.stdout is not None:
             process.stdout.close()
+
+
+def _recv_exactly(sock: socket.socket, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        chunk = sock.recv(size - len(data))
+        if not chunk:
+            raise EOFError("xenstored closed the connection")
+        data += chunk
+    return data

@@ -26,6 +26,24 @@ catches up, so a client that writes without reading cannot make us buffer
 without bound.  Watch events for a client whose output exceeds
 `EVENT_DROP_AT` are dropped, as xenstored drops events beyond a domain's
 memory quota (xenstore.txt: watches may be lost, never invented).
+
+Descriptors against hostile guests
+----------------------------------
+A guest may connect to ``PATH.d/<domid>`` again and again.  Each accepted
+connection is a descriptor, so without limits a guest would exhaust ours
+and dom0 (the toolstack, vtpmd) could not connect any more.  So:
+
+* a domain has at most its "connections" quota of connections at once
+  (`XenstoreService.refuse_connection`); one more is accepted and closed at
+  once (the client reads end-of-file), logged once per interval;
+* a guest's connection is refused the same way when it would leave fewer
+  than `limits.reserve_for_dom0` free descriptors: those are dom0's;
+* we accept ourselves rather than through asyncio's server: when accept
+  fails with EMFILE anyway, a spare descriptor lets us accept and close the
+  waiting connection (`limits.SpareDescriptor`) instead of logging a
+  traceback and leaving dom0's connection queued;
+* whatever a guest makes us complain about is logged rate-limited
+  (`limits.RateLimitedLog`), never as a traceback.
 """
 
 from __future__ import annotations
@@ -43,6 +61,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
+from pvgrub_py.xenstore import limits
 from pvgrub_py.xenstore.errors import XenstoreError, XsProtocolError
 from pvgrub_py.xenstore.service import Connection, XenstoreService
 from pvgrub_py.xenstore.store import Quotas
@@ -51,6 +70,11 @@ from pvgrub_py.xenstore.wire import MessageReader
 HIGH_WATER = 256 * 1024
 EVENT_DROP_AT = 1024 * 1024
 SUN_PATH_MAX = 107  # sizeof(sockaddr_un.sun_path) - 1 on Linux
+#: Connections accepted per wake-up of one listener (asyncio's default backlog
+#: loop does the same), so one busy socket cannot starve the others.
+ACCEPT_BATCH = 64
+#: How long a listener rests when even the spare descriptor is gone.
+ACCEPT_RETRY_DELAY = 0.1
 
 log = logging.getLogger("pvgrub_py.xenstore")
 T = TypeVar("T")
@@ -79,15 +103,25 @@ class _ClientProtocol(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
+        service = self._server.service
+        refused = service.refuse_connection(self._domid, self._privileged)
+        if refused is not None:
+            self._server.ratelog.warning(
+                f"connections-{self._domid}", "refused a connection: %s", refused
+            )
+            transport.abort()
+            return
         self._transport = transport
         self._server.clients.add(self)
         transport.set_write_buffer_limits(high=HIGH_WATER)
         label = f"fd{transport.get_extra_info('socket').fileno()}"
-        self._conn = self._server.service.open(
+        self._conn = service.open(
             self._domid, self._write, self._abort, privileged=self._privileged, label=label
         )
 
     def data_received(self, data: bytes) -> None:
+        if self._conn is None:
+            return  # refused in connection_made
         self._reader.feed(data)
         self._process()
 
@@ -98,7 +132,7 @@ class _ClientProtocol(asyncio.Protocol):
             try:
                 msg = self._reader.next_message()
             except XsProtocolError as e:
-                log.warning("%r dropped: %s", conn, e)
+                self._server.ratelog.warning(f"protocol-{conn.domid}", "%r dropped: %s", conn, e)
                 self._abort()
                 return
             if msg is None:
@@ -191,9 +225,13 @@ class XenstoredServer:
         self.service = XenstoreService(quotas)
         self.clients: set[_ClientProtocol] = set()
         self._listeners: dict[int, tuple[socket.socket, str, int]] = {}
-        self._servers: dict[int, asyncio.AbstractServer] = {}
+        self._servers: set[int] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._starting: set[asyncio.Task[None]] = set()
+        self._admitting: set[asyncio.Task[object]] = set()
+        self._spare: limits.SpareDescriptor | None = None
+        self.ratelog = limits.RateLimitedLog(log)
+        self.service.ratelog = self.ratelog
         self.service.on_introduce.append(self._domain_introduced)
         self.service.on_release.append(self.close_domain_socket)
 
@@ -215,6 +253,9 @@ class XenstoredServer:
     async def serve(self) -> None:
         """Start accepting on every bound socket (call once, in the loop)."""
         self._loop = asyncio.get_running_loop()
+        limits.raise_descriptor_limit()
+        if self._spare is None:
+            self._spare = limits.SpareDescriptor()
         self.bind()
         for key in list(self._listeners):
             await self._start_server(key)
@@ -224,12 +265,66 @@ class XenstoredServer:
         entry = self._listeners.get(key)
         if entry is None or key in self._servers:
             return
-        domid = key - 1 if key else 0  # key 0 is the toolstack socket
+        self._servers.add(key)
+        self._loop.add_reader(entry[0].fileno(), self._accept_ready, key)
+
+    def _resume_accepting(self, key: int) -> None:
+        entry = self._listeners.get(key)
+        if entry is not None and key in self._servers and self._loop is not None:
+            self._loop.add_reader(entry[0].fileno(), self._accept_ready, key)
+
+    def _accept_ready(self, key: int) -> None:
+        """Accept what is queued on listener ``key`` (0: the toolstack socket,
+        domid + 1: a domain's); see "Descriptors against hostile guests"."""
+        entry = self._listeners.get(key)
+        if entry is None or self._loop is None:
+            return
+        listener, path = entry[0], entry[1]
+        for _ in range(ACCEPT_BATCH):
+            try:
+                sock, _addr = listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as e:
+                if self._spare is not None and self._spare.refuse_one(listener):
+                    self.ratelog.warning(
+                        "accept", "out of descriptors (%s): refused a connection on %s",
+                        e.strerror, path,
+                    )  # fmt: skip
+                    continue
+                self.ratelog.warning("accept", "cannot accept on %s: %s", path, e.strerror)
+                self._loop.remove_reader(listener.fileno())
+                self._loop.call_later(ACCEPT_RETRY_DELAY, self._resume_accepting, key)
+                return
+            self._admit(sock, key)
+
+    def _admit(self, sock: socket.socket, key: int) -> None:
+        assert self._loop is not None
+        domid = key - 1 if key else 0
+        if key and not limits.guest_may_open():
+            self.ratelog.warning(
+                "reserve", "refused a connection of domain %d: descriptors reserved for dom0", domid
+            )
+            sock.close()
+            return
+        sock.setblocking(False)
+        privileged = True if key == 0 else None
 
         def factory() -> _ClientProtocol:
-            return _ClientProtocol(self, domid, True if key == 0 else None)
+            return _ClientProtocol(self, domid, privileged)
 
-        self._servers[key] = await self._loop.create_unix_server(factory, sock=entry[0])
+        task: asyncio.Task[object] = self._loop.create_task(
+            self._loop.connect_accepted_socket(factory, sock=sock)
+        )
+        self._admitting.add(task)
+        task.add_done_callback(lambda done: self._admitted(done, sock))
+
+    def _admitted(self, task: asyncio.Task[object], sock: socket.socket) -> None:
+        self._admitting.discard(task)
+        if task.cancelled() or task.exception() is not None:
+            error = None if task.cancelled() else task.exception()
+            self.ratelog.warning("admit", "cannot serve a new connection: %s", error)
+            sock.close()
 
     def _domain_introduced(self, domid: int) -> None:
         try:
@@ -255,13 +350,14 @@ class XenstoredServer:
         self._close_listener(domid + 1)
 
     def _close_listener(self, key: int) -> None:
-        server = self._servers.pop(key, None)
-        if server is not None:
-            server.close()
         entry = self._listeners.pop(key, None)
         if entry is None:
             return
         sock, path, inode = entry
+        if key in self._servers:
+            self._servers.discard(key)
+            if self._loop is not None and not self._loop.is_closed():
+                self._loop.remove_reader(sock.fileno())
         sock.close()
         with contextlib.suppress(OSError):
             if os.stat(path).st_ino == inode:  # never remove a successor's socket
@@ -294,6 +390,9 @@ class XenstoredServer:
         for conn in list(self.service.connections):
             self.service.close(conn)
             conn.drop()
+        if self._spare is not None:
+            self._spare.close()
+            self._spare = None
 
 
 def run_daemon(server: XenstoredServer, ready: Callable[[], None] | None = None) -> int:

@@ -17,6 +17,15 @@ is logged and answered EIO rather than taking the daemon down.
 
 Socket clients are dom0 and privileged.  Domain connections (see `daemon`)
 carry their domid and are unprivileged unless they are dom0.
+
+Quotas count per domain, never per connection.  On Xen a domain has one
+connection (its ring), so xenstored's per-domain accounting
+(tools/xenstored/domain.c: the domain's ``nbentry``, ``nbwatch``,
+``acc[]``) cannot be multiplied by connecting again; here a simulated
+domain's processes each connect on their own, so every count (watches,
+open transactions, transaction memory, nodes, connections) is summed over
+all connections of the domain.  dom0 and other privileged connections are
+not limited, as in xenstored.
 """
 
 from __future__ import annotations
@@ -29,6 +38,7 @@ from typing import Final
 from pvgrub_py.xenstore import node_ops, paths
 from pvgrub_py.xenstore.domains import SUPPORTED_FEATURES, DomainRegistry
 from pvgrub_py.xenstore.errors import XsRequestError
+from pvgrub_py.xenstore.limits import RateLimitedLog
 from pvgrub_py.xenstore.node_ops import Change, NodeView
 from pvgrub_py.xenstore.perms import DOM0, NONE, Caller, Perm, format_perms, parse_perms
 from pvgrub_py.xenstore.store import Quotas, Store
@@ -100,7 +110,9 @@ class Connection:
         if len(payload) > XENSTORE_PAYLOAD_MAX:
             return  # xenstored does not send over-long events either
         if not self._write(pack(XsType.WATCH_EVENT, 0, 0, payload), True):
-            log.warning("%r: output backed up, watch event %r dropped", self, path)
+            self.service.ratelog.warning(
+                f"events-{self.domid}", "%r: output backed up, watch event %r dropped", self, path
+            )
 
     def new_tx_id(self) -> int:
         while True:
@@ -147,6 +159,9 @@ class XenstoreService:
         self.domains = DomainRegistry(quotas)
         self.watches = WatchRegistry()
         self.connections: set[Connection] = set()
+        self._by_domain: dict[int, set[Connection]] = {}
+        #: Where complaints about clients go, at most once per interval each.
+        self.ratelog = RateLimitedLog(log)
         self.on_introduce: list[Callable[[int], None]] = []
         self.on_release: list[Callable[[int], None]] = []
 
@@ -166,6 +181,7 @@ class XenstoreService:
             self, domid, domid == 0 if privileged is None else privileged, write, close, label
         )
         self.connections.add(conn)
+        self._by_domain.setdefault(domid, set()).add(conn)
         return conn
 
     def close(self, conn: Connection) -> None:
@@ -176,6 +192,38 @@ class XenstoreService:
         self.watches.remove_all(conn)
         conn.transactions.clear()
         self.connections.discard(conn)
+        mine = self._by_domain.get(conn.domid)
+        if mine is not None:
+            mine.discard(conn)
+            if not mine:
+                del self._by_domain[conn.domid]
+
+    def connections_of(self, domid: int) -> list[Connection]:
+        return list(self._by_domain.get(domid, ()))
+
+    def refuse_connection(self, domid: int, privileged: bool | None) -> str | None:
+        """Why a new connection of ``domid`` must be refused (the domain's
+        "connections" quota is full), or None to accept it."""
+        if domid == 0 if privileged is None else privileged:
+            return None
+        quota = self.domains.quotas_for(domid).connections
+        have = len(self._by_domain.get(domid, ()))
+        if quota and have >= quota:
+            return f"domain {domid} already has {have} connections (quota {quota})"
+        return None
+
+    # -- per-domain accounting ----------------------------------------------------
+
+    def watches_of(self, domid: int) -> int:
+        return sum(self.watches.count(c) for c in self._by_domain.get(domid, ()))
+
+    def transactions_of(self, domid: int) -> int:
+        return sum(len(c.transactions) for c in self._by_domain.get(domid, ()))
+
+    def transaction_memory_of(self, domid: int) -> int:
+        return sum(
+            tx.memory for c in self._by_domain.get(domid, ()) for tx in c.transactions.values()
+        )
 
     # -- dispatch --------------------------------------------------------------
 
@@ -203,16 +251,34 @@ class XenstoreService:
                 tx = conn.transactions.get(msg.tx_id)
                 if tx is None:
                     raise XsRequestError(errno.ENOENT, f"no transaction {msg.tx_id}")
+                if tx.failed and msg.type != XsType.TRANSACTION_END:
+                    raise XsRequestError(errno.ENOMEM, f"transaction {msg.tx_id} has failed")
             reply = handler(self, conn, msg, tx)
+            if tx is not None and not tx.failed and not conn.privileged:
+                self._check_memory(conn, tx)
             if reply is not None:
                 conn.send(pack(msg.type, msg.req_id, msg.tx_id, reply))
         except XsRequestError as e:
             if log.isEnabledFor(logging.DEBUG):
                 log.debug("%r %s: %s", conn, type_name(msg.type), e)
             conn.send(pack(XsType.ERROR, msg.req_id, msg.tx_id, error_payload(e.errno)))
-        except Exception:
-            log.exception("%r: internal error handling %s", conn, type_name(msg.type))
+        except Exception as e:  # a bug of ours: one line, rate-limited, and EIO
+            self.ratelog.warning(
+                f"bug-{type(e).__name__}",
+                "%r: internal error handling %s: %s: %s",
+                conn, type_name(msg.type), type(e).__name__, e,
+            )  # fmt: skip
             conn.send(pack(XsType.ERROR, msg.req_id, msg.tx_id, error_payload(errno.EIO)))
+
+    def _check_memory(self, conn: Connection, tx: Transaction) -> None:
+        """The domain's open transactions over the "memory" quota: fail the
+        one that grew (its overlay goes now; its commit will be ENOMEM)."""
+        quota = self._quotas(conn).memory
+        if quota and self.transaction_memory_of(conn.domid) > quota:
+            tx.fail()
+            raise XsRequestError(
+                errno.ENOMEM, f"domain {conn.domid}'s transactions exceed {quota} bytes"
+            )
 
     # -- helpers for handlers ----------------------------------------------------
 
@@ -313,7 +379,7 @@ class XenstoreService:
             raise XsRequestError(errno.EINVAL, f"watch depth {depth}")
         path = self._path(conn, raw_path, allow_special=True)
         quota = self._quotas(conn).watches
-        if not conn.privileged and quota and self.watches.count(conn) >= quota:
+        if not conn.privileged and quota and self.watches_of(conn.domid) >= quota:
             raise XsRequestError(errno.E2BIG, f"domain {conn.domid} has {quota} watches")
         strip = len(conn.home) + 1 if paths.is_relative(raw_path) else 0
         watch = self.watches.add(conn, path, token, strip, depth)
@@ -340,8 +406,10 @@ class XenstoreService:
         if tx is not None:
             raise XsRequestError(errno.EBUSY, "TRANSACTION_START inside a transaction")
         quotas = self._quotas(conn)
-        if not conn.privileged and 0 < quotas.transactions <= len(conn.transactions):
-            raise XsRequestError(errno.ENOSPC, f"{quotas.transactions} transactions open")
+        if not conn.privileged and 0 < quotas.transactions <= self.transactions_of(conn.domid):
+            raise XsRequestError(
+                errno.ENOSPC, f"domain {conn.domid} has {quotas.transactions} transactions open"
+            )
         limit = None if conn.privileged else quotas.transaction_nodes
         tx_id = conn.new_tx_id()
         conn.transactions[tx_id] = Transaction(self.store, tx_id, limit)
@@ -355,8 +423,24 @@ class XenstoreService:
             raise XsRequestError(errno.ENOENT, "TRANSACTION_END outside a transaction")
         del conn.transactions[tx.tx_id]
         if verdict == b"T":
+            self._check_node_quota(conn, tx)
             self.watches.fire(tx.commit())
         return OK
+
+    def _check_node_quota(self, conn: Connection, tx: Transaction) -> None:
+        """The "nodes" quota again, against what the domain owns by now:
+        each of its transactions was checked alone (xenstored re-checks at
+        commit too: transaction_fix_domains())."""
+        quota = self._quotas(conn).nodes
+        if conn.privileged or not quota or tx.failed:
+            return
+        growth = tx.owned_growth(conn.domid)
+        owned = self.store.owned_by(conn.domid)
+        if growth > 0 and owned + growth > quota:
+            raise XsRequestError(
+                errno.ENOSPC,
+                f"domain {conn.domid} would own {owned + growth} nodes (quota {quota})",
+            )
 
     # -- domains -----------------------------------------------------------------
 

@@ -56,7 +56,8 @@ class Quotas:
     """Limits for unprivileged domains; 0 disables a limit (xenstore.txt,
     GET_QUOTA).  Defaults are xenstored's ``hard_quotas`` in
     tools/xenstored/domain.c (Xen 4.18+; the same numbers were the
-    ``quota_*`` variables in earlier releases)."""
+    ``quota_*`` variables in earlier releases).  Like xenstored's, every
+    quota counts per *domain*, over all of the domain's connections."""
 
     nodes: int = 1000  # "nodes": nodes owned per domain
     node_size: int = 2048  # "node-size": bytes of one node
@@ -65,6 +66,16 @@ class Quotas:
     permissions: int = 5  # "node-permissions": entries per node
     path_max: int = paths.XENSTORE_REL_PATH_MAX  # "path-max": below /local/domain/<id>/
     transaction_nodes: int = 1024  # "transaction-nodes": nodes touched per transaction
+    #: "memory": bytes a domain's open transactions may hold.  xenstored's
+    #: hard memory quota per domain (quota_memory_per_domain_hard in
+    #: tools/xenstore/xenstored_core.c, Xen 4.17: 2.5 MB; ENOMEM beyond).
+    #: Committed nodes are bounded by "nodes" x "node-size" already.
+    memory: int = 2 * 1024 * 1024 + 512 * 1024
+    #: "connections": simultaneous connections of one domain.  Not a Xen
+    #: quota: on Xen a domain has exactly one connection (its ring page),
+    #: which its kernel multiplexes; here each process of a simulated domain
+    #: connects on its own, so the simulator bounds how many at once.
+    connections: int = 16
 
     #: Wire names of GET_QUOTA/SET_QUOTA -> field; xenstore.txt names the
     #: first five, the rest are xenstored's own.
@@ -76,6 +87,8 @@ class Quotas:
         "permissions": "permissions",
         "path-max": "path_max",
         "transaction-nodes": "transaction_nodes",
+        "memory": "memory",
+        "connections": "connections",
     }
 
 

@@ -22,6 +22,19 @@ Creating or deleting a child rewrites the parent's child list, so two
 transactions adding children to one directory conflict, as in xenstored.
 Nodes a transaction has not touched yet are read live, so it may see a
 tree mixed from two moments; it then cannot commit, so nobody acts on it.
+
+Quotas at commit.  Each request checks the "nodes" quota against the
+committed count plus this transaction's own changes, so two transactions of
+one domain, each within the quota alone, could together exceed it.  So the
+commit checks again, against the count committed by then, and fails with
+ENOSPC (xenstored's do_transaction_end(): transaction_fix_domains(), later
+acc_fix_domains(), before finalize_transaction()).
+
+Memory.  `memory` is what the overlay and the queued events hold, in
+bytes; the service bounds the sum over a domain's open transactions (the
+"memory" quota).  A transaction that ran over it is `fail`ed: its overlay is
+dropped at once and its commit fails with ENOMEM, as xenstored fails a
+transaction whose accounting failed (``trans->fail``).
 """
 
 from __future__ import annotations
@@ -32,6 +45,11 @@ from collections import Counter
 from pvgrub_py.xenstore.errors import XsRequestError
 from pvgrub_py.xenstore.node_ops import Change
 from pvgrub_py.xenstore.store import Node, Store
+
+#: What one overlay entry or queued event costs besides its bytes (dict
+#: slot, node and change objects): a round figure, so the "memory" quota
+#: bounds the daemon's real growth and not only the payloads.
+_PER_NODE = 128
 
 
 class Transaction:
@@ -51,6 +69,10 @@ class Transaction:
         self._seen: dict[str, int | None] = {}
         self._written: set[str] = set()
         self._owned_delta: Counter[int] = Counter()
+        #: Bytes held by the overlay and the queued changes (an estimate
+        #: that never under-counts what a client sent).
+        self.memory = 0
+        self.failed = False
 
     def _first_touch(self, path: str) -> Node | None:
         if self.node_limit is not None and len(self._seen) >= self.node_limit:
@@ -76,6 +98,7 @@ class Transaction:
         self._owned_delta[node.owner] += 1
         self._view[path] = node
         self._written.add(path)
+        self.memory += _PER_NODE + len(path) + node.accounted_size()
 
     def delete(self, path: str) -> None:
         old = self.get(path)
@@ -83,6 +106,7 @@ class Transaction:
             self._owned_delta[old.owner] -= 1
         self._view[path] = None
         self._written.add(path)
+        self.memory += _PER_NODE + len(path)
 
     def owned_by(self, domid: int) -> int:
         return self.store.owned_by(domid) + self._owned_delta[domid]
@@ -90,6 +114,21 @@ class Transaction:
     def record(self, changes: list[Change]) -> None:
         """Queue watch events until commit."""
         self.changes.extend(changes)
+        self.memory += sum(_PER_NODE + len(change.path) for change in changes)
+
+    def owned_growth(self, domid: int) -> int:
+        """Nodes ``domid`` would own in addition once this commits."""
+        return self._owned_delta[domid]
+
+    def fail(self) -> None:
+        """Over a quota: drop everything held; the commit will be ENOMEM."""
+        self.failed = True
+        self.changes = []
+        self._view.clear()
+        self._seen.clear()
+        self._written.clear()
+        self._owned_delta.clear()
+        self.memory = 0
 
     # -- end -----------------------------------------------------------------
 
@@ -105,6 +144,8 @@ class Transaction:
     def commit(self) -> list[Change]:
         """Apply the overlay, or raise EAGAIN on a conflict; returns the
         changes whose watches must fire now."""
+        if self.failed:
+            raise XsRequestError(errno.ENOMEM, f"transaction {self.tx_id} ran out of memory")
         conflict = self.conflicting_path()
         if conflict is not None:
             raise XsRequestError(errno.EAGAIN, f"transaction {self.tx_id}: {conflict} changed")
