@@ -55,9 +55,12 @@ examples:
   XENSTORED_PATH=/tmp/xs/socket xenstore-ls -f -p /
   XENSTORED_PATH=/tmp/xs/socket.d/5 xenstore-read name     # as dom5
 
-quotas (for unprivileged domains; 0 disables; defaults are xenstored's):
+quotas (per unprivileged domain, over all its connections; 0 disables;
+defaults are xenstored's):
   nodes=1000 watches=128 transactions=10 node-size=2048 permissions=5
-  path-max=2048 transaction-nodes=1024
+  path-max=2048 transaction-nodes=1024 memory=2621440
+and one of the simulator's own (on Xen a domain has one ring connection):
+  connections=16
 
 exit status: 0 after a clean shutdown (or, without --foreground, once the
 daemon listens), 1 if SOCKET cannot be used (a live daemon owns it, it is not
