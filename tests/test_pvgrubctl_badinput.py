@@ -188,6 +188,17 @@ def test_vtpmd_creates_no_state_dir_when_it_cannot_serve(short_tmp: Path) -> Non
     assert not (short_tmp / "nonexistent").exists()
 
 
+@pytest.mark.skipif(os.path.exists("/dev/xen/xenbus") or os.path.exists("/var/run/xenstored/socket"),
+                    reason="a real Xen host: vtpmd would serve")  # fmt: skip
+def test_vtpmd_on_a_host_without_xen_creates_no_state_dir(short_tmp: Path) -> None:
+    """libxc's hypervisor handle opens lazily, so without Xen it is xenstore that
+    fails: that must happen before the state directory is made."""
+    state = short_tmp / "nonexistent" / "x"
+    r = run_cli("vtpmd", "--state-dir", str(state))
+    one_line_error(r, 1, "xs_open")
+    assert not (short_tmp / "nonexistent").exists()
+
+
 def test_vtpmd_state_dir_that_is_a_file(short_tmp: Path, regular: str) -> None:
     from pvgrub_py.vtpm.instances import VtpmInstanceError, VtpmInstances
 

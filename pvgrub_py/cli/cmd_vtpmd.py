@@ -100,8 +100,11 @@ def run(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    hv = _open_hypervisor(args.sim, args.domid)  # before anything is created on disk
+    hv = _open_hypervisor(args.sim, args.domid)
     try:
+        # Nothing is created on disk before the host answers: opening libxc's
+        # hypervisor handle succeeds on a machine without Xen, xenstore does not.
+        hv.xenstore().close()
         instances = VtpmInstances(args.state_dir, tpm2=args.tpm2)
     except BaseException:
         hv.close()
