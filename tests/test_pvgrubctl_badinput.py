@@ -188,8 +188,10 @@ def test_vtpmd_creates_no_state_dir_when_it_cannot_serve(short_tmp: Path) -> Non
     assert not (short_tmp / "nonexistent").exists()
 
 
-@pytest.mark.skipif(os.path.exists("/dev/xen/xenbus") or os.path.exists("/var/run/xenstored/socket"),
-                    reason="a real Xen host: vtpmd would serve")  # fmt: skip
+@pytest.mark.skipif(
+    os.path.exists("/dev/xen/xenbus") or os.path.exists("/var/run/xenstored/socket"),
+    reason="a real Xen host: vtpmd would serve",
+)
 def test_vtpmd_on_a_host_without_xen_creates_no_state_dir(short_tmp: Path) -> None:
     """libxc's hypervisor handle opens lazily, so without Xen it is xenstore that
     fails: that must happen before the state directory is made."""
