@@ -21,6 +21,10 @@ DEBIAN_PACKAGES = python3-venv python3-dev gcc libc6-dev pkg-config \
   e2fsprogs xfsprogs btrfs-progs dosfstools mtools xorriso fdisk qemu-utils lvm2 tmux \
   xen-utils-4.17 lzop
 SETUP_STAMP = $(VENV)/.setup.stamp
+# Keylime, a test oracle for the formats it reads (its quote check and tpm_policy
+# reader, tests/test_attest_keylime.py), without its verifier's dependency set
+# (python-gnupg's gpg does not build from PyPI); pyyaml is in the test extras.
+KEYLIME = keylime==7.14.3
 PYTEST_ARGS ?=
 # The third-party corpora (petitboot, pygrub, tpm2-tools, go-attestation test data)
 # live outside the repository; `make conformance` runs them.
@@ -43,6 +47,7 @@ $(SETUP_STAMP): Makefile setup.py pyproject.toml
 	  $(BASE_PYTHON) -m venv $(VENV); }
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q -e '.[test]'
+	$(PIP) install -q --no-deps $(KEYLIME)
 	@touch $(SETUP_STAMP)
 
 setup: $(SETUP_STAMP)

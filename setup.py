@@ -69,7 +69,10 @@ setup(
         "pycdlib>=1.14,<2",
     ],
     extras_require={
-        "test": ["pytest>=7", "hypothesis>=6", "atheris>=2.3", "mypy>=1.8", "ruff>=0.4"],
+        "test": [
+            "pytest>=7", "hypothesis>=6", "atheris>=2.3", "mypy>=1.8", "ruff>=0.4",
+            "pyyaml>=6",  # for Keylime, the attestation oracle (see the Makefile)
+        ],
     },
     entry_points={
         "console_scripts": [
