@@ -1,10 +1,13 @@
 # Type stub for the cffi extension built from cbindings/ (pvgrub_py._xen_cffi).
 # cffi objects are typed as CData (Any): only pvgrub_py.xen.* may touch them.
+# `FFI` and `Lib` type `pvgrub_py.xen.binding.Binding`'s ffi and lib (they exist
+# only for the type checker: import them under TYPE_CHECKING).  Keep `Lib` in step
+# with cbindings/*.py: every name a wrapper uses must be declared here.
 from typing import Any, TypeAlias
 
 CData: TypeAlias = Any
 
-class _FFI:
+class FFI:
     NULL: CData
     errno: int
     def new(self, cdecl: str, init: Any = ...) -> CData: ...
@@ -18,7 +21,7 @@ class _FFI:
     def sizeof(self, cdecl: Any) -> int: ...
     def unpack(self, cdata: CData, length: int) -> Any: ...
 
-class _Lib:
+class Lib:
     # xentoollog + our in-memory logger
     XTL_DEBUG: int
     XTL_VERBOSE: int
@@ -196,5 +199,5 @@ class _Lib:
     def xs_release_domain(self, h: CData, domid: int) -> bool: ...
     def xs_get_domain_path(self, h: CData, domid: int) -> CData: ...
 
-ffi: _FFI
-lib: _Lib
+ffi: FFI
+lib: Lib

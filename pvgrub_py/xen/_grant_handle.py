@@ -13,7 +13,7 @@ import errno as errno_mod
 from abc import ABC, abstractmethod
 from typing import Any, Self
 
-from pvgrub_py.xen.binding import Binding, require
+from pvgrub_py.xen.binding import Binding, call_error, require
 from pvgrub_py.xen.interface import XenError
 from pvgrub_py.xen.toollog import ToolLog
 
@@ -68,9 +68,9 @@ class GrantHandle:
         self.log = ToolLog(binding=self._b)
         handle = getattr(self._b.lib, f"{library}_open")(self.log.handle, 0)
         if handle == self._b.ffi.NULL:
-            err = self._b.ffi.errno
+            error = call_error(self._b, f"{library}_open", hint)
             self.log.close()
-            raise XenError(err or errno_mod.EIO, f"{library}_open", hint)
+            raise error
         self._h: Any = handle
 
     @property
