@@ -55,9 +55,7 @@ def test_an_open_error_message_keeps_a_xen_errors_own_line() -> None:
 def test_only_binding_reads_ffi_errno() -> None:
     """Every errno read goes through `binding.last_errno` (one call site, as xattr)."""
     readers = {
-        path.name
-        for path in XEN_PACKAGE.glob("*.py")
-        if re.search(r"\bffi\.errno\b", _code(path))
+        path.name for path in XEN_PACKAGE.glob("*.py") if re.search(r"\bffi\.errno\b", _code(path))
     }
     assert readers == {"binding.py"}
 

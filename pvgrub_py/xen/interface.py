@@ -16,6 +16,9 @@ handles (grant share/map, event channels, xenstore) and what they hand out
 (shared pages, mapped grants) are context managers and are released on
 ``close()``; a released resource is never used again.  `DomainControl` is
 the exception: one shared handle that the `Hypervisor` closes.
+
+tests/test_hypervisor_contract.py holds the simulator and the libxc
+implementation to the same results and errnos for the same calls.
 """
 
 from __future__ import annotations
