@@ -249,7 +249,7 @@ def test_a_closed_event_channel_handle_is_ebadf(hv: Hypervisor) -> None:
     expect_errno(errno.EBADF, lambda: e.wait(0))
 
 
-def test_peer_label_without_flask(hv: Hypervisor) -> None:
+def test_peer_label_of_a_bound_port(hv: Hypervisor) -> None:
     """FLASK_GET_PEER_SID of a bound port: Xen's dummy XSM answers ENOSYS
     (`XsmNotEnabledError`); with FLASK, a context ``user:role:type``."""
     with hv.event_channels() as a, hv.event_channels() as b:

@@ -81,3 +81,21 @@ def test_call_error_takes_the_errno_the_call_left() -> None:
     with pytest.raises(XenError) as caught:
         binding_mod.fail(b, "xs_write")
     assert caught.value.errno == errno.EIO  # a failure that left no errno is still one
+
+
+@pytest.mark.parametrize(
+    "error",
+    [XenError(errno.ENOENT, "xs_read", "/local/domain/7"), XsmNotEnabledError("xc_flask_op")],
+)
+def test_it_crosses_a_process_boundary_whole(error: XenError) -> None:
+    """multiprocessing pickles what a child raises: errno, function and line survive."""
+    import pickle
+
+    copy = pickle.loads(pickle.dumps(error))
+    assert type(copy) is type(error)
+    assert (copy.errno, copy.function, copy.message, str(copy)) == (
+        error.errno,
+        error.function,
+        error.message,
+        str(error),
+    )
