@@ -23,6 +23,7 @@ class FFI:
 
 class Lib:
     # xentoollog + our in-memory logger
+    XTL_NONE: int
     XTL_DEBUG: int
     XTL_VERBOSE: int
     XTL_DETAIL: int
@@ -32,6 +33,7 @@ class Lib:
     XTL_WARN: int
     XTL_ERROR: int
     XTL_CRITICAL: int
+    XTL_NUM_LEVELS: int
     PVGRUB_LOG_MAX: int
     def xtl_logger_destroy(self, logger: CData) -> None: ...
     def pvgrub_log_new(self, min_level: int) -> CData: ...
