@@ -6,7 +6,9 @@ Xen libraries as dom0 (`LibxcHypervisor`).  The same calls must give the same
 results and fail with the same errno on both.  The expected values are Xen's
 and Linux's documented behaviour, cited per test (xen/common/domctl.c,
 event_channel.c, grant_table.c; drivers/xen/evtchn.c, gntdev.c, gntalloc.c),
-not read from either implementation.
+not read from either implementation.  `EventChannelRules` is fakeredis'
+hypothesis state machine: random sequences of event-channel calls, checked
+against a small model of those rules, on both.
 
 Everything runs from dom0: a real host has no other domain we can run code in,
 so a second domain is one dom0 creates and leaves paused (no process), and
@@ -29,6 +31,15 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    Bundle,
+    RuleBasedStateMachine,
+    multiple,
+    rule,
+    run_state_machine_as_test,
+)
 
 from pvgrub_py.sim.host import SimHost
 from pvgrub_py.sim.testing import temporary_host
@@ -247,6 +258,80 @@ def test_a_closed_event_channel_handle_is_ebadf(hv: Hypervisor) -> None:
     expect_errno(errno.EBADF, lambda: e.notify(port))
     expect_errno(errno.EBADF, lambda: e.alloc_unbound(0))
     expect_errno(errno.EBADF, lambda: e.wait(0))
+
+
+class EventChannelRules(RuleBasedStateMachine):
+    """Random alloc/bind/notify/unbind sequences on two dom0 handles, against a
+    model of Xen's rules (see the tests above): who owns each port, who its peer
+    is.  One event is in flight at a time (each is taken and unmasked at once),
+    so the outcome is deterministic on a real host too."""
+
+    hv: Hypervisor  # set per run by the test
+    ports = Bundle("ports")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.handles = [self.hv.event_channels() for _ in range(2)]
+        self.owner: dict[int, int] = {}  # live port -> index of the handle that bound it
+        self.peer: dict[int, int | None] = {}  # live port -> its peer (None: unbound)
+
+    def _delivered(self, h: int, port: int) -> None:
+        assert self.handles[h].wait(WAIT) == port
+        self.handles[h].unmask(port)
+
+    @rule(target=ports, h=st.integers(0, 1))
+    def alloc(self, h: int) -> int:
+        port = self.handles[h].alloc_unbound(0)
+        assert port not in self.owner
+        self.owner[port], self.peer[port] = h, None
+        return port
+
+    @rule(target=ports, h=st.integers(0, 1), remote=ports)
+    def bind(self, h: int, remote: int) -> object:
+        if remote not in self.owner or self.peer[remote] is not None:
+            expect_errno(errno.EINVAL, lambda: self.handles[h].bind_interdomain(0, remote))
+            return multiple()
+        local = self.handles[h].bind_interdomain(0, remote)
+        assert local not in self.owner
+        self.owner[local], self.peer[local], self.peer[remote] = h, remote, local
+        self._delivered(h, local)  # the event Xen sets on bind
+        return local
+
+    @rule(h=st.integers(0, 1), port=ports)
+    def notify(self, h: int, port: int) -> None:
+        if self.owner.get(port) != h:
+            expect_errno(errno.ENOTCONN, lambda: self.handles[h].notify(port))
+            return
+        self.handles[h].notify(port)
+        peer = self.peer[port]
+        if peer is not None:
+            self._delivered(self.owner[peer], peer)
+
+    @rule(h=st.integers(0, 1), port=ports)
+    def unbind(self, h: int, port: int) -> None:
+        if self.owner.get(port) != h:
+            expect_errno(errno.ENOTCONN, lambda: self.handles[h].unbind(port))
+            return
+        self.handles[h].unbind(port)
+        del self.owner[port]
+        peer = self.peer.pop(port)
+        if peer is not None:
+            self.peer[peer] = None
+
+    def teardown(self) -> None:
+        try:
+            for handle in self.handles:
+                assert handle.wait(0.05) is None  # nothing the model did not expect
+        finally:
+            for handle in self.handles:
+                handle.close()
+
+
+def test_event_channels_follow_xens_rules(hv: Hypervisor) -> None:
+    rules = type("Rules", (EventChannelRules,), {"hv": hv})
+    run_state_machine_as_test(
+        rules, settings=settings(max_examples=15, stateful_step_count=15, deadline=None)
+    )
 
 
 def test_peer_label_of_a_bound_port(hv: Hypervisor) -> None:
