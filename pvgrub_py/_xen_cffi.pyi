@@ -1,10 +1,13 @@
 # Type stub for the cffi extension built from cbindings/ (pvgrub_py._xen_cffi).
 # cffi objects are typed as CData (Any): only pvgrub_py.xen.* may touch them.
+# `FFI` and `Lib` type `pvgrub_py.xen.binding.Binding`'s ffi and lib (they exist
+# only for the type checker: import them under TYPE_CHECKING).  Keep `Lib` in step
+# with cbindings/*.py: every name a wrapper uses must be declared here.
 from typing import Any, TypeAlias
 
 CData: TypeAlias = Any
 
-class _FFI:
+class FFI:
     NULL: CData
     errno: int
     def new(self, cdecl: str, init: Any = ...) -> CData: ...
@@ -18,8 +21,9 @@ class _FFI:
     def sizeof(self, cdecl: Any) -> int: ...
     def unpack(self, cdata: CData, length: int) -> Any: ...
 
-class _Lib:
+class Lib:
     # xentoollog + our in-memory logger
+    XTL_NONE: int
     XTL_DEBUG: int
     XTL_VERBOSE: int
     XTL_DETAIL: int
@@ -29,6 +33,7 @@ class _Lib:
     XTL_WARN: int
     XTL_ERROR: int
     XTL_CRITICAL: int
+    XTL_NUM_LEVELS: int
     PVGRUB_LOG_MAX: int
     def xtl_logger_destroy(self, logger: CData) -> None: ...
     def pvgrub_log_new(self, min_level: int) -> CData: ...
@@ -196,5 +201,5 @@ class _Lib:
     def xs_release_domain(self, h: CData, domid: int) -> bool: ...
     def xs_get_domain_path(self, h: CData, domid: int) -> CData: ...
 
-ffi: _FFI
-lib: _Lib
+ffi: FFI
+lib: Lib

@@ -17,7 +17,7 @@ import os
 import stat
 from typing import BinaryIO
 
-from pvgrub_py.errors import InputError
+from pvgrub_py.errors import InputError, PvgrubError
 
 #: The largest kernel or initrd pvgrub-py boots, and so the largest anything predicts:
 #: libxenguest's ``XC_DOM_DECOMPRESS_MAX`` (1 GiB, xen/tools/libs/guest/xg_dom_core.c)
@@ -35,8 +35,12 @@ def format_size(n: int) -> str:
 
 
 def describe_open_error(e: OSError) -> str:
-    """The problem in a one-line error: ``no such file or directory``, not ``[Errno 2] ...``."""
-    text = e.strerror or str(e)
+    """The problem in a one-line error: ``no such file or directory``, not ``[Errno 2] ...``.
+
+    One of our own errors that is also an OSError (``XenError``: a simulated
+    host that cannot start, a hypervisor that refuses an attach) already says
+    what failed and why in its line; its bare ``strerror`` would drop that."""
+    text = str(e) if isinstance(e, PvgrubError) else (e.strerror or str(e))
     return text[:1].lower() + text[1:]
 
 

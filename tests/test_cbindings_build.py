@@ -89,3 +89,32 @@ def test_public_api_exposes_no_cffi_objects() -> None:
 
     for module in (xenctrl, domain_image):
         assert not hasattr(module, "ffi") and not hasattr(module, "lib")
+
+
+def _stub_members(class_name: str) -> set[str]:
+    import ast
+    from pathlib import Path
+
+    import pvgrub_py
+
+    stub = Path(pvgrub_py.__file__).with_name("_xen_cffi.pyi")
+    tree = ast.parse(stub.read_text())
+    (cls,) = (n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == class_name)
+    names = {n.name for n in cls.body if isinstance(n, ast.FunctionDef)}
+    names |= {
+        n.target.id
+        for n in cls.body
+        if isinstance(n, ast.AnnAssign) and isinstance(n.target, ast.Name)
+    }
+    return names
+
+
+@needs_bindings
+def test_the_stub_declares_exactly_what_the_extension_has() -> None:
+    """`Binding.lib` and `.ffi` are typed by _xen_cffi.pyi: a name missing there is
+    untyped for mypy, a name only there would pass mypy and fail at run time."""
+    module = importlib.import_module("pvgrub_py._xen_cffi")
+    compiled = {name for name in dir(module.lib) if not name.startswith("__")}
+    assert _stub_members("Lib") == compiled
+    missing = sorted(name for name in _stub_members("FFI") if not hasattr(module.ffi, name))
+    assert missing == []

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import struct
 
+from pvgrub_py.bytecursor import ByteCursor
 from pvgrub_py.errors import InputError
 from pvgrub_py.eventlog.records import (
     EV_NO_ACTION,
@@ -58,37 +59,21 @@ _SPEC_ID_HEAD = struct.Struct("<16sIBBBBI")  # up to numberOfAlgorithms
 _ALG_SIZE = struct.Struct("<HH")
 
 
-class _Reader:
-    """A cursor over the input that refuses to read past its end."""
+class _Reader(ByteCursor[bytes]):
+    """The shared cursor (little-endian), with errors that name the log and the offset."""
+
+    __slots__ = ("source",)
 
     def __init__(self, data: bytes, source: str) -> None:
-        self.data = data
+        super().__init__(data, "little", self._short)
         self.source = source
-        self.pos = 0
-
-    @property
-    def left(self) -> int:
-        return len(self.data) - self.pos
 
     def fail(self, problem: str, offset: int | None = None) -> InputError:
         at = self.pos if offset is None else offset
         return InputError(self.source, f"{problem} at offset {at} (0x{at:x})")
 
-    def take(self, n: int, what: str) -> bytes:
-        if n > self.left:
-            raise self.fail(f"{what}: needs {n} bytes, only {self.left} left")
-        chunk = self.data[self.pos : self.pos + n]
-        self.pos += n
-        return chunk
-
-    def u8(self, what: str) -> int:
-        return self.take(1, what)[0]
-
-    def u16(self, what: str) -> int:
-        return int.from_bytes(self.take(2, what), "little")
-
-    def u32(self, what: str) -> int:
-        return int.from_bytes(self.take(4, what), "little")
+    def _short(self, what: str, at: int, need: int, left: int) -> InputError:
+        return self.fail(f"{what}: needs {need} bytes, only {left} left", at)
 
 
 def parse(data: bytes, source: str) -> EventLog:

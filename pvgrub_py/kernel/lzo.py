@@ -16,9 +16,9 @@ capped per block (its ``dst_len``) and in total (``cap``).
 
 from __future__ import annotations
 
-import struct
 import zlib
 
+from pvgrub_py.bytecursor import ByteCursor
 from pvgrub_py.errors import InputError
 from pvgrub_py.kernel.limits import decompression_bomb
 
@@ -36,25 +36,17 @@ BLOCK_MAX = 64 << 20
 LZO1X_METHODS = (1, 2, 3)
 
 
-class _Reader:
+class _Reader(ByteCursor[memoryview]):
+    """The shared cursor (big-endian, as lzop writes), with errors naming the kernel."""
+
+    __slots__ = ("label",)
+
     def __init__(self, data: memoryview, label: str) -> None:
-        self.data, self.pos, self.label = data, 0, label
+        super().__init__(data, "big", self._truncated)
+        self.label = label
 
-    def take(self, n: int, what: str) -> memoryview:
-        if self.pos + n > len(self.data):
-            raise InputError(self.label, f"lzo {what} at payload offset {self.pos}: truncated")
-        chunk = self.data[self.pos : self.pos + n]
-        self.pos += n
-        return chunk
-
-    def u8(self, what: str) -> int:
-        return self.take(1, what)[0]
-
-    def u16(self, what: str) -> int:
-        return int(struct.unpack(">H", self.take(2, what))[0])
-
-    def u32(self, what: str) -> int:
-        return int(struct.unpack(">I", self.take(4, what))[0])
+    def _truncated(self, what: str, at: int, _need: int, _left: int) -> InputError:
+        return InputError(self.label, f"lzo {what} at payload offset {at}: truncated")
 
 
 def decompress_lzop(data: bytes | memoryview, label: str, cap: int) -> bytes:

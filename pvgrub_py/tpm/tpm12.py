@@ -18,6 +18,7 @@ import struct
 from dataclasses import dataclass
 
 from pvgrub_py.tpm.errors import TpmProtocolError
+from pvgrub_py.tpm.header import HEADER, HEADER_SIZE
 from pvgrub_py.tpm.rc import TPM2_RESPONSE_TAGS, foreign_version_error, tpm12_error
 
 TPM_TAG_RQU_COMMAND = 0x00C1
@@ -34,10 +35,6 @@ TPM_ST_DEACTIVATED = 0x0003
 
 #: TPM 1.2 PCRs are SHA-1 only.
 TPM_DIGEST_SIZE = 20
-
-#: tag u16 | paramSize u32 | ordinal or returnCode u32 (Part 2 section 6).
-HEADER = struct.Struct(">HII")
-HEADER_SIZE = HEADER.size
 
 _U16 = struct.Struct(">H")
 _U32 = struct.Struct(">I")

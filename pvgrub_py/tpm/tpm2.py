@@ -21,8 +21,10 @@ import struct
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from pvgrub_py.bytecursor import ByteCursor
 from pvgrub_py.tpm.algorithms import BY_ID, HashAlgorithm
 from pvgrub_py.tpm.errors import TpmProtocolError
+from pvgrub_py.tpm.header import HEADER, HEADER_SIZE
 from pvgrub_py.tpm.rc import (
     TPM2_RESPONSE_TAGS,
     TPM12_RESPONSE_TAGS,
@@ -59,10 +61,6 @@ PCR_SELECT_MIN = 3
 #: A PCR handle is TPM_HT_PCR (0x00) in the top byte plus the PCR index.
 MAX_PCR_HANDLE = 0x00FFFFFF
 
-#: tag u16 | size u32 | commandCode or responseCode u32 (Part 1, command/response header).
-HEADER = struct.Struct(">HII")
-HEADER_SIZE = HEADER.size
-
 _U8 = struct.Struct(">B")
 _U16 = struct.Struct(">H")
 _U32 = struct.Struct(">I")
@@ -89,36 +87,23 @@ def _check_digest(alg: HashAlgorithm, digest: bytes, field: str) -> bytes:
     return digest
 
 
-class _Reader:
-    """A cursor over a packet whose short reads name the field they wanted."""
+class _Reader(ByteCursor[bytes]):
+    """The shared cursor (big-endian) over a packet; short reads name the field."""
+
+    __slots__ = ("what",)
 
     def __init__(self, data: bytes, what: str, offset: int = 0) -> None:
-        self.data = data
+        super().__init__(data, "big", self._truncated, offset)
         self.what = what
-        self.offset = offset
 
-    def take(self, size: int, field: str) -> bytes:
-        end = self.offset + size
-        if end > len(self.data):
-            left = len(self.data) - self.offset
-            raise TpmProtocolError(
-                f"{self.what}: truncated {field} at offset {self.offset}: "
-                f"need {size} bytes, {left} left"
-            )
-        chunk = self.data[self.offset : end]
-        self.offset = end
-        return chunk
+    @property
+    def offset(self) -> int:
+        return self.pos
 
-    def u8(self, field: str) -> int:
-        return int(self.take(1, field)[0])
-
-    def u16(self, field: str) -> int:
-        value: int = _U16.unpack(self.take(2, field))[0]
-        return value
-
-    def u32(self, field: str) -> int:
-        value: int = _U32.unpack(self.take(4, field))[0]
-        return value
+    def _truncated(self, field: str, at: int, size: int, left: int) -> TpmProtocolError:
+        return TpmProtocolError(
+            f"{self.what}: truncated {field} at offset {at}: need {size} bytes, {left} left"
+        )
 
     def algorithm(self, field: str) -> HashAlgorithm:
         at = self.offset

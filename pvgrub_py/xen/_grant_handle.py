@@ -4,7 +4,9 @@ Both libraries open a handle the same way (``xengnt{shr,tab}_open``, with a
 hint naming the device when that fails) and hand out mapped memory the same
 way: a memoryview that ``close`` releases before the pages are unmapped, so
 Python can no longer touch freed pages (if someone still holds an export of
-it, close refuses with EBUSY rather than unmap memory in use).
+it, close refuses with EBUSY rather than unmap memory in use).  A read-only
+mapping (``PROT_READ``) is handed out as a read-only view: a write raises
+TypeError, as on the simulator, instead of faulting the process.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import errno as errno_mod
 from abc import ABC, abstractmethod
 from typing import Any, Self
 
-from pvgrub_py.xen.binding import Binding, require
+from pvgrub_py.xen.binding import Binding, call_error, require
 from pvgrub_py.xen.interface import XenError
 from pvgrub_py.xen.toollog import ToolLog
 
@@ -29,8 +31,9 @@ class GrantMemory(ABC):
     #: Why `close` fails while the memory is still exported.
     _exported_message: str
 
-    def __init__(self, memory: memoryview) -> None:
-        self._memory: memoryview | None = memory
+    def __init__(self, memory: memoryview, writable: bool = True) -> None:
+        self._base: memoryview | None = memory
+        self._memory: memoryview | None = memory if writable else memory.toreadonly()
 
     @property
     def memory(self) -> memoryview:
@@ -47,9 +50,11 @@ class GrantMemory(ABC):
             return
         try:
             self._memory.release()
+            if self._base is not None:
+                self._base.release()
         except BufferError:
             raise XenError(errno_mod.EBUSY, self._unmap_function, self._exported_message) from None
-        self._memory = None
+        self._memory = self._base = None
         self._unmap()
 
     def __enter__(self) -> Self:
@@ -68,9 +73,9 @@ class GrantHandle:
         self.log = ToolLog(binding=self._b)
         handle = getattr(self._b.lib, f"{library}_open")(self.log.handle, 0)
         if handle == self._b.ffi.NULL:
-            err = self._b.ffi.errno
+            error = call_error(self._b, f"{library}_open", hint)
             self.log.close()
-            raise XenError(err or errno_mod.EIO, f"{library}_open", hint)
+            raise error
         self._h: Any = handle
 
     @property

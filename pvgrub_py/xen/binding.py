@@ -1,12 +1,17 @@
 """The one place that imports the cffi extension and turns failures into XenError.
 
 Like xattr's single ``OSError(ffi.errno, ...)`` call site and pynacl's
-``ensure``: every wrapper in this package calls `check` (or `fail`) right
-after the C call, while ``ffi.errno`` still holds the errno that call left
-(cffi saves it per thread after each call).  Names that this Xen release
-lacks (`_conditional.CONDITIONAL_NAMES`) are hidden from `Binding.lib`, so
-using one raises `XenError(ENOSYS)` instead of calling through NULL.
+``ensure``: every wrapper in this package calls `check` (or `fail`, or
+`call_error` when it must clean up before raising) right after the C call, while
+``ffi.errno`` still holds the errno that call left (cffi saves it per thread
+after each call).  `last_errno` is the only reader of ``ffi.errno``: a
+wrapper that branches on the errno (libxenstore's ENOENT for a missing node)
+asks it too.  Names that this Xen release lacks
+(`_conditional.CONDITIONAL_NAMES`) are hidden from `Binding.lib`, so using
+one raises `XenError(ENOSYS)` instead of calling through NULL.
 
+`Binding.ffi` and `Binding.lib` are typed by the extension's stub
+(``pvgrub_py/_xen_cffi.pyi``), so mypy checks every C call's name and arity.
 Nothing outside ``pvgrub_py.xen`` imports this module's ``ffi``.
 """
 
@@ -17,10 +22,13 @@ import importlib
 import types
 from dataclasses import dataclass
 from functools import cache
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, cast
 
 from pvgrub_py.xen._conditional import CONDITIONAL_NAMES
 from pvgrub_py.xen.interface import XenError
+
+if TYPE_CHECKING:
+    from pvgrub_py._xen_cffi import FFI, Lib
 
 MODULE_NAME = "pvgrub_py._xen_cffi"
 NOT_BUILT_HINT = (
@@ -33,8 +41,8 @@ NOT_BUILT_HINT = (
 class Binding:
     """The compiled module: ``ffi`` and a ``lib`` without this release's missing names."""
 
-    ffi: Any
-    lib: Any
+    ffi: FFI
+    lib: Lib
     hidden: frozenset[str]
 
 
@@ -44,7 +52,7 @@ class LoadResult:
     error: str | None  # why it is None
 
 
-def _conditional_lib(lib: Any) -> tuple[Any, frozenset[str]]:
+def _conditional_lib(lib: object) -> tuple[Lib, frozenset[str]]:
     hidden = {
         name
         for flag, names in CONDITIONAL_NAMES.items()
@@ -55,7 +63,7 @@ def _conditional_lib(lib: Any) -> tuple[Any, frozenset[str]]:
     for name in dir(lib):
         if name not in hidden:
             setattr(filtered, name, getattr(lib, name))
-    return filtered, frozenset(hidden)
+    return cast("Lib", filtered), frozenset(hidden)
 
 
 @cache
@@ -84,10 +92,23 @@ def function(binding: Binding, name: str) -> Any:
     return getattr(binding.lib, name)
 
 
+def last_errno(binding: Binding) -> int:
+    """The errno the last C call on this thread left: the one read of ``ffi.errno``."""
+    return binding.ffi.errno
+
+
+def call_error(
+    binding: Binding, function: str, message: str = "", err: int | None = None
+) -> XenError:
+    """The XenError for the C call that just failed: ``err``, or the errno it left
+    (EIO if it left none).  Build it before any clean-up call that may change errno."""
+    code = last_errno(binding) if err is None else err
+    return XenError(code or errno_mod.EIO, function, message)
+
+
 def fail(binding: Binding, function: str, message: str = "", err: int | None = None) -> NoReturn:
-    """Raise XenError with the errno the last C call left (EIO if it left none)."""
-    code = binding.ffi.errno if err is None else err
-    raise XenError(code or errno_mod.EIO, function, message)
+    """Raise `call_error` for the C call that just failed."""
+    raise call_error(binding, function, message, err)
 
 
 def check(binding: Binding, ok: bool, function: str, message: str = "") -> None:

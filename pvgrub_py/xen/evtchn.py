@@ -11,7 +11,7 @@ import errno as errno_mod
 import select
 from typing import Any
 
-from pvgrub_py.xen.binding import Binding, fail, require
+from pvgrub_py.xen.binding import Binding, call_error, fail, require
 from pvgrub_py.xen.interface import XenError
 from pvgrub_py.xen.toollog import ToolLog
 
@@ -24,9 +24,9 @@ class XenEventChannels:
         self.log = ToolLog(binding=self._b)
         handle = self._b.lib.xenevtchn_open(self.log.handle, 0)
         if handle == self._b.ffi.NULL:
-            err = self._b.ffi.errno
+            error = call_error(self._b, "xenevtchn_open", EVTCHN_HINT)
             self.log.close()
-            raise XenError(err or errno_mod.EIO, "xenevtchn_open", EVTCHN_HINT)
+            raise error
         self._h: Any = handle
 
     def _handle(self) -> Any:

@@ -24,10 +24,10 @@ class XenMappedGrant(GrantMemory):
     _closed_message = "grant already unmapped"
     _exported_message = "the mapped memory is still exported"
 
-    def __init__(self, owner: XenGrantMap, address: Any) -> None:
+    def __init__(self, owner: XenGrantMap, address: Any, writable: bool = True) -> None:
         self._owner = owner
         self._address: Any = address
-        super().__init__(memoryview(owner.binding.ffi.buffer(address, PAGE_SIZE)))
+        super().__init__(memoryview(owner.binding.ffi.buffer(address, PAGE_SIZE)), writable)
 
     def _unmap(self) -> None:
         self._owner.unmap(self._address)
@@ -45,7 +45,7 @@ class XenGrantMap(GrantHandle):
         address = lib.xengnttab_map_grant_ref(self._handle(), domid, ref, prot)
         if address == self._b.ffi.NULL:
             fail(self._b, "xengnttab_map_grant_ref", f"domain {domid} ref {ref}")
-        return XenMappedGrant(self, address)
+        return XenMappedGrant(self, address, writable)
 
     def unmap(self, address: Any) -> None:
         if self._b.lib.xengnttab_unmap(self._handle(), address, 1) != 0:

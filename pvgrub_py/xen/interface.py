@@ -8,11 +8,17 @@ simulator has no freedom to be more forgiving than Xen.
 
 Every failing call raises `XenError(errno, function, message)`, the errno
 Xen or the simulator reported, so callers can test for EPERM/ENOENT/EINVAL
-the same way on both.  One refinement: an XSM/FLASK operation on a host
+the same way on both (XenError is also an OSError: ``except OSError`` sees
+the same errno).  One refinement: an XSM/FLASK operation on a host
 without FLASK raises `XsmNotEnabledError` (a XenError with ENOSYS), so a
-caller can say why a security label cannot be had.  Resources are context
-managers and are released on ``close()``; a released resource is never
-used again.
+caller can say why a security label cannot be had.  The hypervisor, its
+handles (grant share/map, event channels, xenstore) and what they hand out
+(shared pages, mapped grants) are context managers and are released on
+``close()``; a released resource is never used again.  `DomainControl` is
+the exception: one shared handle that the `Hypervisor` closes.
+
+tests/test_hypervisor_contract.py holds the simulator and the libxc
+implementation to the same results and errnos for the same calls.
 """
 
 from __future__ import annotations
@@ -32,17 +38,31 @@ GNTTAB_RESERVED_CONSOLE = 0
 GNTTAB_RESERVED_XENSTORE = 1
 
 
-class XenError(PvgrubError):
-    """A failed hypervisor call: ``errno``, the function, and what it was doing."""
+class XenError(PvgrubError, OSError):
+    """A failed hypervisor call: ``errno``, the function, and what it was doing.
+
+    It is also an `OSError` (pyca/pynacl's and pygit2's pattern: the project's
+    base class and the matching built-in), with ``errno`` and ``strerror`` as
+    ``OSError(err, os.strerror(err))`` has them, so a caller may catch either:
+    ``except OSError`` around a hypervisor call sees the errno Xen gave.
+    ``str()`` is the one line the CLIs print: the function, what it was doing,
+    the errno's text and name.
+    """
+
+    #: Always set (OSError's may be None).
+    errno: int
+    strerror: str
 
     def __init__(self, err: int, function: str, message: str = "") -> None:
-        self.errno = err
+        super().__init__(err, os.strerror(err) if err else "failed")
         self.function = function
         self.message = message
         name = errno_mod.errorcode.get(err, str(err))
-        text = os.strerror(err) if err else "failed"
         detail = f": {message}" if message else ""
-        super().__init__(f"{function}{detail}: {text} ({name})")
+        self._line = f"{function}{detail}: {self.strerror} ({name})"
+
+    def __str__(self) -> str:
+        return self._line
 
 
 #: What a host without XSM/FLASK means for a label: Xen's dummy XSM module
@@ -125,13 +145,21 @@ class MappedGrant(Protocol):
 
 
 class GrantShare(Protocol):
+    """A libxengntshr handle; closing it ends access to what it shared."""
+
     def share_pages(self, domid: int, count: int = 1, writable: bool = True) -> SharedPages: ...
     def close(self) -> None: ...
+    def __enter__(self) -> GrantShare: ...
+    def __exit__(self, *exc: object) -> None: ...
 
 
 class GrantMap(Protocol):
+    """A libxengnttab handle."""
+
     def map_grant(self, domid: int, ref: int, writable: bool = True) -> MappedGrant: ...
     def close(self) -> None: ...
+    def __enter__(self) -> GrantMap: ...
+    def __exit__(self, *exc: object) -> None: ...
 
 
 # -- event channels ---------------------------------------------------------------------
@@ -153,6 +181,8 @@ class EventChannels(Protocol):
     def unbind(self, port: int) -> None: ...
     def fileno(self) -> int: ...
     def close(self) -> None: ...
+    def __enter__(self) -> EventChannels: ...
+    def __exit__(self, *exc: object) -> None: ...
 
 
 # -- xenstore ---------------------------------------------------------------------------
@@ -217,3 +247,5 @@ class Hypervisor(Protocol):
     def xenstore(self) -> XenStore: ...
     def evtchn_peer_label(self, port: int) -> str: ...
     def close(self) -> None: ...
+    def __enter__(self) -> Hypervisor: ...
+    def __exit__(self, *exc: object) -> None: ...

@@ -24,7 +24,7 @@ from typing import TypeVar
 from pvgrub_py.xen.evtchn import XenEventChannels
 from pvgrub_py.xen.gntshr import XenGrantShare
 from pvgrub_py.xen.gnttab import XenGrantMap
-from pvgrub_py.xen.interface import DOMID_SELF
+from pvgrub_py.xen.interface import DOMID_SELF, Hypervisor
 from pvgrub_py.xen.xenctrl import XenCtrl
 from pvgrub_py.xen.xenstore_c import XenStoreC
 
@@ -83,3 +83,9 @@ class LibxcHypervisor:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _conforms(hv: LibxcHypervisor) -> Hypervisor:
+    """Never called: makes mypy check LibxcHypervisor (and, through the return types
+    of its methods, every handle class) against the interface's Protocols."""
+    return hv

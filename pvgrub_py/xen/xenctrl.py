@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
-from pvgrub_py.xen.binding import Binding, c_string, require
+from pvgrub_py.xen.binding import Binding, c_string, call_error, fail, last_errno, require
 from pvgrub_py.xen.interface import (
     PAGE_SIZE,
     XSM_NOT_ENABLED,
@@ -66,9 +66,9 @@ class XenCtrl:
         flags = self._b.lib.XC_OPENFLAG_DUMMY if dummy else 0
         handle = self._b.lib.xc_interface_open(self.log.handle, self.log.handle, flags)
         if handle == self._b.ffi.NULL:
-            err = self._b.ffi.errno or errno_mod.EIO
+            error = call_error(self._b, "xc_interface_open", "" if dummy else PRIVCMD_HINT)
             self.log.close()
-            raise XenError(err, "xc_interface_open", "" if dummy else PRIVCMD_HINT)
+            raise error
         self._xch: Any = handle
 
     @classmethod
@@ -97,7 +97,7 @@ class XenCtrl:
 
     def fail(self, function: str, message: str = "") -> NoReturn:
         """Raise XenError for the call that just failed, with libxc's own message."""
-        err = self._b.ffi.errno
+        err = last_errno(self._b)
         buf = self._b.ffi.new("char[1024]")
         code = self._b.lib.pvgrub_xc_last_error(self.handle, buf, 1024)
         detail = self._b.ffi.string(buf).decode("utf-8", "replace")
@@ -105,7 +105,7 @@ class XenCtrl:
             # libxenguest's loaders fail with a code and leave errno stale.
             err = XC_CODE_ERRNO.get(code, errno_mod.EIO)
         parts = [p for p in (message, detail) if p]
-        raise XenError(err or errno_mod.EIO, function, "; ".join(parts))
+        fail(self._b, function, "; ".join(parts), err)
 
     def _hypercall(self, function: str) -> Any:
         if self.dummy:
@@ -288,7 +288,7 @@ class XenCtrl:
 
     def _flask_fail(self, function: str, message: str) -> NoReturn:
         """ENOSYS is Xen's dummy XSM answering ``xsm_op`` (no FLASK): say so."""
-        if self._b.ffi.errno == errno_mod.ENOSYS:
+        if last_errno(self._b) == errno_mod.ENOSYS:
             raise XsmNotEnabledError(function, f"{XSM_NOT_ENABLED} ({message})")
         self.fail(function, message)
 

@@ -21,7 +21,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from pvgrub_py.xen.binding import Binding, fail, require
+from pvgrub_py.xen.binding import Binding, call_error, fail, last_errno, require
 from pvgrub_py.xen.interface import WatchEvent, XenError
 
 DEFAULT_SOCKET = "/var/run/xenstored/socket"
@@ -41,11 +41,8 @@ class XenStoreC:
         self._b: Binding = require("xs_open")
         handle = self._b.lib.xs_open(0)
         if handle == self._b.ffi.NULL:
-            err = self._b.ffi.errno
-            raise XenError(
-                err or errno_mod.EIO,
-                "xs_open",
-                f"no xenstored at {socket_path()} and no /dev/xen/xenbus",
+            raise call_error(
+                self._b, "xs_open", f"no xenstored at {socket_path()} and no /dev/xen/xenbus"
             )
         self._h: Any = handle
         self._xbt = self._b.lib.XBT_NULL
@@ -71,7 +68,7 @@ class XenStoreC:
         length = self._b.ffi.new("unsigned int *")
         value = self._b.lib.xs_read(self._handle(), self._xbt, path.encode(), length)
         if value == self._b.ffi.NULL:
-            if self._b.ffi.errno == errno_mod.ENOENT:
+            if last_errno(self._b) == errno_mod.ENOENT:
                 return None
             fail(self._b, "xs_read", path)
         return self._take_string(value, length[0])
@@ -92,7 +89,7 @@ class XenStoreC:
         num = self._b.ffi.new("unsigned int *")
         entries = self._b.lib.xs_directory(self._handle(), self._xbt, path.encode(), num)
         if entries == self._b.ffi.NULL:
-            if self._b.ffi.errno == errno_mod.ENOENT:
+            if last_errno(self._b) == errno_mod.ENOENT:
                 return None
             fail(self._b, "xs_directory", path)
         try:
@@ -167,7 +164,7 @@ class XenStoreC:
                 finally:
                     lib.free(vec)
                 return WatchEvent(path, token)
-            if ffi.errno != errno_mod.EAGAIN:
+            if last_errno(self._b) != errno_mod.EAGAIN:
                 fail(self._b, "xs_check_watch")
             remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
             ready, _, _ = select.select([fd], [], [], remaining)

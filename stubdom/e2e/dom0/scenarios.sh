@@ -291,14 +291,15 @@ scenario_pytest() {
   # The pytest script, from /: "python3 -m pytest" in the checkout would import the
   # source tree's pvgrub_py (no compiled bindings) instead of the installed one.
   (cd / && timeout 600 pytest -p no:cacheprovider -q -rs \
-     /opt/pvgrub-py/tests/test_cbindings_xen.py /opt/pvgrub-py/tests/test_xen_libxc_host.py) \
+     /opt/pvgrub-py/tests/test_cbindings_xen.py /opt/pvgrub-py/tests/test_xen_libxc_host.py \
+     /opt/pvgrub-py/tests/test_hypervisor_contract.py) \
      > "$out" 2>&1
   rc=$?
   summary=$(grep -E '(passed|failed|error)' "$out" | tail -1)
   if [ $rc = 0 ]; then
-    result PASS 6 real-xen-tests "test_cbindings_xen.py, test_xen_libxc_host.py on real Xen: $summary"
+    result PASS 6 real-xen-tests "test_cbindings_xen.py, test_xen_libxc_host.py, test_hypervisor_contract.py on real Xen: $summary"
   else
-    result FAIL 6 real-xen-tests "test_cbindings_xen.py, test_xen_libxc_host.py on real Xen (rc=$rc): $summary"
+    result FAIL 6 real-xen-tests "test_cbindings_xen.py, test_xen_libxc_host.py, test_hypervisor_contract.py on real Xen (rc=$rc): $summary"
   fi
 }
 
