@@ -203,14 +203,14 @@ stage_project() {
   # Dependencies from PyPI once per setup.py, into a venv (never --break-system-packages);
   # --system-site-packages lends it Debian's pip, setuptools, wheel and cffi, so the
   # rootfs needs no python3-venv and the project builds without an isolated build env.
-  local deps_key; deps_key="venv $(sha256sum "$REPO/setup.py" | cut -d' ' -f1)"
+  local deps_key; deps_key="venv pytest hypothesis $(sha256sum "$REPO/setup.py" | cut -d' ' -f1)"
   if [ "$(cat "$CACHE/.stamp-pydeps" 2>/dev/null)" != "$deps_key" ]; then
     host_ca_into_chroot
     say "pip: pvgrub-py's dependencies into dom0's /opt/pvgrub-venv (log: $OUT/pip.log)"
     in_chroot 900 'set -e
       rm -rf /opt/pvgrub-venv
       python3 -m venv --without-pip --system-site-packages /opt/pvgrub-venv
-      /opt/pvgrub-venv/bin/python3 -m pip install -q --no-cache-dir /opt/pvgrub-py pytest' \
+      /opt/pvgrub-venv/bin/python3 -m pip install -q --no-cache-dir /opt/pvgrub-py pytest hypothesis' \
       > "$OUT/pip.log" 2>&1 || { tail -20 "$OUT/pip.log"; die "pip install (with dependencies) failed"; }
     echo "$deps_key" > "$CACHE/.stamp-pydeps"
   fi
