@@ -61,3 +61,6 @@ class ByteCursor(Generic[B]):
 
     def u32(self, what: str) -> int:
         return int.from_bytes(self.take(4, what), self._order)
+
+    def u64(self, what: str) -> int:
+        return int.from_bytes(self.take(8, what), self._order)

@@ -38,6 +38,7 @@ from cryptography.hazmat.primitives.serialization import (
     load_pem_public_key,
 )
 
+from pvgrub_py.bytecursor import ByteCursor
 from pvgrub_py.errors import InputError
 from pvgrub_py.tpm.algorithms import BY_ID, HashAlgorithm
 
@@ -76,37 +77,19 @@ MAX_SIZEOF_SELECT = 8
 MAX_SELECTIONS = 16
 
 
-class _Reader:
-    """A big-endian cursor that refuses to read past the end."""
+class _Reader(ByteCursor[bytes]):
+    """A big-endian `ByteCursor` whose errors name the file, the structure and the field."""
 
     def __init__(self, data: bytes, source: str, what: str) -> None:
-        self.data = data
+        super().__init__(data, "big", self._short)
         self.source = source
         self.what = what
-        self.pos = 0
 
     def fail(self, field: str, problem: str) -> InputError:
         return InputError(self.source, f"{self.what} {field}: {problem} at offset {self.pos}")
 
-    def take(self, n: int, field: str) -> bytes:
-        left = len(self.data) - self.pos
-        if n > left:
-            raise self.fail(field, f"needs {n} bytes, only {left} left")
-        chunk = self.data[self.pos : self.pos + n]
-        self.pos += n
-        return chunk
-
-    def u8(self, field: str) -> int:
-        return self.take(1, field)[0]
-
-    def u16(self, field: str) -> int:
-        return int.from_bytes(self.take(2, field), "big")
-
-    def u32(self, field: str) -> int:
-        return int.from_bytes(self.take(4, field), "big")
-
-    def u64(self, field: str) -> int:
-        return int.from_bytes(self.take(8, field), "big")
+    def _short(self, field: str, pos: int, wanted: int, left: int) -> InputError:
+        return self.fail(field, f"needs {wanted} bytes, only {left} left")
 
     def tpm2b(self, field: str) -> bytes:
         return self.take(self.u16(f"{field} size"), field)

@@ -15,7 +15,8 @@ import threading
 from dataclasses import dataclass
 
 from pvgrub_py.tpm.errors import TpmProtocolError, TpmTransportError
-from pvgrub_py.tpm.transport import HEADER_SIZE, check_command, response_size
+from pvgrub_py.tpm.header import HEADER_SIZE
+from pvgrub_py.tpm.transport import check_command, response_size
 
 DEFAULT_TIMEOUT = 30.0
 

@@ -13,8 +13,8 @@ from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
 from pvgrub_py.tpm.errors import TpmProtocolError, TpmTransportError
+from pvgrub_py.tpm.header import HEADER_SIZE
 
-HEADER_SIZE = 10
 #: Responses larger than this are refused before reading them: no command we
 #: send has an answer near it (TPM 2.0's TPM_MAX_COMMAND_SIZE is 4096 on
 #: swtpm), and a hostile peer must not make us allocate.
