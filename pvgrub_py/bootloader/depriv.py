@@ -7,8 +7,8 @@ Xen commits e0342ae555, 1f762642d2, 9c114178ff).  Here:
 
 * The parent (root) opens the disk read-only, creates an empty directory
   for the child's root and a pipe, and forks.
-* The child imports everything it may need (`preload`; nothing on the host
-  is visible later), closes every other descriptor, enters the sandbox
+* The child imports everything it may need (`preload.prepare`; nothing on
+  the host is visible later), closes every other descriptor, enters the sandbox
   (`sandbox.enter_sandbox`: namespaces, empty root, rlimits, no new
   privileges, the uid) and only then opens the disk descriptor, finds and
   parses the config, chooses the entry and streams the files, as frames
@@ -37,20 +37,11 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from pvgrub_py.bootcfg.limits import MAX_CONFIG_BYTES
-from pvgrub_py.bootloader.choose import open_guest_disk
-from pvgrub_py.bootloader.guest import (
-    Sink,
-    open_planned,
-    plan_boot,
-    plan_config_file,
-    read_config_file,
-    role_of,
-)
 from pvgrub_py.bootloader.options import BootloaderOptions
 from pvgrub_py.bootloader.plan import BootPlan, plan_from_json, plan_to_json
-from pvgrub_py.bootloader.sandbox import enter_sandbox
 from pvgrub_py.bootloader.wire import (
     DATA,
     END,
@@ -63,11 +54,16 @@ from pvgrub_py.bootloader.wire import (
     ProtocolError,
     write_frame,
 )
-from pvgrub_py.disk.budget import DEFAULT_SECONDS, Budget
 from pvgrub_py.disk.errors import one_line
-from pvgrub_py.disk.extract import Limits, stream_open_file
 from pvgrub_py.errors import InputError, PvgrubError, UsageError
 from pvgrub_py.inputs import open_named_input
+
+if TYPE_CHECKING:
+    from pvgrub_py.bootloader.guest import Sink
+    from pvgrub_py.disk.extract import Limits
+
+# The parent imports only what it needs to fork: the child imports the
+# parsers (`preload.prepare`) while the parent gets its vTPM ready.
 
 #: libxl_internal.h LIBXL_BOOTLOADER_TIMEOUT.
 DEFAULT_TIMEOUT = 120.0
@@ -78,38 +74,6 @@ MAX_TIMEOUT = (1 << 31) - 1
 #: Linux F_SETPIPE_SZ: a 1 MiB pipe moves a 1 MiB chunk in one go.
 F_SETPIPE_SZ = 1031
 PIPE_SIZE = 1 << 20
-
-#: Modules the child may import while parsing: every reader, every parser.
-#: The chroot hides the host's Python library, so they are loaded before.
-PRELOAD = (
-    "pvgrub_py.disk.readers.extfs",
-    "pvgrub_py.disk.readers.xfs",
-    "pvgrub_py.disk.readers.btrfs",
-    "pvgrub_py.disk.readers.fat",
-    "pvgrub_py.disk.readers.iso9660",
-    "pvgrub_py.disk.lvm",
-    "pvgrub_py.disk.qcow2",
-    "pvgrub_py.bootcfg.search",
-    "pvgrub_py.bootcfg.grub2",
-    "pvgrub_py.bootcfg.bls",
-    "pvgrub_py.bootcfg.extlinux",
-    "pvgrub_py.bootcfg.grub_legacy",
-    "pvgrub_py.bootcfg.grub2_commands",
-    "pvgrub_py.bootcfg.grub2_testcmd",
-    "dissect.volume.lvm",
-    "dissect.volume.lvm.physical",
-    "dissect.hypervisor.disk.qcow2",
-    "dissect.util.compression.lz4",
-    "dissect.util.compression.lzo",
-    "dissect.util.compression.lznt1",
-    "zlib",
-    "zstandard",
-    "lz4.block",
-    "encodings.idna",
-    "_strptime",  # time.strptime, which pycdlib calls for ISO 9660 dates
-)
-#: Codecs the readers decode names with (FAT and Joliet use UTF-16).
-CODECS = ("utf-8", "ascii", "latin-1", "utf-16-le", "utf-16-be", "utf-16", "cp437")
 
 #: A test may pass a probe that runs in the child right after the drop.
 Probe = Callable[[], None]
@@ -130,18 +94,6 @@ def bootloader_timeout(environ: dict[str, str] | None = None) -> float | None:
         raise UsageError(f"{TIMEOUT_ENV}={text!r} is out of range (at most {MAX_TIMEOUT} s)")
     seconds = int(digits)
     return None if seconds == 0 else float(seconds)
-
-
-def preload() -> None:
-    import codecs
-    import importlib
-
-    for name in PRELOAD:
-        with contextlib.suppress(ImportError):
-            importlib.import_module(name)
-    for codec in CODECS:
-        with contextlib.suppress(LookupError):
-            codecs.lookup(codec)
 
 
 class RemoteSession:
@@ -216,7 +168,7 @@ class RemoteSession:
         if got_index != index or not isinstance(size, int) or isinstance(size, bool) or size < 0:
             self._reap(kill=True)
             raise ProtocolError(f"deprivileged parser: START {start!r} where file {index} was due")
-        role = role_of(index)
+        role = "kernel" if index == 0 else "initrd"
         if size > cap:
             self._reap(kill=True)
             raise InputError(
@@ -299,7 +251,6 @@ def spawn(
     """Fork the sandboxed parser; the caller reads the plan with ``read_plan``."""
     if opts.runas is None:
         raise UsageError("deprivileged parsing needs --runas")
-    limits = limits or Limits()
     # Regular files (and block devices for a disk) only: a FIFO must not block us.
     if opts.isconfig:
         disk_fd = open_named_input(opts.disk, "config file", max_size=MAX_CONFIG_BYTES)
@@ -333,7 +284,7 @@ def _child(
     disk_fd: int,
     out: int,
     root: str,
-    limits: Limits,
+    limits: Limits | None,
     timeout: float | None,
     probe: Probe | None,
 ) -> None:  # pragma: no cover - forked child
@@ -352,7 +303,10 @@ def _child(
                 os.closerange(lo, fd)
                 lo = fd + 1
         os.closerange(lo, 65536)
-        preload()
+        from pvgrub_py.bootloader.preload import prepare
+        from pvgrub_py.bootloader.sandbox import enter_sandbox
+
+        prepare()
         enter_sandbox(opts.runas or 0, root)
         if probe is not None:
             probe()
@@ -375,8 +329,22 @@ def _fail(out: int, text: str) -> None:  # pragma: no cover - forked child
 
 
 def _serve(
-    opts: BootloaderOptions, disk_fd: int, out: int, limits: Limits, timeout: float | None
+    opts: BootloaderOptions, disk_fd: int, out: int, limits: Limits | None,
+    timeout: float | None,
 ) -> None:  # pragma: no cover - forked child
+    from pvgrub_py.bootloader.choose import open_guest_disk
+    from pvgrub_py.bootloader.guest import (
+        open_planned,
+        plan_boot,
+        plan_config_file,
+        read_config_file,
+        role_of,
+    )
+    from pvgrub_py.disk.budget import DEFAULT_SECONDS, Budget
+    from pvgrub_py.disk.extract import Limits, stream_open_file
+
+    limits = limits or Limits()
+
     name = os.path.basename(opts.disk) or opts.disk
     if opts.isconfig:
         plan = plan_config_file(read_config_file(disk_fd), opts.disk, opts)

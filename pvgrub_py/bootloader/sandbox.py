@@ -29,7 +29,7 @@ admin believes in it):
 
 The child receives the disk as an already-open descriptor and writes to a
 pipe; it needs no path on the host after step 3.  Everything it will ever
-import must be imported before (`preload` in `depriv`), since the host's
+import must be in hand before (`preload.prepare`), since the host's
 Python library is not visible from inside the chroot.
 """
 
