@@ -33,6 +33,7 @@ import fcntl
 import json
 import os
 import signal
+import stat
 import sys
 import tempfile
 import time
@@ -46,12 +47,15 @@ from pvgrub_py.bootloader.wire import (
     DATA,
     END,
     FAIL,
+    MAP,
     PLAN,
     START,
     ChildTimeout,
     Deadline,
     FrameReader,
     ProtocolError,
+    decode_extents,
+    encode_extents,
     write_frame,
 )
 from pvgrub_py.disk.errors import one_line
@@ -99,9 +103,13 @@ def bootloader_timeout(environ: dict[str, str] | None = None) -> float | None:
 class RemoteSession:
     """The parent's end: a `GuestSession` fed by the sandboxed child."""
 
-    def __init__(self, pid: int, fd: int, root: str, deadline: Deadline, source: str) -> None:
+    def __init__(
+        self, pid: int, fd: int, root: str, deadline: Deadline, source: str, disk_fd: int = -1
+    ) -> None:
         self.pid = pid
         self._fd = fd
+        #: The parent's own descriptor of the image: mapped files are read here.
+        self._disk_fd = disk_fd
         self._root = root
         self._source = source
         self._reader = FrameReader(fd, deadline)
@@ -162,10 +170,18 @@ class RemoteSession:
         try:
             start = json.loads(payload.decode("utf-8"))
             got_index, size = start["index"], start["size"]
-        except (UnicodeDecodeError, ValueError, TypeError, KeyError):
+            mapped = start.get("mapped", False)
+        except (UnicodeDecodeError, ValueError, TypeError, KeyError, AttributeError):
             self._reap(kill=True)
             raise ProtocolError("deprivileged parser: malformed START frame") from None
-        if got_index != index or not isinstance(size, int) or isinstance(size, bool) or size < 0:
+        if (
+            got_index != index
+            or not isinstance(size, int)
+            or isinstance(size, bool)
+            or size < 0
+            or not isinstance(mapped, bool)
+            or (mapped and self._disk_fd < 0)
+        ):
             self._reap(kill=True)
             raise ProtocolError(f"deprivileged parser: START {start!r} where file {index} was due")
         role = "kernel" if index == 0 else "initrd"
@@ -174,6 +190,10 @@ class RemoteSession:
             raise InputError(
                 files[index].where, f"{role} of {size} bytes exceeds the {cap}-byte cap"
             )
+        if mapped:
+            done = self._copy_mapped(index, role, size, sink)
+            self._next += 1
+            return done
         done = 0
         while done < size:
             _, chunk = self._frame(DATA)
@@ -186,6 +206,23 @@ class RemoteSession:
             sink(chunk)
         self._next += 1
         return done
+
+    def _copy_mapped(self, index: int, role: str, size: int, sink: Sink) -> int:
+        """Read file *index* from the image where the child says it lies."""
+        from pvgrub_py.disk.extents import check_extents, copy_extents
+
+        _, payload = self._frame(MAP)
+        try:
+            extents = decode_extents(payload)
+        except ProtocolError:
+            self._reap(kill=True)
+            raise
+        problem = check_extents(extents, size, _image_size(self._disk_fd))
+        if problem is not None:
+            self._reap(kill=True)
+            raise ProtocolError(f"deprivileged parser: the map of the {role}: {problem}")
+        where = self.plan.files[index].where
+        return copy_extents(self._disk_fd, extents, sink, source=where)
 
     def finish(self) -> None:
         self._frame(END)
@@ -234,6 +271,9 @@ class RemoteSession:
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
+        if self._disk_fd >= 0:
+            os.close(self._disk_fd)
+            self._disk_fd = -1
         with contextlib.suppress(OSError):
             os.rmdir(self._root)
 
@@ -274,9 +314,17 @@ def spawn(
         os.close(read_fd)
         _child(opts, disk_fd, write_fd, root, limits, timeout, probe)
     os.close(write_fd)
-    os.close(disk_fd)
+    if opts.isconfig:
+        os.close(disk_fd)
+        disk_fd = -1
     source = os.path.basename(opts.disk) or opts.disk
-    return RemoteSession(pid, read_fd, root, Deadline(timeout), source)
+    return RemoteSession(pid, read_fd, root, Deadline(timeout), source, disk_fd)
+
+
+def _image_size(fd: int) -> int:
+    """The image's size as the child's `FdSource` sees it."""
+    st = os.fstat(fd)
+    return st.st_size if stat.S_ISREG(st.st_mode) else os.lseek(fd, 0, os.SEEK_END)
 
 
 def _child(
@@ -341,7 +389,8 @@ def _serve(
         role_of,
     )
     from pvgrub_py.disk.budget import DEFAULT_SECONDS, Budget
-    from pvgrub_py.disk.extract import Limits, stream_open_file
+    from pvgrub_py.disk.extents import map_file
+    from pvgrub_py.disk.extract import Limits, check_cap, stream_open_file
 
     limits = limits or Limits()
 
@@ -360,11 +409,18 @@ def _serve(
     if choice is not None:
         for index in range(len(plan.files)):
             with open_planned(choice, index) as stream:
+                role = role_of(index)
+                fmap = map_file(stream)
+                if fmap is not None:
+                    check_cap(stream, role, limits.cap(role))
+                    start = {"index": index, "size": stream.size, "mapped": True}
+                    write_frame(out, START, json.dumps(start).encode())
+                    write_frame(out, MAP, encode_extents(fmap.extents))
+                    continue
                 write_frame(out, START, json.dumps({"index": index, "size": stream.size}).encode())
 
                 def send(chunk: bytes) -> None:
                     write_frame(out, DATA, chunk)
 
-                role = role_of(index)
                 stream_open_file(stream, send, role=role, cap=limits.cap(role))
     write_frame(out, END)

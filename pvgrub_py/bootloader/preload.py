@@ -49,6 +49,7 @@ EAGER = (
     "pvgrub_py.bootloader.wire",
     "pvgrub_py.disk.volumes",
     "pvgrub_py.disk.extract",
+    "pvgrub_py.disk.extents",
     "pvgrub_py.disk.lvm",
     "pvgrub_py.disk.qcow2",
     "pvgrub_py.disk.readers.base",
