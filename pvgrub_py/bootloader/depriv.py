@@ -101,7 +101,11 @@ def bootloader_timeout(environ: dict[str, str] | None = None) -> float | None:
 
 
 class RemoteSession:
-    """The parent's end: a `GuestSession` fed by the sandboxed child."""
+    """The parent's end: a `GuestSession` fed by the (sandboxed) child."""
+
+    #: The plan is made in another process: the caller can get its vTPM
+    #: ready while it is (`run`).
+    parses_elsewhere = True
 
     def __init__(
         self, pid: int, fd: int, root: str, deadline: Deadline, source: str, disk_fd: int = -1
@@ -274,8 +278,9 @@ class RemoteSession:
         if self._disk_fd >= 0:
             os.close(self._disk_fd)
             self._disk_fd = -1
-        with contextlib.suppress(OSError):
-            os.rmdir(self._root)
+        if self._root:
+            with contextlib.suppress(OSError):
+                os.rmdir(self._root)
 
     def close(self) -> None:
         self._reap(kill=True)
@@ -287,9 +292,16 @@ def spawn(
     limits: Limits | None = None,
     timeout: float | None = DEFAULT_TIMEOUT,
     probe: Probe | None = None,
+    sandbox: bool = True,
 ) -> RemoteSession:
-    """Fork the sandboxed parser; the caller reads the plan with ``read_plan``."""
-    if opts.runas is None:
+    """Fork the sandboxed parser; the caller reads the plan with ``read_plan``.
+
+    With ``sandbox=False`` (no ``--runas``) the child parses as this
+    process would, unconfined: the fork only lets the parent import its own
+    side and open the vTPM on the other core meanwhile.  It speaks the same
+    protocol, so the parent checks and reads the same way.
+    """
+    if sandbox and opts.runas is None:
         raise UsageError("deprivileged parsing needs --runas")
     # Regular files (and block devices for a disk) only: a FIFO must not block us.
     if opts.isconfig:
@@ -297,13 +309,15 @@ def spawn(
     else:
         disk_fd = open_named_input(opts.disk, "disk image", allow_block_device=True,
                                    max_size=None)  # fmt: skip
-    try:
-        root = tempfile.mkdtemp(prefix="pvgrub-py-root.")
-    except OSError as e:
-        os.close(disk_fd)
-        raise InputError(
-            tempfile.gettempdir(), f"cannot create the sandbox root: {e.strerror}"
-        ) from None
+    root = ""
+    if sandbox:
+        try:
+            root = tempfile.mkdtemp(prefix="pvgrub-py-root.")
+        except OSError as e:
+            os.close(disk_fd)
+            raise InputError(
+                tempfile.gettempdir(), f"cannot create the sandbox root: {e.strerror}"
+            ) from None
     read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
     with contextlib.suppress(OSError):
         fcntl.fcntl(write_fd, F_SETPIPE_SZ, PIPE_SIZE)
@@ -312,7 +326,7 @@ def spawn(
     pid = os.fork()
     if pid == 0:  # pragma: no cover - runs in the child, reported over the pipe
         os.close(read_fd)
-        _child(opts, disk_fd, write_fd, root, limits, timeout, probe)
+        _child(opts, disk_fd, write_fd, root, limits, timeout, probe, sandbox)
     os.close(write_fd)
     if opts.isconfig:
         os.close(disk_fd)
@@ -335,6 +349,7 @@ def _child(
     limits: Limits | None,
     timeout: float | None,
     probe: Probe | None,
+    sandbox: bool = True,
 ) -> None:  # pragma: no cover - forked child
     """Never returns: exits 0 after END, 1 after FAIL."""
     status = 1
@@ -351,18 +366,24 @@ def _child(
                 os.closerange(lo, fd)
                 lo = fd + 1
         os.closerange(lo, 65536)
-        from pvgrub_py.bootloader.preload import prepare
-        from pvgrub_py.bootloader.sandbox import enter_sandbox
+        if sandbox:
+            from pvgrub_py.bootloader.preload import prepare
+            from pvgrub_py.bootloader.sandbox import enter_sandbox
 
-        prepare()
-        enter_sandbox(opts.runas or 0, root)
+            prepare()
+            enter_sandbox(opts.runas or 0, root)
+        else:
+            from pvgrub_py.bootloader.sandbox import die_with_parent
+
+            die_with_parent()
         if probe is not None:
             probe()
         _serve(opts, disk_fd, out, limits, timeout)
         status = 0
     except MemoryError:
-        _fail(out, f"{os.path.basename(opts.disk)}: the parser ran out of memory "
-                   "(256 MiB limit): corrupt or hostile image")  # fmt: skip
+        limit = " (256 MiB limit)" if sandbox else ""
+        _fail(out, f"{os.path.basename(opts.disk)}: the parser ran out of memory"
+                   f"{limit}: corrupt or hostile image")  # fmt: skip
     except PvgrubError as e:
         _fail(out, str(e))
     except BaseException as e:
@@ -377,7 +398,10 @@ def _fail(out: int, text: str) -> None:  # pragma: no cover - forked child
 
 
 def _serve(
-    opts: BootloaderOptions, disk_fd: int, out: int, limits: Limits | None,
+    opts: BootloaderOptions,
+    disk_fd: int,
+    out: int,
+    limits: Limits | None,
     timeout: float | None,
 ) -> None:  # pragma: no cover - forked child
     from pvgrub_py.bootloader.choose import open_guest_disk

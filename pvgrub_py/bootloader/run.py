@@ -129,9 +129,15 @@ def _refused(mode: int) -> str:
 
 
 def open_session(
-    opts: BootloaderOptions, limits: Limits | None, warnings: list[str] | None = None
-) -> GuestSession:
-    """Step 2: the guest side, sandboxed with --runas, else here (with the menu)."""
+    opts: BootloaderOptions, limits: Limits | None, warnings: list[str] | None = None,
+    *, fork: bool = False,
+) -> GuestSession:  # fmt: skip
+    """Step 2: the guest side, sandboxed with --runas, else here (with the menu).
+
+    With *fork* and no menu to show, the guest side runs in a forked child
+    all the same, unconfined (`depriv.spawn` with ``sandbox=False``): the
+    bootloader gets its vTPM ready on the other core while it parses.
+    """
     if opts.runas is not None:
         from pvgrub_py.bootloader.depriv import bootloader_timeout, spawn
 
@@ -145,6 +151,12 @@ def open_session(
         from pvgrub_py.bootloader.menu import terminal_menu
 
         interact = terminal_menu(opts, None if warnings is None else warnings.append)
+    if fork and interact is None and not opts.isconfig:
+        from pvgrub_py.bootloader.depriv import spawn
+
+        # No deadline of libxl's here, as in-process: the disk layer's
+        # own time budget bounds the parser.
+        return spawn(opts, limits=limits, timeout=None, sandbox=False)
     return open_local_session(opts, interact, limits=limits)
 
 
@@ -165,17 +177,16 @@ def run(
             os.close(out_fd)
 
 
-def _run(
-    opts: BootloaderOptions, out_fd: int, sim_dir: str | None, limits: Limits | None
-) -> int:
+def _run(opts: BootloaderOptions, out_fd: int, sim_dir: str | None, limits: Limits | None) -> int:
     # Printed only if the boot goes ahead: a failure is one line, its own.
     warnings: list[str] = []
-    session = open_session(opts, limits, warnings)
+    session = open_session(opts, limits, warnings, fork=True)
     try:
         early: VtpmSession | None = None
         early_warnings: list[str] = []
-        if opts.runas is not None and not (opts.list_entries or opts.isconfig):
-            # The sandboxed child is parsing: get the vTPM ready meanwhile.
+        elsewhere = getattr(session, "parses_elsewhere", False)
+        if elsewhere and not (opts.list_entries or opts.isconfig):
+            # The child is parsing: get the vTPM ready meanwhile.
             # Its warnings follow the plan's, as in an in-process run.
             from pvgrub_py.bootloader.measure import open_vtpm
 

@@ -144,6 +144,14 @@ def _os_step(what: str, fn: Callable[..., object], *args: object) -> None:
         raise SandboxError(f"cannot deprivilege the parser: {what}: {e.strerror}") from None
 
 
+def die_with_parent() -> None:
+    """PR_SET_PDEATHSIG(SIGKILL) alone: for the unconfined parser child."""
+    parent = os.getppid()
+    prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # the parent died before PDEATHSIG was armed
+        os._exit(1)
+
+
 def enter_sandbox(uid: int, root: str, *, gid: int | None = None) -> SandboxReport:
     """Steps 1-7 of the module docstring, in the calling (forked) process."""
     if uid == 0:
