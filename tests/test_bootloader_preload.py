@@ -9,11 +9,13 @@ the child does, outside any sandbox, so a reader that gains a dependency
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
 DRIVER = r"""
 import json, sys
+sys.path[:0] = sys.argv[1:]  # run with -S: none of site's imports are there
 from pvgrub_py.bootloader import preload
 finder = preload.prepare()
 heavy_before = sorted(m for m in sys.modules if m.startswith(("dissect.extfs", "dissect.xfs",
@@ -33,8 +35,12 @@ print(json.dumps({"heavy_before": heavy_before, "failed": failed, "outside": out
 
 
 def _run() -> dict[str, object]:
-    out = subprocess.run([sys.executable, "-c", DRIVER], capture_output=True, text=True,
-                         check=True, timeout=120)  # fmt: skip
+    # Without site (-S), so that nothing it imports (an editable install's
+    # finder imports pathlib, fnmatch, urllib ...) hides a missing module;
+    # the child has at least what this interpreter has at that point.
+    paths = [p for p in sys.path if p and os.path.isdir(p)]
+    out = subprocess.run([sys.executable, "-S", "-c", DRIVER, *paths], capture_output=True,
+                         text=True, check=True, timeout=120)  # fmt: skip
     doc: dict[str, object] = json.loads(out.stdout.splitlines()[-1])
     return doc
 

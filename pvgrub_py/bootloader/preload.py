@@ -43,6 +43,7 @@ from typing import Any
 
 #: Imported before the sandbox: cheap, needed by every boot, or native code.
 EAGER = (
+    # What every boot runs: the guest side, the disk layer, the config search.
     "pvgrub_py.bootloader.guest",
     "pvgrub_py.bootloader.choose",
     "pvgrub_py.bootloader.plan",
@@ -50,17 +51,7 @@ EAGER = (
     "pvgrub_py.disk.volumes",
     "pvgrub_py.disk.extract",
     "pvgrub_py.disk.extents",
-    "pvgrub_py.disk.lvm",
-    "pvgrub_py.disk.qcow2",
-    "pvgrub_py.disk.readers.base",
-    "pvgrub_py.disk.readers.dissect_base",
     "pvgrub_py.bootcfg.search",
-    "pvgrub_py.bootcfg.grub2",
-    "pvgrub_py.bootcfg.bls",
-    "pvgrub_py.bootcfg.extlinux",
-    "pvgrub_py.bootcfg.grub_legacy",
-    "pvgrub_py.bootcfg.grub2_commands",
-    "pvgrub_py.bootcfg.grub2_testcmd",
     "ctypes",  # dissect.cstruct, and the sandbox itself
     "dissect",  # the namespace package; its modules are LAZY
     # Native modules the readers load (shared libraries need a path).
@@ -89,11 +80,10 @@ CODECS = ("utf-8", "ascii", "latin-1", "utf-16-le", "utf-16-be", "utf-16", "cp43
 #: they use, and the pure-Python standard modules those import.  A package
 #: brings all its submodules.
 LAZY = (
-    "pvgrub_py.disk.readers.extfs",
-    "pvgrub_py.disk.readers.xfs",
-    "pvgrub_py.disk.readers.btrfs",
-    "pvgrub_py.disk.readers.fat",
-    "pvgrub_py.disk.readers.iso9660",
+    # Our config parsers and disk formats (the ones a disk does not use are
+    # never run), the filesystem readers, the libraries they use.
+    "pvgrub_py.bootcfg",
+    "pvgrub_py.disk",
     "dissect.cstruct",
     "dissect.util",
     "dissect.extfs",
@@ -128,6 +118,14 @@ LAZY = (
 )
 #: The readers `check_closure` imports, as the disk layer does.
 READERS = (
+    "pvgrub_py.bootcfg.grub2",
+    "pvgrub_py.bootcfg.grub2_commands",
+    "pvgrub_py.bootcfg.grub2_testcmd",
+    "pvgrub_py.bootcfg.bls",
+    "pvgrub_py.bootcfg.extlinux",
+    "pvgrub_py.bootcfg.grub_legacy",
+    "pvgrub_py.disk.lvm",
+    "pvgrub_py.disk.qcow2",
     "pvgrub_py.disk.readers.extfs",
     "pvgrub_py.disk.readers.xfs",
     "pvgrub_py.disk.readers.btrfs",

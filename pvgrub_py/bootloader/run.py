@@ -191,6 +191,7 @@ def _run(opts: BootloaderOptions, out_fd: int, sim_dir: str | None, limits: Limi
             from pvgrub_py.bootloader.measure import open_vtpm
 
             early = open_vtpm(opts, sim_dir, warn=early_warnings.append)
+            _import_host_side(early.client is not None and bool(opts.event_log))
         try:
             booted = _boot(opts, session, early, early_warnings, out_fd, sim_dir, limits,
                            warnings)  # fmt: skip
@@ -205,6 +206,17 @@ def _run(opts: BootloaderOptions, out_fd: int, sim_dir: str | None, limits: Limi
         for note in warnings:
             warn(note)
     return 0
+
+
+def _import_host_side(event_log: bool) -> None:
+    """What steps 4-6 import, imported while the child still parses."""
+    import pvgrub_py.bootloader.extract
+    import pvgrub_py.measure.boot_files
+    import pvgrub_py.measure.extend
+
+    if event_log:
+        import pvgrub_py.eventlog.builder
+        import pvgrub_py.eventlog.codec  # noqa: F401
 
 
 def _boot(
