@@ -166,3 +166,17 @@ def test_a_map_without_a_disk_descriptor_is_refused() -> None:
     with pytest.raises(PvgrubError, match=r"malformed START|where file 0 was due"):
         s.stream(0, lambda chunk: None, 1 << 30)
     s.close()
+
+
+def test_a_map_frame_is_capped_before_it_is_read() -> None:
+    import struct
+
+    from pvgrub_py.disk.extents import MAX_EXTENTS
+
+    assert wire.decode_header(struct.pack(">cI", wire.MAP, MAX_EXTENTS * 16)) == (
+        wire.MAP, MAX_EXTENTS * 16,
+    )  # fmt: skip
+    with pytest.raises(wire.ProtocolError, match="exceeds its"):
+        wire.decode_header(struct.pack(">cI", wire.MAP, MAX_EXTENTS * 16 + 16))
+    with pytest.raises(wire.ProtocolError, match="a MAP frame of 17 bytes"):
+        wire.decode_extents(bytes(17))

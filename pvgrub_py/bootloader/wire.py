@@ -51,9 +51,10 @@ END = b"Z"
 FAIL = b"F"
 
 #: Largest payload per kind.  DATA is a few chunks (the copy chunk is 1 MiB);
+#: MAP holds `pvgrub_py.disk.extents.MAX_EXTENTS` extents of 16 bytes;
 #: a plan carries at most 4096 menu lines with 1 MiB cmdlines in theory,
 #: but 16 MiB is far above any real menu and bounds the parent's buffer.
-MAX_PAYLOAD = {PLAN: 16 << 20, START: 256, DATA: 8 << 20, MAP: 16 << 20, END: 0, FAIL: 4096}
+MAX_PAYLOAD = {PLAN: 16 << 20, START: 256, DATA: 8 << 20, MAP: 1 << 20, END: 0, FAIL: 4096}
 
 EXTENT = struct.Struct(">QQ")
 #: The image offset that stands for a run of zeros (a sparse run).

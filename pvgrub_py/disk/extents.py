@@ -38,9 +38,11 @@ from pvgrub_py.disk.errors import disk_error
 if TYPE_CHECKING:
     from pvgrub_py.disk.filesystems import FileStream
 
-#: Most extents in one map (a 1 GiB file in fully fragmented 1 KiB blocks);
-#: a file with more is streamed.
-MAX_EXTENTS = 1 << 20
+#: Most extents in one map: far more than a real kernel or initrd has (an
+#: ext4 extent covers up to 128 MiB; ext2/3 block maps break a contiguous
+#: file every 256-1024 blocks), few enough that the measuring side holds
+#: them in a few MiB.  A file with more is streamed.
+MAX_EXTENTS = 1 << 16
 CHUNK = 1 << 20
 
 Extent = tuple[int | None, int]
