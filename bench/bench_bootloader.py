@@ -17,7 +17,9 @@ plain and restricted (``--runas=999``: libxl's ``bootloader_restrict``):
 
 Reported: the median and best of N rounds of each (wall time of the whole
 process: interpreter start-up and imports count), the ratios of the
-medians (targets <= 1.0 in both modes), the peak RSS of each one's process
+medians (targets <= 1.0 in both modes), the median CPU time (user + system)
+of each run's process tree, steadier than wall time on a shared machine and
+what parallelism costs, the peak RSS of each one's process
 tree (GNU time: the larger of the parent and the sandboxed child; target
 <= 64 MiB), and where pvgrub-py's time goes in each mode,
 from runs whose steps are timestamped (`TRACE_DRIVER`): ``startup`` (exec
@@ -132,14 +134,25 @@ class Runner:
         return [sys.executable, "-m", "pvgrub_py.cli.bootloader", *common, "--tpm2",
                 f"--event-log={log}", *extra, str(self.disk)]  # fmt: skip
 
-    def time(self, which: str, extra: tuple[str, ...] = ()) -> float:
+    def time(self, which: str, extra: tuple[str, ...] = ()) -> tuple[float, float]:
+        """(wall seconds, CPU seconds of the process tree: user + system).
+
+        The CPU time is steadier than the wall time on a shared machine, and
+        shows what parallelism (the parser child, the hashing threads) costs.
+        """
         argv = self.argv(which, extra)
         t0 = time.perf_counter()
-        r = subprocess.run(argv, capture_output=True, env=self.env, check=False)
+        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                env=self.env)  # fmt: skip
+        assert proc.stderr is not None
+        err = proc.stderr.read()
+        proc.stderr.close()
+        _, status, usage = os.wait4(proc.pid, 0)
         elapsed = time.perf_counter() - t0
-        if r.returncode:
-            raise SystemExit(f"{which} failed: {r.stderr.decode(errors='replace').strip()}")
-        return elapsed
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        if proc.returncode:
+            raise SystemExit(f"{which} failed: {err.decode(errors='replace').strip()}")
+        return elapsed, usage.ru_utime + usage.ru_stime
 
     def peak_rss_mib(self, which: str, extra: tuple[str, ...] = ()) -> float:
         """The peak RSS of the run's process tree (the parent, or the
@@ -298,6 +311,7 @@ def main() -> None:
     from pvgrub_py.tpm.launcher import SwtpmProcess
 
     times: dict[str, list[float]] = {v: [] for v in VARIANTS}
+    cpu: dict[str, list[float]] = {v: [] for v in VARIANTS}
     rss: dict[str, float] = {}
     splits: dict[str, dict[str, float]] = {}
     # A vTPM with the two banks pv-grub measures into (sha1, sha256) active,
@@ -310,7 +324,7 @@ def main() -> None:
     with SwtpmProcess(tpm2=True, state_dir=str(state)) as tpm:
         vtpm = (f"--vtpm={tpm.uri}", "--require-vtpm")
 
-        def once(which: str) -> float:
+        def once(which: str) -> tuple[float, float]:
             if which.startswith("pygrub"):
                 return runner.time(which)
             tpm.power_cycle()  # untimed: a fresh boot of the vTPM
@@ -320,7 +334,9 @@ def main() -> None:
             once(which)
         for _ in range(args.rounds):
             for which in VARIANTS:
-                times[which].append(once(which))
+                wall, used = once(which)
+                times[which].append(wall)
+                cpu[which].append(used)
         for which in VARIANTS:
             if which.startswith("pvgrub"):
                 tpm.power_cycle()
@@ -344,6 +360,7 @@ def main() -> None:
         "ratio_plain": round(med["pvgrub-py"] / med["pygrub"], 3),
         "ratio_runas": round(med["pvgrub-py-runas"] / med["pygrub-runas"], 3),
         "ratio_target": 1.0,
+        "cpu_median_s": {v: round(_median(cpu[v]), 4) for v in VARIANTS},
         "peak_rss_mib": {v: round(rss[v], 1) for v in VARIANTS},
         "peak_rss_target_mib": 64,
         "all_s": {v: [round(t, 4) for t in times[v]] for v in VARIANTS},
