@@ -1,35 +1,39 @@
 #!/usr/bin/env python3
-"""pvgrub-py against the real pygrub, end to end, on issue 3's speed disk.
+"""pvgrub-py against the real pygrub, end to end, plain and restricted.
 
-The disk: GPT, a BIOS boot partition and an ext4 root holding
-``/boot/grub/grub.cfg``, a 14 MB kernel and a 60 MB initrd of random bytes
-(built without mounting, as tests/disk_images.py does).  Each round runs,
-back to back, as libxl runs a bootloader (``--output=FILE
---output-format=simple0 --output-directory=DIR``, ``-q``):
+The disk (issue 3's speed disk): GPT, a BIOS boot partition and an ext4
+root holding ``/boot/grub/grub.cfg``, a 14 MB kernel and a 60 MB initrd of
+random bytes (built without mounting, as tests/disk_images.py does).  Each
+round runs, back to back and alternating, as libxl runs a bootloader
+(``--output=FILE --output-format=simple0 --output-directory=DIR``, ``-q``),
+plain and restricted (``--runas=999``: libxl's ``bootloader_restrict``):
 
-* ``pygrub``: Debian's /usr/lib/xen-4.17/bin/pygrub, which only extracts;
-* ``pvgrub-py``: extract, hash sha1+sha256 (``--tpm2``), write the event log
-  (no vTPM: the extends are not what the target is about; ``with_swtpm``
-  adds a real swtpm for reference).
+* ``pygrub``, ``pygrub-runas``: Debian's /usr/lib/xen-4.17/bin/pygrub,
+  which only extracts: the baselines;
+* ``pvgrub-py``, ``pvgrub-py-runas``: extract, hash sha1+sha256
+  (``--tpm2``), extend a real swtpm whose active banks are those two
+  (``--require-vtpm``; power-cycled, untimed, before each run: a used vTPM
+  is refused), write the event log.
 
-Reported: best of N rounds for each (wall time of the whole process, so
-imports count), the ratio (target <= 1.0), pvgrub-py's peak RSS (VmHWM of
-its own process image, target < 100 MiB), and where its time goes, from an
-instrumented in-process run: ``import`` (our modules and the ext4 reader),
-``open`` (partition table, sniff, ext4 superblock), ``parse`` (config
-search, grub.cfg, choice), ``extract`` (the one pass: read, write and hash
-overlapped, `pvgrub_py.bootloader.hashing`), ``log`` (event log).  What the
-one pass would cost serially is measured alone on the same bytes:
-``alone_read`` (out of ext4), ``alone_write`` (to the output directory),
-``alone_hash_sha1_sha256`` (both banks, one thread).
+Reported: the median and best of N rounds of each (wall time of the whole
+process: interpreter start-up and imports count), the ratios of the
+medians (targets <= 1.0 in both modes), the median CPU time (user + system)
+of each run's process tree, steadier than wall time on a shared machine and
+what parallelism costs, the peak RSS of each one's process
+tree (GNU time: the larger of the parent and the sandboxed child; target
+<= 64 MiB), and where pvgrub-py's time goes in each mode,
+from runs whose steps are timestamped (`TRACE_DRIVER`): ``startup`` (exec
+to our first line), ``imports`` (to the fork, or to opening the disk),
+``sandbox_prepare``/``sandbox_enter`` (the child's `preload.prepare` and
+`sandbox.enter_sandbox`), ``parse`` (open the disk, find and parse the
+config, choose), ``vtpm_open`` (overlapped with the child when
+restricted), ``transfer_hash_write`` (the one pass: read from the image,
+write, sha1 and sha256), ``log_extend_result``.
 
-Both bootloaders run with the interpreter they ship with: pygrub's shebang
-(/usr/bin/python3), pvgrub-py with this Python (``ratio``).  Where this
-Python starts slower than Debian's (site-packages ``.pth`` hooks, an
-editable install's finder), that start-up is the environment's, so the
-same pygrub is also timed under this Python (``ratio_same_python``).  Byte-compiled files are
-allowed for both (a Debian package ships them): ``PYTHONDONTWRITEBYTECODE``
-is cleared and a private ``PYTHONPYCACHEPREFIX`` is warmed first.
+Run it with Debian's interpreter (a venv of /usr/bin/python3, pygrub's
+shebang), not a pyenv one.  Byte-compiled files are allowed for both (a
+Debian package ships them): ``PYTHONDONTWRITEBYTECODE`` is cleared and a
+private ``PYTHONPYCACHEPREFIX`` is warmed first.
 
 Results: JSON on stdout and in ``bench/out/bootloader.json``.
 """
@@ -39,6 +43,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -96,6 +101,10 @@ def build(work: Path) -> Path:
     return disk
 
 
+RUNAS_UID = 999
+VARIANTS = ("pygrub", "pvgrub-py", "pygrub-runas", "pvgrub-py-runas")
+
+
 class Runner:
     """Runs each bootloader as libxl does, in fresh output files."""
 
@@ -117,134 +126,174 @@ class Runner:
         out, outdir = self._paths(which)
         common = ["-q", f"--output={out}", "--output-format=simple0",
                   f"--output-directory={outdir}"]  # fmt: skip
-        if which == "pygrub":
+        if which.endswith("-runas"):
+            common.append(f"--runas={RUNAS_UID}")
+        if which.startswith("pygrub"):
             return [PYGRUB, *common, str(self.disk)]
-        if which == "pygrub-same-python":
-            return [sys.executable, PYGRUB, *common, str(self.disk)]
         log = self.work / f"{which}.log"
         return [sys.executable, "-m", "pvgrub_py.cli.bootloader", *common, "--tpm2",
                 f"--event-log={log}", *extra, str(self.disk)]  # fmt: skip
 
-    def time(self, which: str, extra: tuple[str, ...] = ()) -> float:
+    def time(self, which: str, extra: tuple[str, ...] = ()) -> tuple[float, float]:
+        """(wall seconds, CPU seconds of the process tree: user + system).
+
+        The CPU time is steadier than the wall time on a shared machine, and
+        shows what parallelism (the parser child, the hashing threads) costs.
+        """
         argv = self.argv(which, extra)
         t0 = time.perf_counter()
-        r = subprocess.run(argv, capture_output=True, env=self.env, check=False)
+        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                env=self.env)  # fmt: skip
+        assert proc.stderr is not None
+        err = proc.stderr.read()
+        proc.stderr.close()
+        _, status, usage = os.wait4(proc.pid, 0)
         elapsed = time.perf_counter() - t0
-        if r.returncode:
-            raise SystemExit(f"{which} failed: {r.stderr.decode(errors='replace').strip()}")
-        return elapsed
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        if proc.returncode:
+            raise SystemExit(f"{which} failed: {err.decode(errors='replace').strip()}")
+        return elapsed, usage.ru_utime + usage.ru_stime
 
-    def peak_rss_mib(self) -> float:
-        """pvgrub-py's VmHWM, read by its own process at exit."""
-        argv = self.argv("pvgrub-py")
-        wrapper = (
-            "import atexit, os, runpy, sys\n"
-            "def hwm():\n"
-            "    for line in open('/proc/self/status'):\n"
-            "        if line.startswith('VmHWM:'):\n"
-            "            sys.stderr.write('VMHWM ' + line.split()[1] + '\\n')\n"
-            "atexit.register(hwm)\n"
-            "real_exit = os._exit\n"
-            "os._exit = lambda status: (hwm(), sys.stderr.flush(), real_exit(status))\n"
-            f"sys.argv = {argv[2:]!r}\n"
-            "runpy.run_module('pvgrub_py.cli.bootloader', run_name='__main__')\n"
-        )
-        r = subprocess.run([sys.executable, "-c", wrapper], capture_output=True, text=True,
-                           env=self.env, check=False)  # fmt: skip
-        line = next(ln for ln in r.stderr.splitlines() if ln.startswith("VMHWM "))
-        return int(line.split()[1]) / 1024
+    def peak_rss_mib(self, which: str, extra: tuple[str, ...] = ()) -> float:
+        """The peak RSS of the run's process tree (the parent, or the
+        sandboxed child if larger), from GNU time's ``wait4``: a small
+        process forks the run, so none of this bench's memory is counted."""
+        argv = ["/usr/bin/time", "-f", "MAXRSS %M", *self.argv(which, extra)]
+        r = subprocess.run(argv, capture_output=True, text=True, env=self.env, check=False)
+        line = [ln for ln in r.stderr.splitlines() if ln.startswith("MAXRSS ")]
+        if r.returncode or not line:
+            raise SystemExit(f"{which} failed: {r.stderr.strip()}")
+        return int(line[-1].split()[1]) / 1024
 
 
-SPLIT_DRIVER = r"""
-import gc, hashlib, json, os, sys, time
-t0 = time.perf_counter()
-import pvgrub_py.cli.bootloader
-gc.set_threshold(pvgrub_py.cli.bootloader.GC_THRESHOLD)  # as its main() does
-from pvgrub_py.bootloader import extract, guest, run
-from pvgrub_py.bootloader.options import parse_options
-t1 = time.perf_counter()
-from pvgrub_py.bootcfg import grub2  # what the config search will import
-t2 = time.perf_counter()
-from pvgrub_py.disk.readers import extfs  # what the sniff will import
-t3 = time.perf_counter()
-doc = {"import": t3 - t0, "open": 0.0, "parse": 0.0, "extract": 0.0, "log": 0.0}
-imports = {"bootloader_and_cli": t1 - t0, "grub2_interpreter": t2 - t1,
-           "dissect_extfs_and_adapter": t3 - t2}
-
-def timed(key, fn):
+#: Runs pvgrub-py with each step timestamped (time.time(), one line each, to
+#: the file named by argv[1]); the sandboxed child inherits the patches and
+#: keeps the trace descriptor open.
+TRACE_DRIVER = r"""
+import os, sys, time
+path, t0 = sys.argv[1], float(sys.argv[2])
+del sys.argv[1:3]
+fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o600)
+def mark(what):
+    os.write(fd, f"{what} {time.time():.6f}\n".encode())
+os.write(fd, f"exec {t0:.6f}\n".encode())
+mark("main")
+real_closerange = os.closerange
+def closerange(lo, hi):  # the child closes every other descriptor: keep ours
+    if lo <= fd < hi:
+        real_closerange(lo, fd)
+        real_closerange(fd + 1, hi)
+    else:
+        real_closerange(lo, hi)
+os.closerange = closerange
+import importlib.abc
+PATCHES = {
+    "pvgrub_py.bootloader.run": [("open_session", "session_start", "session_open")],
+    "pvgrub_py.bootloader.preload": [("prepare", "child_prepare_start", "child_prepared")],
+    "pvgrub_py.bootloader.sandbox": [("enter_sandbox", "child_sandbox_start", "child_sandboxed")],
+    "pvgrub_py.bootloader.choose": [("open_guest_disk", "disk_open_start", "disk_opened")],
+    "pvgrub_py.bootloader.guest": [("plan_boot", "plan_start", "planned")],
+    "pvgrub_py.bootloader.measure": [("open_vtpm", "vtpm_start", "vtpm_open")],
+    "pvgrub_py.bootloader.extract": [
+        ("extract_session_files", "extract_start", "extract_end")],
+}
+def timed(module, name, before, after):
+    real = getattr(module, name)
     def wrapper(*a, **k):
-        s = time.perf_counter()
+        mark(before)
         try:
-            return fn(*a, **k)
+            return real(*a, **k)
         finally:
-            doc[key] += time.perf_counter() - s
-    return wrapper
-
-from pvgrub_py.eventlog import builder
-builder.log_for_measurements = timed("log", builder.log_for_measurements)
-builder.write_atomic = timed("log", builder.write_atomic)
-real_open = guest.open_guest_disk
-def open_guest_disk(*a, **k):
-    disk = real_open(*a, **k)
-    for volume in disk.volumes:
-        if volume.has_filesystem:
-            volume.filesystem()  # the ext4 superblock and group descriptors
-    return disk
-guest.open_guest_disk = timed("open", open_guest_disk)
-guest.plan_boot = timed("parse", guest.plan_boot)
-extract.extract_session_files = timed("extract", extract.extract_session_files)
-opts = parse_options(sys.argv[1:])
-run.run(opts)
-doc["total_in_process"] = time.perf_counter() - t0
-doc["other"] = doc["total_in_process"] - sum(v for k, v in doc.items() if k != "total_in_process")
-
-# The serial cost of each part of the one pass, measured alone on the same bytes.
-session = guest.open_local_session(opts)
-data = []
-s = time.perf_counter()
-for i in range(len(session.plan.files)):
-    session.stream(i, data.append, 1 << 30)
-doc["alone_read"] = time.perf_counter() - s
-session.close()
-fd = os.open(os.path.join(opts.output_directory, "bench-write"), os.O_WRONLY | os.O_CREAT, 0o600)
-s = time.perf_counter()
-for chunk in data:
-    os.write(fd, chunk)
-doc["alone_write"] = time.perf_counter() - s
-os.close(fd)
-os.unlink(os.path.join(opts.output_directory, "bench-write"))
-s = time.perf_counter()
-for name in ("sha1", "sha256"):
-    h = hashlib.new(name)
-    for chunk in data:
-        h.update(chunk)
-doc["alone_hash_sha1_sha256"] = time.perf_counter() - s
-doc.update({f"import_{k}": v for k, v in imports.items()})
-print(json.dumps(doc), file=sys.stderr)
+            mark(after)
+    setattr(module, name, wrapper)
+class Hook(importlib.abc.MetaPathFinder):
+    # Patches each module as it is first imported, so the run imports what
+    # it would anyway, when it would.
+    def find_spec(self, name, path, target=None):
+        if name not in PATCHES:
+            return None
+        for finder in sys.meta_path:
+            if finder is self or not hasattr(finder, "find_spec"):
+                continue
+            spec = finder.find_spec(name, path, target)
+            if spec is not None:
+                break
+        else:
+            return None
+        real_exec = spec.loader.exec_module
+        def exec_module(module):
+            real_exec(module)
+            for fn, before, after in PATCHES[name]:
+                timed(module, fn, before, after)
+        spec.loader.exec_module = exec_module
+        return spec
+sys.meta_path.insert(0, Hook())
+import os as _os
+real_fork = _os.fork
+def fork():
+    pid = real_fork()
+    if pid == 0:
+        mark("child_forked")
+    return pid
+_os.fork = fork
+import runpy
+sys.argv[0] = "pvgrub-py"
+real_exit = os._exit
+parent = os.getpid()
+def exit_(status):
+    mark("end" if os.getpid() == parent else "child_end")
+    real_exit(status)
+os._exit = exit_
+runpy.run_module("pvgrub_py.cli.bootloader", run_name="__main__")
 """
 
 
-def split(runner: Runner, rounds: int) -> dict[str, float]:
-    """Best-of time split from instrumented in-process runs."""
-    best: dict[str, float] | None = None
-    for _ in range(rounds):
-        argv = runner.argv("pvgrub-py")
-        r = subprocess.run([sys.executable, "-c", SPLIT_DRIVER, *argv[3:]], capture_output=True,
-                           text=True, env=runner.env, check=False)  # fmt: skip
-        line = r.stderr.strip().splitlines()[-1]
-        try:
-            doc = json.loads(line)
-        except ValueError:
-            raise SystemExit(f"split run failed: {r.stderr.strip()}") from None
-        if best is None or doc["total_in_process"] < best["total_in_process"]:
-            best = doc
-    assert best is not None
-    return {k: round(v, 4) for k, v in best.items()}
+def trace(runner: Runner, which: str, extra: tuple[str, ...]) -> dict[str, float]:
+    """One timestamped run of *which*: its time split, in seconds.
+
+    The driver patches each module as the run first imports it, so imports
+    happen where they would.  ``parse`` includes the imports the parse
+    itself triggers (the grub.cfg interpreter, the ext4 reader).
+    """
+    argv = runner.argv(which, extra)
+    path = runner.work / f"{which}.trace"
+    t0 = time.time()
+    r = subprocess.run([sys.executable, "-c", TRACE_DRIVER, str(path), repr(t0), *argv[3:]],
+                       capture_output=True, env=runner.env, check=False)  # fmt: skip
+    if r.returncode:
+        raise SystemExit(f"trace of {which} failed: {r.stderr.decode(errors='replace')}")
+    marks: dict[str, float] = {}
+    for line in path.read_text().splitlines():
+        what, when = line.split()
+        marks.setdefault(what, float(when))
+
+    def span(a: str, b: str) -> float:
+        return round(marks[b] - marks[a], 4) if a in marks and b in marks else 0.0
+
+    return {
+        "startup": span("exec", "main"),
+        "imports": span("main", "session_start"),
+        "sandbox_prepare": span("child_prepare_start", "child_prepared"),
+        "sandbox_enter": span("child_sandbox_start", "child_sandboxed"),
+        "parse": span("disk_open_start", "planned"),
+        "vtpm_open": span("vtpm_start", "vtpm_open"),
+        "forked_child": span("session_start", "child_forked"),
+        "wait_for_plan": span("vtpm_open", "extract_start"),
+        "transfer_hash_write": span("extract_start", "extract_end"),
+        "log_extend_result": span("extract_end", "end"),
+        "total": span("exec", "end"),
+    }
+
+
+def _median(xs: list[float]) -> float:
+    ys = sorted(xs)
+    n = len(ys)
+    return ys[n // 2] if n % 2 else (ys[n // 2 - 1] + ys[n // 2]) / 2
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--rounds", type=int, default=9)
     ap.add_argument("--work", default=str(ROOT / "bench" / "out" / "bootloader-work"))
     args = ap.parse_args()
     if not os.path.exists(PYGRUB):
@@ -256,60 +305,71 @@ def main() -> None:
     env["PYTHONPYCACHEPREFIX"] = str(work / "pycache")
     env["PYTHONPATH"] = str(ROOT)
     runner = Runner(disk, work, env)
-    runner.time("pygrub")  # warm the page cache and the byte-code caches
-    runner.time("pvgrub-py")
-    ours: list[float] = []
-    theirs: list[float] = []
-    theirs_same: list[float] = []
-    runner.time("pygrub-same-python")
-    for _ in range(args.rounds):
-        theirs.append(runner.time("pygrub"))
-        theirs_same.append(runner.time("pygrub-same-python"))
-        ours.append(runner.time("pvgrub-py"))
+    # The bench runs as a script (sys.path[0] is bench/), so the launcher
+    # is imported from this checkout, as the runs are.
+    sys.path.insert(0, str(ROOT))
+    from pvgrub_py.tpm.launcher import SwtpmProcess
+
+    times: dict[str, list[float]] = {v: [] for v in VARIANTS}
+    cpu: dict[str, list[float]] = {v: [] for v in VARIANTS}
+    rss: dict[str, float] = {}
+    splits: dict[str, dict[str, float]] = {}
+    # A vTPM with the two banks pv-grub measures into (sha1, sha256) active,
+    # as the issue's target is stated; swtpm's default has four.
+    state = work / "tpmstate"
+    shutil.rmtree(state, ignore_errors=True)
+    state.mkdir()
+    subprocess.run(["swtpm_setup", "--tpm2", "--tpmstate", str(state), "--pcr-banks",
+                    "sha1,sha256", "--overwrite"], capture_output=True, check=True)  # fmt: skip
+    with SwtpmProcess(tpm2=True, state_dir=str(state)) as tpm:
+        vtpm = (f"--vtpm={tpm.uri}", "--require-vtpm")
+
+        def once(which: str) -> tuple[float, float]:
+            if which.startswith("pygrub"):
+                return runner.time(which)
+            tpm.power_cycle()  # untimed: a fresh boot of the vTPM
+            return runner.time(which, vtpm)
+
+        for which in VARIANTS:  # warm the page cache and the byte-code caches
+            once(which)
+        for _ in range(args.rounds):
+            for which in VARIANTS:
+                wall, used = once(which)
+                times[which].append(wall)
+                cpu[which].append(used)
+        for which in VARIANTS:
+            if which.startswith("pvgrub"):
+                tpm.power_cycle()
+            rss[which] = runner.peak_rss_mib(which, () if which.startswith("pygrub") else vtpm)
+        for which in ("pvgrub-py", "pvgrub-py-runas"):
+            best: dict[str, float] | None = None
+            for _ in range(3):
+                tpm.power_cycle()
+                doc = trace(runner, which, vtpm)
+                if best is None or doc["total"] < best["total"]:
+                    best = doc
+            assert best is not None
+            splits[which] = best
+    med = {v: _median(times[v]) for v in VARIANTS}
     result: dict[str, Any] = {
         "disk": "GPT, ext4 (4 KiB blocks), 14 MB kernel + 60 MB initrd (random bytes)",
+        "python": sys.executable,
         "rounds": args.rounds,
-        "pygrub_best_s": round(min(theirs), 4),
-        "pvgrub_py_best_s": round(min(ours), 4),
-        "ratio": round(min(ours) / min(theirs), 3),
+        "median_s": {v: round(med[v], 4) for v in VARIANTS},
+        "best_s": {v: round(min(times[v]), 4) for v in VARIANTS},
+        "ratio_plain": round(med["pvgrub-py"] / med["pygrub"], 3),
+        "ratio_runas": round(med["pvgrub-py-runas"] / med["pygrub-runas"], 3),
         "ratio_target": 1.0,
-        # The same pygrub run by this Python: both sides then pay the same
-        # interpreter start-up (site-packages .pth hooks, an editable
-        # install's finder), which is the environment's, not either program's.
-        "pygrub_same_python_best_s": round(min(theirs_same), 4),
-        "ratio_same_python": round(min(ours) / min(theirs_same), 3),
-        "pygrub_all_s": [round(t, 4) for t in theirs],
-        "pvgrub_py_all_s": [round(t, 4) for t in ours],
-        "peak_rss_mib": round(min(runner.peak_rss_mib() for _ in range(3)), 1),
-        "peak_rss_target_mib": 100,
-        "split_s": split(runner, 3),
-        "python_startup_no_site_s": round(
-            min(_startup(sys.executable, env, "-S") for _ in range(5)), 4
-        ),
+        "cpu_median_s": {v: round(_median(cpu[v]), 4) for v in VARIANTS},
+        "peak_rss_mib": {v: round(rss[v], 1) for v in VARIANTS},
+        "peak_rss_target_mib": 64,
+        "all_s": {v: [round(t, 4) for t in times[v]] for v in VARIANTS},
+        "split_s": splits,
         "python_startup_s": round(min(_startup(sys.executable, env) for _ in range(5)), 4),
         "pygrub_python_startup_s": round(
             min(_startup("/usr/bin/python3", env) for _ in range(5)), 4
         ),
     }
-    try:
-        # The bench runs as a script (sys.path[0] is bench/), so the
-        # launcher is imported from this checkout, as the runs above are.
-        sys.path.insert(0, str(ROOT))
-        from pvgrub_py.tpm.launcher import SwtpmProcess
-
-        with SwtpmProcess(tpm2=True) as tpm:
-            extra = (f"--vtpm={tpm.uri}", "--require-vtpm")
-
-            def measured_boot() -> float:
-                # A fresh boot of the vTPM each time (untimed): pvgrub-py
-                # refuses one whose PCR 4/5 are not at their reset values.
-                tpm.power_cycle()
-                return runner.time("pvgrub-py", extra)
-
-            measured_boot()
-            result["with_swtpm_best_s"] = round(min(measured_boot() for _ in range(3)), 4)
-    except Exception as e:
-        result["with_swtpm_error"] = str(e)
     text = json.dumps(result, indent=2)
     print(text)
     (ROOT / "bench" / "out").mkdir(exist_ok=True)

@@ -7,8 +7,8 @@ Xen commits e0342ae555, 1f762642d2, 9c114178ff).  Here:
 
 * The parent (root) opens the disk read-only, creates an empty directory
   for the child's root and a pipe, and forks.
-* The child imports everything it may need (`preload`; nothing on the host
-  is visible later), closes every other descriptor, enters the sandbox
+* The child imports everything it may need (`preload.prepare`; nothing on
+  the host is visible later), closes every other descriptor, enters the sandbox
   (`sandbox.enter_sandbox`: namespaces, empty root, rlimits, no new
   privileges, the uid) and only then opens the disk descriptor, finds and
   parses the config, chooses the entry and streams the files, as frames
@@ -29,45 +29,45 @@ booted, which is what measured boot needs.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
 import signal
+import stat
 import sys
-import tempfile
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from pvgrub_py.bootcfg.limits import MAX_CONFIG_BYTES
-from pvgrub_py.bootloader.choose import open_guest_disk
-from pvgrub_py.bootloader.guest import (
-    Sink,
-    open_planned,
-    plan_boot,
-    plan_config_file,
-    read_config_file,
-    role_of,
-)
 from pvgrub_py.bootloader.options import BootloaderOptions
 from pvgrub_py.bootloader.plan import BootPlan, plan_from_json, plan_to_json
-from pvgrub_py.bootloader.sandbox import enter_sandbox
 from pvgrub_py.bootloader.wire import (
     DATA,
     END,
     FAIL,
+    MAP,
     PLAN,
     START,
     ChildTimeout,
     Deadline,
     FrameReader,
     ProtocolError,
+    decode_extents,
+    encode_extents,
     write_frame,
 )
-from pvgrub_py.disk.budget import DEFAULT_SECONDS, Budget
 from pvgrub_py.disk.errors import one_line
-from pvgrub_py.disk.extract import Limits, stream_open_file
 from pvgrub_py.errors import InputError, PvgrubError, UsageError
 from pvgrub_py.inputs import open_named_input
+
+if TYPE_CHECKING:
+    from pvgrub_py.bootloader.guest import Sink
+    from pvgrub_py.disk.extract import Limits
+
+# The parent imports only what it needs to fork: the child imports the
+# parsers (`preload.prepare`) while the parent gets its vTPM ready.
 
 #: libxl_internal.h LIBXL_BOOTLOADER_TIMEOUT.
 DEFAULT_TIMEOUT = 120.0
@@ -78,38 +78,6 @@ MAX_TIMEOUT = (1 << 31) - 1
 #: Linux F_SETPIPE_SZ: a 1 MiB pipe moves a 1 MiB chunk in one go.
 F_SETPIPE_SZ = 1031
 PIPE_SIZE = 1 << 20
-
-#: Modules the child may import while parsing: every reader, every parser.
-#: The chroot hides the host's Python library, so they are loaded before.
-PRELOAD = (
-    "pvgrub_py.disk.readers.extfs",
-    "pvgrub_py.disk.readers.xfs",
-    "pvgrub_py.disk.readers.btrfs",
-    "pvgrub_py.disk.readers.fat",
-    "pvgrub_py.disk.readers.iso9660",
-    "pvgrub_py.disk.lvm",
-    "pvgrub_py.disk.qcow2",
-    "pvgrub_py.bootcfg.search",
-    "pvgrub_py.bootcfg.grub2",
-    "pvgrub_py.bootcfg.bls",
-    "pvgrub_py.bootcfg.extlinux",
-    "pvgrub_py.bootcfg.grub_legacy",
-    "pvgrub_py.bootcfg.grub2_commands",
-    "pvgrub_py.bootcfg.grub2_testcmd",
-    "dissect.volume.lvm",
-    "dissect.volume.lvm.physical",
-    "dissect.hypervisor.disk.qcow2",
-    "dissect.util.compression.lz4",
-    "dissect.util.compression.lzo",
-    "dissect.util.compression.lznt1",
-    "zlib",
-    "zstandard",
-    "lz4.block",
-    "encodings.idna",
-    "_strptime",  # time.strptime, which pycdlib calls for ISO 9660 dates
-)
-#: Codecs the readers decode names with (FAT and Joliet use UTF-16).
-CODECS = ("utf-8", "ascii", "latin-1", "utf-16-le", "utf-16-be", "utf-16", "cp437")
 
 #: A test may pass a probe that runs in the child right after the drop.
 Probe = Callable[[], None]
@@ -132,24 +100,20 @@ def bootloader_timeout(environ: dict[str, str] | None = None) -> float | None:
     return None if seconds == 0 else float(seconds)
 
 
-def preload() -> None:
-    import codecs
-    import importlib
-
-    for name in PRELOAD:
-        with contextlib.suppress(ImportError):
-            importlib.import_module(name)
-    for codec in CODECS:
-        with contextlib.suppress(LookupError):
-            codecs.lookup(codec)
-
-
 class RemoteSession:
-    """The parent's end: a `GuestSession` fed by the sandboxed child."""
+    """The parent's end: a `GuestSession` fed by the (sandboxed) child."""
 
-    def __init__(self, pid: int, fd: int, root: str, deadline: Deadline, source: str) -> None:
+    #: The plan is made in another process: the caller can get its vTPM
+    #: ready while it is (`run`).
+    parses_elsewhere = True
+
+    def __init__(
+        self, pid: int, fd: int, root: str, deadline: Deadline, source: str, disk_fd: int = -1
+    ) -> None:
         self.pid = pid
         self._fd = fd
+        #: The parent's own descriptor of the image: mapped files are read here.
+        self._disk_fd = disk_fd
         self._root = root
         self._source = source
         self._reader = FrameReader(fd, deadline)
@@ -210,18 +174,30 @@ class RemoteSession:
         try:
             start = json.loads(payload.decode("utf-8"))
             got_index, size = start["index"], start["size"]
-        except (UnicodeDecodeError, ValueError, TypeError, KeyError):
+            mapped = start.get("mapped", False)
+        except (UnicodeDecodeError, ValueError, TypeError, KeyError, AttributeError):
             self._reap(kill=True)
             raise ProtocolError("deprivileged parser: malformed START frame") from None
-        if got_index != index or not isinstance(size, int) or isinstance(size, bool) or size < 0:
+        if (
+            got_index != index
+            or not isinstance(size, int)
+            or isinstance(size, bool)
+            or size < 0
+            or not isinstance(mapped, bool)
+            or (mapped and self._disk_fd < 0)
+        ):
             self._reap(kill=True)
             raise ProtocolError(f"deprivileged parser: START {start!r} where file {index} was due")
-        role = role_of(index)
+        role = "kernel" if index == 0 else "initrd"
         if size > cap:
             self._reap(kill=True)
             raise InputError(
                 files[index].where, f"{role} of {size} bytes exceeds the {cap}-byte cap"
             )
+        if mapped:
+            done = self._copy_mapped(index, role, size, sink)
+            self._next += 1
+            return done
         done = 0
         while done < size:
             _, chunk = self._frame(DATA)
@@ -234,6 +210,23 @@ class RemoteSession:
             sink(chunk)
         self._next += 1
         return done
+
+    def _copy_mapped(self, index: int, role: str, size: int, sink: Sink) -> int:
+        """Read file *index* from the image where the child says it lies."""
+        from pvgrub_py.disk.extents import check_extents, copy_extents
+
+        _, payload = self._frame(MAP)
+        try:
+            extents = decode_extents(payload)
+        except ProtocolError:
+            self._reap(kill=True)
+            raise
+        problem = check_extents(extents, size, _image_size(self._disk_fd))
+        if problem is not None:
+            self._reap(kill=True)
+            raise ProtocolError(f"deprivileged parser: the map of the {role}: {problem}")
+        where = self.plan.files[index].where
+        return copy_extents(self._disk_fd, extents, sink, source=where)
 
     def finish(self) -> None:
         self._frame(END)
@@ -282,8 +275,12 @@ class RemoteSession:
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
-        with contextlib.suppress(OSError):
-            os.rmdir(self._root)
+        if self._disk_fd >= 0:
+            os.close(self._disk_fd)
+            self._disk_fd = -1
+        if self._root:
+            with contextlib.suppress(OSError):
+                os.rmdir(self._root)
 
     def close(self) -> None:
         self._reap(kill=True)
@@ -295,24 +292,30 @@ def spawn(
     limits: Limits | None = None,
     timeout: float | None = DEFAULT_TIMEOUT,
     probe: Probe | None = None,
+    sandbox: bool = True,
 ) -> RemoteSession:
-    """Fork the sandboxed parser; the caller reads the plan with ``read_plan``."""
-    if opts.runas is None:
+    """Fork the sandboxed parser; the caller reads the plan with ``read_plan``.
+
+    With ``sandbox=False`` (no ``--runas``) the child parses as this
+    process would, unconfined: the fork only lets the parent import its own
+    side and open the vTPM on the other core meanwhile.  It speaks the same
+    protocol, so the parent checks and reads the same way.
+    """
+    if sandbox and opts.runas is None:
         raise UsageError("deprivileged parsing needs --runas")
-    limits = limits or Limits()
     # Regular files (and block devices for a disk) only: a FIFO must not block us.
     if opts.isconfig:
         disk_fd = open_named_input(opts.disk, "config file", max_size=MAX_CONFIG_BYTES)
     else:
         disk_fd = open_named_input(opts.disk, "disk image", allow_block_device=True,
                                    max_size=None)  # fmt: skip
-    try:
-        root = tempfile.mkdtemp(prefix="pvgrub-py-root.")
-    except OSError as e:
-        os.close(disk_fd)
-        raise InputError(
-            tempfile.gettempdir(), f"cannot create the sandbox root: {e.strerror}"
-        ) from None
+    root = ""
+    if sandbox:
+        try:
+            root = _make_root()
+        except OSError as e:
+            os.close(disk_fd)
+            raise InputError(_tmpdir(), f"cannot create the sandbox root: {e.strerror}") from None
     read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
     with contextlib.suppress(OSError):
         fcntl.fcntl(write_fd, F_SETPIPE_SZ, PIPE_SIZE)
@@ -321,11 +324,45 @@ def spawn(
     pid = os.fork()
     if pid == 0:  # pragma: no cover - runs in the child, reported over the pipe
         os.close(read_fd)
-        _child(opts, disk_fd, write_fd, root, limits, timeout, probe)
+        _child(opts, disk_fd, write_fd, root, limits, timeout, probe, sandbox)
     os.close(write_fd)
-    os.close(disk_fd)
+    if opts.isconfig:
+        os.close(disk_fd)
+        disk_fd = -1
     source = os.path.basename(opts.disk) or opts.disk
-    return RemoteSession(pid, read_fd, root, Deadline(timeout), source)
+    return RemoteSession(pid, read_fd, root, Deadline(timeout), source, disk_fd)
+
+
+def _tmpdir() -> str:
+    """``tempfile.gettempdir()`` where its answer is plain (importing tempfile
+    costs a boot ~3 ms): ``$TMPDIR`` if it is an absolute directory, else /tmp."""
+    where = os.environ.get("TMPDIR", "")
+    if os.path.isabs(where) and os.path.isdir(where):
+        return where
+    if not where and os.path.isdir("/tmp"):
+        return "/tmp"
+    import tempfile
+
+    return tempfile.gettempdir()
+
+
+def _make_root() -> str:
+    """A fresh, empty 0700 directory, as ``tempfile.mkdtemp`` makes one."""
+    base = _tmpdir()
+    for _ in range(100):
+        path = os.path.join(base, "pvgrub-py-root." + os.urandom(6).hex())
+        try:
+            os.mkdir(path, 0o700)
+        except FileExistsError:
+            continue
+        return path
+    raise FileExistsError(errno.EEXIST, "no unused name for the sandbox root")
+
+
+def _image_size(fd: int) -> int:
+    """The image's size as the child's `FdSource` sees it."""
+    st = os.fstat(fd)
+    return st.st_size if stat.S_ISREG(st.st_mode) else os.lseek(fd, 0, os.SEEK_END)
 
 
 def _child(
@@ -333,9 +370,10 @@ def _child(
     disk_fd: int,
     out: int,
     root: str,
-    limits: Limits,
+    limits: Limits | None,
     timeout: float | None,
     probe: Probe | None,
+    sandbox: bool = True,
 ) -> None:  # pragma: no cover - forked child
     """Never returns: exits 0 after END, 1 after FAIL."""
     status = 1
@@ -352,15 +390,24 @@ def _child(
                 os.closerange(lo, fd)
                 lo = fd + 1
         os.closerange(lo, 65536)
-        preload()
-        enter_sandbox(opts.runas or 0, root)
+        if sandbox:
+            from pvgrub_py.bootloader.preload import prepare
+            from pvgrub_py.bootloader.sandbox import enter_sandbox
+
+            prepare()
+            enter_sandbox(opts.runas or 0, root)
+        else:
+            from pvgrub_py.bootloader.sandbox import die_with_parent
+
+            die_with_parent()
         if probe is not None:
             probe()
         _serve(opts, disk_fd, out, limits, timeout)
         status = 0
     except MemoryError:
-        _fail(out, f"{os.path.basename(opts.disk)}: the parser ran out of memory "
-                   "(256 MiB limit): corrupt or hostile image")  # fmt: skip
+        limit = " (256 MiB limit)" if sandbox else ""
+        _fail(out, f"{os.path.basename(opts.disk)}: the parser ran out of memory"
+                   f"{limit}: corrupt or hostile image")  # fmt: skip
     except PvgrubError as e:
         _fail(out, str(e))
     except BaseException as e:
@@ -375,8 +422,26 @@ def _fail(out: int, text: str) -> None:  # pragma: no cover - forked child
 
 
 def _serve(
-    opts: BootloaderOptions, disk_fd: int, out: int, limits: Limits, timeout: float | None
+    opts: BootloaderOptions,
+    disk_fd: int,
+    out: int,
+    limits: Limits | None,
+    timeout: float | None,
 ) -> None:  # pragma: no cover - forked child
+    from pvgrub_py.bootloader.choose import open_guest_disk
+    from pvgrub_py.bootloader.guest import (
+        open_planned,
+        plan_boot,
+        plan_config_file,
+        read_config_file,
+        role_of,
+    )
+    from pvgrub_py.disk.budget import DEFAULT_SECONDS, Budget
+    from pvgrub_py.disk.extents import map_file
+    from pvgrub_py.disk.extract import Limits, check_cap, stream_open_file
+
+    limits = limits or Limits()
+
     name = os.path.basename(opts.disk) or opts.disk
     if opts.isconfig:
         plan = plan_config_file(read_config_file(disk_fd), opts.disk, opts)
@@ -392,11 +457,18 @@ def _serve(
     if choice is not None:
         for index in range(len(plan.files)):
             with open_planned(choice, index) as stream:
+                role = role_of(index)
+                fmap = map_file(stream)
+                if fmap is not None:
+                    check_cap(stream, role, limits.cap(role))
+                    start = {"index": index, "size": stream.size, "mapped": True}
+                    write_frame(out, START, json.dumps(start).encode())
+                    write_frame(out, MAP, encode_extents(fmap.extents))
+                    continue
                 write_frame(out, START, json.dumps({"index": index, "size": stream.size}).encode())
 
                 def send(chunk: bytes) -> None:
                     write_frame(out, DATA, chunk)
 
-                role = role_of(index)
                 stream_open_file(stream, send, role=role, cap=limits.cap(role))
     write_frame(out, END)

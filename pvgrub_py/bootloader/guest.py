@@ -39,7 +39,7 @@ from pvgrub_py.bootloader.choose import (
 )
 from pvgrub_py.bootloader.options import BootloaderOptions
 from pvgrub_py.bootloader.plan import BootPlan, FileSpec
-from pvgrub_py.disk.extract import Limits, stream_open_file
+from pvgrub_py.disk.extract import Limits, copy_open_file
 from pvgrub_py.disk.filesystems import FileStream
 from pvgrub_py.disk.volumes import Disk
 from pvgrub_py.errors import InputError
@@ -116,7 +116,7 @@ class LocalSession:
         if self._choice is None:
             raise InputError(self._plan.config, "no file was planned")
         with open_planned(self._choice, index) as stream:
-            return stream_open_file(stream, sink, role=role_of(index), cap=cap)
+            return copy_open_file(stream, sink, role=role_of(index), cap=cap)
 
     def finish(self) -> None:
         pass

@@ -29,7 +29,7 @@ admin believes in it):
 
 The child receives the disk as an already-open descriptor and writes to a
 pipe; it needs no path on the host after step 3.  Everything it will ever
-import must be imported before (`preload` in `depriv`), since the host's
+import must be in hand before (`preload.prepare`), since the host's
 Python library is not visible from inside the chroot.
 """
 
@@ -142,6 +142,14 @@ def _os_step(what: str, fn: Callable[..., object], *args: object) -> None:
         fn(*args)
     except OSError as e:
         raise SandboxError(f"cannot deprivilege the parser: {what}: {e.strerror}") from None
+
+
+def die_with_parent() -> None:
+    """PR_SET_PDEATHSIG(SIGKILL) alone: for the unconfined parser child."""
+    parent = os.getppid()
+    prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # the parent died before PDEATHSIG was armed
+        os._exit(1)
 
 
 def enter_sandbox(uid: int, root: str, *, gid: int | None = None) -> SandboxReport:

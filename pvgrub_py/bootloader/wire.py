@@ -5,7 +5,7 @@ taken over) sends; the parent (root, which measures and writes) receives
 and trusts nothing it is told.  One direction, one stream of frames::
 
     frame   = kind (1 byte) | length (4 bytes, big-endian) | payload
-    session = PLAN  (START DATA*)*  END
+    session = PLAN  (START (DATA* | MAP))*  END
             | ... FAIL                  (at any point; the child then exits 1)
 
 * ``PLAN``: the `BootPlan` as UTF-8 JSON (`plan.plan_to_json`), once, first.
@@ -14,6 +14,11 @@ and trusts nothing it is told.  One direction, one stream of frames::
   bytes follow in DATA frames.  The parent checks *n* against its own
   caps before it reads a byte of it.
 * ``DATA``: the next bytes of the current file, at most `MAX_DATA`.
+* ``MAP``: instead of DATA, when START says ``"mapped": true``: where the
+  file's bytes lie in the disk image (`encode_extents`); the parent reads,
+  hashes and writes them itself from its own descriptor of the image,
+  after checking that they cover exactly the announced size and lie
+  inside the image (`pvgrub_py.disk.extents`).
 * ``END``: the child has sent everything; empty payload.
 * ``FAIL``: one line of UTF-8 saying what went wrong (scrubbed again by
   the parent before it is printed).
@@ -41,13 +46,19 @@ HEADER = struct.Struct(">cI")
 PLAN = b"P"
 START = b"S"
 DATA = b"D"
+MAP = b"M"
 END = b"Z"
 FAIL = b"F"
 
 #: Largest payload per kind.  DATA is a few chunks (the copy chunk is 1 MiB);
+#: MAP holds `pvgrub_py.disk.extents.MAX_EXTENTS` extents of 16 bytes;
 #: a plan carries at most 4096 menu lines with 1 MiB cmdlines in theory,
 #: but 16 MiB is far above any real menu and bounds the parent's buffer.
-MAX_PAYLOAD = {PLAN: 16 << 20, START: 256, DATA: 8 << 20, END: 0, FAIL: 4096}
+MAX_PAYLOAD = {PLAN: 16 << 20, START: 256, DATA: 8 << 20, MAP: 1 << 20, END: 0, FAIL: 4096}
+
+EXTENT = struct.Struct(">QQ")
+#: The image offset that stands for a run of zeros (a sparse run).
+ZEROS = (1 << 64) - 1
 
 
 class ProtocolError(PvgrubError):
@@ -97,6 +108,18 @@ def write_frame(fd: int, kind: bytes, payload: bytes | memoryview = b"") -> None
             parts.pop(0)
         if parts and done:
             parts[0] = memoryview(parts[0])[done:]
+
+
+def encode_extents(extents: Sequence[tuple[int | None, int]]) -> bytes:
+    """A MAP payload: (image offset or `ZEROS`, length) pairs, big-endian."""
+    pack = EXTENT.pack
+    return b"".join(pack(ZEROS if where is None else where, n) for where, n in extents)
+
+
+def decode_extents(payload: bytes) -> list[tuple[int | None, int]]:
+    if len(payload) % EXTENT.size:
+        raise ProtocolError(f"deprivileged parser: a MAP frame of {len(payload)} bytes")
+    return [(None if where == ZEROS else where, n) for where, n in EXTENT.iter_unpack(payload)]
 
 
 class Deadline:

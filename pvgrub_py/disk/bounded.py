@@ -108,6 +108,10 @@ class FdSource:
             length -= len(data)
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
+    @property
+    def fd(self) -> int:
+        return self._fd
+
     def close(self) -> None:
         if self._owns_fd and self._fd >= 0:
             os.close(self._fd)
@@ -258,6 +262,14 @@ class BoundedFile:
             )
         stats.bytes_read += length
         return data
+
+    def direct(self) -> tuple[int, int] | None:
+        """(image descriptor, image offset of byte 0) when this window lies
+        directly on the image file; None for a qcow2 or LVM view."""
+        source = self._source
+        if isinstance(source, FdSource) and source.fd >= 0:
+            return source.fd, self._base
+        return None
 
     def window(self, offset: int, length: int | None, name: str) -> BoundedFile:
         """A child window (a partition) that never reaches past this one's end.

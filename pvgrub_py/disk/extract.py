@@ -88,6 +88,27 @@ def stream_file(
         )
 
 
+def check_cap(stream: FileStream, role: str, cap: int) -> None:
+    if stream.size > cap:
+        raise disk_error(
+            stream.source, f"{role} of {_human(stream.size)} exceeds the {_human(cap)} cap"
+        )
+
+
+def copy_open_file(stream: FileStream, sink: Sink, *, role: str, cap: int) -> int:
+    """`stream_open_file`, reading straight from the image where the file
+    maps onto it (`extents.map_file`): the same bytes, without the reader."""
+    from pvgrub_py.disk.extents import copy_extents, map_file
+
+    fmap = map_file(stream)
+    if fmap is None:
+        return stream_open_file(stream, sink, role=role, cap=cap)
+    check_cap(stream, role, cap)
+    budget = stream.fs.budget
+    return copy_extents(fmap.fd, fmap.extents, sink, source=stream.source,
+                        check=None if budget is None else budget.check)  # fmt: skip
+
+
 def stream_open_file(
     stream: FileStream,
     sink: Sink,
@@ -99,8 +120,7 @@ def stream_open_file(
 ) -> int:
     """`stream_file` for a file already opened with `Filesystem.open`."""
     size = stream.size
-    if size > cap:
-        raise disk_error(stream.source, f"{role} of {_human(size)} exceeds the {_human(cap)} cap")
+    check_cap(stream, role, cap)
     done = 0
     budget = stream.fs.budget
     while done < size:

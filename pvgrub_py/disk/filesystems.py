@@ -254,6 +254,11 @@ class FileStream:
     def tell(self) -> int:
         return self._pos
 
+    @property
+    def reader_stream(self) -> Any:
+        """The reader's own stream (`extents.map_file` looks at its runs)."""
+        return self._stream
+
     def close(self) -> None:
         self._stream = None
 

@@ -1,0 +1,181 @@
+"""A file as byte ranges of the disk image, read without the reader.
+
+Copying a 74 MB kernel and initrd through the Dissect reader costs a
+Python-level copy per block run, and with ``--runas`` a second one per
+frame through the pipe.  Most boot files are a handful of runs of whole
+blocks on a plain partition, so the reader is asked only *where* the bytes
+are (`map_file`), and whoever measures reads them from the image itself
+(`copy_extents`): with ``--runas`` that is the parent, which reads, hashes
+and writes the very same bytes, so what it boots is what it hashed, and
+it never interprets them.
+
+`map_file` answers only where the answer is exactly what the reader would
+have returned, byte for byte; anywhere else it returns None and the file
+is streamed through the reader as before:
+
+* the reader's stream must be Dissect's plain ``RunlistStream`` (ext2/3/4
+  and XFS regular files; not inline data, not Btrfs, FAT or ISO 9660)
+  over a `BoundedFile` whose source is the image descriptor itself (not a
+  qcow2 or LVM view);
+* every run is a positive number of whole blocks, either sparse (zeros,
+  as the stream returns) or lying wholly inside the volume's window;
+* the runs cover the file's declared size (a short run list is the
+  reader's "short read", which the stream reports).
+
+An extent is ``(offset in the image or None for zeros, length)``; the
+file's bytes are the extents' bytes in order.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, NamedTuple
+
+from pvgrub_py.disk.errors import disk_error
+
+if TYPE_CHECKING:
+    from pvgrub_py.disk.filesystems import FileStream
+
+#: Most extents in one map: far more than a real kernel or initrd has (an
+#: ext4 extent covers up to 128 MiB; ext2/3 block maps break a contiguous
+#: file every 256-1024 blocks), few enough that the measuring side holds
+#: them in a few MiB.  A file with more is streamed.
+MAX_EXTENTS = 1 << 16
+CHUNK = 1 << 20
+
+Extent = tuple[int | None, int]
+
+
+class FileMap(NamedTuple):
+    """Where the bytes of one file are: descriptor, extents, total size."""
+
+    fd: int
+    extents: list[Extent]
+    size: int
+
+
+def map_file(stream: FileStream) -> FileMap | None:
+    """*stream*'s bytes as extents of the image, or None (stream it instead)."""
+    from pvgrub_py.disk.bounded import BoundedFile
+
+    if stream.tell() != 0:
+        return None
+    inner = stream.reader_stream
+    module = sys.modules.get("dissect.util.stream")
+    if module is None or type(inner) is not module.RunlistStream:
+        return None
+    fh = inner._fh
+    if not isinstance(fh, BoundedFile):
+        return None
+    direct = fh.direct()
+    if direct is None:
+        return None
+    fd, base = direct
+    block = inner.block_size
+    size = stream.size
+    runs = inner.runlist
+    if (
+        type(block) is not int
+        or block <= 0
+        or inner.size != size
+        or not isinstance(runs, list)
+        or len(runs) > MAX_EXTENTS
+    ):
+        return None
+    extents: list[Extent] = []
+    pos = 0
+    for run in runs:
+        if pos >= size:
+            break
+        if not isinstance(run, tuple) or len(run) != 2:
+            return None
+        start, count = run
+        # Dissect's numbers are int subclasses (cstruct types): plain ints here.
+        if not isinstance(count, int) or isinstance(count, bool) or count <= 0:
+            return None
+        n = min(int(count) * block, size - pos)
+        if start is None:
+            where = None
+        elif (
+            isinstance(start, int)
+            and not isinstance(start, bool)
+            and start >= 0
+            and int(start) * block + n <= fh.size
+        ):
+            where = base + int(start) * block
+        else:
+            return None  # the stream reports what is wrong with this run
+        _append(extents, where, n)
+        pos += n
+    if pos != size:
+        return None
+    return FileMap(fd, extents, size)
+
+
+def _append(extents: list[Extent], where: int | None, n: int) -> None:
+    if extents:
+        last, length = extents[-1]
+        if (last is None and where is None) or (
+            last is not None and where is not None and last + length == where
+        ):
+            extents[-1] = (last, length + n)
+            return
+    extents.append((where, n))
+
+
+def check_extents(extents: Sequence[Extent], size: int, image_size: int) -> str | None:
+    """What is wrong with a map received from elsewhere, or None."""
+    if len(extents) > MAX_EXTENTS:
+        return f"{len(extents)} extents (at most {MAX_EXTENTS})"
+    total = 0
+    for where, n in extents:
+        if n <= 0:
+            return f"an extent of {n} bytes"
+        if where is not None and (where < 0 or where + n > image_size):
+            return f"{n} bytes at byte {where} lie outside the {image_size}-byte image"
+        total += n
+    if total != size:
+        return f"extents of {total} bytes for a {size}-byte file"
+    return None
+
+
+def copy_extents(
+    fd: int,
+    extents: Sequence[Extent],
+    sink: Callable[[bytes], object],
+    *,
+    source: str,
+    check: Callable[[], object] | None = None,
+    chunk: int = CHUNK,
+) -> int:
+    """Feed the bytes of *extents* of the image *fd* to *sink*; their total.
+
+    Each chunk is a fresh ``bytes`` read with ``pread`` (consumers may keep
+    it); a short read (an image truncated meanwhile) is an error naming
+    *source*.  *check* runs before each chunk (a time budget).
+    """
+    zeros = b""
+    done = 0
+    for where, n in extents:
+        left = n
+        while left:
+            if check is not None:
+                check()
+            k = min(chunk, left)
+            if where is None:
+                if len(zeros) != k:
+                    zeros = bytes(k)
+                data = zeros
+            else:
+                data = os.pread(fd, k, where + n - left)
+                if len(data) != k:
+                    raise disk_error(
+                        source, f"short read: {len(data)} of {k} bytes at image byte "
+                        f"{where + n - left} (the image changed?)",
+                    )  # fmt: skip
+            sink(data)
+            left -= k
+            done += k
+    return done

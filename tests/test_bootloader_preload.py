@@ -1,0 +1,57 @@
+"""What the sandboxed child can import once its root is empty (`preload`).
+
+The child reads the readers' byte code before the sandbox and runs only the
+one a disk needs.  These tests take away the path-based importer exactly as
+the child does, outside any sandbox, so a reader that gains a dependency
+`preload` does not hold fails here, not in a boot.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+DRIVER = r"""
+import json, sys
+sys.path[:0] = sys.argv[1:]  # run with -S: none of site's imports are there
+from pvgrub_py.bootloader import preload
+finder = preload.prepare()
+heavy_before = sorted(m for m in sys.modules if m.startswith(("dissect.extfs", "dissect.xfs",
+                      "dissect.btrfs", "dissect.fat", "dissect.hypervisor", "pycdlib")))
+failed = preload.check_closure()
+import importlib
+try:
+    importlib.import_module("http.server")  # neither eager nor lazy
+    outside = "imported"
+except ImportError:
+    outside = "ImportError"
+ext = sys.modules["dissect.extfs"]
+print(json.dumps({"heavy_before": heavy_before, "failed": failed, "outside": outside,
+                  "extfs_loader": type(ext.__spec__.loader).__name__,
+                  "extfs_file": ext.__file__, "entries": len(finder.entries)}))
+"""
+
+
+def _run() -> dict[str, object]:
+    # Without site (-S), so that nothing it imports (an editable install's
+    # finder imports pathlib, fnmatch, urllib ...) hides a missing module;
+    # the child has at least what this interpreter has at that point.
+    paths = [p for p in sys.path if p and os.path.isdir(p)]
+    out = subprocess.run([sys.executable, "-S", "-c", DRIVER, *paths], capture_output=True,
+                         text=True, check=True, timeout=120)  # fmt: skip
+    doc: dict[str, object] = json.loads(out.stdout.splitlines()[-1])
+    return doc
+
+
+def test_every_reader_imports_from_memory_and_nothing_else_does() -> None:
+    doc = _run()
+    # No reader is executed by prepare(): only the one a disk needs runs.
+    assert doc["heavy_before"] == []
+    # ... and every reader can be imported with only what prepare() read.
+    assert doc["failed"] == []
+    assert doc["extfs_loader"] == "_MemoryLoader"
+    assert str(doc["extfs_file"]).endswith("dissect/extfs/__init__.py")
+    # Anything else is refused, as inside the empty root.
+    assert doc["outside"] == "ImportError"
