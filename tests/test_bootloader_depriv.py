@@ -339,9 +339,9 @@ def hang():
 mode, disk, timeout = sys.argv[1], sys.argv[2], float(sys.argv[3])
 opts = parse_options(["-q", "--runas=65534", disk])
 probes = {"inside": inside, "pause": pause, "hang": hang, "oom": oom}
+started = time.monotonic()  # before spawn: the deadline starts inside it
 session = spawn(opts, timeout=timeout, probe=probes[mode])
 print(json.dumps({"pid": session.pid, "root": session._root}), flush=True)
-started = time.monotonic()
 try:
     plan = session.read_plan()
     out = {"plan": plan.kernel.path}
