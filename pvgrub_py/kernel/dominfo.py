@@ -280,7 +280,10 @@ def judge(
     span = image.physical_range()
     if span is None:
         return no("no loadable ELF segment")
-    if parms.elf_paddr_offset is not None and parms.virt_base is None and not hvm:
+    # Xen 4.17's libelf (xen/common/libelf/libelf-dominfo.c, elf_xen_addr_calc_check)
+    # refuses this for PV and PVH alike; a later libelf fix ("don't punish PVH for
+    # ELF_PADDR_OFFSET without VIRT_BASE") exempts PVH.  We judge as the 4.17 host does.
+    if parms.elf_paddr_offset is not None and parms.virt_base is None:
         return no("ELF_PADDR_OFFSET set but VIRT_BASE unset")
     mask = (1 << 64) - 1
     virt_base = 0 if (parms.virt_base is None or hvm) else parms.virt_base

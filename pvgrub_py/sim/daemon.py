@@ -370,7 +370,13 @@ class HostDaemon:
             if caller.domid != 0 and frame.op in _DESCRIPTOR_OPS:
                 self._guest_may_open(caller, frame.op)
             result = handler(self, client, caller, frame)
-        except OSError as e:  # out of descriptors or memory: refused, never dropped
+        except GrantMapError as e:
+            self._send(client, protocol.error_reply(frame, e.errno, e.detail, [e.status]))
+            return
+        except XenError as e:
+            self._send(client, protocol.error_reply(frame, e.errno, e.message))
+            return
+        except OSError as e:  # out of descriptors or memory (XenError, an OSError too, is above)
             err = e.errno or errno.EIO
             self._ratelog.warning(
                 f"oserror-{caller.domid}-{err}",
@@ -380,12 +386,6 @@ class HostDaemon:
                 e.strerror or e,
             )
             self._send(client, protocol.error_reply(frame, err, f"simulated host: {e.strerror}"))
-            return
-        except GrantMapError as e:
-            self._send(client, protocol.error_reply(frame, e.errno, e.detail, [e.status]))
-            return
-        except XenError as e:
-            self._send(client, protocol.error_reply(frame, e.errno, e.message))
             return
         except (IndexError, ValueError) as e:
             self._send(client, protocol.error_reply(frame, errno.EINVAL, f"bad arguments: {e}"))
