@@ -265,15 +265,16 @@ def test_quotas_out_of_range_are_usage_errors(spec: str) -> None:
 # -- boot --sim leaves nothing behind ------------------------------------------------------
 
 
-#: Runs "$@" with /tmp a fresh tmpfs of its own (a private mount namespace), so
-#: what the command leaves in /tmp is its own and nobody else's (other tests and
-#: programs on the machine write /tmp too), then lists /tmp after a marker.
-PRIVATE_TMP = """
-mount -t tmpfs tmpfs /tmp || exit 99
-mkdir /tmp/t && printf '\\177ELF but not really' > /tmp/not-a-kernel
-TMPDIR=/tmp/t "$@"
+#: Runs "$@" in a private mount namespace whose /tmp is an overlay over the real one:
+#: everything the command creates in /tmp lands in the overlay's upper directory
+#: ($1/u), and nothing else does (other programs on the machine write /tmp too, and
+#: the checkout itself may live there).  Prints that directory's listing after a marker.
+OVERLAY_TMP = """
+side=$1; shift
+mount -t overlay overlay -o lowerdir=/tmp,upperdir=$side/u,workdir=$side/w /tmp || exit 99
+PYTHONDONTWRITEBYTECODE=1 "$@"
 rc=$?
-echo "--- /tmp:"; ls -A /tmp; echo "--- /tmp/t:"; ls -A /tmp/t
+echo "--- created in /tmp:"; cd "$side/u" && find . -mindepth 1 | sort
 exit $rc
 """
 
@@ -281,18 +282,32 @@ exit $rc
 @pytest.mark.integration
 @pytest.mark.swtpm
 @pytest.mark.skipif(os.geteuid() != 0 or shutil.which("unshare") is None,
-                    reason="needs root and unshare for a private /tmp")  # fmt: skip
-def test_boot_sim_private_host_lives_in_tmpdir_and_is_removed() -> None:
+                    reason="needs root and unshare for a private view of /tmp")  # fmt: skip
+def test_boot_sim_private_host_lives_in_tmpdir_and_is_removed(short_tmp: Path) -> None:
     """A failed boot (the kernel is not one) on a private host: nothing stays in
     $TMPDIR, and nothing at all goes to /tmp when TMPDIR points elsewhere."""
-    r = subprocess.run(
-        ["unshare", "--mount", "--propagation", "private", "sh", "-c", PRIVATE_TMP, "sh",
-         *PVGRUBCTL, "boot", "--sim", "--kernel", "/tmp/not-a-kernel", "--cmdline", "x"],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-    one_line_error(r, 1, "/tmp/not-a-kernel")
-    listing = r.stdout[r.stdout.index("--- /tmp:"):]
-    assert listing.split() == ["---", "/tmp:", "not-a-kernel", "t", "---", "/tmp/t:"], listing
+    kernel = short_tmp / "not-a-kernel"
+    kernel.write_bytes(b"\x7fELF but not really" * 8)
+    tmpdir = short_tmp / "t"
+    tmpdir.mkdir()
+    side = Path(tempfile.mkdtemp(prefix="pvgrub-test-", dir="/run"))
+    try:
+        (side / "u").mkdir()
+        (side / "w").mkdir()
+        r = subprocess.run(
+            ["unshare", "--mount", "--propagation", "private", "sh", "-c", OVERLAY_TMP, "sh",
+             str(side), "env", f"TMPDIR={tmpdir}",
+             *PVGRUBCTL, "boot", "--sim", "--kernel", str(kernel), "--cmdline", "x"],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        created = r.stdout[r.stdout.index("--- created in /tmp:") :].splitlines()[1:]
+    finally:
+        shutil.rmtree(side, ignore_errors=True)
+    one_line_error(r, 1, str(kernel))
+    # Only the directories on the way to TMPDIR (copied up when used), all empty.
+    inside = "./" + str(tmpdir.relative_to("/tmp"))
+    assert all(inside.startswith(c) for c in created), created
+    assert list(tmpdir.iterdir()) == []
 
 
 @pytest.mark.integration
