@@ -78,9 +78,12 @@ def test_a_device_removed_while_connecting_is_not_recreated(host: SimHost) -> No
     removed = []
 
     def toolstack_gives_up(link: FrontendLink) -> None:
+        # Recorded before the removal: the frontend fails the moment the device
+        # vanishes, and the test thread may look at this list before this thread
+        # runs another line (appending after the removal failed 3 runs in 24).
+        removed.append(link.name)
         with host.dom0.xenstore() as xs:  # as a frontend that stopped waiting would
             remove_vtpm_device(xs, device)
-        removed.append(link.name)
 
     with SwtpmProcess() as tpm, host.attach(0) as dom0:
         transport = tpm.transport()
