@@ -176,8 +176,7 @@ class TpmFront:
             )
         gone = (XenbusState.CLOSING, XenbusState.CLOSED, XenbusState.UNKNOWN)
         try:
-            state = wait_for_state(xs, self.backend_path,
-                                   [XenbusState.INIT_WAIT, XenbusState.CONNECTED],
+            state = wait_for_state(xs, self.backend_path, [XenbusState.INIT_WAIT],
                                    self.connect_timeout, what="vTPM backend")  # fmt: skip
         except XenbusError as e:
             raise TpmTransportError(str(e)) from None

@@ -376,8 +376,11 @@ class FrontendCore(_Core):
 
     def _peer(self, event: PeerStateChanged) -> None:
         self.peer = event.state
-        if self.state == S.INITIALISING and event.state in (S.INIT_WAIT, S.CONNECTED):
-            # The backend has published feature-protocol-v2 by InitWait.
+        if self.state == S.INITIALISING and event.state == S.INIT_WAIT:
+            # The backend has published feature-protocol-v2 by InitWait.  Not on
+            # Connected: that backend still serves an earlier ring (Linux
+            # xen-tpmfront talks to its backend on InitWait alone).
+            self.page, self.pending = TpmifState.IDLE, Pending.NOTHING  # a fresh page
             self._emit(PublishRing())
             self._move(S.INITIALISED)
         elif self.state == S.INITIALISED and event.state == S.CONNECTED:
@@ -398,6 +401,8 @@ class FrontendCore(_Core):
     def _command(self, data: bytes) -> None:
         if not self.connected:
             self._emit(Fail("not connected"))
+        elif self.peer != S.CONNECTED:
+            self._emit(Fail(f"the backend is {self.peer.name}, not connected"))
         elif self.pending is Pending.CANCELLING:
             self._emit(Fail("still busy with a cancelled command"))
         elif self.pending is not Pending.NOTHING:
@@ -455,9 +460,7 @@ class FrontendCore(_Core):
         self.pending = Pending.NOTHING
         self._move(S.CLOSING)
         self._emit(UnpublishRing())
-        self._move(S.CLOSED)
-        if self.peer in (S.CLOSED, S.INIT_WAIT, S.UNKNOWN):
-            self._move(S.INITIALISING)
+        self._move(S.CLOSED)  # Initialising once the backend is seen to let go
 
 
 # -- backend -------------------------------------------------------------------------------
@@ -488,6 +491,7 @@ class BackendCore(_Core):
     max_packet: int = MAX_PACKET
     _token: int = 0
     _ring: int = 0  # the MapRing token in flight, 0 for none
+    _offer: tuple[int, int] | None = None  # (ring-ref, port) in flight or mapped
     mapped: bool = False
     cancel_requested: bool = False
     _command: bytes = b""
@@ -512,8 +516,8 @@ class BackendCore(_Core):
         elif isinstance(event, RingMapped):
             self._ring_mapped(event.token)
         elif isinstance(event, RingFailed):
-            if event.token == self._ring:
-                self._ring = 0
+            if self._ring and event.token == self._ring:
+                self._ring, self._offer = 0, None
                 self._refuse(event.reason)
         elif isinstance(event, ToolstackRemoves):
             self._drop()
@@ -539,18 +543,27 @@ class BackendCore(_Core):
         if self.state == S.CLOSED:
             return  # the toolstack is removing the device
         if event.state in (S.INITIALISED, S.CONNECTED):
-            if self.mapped or self._ring or self.state != S.INIT_WAIT:
-                return
             ref = _decimal(event.ring_ref, 0xFFFFFFFF)
             port = _decimal(event.event_channel, 0xFFFFFFFF)
+            if (self.mapped or self._ring) and event.state == S.INITIALISED:
+                if ref is None or port is None or (ref, port) == self._offer:
+                    return None  # the ring we hold (or are mapping), or nothing new
+                # A frontend that re-initialised on a new ring while we did not look
+                # (its Closing/Closed/Initialising coalesced away): let the old go.
+                self._drop()
+                self._move(S.INIT_WAIT)
+            if self.mapped or self._ring or self.state != S.INIT_WAIT:
+                return None
             if ref is None or port is None:
                 return self._refuse("ring-ref or event-channel missing or not a number")
             if (event.protocol_v2 or b"").strip() != b"1":
                 return self._refuse("frontend does not speak tpmif protocol v2")
             self._ring = self._next_token()
+            self._offer = (ref, port)
             self._emit(MapRing(self._ring, ref, port))
         elif event.state == S.CLOSING:
-            self._ring = 0  # a connect still in flight is not wanted any more
+            if self._ring:  # a connect still in flight is not wanted any more
+                self._ring, self._offer = 0, None
             if self.state != S.INITIALISING:
                 self._move(S.CLOSING)
         elif event.state == S.CLOSED or (
@@ -562,7 +575,7 @@ class BackendCore(_Core):
         return None
 
     def _ring_mapped(self, token: int) -> None:
-        if token != self._ring or self.state != S.INIT_WAIT:
+        if not self._ring or token != self._ring or self.state != S.INIT_WAIT:
             self._emit(UnmapRing())  # a connect the frontend or toolstack overtook
             return
         self._ring = 0
@@ -578,6 +591,7 @@ class BackendCore(_Core):
     def _drop(self) -> None:
         """Forget the ring and whatever ran on it: a late answer is not written."""
         self._ring = 0
+        self._offer = None
         self.pending = Pending.NOTHING
         self.cancel_requested = False
         if self.mapped:
