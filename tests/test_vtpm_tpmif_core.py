@@ -359,6 +359,8 @@ class Wired(RuleBasedStateMachine):
         for move in self.fe_moves:
             assert move in FRONTEND_LEGAL, f"frontend moved {move[0].name} -> {move[1].name}"
         for move in self.be_moves:
+            if move == (X.CLOSED, X.CLOSED):
+                continue  # Closed said again, for a toolstack that wrote over it
             assert move in BACKEND_LEGAL, f"backend moved {move[0].name} -> {move[1].name}"
 
     @invariant()
@@ -458,7 +460,7 @@ def test_the_backend_core_survives_any_event_order(
     for event in [DeviceFound(), *events]:
         for a in core.receive(event):
             if isinstance(a, WriteState):
-                assert (state, a.state) in BACKEND_LEGAL
+                assert (state, a.state) in BACKEND_LEGAL or state == a.state == X.CLOSED
                 state = a.state
             elif isinstance(a, Execute):
                 assert core.connected and state == X.CONNECTED and not executing

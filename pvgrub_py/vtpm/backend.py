@@ -11,18 +11,21 @@ behaviour, in a dom0 process):
 * `MapRing`: map the grant, bind the event channel, run the connect policy
   (vtpmd power-cycles the instance for a dom0 frontend); `WriteReady`,
   Connected;
-* a kick on the event channel feeds the page's state; `Execute` runs the
-  command on the device's TPM; the answer goes back as `RespondWith`;
+* each connected device has its own thread, waiting on its own event
+  channel handle: a kick feeds the page's state; `Execute` runs the command
+  on the device's TPM on that thread; the answer goes back as `RespondWith`;
 * ``online = 0`` from the toolstack, a removed device: `ToolstackRemoves`,
   `DeviceRemoved`.
 
 Locks: one per device, held only while its core takes an event and the
 quick actions run (xenstore writes, the page, a notify).  What may block,
 connecting (a TPM 1.2 power cycle self-tests: 24 s under QEMU TCG) and
-executing a command, runs on the device's own worker thread without it, so
-one slow TPM never stalls another guest's handshake or commands.  Devices
-of one instance (one uuid: a dom0 frontend and the guest's) share an
-instance lock around the TPM, which must see one command at a time.
+executing a command, runs on the device's own thread without it, so one
+slow TPM never stalls another guest's handshake or commands.  Devices of
+one instance (one uuid: a dom0 frontend and the guest's) share an instance
+lock around the TPM, which must see one command at a time.  The device's
+thread also does the adaptive polling of its page, so a busy guest's
+commands are served without a thread hand-off.
 
 Which TPM serves a device is the caller's policy (`InstanceProvider`), as is
 what happens when a frontend connects (`ConnectHook`).  A provider's
@@ -101,6 +104,9 @@ class _Worker:
             except Exception:  # keep the device's worker alive for its next job
                 log.exception("%s: worker job failed", self.name)
 
+    def pending(self) -> bool:
+        return not self._jobs.empty()
+
     def stop(self, timeout: float = 5.0) -> None:
         if self._thread is not None:
             self._jobs.put(None)
@@ -121,11 +127,13 @@ class FrontendLink:
     mapping: MappedGrant | None = None
     page: SharedPage | None = None
     port: int = -1
+    evtchn: EventChannels | None = None  # the device thread's own handle
     served: int = 0
     errors: list[str] = field(default_factory=list)
     core: BackendCore = field(default_factory=BackendCore)
     lock: threading.Lock = field(default_factory=threading.Lock)
     worker: _Worker | None = None
+    executes: list[Execute] = field(default_factory=list)  # for the device thread
 
     @property
     def connected(self) -> bool:
@@ -159,25 +167,22 @@ class VtpmBackend:
         self.poll_interval = poll_interval
         self.root = f"/local/domain/{hv.domid}/backend/vtpm"
         self.links: dict[tuple[int, int], FrontendLink] = {}
-        self._registry = threading.Lock()  # links, _by_port, _instance_locks: short holds
+        self._registry = threading.Lock()  # links, _instance_locks: short holds
         self._rescanning = threading.Lock()  # one rescan at a time
         self._instance_locks: dict[str, threading.Lock] = {}
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._xs = hv.xenstore()
-        self._evtchn: EventChannels = hv.event_channels()
         self._gnttab: GrantMap = hv.grant_map()
-        self._by_port: dict[int, FrontendLink] = {}
 
     # -- lifecycle -----------------------------------------------------------------------
 
     def start(self) -> VtpmBackend:
         self._xs.mkdir(self.root)
         self._xs.watch(self.root, "vtpm-backend")
-        for target in (self._watch_loop, self._serve_loop):
-            t = threading.Thread(target=target, name=f"vtpmback-{target.__name__}", daemon=True)
-            t.start()
-            self._threads.append(t)
+        t = threading.Thread(target=self._watch_loop, name="vtpmback-watch", daemon=True)
+        t.start()
+        self._threads.append(t)
         return self
 
     def stop(self) -> None:
@@ -187,13 +192,12 @@ class VtpmBackend:
         with self._registry:
             links = list(self.links.values())
             self.links.clear()
-            self._by_port.clear()
         for link in links:
             if link.worker is not None:
                 link.worker.stop()
             with link.lock:
                 self._unmap(link)
-        for closer in (self._evtchn.close, self._gnttab.close, self._xs.close):
+        for closer in (self._gnttab.close, self._xs.close):
             with contextlib.suppress(XenError):
                 closer()
 
@@ -216,14 +220,31 @@ class VtpmBackend:
                     events.append(follow)
 
     def _perform(self, link: FrontendLink, action: Action) -> Event | None:
-        if isinstance(action, WriteState):
+        # The per-command actions first: this runs several times a command.
+        if isinstance(action, ReadPacket):
+            return self._read_packet(link)
+        if isinstance(action, Execute):
+            link.executes.append(action)  # run by the device thread, without the lock
+        elif isinstance(action, RespondWith):
+            if link.page is not None:
+                link.page.write_packet(action.response)
+                link.page.state = TpmifState.FINISH
+                link.served += 1
+        elif isinstance(action, Notify):
+            self._notify(link)
+        elif isinstance(action, SetPageState):
+            if link.page is not None:
+                link.page.state = action.state
+        elif isinstance(action, Fail):
+            link.errors.append(action.reason)
+            log.warning("%s: %s", link.name, action.reason)
+        elif isinstance(action, WriteState):
             write_state(self._xs, link.backend_path, action.state)
             if action.state == XenbusState.CLOSED:
                 log.info("%s closed for the toolstack", link.name)
         elif isinstance(action, PublishFeatures):
             self._xs.write(f"{link.backend_path}/feature-protocol-v2", b"1")
         elif isinstance(action, WriteReady):
-            self._register(link)
             self._xs.write(f"{link.backend_path}/ready", b"1")
             log.info("%s connected (uuid %s)", link.name, link.uuid)
         elif isinstance(action, MapRing):
@@ -231,23 +252,6 @@ class VtpmBackend:
             self._work(link, lambda: self._map_ring(link, action))
         elif isinstance(action, UnmapRing):
             self._unmap(link)
-        elif isinstance(action, ReadPacket):
-            return self._read_packet(link)
-        elif isinstance(action, Execute):
-            self._work(link, lambda: self._execute(link, action))
-        elif isinstance(action, RespondWith):
-            if link.page is not None:
-                link.page.write_packet(action.response)
-                link.page.state = TpmifState.FINISH
-                link.served += 1
-        elif isinstance(action, SetPageState):
-            if link.page is not None:
-                link.page.state = action.state
-        elif isinstance(action, Notify):
-            self._notify(link)
-        elif isinstance(action, Fail):
-            link.errors.append(action.reason)
-            log.warning("%s: %s", link.name, action.reason)
         return None
 
     def _work(self, link: FrontendLink, job: Callable[[], None]) -> None:
@@ -342,7 +346,7 @@ class VtpmBackend:
         gives up with "unable to remove device".  Nested Xen showed exactly that
         for every measured guest until the backend answered."""
         with link.lock:
-            if link.core.state == XenbusState.CLOSED:
+            if read_state(self._xs, link.backend_path) == XenbusState.CLOSED:
                 return
             if self._xs.read(f"{link.backend_path}/frontend") is None:
                 self._feed(link, DeviceRemoved())  # already removed: a write would recreate it
@@ -364,79 +368,108 @@ class VtpmBackend:
 
     def _map_ring(self, link: FrontendLink, action: MapRing) -> None:
         """Map, bind and run the connect policy, without the device lock (the
-        policy may power-cycle a TPM for seconds); then report to the core."""
+        policy may power-cycle a TPM for seconds); report to the core; then
+        serve the ring on this thread until it goes.  The event channel handle
+        is this thread's alone: only it waits on it, and it closes it (which
+        unbinds the port) when the ring goes."""
+        evtchn = self.hv.event_channels()
+        try:
+            if self._connect(link, action, evtchn):
+                self._serve_ring(link, evtchn)
+        finally:
+            with link.lock:
+                if link.evtchn is evtchn:  # still ours: the backend is stopping
+                    self._unmap(link)
+            with contextlib.suppress(XenError):
+                evtchn.close()
+
+    def _connect(self, link: FrontendLink, action: MapRing, evtchn: EventChannels) -> bool:
         mapping: MappedGrant | None = None
-        port = -1
         try:
             mapping = self._gnttab.map_grant(link.frontend_domid, action.ring_ref, writable=True)
             page = SharedPage(mapping.memory)
-            port = self._evtchn.bind_interdomain(link.frontend_domid, action.port)
+            port = evtchn.bind_interdomain(link.frontend_domid, action.port)
             if self.on_connect is not None:
                 with self._instance_lock(link):
                     self.on_connect(link)
         except PvgrubError as e:  # XenError from the hypervisor, or the policy's refusal
-            self._release(mapping, port)
+            _close(mapping)
             with link.lock:
                 self._feed(link, RingFailed(action.token, str(e)))
-            return
+            return False
         with link.lock:
             if self._xs.read(f"{link.backend_path}/frontend") is None:
                 # The toolstack removed the device while on_connect ran (a frontend that
                 # gave up waiting): writing ready/state now would recreate the removed
                 # directory in xenstore, and the stale link would never be forgotten.
-                self._release(mapping, port)
+                _close(mapping)
                 log.warning("%s: removed while connecting; dropped", link.name)
                 self._feed(link, DeviceRemoved())
-                return
-            link.mapping, link.page, link.port = mapping, page, port
+                return False
+            link.mapping, link.page, link.port, link.evtchn = mapping, page, port, evtchn
             self._feed(link, RingMapped(action.token))
             if not link.core.connected:  # the core dropped a connect it no longer wanted
                 self._unmap(link)
-
-    def _register(self, link: FrontendLink) -> None:
-        with self._registry:
-            self._by_port[link.port] = link
-
-    def _release(self, mapping: MappedGrant | None, port: int) -> None:
-        if port >= 0:
-            with contextlib.suppress(XenError):
-                self._evtchn.unbind(port)
-        if mapping is not None:
-            with contextlib.suppress(XenError):
-                mapping.close()
+                return False
+        return True
 
     def _unmap(self, link: FrontendLink) -> None:
-        """Unmap and unbind; the caller holds ``link.lock``."""
-        if link.port >= 0:
-            with self._registry:
-                self._by_port.pop(link.port, None)
-        self._release(link.mapping, link.port)
-        link.port, link.page, link.mapping = -1, None, None
+        """Let the ring go; the caller holds ``link.lock``.  The grant is unmapped
+        here; the port goes with the device thread's handle, which it closes as
+        soon as it sees the ring gone (never closed under a thread waiting on it)."""
+        _close(link.mapping)
+        link.port, link.page, link.mapping, link.evtchn = -1, None, None, None
 
-    # -- ring side -----------------------------------------------------------------------
+    # -- ring side (on the device's thread) ----------------------------------------------
 
-    def _serve_loop(self) -> None:
-        while not self._stop.is_set():
+    def _serve_ring(self, link: FrontendLink, evtchn: EventChannels) -> None:
+        """Wait for kicks on the device's own channel and serve them, until the
+        ring goes, the backend stops, or the device has other work queued."""
+        while not self._stop.is_set() and link.evtchn is evtchn:
+            if link.worker is not None and link.worker.pending():
+                return  # a reconnect: the next job maps the new ring
             try:
-                port = self._evtchn.wait(self.poll_interval)
+                port = evtchn.wait(self.poll_interval)
             except XenError as e:
-                log.warning("vtpm backend: event channel: %s", e)
-                continue
+                if link.evtchn is evtchn:
+                    log.warning("%s: event channel: %s", link.name, e)
+                return
             if port is None:
                 continue
             # Unmask first, then look at the page: a notify that lands while
             # we serve is then delivered again, never lost.
             with contextlib.suppress(XenError):
-                self._evtchn.unmask(port)
-            with self._registry:
-                link = self._by_port.get(port)
-            if link is not None:
-                self._kick(link)
+                evtchn.unmask(port)
+            self._serve(link)
 
-    def _kick(self, link: FrontendLink) -> None:
+    def _serve(self, link: FrontendLink) -> None:
+        """Feed the page's state; run what the core asks to execute; then watch
+        the page briefly for the next command (adaptive polling: a measuring
+        client sends it right after reading an answer, sooner than a wake-up
+        through the event channel would take; the notify that comes with it
+        is then a harmless repeat)."""
+        job = self._kick(link)
+        while job is not None:
+            self._execute(link, job)
+            job = None
+            deadline = time.perf_counter() + SPIN_SECONDS
+            while time.perf_counter() < deadline:
+                with link.lock:  # the watch thread may unmap the page meanwhile
+                    page = link.page
+                    if page is None:
+                        return
+                    if page.state != TpmifState.SUBMIT:
+                        continue
+                job = self._kick(link)
+                break
+
+    def _kick(self, link: FrontendLink) -> Execute | None:
         with link.lock:
-            if link.page is not None:
-                self._feed(link, PageKicked(link.page.state))
+            if link.page is None:
+                return None
+            self._feed(link, PageKicked(link.page.state))
+            jobs, link.executes = link.executes, []
+        return jobs[0] if jobs else None
 
     def _read_packet(self, link: FrontendLink) -> Event:
         if link.page is None:
@@ -465,25 +498,17 @@ class VtpmBackend:
             if version in ("1.2", "2.0"):
                 link.core.tpm_version = version
             self._feed(link, event)
-        self._follow_ups(link)
-
-    def _follow_ups(self, link: FrontendLink) -> None:
-        """Adaptive polling: a measuring client sends its next command right
-        after reading an answer, sooner than a wake-up through the event
-        channel would take; watch the page briefly before going back to
-        sleep.  The notify that comes with it is then a harmless repeat."""
-        deadline = time.perf_counter() + SPIN_SECONDS
-        while time.perf_counter() < deadline:
-            page = link.page
-            if page is None:
-                return
-            if page.state == TpmifState.SUBMIT:
-                self._kick(link)
-                return  # the command's Execute is queued on this worker
 
     def _notify(self, link: FrontendLink) -> None:
+        if link.evtchn is None:
+            return
         try:
-            self._evtchn.notify(link.port)
+            link.evtchn.notify(link.port)
         except XenError as e:
             link.errors.append(str(e))
 
+
+def _close(mapping: MappedGrant | None) -> None:
+    if mapping is not None:
+        with contextlib.suppress(XenError):
+            mapping.close()

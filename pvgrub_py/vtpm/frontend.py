@@ -118,14 +118,12 @@ class TpmFront:
         return delivered
 
     def _perform(self, action: Action) -> Event | bytes | None:
+        # The per-command actions first: this runs several times a command.
         xs = self._xs
         if isinstance(action, Submit):
             assert self._page is not None
             self._page.write_packet(action.command)  # then the state, last
             self._page.state = TpmifState.SUBMIT
-        elif isinstance(action, SetPageState):
-            assert self._page is not None
-            self._page.state = action.state
         elif isinstance(action, Notify):
             assert self._evtchn is not None
             self._evtchn.notify(self._port)
@@ -140,6 +138,9 @@ class TpmFront:
         elif isinstance(action, Fail):
             error = TpmProtocolError if action.protocol else TpmTransportError
             raise error(f"vTPM {self.node}: {action.reason}")
+        elif isinstance(action, SetPageState):
+            assert self._page is not None
+            self._page.state = action.state
         elif isinstance(action, WriteState):
             assert xs is not None
             write_state(xs, self.node, action.state)

@@ -287,8 +287,11 @@ class Pending(enum.Enum):
     CANCELLING = "cancelling"  # frontend: CANCEL written, awaiting FINISH or IDLE
 
 
+_PAGE_STATES = {int(s): s for s in TpmifState}
+
+
 def _page_state(value: int) -> TpmifState | None:
-    return TpmifState(value) if value in TpmifState._value2member_map_ else None
+    return _PAGE_STATES.get(value)
 
 
 def _decimal(raw: bytes | None, limit: int) -> int | None:
@@ -356,14 +359,15 @@ class FrontendCore(_Core):
         return self.pending is not Pending.NOTHING
 
     def receive(self, event: Event) -> list[Action]:
-        if isinstance(event, PeerStateChanged):
-            self._peer(event)
-        elif isinstance(event, Command):
+        # The per-command events first: this runs several times a command.
+        if isinstance(event, Command):
             self._command(event.data)
         elif isinstance(event, PageKicked):
             self._kicked(event.state)
         elif isinstance(event, Response):
             self._response(event.data)
+        elif isinstance(event, PeerStateChanged):
+            self._peer(event)
         elif isinstance(event, PacketUnreadable):
             if self.pending is Pending.READING:
                 self.pending = Pending.NOTHING
@@ -507,7 +511,14 @@ class BackendCore(_Core):
         return self._token
 
     def receive(self, event: Event) -> list[Action]:
-        if isinstance(event, DeviceFound):
+        # The per-command events first: this runs several times a command.
+        if isinstance(event, PageKicked):
+            self._kicked(event.state)
+        elif isinstance(event, Command):
+            self._execute(event.data)
+        elif isinstance(event, Response):
+            self._answer(event.token, event.data, None)
+        elif isinstance(event, DeviceFound):
             if self.state == S.INITIALISING:
                 self._emit(PublishFeatures())
                 self._move(S.INIT_WAIT)
@@ -521,19 +532,17 @@ class BackendCore(_Core):
                 self._refuse(event.reason)
         elif isinstance(event, ToolstackRemoves):
             self._drop()
+            if self.state == S.CLOSED:
+                # The toolstack wrote over our Closed (libxl writes Closing after
+                # online = 0): say it again, libxl waits for it.
+                self._emit(WriteState(S.CLOSED))
             self._move(S.CLOSED)
         elif isinstance(event, DeviceRemoved):
             self._drop()
-        elif isinstance(event, PageKicked):
-            self._kicked(event.state)
-        elif isinstance(event, Command):
-            self._execute(event.data)
         elif isinstance(event, PacketUnreadable):
             if self.pending is Pending.READING:
                 self.pending = Pending.NOTHING
                 self._idle(Fail(event.reason))
-        elif isinstance(event, Response):
-            self._answer(event.token, event.data, None)
         elif isinstance(event, ExecutionFailed):
             self._answer(event.token, None, event.reason)
         return self._take()
