@@ -212,12 +212,15 @@ class VtpmBackend:
     def _feed(self, link: FrontendLink, event: Event) -> None:
         """Give ``event`` to the device's core and do what it asks; the caller
         holds ``link.lock``.  Follow-up events (a packet read) go in at once."""
-        events: list[Event] = [event]
-        while events:
-            for action in link.core.receive(events.pop(0)):
+        events: list[Event] | None = None
+        while True:
+            for action in link.core.receive(event):
                 follow = self._perform(link, action)
                 if follow is not None:
-                    events.append(follow)
+                    events = [follow] if events is None else [*events, follow]
+            if not events:
+                return
+            event, events = events[0], events[1:]
 
     def _perform(self, link: FrontendLink, action: Action) -> Event | None:
         # The per-command actions first: this runs several times a command.
@@ -261,7 +264,11 @@ class VtpmBackend:
 
     def _instance_lock(self, link: FrontendLink) -> threading.Lock:
         with self._registry:
-            return self._instance_locks.setdefault(link.uuid.lower(), threading.Lock())
+            key = link.uuid.lower()
+            lock = self._instance_locks.get(key)
+            if lock is None:
+                lock = self._instance_locks[key] = threading.Lock()
+            return lock
 
     def _read_text(self, path: str) -> str:
         return (self._xs.read(path) or b"").decode(errors="replace")

@@ -107,15 +107,17 @@ class TpmFront:
         """Give ``event`` to the core and do what it asks, in order.  Returns a
         delivered answer; a `Fail` raises."""
         delivered: bytes | None = None
-        events: list[Event] = [event]
-        while events:
-            for action in self.core.receive(events.pop(0)):
+        events: list[Event] | None = None
+        while True:
+            for action in self.core.receive(event):
                 follow = self._perform(action)
                 if isinstance(follow, bytes):
                     delivered = follow
                 elif follow is not None:
-                    events.append(follow)
-        return delivered
+                    events = [follow] if events is None else [*events, follow]
+            if not events:
+                return delivered
+            event, events = events[0], events[1:]
 
     def _perform(self, action: Action) -> Event | bytes | None:
         # The per-command actions first: this runs several times a command.

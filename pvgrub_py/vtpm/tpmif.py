@@ -278,6 +278,12 @@ Action = (
 )
 
 
+# The actions without fields, made once (they are immutable): a core emits
+# several per command.
+NOTIFY = Notify()
+READ_PACKET = ReadPacket()
+
+
 class Pending(enum.Enum):
     """What a core's page is doing, as far as it knows."""
 
@@ -418,7 +424,7 @@ class FrontendCore(_Core):
         else:
             self.pending = Pending.COMMAND
             self.page = TpmifState.SUBMIT
-            self._emit(Submit(data), Notify())
+            self._emit(Submit(data), NOTIFY)
 
     def _kicked(self, value: int) -> None:
         state = _page_state(value)
@@ -428,7 +434,7 @@ class FrontendCore(_Core):
         if self.pending is Pending.COMMAND:
             if state == TpmifState.FINISH:
                 self.pending = Pending.READING
-                self._emit(ReadPacket())
+                self._emit(READ_PACKET)
             else:
                 self.pending = Pending.NOTHING
                 self._emit(Fail("the backend cancelled the command"))
@@ -452,7 +458,7 @@ class FrontendCore(_Core):
         if self.pending in (Pending.COMMAND, Pending.READING):
             self.pending = Pending.CANCELLING
             self.page = TpmifState.CANCEL
-            self._emit(SetPageState(TpmifState.CANCEL), Notify())
+            self._emit(SetPageState(TpmifState.CANCEL), NOTIFY)
         elif self.state == S.CLOSED:
             self._move(S.INITIALISING)  # the backend never answered the close
         elif self.state == S.INITIALISING or self.state == S.INITIALISED:
@@ -620,11 +626,11 @@ class BackendCore(_Core):
             self.page = TpmifState.SUBMIT
             self.pending = Pending.READING
             self.cancel_requested = False
-            self._emit(ReadPacket())
+            self._emit(READ_PACKET)
 
     def _idle(self, *before: Action) -> None:
         self.page = TpmifState.IDLE
-        self._emit(*before, SetPageState(TpmifState.IDLE), Notify())
+        self._emit(*before, SetPageState(TpmifState.IDLE), NOTIFY)
 
     def _execute(self, data: bytes) -> None:
         if self.pending is not Pending.READING or not self.connected:
@@ -661,4 +667,4 @@ class BackendCore(_Core):
             )
             data = error_response(self.tpm_version, self._command)
         self.page = TpmifState.FINISH
-        self._emit(*notes, RespondWith(data), Notify())
+        self._emit(*notes, RespondWith(data), NOTIFY)
