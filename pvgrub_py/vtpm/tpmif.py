@@ -512,6 +512,11 @@ class BackendCore(_Core):
     def connected(self) -> bool:
         return self.state == S.CONNECTED and self.mapped
 
+    @property
+    def ring(self) -> tuple[int, int] | None:
+        """The (ring-ref, event-channel) the device is connected on."""
+        return self._offer if self.mapped else None
+
     def _next_token(self) -> int:
         self._token += 1
         return self._token
