@@ -134,6 +134,8 @@ class FrontendLink:
     lock: threading.Lock = field(default_factory=threading.Lock)
     worker: _Worker | None = None
     executes: list[Execute] = field(default_factory=list)  # for the device thread
+    #: The instance serving this connection and its lock, looked up once per ring.
+    instance: tuple[TpmTransport, threading.Lock] | None = None
 
     @property
     def connected(self) -> bool:
@@ -426,6 +428,7 @@ class VtpmBackend:
         soon as it sees the ring gone (never closed under a thread waiting on it)."""
         _close(link.mapping)
         link.port, link.page, link.mapping, link.evtchn = -1, None, None, None
+        link.instance = None  # the next connection asks the provider again
 
     # -- ring side (on the device's thread) ----------------------------------------------
 
@@ -489,11 +492,16 @@ class VtpmBackend:
     def _execute(self, link: FrontendLink, action: Execute) -> None:
         """Run one command on the device's TPM, without the device lock."""
         event: Event
-        version = None
         try:
-            transport = self.instance_for(link)
-            version = getattr(transport, "tpm_version", None)
-            with self._instance_lock(link):
+            if link.instance is None:
+                transport = self.instance_for(link)
+                version = getattr(transport, "tpm_version", None)
+                if version in ("1.2", "2.0"):
+                    with link.lock:
+                        link.core.tpm_version = version
+                link.instance = (transport, self._instance_lock(link))
+            transport, instance_lock = link.instance
+            with instance_lock:
                 answer = transport.transmit(action.command)
         except TpmError as e:
             event = ExecutionFailed(action.token, str(e))
@@ -502,8 +510,6 @@ class VtpmBackend:
         else:
             event = Response(answer, action.token)
         with link.lock:
-            if version in ("1.2", "2.0"):
-                link.core.tpm_version = version
             self._feed(link, event)
 
     def _notify(self, link: FrontendLink) -> None:
