@@ -28,9 +28,9 @@ from hypothesis.stateful import (
 
 from pvgrub_py.vtpm.handshake import XenbusState
 from pvgrub_py.vtpm.shared_page import MAX_PACKET, SharedPage, TpmifState
-from pvgrub_py.vtpm.tpmif import (
+from pvgrub_py.vtpm.tpmif import BackendCore, FrontendCore
+from pvgrub_py.vtpm.tpmif_events import (
     Action,
-    BackendCore,
     CloseRequested,
     Command,
     Deliver,
@@ -39,7 +39,6 @@ from pvgrub_py.vtpm.tpmif import (
     Execute,
     ExecutionFailed,
     Fail,
-    FrontendCore,
     MapRing,
     Notify,
     PacketUnreadable,

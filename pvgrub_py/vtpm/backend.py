@@ -47,9 +47,9 @@ from pvgrub_py.errors import PvgrubError
 from pvgrub_py.tpm.errors import TpmError
 from pvgrub_py.tpm.transport import TpmTransport
 from pvgrub_py.vtpm.shared_page import SharedPage, SharedPageError, TpmifState
-from pvgrub_py.vtpm.tpmif import (
+from pvgrub_py.vtpm.tpmif import BackendCore
+from pvgrub_py.vtpm.tpmif_events import (
     Action,
-    BackendCore,
     Command,
     DeviceFound,
     DeviceRemoved,

@@ -36,14 +36,14 @@ import time
 from pvgrub_py.tpm.errors import TpmProtocolError, TpmTransportError
 from pvgrub_py.tpm.transport import check_command
 from pvgrub_py.vtpm.shared_page import SharedPage, SharedPageError, TpmifState
-from pvgrub_py.vtpm.tpmif import (
+from pvgrub_py.vtpm.tpmif import FrontendCore
+from pvgrub_py.vtpm.tpmif_events import (
     Action,
     CloseRequested,
     Command,
     Deliver,
     Event,
     Fail,
-    FrontendCore,
     Notify,
     PacketUnreadable,
     PageKicked,
