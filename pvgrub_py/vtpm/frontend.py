@@ -1,5 +1,10 @@
 """``TpmFront``: a tpmif frontend, Linux-style, over the hypervisor interface.
 
+A thin driver over `FrontendCore` (`pvgrub_py.vtpm.tpmif`): the core decides
+what happens on the handshake and the page; this module does the xenstore,
+grant and event-channel I/O it asks for, owns the clock (the answer's
+deadline, the cancel's grace) and a lock: one command at a time per device.
+
 Handshake (Linux ``drivers/char/tpm/xen-tpmfront.c``, reference §2.4):
 
 1. read ``backend`` and ``backend-id`` from our device node, and wait for
