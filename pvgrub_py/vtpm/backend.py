@@ -244,12 +244,16 @@ class VtpmBackend:
             link.errors.append(action.reason)
             log.warning("%s: %s", link.name, action.reason)
         elif isinstance(action, WriteState):
+            if not self._still_there(link):
+                return None
             write_state(self._xs, link.backend_path, action.state)
             if action.state == XenbusState.CLOSED:
                 log.info("%s closed for the toolstack", link.name)
         elif isinstance(action, PublishFeatures):
             self._xs.write(f"{link.backend_path}/feature-protocol-v2", b"1")
         elif isinstance(action, WriteReady):
+            if not self._still_there(link):
+                return None
             self._xs.write(f"{link.backend_path}/ready", b"1")
             log.info("%s connected (uuid %s)", link.name, link.uuid)
         elif isinstance(action, MapRing):
@@ -258,6 +262,16 @@ class VtpmBackend:
         elif isinstance(action, UnmapRing):
             self._unmap(link)
         return None
+
+    def _still_there(self, link: FrontendLink) -> bool:
+        """Whether the toolstack's device is still there: a write into a removed
+        device would recreate its directory in xenstore for good (a rescan that
+        listed it just before the toolstack removed it, a connect that
+        outlived its frontend)."""
+        if self._xs.read(f"{link.backend_path}/frontend") is not None:
+            return True
+        log.info("%s: removed meanwhile; its state is not written", link.name)
+        return False
 
     def _work(self, link: FrontendLink, job: Callable[[], None]) -> None:
         if link.worker is None:

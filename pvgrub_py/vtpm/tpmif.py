@@ -297,6 +297,7 @@ class BackendCore(_Core):
     _ring: int = 0  # the MapRing token in flight, 0 for none
     _offer: tuple[int, int] | None = None  # (ring-ref, port) in flight or mapped
     mapped: bool = False
+    gone: bool = False  # the device was removed: nothing more is written for it
     cancel_requested: bool = False
     _command: bytes = b""
 
@@ -316,6 +317,8 @@ class BackendCore(_Core):
         return self._token
 
     def receive(self, event: Event) -> list[Action]:
+        if self.gone:
+            return []  # a removed device: a late event must not recreate its nodes
         # The per-command events first: this runs several times a command.
         if isinstance(event, PageKicked):
             self._kicked(event.state)
@@ -344,6 +347,7 @@ class BackendCore(_Core):
             self._move(S.CLOSED)
         elif isinstance(event, DeviceRemoved):
             self._drop()
+            self.gone = True
         elif isinstance(event, PacketUnreadable):
             if self.pending is Pending.READING:
                 self.pending = Pending.NOTHING
