@@ -326,3 +326,11 @@ def foreign_version_error(tag: int, code: int, command: str = "") -> TpmReturnCo
     where = f"; {err.detail}" if err.detail else ""
     detail = f"response tag 0x{tag:04x}: this TPM speaks {speaks}{where}"
     return TpmReturnCode(code, err.name, detail, command)
+
+
+# --- codes a vTPM backend answers with itself --------------------------------------
+#: TPM 1.2 ``TPM_FAIL`` (Part 2 section 16): "the operation failed".
+TPM12_FAIL = 0x009
+#: TPM 2.0 ``TPM_RC_FAILURE`` (Part 2 section 6.6.3): "commands not being
+#: accepted because of a TPM failure".
+TPM2_RC_FAILURE = RC_VER1 + 0x001

@@ -1,29 +1,43 @@
 """``VtpmBackend``: serve tpmif frontends, over the hypervisor interface.
 
-The Mini-OS tpmback behaviour (reference §2.5), in a dom0 process:
+A thin driver over `BackendCore` (`pvgrub_py.vtpm.tpmif`), one core per
+device: this module does the I/O the cores ask for (Mini-OS ``tpmback.c``
+behaviour, in a dom0 process):
 
-* watch ``backend/vtpm`` of our domain; each new ``<fe>/<devid>`` gets
-  ``feature-protocol-v2 = 1`` and state InitWait, and its frontend's state
-  is watched;
-* frontend Initialised or Connected: read ``ring-ref`` and
-  ``event-channel`` (checked: decimal, in range), require the frontend's
-  ``feature-protocol-v2``, map the grant, bind the event channel, write
-  ``ready = 1``, go Connected;
-* SUBMIT on the page: hand the packet to the vTPM instance, write the
-  answer, FINISH, notify.  CANCEL while idle: IDLE, notify;
-* frontend Closing: Closing; Closed: unmap, unbind, back to InitWait, so a
-  later frontend (the kexec'd kernel's) can connect again; device removed:
-  forget it.
+* watch ``backend/vtpm`` of our domain; a new ``<fe>/<devid>`` is adopted
+  (`DeviceFound`: ``feature-protocol-v2 = 1``, InitWait) and its
+  frontend's state is watched and fed to the core with the frontend's
+  ``ring-ref``, ``event-channel`` and ``feature-protocol-v2``;
+* `MapRing`: map the grant, bind the event channel, run the connect policy
+  (vtpmd power-cycles the instance for a dom0 frontend); `WriteReady`,
+  Connected;
+* each connected device has its own thread, waiting on its own event
+  channel handle: a kick feeds the page's state; `Execute` runs the command
+  on the device's TPM on that thread; the answer goes back as `RespondWith`;
+* ``online = 0`` from the toolstack, a removed device: `ToolstackRemoves`,
+  `DeviceRemoved`.
+
+Locks: one per device, held only while its core takes an event and the
+quick actions run (xenstore writes, the page, a notify).  What may block,
+connecting (a TPM 1.2 power cycle self-tests: 24 s under QEMU TCG) and
+executing a command, runs on the device's own thread without it, so one
+slow TPM never stalls another guest's handshake or commands.  Devices of
+one instance (one uuid: a dom0 frontend and the guest's) share an instance
+lock around the TPM, which must see one command at a time.  The device's
+thread also does the adaptive polling of its page, so a busy guest's
+commands are served without a thread hand-off.
 
 Which TPM serves a device is the caller's policy (`InstanceProvider`), as is
-what happens when a frontend connects (vtpmd power-cycles the instance for a
-dom0 frontend: a fresh boot before measuring).
+what happens when a frontend connects (`ConnectHook`).  A provider's
+transport that has a ``tpm_version`` ("1.2" or "2.0") gets error answers in
+that version; otherwise the command's tag decides.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import queue
 import threading
 import time
 from collections.abc import Callable
@@ -32,18 +46,73 @@ from dataclasses import dataclass, field
 from pvgrub_py.errors import PvgrubError
 from pvgrub_py.tpm.errors import TpmError
 from pvgrub_py.tpm.transport import TpmTransport
-from pvgrub_py.vtpm.shared_page import MAX_PACKET, SharedPage, SharedPageError, TpmifState
+from pvgrub_py.vtpm.shared_page import SharedPage, SharedPageError, TpmifState
+from pvgrub_py.vtpm.tpmif import BackendCore
+from pvgrub_py.vtpm.tpmif_events import (
+    Action,
+    Command,
+    DeviceFound,
+    DeviceRemoved,
+    Event,
+    Execute,
+    ExecutionFailed,
+    Fail,
+    MapRing,
+    Notify,
+    PacketUnreadable,
+    PageKicked,
+    PeerStateChanged,
+    PublishFeatures,
+    ReadPacket,
+    RespondWith,
+    Response,
+    RingFailed,
+    RingMapped,
+    SetPageState,
+    ToolstackRemoves,
+    UnmapRing,
+    WriteReady,
+    WriteState,
+)
 from pvgrub_py.vtpm.xenbus import XenbusState, read_state, write_state
 from pvgrub_py.xen.interface import EventChannels, GrantMap, Hypervisor, MappedGrant, XenError
 
 log = logging.getLogger(__name__)
 
-#: TPM_FAIL (TPM 1.2) / TPM_RC_FAILURE (2.0) answers when the instance fails,
-#: so the frontend gets an error instead of a hang.
-TPM12_FAIL = bytes.fromhex("00c40000000a00000009")
-TPM2_FAILURE = bytes.fromhex("80010000000a00000101")
 #: How long to keep polling a page for the next command after an answer.
 SPIN_SECONDS = 0.0003
+
+
+class _Worker:
+    """One thread for one device's blocking work, started on first use."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._jobs: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+
+    def submit(self, job: Callable[[], None]) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+            self._thread.start()
+        self._jobs.put(job)
+
+    def _run(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            try:
+                job()
+            except Exception:  # keep the device's worker alive for its next job
+                log.exception("%s: worker job failed", self.name)
+
+    def pending(self) -> bool:
+        return not self._jobs.empty()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        if self._thread is not None:
+            self._jobs.put(None)
+            if self._thread is not threading.current_thread():
+                self._thread.join(timeout)
+            self._thread = None
 
 
 @dataclass
@@ -58,8 +127,15 @@ class FrontendLink:
     mapping: MappedGrant | None = None
     page: SharedPage | None = None
     port: int = -1
+    evtchn: EventChannels | None = None  # the device thread's own handle
     served: int = 0
     errors: list[str] = field(default_factory=list)
+    core: BackendCore = field(default_factory=BackendCore)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    worker: _Worker | None = None
+    executes: list[Execute] = field(default_factory=list)  # for the device thread
+    #: The instance serving this connection and its lock, looked up once per ring.
+    instance: tuple[TpmTransport, threading.Lock] | None = None
 
     @property
     def connected(self) -> bool:
@@ -69,19 +145,13 @@ class FrontendLink:
     def name(self) -> str:
         return f"vtpm {self.frontend_domid}/{self.devid}"
 
+    @property
+    def token(self) -> str:
+        return f"vtpm-fe-{self.frontend_domid}-{self.devid}"
+
 
 InstanceProvider = Callable[[FrontendLink], TpmTransport]
 ConnectHook = Callable[[FrontendLink], None]
-
-
-def _decimal(raw: bytes | None, limit: int) -> int | None:
-    if raw is None:
-        return None
-    text = raw.strip()
-    if not text.isdigit() or len(text) > 10:
-        return None
-    value = int(text)
-    return value if value <= limit else None
 
 
 class VtpmBackend:
@@ -99,34 +169,37 @@ class VtpmBackend:
         self.poll_interval = poll_interval
         self.root = f"/local/domain/{hv.domid}/backend/vtpm"
         self.links: dict[tuple[int, int], FrontendLink] = {}
-        self._lock = threading.RLock()
+        self._registry = threading.Lock()  # links, _instance_locks: short holds
+        self._rescanning = threading.Lock()  # one rescan at a time
+        self._instance_locks: dict[str, threading.Lock] = {}
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._xs = hv.xenstore()
-        self._evtchn: EventChannels = hv.event_channels()
         self._gnttab: GrantMap = hv.grant_map()
-        self._by_port: dict[int, FrontendLink] = {}
 
     # -- lifecycle -----------------------------------------------------------------------
 
     def start(self) -> VtpmBackend:
         self._xs.mkdir(self.root)
         self._xs.watch(self.root, "vtpm-backend")
-        for target in (self._watch_loop, self._serve_loop):
-            t = threading.Thread(target=target, name=f"vtpmback-{target.__name__}", daemon=True)
-            t.start()
-            self._threads.append(t)
+        t = threading.Thread(target=self._watch_loop, name="vtpmback-watch", daemon=True)
+        t.start()
+        self._threads.append(t)
         return self
 
     def stop(self) -> None:
         self._stop.set()
         for t in self._threads:
             t.join(timeout=5)
-        with self._lock:
-            for link in list(self.links.values()):
-                self._disconnect(link)
+        with self._registry:
+            links = list(self.links.values())
             self.links.clear()
-        for closer in (self._evtchn.close, self._gnttab.close, self._xs.close):
+        for link in links:
+            if link.worker is not None:
+                link.worker.stop()
+            with link.lock:
+                self._unmap(link)
+        for closer in (self._gnttab.close, self._xs.close):
             with contextlib.suppress(XenError):
                 closer()
 
@@ -135,6 +208,86 @@ class VtpmBackend:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+    # -- driving a core ------------------------------------------------------------------
+
+    def _feed(self, link: FrontendLink, event: Event) -> None:
+        """Give ``event`` to the device's core and do what it asks; the caller
+        holds ``link.lock``.  Follow-up events (a packet read) go in at once."""
+        events: list[Event] | None = None
+        while True:
+            for action in link.core.receive(event):
+                follow = self._perform(link, action)
+                if follow is not None:
+                    events = [follow] if events is None else [*events, follow]
+            if not events:
+                return
+            event, events = events[0], events[1:]
+
+    def _perform(self, link: FrontendLink, action: Action) -> Event | None:
+        # The per-command actions first: this runs several times a command.
+        if isinstance(action, ReadPacket):
+            return self._read_packet(link)
+        if isinstance(action, Execute):
+            link.executes.append(action)  # run by the device thread, without the lock
+        elif isinstance(action, RespondWith):
+            if link.page is not None:
+                link.page.write_packet(action.response)
+                link.page.state = TpmifState.FINISH
+                link.served += 1
+        elif isinstance(action, Notify):
+            self._notify(link)
+        elif isinstance(action, SetPageState):
+            if link.page is not None:
+                link.page.state = action.state
+        elif isinstance(action, Fail):
+            link.errors.append(action.reason)
+            log.warning("%s: %s", link.name, action.reason)
+        elif isinstance(action, WriteState):
+            if not self._still_there(link):
+                return None
+            write_state(self._xs, link.backend_path, action.state)
+            if action.state == XenbusState.CLOSED:
+                log.info("%s closed for the toolstack", link.name)
+        elif isinstance(action, PublishFeatures):
+            self._xs.write(f"{link.backend_path}/feature-protocol-v2", b"1")
+        elif isinstance(action, WriteReady):
+            if not self._still_there(link):
+                return None
+            self._xs.write(f"{link.backend_path}/ready", b"1")
+            log.info("%s connected (uuid %s)", link.name, link.uuid)
+        elif isinstance(action, MapRing):
+            link.uuid = self._read_text(f"{link.backend_path}/uuid")  # may be rewritten
+            self._work(link, lambda: self._map_ring(link, action))
+        elif isinstance(action, UnmapRing):
+            self._unmap(link)
+        return None
+
+    def _still_there(self, link: FrontendLink) -> bool:
+        """Whether the toolstack's device is still there: a write into a removed
+        device would recreate its directory in xenstore for good (a rescan that
+        listed it just before the toolstack removed it, a connect that
+        outlived its frontend)."""
+        if self._xs.read(f"{link.backend_path}/frontend") is not None:
+            return True
+        log.info("%s: removed meanwhile; its state is not written", link.name)
+        return False
+
+    def _work(self, link: FrontendLink, job: Callable[[], None]) -> None:
+        if link.worker is None:
+            link.worker = _Worker(f"vtpmback-{link.frontend_domid}-{link.devid}")
+        link.worker.submit(job)
+
+    def _instance_lock(self, link: FrontendLink) -> threading.Lock:
+        with self._registry:
+            key = link.uuid.lower()
+            lock = self._instance_locks.get(key)
+            if lock is None:
+                lock = self._instance_locks[key] = threading.Lock()
+            return lock
+
+    def _read_text(self, path: str) -> str:
+        return (self._xs.read(path) or b"").decode(errors="replace")
 
     # -- xenstore side -------------------------------------------------------------------
 
@@ -148,7 +301,7 @@ class VtpmBackend:
 
     def rescan(self) -> None:
         """Bring every device in line with its frontend's state."""
-        with self._lock:
+        with self._rescanning:
             seen: set[tuple[int, int]] = set()
             for fe_text in self._xs.directory(self.root) or []:
                 for devid_text in self._xs.directory(f"{self.root}/{fe_text}") or []:
@@ -168,11 +321,12 @@ class VtpmBackend:
         if frontend is None:
             return None  # the toolstack is still writing the device; next event
         link = FrontendLink(fe, devid, path, frontend.decode(errors="replace"))
-        link.uuid = (self._xs.read(f"{path}/uuid") or b"").decode(errors="replace")
-        self._xs.write(f"{path}/feature-protocol-v2", b"1")
-        write_state(self._xs, path, XenbusState.INIT_WAIT)
-        self._xs.watch(f"{link.frontend_path}/state", f"vtpm-fe-{fe}-{devid}")
-        self.links[(fe, devid)] = link
+        link.uuid = self._read_text(f"{path}/uuid")
+        with link.lock:
+            self._feed(link, DeviceFound())
+        self._xs.watch(f"{link.frontend_path}/state", link.token)
+        with self._registry:
+            self.links[(fe, devid)] = link
         return link
 
     def _step_unless_removed(self, link: FrontendLink) -> None:
@@ -194,14 +348,19 @@ class VtpmBackend:
     def _step(self, link: FrontendLink) -> None:
         if (self._xs.read(f"{link.backend_path}/online") or b"").strip() == b"0":
             return self._toolstack_removes(link)
-        state = read_state(self._xs, link.frontend_path)
+        fe = link.frontend_path
+        state = read_state(self._xs, fe)
+        event = PeerStateChanged(state)
         if state in (XenbusState.INITIALISED, XenbusState.CONNECTED) and not link.connected:
-            self._connect(link)
-        elif state == XenbusState.CLOSING:
-            write_state(self._xs, link.backend_path, XenbusState.CLOSING)
-        elif state == XenbusState.CLOSED or (state == XenbusState.INITIALISING and link.connected):
-            self._disconnect(link)
-            write_state(self._xs, link.backend_path, XenbusState.INIT_WAIT)
+            event = PeerStateChanged(
+                state,
+                protocol_v2=self._xs.read(f"{fe}/feature-protocol-v2"),
+                ring_ref=self._xs.read(f"{fe}/ring-ref"),
+                event_channel=self._xs.read(f"{fe}/event-channel"),
+            )
+        with link.lock:
+            self._feed(link, event)
+        return None
 
     def _toolstack_removes(self, link: FrontendLink) -> None:
         """libxl removes a device (``libxl__initiate_device_generic_remove``, on
@@ -209,138 +368,174 @@ class VtpmBackend:
         Closing, then waits up to 10 s for the backend to write Closed before it
         gives up with "unable to remove device".  Nested Xen showed exactly that
         for every measured guest until the backend answered."""
-        self._disconnect(link)
-        if read_state(self._xs, link.backend_path) == XenbusState.CLOSED:
-            return None
-        if self._xs.read(f"{link.backend_path}/frontend") is None:
-            return None  # already removed: a write would recreate it
-        write_state(self._xs, link.backend_path, XenbusState.CLOSED)
-        log.info("%s closed for the toolstack", link.name)
-        return None
-
-    def _connect(self, link: FrontendLink) -> None:
-        fe_path = link.frontend_path
-        ref = _decimal(self._xs.read(f"{fe_path}/ring-ref"), 0xFFFFFFFF)
-        port = _decimal(self._xs.read(f"{fe_path}/event-channel"), 0xFFFFFFFF)
-        if ref is None or port is None:
-            return self._refuse(link, "ring-ref or event-channel missing or not a number")
-        if (self._xs.read(f"{fe_path}/feature-protocol-v2") or b"").strip() != b"1":
-            return self._refuse(link, "frontend does not speak tpmif protocol v2")
-        # The toolstack may have (re)written the instance uuid since adoption.
-        link.uuid = (self._xs.read(f"{link.backend_path}/uuid") or b"").decode(errors="replace")
-        try:
-            link.mapping = self._gnttab.map_grant(link.frontend_domid, ref, writable=True)
-            link.page = SharedPage(link.mapping.memory)
-            link.port = self._evtchn.bind_interdomain(link.frontend_domid, port)
-        except XenError as e:
-            self._disconnect(link)
-            return self._refuse(link, str(e))
-        if self.on_connect is not None:
-            try:
-                self.on_connect(link)
-            except PvgrubError as e:
-                self._disconnect(link)
-                return self._refuse(link, str(e))
-        if self._xs.read(f"{link.backend_path}/frontend") is None:
-            # The toolstack removed the device while on_connect ran (a frontend that
-            # gave up waiting): writing ready/state now would recreate the removed
-            # directory in xenstore, and the stale link would never be forgotten.
-            self._disconnect(link)
-            log.warning("%s: removed while connecting; dropped", link.name)
-            return None
-        self._by_port[link.port] = link
-        self._xs.write(f"{link.backend_path}/ready", b"1")
-        write_state(self._xs, link.backend_path, XenbusState.CONNECTED)
-        log.info("%s connected (uuid %s)", link.name, link.uuid)
-
-    def _refuse(self, link: FrontendLink, why: str) -> None:
-        link.errors.append(why)
-        log.warning("%s: %s", link.name, why)
-        write_state(self._xs, link.backend_path, XenbusState.CLOSING)
-
-    def _disconnect(self, link: FrontendLink) -> None:
-        if link.port >= 0:
-            self._by_port.pop(link.port, None)
-            with contextlib.suppress(XenError):
-                self._evtchn.unbind(link.port)
-            link.port = -1
-        link.page = None
-        if link.mapping is not None:
-            with contextlib.suppress(XenError):
-                link.mapping.close()
-            link.mapping = None
+        with link.lock:
+            if read_state(self._xs, link.backend_path) == XenbusState.CLOSED:
+                return
+            if self._xs.read(f"{link.backend_path}/frontend") is None:
+                self._feed(link, DeviceRemoved())  # already removed: a write would recreate it
+                return
+            self._feed(link, ToolstackRemoves())
 
     def _forget(self, link: FrontendLink) -> None:
-        self._disconnect(link)
+        with link.lock:
+            self._feed(link, DeviceRemoved())
+            self._unmap(link)
         with contextlib.suppress(XenError):
-            self._xs.unwatch(
-                f"{link.frontend_path}/state", f"vtpm-fe-{link.frontend_domid}-{link.devid}"
-            )
-        del self.links[(link.frontend_domid, link.devid)]
+            self._xs.unwatch(f"{link.frontend_path}/state", link.token)
+        with self._registry:
+            self.links.pop((link.frontend_domid, link.devid), None)
+        if link.worker is not None:
+            link.worker.stop(timeout=0)  # it ends after its current job
 
-    # -- ring side -----------------------------------------------------------------------
+    # -- connecting (on the device's worker) ---------------------------------------------
 
-    def _serve_loop(self) -> None:
-        while not self._stop.is_set():
+    def _map_ring(self, link: FrontendLink, action: MapRing) -> None:
+        """Map, bind and run the connect policy, without the device lock (the
+        policy may power-cycle a TPM for seconds); report to the core; then
+        serve the ring on this thread until it goes.  The event channel handle
+        is this thread's alone: only it waits on it, and it closes it (which
+        unbinds the port) when the ring goes."""
+        evtchn = self.hv.event_channels()
+        try:
+            if self._connect(link, action, evtchn):
+                self._serve_ring(link, evtchn)
+        finally:
+            with link.lock:
+                if link.evtchn is evtchn:  # still ours: the backend is stopping
+                    self._unmap(link)
+            with contextlib.suppress(XenError):
+                evtchn.close()
+
+    def _connect(self, link: FrontendLink, action: MapRing, evtchn: EventChannels) -> bool:
+        mapping: MappedGrant | None = None
+        try:
+            mapping = self._gnttab.map_grant(link.frontend_domid, action.ring_ref, writable=True)
+            page = SharedPage(mapping.memory)
+            port = evtchn.bind_interdomain(link.frontend_domid, action.port)
+            if self.on_connect is not None:
+                with self._instance_lock(link):
+                    self.on_connect(link)
+        except PvgrubError as e:  # XenError from the hypervisor, or the policy's refusal
+            _close(mapping)
+            with link.lock:
+                self._feed(link, RingFailed(action.token, str(e)))
+            return False
+        with link.lock:
+            if self._xs.read(f"{link.backend_path}/frontend") is None:
+                # The toolstack removed the device while on_connect ran (a frontend that
+                # gave up waiting): writing ready/state now would recreate the removed
+                # directory in xenstore, and the stale link would never be forgotten.
+                _close(mapping)
+                log.warning("%s: removed while connecting; dropped", link.name)
+                self._feed(link, DeviceRemoved())
+                return False
+            link.mapping, link.page, link.port, link.evtchn = mapping, page, port, evtchn
+            self._feed(link, RingMapped(action.token))
+            if not link.core.connected:  # the core dropped a connect it no longer wanted
+                self._unmap(link)
+                return False
+        return True
+
+    def _unmap(self, link: FrontendLink) -> None:
+        """Let the ring go; the caller holds ``link.lock``.  The grant is unmapped
+        here; the port goes with the device thread's handle, which it closes as
+        soon as it sees the ring gone (never closed under a thread waiting on it)."""
+        _close(link.mapping)
+        link.port, link.page, link.mapping, link.evtchn = -1, None, None, None
+        link.instance = None  # the next connection asks the provider again
+
+    # -- ring side (on the device's thread) ----------------------------------------------
+
+    def _serve_ring(self, link: FrontendLink, evtchn: EventChannels) -> None:
+        """Wait for kicks on the device's own channel and serve them, until the
+        ring goes, the backend stops, or the device has other work queued."""
+        while not self._stop.is_set() and link.evtchn is evtchn:
+            if link.worker is not None and link.worker.pending():
+                return  # a reconnect: the next job maps the new ring
             try:
-                port = self._evtchn.wait(self.poll_interval)
+                port = evtchn.wait(self.poll_interval)
             except XenError as e:
-                log.warning("vtpm backend: event channel: %s", e)
-                continue
+                if link.evtchn is evtchn:
+                    log.warning("%s: event channel: %s", link.name, e)
+                return
             if port is None:
                 continue
             # Unmask first, then look at the page: a notify that lands while
             # we serve is then delivered again, never lost.
             with contextlib.suppress(XenError):
-                self._evtchn.unmask(port)
-            with self._lock:
-                link = self._by_port.get(port)
-                if link is not None and link.page is not None:
-                    self._serve(link, link.page)
-                    self._serve_follow_ups(link)
+                evtchn.unmask(port)
+            self._serve(link)
 
-    def _serve_follow_ups(self, link: FrontendLink) -> None:
-        """Adaptive polling: a measuring client sends its next command right
-        after reading an answer, sooner than a wake-up through the event
-        channel would take; watch the page briefly before going back to
-        sleep.  The notify that comes with it is then a harmless repeat."""
-        deadline = time.perf_counter() + SPIN_SECONDS
-        while time.perf_counter() < deadline and link.page is not None:
-            if link.page.state == TpmifState.SUBMIT:
-                self._serve(link, link.page)
-                deadline = time.perf_counter() + SPIN_SECONDS
+    def _serve(self, link: FrontendLink) -> None:
+        """Feed the page's state; run what the core asks to execute; then watch
+        the page briefly for the next command (adaptive polling: a measuring
+        client sends it right after reading an answer, sooner than a wake-up
+        through the event channel would take; the notify that comes with it
+        is then a harmless repeat)."""
+        job = self._kick(link)
+        while job is not None:
+            self._execute(link, job)
+            job = None
+            deadline = time.perf_counter() + SPIN_SECONDS
+            while time.perf_counter() < deadline:
+                with link.lock:  # the watch thread may unmap the page meanwhile
+                    page = link.page
+                    if page is None:
+                        return
+                    if page.state != TpmifState.SUBMIT:
+                        continue
+                job = self._kick(link)
+                break
 
-    def _serve(self, link: FrontendLink, page: SharedPage) -> None:
-        state = page.state
-        if state == TpmifState.CANCEL:
-            page.state = TpmifState.IDLE
-            self._notify(link)
-            return
-        if state != TpmifState.SUBMIT:
-            return  # spurious or already answered
+    def _kick(self, link: FrontendLink) -> Execute | None:
+        with link.lock:
+            if link.page is None:
+                return None
+            self._feed(link, PageKicked(link.page.state))
+            jobs, link.executes = link.executes, []
+        return jobs[0] if jobs else None
+
+    def _read_packet(self, link: FrontendLink) -> Event:
+        if link.page is None:
+            return PacketUnreadable("the ring is gone")
         try:
-            request = page.read_packet()
+            return Command(link.page.read_packet())
         except SharedPageError as e:
-            link.errors.append(str(e))
-            page.state = TpmifState.IDLE  # refuse, as a cancel: the frontend gets an error
-            self._notify(link)
-            return
-        answer = self._execute(link, request)
-        page.write_packet(answer[:MAX_PACKET])
-        page.state = TpmifState.FINISH
-        link.served += 1
-        self._notify(link)
+            return PacketUnreadable(str(e))
 
-    def _execute(self, link: FrontendLink, request: bytes) -> bytes:
+    def _execute(self, link: FrontendLink, action: Execute) -> None:
+        """Run one command on the device's TPM, without the device lock."""
+        event: Event
         try:
-            return self.instance_for(link).transmit(request)
+            if link.instance is None:
+                transport = self.instance_for(link)
+                version = getattr(transport, "tpm_version", None)
+                if version in ("1.2", "2.0"):
+                    with link.lock:
+                        link.core.tpm_version = version
+                link.instance = (transport, self._instance_lock(link))
+            transport, instance_lock = link.instance
+            with instance_lock:
+                answer = transport.transmit(action.command)
         except TpmError as e:
-            link.errors.append(str(e))
-            log.warning("%s: TPM instance failed: %s", link.name, e)
-            return TPM2_FAILURE if request[:2] in (b"\x80\x01", b"\x80\x02") else TPM12_FAIL
+            event = ExecutionFailed(action.token, str(e))
+        except Exception as e:  # the guest must get an answer whatever the TPM did
+            event = ExecutionFailed(action.token, f"{type(e).__name__}: {e}")
+        else:
+            event = Response(answer, action.token)
+        with link.lock:
+            self._feed(link, event)
 
     def _notify(self, link: FrontendLink) -> None:
+        if link.evtchn is None:
+            return
         try:
-            self._evtchn.notify(link.port)
+            link.evtchn.notify(link.port)
         except XenError as e:
             link.errors.append(str(e))
+
+
+def _close(mapping: MappedGrant | None) -> None:
+    if mapping is not None:
+        with contextlib.suppress(XenError):
+            mapping.close()

@@ -1,5 +1,10 @@
 """``TpmFront``: a tpmif frontend, Linux-style, over the hypervisor interface.
 
+A thin driver over `FrontendCore` (`pvgrub_py.vtpm.tpmif`): the core decides
+what happens on the handshake and the page; this module does the xenstore,
+grant and event-channel I/O it asks for, owns the clock (the answer's
+deadline, the cancel's grace) and a lock: one command at a time per device.
+
 Handshake (Linux ``drivers/char/tpm/xen-tpmfront.c``, reference §2.4):
 
 1. read ``backend`` and ``backend-id`` from our device node, and wait for
@@ -30,11 +35,33 @@ domain that bound our event channel (what pv-grub checked for
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 
 from pvgrub_py.tpm.errors import TpmProtocolError, TpmTransportError
-from pvgrub_py.tpm.transport import check_command, response_size
+from pvgrub_py.tpm.transport import check_command
 from pvgrub_py.vtpm.shared_page import SharedPage, SharedPageError, TpmifState
+from pvgrub_py.vtpm.tpmif import FrontendCore
+from pvgrub_py.vtpm.tpmif_events import (
+    Action,
+    CloseRequested,
+    Command,
+    Deliver,
+    Event,
+    Fail,
+    Notify,
+    PacketUnreadable,
+    PageKicked,
+    PeerStateChanged,
+    PublishRing,
+    ReadPacket,
+    Response,
+    SetPageState,
+    Submit,
+    TimedOut,
+    UnpublishRing,
+    WriteState,
+)
 from pvgrub_py.vtpm.xenbus import XenbusError, XenbusState, read_state, wait_for_state, write_state
 from pvgrub_py.xen.interface import (
     EventChannels,
@@ -70,13 +97,67 @@ class TpmFront:
         self.node = f"/local/domain/{hv.domid}/device/vtpm/{devid}"
         self.backend_path = ""
         self.backend_domid = -1
+        self.core = FrontendCore()
+        self._lock = threading.Lock()
         self._xs: XenStore | None = None
         self._evtchn: EventChannels | None = None
         self._gntshr: GrantShare | None = None
         self._pages: SharedPages | None = None
         self._page: SharedPage | None = None
         self._port = -1
-        self._connected = False
+
+    # -- driving the core ----------------------------------------------------------------
+
+    def _feed(self, event: Event) -> bytes | None:
+        """Give ``event`` to the core and do what it asks, in order.  Returns a
+        delivered answer; a `Fail` raises."""
+        delivered: bytes | None = None
+        events: list[Event] | None = None
+        while True:
+            for action in self.core.receive(event):
+                follow = self._perform(action)
+                if isinstance(follow, bytes):
+                    delivered = follow
+                elif follow is not None:
+                    events = [follow] if events is None else [*events, follow]
+            if not events:
+                return delivered
+            event, events = events[0], events[1:]
+
+    def _perform(self, action: Action) -> Event | bytes | None:
+        # The per-command actions first: this runs several times a command.
+        xs = self._xs
+        if isinstance(action, Submit):
+            assert self._page is not None
+            self._page.write_packet(action.command)  # then the state, last
+            self._page.state = TpmifState.SUBMIT
+        elif isinstance(action, Notify):
+            assert self._evtchn is not None
+            self._evtchn.notify(self._port)
+        elif isinstance(action, ReadPacket):
+            assert self._page is not None
+            try:
+                return Response(self._page.read_packet())
+            except SharedPageError as e:
+                return PacketUnreadable(str(e))
+        elif isinstance(action, Deliver):
+            return action.response
+        elif isinstance(action, Fail):
+            error = TpmProtocolError if action.protocol else TpmTransportError
+            raise error(f"vTPM {self.node}: {action.reason}")
+        elif isinstance(action, SetPageState):
+            assert self._page is not None
+            self._page.state = action.state
+        elif isinstance(action, WriteState):
+            assert xs is not None
+            write_state(xs, self.node, action.state)
+        elif isinstance(action, PublishRing):
+            self._publish_ring()
+        elif isinstance(action, UnpublishRing):
+            assert xs is not None
+            xs.rm(f"{self.node}/ring-ref")
+            xs.rm(f"{self.node}/event-channel")
+        return None
 
     # -- connection ----------------------------------------------------------------------
 
@@ -103,10 +184,31 @@ class TpmFront:
             )
         gone = (XenbusState.CLOSING, XenbusState.CLOSED, XenbusState.UNKNOWN)
         try:
-            wait_for_state(xs, self.backend_path, [XenbusState.INIT_WAIT, XenbusState.CONNECTED],
-                           self.connect_timeout, what="vTPM backend")  # fmt: skip
+            state = wait_for_state(xs, self.backend_path, [XenbusState.INIT_WAIT],
+                                   self.connect_timeout, what="vTPM backend")  # fmt: skip
         except XenbusError as e:
             raise TpmTransportError(str(e)) from None
+        self._feed(PeerStateChanged(state))  # share the ring, Initialised
+        # The backend is there (it went InitWait for us); connecting may take it as
+        # long as a command: vtpmd power-cycles the instance for a dom0 frontend, and a
+        # TPM 1.2 self-tests on TPM_Init (0.6 s on a host, 24 s on nested Xen under
+        # QEMU TCG, where the 10 s attach timeout failed every TPM 1.2 boot).  So
+        # connect_timeout bounds finding the backend, timeout bounds its connecting.
+        try:
+            state = wait_for_state(xs, self.backend_path, [XenbusState.CONNECTED],
+                                   max(self.timeout, self.connect_timeout),
+                                   fail_on=gone, what="vTPM backend")  # fmt: skip
+        except XenbusError as e:
+            raise TpmTransportError(str(e)) from None
+        feature = xs.read(f"{self.backend_path}/feature-protocol-v2")
+        self._feed(PeerStateChanged(state, protocol_v2=feature))  # Connected
+        if not self.core.connected:
+            raise TpmTransportError(f"vTPM {self.node}: not connected")
+
+    def _publish_ring(self) -> None:
+        """Share one page and an unbound channel with the backend, and say so."""
+        assert self._xs is not None
+        xs = self._xs
         self._gntshr = self.hv.grant_share()
         self._pages = self._gntshr.share_pages(self.backend_domid, 1, writable=True)
         self._page = SharedPage(self._pages.memory)
@@ -116,22 +218,6 @@ class TpmFront:
         xs.write(f"{self.node}/ring-ref", str(self._pages.refs[0]).encode())
         xs.write(f"{self.node}/event-channel", str(self._port).encode())
         xs.write(f"{self.node}/feature-protocol-v2", b"1")
-        write_state(xs, self.node, XenbusState.INITIALISED)
-        # The backend is there (it went InitWait for us); connecting may take it as
-        # long as a command: vtpmd power-cycles the instance for a dom0 frontend, and a
-        # TPM 1.2 self-tests on TPM_Init (0.6 s on a host, 24 s on nested Xen under
-        # QEMU TCG, where the 10 s attach timeout failed every TPM 1.2 boot).  So
-        # connect_timeout bounds finding the backend, timeout bounds its connecting.
-        try:
-            wait_for_state(xs, self.backend_path, [XenbusState.CONNECTED],
-                           max(self.timeout, self.connect_timeout),
-                           fail_on=gone, what="vTPM backend")  # fmt: skip
-        except XenbusError as e:
-            raise TpmTransportError(str(e)) from None
-        if (xs.read(f"{self.backend_path}/feature-protocol-v2") or b"").strip() != b"1":
-            raise TpmTransportError(f"vTPM backend {self.backend_path}: protocol v2 required")
-        write_state(xs, self.node, XenbusState.CONNECTED)
-        self._connected = True
 
     def peer_label(self) -> str:
         """The XSM (FLASK) label of the domain at the other end of our event
@@ -139,7 +225,7 @@ class TpmFront:
         domain that bound it is the backend, whatever xenstore says about it.
         Only once connected: before, the backend may not have bound it yet.
         `XsmNotEnabledError` on a host without FLASK."""
-        if not self._connected or self._evtchn is None:
+        if not self.core.connected or self._evtchn is None:
             raise TpmTransportError(f"vTPM {self.node} is not connected")
         return self.hv.evtchn_peer_label(self._port)
 
@@ -147,75 +233,73 @@ class TpmFront:
 
     def transmit(self, command: bytes) -> bytes:
         check_command(command)
-        if not self._connected or self._page is None or self._evtchn is None:
-            raise TpmTransportError(f"vTPM {self.node} is not connected")
-        page, evtchn = self._page, self._evtchn
-        # A cancelled command may still be with the backend: wait for it to
-        # finish or acknowledge, so its late answer is never taken for the
-        # answer to this command (Linux waits for idle likewise).
-        busy = page.state in (TpmifState.SUBMIT, TpmifState.CANCEL)
-        if busy and self._await_done(self.timeout) is None:
-            raise TpmTransportError(f"vTPM {self.node}: still busy with a cancelled command")
-        try:
-            page.write_packet(command)
-        except SharedPageError as e:
-            raise TpmTransportError(str(e)) from None
-        page.state = TpmifState.SUBMIT
-        evtchn.notify(self._port)
-        state = self._await_done(self.timeout)
-        if state is None:
-            self._cancel()
-            raise TpmTransportError(
-                f"vTPM {self.node}: no answer within {self.timeout:g} s; cancelled"
-            )
-        if state == TpmifState.IDLE:
-            raise TpmTransportError(f"vTPM {self.node}: the backend cancelled the command")
-        try:
-            answer = page.read_packet()
-        except SharedPageError as e:
-            raise TpmProtocolError(f"vTPM {self.node}: {e}") from None
-        if len(answer) < 10 or response_size(answer) != len(answer):
-            raise TpmProtocolError(f"vTPM {self.node}: malformed {len(answer)}-byte answer")
-        return answer
+        with self._lock:
+            if not self.core.connected or self._page is None or self._evtchn is None:
+                raise TpmTransportError(f"vTPM {self.node} is not connected")
+            # A cancelled command may still be with the backend: wait for it to
+            # finish or acknowledge, so its late answer is never taken for the
+            # answer to this command (Linux waits for idle likewise).
+            if self.core.busy:
+                self._pump(self.timeout)
+            try:
+                answer = self._feed(Command(command))
+            except SharedPageError as e:
+                raise TpmTransportError(str(e)) from None
+            if answer is None:
+                answer = self._pump(self.timeout)
+            if answer is None and self.core.busy:
+                self._cancel()
+                raise TpmTransportError(
+                    f"vTPM {self.node}: no answer within {self.timeout:g} s; cancelled"
+                )
+            if answer is None:  # the core ended the command without an answer or a Fail
+                raise TpmTransportError(f"vTPM {self.node}: the command ended unanswered")
+            return answer
 
-    def _await_done(self, timeout: float) -> TpmifState | None:
-        """Wait until the backend writes FINISH or IDLE; None on timeout."""
+    def _pump(self, timeout: float) -> bytes | None:
+        """Feed the page to the core until it is no longer busy (an answer, or
+        a cancel acknowledged) or ``timeout`` runs out."""
         assert self._page is not None and self._evtchn is not None
-        page = self._page
+        page, evtchn = self._page, self._evtchn
         # Adaptive polling: a TPM answers most commands in tens of
         # microseconds, less than a sleep/wake-up through the event channel
         # costs, so look at the page briefly before blocking on the channel.
         spin_until = time.perf_counter() + SPIN_SECONDS
         while time.perf_counter() < spin_until:
-            if page.state in (TpmifState.FINISH, TpmifState.IDLE):
-                return TpmifState(page.state)
+            if page.state != self.core.page:
+                answer = self._feed(PageKicked(page.state))
+                if answer is not None or not self.core.busy:
+                    return answer
         deadline = time.monotonic() + timeout
         while True:
-            state = self._page.state
-            if state in (TpmifState.FINISH, TpmifState.IDLE):
-                return TpmifState(state)
+            if page.state != self.core.page:
+                answer = self._feed(PageKicked(page.state))
+                if answer is not None or not self.core.busy:
+                    return answer
             left = deadline - time.monotonic()
             if left <= 0:
                 return None
-            port = self._evtchn.wait(min(left, 1.0))
+            port = evtchn.wait(min(left, 1.0))
             if port is not None:
-                self._evtchn.unmask(port)
-            elif self._backend_gone():
-                raise TpmTransportError(f"vTPM backend {self.backend_path} went away")
+                evtchn.unmask(port)
+            else:
+                self._check_backend()
 
-    def _backend_gone(self) -> bool:
+    def _check_backend(self) -> None:
         assert self._xs is not None
-        return read_state(self._xs, self.backend_path) not in (
-            XenbusState.CONNECTED,
-            XenbusState.INITIALISED,
-        )
+        state = read_state(self._xs, self.backend_path)
+        if state not in (XenbusState.CONNECTED, XenbusState.INITIALISED):
+            try:
+                self._feed(PeerStateChanged(state))
+            except TpmTransportError:
+                raise TpmTransportError(
+                    f"vTPM backend {self.backend_path} went away ({state.name})"
+                ) from None
 
     def _cancel(self) -> None:
-        assert self._page is not None and self._evtchn is not None
-        self._page.state = TpmifState.CANCEL
         try:
-            self._evtchn.notify(self._port)
-            self._await_done(CANCEL_GRACE)
+            self._feed(TimedOut())  # CANCEL, notify
+            self._pump(CANCEL_GRACE)
         except (XenError, TpmTransportError):
             pass
 
@@ -223,21 +307,20 @@ class TpmFront:
 
     def close(self) -> None:
         xs = self._xs
-        if xs is not None and self._connected:
-            self._connected = False
+        if xs is not None and self.core.connected:
             try:
-                write_state(xs, self.node, XenbusState.CLOSING)
-                xs.rm(f"{self.node}/ring-ref")
-                xs.rm(f"{self.node}/event-channel")
-                write_state(xs, self.node, XenbusState.CLOSED)
-                wait_for_state(xs, self.backend_path, [XenbusState.CLOSED, XenbusState.INIT_WAIT],
-                               min(self.timeout, 5.0), what="vTPM backend")  # fmt: skip
+                self._feed(CloseRequested())  # Closing, ring nodes gone, Closed
+                state = wait_for_state(xs, self.backend_path,
+                                       [XenbusState.CLOSED, XenbusState.INIT_WAIT],
+                                       min(self.timeout, 5.0), what="vTPM backend")  # fmt: skip
+                self._feed(PeerStateChanged(state))  # Initialising
             except (XenbusError, XenError):
                 pass  # the backend may be gone; our own resources still go below
             finally:
                 # Ready for a later frontend (the kexec'd kernel's xen-tpmfront).
                 with contextlib.suppress(XenError):
-                    write_state(xs, self.node, XenbusState.INITIALISING)
+                    if self.core.state != XenbusState.INITIALISING:
+                        self._feed(TimedOut())
         self._release()
 
     def _release(self) -> None:

@@ -38,6 +38,7 @@ class VtpmInstanceError(PvgrubError):
 class Instance:
     def __init__(self, uuid: str, state_dir: str, tpm2: bool) -> None:
         self.uuid = uuid
+        self.tpm_version = "2.0" if tpm2 else "1.2"
         self.process = SwtpmProcess(tpm2=tpm2, state_dir=state_dir).start()
         self.transport: SwtpmTransport = self.process.transport()
         self.power_cycles = 0
@@ -50,6 +51,22 @@ class Instance:
     def stop(self) -> None:
         self.transport.close()
         self.process.stop()
+
+
+class InstanceTransport:
+    """An instance's swtpm connection as the backend sees it: labelled with
+    the instance's TPM version, so that the answers the backend makes itself
+    (a failed TPM, an answer too large for the page) are in that version."""
+
+    def __init__(self, instance: Instance) -> None:
+        self._instance = instance
+        self.tpm_version = instance.tpm_version
+
+    def transmit(self, command: bytes) -> bytes:
+        return self._instance.transport.transmit(command)
+
+    def close(self) -> None:
+        self._instance.transport.close()
 
 
 class VtpmInstances:
@@ -82,8 +99,8 @@ class VtpmInstances:
 
     # -- VtpmBackend hooks ---------------------------------------------------------------
 
-    def transport_for(self, link: FrontendLink) -> SwtpmTransport:
-        return self.get(link.uuid).transport
+    def transport_for(self, link: FrontendLink) -> InstanceTransport:
+        return InstanceTransport(self.get(link.uuid))
 
     def on_connect(self, link: FrontendLink) -> None:
         inst = self.get(link.uuid)

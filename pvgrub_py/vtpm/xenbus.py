@@ -1,31 +1,20 @@
-"""XenbusState values and waiting for a peer's state through xenstore watches.
+"""Reading, writing and waiting for xenbus ``state`` nodes through xenstore.
 
-xen/include/public/io/xenbus.h: Unknown 0, Initialising 1, InitWait 2,
-Initialised 3, Connected 4, Closing 5, Closed 6, Reconfiguring 7,
-Reconfigured 8.
+The states themselves and the legal moves are `pvgrub_py.vtpm.handshake`
+(pure); this is the I/O half the drivers use.
 """
 
 from __future__ import annotations
 
-import enum
 import itertools
 import time
 from collections.abc import Iterable
 
 from pvgrub_py.errors import PvgrubError
+from pvgrub_py.vtpm.handshake import XenbusState, parse_state
 from pvgrub_py.xen.interface import XenStore
 
-
-class XenbusState(enum.IntEnum):
-    UNKNOWN = 0
-    INITIALISING = 1
-    INIT_WAIT = 2
-    INITIALISED = 3
-    CONNECTED = 4
-    CLOSING = 5
-    CLOSED = 6
-    RECONFIGURING = 7
-    RECONFIGURED = 8
+__all__ = ["XenbusError", "XenbusState", "read_state", "wait_for_state", "write_state"]
 
 
 class XenbusError(PvgrubError):
@@ -37,11 +26,7 @@ _tokens = itertools.count(1)
 
 def read_state(xs: XenStore, path: str) -> XenbusState:
     """The state in ``<path>/state``; a missing or garbled node reads as Unknown."""
-    raw = xs.read(f"{path}/state")
-    if raw is None or not raw.strip().isdigit():
-        return XenbusState.UNKNOWN
-    value = int(raw.strip())
-    return XenbusState(value) if value in XenbusState._value2member_map_ else XenbusState.UNKNOWN
+    return parse_state(xs.read(f"{path}/state"))
 
 
 def write_state(xs: XenStore, path: str, state: XenbusState) -> None:
