@@ -34,7 +34,8 @@ from typing import ClassVar
 
 from pvgrub_py.tpm import rc, tpm2, tpm12
 from pvgrub_py.tpm.errors import TpmProtocolError
-from pvgrub_py.tpm.transport import HEADER_SIZE, response_size
+from pvgrub_py.tpm.header import HEADER_SIZE
+from pvgrub_py.tpm.transport import response_size
 from pvgrub_py.vtpm.handshake import BACKEND_MOVES, FRONTEND_MOVES, XenbusState
 from pvgrub_py.vtpm.shared_page import MAX_PACKET, TpmifState
 from pvgrub_py.vtpm.tpmif_events import (
