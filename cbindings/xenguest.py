@@ -1,7 +1,7 @@
 """libxenguest (xenguest.h): the ``xc_dom_*`` domain builder.
 
-``struct xc_dom_image`` is not a stable ABI (reference §1.6: the SONAME
-carries the Xen release) and ``struct elf_dom_parms`` is not in any
+``struct xc_dom_image`` is not a stable ABI (the SONAME carries the Xen
+release, Xen tools/libs/libs.mk) and ``struct elf_dom_parms`` is not in any
 installed header, so Python never touches either layout.  The
 ``pvgrub_dom_*`` helpers below are compiled against the installed
 xenguest.h, so the C compiler, not an offset table of ours, finds each

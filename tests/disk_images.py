@@ -1,8 +1,7 @@
 """Build guest disk images for the disk tests, without mounting anything.
 
-Following ``shared/reference/disk-readers.md`` ("Making test images without
-mounting"): ``mke2fs -d``, ``mkfs.xfs -p PROTOFILE``, ``mkfs.btrfs
---rootdir``, ``mkfs.vfat`` + ``mcopy``, ``xorriso``; partition tables with
+Each tool's own no-mount option: ``mke2fs -d``, ``mkfs.xfs -p PROTOFILE``,
+``mkfs.btrfs --rootdir``, ``mkfs.vfat`` + ``mcopy``, ``xorriso``; partition tables with
 ``sfdisk`` on sparse files and ``dd`` of each filesystem image to its
 partition offset; qcow2 with ``qemu-img convert``.  LVM needs a loop device
 (never mounted) for ``pvcreate``/``vgcreate``; logical volumes are restored

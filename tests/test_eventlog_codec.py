@@ -48,7 +48,8 @@ GO_ATTESTATION_LOGS = (
     "go-attestation/windows_gcp_shielded_vm.bin",
 )
 ALL_LOGS = TPM2_TOOLS_LOGS + GO_ATTESTATION_LOGS
-#: The one fixture that is not well-formed (see MANIFEST §4).
+#: The one fixture that is not well-formed: its SpecID event's EventSize (37)
+#: leaves its 4 vendorInfo bytes outside the event (tpm2-tools' fixture).
 MALFORMED = "specid-vendordata.bin"
 WELL_FORMED = tuple(name for name in ALL_LOGS if name != MALFORMED)
 

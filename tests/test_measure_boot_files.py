@@ -38,7 +38,8 @@ def test_plan_order_and_pcrs(tmp_path: Path) -> None:
 
 
 def test_reference_example_pcr4(tmp_path: Path) -> None:
-    # xen-reference §6.1: PCR4 after extending SHA1("kernel-bytes") is 05b0e492...23ae05.
+    # TPM_Extend (TPM 1.2 Part 3 section 16.1): PCR4 after extending SHA1("kernel-bytes")
+    # into a zero PCR is SHA1(20 zero bytes || digest) = 05b0e492...23ae05 (swtpm agrees).
     k = tmp_path / "k"
     k.write_bytes(b"kernel-bytes")
     ms = measure_boot_files(str(k), None, "", (SHA1,))

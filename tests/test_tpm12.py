@@ -92,7 +92,7 @@ def test_verified_pcr_values_are_the_extend_rule(vectors: list[dict[str, Any]]) 
             assert tpm12.parse_pcr_read_response(_pair(v)[1]) == expected
 
 
-# --- reference section 6.1 -------------------------------------------------------
+# --- byte-exact examples, checked against swtpm (Part 3 sections 3.2, 16.1, 16.2) --
 
 
 def test_reference_extend_example() -> None:

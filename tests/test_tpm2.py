@@ -154,7 +154,7 @@ def test_session_responses_of_other_commands_share_the_extend_layout(
         assert tpm2.decode_pcr_extend_response(reply).session_attributes == 0x01
 
 
-# --- reference section 6.2 -------------------------------------------------------
+# --- byte-exact examples, checked against swtpm (Part 3 sections 9.3, 22.2, 22.4) --
 
 
 def test_reference_startup() -> None:

@@ -9,7 +9,7 @@ without ``/boot`` (a separate /boot partition).  pygrub's overrides apply:
 ``--args`` is appended to the entry's arguments.
 
 ``--offset=N`` is pygrub's "the partition starting at byte N": only the
-volume that starts there is searched and read (reference section 3.2,
+volume that starts there is searched and read (Xen tools/pygrub/src/pygrub:
 ``get_partition_offsets`` is skipped when the offset is given).
 
 This module runs on the guest side of the privilege boundary: in the

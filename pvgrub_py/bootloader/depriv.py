@@ -2,8 +2,9 @@
 
 XSA-443 showed that a guest controls every byte pygrub's parsers read, so
 since then libxl runs the bootloader "restricted" and pygrub drops to a
-per-domain uid before it touches the disk (reference section 3.1 and 3.2,
-Xen commits e0342ae555, 1f762642d2, 9c114178ff).  Here:
+per-domain uid before it touches the disk (Xen
+tools/libs/light/libxl_bootloader.c and tools/pygrub/src/pygrub; commits
+e0342ae555, 1f762642d2, 9c114178ff).  Here:
 
 * The parent (root) opens the disk read-only, creates an empty directory
   for the child's root and a pipe, and forks.

@@ -1,7 +1,8 @@
 """The interactive boot menu, on the terminal libxl gives the bootloader.
 
 libxl runs the bootloader on a pty that it relays to the guest console
-(reference section 3.1, "Exec environment", ``TERM=vt100``), and pygrub
+(Xen tools/libs/light/libxl_bootloader.c, ``bootloader_gotptys``:
+``login_tty`` on the pty, ``TERM=vt100``), and pygrub
 shows a curses menu there unless ``-q`` or ``--entry`` is given.  This is
 that menu, with pygrub's behaviour where an admin would notice it:
 

@@ -1,6 +1,6 @@
 """Drop every privilege a guest-disk parser could abuse (XSA-443 class).
 
-pygrub's ``depriv()`` (Xen commit e0342ae555, reference section 3.2) runs
+pygrub's ``depriv()`` (Xen tools/pygrub/src/pygrub, commit e0342ae555) runs
 its parser in a forked child that unshares its mount, IPC and network
 namespaces, lowers its rlimits, chroots into an empty tmpfs and becomes the
 ``--runas`` uid.  `enter_sandbox` does the same, in this order, each step

@@ -14,10 +14,10 @@ The data flow, each step its own module::
 .fat, .volume for LVM2, .hypervisor for qcow2) are well-kept, pure-Python
 readers covering every format issue 3 asks for except ISO 9660, which
 pycdlib reads.  They are AGPL-3.0-or-later, hence the project's
-GPL-3.0-or-later licence.  The alternatives evaluated on this machine
-(``shared/reference/disk-readers.md``) are native code and miss btrfs
-(libyal, pytsk3) or multi-segment LVs (libyal).  Dissect's weak points on
-hostile input are handled here, not patched there: every byte goes
+GPL-3.0-or-later licence.  The alternatives measured on this machine
+(pytsk3 and libyal's pyfsext, pyfsxfs, pyvslvm) are native code and miss
+btrfs (libyal, pytsk3) or multi-segment LVs (libyal).  Dissect's weak
+points on hostile input are handled here, not patched there: every byte goes
 through `bounded.BoundedFile` (no zero-filled reads past the end, no read
 larger than `bounded.MAX_SINGLE_READ`), every call runs under the disk's
 time `budget.Budget`, btrfs tree nodes are validated before use, FAT

@@ -1,10 +1,11 @@
 """A wall-clock budget for everything that reads one guest disk.
 
 Bounding sizes is not enough: a corrupt filesystem can make a reader loop
-forever without reading much.  The evaluation in
-``shared/reference/disk-readers.md`` found two such loops in dissect.btrfs
-(a binary search over a zeroed B-tree node, a read loop that makes no
-progress), and FAT cluster chains or B-tree pointers can form cycles.  So
+forever without reading much.  Fuzzing the candidate readers (400 corrupted
+images per filesystem) found two such loops in dissect.btrfs (a binary
+search over a zeroed B-tree node in its ``tree.py``, a read loop in its
+``stream.py`` that makes no progress on a zero-length extent), and FAT
+cluster chains or B-tree pointers can form cycles.  So
 the disk layer runs under a deadline, enforced in two places:
 
 * every read of the image goes through `pvgrub_py.disk.bounded`, which calls

@@ -2,7 +2,7 @@
 
 **Config search.**  pygrub tries every partition (active first) and, on
 each, a fixed list of paths; the first file found wins
-(``shared/reference/xen-reference.md`` section 3.2, ``Grub.read_config``).
+(Xen tools/pygrub/src/pygrub, ``Grub.read_config``).
 `CONFIG_CANDIDATES` keeps pygrub's order, GRUB 2 then extlinux/isolinux
 then GRUB legacy, and adds what pygrub lacks: a BLS ``loader/entries``
 directory (Boot Loader Specification, type 1) right after the GRUB 2

@@ -3,8 +3,7 @@
 `open_disk` takes a path, an open descriptor (what the deprivileged child
 receives) or any `ByteSource`, and lists the volumes that may hold a
 filesystem, in the order the config search visits them
-(``shared/reference/xen-reference.md`` section 3.2, pygrub's
-``get_partition_offsets``):
+(Xen tools/pygrub/src/pygrub, ``get_partition_offsets``):
 
 1. a qcow2 image is opened first and discovery starts over on its virtual
    disk (once: a qcow2 inside a qcow2 is refused);

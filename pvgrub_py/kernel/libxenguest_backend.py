@@ -1,7 +1,9 @@
 """The libxenguest backend: Xen's own loader judges the kernel, no hypervisor needed.
 
 For each container type (PV, and HVM for PVH) we run what pv-grub and
-libxl run up to the first hypercall (reference §1.2, §1.6) on an
+libxl run up to the first hypercall (Xen stubdom/grub/kexec.c ``kexec()``
+and tools/libs/light/libxl_dom.c ``libxl__build_dom``; the first hypercall
+is ``xc_dom_boot_xen_init``'s, tools/libs/guest/xg_dom_boot.c) on an
 ``XC_OPENFLAG_DUMMY`` handle: ``xc_dom_allocate``, ``xc_dom_kernel_max_size``,
 ``xc_dom_kernel_mem`` (which removes a whole-file gzip), then
 ``xc_dom_parse_image`` with ``xen_caps`` set to an x86-64 host's (what

@@ -1,7 +1,8 @@
 """Read a kernel file once, measure it, and only then hand it to a parser.
 
 pv-grub hashes the kernel into PCR 4 before libxenguest parses it
-(kexec.c, reference §1.2 steps 8-10): parsers of hostile images are where
+(Xen stubdom/grub/kexec.c, ``kexec()``: ``tpm_hash2pcr`` runs before
+``xc_dom_parse_image``): parsers of hostile images are where
 exploits live, and measuring first means an exploited parser still leaves
 its input recorded.  Both backends parse exactly the bytes measured here,
 read once, so nothing can change between the two.

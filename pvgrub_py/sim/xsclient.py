@@ -3,14 +3,16 @@ host daemon connected to xenstored *as that domain* and passed to us.
 
 What we take from pyxs: its packet codec (`Packet`, `Op`, `next_rq_id`) and its
 `Router` thread, which reads the connection, matches replies to requests and routes
-WATCH_EVENTs by token.  What we do not take, and why (reference §7.2):
+WATCH_EVENTs by token.  What we do not take, and why (pyxs 0.4.1, selectel/pyxs on
+GitHub):
 
 * ``Client.execute_command`` insists on 7-bit printable values, so it cannot write an
-  empty value (defect 1) or binary bytes (defect 2), both legal in xs_wire.  We build
-  the packets ourselves; `Packet` still enforces the 4096-byte payload limit.
+  empty value (fixed only after 0.4.1, pyxs PR #13) or binary bytes, both legal in
+  xs_wire.  We build the packets ourselves; `Packet` still enforces the 4096-byte
+  payload limit.
 * ``RVar.get`` and ``Monitor.wait`` block forever: if xenstored drops us (RELEASE on
-  domain destruction, a crash) the router thread dies and callers hang (defect 5).
-  We wait on the reply with a deadline and watch the router thread, failing with EIO
+  domain destruction, a crash) the router thread dies and callers hang (pyxs
+  issue #11).  We wait on the reply with a deadline and watch the router thread, failing with EIO
   when it is gone; `wait_event` takes a timeout.
 * ``Client.release_domain`` refuses unless ``/proc/xen/capabilities`` says control_d;
   xenstored is the one to decide (dom0-only), so we just send RELEASE.

@@ -314,7 +314,9 @@ def foreign_version_error(tag: int, code: int, command: str = "") -> TpmReturnCo
 
     A TPM 2.0 that receives TPM 1.2 bytes answers in its own format: swtpm
     --tpm2 replies to TPM_Extend with tag 0x8001 and rc 0x84 (TPM_RC_VALUE),
-    see xen-reference section 6.2; a TPM 1.2 answers a 2.0 command with tag
+    as observed with swtpm 0.7.1 / libtpms 0.9.2 (Linux ``tpm2_probe`` in
+    drivers/char/tpm/tpm2-cmd.c tells the versions apart by this response
+    tag too); a TPM 1.2 answers a 2.0 command with tag
     0x00C4 and TPM_BADTAG.  Decoding the code in the version the tag names,
     and saying so, turns "bad answer" into "this vTPM speaks the other
     version", which is what the admin has to fix.

@@ -100,9 +100,10 @@ def _response_body(data: bytes, name: str, body_size: int, layout: str) -> bytes
     """Check a response to ``name`` and return its output parameters.
 
     Raises the decoded return code for a refusal.  A TPM 1.2 refusal carries
-    the header alone (xen-reference section 6.1, checked against swtpm), so
-    a longer one is malformed.  A TPM 2.0 tag on the answer means the TPM is
-    a 2.0 one (xen-reference section 6.2).
+    the header alone (observed with swtpm 0.7.1 / libtpms 0.9.2 in TPM 1.2
+    mode), so a longer one is malformed.  A TPM 2.0 tag on the answer
+    (TPM_ST_NO_SESSIONS or TPM_ST_SESSIONS, TPM 2.0 Part 2 section 6.9)
+    means the TPM is a 2.0 one.
     """
     what = f"{name} response"
     if len(data) < HEADER_SIZE:

@@ -1,8 +1,9 @@
 """TPM 2.0 wire codecs for the commands a measured boot sends.
 
-The Xen vTPM is TPM 1.2 only, but a libtpms-based vTPM or swtpm carries TPM
-2.0 bytes over the same tpmif page (xen-reference section 6.2).  Measuring
-there takes: TPM2_Startup / TPM2_Shutdown (Part 3 sections 9.3 and 9.4),
+The Xen vTPM is TPM 1.2 only (Xen docs/man/xen-vtpm.7.pod), but a
+libtpms-based vTPM or swtpm carries TPM 2.0 bytes over the same tpmif page
+(xen/include/public/io/tpmif.h: the page holds opaque command bytes).
+Measuring there takes: TPM2_Startup / TPM2_Shutdown (Part 3 sections 9.3 and 9.4),
 TPM2_GetCapability(TPM_CAP_PCRS) to learn the allocated banks (Part 3
 section 30.2), TPM2_PCR_Extend into every active bank at once, as Linux's
 ``tpm2_pcr_extend`` does (Part 3 section 22.2), and TPM2_PCR_Read to check

@@ -5,7 +5,8 @@ the guest's own vtpm device while a bootloader runs (it attaches devices
 after the build), and dom0 could not use the guest's frontend anyway, so
 the measuring tool does what ``xl vtpm-attach 0 backend=...,uuid=U`` would:
 it writes a dom0 vtpm device for the guest's instance uuid, connects a
-frontend, measures, and removes the device again (reference §9).
+frontend, measures, and removes the device again (as ``xl vtpm-attach``
+and ``xl vtpm-detach`` would, Xen tools/xl/xl_vtpm.c).
 
 The backend daemon power-cycles the instance when a dom0 frontend
 connects, so the measurements start a fresh boot record.

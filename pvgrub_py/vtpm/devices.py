@@ -1,8 +1,8 @@
 """The toolstack's half of a vTPM device: the xenstore nodes libxl writes.
 
 Before a frontend and a backend can meet, the toolstack (dom0) creates both
-directories (tools/libs/light/libxl_vtpm.c and libxl_device.c; reference
-§2.2):
+directories (Xen tools/libs/light/libxl_vtpm.c, ``libxl__set_xenstore_vtpm``,
+and libxl_device.c, ``libxl__device_generic_add``):
 
 * frontend ``/local/domain/<fe>/device/vtpm/<devid>/``: ``backend``,
   ``backend-id``, ``state = 1``, ``handle``; permissions ``n<fe>, r<be>``;
@@ -11,8 +11,9 @@ directories (tools/libs/light/libxl_vtpm.c and libxl_device.c; reference
   ``resume = False``; permissions ``n<be>, r<fe>``.
 
 The bootloader uses this to attach a dom0 frontend to a guest's vTPM
-instance (the ``xl vtpm-attach 0 ...`` step of reference §9, done
-directly), and the domain builder to give a new guest its vTPM.
+instance (what ``xl vtpm-attach 0 ...`` does, Xen tools/xl/xl_vtpm.c
+``main_vtpmattach``, done directly), and the domain builder to give a new
+guest its vTPM.
 """
 
 from __future__ import annotations

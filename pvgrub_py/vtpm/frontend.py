@@ -5,7 +5,8 @@ what happens on the handshake and the page; this module does the xenstore,
 grant and event-channel I/O it asks for, owns the clock (the answer's
 deadline, the cancel's grace) and a lock: one command at a time per device.
 
-Handshake (Linux ``drivers/char/tpm/xen-tpmfront.c``, reference §2.4):
+Handshake (Linux ``drivers/char/tpm/xen-tpmfront.c``, ``setup_ring`` and
+``backend_changed``):
 
 1. read ``backend`` and ``backend-id`` from our device node, and wait for
    the backend to reach InitWait (it has then published

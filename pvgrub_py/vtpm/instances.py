@@ -1,7 +1,8 @@
 """vTPM instances for ``pvgrubctl vtpmd``: one swtpm per guest vTPM uuid.
 
 A vTPM instance is named by the ``uuid`` libxl writes into the vtpm backend
-node (reference §2.2); its state lives in ``<state-root>/<uuid>/`` so it
+node (Xen tools/libs/light/libxl_vtpm.c, ``libxl__set_xenstore_vtpm``); its
+state lives in ``<state-root>/<uuid>/`` so it
 survives daemon restarts, like the Xen vTPM's state does.
 
 Power cycles: a frontend in the toolstack domain (dom0: the bootloader about

@@ -6,8 +6,8 @@ extension was compiled against (pkg-config's ``xencontrol`` version, baked
 in at build time) and the one the dynamic linker actually loaded (read from
 the file name of the mapped ``libxenctrl.so.X.Y.Z``, since libxenctrl has no
 version call that works without a hypervisor; ``xc_version`` is a
-hypercall).  libxenctrl's SONAME carries the Xen release (reference §1.6),
-so a mismatch means the extension must be rebuilt.
+hypercall).  libxenctrl's SONAME carries the Xen release (Xen
+tools/libs/libs.mk), so a mismatch means the extension must be rebuilt.
 """
 
 from __future__ import annotations

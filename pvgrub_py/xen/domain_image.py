@@ -1,14 +1,19 @@
 """`DomainImage`: libxenguest's ``struct xc_dom_image`` lifecycle (xenguest.h).
 
-The order is libxenguest's (reference §1.5, ``xc_linux_build``):
+The order is libxenguest's (Xen tools/libs/guest/xg_dom_compat_linux.c,
+``xc_linux_build``):
 allocate -> kernel/module -> boot_xen_init -> parse_image -> mem_init ->
 boot_mem_init -> build_image -> boot_image -> gnttab_init -> release.
-From ``boot_xen_init`` on, calls need a hypervisor (reference §1.6); on a
+From ``boot_xen_init`` on, calls need a hypervisor (Xen
+tools/libs/guest/xg_dom_boot.c: ``xc_dom_boot_xen_init`` calls
+``xc_version``; xg_dom_x86.c's ``meminit_pv`` populates the physmap); on a
 dummy `XenCtrl` we stop after ``parse_image``, providing ``xen_caps``
 ourselves (``set_xen_caps``) since ``parse_image`` ends with
 ``xc_dom_compat_check`` against them.
 
-pv-grub measures the kernel before it parses it (reference §1.2, steps 8-10);
+pv-grub measures the kernel before it parses it (Xen stubdom/grub/kexec.c,
+``kexec()``: ``tpm_hash2pcr`` comes before ``xc_dom_boot_xen_init`` and
+``xc_dom_parse_image``);
 callers do the same: hash the bytes, then hand these very bytes to
 `kernel_mem`, so what was measured is what libxenguest parses.
 
@@ -164,7 +169,12 @@ class DomainImage:
         xenstore_domid: int = 0,
         max_vcpus: int = 1,
     ) -> None:
-        """The fields libxl and pv-grub assign directly (reference §1.2 step 7, §1.5)."""
+        """The fields libxl and pv-grub assign directly.
+
+        Xen stubdom/grub/kexec.c ``kexec()`` (flags and event channels);
+        tools/libs/light/libxl_dom.c ``libxl__build_pv`` (also the console and
+        xenstore domids and ``max_vcpus``).
+        """
         self._b.lib.pvgrub_dom_set_boot_params(
             self._handle,
             flags,

@@ -1,7 +1,8 @@
 """`XenGrantShare`: pages this domain grants to another (libxengntshr, xengnttab.h).
 
 The tpmif frontend shares one page with the vTPM backend and publishes its
-grant reference in xenstore (reference §2.2).  ``xengntshr_share_pages``
+grant reference in xenstore as ``ring-ref`` (Linux
+drivers/char/tpm/xen-tpmfront.c, ``setup_ring``).  ``xengntshr_share_pages``
 allocates the pages, grants them and maps them here; ``xengntshr_unshare``
 ends foreign access and frees them.  The device is ``/dev/xen/gntalloc``.
 

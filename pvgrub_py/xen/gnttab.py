@@ -1,7 +1,9 @@
 """`XenGrantMap`: map a grant another domain offered (libxengnttab, xengnttab.h).
 
 The vTPM backend maps the frontend's shared page by (domid, ref) read from
-xenstore (reference §2.2, §2.5).  The device is ``/dev/xen/gntdev``.  As in
+xenstore (the ``ring-ref`` the frontend writes under its device node;
+Mini-OS tpmback.c ``connect_fe`` maps it the same way).  The device is
+``/dev/xen/gntdev``.  As in
 gntshr.py, the memoryview is released before ``xengnttab_unmap``.
 """
 

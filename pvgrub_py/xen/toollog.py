@@ -1,7 +1,9 @@
 """An in-memory xentoollog logger for every Xen library handle we open.
 
 With a NULL logger the Xen libraries print to stderr; a bootloader's stderr
-is read by libxl (reference §3.1), and our CLIs promise one-line errors, so
+is read by libxl (Xen tools/libs/light/libxl_bootloader.c,
+``bootloader_gotptys``: it is the pty libxl relays to the console), and our
+CLIs promise one-line errors, so
 each handle gets one of these instead.  `text` is also how the libxenguest
 backend learns what libelf found (see cbindings/xentoollog.py).
 """

@@ -4,7 +4,8 @@ It implements `interface.DomainControl`, and the two FLASK calls behind
 `interface.Hypervisor.evtchn_peer_label`.  A real handle needs
 ``/dev/xen/privcmd`` (dom0); ``XenCtrl.dummy()`` opens an
 ``XC_OPENFLAG_DUMMY`` handle, which libxenguest accepts for parsing
-kernels without a hypervisor (reference §1.6), and on which every
+kernels without a hypervisor (Xen tools/libs/guest/xg_dom_core.c:
+``xc_dom_parse_image`` makes no hypercall), and on which every
 hypercall here raises ENODEV instead of reaching libxencall's NULL handle.
 
 Errors: libxc records a last error (``xc_get_last_error``: code and message)
