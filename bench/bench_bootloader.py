@@ -193,7 +193,7 @@ PATCHES = {
     "pvgrub_py.bootloader.sandbox": [("enter_sandbox", "child_sandbox_start", "child_sandboxed")],
     "pvgrub_py.bootloader.choose": [("open_guest_disk", "disk_open_start", "disk_opened")],
     "pvgrub_py.bootloader.guest": [("plan_boot", "plan_start", "planned")],
-    "pvgrub_py.bootloader.measure": [("open_vtpm", "vtpm_start", "vtpm_open")],
+    "pvgrub_py.measure.vtpm": [("open_vtpm", "vtpm_start", "vtpm_open")],
     "pvgrub_py.bootloader.extract": [
         ("extract_session_files", "extract_start", "extract_end")],
 }

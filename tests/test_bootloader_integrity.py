@@ -392,8 +392,9 @@ def test_every_option_has_a_sentence_in_help() -> None:
 def test_without_xen_bindings_the_error_names_no_option_we_lack(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    from pvgrub_py.cli.connect import open_transport
     from pvgrub_py.errors import PvgrubError
-    from pvgrub_py.tpm.uri import open_transport, parse_vtpm_uri
+    from pvgrub_py.tpm.uri import parse_vtpm_uri
     from pvgrub_py.xen import availability
 
     monkeypatch.delenv("PVGRUB_SIM", raising=False)
@@ -442,8 +443,9 @@ def test_a_full_output_file_system_fails_before_any_extend(
 def test_open_vtpm_refuses_a_used_vtpm_for_every_caller(tpm2: bool) -> None:
     # The bootloader and the domain builder (pvgrubctl boot) both open their
     # vTPM with open_vtpm: a vTPM whose PCR 4 moved is refused before any extend.
-    from pvgrub_py.bootloader.measure import MeasuredBootError, open_vtpm
     from pvgrub_py.bootloader.options import BootloaderOptions
+    from pvgrub_py.cli.connect import VtpmConnector
+    from pvgrub_py.measure.vtpm import MeasuredBootError, open_vtpm
 
     with SwtpmProcess(tpm2=tpm2) as tpm:
         with TpmClient(tpm.transport()) as client:
@@ -452,5 +454,5 @@ def test_open_vtpm_refuses_a_used_vtpm_for_every_caller(tpm2: bool) -> None:
         before = pcrs(tpm)
         opts = BootloaderOptions(vtpm=tpm.uri, tpm2=tpm2)
         with pytest.raises(MeasuredBootError, match=r"PCR 4 \(sha1\) is not at its reset value"):
-            open_vtpm(opts, warn=pytest.fail)
+            open_vtpm(opts.measure_policy(), VtpmConnector(), warn=pytest.fail)
         assert pcrs(tpm) == before

@@ -7,9 +7,9 @@ import errno
 
 import pytest
 
-from pvgrub_py.bootloader import measure
-from pvgrub_py.bootloader.measure import MeasuredBootError, backend_label, check_vtpm_label
 from pvgrub_py.bootloader.options import BootloaderOptions
+from pvgrub_py.measure import vtpm as measure
+from pvgrub_py.measure.vtpm import MeasuredBootError, backend_label, check_vtpm_label
 from pvgrub_py.tpm.errors import TpmTransportError
 from pvgrub_py.tpm.uri import parse_vtpm_uri
 from pvgrub_py.xen.interface import XenError, XsmNotEnabledError
@@ -100,28 +100,31 @@ def opts(**kw: object) -> BootloaderOptions:
 
 
 @pytest.fixture
-def opened(monkeypatch: pytest.MonkeyPatch) -> list[Transport]:
-    """open_transport returns the next stand-in of this list."""
-    queue: list[Transport] = []
+def opened() -> list[Transport]:
+    """`connect` returns the next stand-in of this list."""
+    return []
 
-    def fake_open(address: object, timeout: float = 30.0, **kw: object) -> Transport:
+
+def open_vtpm(options: BootloaderOptions, queue: list[Transport]) -> measure.VtpmSession:
+    """`measure.open_vtpm` as the bootloader calls it, reaching the stand-ins of *queue*."""
+
+    def connect(address: object, uuid: object, timeout: float) -> Transport:
         return queue.pop(0)
 
-    monkeypatch.setattr("pvgrub_py.tpm.uri.open_transport", fake_open)
-    return queue
+    return measure.open_vtpm(options.measure_policy(), connect)  # type: ignore[arg-type]
 
 
 def test_open_vtpm_checks_the_label_before_any_tpm_command(opened: list[Transport]) -> None:
     wrong = LabelledTransport("system_u:system_r:evil_t")
     opened.append(wrong)
     with pytest.raises(MeasuredBootError, match="mismatched vtpm label"):
-        measure.open_vtpm(opts())
+        open_vtpm(opts(), opened)
     assert wrong.sent == [] and wrong.closed == 1
     right = LabelledTransport()
     opened.append(right)
     # The label matches, so the vTPM is asked its version: this one does not answer.
     with pytest.raises(MeasuredBootError, match="unavailable and a measured boot is required"):
-        measure.open_vtpm(opts())
+        open_vtpm(opts(), opened)
     assert len(right.sent) == 1 and right.closed == 1
 
 
@@ -129,7 +132,7 @@ def test_open_vtpm_without_a_label_never_asks_for_one(opened: list[Transport]) -
     # A host without FLASK is no obstacle when no label is asked for.
     quiet = LabelledTransport(XsmNotEnabledError("xc_flask_op"))
     opened.append(quiet)
-    session = measure.open_vtpm(opts(vtpm_label=None, require_vtpm=False))
+    session = open_vtpm(opts(vtpm_label=None, require_vtpm=False), opened)
     assert session.client is None  # unmeasured, with a warning: it does not answer
     assert len(quiet.sent) == 1 and quiet.closed == 1
 

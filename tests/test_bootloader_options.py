@@ -11,8 +11,8 @@ import pytest
 from pvgrub_py.bootloader.options import parse_options
 from pvgrub_py.bootloader.outdir import OutputDirectory
 from pvgrub_py.bootloader.output import format_result
-from pvgrub_py.bootloader.policy import vtpm_label_matches
 from pvgrub_py.errors import InputError, UsageError
+from pvgrub_py.measure.policy import vtpm_label_matches
 
 
 def test_libxl_argv_in_its_exact_order() -> None:

@@ -21,6 +21,7 @@ from pvgrub_py.builder.layout import plan_layout
 from pvgrub_py.builder.sim_boot import guest_reads_pcrs, vtpm_backend_domain
 from pvgrub_py.builder.sim_image import SimDomainImage
 from pvgrub_py.builder.start_info import SIZE, StartInfo
+from pvgrub_py.cli.connect import VtpmConnector
 from pvgrub_py.errors import InputError, PvgrubError
 from pvgrub_py.sample_guest import make_initrd
 from pvgrub_py.sim.host import SimHost
@@ -100,7 +101,6 @@ def request(host: SimHost, backend: int, **kw: object) -> BuildRequest:
         require_vtpm=True,
         vtpm_uuid="3f0c1d7e-8a55-4b7e-9d6a-2c4b1e0f9a17",
         guest_vtpm_backend=backend,
-        sim_dir=str(host.dir),
     )
     base.update(kw)
     return BuildRequest(**base)  # type: ignore[arg-type]
@@ -114,7 +114,9 @@ def test_measured_build_and_the_guest_sees_predicted_pcrs(
     with vtpm_backend_domain(host, str(tmp_path / "state"), False, None) as backend:
         be = backend.domid
         req = request(host, be, initrd=initrd)
-        result = build_domain(host.dom0, req, sim_image_factory(str(host.dir)))
+        result = build_domain(
+            host.dom0, req, sim_image_factory(str(host.dir)), VtpmConnector(host.dom0)
+        )
         pcrs = guest_reads_pcrs(host, result.domid)
     assert result.guest_type == "xen-3.0-x86_64" and result.measured
     assert [m.what for m in result.measurements] == ["kernel", "cmdline", "initrd"]
@@ -170,7 +172,12 @@ def test_failed_builds_leave_nothing(host: SimHost, initrd: str, tmp_path: Path,
         else:  # the instance refuses: an extend of a PCR that does not exist
             kw["vtpm_uuid"] = "not-a-uuid"
         with pytest.raises(PvgrubError):
-            build_domain(host.dom0, request(host, be, **kw), sim_image_factory(str(host.dir)))
+            build_domain(
+                host.dom0,
+                request(host, be, **kw),
+                sim_image_factory(str(host.dir)),
+                VtpmConnector(host.dom0),
+            )
         assert_nothing_left(host, before)
 
 
@@ -187,7 +194,12 @@ def test_vtpmd_dying_mid_boot_fails_cleanly(host: SimHost, tmp_path: Path) -> No
         for pid in pids:
             os.kill(int(pid), signal.SIGKILL)
         with pytest.raises(PvgrubError):
-            build_domain(host.dom0, request(host, be), sim_image_factory(str(host.dir)))
+            build_domain(
+                host.dom0,
+                request(host, be),
+                sim_image_factory(str(host.dir)),
+                VtpmConnector(host.dom0),
+            )
         assert_nothing_left(host, before)
 
 
@@ -340,7 +352,6 @@ def test_cli_boot_flask_needs_the_simulator() -> None:
                         "--kernel", KERNEL, "--cmdline", "ro"],
                        capture_output=True, text=True, timeout=60)  # fmt: skip
     assert r.returncode == 2 and "--flask is for the simulated host" in r.stderr
-
 
 
 def test_an_unmeasured_boot_writes_no_event_log(

@@ -17,7 +17,7 @@ import disk_images
 import pytest
 
 from pvgrub_py.bootcfg.dialect import Dialect
-from pvgrub_py.builder.sim_boot import files_from_disk
+from pvgrub_py.bootloader.from_disk import files_from_disk
 from pvgrub_py.cli.pvgrubctl import main as pvgrubctl
 
 EXTLINUX = """\

@@ -19,12 +19,13 @@ from pathlib import Path
 
 import pytest
 
+from pvgrub_py.cli.connect import open_transport
 from pvgrub_py.sim.host import SimHost
 from pvgrub_py.sim.testing import leaks, temporary_host, wait_until
 from pvgrub_py.tpm.client import TpmClient
 from pvgrub_py.tpm.errors import TpmTransportError
 from pvgrub_py.tpm.launcher import SwtpmProcess
-from pvgrub_py.tpm.uri import open_transport, parse_vtpm_uri
+from pvgrub_py.tpm.uri import parse_vtpm_uri
 from pvgrub_py.vtpm.backend import FrontendLink, VtpmBackend
 from pvgrub_py.vtpm.devices import VtpmDevice, add_vtpm_device
 from pvgrub_py.vtpm.frontend import TpmFront

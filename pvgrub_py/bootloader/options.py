@@ -16,10 +16,13 @@ from __future__ import annotations
 import getopt
 import re
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pvgrub_py.bootcfg.dialect import Dialect
 from pvgrub_py.errors import UsageError
+
+if TYPE_CHECKING:
+    from pvgrub_py.measure.policy import MeasurePolicy
 
 OutputFormat = Literal["sxp", "simple", "simple0"]
 
@@ -92,6 +95,15 @@ class BootloaderOptions:
     def measurement_required(self) -> bool:
         """pv-grub's fail-closed mode: asked for a vTPM, so never boot unmeasured."""
         return self.require_vtpm or self.vtpm_label is not None
+
+    def measure_policy(self) -> MeasurePolicy:
+        """What `pvgrub_py.measure.vtpm` measures into, and how strictly."""
+        from pvgrub_py.measure.policy import MeasurePolicy
+
+        return MeasurePolicy(
+            vtpm=self.vtpm, uuid=self.vtpm_uuid, required=self.require_vtpm,
+            label=self.vtpm_label, tpm2=self.tpm2, timeout=self.vtpm_timeout,
+        )  # fmt: skip
 
 
 def _int(option: str, value: str, upper: int) -> int:

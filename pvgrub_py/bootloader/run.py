@@ -44,9 +44,9 @@ from pvgrub_py.measure.plan import Measurement
 
 if TYPE_CHECKING:
     from pvgrub_py.bootloader.guest import GuestSession
-    from pvgrub_py.bootloader.measure import VtpmSession
     from pvgrub_py.disk.extract import Limits
     from pvgrub_py.eventlog.builder import PendingFile
+    from pvgrub_py.measure.vtpm import Connect, VtpmSession
 
 
 def _print(out: BinaryIO, text: str) -> None:
@@ -162,9 +162,8 @@ def open_session(
     return open_local_session(opts, interact, limits=limits)
 
 
-def run(
-    opts: BootloaderOptions, *, sim_dir: str | None = None, limits: Limits | None = None
-) -> int:
+def run(opts: BootloaderOptions, *, connect: Connect, limits: Limits | None = None) -> int:
+    """One run; *connect* reaches the vTPM of ``--vtpm`` (wired by the program)."""
     if opts.debug:
         from pvgrub_py.bootloader import debug as debug_module
 
@@ -173,13 +172,13 @@ def run(
           f"output directory {opts.output_directory}, vTPM {opts.vtpm or 'none'}")  # fmt: skip
     out_fd = open_output(opts)
     try:
-        return _run(opts, out_fd, sim_dir, limits)
+        return _run(opts, out_fd, connect, limits)
     finally:
         if opts.output is not None:
             os.close(out_fd)
 
 
-def _run(opts: BootloaderOptions, out_fd: int, sim_dir: str | None, limits: Limits | None) -> int:
+def _run(opts: BootloaderOptions, out_fd: int, connect: Connect, limits: Limits | None) -> int:
     # Printed only if the boot goes ahead: a failure is one line, its own.
     warnings: list[str] = []
     # A parser child only pays off with a second CPU to run it on.
@@ -191,12 +190,13 @@ def _run(opts: BootloaderOptions, out_fd: int, sim_dir: str | None, limits: Limi
         if elsewhere and not (opts.list_entries or opts.isconfig):
             # The child is parsing: get the vTPM ready meanwhile.
             # Its warnings follow the plan's, as in an in-process run.
-            from pvgrub_py.bootloader.measure import open_vtpm
+            from pvgrub_py.measure.vtpm import open_vtpm
 
-            early = open_vtpm(opts, sim_dir, warn=early_warnings.append)
+            early = open_vtpm(opts.measure_policy(), connect, warn=early_warnings.append,
+                              debug=debug)  # fmt: skip
             _import_host_side(early.client is not None and bool(opts.event_log))
         try:
-            booted = _boot(opts, session, early, early_warnings, out_fd, sim_dir, limits,
+            booted = _boot(opts, session, early, early_warnings, out_fd, connect, limits,
                            warnings)  # fmt: skip
         finally:
             if early is not None:
@@ -204,7 +204,7 @@ def _run(opts: BootloaderOptions, out_fd: int, sim_dir: str | None, limits: Limi
     finally:
         session.close()
     if booted:
-        from pvgrub_py.bootloader.measure import warn
+        from pvgrub_py.warning import warn
 
         for note in warnings:
             warn(note)
@@ -224,7 +224,7 @@ def _import_host_side(event_log: bool) -> None:
 
 def _boot(
     opts: BootloaderOptions, session: GuestSession, early: VtpmSession | None,
-    early_warnings: list[str], out_fd: int, sim_dir: str | None, limits: Limits | None,
+    early_warnings: list[str], out_fd: int, connect: Connect, limits: Limits | None,
     warnings: list[str],
 ) -> bool:  # fmt: skip
     """Steps 3-6 (*early*: the vTPM already open); False for -l and --isconfig."""
@@ -239,11 +239,11 @@ def _boot(
         (list_entries if opts.list_entries else print_config)(plan, out)
         out.flush()
         return False
-    from pvgrub_py.bootloader.measure import open_vtpm
+    from pvgrub_py.measure.vtpm import open_vtpm
 
     warnings.extend(plan.notes)
     if early is None:
-        vtpm = open_vtpm(opts, sim_dir, warn=warnings.append)
+        vtpm = open_vtpm(opts.measure_policy(), connect, warn=warnings.append, debug=debug)
     else:
         vtpm = early
         warnings.extend(early_warnings)
@@ -285,8 +285,8 @@ def _extract_measure(
     the result after the extends.
     """
     from pvgrub_py.bootloader.extract import extract_session_files
-    from pvgrub_py.bootloader.measure import measure_into
     from pvgrub_py.measure.boot_files import measure_cmdline
+    from pvgrub_py.measure.vtpm import measure_into
 
     plan = session.plan
     banks = vtpm.banks
@@ -328,7 +328,7 @@ def _extract_measure(
     try:
         if to_file:
             _write_result(opts, out_fd, result)
-        measure_into(vtpm, measurements)
+        measure_into(vtpm, measurements, debug=debug)
         if pending is not None:
             pending.commit()
             debug(f"event log written to {opts.event_log}")

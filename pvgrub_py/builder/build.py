@@ -26,8 +26,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from pvgrub_py.bootloader.measure import VtpmSession, measure_into, open_vtpm
-from pvgrub_py.bootloader.options import BootloaderOptions
 from pvgrub_py.builder.image import DomainImageSteps
 from pvgrub_py.builder.layout import GuestLayout
 from pvgrub_py.errors import InputError, PvgrubError
@@ -35,7 +33,9 @@ from pvgrub_py.measure.boot_files import measure_cmdline
 from pvgrub_py.measure.digest import MultiHasher
 from pvgrub_py.measure.kernel import KernelMeasurer
 from pvgrub_py.measure.plan import INITRD_PCR, KERNEL_PCR, Measurement
+from pvgrub_py.measure.policy import MeasurePolicy
 from pvgrub_py.measure.sources import open_regular
+from pvgrub_py.measure.vtpm import Connect, VtpmSession, measure_into, open_vtpm
 from pvgrub_py.vtpm.devices import VtpmDevice, add_vtpm_device
 from pvgrub_py.xen.interface import DomainConfig, Hypervisor, XenError
 
@@ -58,18 +58,17 @@ class BuildRequest:
     vtpm_label: str | None = None
     tpm2: bool = False
     guest_vtpm_backend: int | None = None  # give the guest a vtpm device on this domain
-    sim_dir: str | None = None
     #: how the measurements name the files (the path on the guest disk when
     #: the bootloader chose them); default: the local paths
     kernel_source: str | None = None
     initrd_source: str | None = None
     console: bool = True  # write the console nodes xenconsoled reads
 
-    def measurement_options(self) -> BootloaderOptions:
-        """The measurement policy is the bootloader's, field for field."""
-        return BootloaderOptions(
-            interactive=False, vtpm=self.vtpm, vtpm_uuid=self.vtpm_uuid,
-            require_vtpm=self.require_vtpm, vtpm_label=self.vtpm_label, tpm2=self.tpm2,
+    def measure_policy(self) -> MeasurePolicy:
+        """The bootloader's measurement policy, from the builder's request."""
+        return MeasurePolicy(
+            vtpm=self.vtpm, uuid=self.vtpm_uuid, required=self.require_vtpm,
+            label=self.vtpm_label, tpm2=self.tpm2,
         )  # fmt: skip
 
 
@@ -164,7 +163,11 @@ class _Timer:
         self._t = now
 
 
-def build_domain(hv: Hypervisor, request: BuildRequest, image_factory: ImageFactory) -> BuildResult:
+def build_domain(
+    hv: Hypervisor, request: BuildRequest, image_factory: ImageFactory, connect: Connect
+) -> BuildResult:
+    """Build and start *request* on *hv*, measured into the vTPM *connect*
+    reaches (the program wires it: usually a tpmif attach on *hv* itself)."""
     timer = _Timer()
     kernel = _read_capped("kernel", request.kernel, KERNEL_CAP)
     initrd = _read_capped("initrd", request.initrd, INITRD_CAP) if request.initrd else b""
@@ -186,7 +189,7 @@ def build_domain(hv: Hypervisor, request: BuildRequest, image_factory: ImageFact
         xenstore_port = control.alloc_unbound_in(domid, 0)
         image.set_ports(console_port, xenstore_port)
         timer.lap("allocate")
-        session = open_vtpm(request.measurement_options(), request.sim_dir)
+        session = open_vtpm(request.measure_policy(), connect)
         measurements = _measure(request, kernel, initrd, session)
         measured = measure_into(session, measurements)
         timer.lap("measure")

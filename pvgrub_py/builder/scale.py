@@ -3,8 +3,9 @@
 Each guest gets its own vTPM instance (its own swtpm behind the vtpmd
 backend domain), is measured through its own dom0 tpmif attach, built,
 started, and reads its PCRs back through its own frontend; builds run
-``--parallel`` at a time, each worker with its own dom0 connection, as
-concurrent ``xl create`` runs would.
+``--parallel`` at a time, each worker with its own dom0 connection (and
+the program's ``connect_for`` that connection), as concurrent ``xl create``
+runs would.
 """
 
 from __future__ import annotations
@@ -12,15 +13,18 @@ from __future__ import annotations
 import resource
 import time
 import uuid as uuid_mod
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from pvgrub_py.builder.build import BuildRequest, build_domain, sim_image_factory
 from pvgrub_py.measure.boot_files import measure_boot_files
 from pvgrub_py.measure.predict import predict_pcrs
+from pvgrub_py.measure.vtpm import Connect
 from pvgrub_py.sim.host import SimHost
 from pvgrub_py.tpm.client import TpmClient
 from pvgrub_py.vtpm.frontend import TpmFront
+from pvgrub_py.xen.interface import Hypervisor
 
 
 @dataclass
@@ -81,6 +85,7 @@ def boot_many(
     memory_mb: int = 128,
     tpm2: bool = False,
     vtpmd_pid: int | None = None,
+    connect_for: Callable[[Hypervisor], Connect],
 ) -> ScaleReport:
     expected_cache: dict[tuple[str, ...], dict[str, dict[int, bytes]]] = {}
 
@@ -90,11 +95,12 @@ def boot_many(
             kernel=kernel, initrd=initrd, cmdline=cmdline, memory_mb=memory_mb,
             name=f"guest-{i}", vtpm=f"xen:{backend_domid}", vtpm_uuid=instance,
             require_vtpm=True, tpm2=tpm2, guest_vtpm_backend=backend_domid,
-            sim_dir=str(host.dir),
         )  # fmt: skip
         with host.attach(0) as dom0:
             try:
-                result = build_domain(dom0, request, sim_image_factory(str(host.dir)))
+                result = build_domain(
+                    dom0, request, sim_image_factory(str(host.dir)), connect_for(dom0)
+                )
             except Exception as e:
                 return f"guest-{i}: {e}", False, 0.0
         timings = result.timings_ms

@@ -27,15 +27,12 @@ from pathlib import Path
 from typing import Any
 
 from pvgrub_py.bootcfg.dialect import Dialect
-from pvgrub_py.bootloader.choose import BootChoice, choose
-from pvgrub_py.bootloader.extract import extract_initrds, extract_kernel
-from pvgrub_py.bootloader.options import BootloaderOptions
+from pvgrub_py.bootloader.from_disk import boot_from_disk
 from pvgrub_py.builder.build import BuildRequest, BuildResult, build_domain, sim_image_factory
 from pvgrub_py.builder.profile import GuestProfile
-from pvgrub_py.disk.extract import Limits
-from pvgrub_py.disk.volumes import open_disk
 from pvgrub_py.errors import InputError, PvgrubError
 from pvgrub_py.inputs import describe_open_error
+from pvgrub_py.measure.vtpm import Connect
 from pvgrub_py.sim.host import SimHost
 from pvgrub_py.sim.layout import SUN_PATH_MAX, HostLayout
 from pvgrub_py.tpm.client import TpmClient
@@ -182,31 +179,6 @@ def vtpm_backend_domain(
             proc.wait()
 
 
-def files_from_disk(
-    disk: str,
-    entry: str | None,
-    workdir: Path,
-    dialect: Dialect = Dialect.GRUB,
-    extra_args: str = "",
-) -> tuple[BootChoice, Path, Path | None]:
-    """The bootloader's choice, copied out of the disk (measured later by the builder);
-    *extra_args* is appended to its cmdline, as pvgrub-py's (and pygrub's) --args."""
-    opts = BootloaderOptions(
-        disk=disk, interactive=False, entry=entry, dialect=dialect, args=extra_args
-    )
-    with open_disk(disk) as d:
-        choice = choose(d, opts)
-        kernel = workdir / "kernel"
-        with open(kernel, "wb") as out:
-            extract_kernel(choice.kernel, out, (), Limits())
-        initrd: Path | None = None
-        if choice.initrds:
-            initrd = workdir / "initrd"
-            with open(initrd, "wb") as out:
-                extract_initrds(choice.initrds, out, (), Limits())
-    return choice, kernel, initrd
-
-
 def guest_reads_pcrs(host: SimHost, domid: int) -> dict[str, dict[int, bytes]]:
     with host.attach(domid) as hv, TpmFront(hv, timeout=30).connect() as front:
         client = TpmClient(front)
@@ -233,22 +205,20 @@ class SimBootArgs:
 
 
 def boot_in_sim(
-    args: SimBootArgs, host: SimHost, backend_domid: int, workdir: Path
+    args: SimBootArgs, host: SimHost, backend_domid: int, workdir: Path, connect: Connect
 ) -> SimBootReport:
+    """Build and boot *args* on *host*, measured through *connect* (the program's
+    dom0 tpmif attach) into a fresh instance of *backend_domid*'s vTPM."""
     entry_title: str | None = None
     config: str | None = None
     kernel_source: str | None = None
     initrd_source: str | None = None
     kernel, initrd, cmdline = args.kernel, args.initrd, args.cmdline
     if args.disk is not None:
-        choice, kpath, ipath = files_from_disk(
-            args.disk, args.entry, workdir, args.dialect, args.extra_args
-        )
-        kernel, initrd, cmdline = str(kpath), str(ipath) if ipath else None, choice.args
-        entry_title = choice.entry.title_path or choice.entry.title if choice.entry else None
-        config = choice.config
-        kernel_source = choice.kernel.path
-        initrd_source = " ".join(i.path for i in choice.initrds) or None
+        boot = boot_from_disk(args.disk, args.entry, workdir, args.dialect, args.extra_args)
+        kernel, initrd, cmdline = boot.kernel, boot.initrd, boot.cmdline
+        entry_title, config = boot.entry, boot.config
+        kernel_source, initrd_source = boot.kernel_source, boot.initrd_source
     if kernel is None:
         raise PvgrubError("nothing to boot: give --disk or --kernel")
     instance = str(uuid_mod.uuid4())
@@ -265,11 +235,10 @@ def boot_in_sim(
         tpm2=args.tpm2,
         guest_vtpm_backend=backend_domid if args.profile.tpmfront else None,
         console=args.profile.console,
-        sim_dir=str(host.dir),
         kernel_source=kernel_source,
         initrd_source=initrd_source,
     )
-    result = build_domain(host.dom0, request, sim_image_factory(str(host.dir)))
+    result = build_domain(host.dom0, request, sim_image_factory(str(host.dir)), connect)
     report = SimBootReport(result, entry_title, config, backend_domid, instance)
     if args.profile.tpmfront:
         report.guest_pcrs = guest_reads_pcrs(host, result.domid)

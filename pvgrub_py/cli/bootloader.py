@@ -148,7 +148,11 @@ def _main(argv: Sequence[str]) -> int:
 
         print(f"pvgrub-py {__version__}")
         return 0
-    return run_bootloader(opts)
+    from pvgrub_py.cli.common import show_warnings
+    from pvgrub_py.cli.connect import VtpmConnector
+
+    show_warnings("pvgrub-py")
+    return run_bootloader(opts, connect=VtpmConnector())
 
 
 def main(argv: Sequence[str] | None = None) -> int:

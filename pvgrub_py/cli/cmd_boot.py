@@ -13,7 +13,8 @@ from pvgrub_py.builder.build import BuildResult
 from pvgrub_py.builder.profile import load_profile
 from pvgrub_py.builder.report import format_boot_report
 from pvgrub_py.builder.sim_boot import SimBootArgs, boot_in_sim, sim_host, vtpm_backend_domain
-from pvgrub_py.cli.common import check_input, check_output, int_in_range
+from pvgrub_py.cli.common import check_input, check_output, int_in_range, show_warnings
+from pvgrub_py.cli.connect import VtpmConnector
 from pvgrub_py.errors import UsageError
 from pvgrub_py.eventlog.builder import log_for_measurements, write_atomic
 from pvgrub_py.eventlog.codec import serialise
@@ -251,6 +252,7 @@ def _sim_dir_or_disk(args: argparse.Namespace) -> None:
 def run(args: argparse.Namespace) -> int:
     _sim_dir_or_disk(args)
     _check(args)
+    show_warnings("pvgrub-py")  # the measurement's, worded as the bootloader's
     if args.sim is None:
         return run_on_xen(args)
     dialect = Dialect(args.config_dialect or Dialect.GRUB.value)
@@ -278,7 +280,8 @@ def run(args: argparse.Namespace) -> int:
         state = str(Path(work) / "vtpm-state")
         seclabel = (args.backend_seclabel or BACKEND_SECLABEL) if args.flask else None
         with vtpm_backend_domain(host, state, args.tpm2, args.vtpm, seclabel) as backend:
-            report = boot_in_sim(sim_args, host, backend.domid, Path(work))
+            report = boot_in_sim(sim_args, host, backend.domid, Path(work),
+                                 VtpmConnector(host.dom0))  # fmt: skip
         return _report(args, report.result, report.to_json())
 
 
@@ -286,10 +289,10 @@ def run_on_xen(args: argparse.Namespace) -> int:
     """The real host: our libxenguest calls, measured through a dom0 tpmif
     attach to the guest's vTPM instance (``--vtpm xen:BE --vtpm-uuid U``),
     which the guest then gets as its own vtpm device."""
+    from pvgrub_py.bootloader.from_disk import boot_from_disk
     from pvgrub_py.builder.build import BuildRequest, build_domain, libxc_image_factory
-    from pvgrub_py.builder.sim_boot import files_from_disk
+    from pvgrub_py.cli.connect import open_hypervisor
     from pvgrub_py.tpm.uri import parse_vtpm_uri
-    from pvgrub_py.xen.connect import open_hypervisor
 
     backend = parse_vtpm_uri(args.vtpm).backend_domid if args.vtpm else None
     with tempfile.TemporaryDirectory(prefix="pvgrub-boot-") as work:
@@ -297,12 +300,9 @@ def run_on_xen(args: argparse.Namespace) -> int:
         kernel_source = initrd_source = None
         if args.disk is not None:
             dialect = Dialect(args.config_dialect or Dialect.GRUB.value)
-            choice, kpath, ipath = files_from_disk(
-                args.disk, args.entry, Path(work), dialect, args.args
-            )
-            kernel, initrd, cmdline = str(kpath), str(ipath) if ipath else None, choice.args
-            kernel_source = choice.kernel.path
-            initrd_source = " ".join(i.path for i in choice.initrds) or None
+            boot = boot_from_disk(args.disk, args.entry, Path(work), dialect, args.args)
+            kernel, initrd, cmdline = boot.kernel, boot.initrd, boot.cmdline
+            kernel_source, initrd_source = boot.kernel_source, boot.initrd_source
         request = BuildRequest(
             kernel=kernel,
             initrd=initrd,
@@ -320,7 +320,7 @@ def run_on_xen(args: argparse.Namespace) -> int:
         )
         hv = open_hypervisor(None)
         try:
-            result = build_domain(hv, request, libxc_image_factory())
+            result = build_domain(hv, request, libxc_image_factory(), VtpmConnector(hv))
         finally:
             hv.close()
     return _report(args, result, result.to_json())

@@ -11,6 +11,7 @@ import json
 import sys
 
 from pvgrub_py.cli.common import read_input
+from pvgrub_py.cli.connect import open_transport
 from pvgrub_py.errors import InputError
 from pvgrub_py.eventlog.codec import MAX_LOG_BYTES, parse
 from pvgrub_py.eventlog.records import EV_NO_ACTION, EventLog
@@ -19,7 +20,7 @@ from pvgrub_py.eventlog.replay import PcrValues, compare, replay
 from pvgrub_py.inputs import describe_open_error
 from pvgrub_py.measure.predict import pcrs_from_json
 from pvgrub_py.tpm.client import TpmClient
-from pvgrub_py.tpm.uri import open_transport, parse_vtpm_uri
+from pvgrub_py.tpm.uri import parse_vtpm_uri
 
 #: An expected-PCR document is a few KiB; refuse to slurp anything huge.
 MAX_PCRS_JSON_BYTES = 1 << 20

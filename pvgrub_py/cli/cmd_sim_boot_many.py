@@ -11,6 +11,7 @@ from pathlib import Path
 from pvgrub_py.builder.scale import boot_many
 from pvgrub_py.builder.sim_boot import sim_host, vtpm_backend_domain
 from pvgrub_py.cli.common import check_input, int_in_range
+from pvgrub_py.cli.connect import VtpmConnector
 from pvgrub_py.sample_guest import CMDLINE, find_kernel, make_initrd
 
 DESCRIPTION = """\
@@ -109,6 +110,7 @@ def run(args: argparse.Namespace) -> int:
                     memory_mb=args.memory,
                     tpm2=args.tpm2,
                     vtpmd_pid=backend.pid,
+                    connect_for=VtpmConnector,
                 )
     json.dump(report.to_json(), sys.stdout, indent=2)
     sys.stdout.write("\n")

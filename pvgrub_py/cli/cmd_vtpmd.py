@@ -11,11 +11,11 @@ import threading
 from types import FrameType
 
 from pvgrub_py.cli.common import int_in_range
+from pvgrub_py.cli.connect import open_hypervisor
 from pvgrub_py.errors import InputError
 from pvgrub_py.inputs import describe_open_error
 from pvgrub_py.vtpm.backend import VtpmBackend
 from pvgrub_py.vtpm.instances import VtpmInstances
-from pvgrub_py.xen.connect import open_hypervisor
 from pvgrub_py.xen.interface import Hypervisor
 
 DESCRIPTION = """\

@@ -1,4 +1,4 @@
-"""What every command-line entry point shares: one-line errors, exit codes.
+"""What every command-line entry point shares: one-line errors, exit codes, warnings.
 
 A Xen admin reads our errors in ``/var/log/xen/bootloader.N.log`` or on a
 console: one line, prefixed with the program name, never a traceback.
@@ -10,33 +10,14 @@ import argparse
 import os
 import stat
 import sys
-from collections.abc import Callable, Sequence
-from typing import NoReturn
+from collections.abc import Callable
 
-from pvgrub_py.errors import InputError, PvgrubError
+from pvgrub_py.errors import InputError
 from pvgrub_py.inputs import MAX_BOOT_FILE, describe_open_error, format_size, open_input
+from pvgrub_py.program import ArgumentParser, run
+from pvgrub_py.warning import LOGGER, on_first_warning
 
-
-class ArgumentParser(argparse.ArgumentParser):
-    """argparse, but usage errors exit 2 with one line (no usage dump)."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
-def run(prog: str, body: Callable[[Sequence[str]], int], argv: Sequence[str] | None) -> int:
-    """Call ``body(argv)`` and turn our errors into one line and an exit code."""
-    args = list(sys.argv[1:] if argv is None else argv)
-    try:
-        return body(args)
-    except PvgrubError as e:
-        print(f"{prog}: {e}", file=sys.stderr)
-        return e.exit_status
-    except KeyboardInterrupt:
-        print(f"{prog}: interrupted", file=sys.stderr)
-        return 130
-    except BrokenPipeError:
-        return 1
+__all__ = ["ArgumentParser", "check_input", "check_output", "int_in_range", "read_input", "run"]
 
 
 def check_input(
@@ -104,3 +85,27 @@ def check_output(path: str) -> None:
         raise InputError(path, f"cannot write: no directory {parent}")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise InputError(path, f"cannot write: permission denied in {parent}")
+
+
+def show_warnings(prog: str = "pvgrub-py") -> None:
+    """Warnings (`pvgrub_py.warning`) as one line each on stderr, ``PROG: warning: ...``.
+
+    The handler is set up at the first warning, so a run with nothing to say
+    never imports `logging`.  It writes to the ``sys.stderr`` of the moment
+    (a program called as a function may have it redirected)."""
+
+    def setup() -> None:
+        import logging
+
+        class Stderr(logging.Handler):
+            def emit(self, record: logging.LogRecord) -> None:
+                sys.stderr.write(self.format(record) + "\n")
+
+        handler = Stderr()
+        handler.setFormatter(logging.Formatter(f"{prog}: warning: %(message)s"))
+        logger = logging.getLogger(LOGGER)
+        logger.handlers[:] = [handler]
+        logger.setLevel(logging.WARNING)
+        logger.propagate = False
+
+    on_first_warning(setup)

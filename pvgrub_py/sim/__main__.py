@@ -6,7 +6,7 @@ import argparse
 from collections.abc import Sequence
 from typing import cast
 
-from pvgrub_py.cli.common import ArgumentParser, run
+from pvgrub_py.program import ArgumentParser, run
 from pvgrub_py.sim.cli import add_host_parser
 
 

@@ -4,21 +4,19 @@
 * ``swtpm:unix:PATH``: a swtpm data socket on a unix socket;
 * ``xen:BACKEND[/DEVID]``: a tpmif frontend from this domain to the vTPM
   backend in domain BACKEND (a domid), device DEVID (default 0).
+
+What reaches the vTPM at an address (a swtpm socket, or a dom0 tpmif attach
+on the real host or the simulator) is wired by the program:
+`pvgrub_py.cli.connect`.
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
-from pvgrub_py.errors import PvgrubError, UsageError
-from pvgrub_py.tpm.swtpm import SocketAddress, SwtpmTransport
-from pvgrub_py.tpm.transport import TpmTransport
-from pvgrub_py.xen.interface import Hypervisor
-
-if TYPE_CHECKING:
-    from pvgrub_py.vtpm.attach import AttachedVtpm
+from pvgrub_py.errors import UsageError
+from pvgrub_py.tpm.swtpm import SocketAddress
 
 
 @dataclass(frozen=True)
@@ -77,64 +75,3 @@ def parse_vtpm_uri(text: str) -> VtpmAddress:
         f"bad vTPM address {text!r}: expected swtpm:tcp:HOST:PORT, swtpm:unix:PATH "
         "or xen:BACKEND[/DEVID]"
     )
-
-
-def open_transport(
-    address: VtpmAddress,
-    timeout: float = 30.0,
-    *,
-    uuid: str | None = None,
-    sim_dir: str | None = None,
-) -> TpmTransport:
-    """A transport to the vTPM at ``address``.
-
-    ``xen:`` addresses attach a temporary dom0 tpmif frontend to instance
-    ``uuid`` of the backend domain, on the real host or on the simulator in
-    ``sim_dir``; closing the transport detaches it.  That transport is also
-    `PeerLabelled`: it can tell the backend's XSM label.
-    """
-    if address.kind == "swtpm":
-        assert address.socket is not None
-        return SwtpmTransport(address.socket, timeout)
-    from pvgrub_py.vtpm.attach import AttachedVtpm
-    from pvgrub_py.xen.connect import SIM_ENV, open_hypervisor
-
-    assert address.backend_domid is not None
-    if not (sim_dir or os.environ.get(SIM_ENV)):
-        # Say what this caller can do: not every program has --sim.
-        from pvgrub_py.xen.availability import availability
-
-        status = availability()
-        if not status.built:
-            raise PvgrubError(
-                f"no Xen bindings ({status.reason}): a xen: vTPM needs a Xen dom0 "
-                f"(or {SIM_ENV}=DIR for the simulator)"
-            )
-    hv = open_hypervisor(sim_dir)
-    try:
-        return _OwningTransport(AttachedVtpm(hv, address.backend_domid, uuid or "", timeout), hv)
-    except BaseException:
-        hv.close()
-        raise
-
-
-class _OwningTransport:
-    """An attached ``xen:`` vTPM that also closes the hypervisor handle it was
-    opened with."""
-
-    def __init__(self, inner: AttachedVtpm, owned: Hypervisor) -> None:
-        self.inner = inner
-        self.owned = owned
-
-    def transmit(self, command: bytes) -> bytes:
-        return self.inner.transmit(command)
-
-    def peer_label(self) -> str:
-        """The backend's XSM label (`tpm.transport.PeerLabelled`)."""
-        return self.inner.peer_label()
-
-    def close(self) -> None:
-        try:
-            self.inner.close()
-        finally:
-            self.owned.close()

@@ -1,4 +1,5 @@
-"""Measure the chosen boot into the guest's vTPM, with pv-grub's policy.
+"""Measure the chosen boot into the guest's vTPM, with pv-grub's policy
+(`policy.MeasurePolicy`), for the bootloader and the domain builder alike.
 
 The vTPM is reached before anything is extracted, so its active banks are
 known and every file is hashed once in all of them.  Then, in pv-grub's
@@ -19,21 +20,23 @@ order: PCR 4 <- kernel, PCR 5 <- cmdline, PCR 5 <- initrd.
   PCRs would match neither the event log nor a prediction: a second boot
   into a ``swtpm:`` vTPM that was never power-cycled, or a vTPM someone
   else extended.
+
+How an address becomes a transport (a swtpm socket, a dom0 tpmif attach on
+the real host or the simulator) is the program's business: it is wired in
+cli/ and passed in as a `Connect`.  Warnings go through `pvgrub_py.warning`.
 """
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from pvgrub_py.bootloader.debug import debug
-from pvgrub_py.bootloader.options import BootloaderOptions
-from pvgrub_py.bootloader.policy import vtpm_label_matches
 from pvgrub_py.errors import PvgrubError
 from pvgrub_py.measure.plan import Measurement
+from pvgrub_py.measure.policy import MeasurePolicy, vtpm_label_matches
 from pvgrub_py.tpm.algorithms import DEFAULT_BANKS, SHA1, HashAlgorithm
+from pvgrub_py.warning import warn
 
 if TYPE_CHECKING:
     # The TPM stack is imported only when a --vtpm is given: an unmeasured
@@ -41,6 +44,14 @@ if TYPE_CHECKING:
     from pvgrub_py.tpm.client import TpmClient
     from pvgrub_py.tpm.transport import TpmTransport
     from pvgrub_py.tpm.uri import VtpmAddress
+
+
+#: Opens the transport to a vTPM: (address, instance uuid, timeout in seconds).
+Connect = Callable[["VtpmAddress", "str | None", float], "TpmTransport"]
+
+
+def _quiet(message: str) -> None:
+    pass
 
 
 class MeasuredBootError(PvgrubError):
@@ -60,10 +71,6 @@ class VtpmSession:
 
 #: PCRs pv-grub's measurements go into, and so the ones that must start at reset.
 MEASURED_PCRS = (4, 5)
-
-
-def warn(message: str) -> None:
-    print(f"pvgrub-py: warning: {message}", file=sys.stderr)
 
 
 def check_reset_pcrs(client: TpmClient, banks: Sequence[HashAlgorithm], name: str) -> None:
@@ -126,36 +133,39 @@ def check_vtpm_label(transport: TpmTransport, address: VtpmAddress, wanted: str)
 
 
 def open_vtpm(
-    opts: BootloaderOptions, sim_dir: str | None = None, *, warn: Callable[[str], None] = warn
+    policy: MeasurePolicy,
+    connect: Connect,
+    *,
+    warn: Callable[[str], None] = warn,
+    debug: Callable[[str], None] = _quiet,
 ) -> VtpmSession:
-    """The vTPM of *opts*, checked (label, version, PCR 4/5 at reset), or an
-    unmeasured session under pv-grub's policy; *warn* gets what the admin
-    should read when the boot goes ahead unmeasured."""
-    default_banks = DEFAULT_BANKS if opts.tpm2 else (SHA1,)
-    if opts.vtpm is None:
+    """The vTPM of *policy*, reached with *connect* and checked (label,
+    version, PCR 4/5 at reset), or an unmeasured session under pv-grub's
+    policy; *warn* gets what the admin should read when the boot goes ahead
+    unmeasured, *debug* each step."""
+    default_banks = DEFAULT_BANKS if policy.tpm2 else (SHA1,)
+    if policy.vtpm is None:
         warn("no --vtpm given: booting unmeasured")
-        return VtpmSession(None, default_banks, opts.tpm2)
+        return VtpmSession(None, default_banks, policy.tpm2)
     from pvgrub_py.tpm.client import TpmClient
-    from pvgrub_py.tpm.uri import open_transport, parse_vtpm_uri
+    from pvgrub_py.tpm.uri import parse_vtpm_uri
 
     def unavailable(e: PvgrubError) -> VtpmSession:
-        if opts.measurement_required:
+        if policy.measurement_required:
             raise MeasuredBootError(
-                f"vTPM {opts.vtpm} unavailable and a measured boot is required: {e}"
+                f"vTPM {policy.vtpm} unavailable and a measured boot is required: {e}"
             ) from None
-        warn(f"vTPM {opts.vtpm} unavailable ({e}): booting unmeasured")
-        return VtpmSession(None, default_banks, opts.tpm2)
+        warn(f"vTPM {policy.vtpm} unavailable ({e}): booting unmeasured")
+        return VtpmSession(None, default_banks, policy.tpm2)
 
     try:
-        address = parse_vtpm_uri(opts.vtpm)
-        transport = open_transport(
-            address, uuid=opts.vtpm_uuid, sim_dir=sim_dir, timeout=opts.vtpm_timeout
-        )
+        address = parse_vtpm_uri(policy.vtpm)
+        transport = connect(address, policy.uuid, policy.timeout)
     except PvgrubError as e:
         return unavailable(e)
     try:
-        if opts.vtpm_label is not None:
-            check_vtpm_label(transport, address, opts.vtpm_label)
+        if policy.label is not None:
+            check_vtpm_label(transport, address, policy.label)
         client = TpmClient(transport)
     except MeasuredBootError:
         transport.close()
@@ -168,13 +178,14 @@ def open_vtpm(
         raise
     try:
         tpm2 = client.version == "2.0"
-        if opts.tpm2 and not tpm2:
+        if policy.tpm2 and not tpm2:
             raise MeasuredBootError(
-                f"vTPM {opts.vtpm} is a TPM {client.version}, --tpm2 asked for 2.0"
+                f"vTPM {policy.vtpm} is a TPM {client.version}, --tpm2 asked for 2.0"
             )
         banks = client.active_banks()
-        debug(f"vTPM {opts.vtpm}: TPM {client.version}, banks {', '.join(b.name for b in banks)}")
-        check_reset_pcrs(client, banks, opts.vtpm)
+        debug(f"vTPM {policy.vtpm}: TPM {client.version}, banks "
+              f"{', '.join(b.name for b in banks)}")  # fmt: skip
+        check_reset_pcrs(client, banks, policy.vtpm)
         debug("vTPM PCR 4 and 5 are at their reset values in every bank")
     except BaseException:
         client.close()
@@ -182,7 +193,12 @@ def open_vtpm(
     return VtpmSession(client, banks, tpm2)
 
 
-def measure_into(session: VtpmSession, measurements: Sequence[Measurement]) -> bool:
+def measure_into(
+    session: VtpmSession,
+    measurements: Sequence[Measurement],
+    *,
+    debug: Callable[[str], None] = _quiet,
+) -> bool:
     """Extend; True if measured.  Any TPM failure here is fatal."""
     if session.client is None:
         return False
