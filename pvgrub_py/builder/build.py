@@ -1,6 +1,8 @@
 """The builder: pv-grub's ``kexec()`` sequence, measured, over the hypervisor interface.
 
-Order (reference §1.2 and §1.5), each step a call on `DomainImageSteps`:
+Order (Xen stubdom/grub/kexec.c `kexec()`; tools/libs/guest/xg_dom_compat_linux.c
+`xc_linux_build` and tools/libs/light/libxl_dom.c `libxl__build_pv`), each step a
+call on `DomainImageSteps`:
 
 1. create the domain (max vcpus and memory), allocate the image, give it
    the kernel and module blobs, allocate the console and xenstore ports;

@@ -1,6 +1,7 @@
 """The real ``xc_dom_*`` sequence through our libxenguest bindings.
 
-Each step is the libxenguest call of the same name (reference §1.5), on a
+Each step is the libxenguest call of the same name (xenguest.h; in the order of
+tools/libs/guest/xg_dom_compat_linux.c `xc_linux_build`), on a
 `DomainImage` opened for an existing domain; ``gnttab_seed`` is
 ``xc_dom_gnttab_seed`` with the console and xenstore frames libxenguest
 chose.  Needs a real hypervisor from ``boot_xen_init`` on.
