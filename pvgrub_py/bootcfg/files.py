@@ -166,6 +166,17 @@ def split_first(text: str) -> list[str]:
     return _BLANK_RUN.split(text, maxsplit=1) if text else []
 
 
+def _as_bytes(data: bytes | str) -> bytes:
+    """A test's file contents as bytes: text as `decode_config` would have produced
+    it, any other lone surrogate (which no config decodes to) as its UTF-8 form."""
+    if not isinstance(data, str):
+        return bytes(data)
+    try:
+        return encode_config(data)
+    except UnicodeEncodeError:
+        return data.encode("utf-8", "surrogatepass")
+
+
 @dataclass
 class DictVolume:
     """A `ConfigFiles` backed by a dict of path → contents (tests, fixtures).
@@ -180,8 +191,7 @@ class DictVolume:
     def __post_init__(self) -> None:
         self._files: dict[str, bytes] = {}
         for path, data in self.files.items():
-            raw = encode_config(data) if isinstance(data, str) else bytes(data)
-            self._files[normalize_path(path)] = raw
+            self._files[normalize_path(path)] = _as_bytes(data)
         self._dirs: set[str] = {"/"}
         for path in self._files:
             self._add_parents(path)
