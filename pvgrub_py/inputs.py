@@ -19,10 +19,14 @@ from typing import BinaryIO
 
 from pvgrub_py.errors import InputError, PvgrubError
 
-#: The largest kernel or initrd pvgrub-py boots, and so the largest anything predicts:
-#: libxenguest's ``XC_DOM_DECOMPRESS_MAX`` (1 GiB, xen/tools/libs/guest/xg_dom_core.c)
-#: is the bound on what a domain builder takes in.
-MAX_BOOT_FILE = 1 << 30
+#: libxenguest's ``XC_DOM_DECOMPRESS_MAX`` (xenguest.h, 1 GiB): the cap on a kernel
+#: as decompressed; a gzip trailer claiming more makes libxenguest load the file as stored.
+DECOMPRESS_MAX = 1 << 30
+
+#: The largest kernel or initrd file pvgrub-py reads, boots or predicts: libxenguest's
+#: default ``max_kernel_size`` and ``max_module_size`` (xc_dom_allocate in
+#: xen/tools/libs/guest/xg_dom_core.c), which it sets to ``XC_DOM_DECOMPRESS_MAX``.
+MAX_BOOT_FILE = DECOMPRESS_MAX
 
 
 def format_size(n: int) -> str:

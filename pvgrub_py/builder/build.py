@@ -31,6 +31,7 @@ from typing import Any
 from pvgrub_py.builder.image import DomainImageSteps
 from pvgrub_py.builder.layout import GuestLayout
 from pvgrub_py.errors import InputError, PvgrubError
+from pvgrub_py.inputs import MAX_BOOT_FILE
 from pvgrub_py.measure.boot_files import measure_cmdline
 from pvgrub_py.measure.digest import MultiHasher
 from pvgrub_py.measure.kernel import KernelMeasurer
@@ -42,8 +43,6 @@ from pvgrub_py.vtpm.devices import VtpmDevice, add_vtpm_device
 from pvgrub_py.xen.interface import DomainConfig, Hypervisor, XenError
 
 PV64 = "xen-3.0-x86_64"
-KERNEL_CAP = 1 << 30
-INITRD_CAP = 1 << 30
 
 
 @dataclass(frozen=True)
@@ -171,8 +170,8 @@ def build_domain(
     """Build and start *request* on *hv*, measured into the vTPM *connect*
     reaches (the program wires it: usually a tpmif attach on *hv* itself)."""
     timer = _Timer()
-    kernel = _read_capped("kernel", request.kernel, KERNEL_CAP)
-    initrd = _read_capped("initrd", request.initrd, INITRD_CAP) if request.initrd else b""
+    kernel = _read_capped("kernel", request.kernel, MAX_BOOT_FILE)
+    initrd = _read_capped("initrd", request.initrd, MAX_BOOT_FILE) if request.initrd else b""
     measure_cmdline(request.cmdline, ())  # refuse a NUL before creating anything
     timer.lap("read")
     control = hv.domains()

@@ -24,14 +24,15 @@ from typing import NamedTuple
 
 from pvgrub_py.disk.errors import disk_error
 from pvgrub_py.disk.filesystems import FileStream, Filesystem
+from pvgrub_py.inputs import MAX_BOOT_FILE
 
 MIB = 1 << 20
 GIB = 1 << 30
 CHUNK_SIZE = MIB
 
 #: Per-role size caps in bytes.
-KERNEL_CAP = GIB
-INITRD_CAP = GIB
+KERNEL_CAP = MAX_BOOT_FILE
+INITRD_CAP = MAX_BOOT_FILE
 CONFIG_CAP = MIB
 
 Sink = Callable[[bytes], object]

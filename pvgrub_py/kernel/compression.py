@@ -26,8 +26,9 @@ from collections.abc import Callable
 from typing import Any
 
 from pvgrub_py.errors import InputError
+from pvgrub_py.inputs import DECOMPRESS_MAX
 from pvgrub_py.kernel import lz4_legacy, lzo
-from pvgrub_py.kernel.limits import DECOMPRESS_MAX, decompression_bomb, size_text
+from pvgrub_py.kernel.limits import decompression_bomb, size_text
 
 #: (name, magic) in the order Xen's loader tests them.
 MAGICS: tuple[tuple[str, bytes], ...] = (

@@ -4,11 +4,6 @@ from __future__ import annotations
 
 from pvgrub_py.errors import InputError
 
-#: XC_DOM_DECOMPRESS_MAX (xenguest.h): libxenguest's default cap on a kernel
-#: as loaded and as decompressed.
-DECOMPRESS_MAX = 1 << 30
-#: Largest kernel *file* we read (libxenguest's max_kernel_size default).
-FILE_MAX = DECOMPRESS_MAX
 #: libelf's ELF_MAX_TOTAL_NOTE_COUNT stops at this many notes in all; we do too.
 MAX_NOTES = 65536
 #: More program headers than this is not a kernel (Linux vmlinux has < 10).
