@@ -29,12 +29,16 @@ DECOMPRESS_MAX = 1 << 30
 MAX_BOOT_FILE = DECOMPRESS_MAX
 
 
-def format_size(n: int) -> str:
-    """``1.3 GiB``, ``512 KiB``, ``17 bytes``: sizes as an admin reads them."""
+def format_size(n: int, *, keep_zero: bool = False) -> str:
+    """``1.3 GiB``, ``512 KiB``, ``17 bytes``: sizes as an admin reads them.
+
+    With *keep_zero* a whole number keeps its decimal (``3.0 MiB``), as the
+    disk extractor's messages print it."""
     for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
         if n >= scale:
             value = n / scale
-            return f"{value:.0f} {unit}" if value == int(value) else f"{value:.1f} {unit}"
+            whole = value == int(value) and not keep_zero
+            return f"{value:.0f} {unit}" if whole else f"{value:.1f} {unit}"
     return f"{n} bytes"
 
 

@@ -24,10 +24,9 @@ from typing import NamedTuple
 
 from pvgrub_py.disk.errors import disk_error
 from pvgrub_py.disk.filesystems import FileStream, Filesystem
-from pvgrub_py.inputs import MAX_BOOT_FILE
+from pvgrub_py.inputs import MAX_BOOT_FILE, format_size
 
 MIB = 1 << 20
-GIB = 1 << 30
 CHUNK_SIZE = MIB
 
 #: Per-role size caps in bytes.
@@ -58,13 +57,6 @@ class Limits(NamedTuple):
 DEFAULT_LIMITS = Limits()
 
 
-def _human(n: int) -> str:
-    for unit, size in (("GiB", GIB), ("MiB", MIB), ("KiB", 1024)):
-        if n >= size:
-            return f"{n / size:.1f} {unit}"
-    return f"{n} bytes"
-
-
 def stream_file(
     fs: Filesystem,
     path: str,
@@ -92,7 +84,8 @@ def stream_file(
 def check_cap(stream: FileStream, role: str, cap: int) -> None:
     if stream.size > cap:
         raise disk_error(
-            stream.source, f"{role} of {_human(stream.size)} exceeds the {_human(cap)} cap"
+            stream.source, f"{role} of {format_size(stream.size, keep_zero=True)} exceeds the "
+            f"{format_size(cap, keep_zero=True)} cap"
         )
 
 
