@@ -21,6 +21,7 @@ from typing import Literal
 
 from pvgrub_py.daemon_process import poll_until_ready, stop_process
 from pvgrub_py.errors import PvgrubError
+from pvgrub_py.tpm.client import TpmClient
 from pvgrub_py.tpm.swtpm import SocketAddress, SwtpmControl, SwtpmTransport
 
 SWTPM = "swtpm"
@@ -148,8 +149,6 @@ class SwtpmProcess:
         """
         self.control().init(delete_volatile=True)
         if self.startup:
-            from pvgrub_py.tpm.client import TpmClient
-
             with TpmClient(self.transport(), version="2.0" if self.tpm2 else "1.2") as client:
                 client.startup()
 
