@@ -19,18 +19,26 @@ from typing import BinaryIO
 
 from pvgrub_py.errors import InputError, PvgrubError
 
-#: The largest kernel or initrd pvgrub-py boots, and so the largest anything predicts:
-#: libxenguest's ``XC_DOM_DECOMPRESS_MAX`` (1 GiB, xen/tools/libs/guest/xg_dom_core.c)
-#: is the bound on what a domain builder takes in.
-MAX_BOOT_FILE = 1 << 30
+#: libxenguest's ``XC_DOM_DECOMPRESS_MAX`` (xenguest.h, 1 GiB): the cap on a kernel
+#: as decompressed; a gzip trailer claiming more makes libxenguest load the file as stored.
+DECOMPRESS_MAX = 1 << 30
+
+#: The largest kernel or initrd file pvgrub-py reads, boots or predicts: libxenguest's
+#: default ``max_kernel_size`` and ``max_module_size`` (xc_dom_allocate in
+#: xen/tools/libs/guest/xg_dom_core.c), which it sets to ``XC_DOM_DECOMPRESS_MAX``.
+MAX_BOOT_FILE = DECOMPRESS_MAX
 
 
-def format_size(n: int) -> str:
-    """``1.3 GiB``, ``512 KiB``, ``17 bytes``: sizes as an admin reads them."""
+def format_size(n: int, *, keep_zero: bool = False) -> str:
+    """``1.3 GiB``, ``512 KiB``, ``17 bytes``: sizes as an admin reads them.
+
+    With *keep_zero* a whole number keeps its decimal (``3.0 MiB``), as the
+    disk extractor's messages print it."""
     for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
         if n >= scale:
             value = n / scale
-            return f"{value:.0f} {unit}" if value == int(value) else f"{value:.1f} {unit}"
+            whole = value == int(value) and not keep_zero
+            return f"{value:.0f} {unit}" if whole else f"{value:.1f} {unit}"
     return f"{n} bytes"
 
 

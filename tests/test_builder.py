@@ -16,13 +16,18 @@ import pytest
 from kernel_info_images import write_built_kernel
 from pcr_rule import expected_pcrs
 
-from pvgrub_py.builder.build import BuildRequest, build_domain, sim_image_factory
+from pvgrub_py.builder.build import (
+    BuildRequest,
+    build_domain,
+    libxc_image_factory,
+    sim_image_factory,
+)
 from pvgrub_py.builder.layout import plan_layout
 from pvgrub_py.builder.sim_boot import guest_reads_pcrs, vtpm_backend_domain
 from pvgrub_py.builder.sim_image import SimDomainImage
 from pvgrub_py.builder.start_info import SIZE, StartInfo
 from pvgrub_py.cli.connect import VtpmConnector
-from pvgrub_py.errors import InputError, PvgrubError
+from pvgrub_py.errors import InputError, PvgrubError, UsageError
 from pvgrub_py.sample_guest import make_initrd
 from pvgrub_py.sim.host import SimHost
 from pvgrub_py.sim.testing import leaks, temporary_host, wait_until
@@ -369,3 +374,11 @@ def test_an_unmeasured_boot_writes_no_event_log(
     assert _report(args, result, {"measured": False}) == 0  # type: ignore[arg-type]
     assert not log.exists()
     assert "no event log" in capsys.readouterr().err
+
+
+def test_the_libxenguest_builder_on_the_simulator_is_a_usage_error(host: SimHost) -> None:
+    """libxenguest needs the real hypervisor: exit 2 with one line, not an errno."""
+    make = libxc_image_factory()
+    with pytest.raises(UsageError, match="needs the libxc hypervisor") as caught:
+        make(host.dom0, 1, "", "k")
+    assert caught.value.exit_status == 2

@@ -59,12 +59,14 @@ PR_SET_PDEATHSIG = 1
 PR_SET_NO_NEW_PRIVS = 38
 
 MIB = 1 << 20
-GIB = 1 << 30
+#: RLIMIT_FSIZE: the largest file the parser may write (it writes none: its
+#: output goes to a pipe), a bound on writes, not on what it reads or boots.
+WRITE_FILE_MAX = 1 << 30
 
 #: (resource, limit) pairs applied as both soft and hard limits.
 LIMITS: tuple[tuple[int, int], ...] = (
     (resource.RLIMIT_AS, 256 * MIB),
-    (resource.RLIMIT_FSIZE, GIB),
+    (resource.RLIMIT_FSIZE, WRITE_FILE_MAX),
     (resource.RLIMIT_CORE, 0),
     (resource.RLIMIT_NPROC, 0),
     (resource.RLIMIT_MEMLOCK, 0),

@@ -28,9 +28,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from pvgrub_py.builder.image import DomainImageSteps
-from pvgrub_py.builder.layout import GuestLayout
-from pvgrub_py.errors import InputError, PvgrubError
+from pvgrub_py.builder.image import DomainImageSteps, ImageLayout
+from pvgrub_py.errors import InputError, PvgrubError, UsageError
+from pvgrub_py.inputs import MAX_BOOT_FILE
 from pvgrub_py.measure.boot_files import measure_cmdline
 from pvgrub_py.measure.digest import MultiHasher
 from pvgrub_py.measure.kernel import KernelMeasurer
@@ -39,11 +39,9 @@ from pvgrub_py.measure.policy import MeasurePolicy
 from pvgrub_py.measure.sources import open_regular
 from pvgrub_py.measure.vtpm import Connect, VtpmSession, measure_into, open_vtpm
 from pvgrub_py.vtpm.devices import VtpmDevice, add_vtpm_device
-from pvgrub_py.xen.interface import DomainConfig, Hypervisor, XenError
+from pvgrub_py.xen.interface import DomainConfig, Hypervisor
 
 PV64 = "xen-3.0-x86_64"
-KERNEL_CAP = 1 << 30
-INITRD_CAP = 1 << 30
 
 
 @dataclass(frozen=True)
@@ -88,12 +86,11 @@ class BuildResult:
     xenstore_frame: int
     measurements: list[Measurement]
     measured: bool
-    layout: GuestLayout | dict[str, object] | None = None
+    layout: ImageLayout | None = None
     seeded_grants: list[dict[str, int]] = field(default_factory=list)
     timings_ms: dict[str, float] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        layout = self.layout.to_json() if isinstance(self.layout, GuestLayout) else self.layout
         return {
             "domid": self.domid,
             "name": self.name,
@@ -113,7 +110,7 @@ class BuildResult:
                 }
                 for m in self.measurements
             ],
-            "layout": layout,
+            "layout": None if self.layout is None else self.layout.to_json(),
             "seeded_grants": self.seeded_grants,
             "timings_ms": self.timings_ms,
         }
@@ -171,8 +168,8 @@ def build_domain(
     """Build and start *request* on *hv*, measured into the vTPM *connect*
     reaches (the program wires it: usually a tpmif attach on *hv* itself)."""
     timer = _Timer()
-    kernel = _read_capped("kernel", request.kernel, KERNEL_CAP)
-    initrd = _read_capped("initrd", request.initrd, INITRD_CAP) if request.initrd else b""
+    kernel = _read_capped("kernel", request.kernel, MAX_BOOT_FILE)
+    initrd = _read_capped("initrd", request.initrd, MAX_BOOT_FILE) if request.initrd else b""
     measure_cmdline(request.cmdline, ())  # refuse a NUL before creating anything
     timer.lap("read")
     control = hv.domains()
@@ -207,7 +204,7 @@ def build_domain(
         image.gnttab_seed(0, 0)
         frames = image.magic_frames()
         timer.lap("build")
-        copy_ms = float(getattr(image, "copy_ms", 0.0))
+        copy_ms = image.copy_ms
         if copy_ms:
             timer.ms["build"] = round(timer.ms["build"] - copy_ms, 2)
             timer.ms["copy"] = round(copy_ms, 2)
@@ -222,7 +219,7 @@ def build_domain(
             console_port=console_port, xenstore_port=xenstore_port,
             console_frame=frames.console_mfn, xenstore_frame=frames.xenstore_mfn,
             measurements=measurements, measured=measured, layout=image.layout(),
-            seeded_grants=list(getattr(image, "seeded", [])), timings_ms=timer.ms,
+            seeded_grants=list(image.seeded), timings_ms=timer.ms,
         )  # fmt: skip
     finally:
         if session is not None:
@@ -286,7 +283,7 @@ def libxc_image_factory() -> ImageFactory:
     def make(hv: Hypervisor, domid: int, cmdline: str, label: str) -> DomainImageSteps:
         domains = hv.domains()
         if not isinstance(domains, XenCtrl):
-            raise XenError(22, "libxc_image_factory", "needs the libxc hypervisor")
+            raise UsageError("libxc_image_factory: needs the libxc hypervisor, not the simulator's")
         return LibxcDomainImage(domains, domid, cmdline)
 
     return make

@@ -6,8 +6,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from pvgrub_py.builder.layout import GuestLayout
-
 
 @dataclass(frozen=True)
 class MagicFrames:
@@ -19,8 +17,19 @@ class MagicFrames:
     xenstore_mfn: int
 
 
+class ImageLayout(Protocol):
+    """Where a builder put the guest's pieces (the simulator's `GuestLayout`,
+    what libxenguest reports back), for the build report."""
+
+    def to_json(self) -> dict[str, object]: ...
+
+
 class DomainImageSteps(Protocol):
     backend: str
+    #: ms of the build spent copying the kernel and modules in (0 where not timed apart).
+    copy_ms: float
+    #: the grant entries `gnttab_seed` wrote, for the report (empty where not recorded).
+    seeded: list[dict[str, int]]
 
     def kernel_mem(self, data: bytes) -> None: ...
     def module_mem(self, data: bytes) -> None: ...
@@ -33,5 +42,5 @@ class DomainImageSteps(Protocol):
     def boot_image(self) -> None: ...
     def gnttab_seed(self, console_domid: int, xenstore_domid: int) -> None: ...
     def magic_frames(self) -> MagicFrames: ...
-    def layout(self) -> GuestLayout | dict[str, object]: ...
+    def layout(self) -> ImageLayout: ...
     def release(self, destroyed: bool) -> None: ...

@@ -9,11 +9,24 @@ chose.  Needs a real hypervisor from ``boot_xen_init`` on.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from pvgrub_py.builder.image import MagicFrames
 from pvgrub_py.xen.domain_image import DomainImage, gnttab_seed
 from pvgrub_py.xen.xenctrl import XenCtrl
 
 PV64 = "xen-3.0-x86_64"
+
+
+@dataclass(frozen=True)
+class LibxcLayout:
+    """What libxenguest reports of the layout it chose: the kernel segment,
+    the module sizes, the magic pages' pfns."""
+
+    doc: dict[str, object]
+
+    def to_json(self) -> dict[str, object]:
+        return self.doc
 
 
 class LibxcDomainImage:
@@ -24,6 +37,8 @@ class LibxcDomainImage:
         self.domid = domid
         self.image = DomainImage(xc, cmdline)
         self.image.set_container(hvm=False)
+        self.copy_ms = 0.0  # libxenguest copies inside xc_dom_build_image: not timed apart
+        self.seeded: list[dict[str, int]] = []  # xc_dom_gnttab_seed reports nothing back
 
     def kernel_mem(self, data: bytes) -> None:
         self.image.kernel_mem(data)
@@ -64,10 +79,10 @@ class LibxcDomainImage:
         m = self.image.magic_pages
         return MagicFrames(m.console_pfn, m.console_mfn or 0, m.xenstore_pfn, m.xenstore_mfn or 0)
 
-    def layout(self) -> dict[str, object]:
+    def layout(self) -> LibxcLayout:
         seg = self.image.kernel_segment
         m = self.image.magic_pages
-        return {
+        return LibxcLayout({
             "kernel": {
                 "vstart": hex(seg.vstart),
                 "vend": hex(seg.vend),
@@ -79,7 +94,7 @@ class LibxcDomainImage:
             "console_pfn": m.console_pfn,
             "xenstore_pfn": m.xenstore_pfn,
             "total_pages": m.total_pages,
-        }
+        })
 
     def release(self, destroyed: bool) -> None:
         self.image.close()

@@ -30,6 +30,7 @@ from pvgrub_py.bootcfg.dialect import Dialect
 from pvgrub_py.bootloader.from_disk import boot_from_disk
 from pvgrub_py.builder.build import BuildRequest, BuildResult, build_domain, sim_image_factory
 from pvgrub_py.builder.profile import GuestProfile
+from pvgrub_py.daemon_process import stop_process
 from pvgrub_py.errors import InputError, PvgrubError
 from pvgrub_py.inputs import describe_open_error
 from pvgrub_py.measure.vtpm import Connect
@@ -171,12 +172,7 @@ def vtpm_backend_domain(
             raise PvgrubError(f"vtpmd did not start: {err.strip() or ready.strip()}")
         yield BackendDomain(be, proc.pid)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, 10)
 
 
 def guest_reads_pcrs(host: SimHost, domid: int) -> dict[str, dict[int, bytes]]:

@@ -11,7 +11,10 @@ import json
 import os
 import sys
 
+from pvgrub_py.attest.reference import load_reference
 from pvgrub_py.errors import UsageError
+from pvgrub_py.eventlog.codec import MAX_LOG_BYTES, parse
+from pvgrub_py.eventlog.replay import replay
 
 # The attestation modules (and `cryptography`) are imported by run_verify, so
 # that every other pvgrubctl verb does not pay for them at start-up.
@@ -146,10 +149,7 @@ def read_nonce(text: str) -> bytes:
 
 def run_verify(args: argparse.Namespace) -> int:
     from pvgrub_py.attest.quote import parse_attest, parse_public, parse_signature, read_bounded
-    from pvgrub_py.attest.reference import load_reference
     from pvgrub_py.attest.verify import verify_quote
-    from pvgrub_py.eventlog.codec import MAX_LOG_BYTES, parse
-    from pvgrub_py.eventlog.replay import replay
 
     hash_name = None
     if args.hash_algorithm is not None:

@@ -9,16 +9,18 @@ import tempfile
 from pathlib import Path
 
 from pvgrub_py.bootcfg.dialect import Dialect
-from pvgrub_py.builder.build import BuildResult
+from pvgrub_py.bootloader.from_disk import boot_from_disk
+from pvgrub_py.builder.build import BuildRequest, BuildResult, build_domain, libxc_image_factory
 from pvgrub_py.builder.profile import load_profile
 from pvgrub_py.builder.report import format_boot_report
 from pvgrub_py.builder.sim_boot import SimBootArgs, boot_in_sim, sim_host, vtpm_backend_domain
 from pvgrub_py.cli.common import check_input, check_output, int_in_range, show_warnings
-from pvgrub_py.cli.connect import VtpmConnector
+from pvgrub_py.cli.connect import VtpmConnector, open_hypervisor
 from pvgrub_py.errors import UsageError
 from pvgrub_py.eventlog.builder import log_for_measurements, write_atomic
 from pvgrub_py.eventlog.codec import serialise
 from pvgrub_py.tpm.algorithms import BY_NAME
+from pvgrub_py.tpm.uri import parse_vtpm_uri
 
 DESCRIPTION = """\
 Build and start a PV guest the way pv-grub's kexec() did, from dom0:
@@ -289,11 +291,6 @@ def run_on_xen(args: argparse.Namespace) -> int:
     """The real host: our libxenguest calls, measured through a dom0 tpmif
     attach to the guest's vTPM instance (``--vtpm xen:BE --vtpm-uuid U``),
     which the guest then gets as its own vtpm device."""
-    from pvgrub_py.bootloader.from_disk import boot_from_disk
-    from pvgrub_py.builder.build import BuildRequest, build_domain, libxc_image_factory
-    from pvgrub_py.cli.connect import open_hypervisor
-    from pvgrub_py.tpm.uri import parse_vtpm_uri
-
     backend = parse_vtpm_uri(args.vtpm).backend_domid if args.vtpm else None
     with tempfile.TemporaryDirectory(prefix="pvgrub-boot-") as work:
         kernel, initrd, cmdline = args.kernel, args.initrd, args.cmdline or ""

@@ -24,14 +24,14 @@ from typing import NamedTuple
 
 from pvgrub_py.disk.errors import disk_error
 from pvgrub_py.disk.filesystems import FileStream, Filesystem
+from pvgrub_py.inputs import MAX_BOOT_FILE, format_size
 
 MIB = 1 << 20
-GIB = 1 << 30
 CHUNK_SIZE = MIB
 
 #: Per-role size caps in bytes.
-KERNEL_CAP = GIB
-INITRD_CAP = GIB
+KERNEL_CAP = MAX_BOOT_FILE
+INITRD_CAP = MAX_BOOT_FILE
 CONFIG_CAP = MIB
 
 Sink = Callable[[bytes], object]
@@ -55,13 +55,6 @@ class Limits(NamedTuple):
 
 
 DEFAULT_LIMITS = Limits()
-
-
-def _human(n: int) -> str:
-    for unit, size in (("GiB", GIB), ("MiB", MIB), ("KiB", 1024)):
-        if n >= size:
-            return f"{n / size:.1f} {unit}"
-    return f"{n} bytes"
 
 
 def stream_file(
@@ -91,7 +84,8 @@ def stream_file(
 def check_cap(stream: FileStream, role: str, cap: int) -> None:
     if stream.size > cap:
         raise disk_error(
-            stream.source, f"{role} of {_human(stream.size)} exceeds the {_human(cap)} cap"
+            stream.source, f"{role} of {format_size(stream.size, keep_zero=True)} exceeds the "
+            f"{format_size(cap, keep_zero=True)} cap"
         )
 
 

@@ -26,8 +26,9 @@ from collections.abc import Callable
 from typing import Any
 
 from pvgrub_py.errors import InputError
+from pvgrub_py.inputs import DECOMPRESS_MAX, format_size
 from pvgrub_py.kernel import lz4_legacy, lzo
-from pvgrub_py.kernel.limits import DECOMPRESS_MAX, decompression_bomb, size_text
+from pvgrub_py.kernel.limits import decompression_bomb
 
 #: (name, magic) in the order Xen's loader tests them.
 MAGICS: tuple[tuple[str, bytes], ...] = (
@@ -147,7 +148,7 @@ def _gzip_like_xen(payload: bytes | memoryview, label: str, cap: int) -> bytes:
         raise InputError(
             label,
             f"gzip payload's size trailer declares {declared} bytes, over the "
-            f"{size_text(cap)} cap (XC_DOM_DECOMPRESS_MAX)",
+            f"{format_size(cap)} cap (XC_DOM_DECOMPRESS_MAX)",
         )
     limit = cap if declared is None else min(cap, declared + GZIP_SLACK)
     try:
@@ -186,7 +187,7 @@ def decompress(
         raise InputError(
             label,
             f"{kind} payload's size trailer declares {declared} bytes, over the "
-            f"{size_text(cap)} cap (XC_DOM_DECOMPRESS_MAX)",
+            f"{format_size(cap)} cap (XC_DOM_DECOMPRESS_MAX)",
         )
     try:
         out = DECOMPRESSORS[kind](memoryview(payload)[:-4], label, declared)

@@ -259,36 +259,74 @@ def judge(
         _apply_note(note, parms)
     _apply_guest_info(notes.guest_info, parms)
 
-    def no(reason: str) -> GuestVerdict:
+    def verdict(
+        reason: str | None, layout: Layout | None = None, guest_type: str | None = None
+    ) -> GuestVerdict:
         return GuestVerdict(
-            container, False, None, reason, None, parms.f_supported, parms.f_required
+            container,
+            reason is None,
+            guest_type,
+            reason,
+            layout,
+            parms.f_supported,
+            parms.f_required,
         )
 
-    if parms.errors:
-        return no(parms.errors[0])
-    if notes.source is None:
+    reason = parms.errors[0] if parms.errors else _note_check(image, notes.source, parms, hvm)
+    if reason is not None:
+        return verdict(reason)
+    layout = _addr_calc(image, notes.source, parms, hvm)
+    if isinstance(layout, str):
+        return verdict(layout)
+    reason = _addr_check(layout)
+    if reason is None and parms.f_required & (1 << XENFEAT_DOM0):
+        reason = "kernel requires the dom0 feature: it cannot run unprivileged (domU)"
+    if reason is not None:
+        return verdict(reason, layout)
+    guest_type = _guest_type(image, parms, hvm, host_caps)
+    if guest_type is None:
+        return verdict(
+            "image not capable of booting inside an HVM container (no PHYS32_ENTRY)", layout
+        )
+    if guest_type not in host_caps:
+        return verdict(
+            f"guest type {guest_type} is not supported by an x86-64 Xen host", layout, guest_type
+        )
+    return verdict(None, layout, guest_type)
+
+
+def _note_check(image: ElfImage, source: str | None, parms: _Parms, hvm: bool) -> str | None:
+    """libelf's ``elf_xen_note_check``: why Xen would not load this image, or None."""
+    if source is None:
         if image.machine in (elfmod.EM_386, elfmod.EM_X86_64):
-            return no("not a Xen-ELF image: no Xen ELF notes and no __xen_guest section")
-    elif not (hvm and parms.phys_entry is not None):
-        if not parms.loader.startswith("generic") and not parms.guest_os.startswith("linux"):
-            return no(
-                f"Xen only loads images for the generic loader or Linux "
-                f"(LOADER {parms.loader!r}, GUEST_OS {parms.guest_os!r}) or with PHYS32_ENTRY"
-            )
-        if not parms.xen_ver.startswith("xen-3.0"):
-            return no(f"Xen only loads images built for Xen 3.0 (XEN_VERSION {parms.xen_ver!r})")
+            return "not a Xen-ELF image: no Xen ELF notes and no __xen_guest section"
+        return None
+    if hvm and parms.phys_entry is not None:
+        return None
+    if not parms.loader.startswith("generic") and not parms.guest_os.startswith("linux"):
+        return (
+            f"Xen only loads images for the generic loader or Linux "
+            f"(LOADER {parms.loader!r}, GUEST_OS {parms.guest_os!r}) or with PHYS32_ENTRY"
+        )
+    if not parms.xen_ver.startswith("xen-3.0"):
+        return f"Xen only loads images built for Xen 3.0 (XEN_VERSION {parms.xen_ver!r})"
+    return None
+
+
+def _addr_calc(image: ElfImage, source: str | None, parms: _Parms, hvm: bool) -> Layout | str:
+    """libelf's ``elf_xen_addr_calc_check``, its calculation: the layout, or why none."""
     span = image.physical_range()
     if span is None:
-        return no("no loadable ELF segment")
+        return "no loadable ELF segment"
     # Xen 4.17's libelf (xen/common/libelf/libelf-dominfo.c, elf_xen_addr_calc_check)
     # refuses this for PV and PVH alike; a later libelf fix ("don't punish PVH for
     # ELF_PADDR_OFFSET without VIRT_BASE") exempts PVH.  We judge as the 4.17 host does.
     if parms.elf_paddr_offset is not None and parms.virt_base is None:
-        return no("ELF_PADDR_OFFSET set but VIRT_BASE unset")
+        return "ELF_PADDR_OFFSET set but VIRT_BASE unset"
     mask = (1 << 64) - 1
     virt_base = 0 if (parms.virt_base is None or hvm) else parms.virt_base
     if parms.elf_paddr_offset is None or hvm:
-        paddr_offset = 0 if (notes.source in ("PT_NOTE", "SHT_NOTE") or hvm) else virt_base
+        paddr_offset = 0 if (source in ("PT_NOTE", "SHT_NOTE") or hvm) else virt_base
     else:
         paddr_offset = parms.elf_paddr_offset
     virt_offset = (virt_base - paddr_offset) & mask
@@ -300,7 +338,7 @@ def judge(
         entry = parms.virt_entry
     if parms.bsd_symtab:
         kend = (_bsd_symtab_end(image, span[1]) + virt_offset) & mask
-    layout = Layout(
+    return Layout(
         virt_base,
         paddr_offset,
         virt_offset,
@@ -310,61 +348,19 @@ def judge(
         parms.p2m_base,
         parms.virt_hypercall,
     )
-    if kstart > kend or entry < kstart or entry > kend or virt_base > kstart:
-        return GuestVerdict(
-            container,
-            False,
-            None,
+
+
+def _addr_check(layout: Layout) -> str | None:
+    """libelf's ``elf_xen_addr_calc_check``, its checks: why the layout is refused, or None."""
+    kstart, kend, entry = layout.virt_kstart, layout.virt_kend, layout.virt_entry
+    if kstart > kend or entry < kstart or entry > kend or layout.virt_base > kstart:
+        return (
             f"ELF start or entry out of bounds (kernel {kstart:#x}-{kend:#x}, "
-            f"entry {entry:#x}, virt_base {virt_base:#x})",
-            layout,
-            parms.f_supported,
-            parms.f_required,
+            f"entry {entry:#x}, virt_base {layout.virt_base:#x})"
         )
-    if parms.p2m_base is not None and kstart <= parms.p2m_base < kend:
-        return GuestVerdict(
-            container,
-            False,
-            None,
-            f"INIT_P2M {parms.p2m_base:#x} lies inside the kernel",
-            layout,
-            parms.f_supported,
-            parms.f_required,
-        )
-    if parms.f_required & (1 << XENFEAT_DOM0):
-        return GuestVerdict(
-            container,
-            False,
-            None,
-            "kernel requires the dom0 feature: it cannot run unprivileged (domU)",
-            layout,
-            parms.f_supported,
-            parms.f_required,
-        )
-    guest_type = _guest_type(image, parms, hvm, host_caps)
-    if guest_type is None:
-        return GuestVerdict(
-            container,
-            False,
-            None,
-            "image not capable of booting inside an HVM container (no PHYS32_ENTRY)",
-            layout,
-            parms.f_supported,
-            parms.f_required,
-        )
-    if guest_type not in host_caps:
-        return GuestVerdict(
-            container,
-            False,
-            guest_type,
-            f"guest type {guest_type} is not supported by an x86-64 Xen host",
-            layout,
-            parms.f_supported,
-            parms.f_required,
-        )
-    return GuestVerdict(
-        container, True, guest_type, None, layout, parms.f_supported, parms.f_required
-    )
+    if layout.p2m_base is not None and kstart <= layout.p2m_base < kend:
+        return f"INIT_P2M {layout.p2m_base:#x} lies inside the kernel"
+    return None
 
 
 def _guest_type(image: ElfImage, parms: _Parms, hvm: bool, caps: tuple[str, ...]) -> str | None:

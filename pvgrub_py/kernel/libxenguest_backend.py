@@ -30,9 +30,9 @@ import hashlib
 import re
 from dataclasses import dataclass, field
 
+from pvgrub_py.inputs import DECOMPRESS_MAX
 from pvgrub_py.kernel.dominfo import X86_64_HOST_CAPS, Container, GuestVerdict, Layout
 from pvgrub_py.kernel.elf import MACHINES
-from pvgrub_py.kernel.limits import DECOMPRESS_MAX
 from pvgrub_py.kernel.report import KernelReport
 from pvgrub_py.kernel.source import KernelSource
 from pvgrub_py.kernel.xen_notes import NUMBERS, XEN_ELFNOTES, XenNote

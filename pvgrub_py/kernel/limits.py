@@ -3,12 +3,8 @@
 from __future__ import annotations
 
 from pvgrub_py.errors import InputError
+from pvgrub_py.inputs import format_size
 
-#: XC_DOM_DECOMPRESS_MAX (xenguest.h): libxenguest's default cap on a kernel
-#: as loaded and as decompressed.
-DECOMPRESS_MAX = 1 << 30
-#: Largest kernel *file* we read (libxenguest's max_kernel_size default).
-FILE_MAX = DECOMPRESS_MAX
 #: libelf's ELF_MAX_TOTAL_NOTE_COUNT stops at this many notes in all; we do too.
 MAX_NOTES = 65536
 #: More program headers than this is not a kernel (Linux vmlinux has < 10).
@@ -17,15 +13,7 @@ MAX_PHDRS = 4096
 MAX_SHDRS = 65535
 
 
-def size_text(n: int) -> str:
-    if n >= 1 << 30 and n % (1 << 30) == 0:
-        return f"{n >> 30} GiB"
-    if n >= 1 << 20 and n % (1 << 20) == 0:
-        return f"{n >> 20} MiB"
-    return f"{n} bytes"
-
-
 def decompression_bomb(label: str, kind: str, cap: int, limit: str = "") -> InputError:
     """The error for output past the cap: Xen would refuse it too (xc_dom_kernel_check_size)."""
-    what = limit or f"the {size_text(cap)} cap (XC_DOM_DECOMPRESS_MAX)"
+    what = limit or f"the {format_size(cap)} cap (XC_DOM_DECOMPRESS_MAX)"
     return InputError(label, f"{kind} payload inflates past {what}; refusing a decompression bomb")

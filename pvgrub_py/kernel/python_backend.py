@@ -10,11 +10,11 @@ from __future__ import annotations
 import hashlib
 
 from pvgrub_py.errors import InputError
+from pvgrub_py.inputs import DECOMPRESS_MAX
 from pvgrub_py.kernel import compression
 from pvgrub_py.kernel.bzimage import is_bzimage, parse_setup_header
 from pvgrub_py.kernel.dominfo import X86_64_HOST_CAPS, collect_notes, judge
 from pvgrub_py.kernel.elf import ELF_MAGIC, MACHINES, ElfImage
-from pvgrub_py.kernel.limits import DECOMPRESS_MAX
 from pvgrub_py.kernel.report import KernelReport
 from pvgrub_py.kernel.source import KernelSource
 

@@ -16,8 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pvgrub_py.errors import InputError
-from pvgrub_py.inputs import describe_open_error, open_input
-from pvgrub_py.kernel.limits import FILE_MAX, size_text
+from pvgrub_py.inputs import MAX_BOOT_FILE, describe_open_error, format_size, open_input
 from pvgrub_py.measure.digest import CHUNK_SIZE
 from pvgrub_py.measure.kernel import KernelMeasurer
 from pvgrub_py.tpm.algorithms import SHA1, SHA256
@@ -32,7 +31,7 @@ class KernelSource:
     measurement: dict[str, str]  # bank -> hex digest of ``loaded`` (PCR 4's input)
 
 
-def read_kernel(path: str, max_size: int = FILE_MAX) -> KernelSource:
+def read_kernel(path: str, max_size: int = MAX_BOOT_FILE) -> KernelSource:
     """Read the kernel at *path* once, never blocking (a FIFO, a device are
     refused before the first read) and never past *max_size* bytes."""
     with open_input(path, max_size=max_size) as f:
@@ -41,7 +40,7 @@ def read_kernel(path: str, max_size: int = FILE_MAX) -> KernelSource:
         except OSError as e:
             raise InputError(path, f"read failed: {describe_open_error(e)}") from None
     if len(raw) > max_size:
-        raise InputError(path, f"grew past the {size_text(max_size)} kernel cap while reading")
+        raise InputError(path, f"grew past the {format_size(max_size)} kernel cap while reading")
     return measure_bytes(raw, path)
 
 

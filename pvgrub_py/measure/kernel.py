@@ -32,13 +32,11 @@ import zlib
 from collections.abc import Callable, Sequence
 
 from pvgrub_py.errors import InputError
+from pvgrub_py.inputs import DECOMPRESS_MAX
 from pvgrub_py.measure.digest import CHUNK_SIZE, MultiHasher
 from pvgrub_py.tpm.algorithms import HashAlgorithm
 
 GZIP_MAGIC = b"\x1f\x8b"
-#: XC_DOM_DECOMPRESS_MAX in xenguest.h: larger "unzipped sizes" are taken
-#: as a sign the file is not really gzip, and it is loaded as stored.
-DECOMPRESS_MAX = 1 << 30
 
 
 class KernelMeasurer:

@@ -8,15 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from pvgrub_py.inputs import format_size
 from pvgrub_py.measure.plan import Measurement
 from pvgrub_py.measure.predict import PcrValues
-
-
-def _size(n: int) -> str:
-    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if n >= scale:
-            return f"{n / scale:.1f} {unit}"
-    return f"{n} bytes"
 
 
 def describe(m: Measurement) -> str:
@@ -24,7 +18,7 @@ def describe(m: Measurement) -> str:
         return f"cmdline {m.source!r}"
     if m.source is None:
         return f"{m.what} (none: hash of no bytes)"
-    return f"{m.what} {m.source} ({_size(m.length)} measured)"
+    return f"{m.what} {m.source} ({format_size(m.length)} measured)"
 
 
 def format_measurements(measurements: Sequence[Measurement]) -> str:

@@ -22,18 +22,18 @@ import errno
 import functools
 import os
 import resource
-import signal
 import subprocess
 import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import NoReturn
 
+from pvgrub_py.daemon_process import read_startup_line, stop_process
 from pvgrub_py.sim.client import SimHypervisor
 from pvgrub_py.sim.layout import HostLayout
 from pvgrub_py.sim.stats import HostStats
 from pvgrub_py.sim.toolstack import create_domain, destroy_domain
-from pvgrub_py.sim.xenstored import package_env, read_startup_line
+from pvgrub_py.sim.xenstored import package_env
 from pvgrub_py.xen.interface import DomainConfig, XenError
 
 
@@ -176,18 +176,7 @@ class SimHost:
             self._dom0.close()
             self._dom0 = None
         process, self._process = self._process, None
-        if process is None:
-            return None
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        if process.stdout is not None:
-            process.stdout.close()
-        return process.returncode
+        return None if process is None else stop_process(process, timeout)
 
     def __enter__(self) -> SimHost:
         return self

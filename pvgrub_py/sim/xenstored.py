@@ -26,17 +26,15 @@ import contextlib
 import ctypes
 import errno
 import os
-import select
 import signal
 import socket
 import struct
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import IO, NoReturn
+from typing import NoReturn
 
+from pvgrub_py.daemon_process import read_startup_line, stop_process
 from pvgrub_py.xen.interface import XenError
 
 XS_GET_DOMAIN_PATH = 10
@@ -60,22 +58,6 @@ def package_env() -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
     return env
-
-
-def read_startup_line(stream: IO[bytes], timeout: float, fail: Callable[[bool], NoReturn]) -> bytes:
-    """The first line a daemon writes to *stream* (its report that it is ready).  If
-    *stream* ends first, or *timeout* seconds pass, ``fail(exited)`` is called instead:
-    *exited* is True when the stream ended, False on the timeout."""
-    deadline = time.monotonic() + timeout
-    line = b""
-    while not line.endswith(b"\n"):
-        remaining = deadline - time.monotonic()
-        ready, _, _ = select.select([stream], [], [], max(0.0, remaining))
-        chunk = os.read(stream.fileno(), 4096) if ready else b""
-        if not chunk:
-            fail(bool(ready))
-        line += chunk
-    return line
 
 
 class XenstoredLink:
@@ -193,17 +175,8 @@ class XenstoredLink:
 
     def close(self) -> None:
         process, self._process = self._process, None
-        if process is None:
-            return
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        if process.stdout is not None:
-            process.stdout.close()
+        if process is not None:
+            stop_process(process, 10)
 
 
 def _recv_exactly(sock: socket.socket, size: int) -> bytes:

@@ -16,11 +16,12 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import time
 import weakref
 from typing import Literal
 
+from pvgrub_py.daemon_process import poll_until_ready, stop_process
 from pvgrub_py.errors import PvgrubError
+from pvgrub_py.tpm.client import TpmClient
 from pvgrub_py.tpm.swtpm import SocketAddress, SwtpmControl, SwtpmTransport
 
 SWTPM = "swtpm"
@@ -38,13 +39,7 @@ def _free_tcp_port() -> int:
 
 
 def _stop(proc: subprocess.Popen[bytes], workdir: str | None) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    stop_process(proc, 5)
     if workdir is not None:
         shutil.rmtree(workdir, ignore_errors=True)
 
@@ -131,16 +126,14 @@ class SwtpmProcess:
         raise SwtpmLaunchError(f"swtpm did not start: {err.decode(errors='replace').strip()}")
 
     def _wait_ready(self, proc: subprocess.Popen[bytes]) -> bool:
-        deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                return False
+        def accepts() -> bool:
             try:
                 self.data.connect(0.5).close()
-                return True
             except PvgrubError:
-                time.sleep(0.02)
-        return False
+                return False
+            return True
+
+        return poll_until_ready(proc, accepts, START_TIMEOUT)
 
     def transport(self, timeout: float = 30.0) -> SwtpmTransport:
         return SwtpmTransport(self.data, timeout)
@@ -156,8 +149,6 @@ class SwtpmProcess:
         """
         self.control().init(delete_volatile=True)
         if self.startup:
-            from pvgrub_py.tpm.client import TpmClient
-
             with TpmClient(self.transport(), version="2.0" if self.tpm2 else "1.2") as client:
                 client.startup()
 
