@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, NamedTuple
 
-from pvgrub_py.bootcfg import bls
+import pvgrub_py.bootcfg.bls as bls
 from pvgrub_py.bootcfg.dialect import Dialect
 from pvgrub_py.bootcfg.entry import FileRef
 from pvgrub_py.bootcfg.files import normalize_path, read_capped, split_device_path

@@ -19,7 +19,7 @@ import socket
 import threading
 from collections.abc import Sequence
 
-from pvgrub_py.sim import protocol
+import pvgrub_py.sim.protocol as protocol
 from pvgrub_py.sim.grants import GNTST_NAMES, GrantMapError
 from pvgrub_py.sim.layout import HostLayout
 from pvgrub_py.sim.protocol import Frame, Op, ProtocolError

@@ -62,7 +62,7 @@ import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from pvgrub_py.sim import protocol
+import pvgrub_py.sim.protocol as protocol
 from pvgrub_py.sim.domains import Domain
 from pvgrub_py.sim.evtpage import Endpoint, Endpoints
 from pvgrub_py.sim.grants import GrantMapError
