@@ -20,6 +20,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "pvgrub_py.cli.cmd_eventlog",
     "pvgrub_py.cli.cmd_boot",
     "pvgrub_py.cli.cmd_vtpmd",
+    "pvgrub_py.cli.cmd_vtpm",
     "pvgrub_py.cli.cmd_sim",
     "pvgrub_py.cli.cmd_doctor",
     "pvgrub_py.cli.cmd_kernel_info",

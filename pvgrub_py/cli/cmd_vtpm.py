@@ -1,0 +1,221 @@
+"""``pvgrubctl vtpm``: manufacture and manage the vTPM instances vtpmd serves."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from pvgrub_py.errors import UsageError
+from pvgrub_py.vtpm import manufacture
+
+DESCRIPTION = """\
+Manage the vTPM instances that "pvgrubctl vtpmd --state-dir DIR" serves: each
+lives in DIR/UUID, UUID being the one in the guest's xl "vtpm = [...]" line.
+
+  create   manufacture an instance with stock swtpm_setup, as a TPM vendor
+           would: an endorsement key (EK) with its certificate in NV
+           (0x01c00002 for the RSA EK on TPM 2.0) and a platform certificate,
+           both issued by a local CA (swtpm_localca) kept in --ca-dir, NV
+           locked; on TPM 2.0 the sha1 and sha256 PCR banks active (pv-grub
+           extends sha1 and sha256).  With --key-file the state is encrypted
+           at rest by swtpm itself (AES-256-CBC).
+  list     the instances in DIR.
+  show     an instance's metadata; --check also loads its state in a
+           throw-away swtpm.
+  destroy  delete an instance (its state, EK and certificates) for good.
+
+Keys never appear on a command line: swtpm_setup and swtpm get the key file
+as an inherited file descriptor.
+
+Exit status: 0 on success, 1 on a failure, 2 on a usage error."""
+
+EPILOG = """\
+examples:
+  (umask 077; openssl rand -hex 32 > /etc/pvgrub-py/vtpm.key)
+  pvgrubctl vtpm create --state-dir /var/lib/pvgrub-py/vtpm --tpm2 \\
+      --uuid 7b5b6d2e-0c5e-4c39-9a63-4f4f0e0b1c1d --key-file /etc/pvgrub-py/vtpm.key
+  pvgrubctl vtpm show --state-dir /var/lib/pvgrub-py/vtpm \\
+      7b5b6d2e-0c5e-4c39-9a63-4f4f0e0b1c1d --json --check
+  pvgrubctl vtpm list --state-dir /var/lib/pvgrub-py/vtpm"""
+
+CREATE = """\
+Manufacture a new vTPM instance in STATE-DIR/UUID with swtpm_setup:
+
+  * an RSA 2048 EK (and, on TPM 2.0, an ECC P-384 one) with their
+    certificates in NV (RSA: 0x01c00002), and a platform certificate
+    (0x01c08000 on TPM 2.0), issued by the local CA in --ca-dir: stock
+    swtpm_localca with a configuration of ours whose statedir is that
+    directory (the system-wide /var/lib/swtpm-localca is never used); the
+    CA's root and issuer (intermediate) are made on first use;
+  * TPM 2.0: the sha1 and sha256 PCR banks active;
+  * NV locked (--lock-nvram), as a manufacturer leaves it;
+  * with --key-file, the state encrypted by swtpm with AES-256-CBC.
+
+Also written: STATE-DIR/UUID/vtpm.json (the metadata "show" prints) and
+STATE-DIR/UUID/certs/ (the EK certificates, DER and PEM, and ca-chain.pem,
+the CA's issuer and root, against which "openssl verify -CAfile" checks the
+EK certificate).  An existing instance is never overwritten; on failure
+nothing is left behind."""
+
+
+def _state_dir(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--state-dir",
+        required=True,
+        metavar="DIR",
+        help="the directory vtpmd serves (its --state-dir); instances are DIR/UUID",
+    )
+
+
+def _uuid(text: str) -> str:
+    try:
+        return manufacture.canonical_uuid(text)
+    except UsageError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "vtpm",
+        help="manufacture, list, show, check and destroy vtpmd's vTPM instances",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    verbs = p.add_subparsers(dest="vtpm_verb", metavar="ACTION", required=True)
+
+    c = verbs.add_parser(
+        "create",
+        help="manufacture a new instance (EK, certificates, banks)",
+        description=CREATE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _state_dir(c)
+    c.add_argument(
+        "--uuid",
+        required=True,
+        type=_uuid,
+        metavar="UUID",
+        help="the instance's uuid, as in the guest's xl vtpm line (canonical form)",
+    )
+    version = c.add_mutually_exclusive_group(required=True)
+    version.add_argument("--tpm2", action="store_true", help="a TPM 2.0")
+    version.add_argument("--tpm12", action="store_true", help="a TPM 1.2 (Xen's vTPM's version)")
+    c.add_argument(
+        "--key-file",
+        metavar="K",
+        help="encrypt the state with this AES-256 key: a file of 64 hex digits, "
+        "mode 0600 or stricter, owned by the caller (root); only its path is "
+        "recorded, never its contents.  Without it the state is not encrypted",
+    )
+    c.add_argument(
+        "--ca-dir",
+        metavar="C",
+        help="the local CA's directory (root and issuer certificates and keys, "
+        "serial); created if missing and shared by every instance made with "
+        "it (default DIR/ca)",
+    )
+    c.set_defaults(func=run_create)
+
+    ls = verbs.add_parser(
+        "list",
+        help="list the instances in DIR",
+        description="List the instances in DIR, one a line: uuid, TPM "
+        "version, encrypted or not, created, last used.  Directories vtpmd "
+        "made on first use (no metadata) are listed as unmanaged.",
+    )
+    _state_dir(ls)
+    ls.add_argument("--json", action="store_true", help="print a JSON array of the instances")
+    ls.set_defaults(func=run_list)
+
+    s = verbs.add_parser(
+        "show",
+        help="print an instance's metadata; --check loads its state",
+        description="Print an instance's metadata: uuid, tpm_version, "
+        "encrypted, key_file, state_dir, ek_certificate and ca_certificate "
+        "(paths, PEM), pcr_banks, created and last_used (UTC).  With --check, "
+        "first load a copy of its state in a throw-away swtpm (with its key) "
+        "and read a PCR: a missing, undecryptable or corrupt state fails "
+        "with one line and exit status 1.",
+    )
+    _state_dir(s)
+    s.add_argument("uuid", type=_uuid, metavar="UUID")
+    s.add_argument("--json", action="store_true", help="print a JSON object")
+    s.add_argument(
+        "--check",
+        action="store_true",
+        help="load the state in a throw-away swtpm; fail if it does not load",
+    )
+    s.add_argument(
+        "--key-file",
+        metavar="K",
+        help="with --check: the key to load the state with (default: the key file "
+        "recorded at create)",
+    )
+    s.set_defaults(func=run_show)
+
+    d = verbs.add_parser(
+        "destroy",
+        help="delete an instance for good (needs --yes)",
+        description="Delete STATE-DIR/UUID: the TPM state, its EK and "
+        "certificates.  Irreversible, so it needs --yes; refused while a "
+        "swtpm (vtpmd) holds the instance's lock.  The CA is kept.",
+    )
+    _state_dir(d)
+    d.add_argument("uuid", type=_uuid, metavar="UUID")
+    d.add_argument("--yes", action="store_true", help="confirm the deletion")
+    d.set_defaults(func=run_destroy)
+
+
+def run_create(args: argparse.Namespace) -> int:
+    inst = manufacture.create(
+        args.state_dir, args.uuid, tpm2=args.tpm2, key_file=args.key_file, ca_dir=args.ca_dir
+    )
+    print(
+        f"vTPM {inst.uuid}: manufactured (TPM {inst.tpm_version}"
+        f"{', encrypted' if inst.encrypted else ''}) in {inst.directory}"
+    )
+    return 0
+
+
+def run_list(args: argparse.Namespace) -> int:
+    found, unmanaged = manufacture.list_instances(args.state_dir)
+    if args.json:
+        rows = [i.as_json() for i in found]
+        rows += [{"uuid": u, "unmanaged": True} for u in unmanaged]
+        print(json.dumps(rows, indent=2))
+        return 0
+    for i in found:
+        print(
+            f"{i.uuid}  TPM {i.tpm_version}  {'encrypted' if i.encrypted else 'plain'}  "
+            f"created {i.created}  last used {i.last_used or 'never'}"
+        )
+    for u in unmanaged:
+        print(f"{u}  unmanaged (no metadata: made by vtpmd on first use)")
+    return 0
+
+
+def run_show(args: argparse.Namespace) -> int:
+    if args.key_file is not None and not args.check:
+        raise UsageError("--key-file goes with --check")
+    inst = manufacture.load(args.state_dir, args.uuid)
+    checked = manufacture.check(inst, args.key_file) if args.check else None
+    if args.json:
+        body = inst.as_json()
+        if checked is not None:
+            body["check"] = "ok"
+        print(json.dumps(body, indent=2))
+    else:
+        print("\n".join(manufacture.describe(inst)))
+        if checked is not None:
+            print(checked)
+    return 0
+
+
+def run_destroy(args: argparse.Namespace) -> int:
+    if not args.yes:
+        raise UsageError(f"destroying vTPM {args.uuid} deletes its state for good; add --yes")
+    inst = manufacture.load(args.state_dir, args.uuid)
+    manufacture.destroy(inst)
+    print(f"vTPM {inst.uuid}: destroyed ({inst.directory} removed)")
+    return 0
