@@ -340,7 +340,7 @@ def setup_command(
     return cmd
 
 
-def _last_log_line(path: str) -> str:
+def _log_line(path: str, *, first: bool = False) -> str:
     try:
         with open(path, encoding="utf-8", errors="replace") as f:
             lines = [ln.strip() for ln in f.read(1 << 20).splitlines()]
@@ -354,7 +354,9 @@ def _last_log_line(path: str) -> str:
         "Could not remove temporary",
     )
     useful = [ln for ln in lines if ln and not ln.startswith(skip)]
-    return useful[-1] if useful else "no log"
+    if not useful:
+        return "no log"
+    return useful[0] if first else useful[-1]
 
 
 def create(
@@ -366,19 +368,20 @@ def create(
     state_root = os.path.abspath(state_root)
     ca_dir = _config_path(ca_dir or os.path.join(state_root, "ca"), "CA directory")
     key_path = None if key_file is None else os.path.abspath(key_file)
-    try:
-        os.makedirs(state_root, mode=0o700, exist_ok=True)
-        os.makedirs(ca_dir, mode=0o700, exist_ok=True)
-    except OSError as e:
-        raise VtpmServiceError(f"{e.filename}: {describe_open_error(e)}") from None
     directory = os.path.join(state_root, uuid)
-    with _key_fd(key_path) as key_fd:
+    with _key_fd(key_path) as key_fd:  # a bad key file is refused before anything is made
+        try:
+            os.makedirs(state_root, mode=0o700, exist_ok=True)
+            os.makedirs(ca_dir, mode=0o700, exist_ok=True)
+        except OSError as e:
+            raise VtpmServiceError(f"{e.filename}: {describe_open_error(e)}") from None
         try:
             os.mkdir(directory, 0o700)
         except FileExistsError:
             raise VtpmServiceError(f"{directory}: vTPM instance {uuid} already exists") from None
         except OSError as e:
             raise VtpmServiceError(f"{directory}: {describe_open_error(e)}") from None
+        created = _now()
         work = tempfile.mkdtemp(prefix="pvgrub-vtpm-create-")
         try:
             _manufacture(setup, localca, directory, work, ca_dir, tpm2, key_fd)
@@ -387,7 +390,7 @@ def create(
                 tpm_version="2.0" if tpm2 else "1.2",
                 encrypted=key_fd is not None,
                 key_file=key_path,
-                created=_now(),
+                created=created,
                 directory=directory,
                 ca_dir=ca_dir,
             )
@@ -446,9 +449,7 @@ def _manufacture(
     except subprocess.TimeoutExpired:
         raise VtpmServiceError(f"swtpm_setup took over {SETUP_TIMEOUT:.0f} s; gave up") from None
     if proc.returncode != 0:
-        raise VtpmServiceError(
-            f"swtpm_setup failed (exit {proc.returncode}): {_last_log_line(log)}"
-        )
+        raise VtpmServiceError(f"swtpm_setup failed (exit {proc.returncode}): {_log_line(log)}")
     _write_certificates(certs, ca_dir)
 
 
@@ -554,19 +555,27 @@ def _probe(inst: Instance, proc: subprocess.Popen[bytes], data: SocketAddress, l
             return False
         return True
 
-    if not poll_until_ready(proc, accepts, START_TIMEOUT):
-        why = _last_log_line(log)
-        raise VtpmServiceError(
-            f"{inst.state_file}: swtpm cannot load the state ({why}): wrong or missing key, "
-            "or corrupt state"
+    def cannot_load() -> VtpmServiceError:
+        return VtpmServiceError(
+            f"{inst.state_file}: swtpm cannot load the state ({_log_line(log, first=True)}): "
+            "wrong or missing key, or corrupt state"
         )
+
+    if not poll_until_ready(proc, accepts, START_TIMEOUT):
+        raise cannot_load()
     try:
         version: TpmVersion = "2.0" if inst.tpm_version == "2.0" else "1.2"
         with TpmClient(SwtpmTransport(data, 10.0), version=version) as client:
             banks = client.active_banks()
             client.read_pcrs([0], banks)
     except PvgrubError as e:
-        raise VtpmServiceError(f"{inst.state_file}: the loaded TPM does not answer: {e}") from None
+        try:
+            proc.wait(2)  # swtpm may take the connection before it loads the state
+        except subprocess.TimeoutExpired:
+            raise VtpmServiceError(
+                f"{inst.state_file}: the loaded TPM does not answer: {e}"
+            ) from None
+        raise cannot_load() from None
     names = ",".join(b.name for b in banks)
     return f"vTPM {inst.uuid}: state loads (TPM {inst.tpm_version}, PCR banks {names})"
 
@@ -595,4 +604,7 @@ def destroy(inst: Instance) -> None:
 
 def describe(inst: Instance) -> Sequence[str]:
     j = inst.as_json()
-    return [f"{k}: {'' if v is None else v}" for k, v in j.items()]
+    return [
+        f"{k}: {'-' if v is None else ','.join(v) if isinstance(v, list) else v}"
+        for k, v in j.items()
+    ]
