@@ -15,6 +15,7 @@ import shutil
 import socket
 import stat
 import subprocess
+import tarfile
 import tempfile
 import time
 from collections.abc import Iterator
@@ -292,8 +293,12 @@ def test_show_check_fails_loudly(
     assert out == ""
     assert err.count("\n") == 1 and err.startswith("pvgrubctl: "), err
     assert "Traceback" not in err
-    expected = {"wrong-key": "cannot load the state", "truncated": "cannot load the state",
-                "missing": "state missing", "key-gone": "no-such.key"}  # fmt: skip
+    expected = {
+        "wrong-key": "cannot load the state",
+        "truncated": "cannot load the state",
+        "missing": "state missing",
+        "key-gone": "no-such.key",
+    }
     assert expected[damage] in err, err
 
 
@@ -491,3 +496,138 @@ def test_create_never_overwrites(
     )
     assert status == 1 and "already exists" in err and err.count("\n") == 1
     assert (state / UUID / "tpm2-00.permall").read_bytes() == before
+
+
+# -- export, import -----------------------------------------------------------------------
+
+
+def test_export_import_round_trip(
+    made: tuple[Path, Path, dict[str, object]],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    state, key, info = made
+    archive = tmp_path / "guest.vtpm.tar"
+    status, _, err = ctl(
+        capsys, "vtpm", "export", "--state-dir", str(state), UUID, "-o", str(archive)
+    )
+    assert status == 0, err
+    assert stat.S_IMODE(archive.stat().st_mode) == 0o600
+    assert key.read_text().strip().encode() not in archive.read_bytes()
+    # never overwrites
+    status, _, err = ctl(
+        capsys, "vtpm", "export", "--state-dir", str(state), UUID, "-o", str(archive)
+    )
+    assert status == 1 and err.count("\n") == 1
+    # the other host: its own copy of the key
+    other = tmp_path / "other"
+    other_key = tmp_path / "other.key"
+    shutil.copy(key, other_key)
+    other_key.chmod(0o600)
+    status, _, err = ctl(capsys, "vtpm", "import", "--state-dir", str(other), str(archive))
+    assert status == 2 and "--key-file" in err and not (other / UUID).exists()
+    wrong = write_key(tmp_path / "wrong.key")
+    status, _, err = ctl(
+        capsys, "vtpm", "import", "--state-dir", str(other), str(archive), "--key-file", str(wrong)
+    )
+    assert status == 1 and "cannot load the state" in err, err
+    assert os.listdir(other) == []  # no instance, no staging left
+    status, out, err = ctl(
+        capsys,
+        "vtpm",
+        "import",
+        "--state-dir",
+        str(other),
+        str(archive),
+        "--key-file",
+        str(other_key),
+    )
+    assert status == 0, err
+    assert "state loads (TPM 2.0, PCR banks sha1,sha256)" in out
+    status, out, _ = ctl(capsys, "vtpm", "show", "--state-dir", str(other), UUID, "--json")
+    moved = json.loads(out)
+    assert moved["key_file"] == str(other_key) and moved["encrypted"] is True
+    assert moved["created"] == info["created"]
+    assert (
+        Path(moved["ek_certificate"]).read_bytes() == Path(str(info["ek_certificate"])).read_bytes()
+    )
+    assert swtpm_starts(str(other / UUID), str(other_key))
+    assert not swtpm_starts(str(other / UUID), None)
+
+
+def test_export_refused_while_served(
+    made: tuple[Path, Path, dict[str, object]],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    state, key, _ = made
+    copy = tmp_path / "state"
+    copy_instance(state / UUID, copy / UUID)
+    with stock_swtpm(str(copy / UUID), str(key)):
+        status, _, err = ctl(
+            capsys, "vtpm", "export", "--state-dir", str(copy), UUID, "-o", str(tmp_path / "x.tar")
+        )
+    assert status == 1 and "in use" in err
+    assert not (tmp_path / "x.tar").exists()
+
+
+def _hostile_archive(path: Path, kind: str) -> None:
+    if kind == "not-tar":
+        path.write_bytes(b"\x00" * 1024 + b"garbage")
+        return
+    meta = json.dumps({"uuid": UUID}).encode()
+
+    def reg(tar: tarfile.TarFile, name: str, data: bytes = b"x") -> None:
+        info = tarfile.TarInfo(name)
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+
+    with tarfile.open(path, "w") as tar:
+        reg(tar, f"{UUID}/vtpm.json", meta)
+        if kind == "traversal":
+            reg(tar, f"{UUID}/../../etc/evil")
+        elif kind == "absolute":
+            reg(tar, "/etc/evil")
+        elif kind == "symlink":
+            info = tarfile.TarInfo(f"{UUID}/tpm2-00.permall")
+            info.type, info.linkname = tarfile.SYMTYPE, "/etc/shadow"
+            tar.addfile(info)
+        elif kind == "device":
+            info = tarfile.TarInfo(f"{UUID}/tpm2-00.permall")
+            info.type, info.devmajor, info.devminor = tarfile.CHRTYPE, 1, 3
+            tar.addfile(info)
+        elif kind == "two-uuids":
+            reg(tar, "0f0e0d0c-0b0a-4908-8706-050403020100/vtpm.json", meta)
+        elif kind == "other-name":
+            reg(tar, f"{UUID}/run.sh")
+        elif kind == "oversized":
+            reg(tar, f"{UUID}/tpm2-00.permall", bytes(2 << 20))
+        elif kind == "bad-metadata":
+            pass  # the vtpm.json above lacks every other field
+
+
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "not-tar",
+        "traversal",
+        "absolute",
+        "symlink",
+        "device",
+        "two-uuids",
+        "other-name",
+        "oversized",
+        "bad-metadata",
+    ],
+)
+def test_import_refuses_hostile_archives(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], kind: str
+) -> None:
+    archive = tmp_path / "evil.tar"
+    _hostile_archive(archive, kind)
+    state = tmp_path / "state"
+    status, out, err = ctl(capsys, "vtpm", "import", "--state-dir", str(state), str(archive))
+    assert status == 1 and out == "" and err.count("\n") == 1, err
+    assert str(archive) in err and "Traceback" not in err
+    assert not (state / UUID).exists()
+    assert not state.exists() or os.listdir(state) == []

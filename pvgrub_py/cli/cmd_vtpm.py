@@ -6,7 +6,7 @@ import argparse
 import json
 
 from pvgrub_py.errors import UsageError
-from pvgrub_py.vtpm import manufacture
+from pvgrub_py.vtpm import manufacture, migrate
 
 DESCRIPTION = """\
 Manage the vTPM instances that "pvgrubctl vtpmd --state-dir DIR" serves: each
@@ -23,6 +23,8 @@ lives in DIR/UUID, UUID being the one in the guest's xl "vtpm = [...]" line.
   show     an instance's metadata; --check also loads its state in a
            throw-away swtpm.
   destroy  delete an instance (its state, EK and certificates) for good.
+  export   write an instance to a tar archive (state still encrypted, no key).
+  import   unpack such an archive into DIR/UUID and check that it loads.
 
 Keys never appear on a command line: swtpm_setup and swtpm get the key file
 as an inherited file descriptor.
@@ -36,7 +38,11 @@ examples:
       --uuid 7b5b6d2e-0c5e-4c39-9a63-4f4f0e0b1c1d --key-file /etc/pvgrub-py/vtpm.key
   pvgrubctl vtpm show --state-dir /var/lib/pvgrub-py/vtpm \\
       7b5b6d2e-0c5e-4c39-9a63-4f4f0e0b1c1d --json --check
-  pvgrubctl vtpm list --state-dir /var/lib/pvgrub-py/vtpm"""
+  pvgrubctl vtpm list --state-dir /var/lib/pvgrub-py/vtpm
+  pvgrubctl vtpm export --state-dir /var/lib/pvgrub-py/vtpm \\
+      7b5b6d2e-0c5e-4c39-9a63-4f4f0e0b1c1d --output guest.vtpm.tar
+  pvgrubctl vtpm import --state-dir /var/lib/pvgrub-py/vtpm guest.vtpm.tar \\
+      --key-file /etc/pvgrub-py/vtpm.key"""
 
 CREATE = """\
 Manufacture a new vTPM instance in STATE-DIR/UUID with swtpm_setup:
@@ -166,6 +172,39 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     d.add_argument("--yes", action="store_true", help="confirm the deletion")
     d.set_defaults(func=run_destroy)
 
+    e = verbs.add_parser(
+        "export",
+        help="write an instance to a tar archive (no key)",
+        description="Write STATE-DIR/UUID to a new uncompressed tar archive OUTPUT (mode "
+        "0600, never overwritten): the metadata, swtpm's state files as they are (an "
+        "encrypted instance stays encrypted) and the certificates.  The key is not in it: "
+        "copy it to the other host separately.  Refused while a swtpm (vtpmd) serves the "
+        "instance, so that the state is not caught mid-write.",
+    )
+    _state_dir(e)
+    e.add_argument("uuid", type=_uuid, metavar="UUID")
+    e.add_argument("--output", "-o", required=True, metavar="OUTPUT", help="the archive to write")
+    e.set_defaults(func=run_export)
+
+    i = verbs.add_parser(
+        "import",
+        help="unpack an exported archive into DIR/UUID and check it",
+        description='Unpack an archive made by "pvgrubctl vtpm export" into STATE-DIR/UUID '
+        "(never over an existing instance), then load its state in a throw-away swtpm as "
+        '"show --check" does; the instance appears only if that succeeds.  The archive is '
+        "untrusted: anything but the files an export holds (links, devices, other names, "
+        "oversized members) is refused before anything is written.",
+    )
+    _state_dir(i)
+    i.add_argument("archive", metavar="ARCHIVE")
+    i.add_argument(
+        "--key-file",
+        metavar="K",
+        help="this host's copy of the instance's key (required for an encrypted instance); "
+        "recorded as its key file",
+    )
+    i.set_defaults(func=run_import)
+
 
 def run_create(args: argparse.Namespace) -> int:
     inst = manufacture.create(
@@ -218,4 +257,18 @@ def run_destroy(args: argparse.Namespace) -> int:
     inst = manufacture.load(args.state_dir, args.uuid)
     manufacture.destroy(inst)
     print(f"vTPM {inst.uuid}: destroyed ({inst.directory} removed)")
+    return 0
+
+
+def run_export(args: argparse.Namespace) -> int:
+    inst = manufacture.load(args.state_dir, args.uuid)
+    count = migrate.export(inst, args.output)
+    print(f"vTPM {inst.uuid}: exported {count} files to {args.output}")
+    return 0
+
+
+def run_import(args: argparse.Namespace) -> int:
+    inst, checked = migrate.import_archive(args.state_dir, args.archive, args.key_file)
+    print(f"vTPM {inst.uuid}: imported into {inst.directory}")
+    print(checked)
     return 0

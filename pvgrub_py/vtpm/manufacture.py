@@ -196,7 +196,7 @@ class Instance:
         }
 
 
-def _write_metadata(inst: Instance) -> None:
+def write_metadata(inst: Instance) -> None:
     body = {
         "format": FORMAT,
         "uuid": inst.uuid,
@@ -216,7 +216,7 @@ def _write_metadata(inst: Instance) -> None:
     os.replace(tmp, path)
 
 
-def _read_metadata(directory: str, uuid: str) -> Instance:
+def read_metadata(directory: str, uuid: str) -> Instance:
     path = os.path.join(directory, METADATA)
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
@@ -267,7 +267,7 @@ def load(state_root: str, uuid: str) -> Instance:
     directory = instance_dir(state_root, uuid)
     if not os.path.isdir(directory):
         raise VtpmServiceError(f"{directory}: no such vTPM instance")
-    return _read_metadata(directory, canonical_uuid(uuid))
+    return read_metadata(directory, canonical_uuid(uuid))
 
 
 def list_instances(state_root: str) -> tuple[list[Instance], list[str]]:
@@ -287,7 +287,7 @@ def list_instances(state_root: str) -> tuple[list[Instance], list[str]]:
         if not os.path.isdir(directory):
             continue
         if os.path.exists(os.path.join(directory, METADATA)):
-            found.append(_read_metadata(directory, uuid))
+            found.append(read_metadata(directory, uuid))
         else:
             unmanaged.append(uuid)
     return found, unmanaged
@@ -394,7 +394,7 @@ def create(
                 directory=directory,
                 ca_dir=ca_dir,
             )
-            _write_metadata(inst)
+            write_metadata(inst)
         except BaseException:
             shutil.rmtree(directory, ignore_errors=True)
             raise
@@ -583,22 +583,31 @@ def _probe(inst: Instance, proc: subprocess.Popen[bytes], data: SocketAddress, l
 # -- destroy ----------------------------------------------------------------------------
 
 
+@contextmanager
+def exclusive(inst: Instance) -> Iterator[None]:
+    """Hold the instance's swtpm lock (``.lock``, the one swtpm takes on its
+    state directory) for the duration; `VtpmServiceError` if a swtpm (vtpmd
+    serving it) holds it now."""
+    lock = os.path.join(inst.directory, ".lock")
+    try:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o640)
+    except OSError as e:
+        raise VtpmServiceError(f"{lock}: {describe_open_error(e)}") from None
+    try:
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise VtpmServiceError(
+                f"{inst.directory}: in use by a running swtpm (vtpmd?); stop it first"
+            ) from None
+        yield
+    finally:
+        os.close(fd)
+
+
 def destroy(inst: Instance) -> None:
     """Remove the instance's directory, unless a swtpm holds its lock (vtpmd serving it)."""
-    lock = os.path.join(inst.directory, ".lock")
-    if os.path.exists(lock):
-        fd = os.open(lock, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
-        try:
-            try:
-                fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                raise VtpmServiceError(
-                    f"{inst.directory}: in use by a running swtpm (vtpmd?); stop it first"
-                ) from None
-            shutil.rmtree(inst.directory)
-        finally:
-            os.close(fd)
-    else:
+    with exclusive(inst):
         shutil.rmtree(inst.directory)
 
 

@@ -1,0 +1,183 @@
+"""Export a vTPM instance to an archive and import it on another host.
+
+The archive is a plain (uncompressed) POSIX tar of the instance directory:
+``UUID/vtpm.json``, swtpm's state files and ``UUID/certs/``.  The state stays
+as swtpm wrote it, so an encrypted instance stays encrypted in transit; the
+key never goes into the archive and travels separately (the importing host
+names its copy with ``--key-file``).
+
+An archive is untrusted input: only regular files and directories with the
+names above are accepted, each at most `MAX_MEMBER` bytes, at most
+`MAX_MEMBERS` of them; links, devices, absolute or ``..`` names, a second
+uuid and anything else are refused with one line before anything is written.
+An import is checked (`manufacture.check`) before it is made visible.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import shutil
+import tarfile
+import tempfile
+
+from pvgrub_py.errors import UsageError
+from pvgrub_py.inputs import describe_open_error
+from pvgrub_py.vtpm import manufacture
+from pvgrub_py.vtpm.manufacture import Instance, VtpmServiceError
+
+MAX_MEMBER = 1 << 20
+MAX_MEMBERS = 32
+MAX_ARCHIVE = 16 << 20
+#: What an instance directory may hold, besides ``certs/``.
+TOP_FILES = re.compile(r"^(vtpm\.json|tpm2?-00\.(permall|volatilestate|savestate))$")
+CERT_FILES = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}\.(crt|pem)$")
+
+
+def export(inst: Instance, output: str) -> int:
+    """Write *inst* to a new file *output* (mode 0600, never overwritten); the
+    number of files archived.  Refused while a swtpm serves the instance."""
+    with manufacture.exclusive(inst):
+        members = _members(inst)
+        try:
+            fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        except OSError as e:
+            raise VtpmServiceError(f"{output}: {describe_open_error(e)}") from None
+        try:
+            with (
+                os.fdopen(fd, "wb") as f,
+                tarfile.open(fileobj=f, mode="w", format=tarfile.PAX_FORMAT) as tar,
+            ):
+                for arcname, path in members:
+                    info = tarfile.TarInfo(arcname)
+                    if path is None:
+                        info.type, info.mode = tarfile.DIRTYPE, 0o700
+                        tar.addfile(info)
+                        continue
+                    with open(path, "rb") as src:
+                        data = src.read(MAX_MEMBER + 1)
+                    if len(data) > MAX_MEMBER:
+                        raise VtpmServiceError(f"{path}: larger than {MAX_MEMBER} bytes")
+                    info.size, info.mode = len(data), 0o600
+                    info.mtime = int(os.stat(path).st_mtime)
+                    tar.addfile(info, io.BytesIO(data))
+        except BaseException:
+            os.unlink(output)
+            raise
+    return sum(1 for _, p in members if p is not None)
+
+
+def _members(inst: Instance) -> list[tuple[str, str | None]]:
+    out: list[tuple[str, str | None]] = [(inst.uuid, None)]
+    for name in sorted(os.listdir(inst.directory)):
+        path = os.path.join(inst.directory, name)
+        if TOP_FILES.match(name) and os.path.isfile(path) and not os.path.islink(path):
+            out.append((f"{inst.uuid}/{name}", path))
+    certs = os.path.join(inst.directory, manufacture.CERTS)
+    if os.path.isdir(certs):
+        out.append((f"{inst.uuid}/{manufacture.CERTS}", None))
+        for name in sorted(os.listdir(certs)):
+            path = os.path.join(certs, name)
+            if CERT_FILES.match(name) and os.path.isfile(path) and not os.path.islink(path):
+                out.append((f"{inst.uuid}/{manufacture.CERTS}/{name}", path))
+    return out
+
+
+def _read_archive(archive: str) -> tuple[str, dict[str, bytes]]:
+    """The uuid and the files (relative name -> bytes) of an export archive."""
+    try:
+        if os.stat(archive).st_size > MAX_ARCHIVE:
+            raise VtpmServiceError(f"{archive}: larger than {MAX_ARCHIVE} bytes; not an export")
+        with tarfile.open(archive, mode="r:") as tar:  # no decompression: no bomb
+            uuid, files = _unpack(archive, tar)
+    except OSError as e:
+        raise VtpmServiceError(f"{archive}: {describe_open_error(e)}") from None
+    except (tarfile.TarError, EOFError) as e:
+        raise VtpmServiceError(f"{archive}: not a tar archive, or a damaged one: {e}") from None
+    if manufacture.METADATA not in files:
+        raise VtpmServiceError(f"{archive}: no {manufacture.METADATA}; not a vTPM export")
+    return uuid, files
+
+
+def _unpack(archive: str, tar: tarfile.TarFile) -> tuple[str, dict[str, bytes]]:
+    files: dict[str, bytes] = {}
+    uuid = None
+    for count, m in enumerate(tar, 1):
+        if count > MAX_MEMBERS:
+            raise VtpmServiceError(f"{archive}: more than {MAX_MEMBERS} members")
+        parts = m.name.split("/")
+        try:
+            head = manufacture.canonical_uuid(parts[0])
+        except UsageError:
+            raise VtpmServiceError(
+                f"{archive}: member {m.name!r} is not under a uuid directory"
+            ) from None
+        if head != parts[0] or (uuid is not None and head != uuid):
+            raise VtpmServiceError(f"{archive}: member {m.name!r}: not the archive's one uuid")
+        uuid = head
+        rest = parts[1:]
+        if m.isdir():
+            if rest not in ([], [manufacture.CERTS]):
+                raise VtpmServiceError(f"{archive}: unexpected directory {m.name!r}")
+            continue
+        ok = (len(rest) == 1 and TOP_FILES.match(rest[0])) or (
+            len(rest) == 2 and rest[0] == manufacture.CERTS and CERT_FILES.match(rest[1])
+        )
+        if not m.isreg() or not ok:
+            raise VtpmServiceError(f"{archive}: unexpected member {m.name!r}")
+        if m.size > MAX_MEMBER:
+            raise VtpmServiceError(f"{archive}: member {m.name!r} is over {MAX_MEMBER} bytes")
+        name = "/".join(rest)
+        if name in files:
+            raise VtpmServiceError(f"{archive}: member {m.name!r} appears twice")
+        src = tar.extractfile(m)
+        if src is None:
+            raise VtpmServiceError(f"{archive}: member {m.name!r} has no data")
+        files[name] = src.read(MAX_MEMBER + 1)
+    if uuid is None:
+        raise VtpmServiceError(f"{archive}: empty; not a vTPM export")
+    return uuid, files
+
+
+def import_archive(state_root: str, archive: str, key_file: str | None) -> tuple[Instance, str]:
+    """Unpack *archive* into ``state_root/UUID`` (never over an existing
+    instance), record *key_file* as its key, and check it loads; the instance
+    and the check's one-line result.  On any failure nothing is left."""
+    uuid, files = _read_archive(archive)
+    state_root = os.path.abspath(state_root)
+    target = os.path.join(state_root, uuid)
+    if os.path.lexists(target):
+        raise VtpmServiceError(f"{target}: vTPM instance {uuid} already exists")
+    try:
+        os.makedirs(state_root, mode=0o700, exist_ok=True)
+    except OSError as e:
+        raise VtpmServiceError(f"{state_root}: {describe_open_error(e)}") from None
+    staging = tempfile.mkdtemp(prefix=f".import-{uuid}-", dir=state_root)
+    try:
+        os.mkdir(os.path.join(staging, manufacture.CERTS), 0o700)
+        for name, data in files.items():
+            fd = os.open(os.path.join(staging, name),
+                         os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)  # fmt: skip
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+        try:
+            inst = manufacture.read_metadata(staging, uuid)
+        except VtpmServiceError as e:
+            raise VtpmServiceError(f"{archive}: {manufacture.METADATA}: {e}") from None
+        if inst.encrypted and key_file is None:
+            raise UsageError(f"vTPM {uuid} is encrypted: give the key with --key-file")
+        if key_file is not None:
+            if not inst.encrypted:
+                raise UsageError(f"vTPM {uuid} is not encrypted: --key-file does not apply")
+            inst.key_file = os.path.abspath(key_file)
+        result = manufacture.check(inst)
+        manufacture.write_metadata(inst)
+        try:
+            os.rename(staging, target)
+        except OSError as e:
+            raise VtpmServiceError(f"{target}: {describe_open_error(e)}") from None
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return manufacture.load(state_root, uuid), result
