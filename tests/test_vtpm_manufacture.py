@@ -573,9 +573,21 @@ def test_export_refused_while_served(
 
 def _hostile_archive(path: Path, kind: str) -> None:
     if kind == "not-tar":
-        path.write_bytes(b"\x00" * 1024 + b"garbage")
+        path.write_bytes(b"not a tar archive, just text\n" * 100)
         return
-    meta = json.dumps({"uuid": UUID}).encode()
+    meta = json.dumps(
+        {
+            "format": 1,
+            "uuid": UUID,
+            "tpm_version": "2.0",
+            "encrypted": False,
+            "key_file": None,
+            "created": "2026-01-01T00:00:00Z",
+            "ca_dir": "/x",
+        }
+    )
+    if kind == "bad-metadata":
+        meta = json.dumps({"uuid": UUID})
 
     def reg(tar: tarfile.TarFile, name: str, data: bytes = b"x") -> None:
         info = tarfile.TarInfo(name)
@@ -583,7 +595,7 @@ def _hostile_archive(path: Path, kind: str) -> None:
         tar.addfile(info, io.BytesIO(data))
 
     with tarfile.open(path, "w") as tar:
-        reg(tar, f"{UUID}/vtpm.json", meta)
+        reg(tar, f"{UUID}/vtpm.json", meta.encode())
         if kind == "traversal":
             reg(tar, f"{UUID}/../../etc/evil")
         elif kind == "absolute":
@@ -597,7 +609,7 @@ def _hostile_archive(path: Path, kind: str) -> None:
             info.type, info.devmajor, info.devminor = tarfile.CHRTYPE, 1, 3
             tar.addfile(info)
         elif kind == "two-uuids":
-            reg(tar, "0f0e0d0c-0b0a-4908-8706-050403020100/vtpm.json", meta)
+            reg(tar, "0f0e0d0c-0b0a-4908-8706-050403020100/vtpm.json", meta.encode())
         elif kind == "other-name":
             reg(tar, f"{UUID}/run.sh")
         elif kind == "oversized":
@@ -629,5 +641,17 @@ def test_import_refuses_hostile_archives(
     status, out, err = ctl(capsys, "vtpm", "import", "--state-dir", str(state), str(archive))
     assert status == 1 and out == "" and err.count("\n") == 1, err
     assert str(archive) in err and "Traceback" not in err
+    expected = {
+        "not-tar": "not a tar archive",
+        "traversal": "unexpected member",
+        "absolute": "not under a uuid directory",
+        "symlink": "unexpected member",
+        "device": "unexpected member",
+        "two-uuids": "not the archive's one uuid",
+        "other-name": "unexpected member",
+        "oversized": "is over",
+        "bad-metadata": "field 'tpm_version'",
+    }
+    assert expected[kind] in err, err
     assert not (state / UUID).exists()
     assert not state.exists() or os.listdir(state) == []

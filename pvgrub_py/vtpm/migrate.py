@@ -134,7 +134,10 @@ def _unpack(archive: str, tar: tarfile.TarFile) -> tuple[str, dict[str, bytes]]:
         src = tar.extractfile(m)
         if src is None:
             raise VtpmServiceError(f"{archive}: member {m.name!r} has no data")
-        files[name] = src.read(MAX_MEMBER + 1)
+        data = src.read(MAX_MEMBER + 1)
+        if len(data) > MAX_MEMBER:  # the header lied about the size
+            raise VtpmServiceError(f"{archive}: member {m.name!r} is over {MAX_MEMBER} bytes")
+        files[name] = data
     if uuid is None:
         raise VtpmServiceError(f"{archive}: empty; not a vTPM export")
     return uuid, files
