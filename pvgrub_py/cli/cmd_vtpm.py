@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import textwrap
 
 from pvgrub_py.errors import UsageError
 from pvgrub_py.vtpm import manufacture, migrate
@@ -27,7 +28,9 @@ lives in DIR/UUID, UUID being the one in the guest's xl "vtpm = [...]" line.
   import   unpack such an archive into DIR/UUID and check that it loads.
 
 Keys never appear on a command line: swtpm_setup and swtpm get the key file
-as an inherited file descriptor.
+as an inherited file descriptor.  vtpmd does not pass a key to swtpm yet, so
+it serves only unencrypted instances; an encrypted one can be made, checked
+and moved, and is served once vtpmd learns --key-file.
 
 Exit status: 0 on success, 1 on a failure, 2 on a usage error."""
 
@@ -64,6 +67,42 @@ EK certificate).  An existing instance is never overwritten; on failure
 nothing is left behind."""
 
 
+EX_CREATE = """\
+examples:
+  pvgrubctl vtpm create --state-dir /srv/vtpm --tpm2 \\
+      --uuid 7b5b6d2e-0c5e-4c39-9a63-4f4f0e0b1c1d --key-file /etc/pvgrub-py/vtpm.key
+  pvgrubctl vtpm create --state-dir /srv/vtpm --tpm12 \\
+      --uuid 7b5b6d2e-0c5e-4c39-9a63-4f4f0e0b1c1d --ca-dir /etc/pvgrub-py/vtpm-ca"""
+
+EX_LIST = """\
+examples:
+  pvgrubctl vtpm list --state-dir /srv/vtpm
+  pvgrubctl vtpm list --state-dir /srv/vtpm --json"""
+
+EX_SHOW = """\
+examples:
+  pvgrubctl vtpm show --state-dir /srv/vtpm 7b5b6d2e-0c5e-4c39-9a63-4f4f0e0b1c1d
+  pvgrubctl vtpm show --state-dir /srv/vtpm 7b5b6d2e-0c5e-4c39-9a63-4f4f0e0b1c1d --json --check"""
+
+EX_DESTROY = """\
+examples:
+  pvgrubctl vtpm destroy --state-dir /srv/vtpm 7b5b6d2e-0c5e-4c39-9a63-4f4f0e0b1c1d --yes"""
+
+EX_EXPORT = """\
+examples:
+  pvgrubctl vtpm export --state-dir /srv/vtpm 7b5b6d2e-0c5e-4c39-9a63-4f4f0e0b1c1d \\
+      -o guest.vtpm.tar"""
+
+EX_IMPORT = """\
+examples:
+  pvgrubctl vtpm import --state-dir /srv/vtpm guest.vtpm.tar \\
+      --key-file /etc/pvgrub-py/vtpm.key"""
+
+
+def _wrap(text: str) -> str:
+    return textwrap.fill(text, 78, break_on_hyphens=False)
+
+
 def _state_dir(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--state-dir",
@@ -92,9 +131,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
     c = verbs.add_parser(
         "create",
+        epilog=EX_CREATE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         help="manufacture a new instance (EK, certificates, banks)",
         description=CREATE,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _state_dir(c)
     c.add_argument(
@@ -105,7 +145,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="the instance's uuid, as in the guest's xl vtpm line (canonical form)",
     )
     version = c.add_mutually_exclusive_group(required=True)
-    version.add_argument("--tpm2", action="store_true", help="a TPM 2.0")
+    version.add_argument("--tpm2", action="store_true", help="manufacture a TPM 2.0 (vtpmd --tpm2)")
     version.add_argument("--tpm12", action="store_true", help="a TPM 1.2 (Xen's vTPM's version)")
     c.add_argument(
         "--key-file",
@@ -125,10 +165,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
     ls = verbs.add_parser(
         "list",
+        epilog=EX_LIST,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         help="list the instances in DIR",
-        description="List the instances in DIR, one a line: uuid, TPM "
-        "version, encrypted or not, created, last used.  Directories vtpmd "
-        "made on first use (no metadata) are listed as unmanaged.",
+        description=_wrap(
+            "List the instances in DIR, one a line: uuid, TPM "
+            "version, encrypted or not, created, last used.  Directories vtpmd "
+            "made on first use (no metadata) are listed as unmanaged."
+        ),
     )
     _state_dir(ls)
     ls.add_argument("--json", action="store_true", help="print a JSON array of the instances")
@@ -136,17 +180,21 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
     s = verbs.add_parser(
         "show",
+        epilog=EX_SHOW,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         help="print an instance's metadata; --check loads its state",
-        description="Print an instance's metadata: uuid, tpm_version, "
-        "encrypted, key_file, state_dir, ek_certificate and ca_certificate "
-        "(paths, PEM), pcr_banks, created and last_used (UTC).  With --check, "
-        "first load a copy of its state in a throw-away swtpm (with its key) "
-        "and read a PCR: a missing, undecryptable or corrupt state fails "
-        "with one line and exit status 1.",
+        description=_wrap(
+            "Print an instance's metadata: uuid, tpm_version, "
+            "encrypted, key_file, state_dir, ek_certificate and ca_certificate "
+            "(paths, PEM), pcr_banks, created and last_used (UTC).  With --check, "
+            "first load a copy of its state in a throw-away swtpm (with its key) "
+            "and read a PCR: a missing, undecryptable or corrupt state fails "
+            "with one line and exit status 1."
+        ),
     )
     _state_dir(s)
-    s.add_argument("uuid", type=_uuid, metavar="UUID")
-    s.add_argument("--json", action="store_true", help="print a JSON object")
+    s.add_argument("uuid", type=_uuid, metavar="UUID", help="the instance to show (canonical UUID)")
+    s.add_argument("--json", action="store_true", help="print the metadata as one JSON object")
     s.add_argument(
         "--check",
         action="store_true",
@@ -162,41 +210,65 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
     d = verbs.add_parser(
         "destroy",
+        epilog=EX_DESTROY,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         help="delete an instance for good (needs --yes)",
-        description="Delete STATE-DIR/UUID: the TPM state, its EK and "
-        "certificates.  Irreversible, so it needs --yes; refused while a "
-        "swtpm (vtpmd) holds the instance's lock.  The CA is kept.",
+        description=_wrap(
+            "Delete STATE-DIR/UUID: the TPM state, its EK and "
+            "certificates.  Irreversible, so it needs --yes; refused while a "
+            "swtpm (vtpmd) holds the instance's lock.  The CA is kept."
+        ),
     )
     _state_dir(d)
-    d.add_argument("uuid", type=_uuid, metavar="UUID")
-    d.add_argument("--yes", action="store_true", help="confirm the deletion")
+    d.add_argument(
+        "uuid", type=_uuid, metavar="UUID", help="the instance to delete (canonical UUID)"
+    )
+    d.add_argument(
+        "--yes", action="store_true", help="confirm the deletion (required: it cannot be undone)"
+    )
     d.set_defaults(func=run_destroy)
 
     e = verbs.add_parser(
         "export",
+        epilog=EX_EXPORT,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         help="write an instance to a tar archive (no key)",
-        description="Write STATE-DIR/UUID to a new uncompressed tar archive OUTPUT (mode "
-        "0600, never overwritten): the metadata, swtpm's state files as they are (an "
-        "encrypted instance stays encrypted) and the certificates.  The key is not in it: "
-        "copy it to the other host separately.  Refused while a swtpm (vtpmd) serves the "
-        "instance, so that the state is not caught mid-write.",
+        description=_wrap(
+            "Write STATE-DIR/UUID to a new uncompressed tar archive OUTPUT (mode "
+            "0600, never overwritten): the metadata, swtpm's state files as they are (an "
+            "encrypted instance stays encrypted) and the certificates.  The key is not in it: "
+            "copy it to the other host separately.  Refused while a swtpm (vtpmd) serves the "
+            "instance, so that the state is not caught mid-write."
+        ),
     )
     _state_dir(e)
-    e.add_argument("uuid", type=_uuid, metavar="UUID")
-    e.add_argument("--output", "-o", required=True, metavar="OUTPUT", help="the archive to write")
+    e.add_argument(
+        "uuid", type=_uuid, metavar="UUID", help="the instance to export (canonical UUID)"
+    )
+    e.add_argument(
+        "--output",
+        "-o",
+        required=True,
+        metavar="OUTPUT",
+        help="the archive to write (must not exist yet)",
+    )
     e.set_defaults(func=run_export)
 
     i = verbs.add_parser(
         "import",
+        epilog=EX_IMPORT,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         help="unpack an exported archive into DIR/UUID and check it",
-        description='Unpack an archive made by "pvgrubctl vtpm export" into STATE-DIR/UUID '
-        "(never over an existing instance), then load its state in a throw-away swtpm as "
-        '"show --check" does; the instance appears only if that succeeds.  The archive is '
-        "untrusted: anything but the files an export holds (links, devices, other names, "
-        "oversized members) is refused before anything is written.",
+        description=_wrap(
+            'Unpack an archive made by "pvgrubctl vtpm export" into STATE-DIR/UUID '
+            "(never over an existing instance), then load its state in a throw-away swtpm as "
+            '"show --check" does; the instance appears only if that succeeds.  The archive is '
+            "untrusted: anything but the files an export holds (links, devices, other names, "
+            "oversized members) is refused before anything is written."
+        ),
     )
     _state_dir(i)
-    i.add_argument("archive", metavar="ARCHIVE")
+    i.add_argument("archive", metavar="ARCHIVE", help="a tar archive made by pvgrubctl vtpm export")
     i.add_argument(
         "--key-file",
         metavar="K",
