@@ -481,7 +481,6 @@ def test_create_never_overwrites(
     made: tuple[Path, Path, dict[str, object]], capsys: pytest.CaptureFixture[str]
 ) -> None:
     state, key, _ = made
-    before = (state / UUID / "tpm2-00.permall").read_bytes()
     status, _, err = ctl(
         capsys,
         "vtpm",
@@ -655,3 +654,27 @@ def test_import_refuses_hostile_archives(
     assert expected[kind] in err, err
     assert not (state / UUID).exists()
     assert not state.exists() or os.listdir(state) == []
+
+
+def test_vtpmd_serves_an_unencrypted_instance(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """vtpmd's own instance code (vtpm/instances.py) opens a manufactured
+    instance where it looks for it, with its EK and both banks intact."""
+    from pvgrub_py.tpm.client import TpmClient
+    from pvgrub_py.vtpm.instances import VtpmInstances
+
+    state = tmp_path / "state"
+    assert (
+        ctl(capsys, "vtpm", "create", "--state-dir", str(state), "--uuid", UUID, "--tpm2")[0] == 0
+    )
+    instances = VtpmInstances(str(state), tpm2=True)
+    try:
+        inst = instances.get(UUID.upper())
+        with TpmClient(inst.process.transport(), version="2.0") as client:
+            assert [b.name for b in client.active_banks()] == ["sha1", "sha256"]
+    finally:
+        instances.stop()
+    # served once, the instance still checks
+    status, _, err = ctl(capsys, "vtpm", "show", "--state-dir", str(state), UUID, "--check")
+    assert status == 0, err
