@@ -481,6 +481,7 @@ def test_create_never_overwrites(
     made: tuple[Path, Path, dict[str, object]], capsys: pytest.CaptureFixture[str]
 ) -> None:
     state, key, _ = made
+    before = (state / UUID / "tpm2-00.permall").read_bytes()
     status, _, err = ctl(
         capsys,
         "vtpm",
