@@ -12,6 +12,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import killed_swtpm
 import pytest
 from kernel_info_images import write_built_kernel
 from pcr_rule import expected_pcrs
@@ -196,6 +197,9 @@ def test_vtpmd_dying_mid_boot_fails_cleanly(host: SimHost, tmp_path: Path) -> No
         pids = subprocess.run(
             ["pgrep", "-f", f"vtpmd --sim {host.dir}"], capture_output=True, text=True
         ).stdout.split()
+        left_behind = killed_swtpm.work_dirs(
+            child for pid in pids for child in killed_swtpm.swtpm_children(int(pid))
+        )
         for pid in pids:
             os.kill(int(pid), signal.SIGKILL)
         with pytest.raises(PvgrubError):
@@ -206,6 +210,7 @@ def test_vtpmd_dying_mid_boot_fails_cleanly(host: SimHost, tmp_path: Path) -> No
                 VtpmConnector(host.dom0),
             )
         assert_nothing_left(host, before)
+    killed_swtpm.remove(left_behind)
 
 
 @pytest.mark.integration

@@ -17,6 +17,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import killed_swtpm
 import pytest
 
 from pvgrub_py.cli.connect import open_transport
@@ -141,6 +142,7 @@ def test_dom0_attach_power_cycles_and_guest_sees_the_measurements(
 def test_backend_killed_mid_command_frontend_errors_in_time(host: SimHost, tmp_path: Path) -> None:
     vtpmd = start_vtpmd(host, tmp_path)
     guest = guest_with_vtpm(host)
+    left_behind: list[str] = []
     try:
         with host.attach(guest, host.token(guest)) as hv:
             front = TpmFront(hv, timeout=2).connect()
@@ -148,6 +150,7 @@ def test_backend_killed_mid_command_frontend_errors_in_time(host: SimHost, tmp_p
             client.extend(4, {"sha1": bytes(20)})
             pids = vtpmd.swtpm_pids()
             assert pids
+            left_behind = killed_swtpm.work_dirs(pids)
             for pid in pids:
                 os.kill(pid, signal.SIGSTOP)  # the command will hang inside the TPM
             killer = threading.Timer(0.3, lambda: vtpmd.proc.kill())
@@ -161,6 +164,7 @@ def test_backend_killed_mid_command_frontend_errors_in_time(host: SimHost, tmp_p
             front.close()
     finally:
         vtpmd.stop()
+        killed_swtpm.remove(left_behind)
     assert wait_until(lambda: not leaks(host.stats()), timeout=10), leaks(host.stats())
 
 
