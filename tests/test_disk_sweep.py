@@ -310,7 +310,7 @@ def images(tmp_path_factory: pytest.TempPathFactory) -> disk_images.ImageFactory
 
 
 def test_corruption_sweep(
-    images: disk_images.ImageFactory, capsys: pytest.CaptureFixture[str]
+    images: disk_images.ImageFactory, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     # Import every reader in the parent so that forked children start warm.
     import dissect.btrfs  # type: ignore[import-untyped]
@@ -358,7 +358,8 @@ def test_corruption_sweep(
     for name, counter in causes.items():
         lines.append(f"  {name}: " + ", ".join(f"{k} {v}" for k, v in counter.most_common(8)))
     report = "\n".join(lines)
-    out = Path(os.environ.get("PVGRUB_DISK_SWEEP_REPORT", tempfile.gettempdir())) / "disk-sweep.txt"
+    # The report is kept where PVGRUB_DISK_SWEEP_REPORT says, else with the test's files.
+    out = Path(os.environ.get("PVGRUB_DISK_SWEEP_REPORT", tmp_path)) / "disk-sweep.txt"
     out.write_text(report + "\n" + "\n".join(failures) + "\n")
     with capsys.disabled():
         print("\n" + report)
