@@ -64,6 +64,21 @@ def ctl(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
     return status, out, err
 
 
+def create(
+    capsys: pytest.CaptureFixture[str],
+    state: Path,
+    uuid: str,
+    version: str,
+    key: Path | None = None,
+    *extra: str,
+) -> tuple[int, str, str]:
+    """``pvgrubctl vtpm create`` of *uuid* under *state* (encrypted when *key* is given)."""
+    argv = ["vtpm", "create", "--state-dir", str(state), "--uuid", uuid, version, *extra]
+    if key is not None:
+        argv += ["--key-file", str(key)]
+    return ctl(capsys, *argv)
+
+
 def write_key(path: Path, mode: int = 0o600) -> Path:
     path.write_text(os.urandom(32).hex() + "\n")
     path.chmod(mode)
@@ -319,18 +334,7 @@ def test_keys_never_on_a_command_line(
     monkeypatch.setenv("PATH", f"{shims}:{os.environ['PATH']}")
     key = write_key(tmp_path / "host.key")
     state = tmp_path / "state"
-    status, _, err = ctl(
-        capsys,
-        "vtpm",
-        "create",
-        "--state-dir",
-        str(state),
-        "--uuid",
-        UUID,
-        "--tpm2",
-        "--key-file",
-        str(key),
-    )
+    status, _, err = create(capsys, state, UUID, "--tpm2", key=key)
     assert status == 0, err
     status, _, err = ctl(capsys, "vtpm", "show", "--state-dir", str(state), UUID, "--check")
     assert status == 0, err
@@ -345,18 +349,7 @@ def test_keys_never_on_a_command_line(
 def test_tpm12_create_and_check(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     key = write_key(tmp_path / "host.key")
     state = tmp_path / "state"
-    status, _, err = ctl(
-        capsys,
-        "vtpm",
-        "create",
-        "--state-dir",
-        str(state),
-        "--uuid",
-        UUID,
-        "--tpm12",
-        "--key-file",
-        str(key),
-    )
+    status, _, err = create(capsys, state, UUID, "--tpm12", key=key)
     assert status == 0, err
     status, out, err = ctl(
         capsys, "vtpm", "show", "--state-dir", str(state), UUID, "--json", "--check"
@@ -377,9 +370,7 @@ def test_tpm12_create_and_check(tmp_path: Path, capsys: pytest.CaptureFixture[st
 
 def test_unencrypted_instance(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     state = tmp_path / "state"
-    status, _, err = ctl(
-        capsys, "vtpm", "create", "--state-dir", str(state), "--uuid", UUID, "--tpm2"
-    )
+    status, _, err = create(capsys, state, UUID, "--tpm2")
     assert status == 0, err
     status, out, err = ctl(
         capsys, "vtpm", "show", "--state-dir", str(state), UUID, "--json", "--check"
@@ -394,9 +385,7 @@ def test_unencrypted_instance(tmp_path: Path, capsys: pytest.CaptureFixture[str]
 
 def test_list_destroy(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     state = tmp_path / "state"
-    assert (
-        ctl(capsys, "vtpm", "create", "--state-dir", str(state), "--uuid", UUID, "--tpm2")[0] == 0
-    )
+    assert create(capsys, state, UUID, "--tpm2")[0] == 0
     other = "0f0e0d0c-0b0a-4908-8706-050403020100"
     (state / other).mkdir()  # what vtpmd makes for an unknown uuid
     status, out, _ = ctl(capsys, "vtpm", "list", "--state-dir", str(state), "--json")
@@ -460,18 +449,7 @@ def test_bad_key_file_leaves_nothing(
     elif problem == "symlink":
         key.symlink_to(write_key(tmp_path / "real.key"))
     state = tmp_path / "state"
-    status, out, err = ctl(
-        capsys,
-        "vtpm",
-        "create",
-        "--state-dir",
-        str(state),
-        "--uuid",
-        UUID,
-        "--tpm2",
-        "--key-file",
-        str(key),
-    )
+    status, out, err = create(capsys, state, UUID, "--tpm2", key=key)
     assert status == 1 and out == "" and err.count("\n") == 1, err
     assert f"key file {key}" in err
     assert not state.exists()
@@ -482,18 +460,7 @@ def test_create_never_overwrites(
 ) -> None:
     state, key, _ = made
     before = (state / UUID / "tpm2-00.permall").read_bytes()
-    status, _, err = ctl(
-        capsys,
-        "vtpm",
-        "create",
-        "--state-dir",
-        str(state),
-        "--uuid",
-        UUID,
-        "--tpm2",
-        "--key-file",
-        str(key),
-    )
+    status, _, err = create(capsys, state, UUID, "--tpm2", key=key)
     assert status == 1 and "already exists" in err and err.count("\n") == 1
     assert (state / UUID / "tpm2-00.permall").read_bytes() == before
 
@@ -666,9 +633,7 @@ def test_vtpmd_serves_an_unencrypted_instance(
     from pvgrub_py.vtpm.instances import VtpmInstances
 
     state = tmp_path / "state"
-    assert (
-        ctl(capsys, "vtpm", "create", "--state-dir", str(state), "--uuid", UUID, "--tpm2")[0] == 0
-    )
+    assert create(capsys, state, UUID, "--tpm2")[0] == 0
     instances = VtpmInstances(str(state), tpm2=True)
     try:
         inst = instances.get(UUID.upper())
