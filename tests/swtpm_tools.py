@@ -111,24 +111,36 @@ class ToolsTpm:
 
 
 @contextmanager
-def tools_tpm(tpm2: bool = True, startup: bool = True) -> Iterator[ToolsTpm]:
-    """A private swtpm (TPM 2.0 by default), torn down on exit."""
+def tools_tpm(
+    tpm2: bool = True,
+    startup: bool = True,
+    *,
+    state_dir: str | None = None,
+    key_file: str | None = None,
+) -> Iterator[ToolsTpm]:
+    """A private swtpm (TPM 2.0 by default), torn down on exit: on a fresh state, or on
+    *state_dir* (kept) read with ``--key file=KEY_FILE`` when given.  AssertionError,
+    with swtpm's own words, if it exits at start (a state it cannot load)."""
     workdir = tempfile.mkdtemp(prefix="pvgrub-tools-tpm-")
     port = _port_pair()
     flags = "not-need-init" + (",startup-clear" if startup else "")
     cmd = [
         "swtpm", "socket",
-        "--tpmstate", f"dir={workdir}",
+        "--tpmstate", f"dir={state_dir or workdir}",
         "--server", f"type=tcp,port={port},bindaddr=127.0.0.1",
         "--ctrl", f"type=tcp,port={port + 1},bindaddr=127.0.0.1",
         "--flags", flags,
     ] + (["--tpm2"] if tpm2 else [])  # fmt: skip
+    if key_file is not None:
+        cmd += ["--key", f"file={key_file},mode=aes-256-cbc,format=hex"]
     proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)  # fmt: skip
+                            stderr=subprocess.PIPE)  # fmt: skip
+    assert proc.stderr is not None
     try:
         deadline = time.monotonic() + 10
         while True:
-            assert proc.poll() is None, "swtpm exited at start"
+            if proc.poll() is not None:
+                raise AssertionError(f"swtpm exited at start: {proc.stderr.read()!r}")
             try:
                 socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
                 break
@@ -143,4 +155,5 @@ def tools_tpm(tpm2: bool = True, startup: bool = True) -> Iterator[ToolsTpm]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+        proc.stderr.close()
         shutil.rmtree(workdir, ignore_errors=True)

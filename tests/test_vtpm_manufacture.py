@@ -12,12 +12,10 @@ import io
 import json
 import os
 import shutil
-import socket
 import stat
 import subprocess
 import tarfile
 import tempfile
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager, redirect_stdout
 from pathlib import Path
@@ -26,9 +24,9 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import Encoding, load_pem_public_key
+from swtpm_tools import ToolsTpm, tools_tpm
 
 from pvgrub_py.cli import pvgrubctl
-from tests.swtpm_tools import ToolsTpm, _port_pair
 
 TOOLS = (
     "swtpm",
@@ -89,47 +87,8 @@ def write_key(path: Path, mode: int = 0o600) -> Path:
 def stock_swtpm(state_dir: str, key: str | None, tpm2: bool = True) -> Iterator[ToolsTpm]:
     """A stock swtpm on *state_dir* (``--key file=KEY``), on the port pair tpm2-tools wants;
     AssertionError if it exits at start (a state it cannot load)."""
-    port = _port_pair()
-    cmd = [
-        "swtpm",
-        "socket",
-        "--tpmstate",
-        f"dir={state_dir}",
-        "--server",
-        f"type=tcp,port={port},bindaddr=127.0.0.1",
-        "--ctrl",
-        f"type=tcp,port={port + 1},bindaddr=127.0.0.1",
-        "--flags",
-        "not-need-init,startup-clear",
-    ]
-    if key is not None:
-        cmd += ["--key", f"file={key},mode=aes-256-cbc,format=hex"]
-    if tpm2:
-        cmd.append("--tpm2")
-    proc = subprocess.Popen(
-        cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            if proc.poll() is not None:
-                raise AssertionError(f"swtpm exited at start: {proc.stderr.read()!r}")  # type: ignore[union-attr]
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "swtpm did not start"
-                time.sleep(0.02)
-        yield ToolsTpm(port, tpm2)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        assert proc.stderr is not None
-        proc.stderr.close()
+    with tools_tpm(tpm2, state_dir=state_dir, key_file=key) as tpm:
+        yield tpm
 
 
 def swtpm_starts(state_dir: str, key: str | None, tpm2: bool = True) -> bool:
