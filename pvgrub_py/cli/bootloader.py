@@ -169,7 +169,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Unwind like any failure: the output directory is emptied, the
         # sandboxed child killed and reaped, the output file left empty.
         signal.signal(signal.SIGTERM, _on_sigterm)
-    from pvgrub_py.cli.common import run
+    from pvgrub_py.program import run
 
     status = run("pvgrub-py", _main, argv)
     if argv is None:

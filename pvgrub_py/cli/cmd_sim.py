@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from typing import cast
 
 from pvgrub_py.cli.cmd_sim_boot_many import add_boot_many_parser
-from pvgrub_py.cli.common import ArgumentParser, run
+from pvgrub_py.cli.common import ArgumentParser, check_parent_writable, run
 from pvgrub_py.errors import InputError, UsageError
 from pvgrub_py.inputs import describe_open_error
 from pvgrub_py.sim.cli import add_host_parser
@@ -168,11 +168,7 @@ def _writable(path: str) -> None:
         if not os.access(path, os.W_OK):
             raise InputError(path, "cannot write: permission denied")
         return
-    parent = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(parent):
-        raise InputError(path, f"cannot write: no directory {parent}")
-    if not os.access(parent, os.W_OK):
-        raise InputError(path, f"cannot write: permission denied in {parent}")
+    check_parent_writable(path)
 
 
 def _write_pid_file(path: str | None) -> None:

@@ -141,19 +141,7 @@ class PendingFile:
     def __init__(self, path: str) -> None:
         self.path = path
         self.directory = os.path.dirname(os.path.abspath(path))
-        try:
-            st = os.lstat(path)
-        except FileNotFoundError:
-            pass
-        except OSError as e:
-            raise InputError(path, f"cannot write: {_problem(e)}") from None
-        else:
-            if stat.S_ISDIR(st.st_mode):
-                raise InputError(path, "cannot write: is a directory")
-            if not (stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode)):
-                # Renamed over a device, a FIFO or a socket, the new file would replace
-                # it: as root, --event-log=/dev/null would leave a log where /dev/null was.
-                raise InputError(path, "cannot write: not a regular file, and it would be replaced")
+        check_replaceable(path)
         self.tmp: str | None
         self.tmp, self._fd = _create_temp(path, self.directory, os.path.basename(path))
 
@@ -195,6 +183,23 @@ class PendingFile:
             with contextlib.suppress(OSError):
                 os.unlink(self.tmp)
             self.tmp = None
+
+
+def check_replaceable(path: str) -> None:
+    """Refuse what an atomic write must not rename over: a directory at *path*, or a
+    device, a FIFO or a socket (the new file would replace it: as root,
+    --event-log=/dev/null would leave a log where /dev/null was).  A regular file
+    or a symlink (replaced, not followed) is fine, and so is nothing."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    except OSError as e:
+        raise InputError(path, f"cannot write: {_problem(e)}") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise InputError(path, "cannot write: is a directory")
+    if not (stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode)):
+        raise InputError(path, "cannot write: not a regular file, and it would be replaced")
 
 
 def _problem(e: OSError) -> str:
