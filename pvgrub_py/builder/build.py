@@ -30,7 +30,6 @@ from typing import Any
 
 from pvgrub_py.builder.image import DomainImageSteps, ImageLayout
 from pvgrub_py.errors import InputError, PvgrubError, UsageError
-from pvgrub_py.inputs import MAX_BOOT_FILE
 from pvgrub_py.measure.boot_files import measure_cmdline
 from pvgrub_py.measure.digest import MultiHasher
 from pvgrub_py.measure.kernel import KernelMeasurer
@@ -119,10 +118,9 @@ class BuildResult:
 ImageFactory = Callable[[Hypervisor, int, str, str], DomainImageSteps]
 
 
-def _read_capped(role: str, path: str, cap: int) -> bytes:
+def _read_whole(role: str, path: str) -> bytes:
+    """A kernel or initrd, whole: `open_regular` refuses one over `MAX_BOOT_FILE`."""
     with open_regular(role, path) as (f, size):
-        if size > cap:
-            raise InputError(f"{role} {path}", f"{size} bytes exceeds the {cap >> 20} MiB cap")
         # Read what fstat announced (plus one byte to notice growth): asking
         # for the cap itself makes Python allocate 1 GiB up front, which a
         # small dom0 cannot (seen on nested Xen: MemoryError).
@@ -168,8 +166,8 @@ def build_domain(
     """Build and start *request* on *hv*, measured into the vTPM *connect*
     reaches (the program wires it: usually a tpmif attach on *hv* itself)."""
     timer = _Timer()
-    kernel = _read_capped("kernel", request.kernel, MAX_BOOT_FILE)
-    initrd = _read_capped("initrd", request.initrd, MAX_BOOT_FILE) if request.initrd else b""
+    kernel = _read_whole("kernel", request.kernel)
+    initrd = _read_whole("initrd", request.initrd) if request.initrd else b""
     measure_cmdline(request.cmdline, ())  # refuse a NUL before creating anything
     timer.lap("read")
     control = hv.domains()
