@@ -102,7 +102,7 @@ def open_input_fd(
             size = os.lseek(fd, 0, os.SEEK_END)
             os.lseek(fd, 0, os.SEEK_SET)
         else:
-            kind = _kind(st.st_mode)
+            kind = file_kind(st.st_mode)
             wanted = "a regular file or a block device" if allow_block_device else "a regular file"
             raise InputError(source, f"is {kind}, not {wanted}")
         if max_size is not None and size > max_size:
@@ -129,7 +129,8 @@ def open_named_input(path: str, what: str, *, allow_block_device: bool = False,
     return fd
 
 
-def _kind(mode: int) -> str:
+def file_kind(mode: int) -> str:
+    """``a directory``, ``a FIFO``, ... : what a file that is not regular is, for messages."""
     if stat.S_ISDIR(mode):
         return "a directory"
     if stat.S_ISFIFO(mode):

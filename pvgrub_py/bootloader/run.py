@@ -39,7 +39,7 @@ from pvgrub_py.bootloader.outdir import OutputDirectory
 from pvgrub_py.bootloader.output import format_result
 from pvgrub_py.bootloader.plan import BootPlan
 from pvgrub_py.errors import InputError
-from pvgrub_py.inputs import describe_open_error
+from pvgrub_py.inputs import describe_open_error, file_kind
 from pvgrub_py.measure.plan import Measurement
 
 if TYPE_CHECKING:
@@ -119,13 +119,7 @@ def open_output(opts: BootloaderOptions) -> int:
 def _refused(mode: int) -> str:
     if stat.S_ISLNK(mode):
         return "is a symbolic link: not followed (--output=- writes to stdout)"
-    if stat.S_ISDIR(mode):
-        return "is a directory"
-    if stat.S_ISFIFO(mode):
-        return "is a FIFO, not a regular file"
-    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-        return "is a device, not a regular file"
-    return "is not a regular file"
+    return f"is {file_kind(mode)}, not a regular file"
 
 
 def open_session(
