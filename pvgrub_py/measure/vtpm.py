@@ -76,8 +76,9 @@ MEASURED_PCRS = (4, 5)
 def check_reset_pcrs(client: TpmClient, banks: Sequence[HashAlgorithm], name: str) -> None:
     """Refuse a vTPM whose PCR 4 or 5 is not at its reset value in any bank.
 
-    After ``TPM_Startup(ST_CLEAR)`` PCRs 0-15 are all zeros (TPM 1.2 Part 2
-    §4.4 and the PC Client PCR reset values; TPM 2.0 likewise), and the
+    After ``TPM_Startup(ST_CLEAR)`` PCRs 0-15 are all zeros (TPM 1.2 Part 3
+    §3.2 TPM_Startup and the PC Client specification's PCR reset values; TPM
+    2.0 Part 3 TPM2_Startup likewise), and the
     measurement specification's final values assume it.  A read that fails
     fails closed too: what cannot be checked is not measured into.
     """
