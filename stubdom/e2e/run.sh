@@ -12,7 +12,10 @@
 #               linked into /usr/local/bin, where libxl and the scenarios find them
 #   3. payload  the guest: the Debian kernel, a busybox initrd (guest/init),
 #               a Debian-style GPT/ext4 disk with grub.cfg, a disk pvgrub-py
-#               must reject; the dom0 scripts and xl configs (xl/*.cfg)
+#               must reject; the dom0 scripts and xl configs (xl/*.cfg); and the
+#               TPM 2.0 guests' read-only Debian root (guest-root.img: this root
+#               filesystem, so Python, tpm2-tools and the wheel of this checkout;
+#               QEMU's second disk, /dev/vdb in dom0, xvdb in the guests)
 #   4. image    the dom0 disk image (mke2fs -d, nothing mounted)
 #   5. boot     Xen under qemu-system-x86_64 (TCG); dom0 runs dom0/scenarios.sh
 #   6. collect  the scenario log and dom0's logs, read back out of the image
@@ -32,7 +35,8 @@
 #   E2E_CPU        default qemu64,+svm,+npt (plain "max" crashes dom0, "EPYC" panics Xen)
 #   E2E_MEM        QEMU memory in MiB (2048); dom0 gets 1024M of it
 #   E2E_BOOT_TIMEOUT  bound on the QEMU run in seconds (2400)
-#   E2E_ONLY       space-separated scenario ids for dom0 to run (default: all)
+#   E2E_ONLY       space-separated scenario ids for dom0 to run (default: all); 7c and
+#                  7e come from 7a's guest, F1c from F1b's
 #   E2E_NEED_MIB   free space required under E2E_CACHE (4096)
 #   MIRROR, SECURITY  Debian mirrors (default: the host's apt sources)
 set -euo pipefail
@@ -50,7 +54,7 @@ DOM0_MEM=${E2E_DOM0_MEM:-1024M}
 BOOT_TIMEOUT=${E2E_BOOT_TIMEOUT:-2400}
 ONLY=${E2E_ONLY:-}
 #: The scenario ids dom0/scenarios.sh runs, in order.
-ALL_SCENARIOS="1 2 2b 3a 3b 4 4b 5 F1 F2 6"
+ALL_SCENARIOS="1 2 2b 3a 3b 4 4b 5 7a 7b 7c 7d 7e F1 F1b F1c F2 6"
 SUITE=bookworm
 
 ROOTFS=$CACHE/rootfs
@@ -123,6 +127,8 @@ DEB_INCLUDE="xen-utils-4.17,xenstore-utils,linux-image-amd64,kmod,busybox-static
 APT_INSTALL="xen-hypervisor-4.17-amd64 linux-image-amd64 python3 python3-pip python3-setuptools \
 python3-wheel python3-cffi python3-dev gcc libc6-dev libxen-dev pkg-config swtpm swtpm-tools"
 ROOTFS_KEY="v2 $SUITE $DEB_INCLUDE $APT_INSTALL"
+EXTRA_INSTALL="tpm2-tools"
+EXTRA_KEY="v1 $EXTRA_INSTALL"
 
 in_chroot() { # timeout script
   local t=$1; shift
@@ -181,7 +187,20 @@ stage_rootfs() {
       rm -rf /var/lib/apt/lists/* /usr/share/doc/* /usr/share/man/* /usr/share/locale/*
     ' > "$OUT/chroot.log" 2>&1 || { tail -20 "$OUT/chroot.log"; die "rootfs configuration failed"; }
     echo "$ROOTFS_KEY" > "$CACHE/.stamp-rootfs"
-    rm -f "$CACHE/.stamp-pydeps"
+    rm -f "$CACHE/.stamp-pydeps" "$CACHE/.stamp-extras"
+  fi
+  # Packages added after the base (its own stamp, so adding one does not re-run
+  # debootstrap): tpm2-tools for the guests' TPM 2.0 checks and dom0's quote oracle.
+  if [ "$(cat "$CACHE/.stamp-extras" 2>/dev/null)" != "$EXTRA_KEY" ]; then
+    say "chroot: extra packages: $EXTRA_INSTALL (log: $OUT/chroot-extras.log)"
+    in_chroot 900 '
+      set -e
+      apt-get update -q
+      apt-get -y -q install --no-install-recommends '"$EXTRA_INSTALL"'
+      apt-get clean
+      rm -rf /var/lib/apt/lists/* /usr/share/doc/* /usr/share/man/*
+    ' > "$OUT/chroot-extras.log" 2>&1 || { tail -20 "$OUT/chroot-extras.log"; die "extra packages failed"; }
+    echo "$EXTRA_KEY" > "$CACHE/.stamp-extras"
   fi
   stage_done rootfs
 }
@@ -214,13 +233,20 @@ stage_project() {
       > "$OUT/pip.log" 2>&1 || { tail -20 "$OUT/pip.log"; die "pip install (with dependencies) failed"; }
     echo "$deps_key" > "$CACHE/.stamp-pydeps"
   fi
-  say "pip: this checkout into dom0's venv, cffi bindings built against the chroot's libxen-dev"
+  say "pip: a wheel of this checkout, its cffi bindings built against the chroot's libxen-dev, into dom0's venv"
+  # The same wheel is what the guests run: their root is a copy of this one.
   in_chroot 900 'set -e
     cd /opt/pvgrub-py
-    /opt/pvgrub-venv/bin/python3 -m pip install -q --no-cache-dir --no-deps --no-build-isolation \
-      --force-reinstall .
+    rm -rf /opt/pvgrub-wheels
+    /opt/pvgrub-venv/bin/python3 -m pip wheel -q --no-cache-dir --no-deps --no-build-isolation \
+      -w /opt/pvgrub-wheels .
+    /opt/pvgrub-venv/bin/python3 -m pip install -q --no-index --no-deps --force-reinstall \
+      /opt/pvgrub-wheels/pvgrub_py-*.whl
     rm -rf build *.egg-info
-    for tool in pvgrub-py pvgrubctl pytest; do ln -sf /opt/pvgrub-venv/bin/$tool /usr/local/bin/$tool; done
+    ls /opt/pvgrub-wheels
+    for tool in pvgrub-py pvgrubctl pvgrub-guest-tpm pytest; do
+      if [ -e /opt/pvgrub-venv/bin/$tool ]; then ln -sf /opt/pvgrub-venv/bin/$tool /usr/local/bin/$tool; fi
+    done
     cd /
     /opt/pvgrub-venv/bin/python3 -c "import pvgrub_py._xen_cffi"
     command -v pvgrub-py pvgrubctl pytest' > "$OUT/pip-project.log" 2>&1 \
@@ -236,6 +262,22 @@ kernel_version() {
   echo "$k"
 }
 
+guest_root() {
+  # The TPM 2.0 guests' root (xvdb, read-only; QEMU's second disk, /dev/vdb in dom0):
+  # this root filesystem as it is now, without dom0's scenario files, with the guest
+  # vTPM daemon's modprobe configuration in place (xen-tpmfront blacklisted; harmless
+  # in dom0, which shares the file).
+  local conf=$REPO/stubdom/guest-tpm/pvgrub-guest-tpm.conf sz
+  if [ -e "$conf" ]; then
+    install -m 644 "$conf" "$ROOTFS/etc/modprobe.d/pvgrub-guest-tpm.conf"
+  fi
+  sz=$(du -sm "$ROOTFS" | cut -f1); sz=$((sz + 256))
+  rm -f "$WORK/guest-root.img"
+  mke2fs -q -F -t ext4 -L e2e-guest-root -d "$ROOTFS" "$WORK/guest-root.img" "${sz}M" \
+    || die "mke2fs -d of the guest root image failed"
+  say "guest root image ${sz} MiB"
+}
+
 stage_payload() {
   local kver; kver=$(kernel_version)
   local p=$WORK/payload
@@ -246,7 +288,9 @@ stage_payload() {
   # What dom0 gets under /root/e2e: the scripts, the xl configs, the guest disks and
   # the files they were made from (predict reads those, not the disk).
   local d=$ROOTFS/root/e2e
-  rm -rf "$d"; mkdir -p "$d"
+  rm -rf "$d"
+  guest_root
+  mkdir -p "$d"
   cp -a "$HERE/dom0/." "$d/"
   cp -a "$HERE/xl" "$d/xl"
   cp -a "$p/." "$d/"
@@ -296,7 +340,8 @@ loglvl=all guest_loglvl=all noreboot"
   timeout "$BOOT_TIMEOUT" qemu-system-x86_64 -accel "$ACCEL" -cpu "$CPU" -m "$MEM" -smp "$SMP" \
     -nographic -no-reboot -net none \
     -kernel "$WORK/xen.elf" -append "$xen_cmd" -initrd "$mods" \
-    -drive file="$WORK/dom0.img",format=raw,if=virtio < /dev/null > "$log" 2>&1 &
+    -drive file="$WORK/dom0.img",format=raw,if=virtio \
+    -drive file="$WORK/guest-root.img",format=raw,if=virtio,readonly=on < /dev/null > "$log" 2>&1 &
   QPID=$!
   local done_re='E2E-DOM0: done' bad_re='\(XEN\) Panic|Kernel panic|Dom0 crashed|Hardware Dom0 shutdown|Unable to mount root'
   local seen="" last=""

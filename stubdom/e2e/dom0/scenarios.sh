@@ -303,6 +303,161 @@ scenario_pytest() {
   fi
 }
 
+# -- 7. a TPM 2.0 in the guest: pvgrub-guest-tpm, the delivered event log, attestation -----
+# The guest (guest/tpm2-guest.sh in its read-only Debian root) prints GUEST-* lines on
+# its console; its quote comes back as base64 GUEST-QUOTE lines.
+guest_quote_files() { # name dir: the guest's quote, as the files tpm2_quote wrote
+  local what
+  mkdir -p "$2"
+  for what in akpub message signature; do
+    guest_line "$1" "^GUEST-QUOTE $what " | awk '{print $3}' | base64 -d > "$2/$what" || return 1
+    [ -s "$2/$what" ] || return 1
+  done
+}
+send_nonce() { # name nonce: once the guest asks, into its data/attest-nonce
+  local domid
+  wait_console "$1" '^GUEST-(ATTEST-READY|DONE)' 400 || return 1
+  guest_line "$1" '^GUEST-ATTEST-READY' | grep -q . || return 1
+  domid=$(xl domid "$1") || return 1
+  xenstore-write "/local/domain/$domid/data/attest-nonce" "$2"
+}
+verify_quote() { # dir nonce reference: attest verify's line, and tpm2_checkquote's verdict
+  local out rc oracle
+  out=$(pvgrubctl attest verify --public "$1/akpub" --message "$1/message" --signature "$1/signature" \
+    --qualification "$2" --reference "$3" 2>&1)
+  rc=$?
+  # tpm2_checkquote (stock tpm2-tools, no PCR file): signature and nonce only.
+  if tpm2_checkquote -u "$1/akpub" -m "$1/message" -s "$1/signature" -q "$2" > "$1/checkquote.txt" 2>&1
+  then oracle="tpm2_checkquote: signature and nonce ok"
+  else oracle="tpm2_checkquote rejects: $(tail -1 "$1/checkquote.txt")"; fi
+  echo "attest verify rc=$rc: $out; $oracle"
+  return $rc
+}
+guest_tpm2_boot() { # cfg name vtpmd-name nonce: boot, hand over the nonce, wait
+  local t0; t0=$(date +%s)
+  start_vtpmd "$3" --tpm2 || { echo "vtpmd did not start: $(tail -1 "$LOGDIR/vtpmd-$3.log")"; return 1; }
+  if ! create "$1" "$2"; then
+    echo "xl create failed: $(bootloader_error)"; destroy "$2"; stop_vtpmd; return 1
+  fi
+  [ -z "$4" ] || send_nonce "$2" "$4" || echo "the guest never asked for a nonce"
+  if ! wait_console "$2" '^GUEST-DONE' 400; then
+    echo "no GUEST-DONE within 400s: $(grep -a GUEST "$CONSOLE/guest-$2.log" | tail -3 | tr '\n' '|')"
+    destroy "$2"; stop_vtpmd; return 1
+  fi
+  gone "$2" 60 || destroy "$2"
+  stop_vtpmd
+  cp "$CONSOLE/guest-$2.log" "$LOGDIR/guest-$2.log"
+  grep -a '^GUEST' "$CONSOLE/guest-$2.log" | grep -v '^GUEST-QUOTE'
+  echo "booted in $(($(date +%s) - t0))s"
+}
+guest_tpm2_summary() { # name: version, /dev/tpmrm0 time, tpm0's first dmesg line
+  local v r d
+  v=$(guest_line "$1" '^GUEST-TPM-VERSION ' | awk '{print $2}')
+  r=$(guest_line "$1" '^GUEST-TPMRM0 ' | sed 's/^GUEST-TPMRM0 //')
+  d=$(guest_line "$1" '^GUEST-DMESG: .*tpm0' | sed 's/^GUEST-DMESG: //' | cut -c1-120)
+  echo "tpm_version_major=$v; /dev/tpmrm0 answered tpm2_pcrread at uptime ${r:-never}; dmesg: ${d:-none}"
+  [ "$v" = 2 ] && [ -n "$r" ]
+}
+
+scenario_guest_tpm2() { # id type cfg name uuid-suffix
+  local id=$1 kind=$2 cfg=$3 name=$4 label=guest-tpm2 nonce="" out pred=$LOGDIR/predict-guest-tpm2.json
+  [ "$kind" = pvh ] && label=guest-tpm2-pvh
+  stage "$label"
+  if ! predict e2e-tpm2 sha1,sha256 "$pred"; then result FAIL "$id" "$label" "predict failed"; return; fi
+  [ "$kind" = pv ] && nonce=$(od -An -N20 -tx1 /dev/urandom | tr -d ' \n')
+  if ! out=$(guest_tpm2_boot "$cfg" "$name" "$label" "$nonce" 2>&1 | tee /dev/stderr | tail -1); then
+    result FAIL "$id" "$label" "$out"; return
+  fi
+  local summary cmp ok=yes
+  summary=$(guest_tpm2_summary "$name") || ok=no
+  cmp=$(python3 "$E2E/compare_pcrs.py" "$pred" "$LOGDIR/guest-$name.log" tpm2) || ok=no
+  if [ $ok = yes ]; then result PASS "$id" "$label" "$summary; tpm2_pcrread vs predict: $cmp"
+  else result FAIL "$id" "$label" "$summary; tpm2_pcrread vs predict: $cmp; $(guest_line "$name" '^GUEST-TPM: no ')"; fi
+  [ "$kind" = pv ] || return 0
+
+  stage guest-eventlog
+  local size
+  size=$(guest_line "$name" '^GUEST-TPM: event log ' | sed 's/^GUEST-TPM: event log //')
+  if cmp=$(python3 "$E2E/compare_pcrs.py" --eventlog "$LOGDIR/guest-$name.log"); then
+    result PASS 7c guest-eventlog "in the guest, tpm2_eventlog on $size replays to tpm2_pcrread: $cmp"
+  else
+    result FAIL 7c guest-eventlog "$(guest_line "$name" '^GUEST-TPM: (no event log|tpm2_eventlog)')$cmp"
+  fi
+
+  stage attest
+  local ref=$LOGDIR/reference-e2e-tpm2.json dir=$LOGDIR/quote-$name verdict
+  pvgrubctl predict "$E2E/debian-gpt.img" --entry e2e-tpm2 --format keylime > "$ref" ||
+    { result FAIL 7e attest "predict --format keylime failed"; return; }
+  if ! guest_quote_files "$name" "$dir"; then
+    result FAIL 7e attest "no quote from the guest: $(guest_line "$name" '^GUEST-TPM: (quote|no nonce)')"; return
+  fi
+  if verdict=$(verify_quote "$dir" "$nonce" "$ref"); then
+    result PASS 7e attest "guest tpm2_quote of sha256:4,5 with dom0's nonce $nonce; $verdict"
+  else
+    result FAIL 7e attest "$verdict"
+  fi
+}
+
+scenario_attest_tamper() {
+  stage attest-tamper
+  local name=e2e-guest-tpm2-tamper nonce out verdict ref=$LOGDIR/reference-e2e-tpm2.json
+  local dir=$LOGDIR/quote-$name
+  nonce=$(od -An -N20 -tx1 /dev/urandom | tr -d ' \n')
+  [ -s "$ref" ] || pvgrubctl predict "$E2E/debian-gpt.img" --entry e2e-tpm2 --format keylime > "$ref"
+  if ! out=$(guest_tpm2_boot guest-tpm2-tamper.cfg "$name" attest-tamper "$nonce" 2>&1 | tail -1); then
+    result FAIL 7d attest-tamper "$out"; return
+  fi
+  local cmdline; cmdline=$(guest_line "$name" '^GUEST-CMDLINE: ' | sed 's/^GUEST-CMDLINE: //; s/ *$//')
+  if ! guest_quote_files "$name" "$dir"; then
+    result FAIL 7d attest-tamper "no quote from the guest"; return
+  fi
+  verdict=$(verify_quote "$dir" "$nonce" "$ref")
+  case $verdict in
+    "attest verify rc=1: REJECT: pcr-digest"*"tpm2_checkquote: signature and nonce ok")
+      result PASS 7d attest-tamper "guest booted with cmdline \"$cmdline\"; $verdict" ;;
+    *) result FAIL 7d attest-tamper "guest cmdline \"$cmdline\"; $verdict" ;;
+  esac
+}
+
+scenario_killed_bridge() {
+  stage vtpmd-killed-bridge
+  local name=e2e-guest-tpm2-hold err="" back="" health=ok
+  if ! start_vtpmd guest-hold --tpm2; then result FAIL F1b vtpmd-killed-bridge "vtpmd did not start"; return; fi
+  if ! create guest-tpm2-hold.cfg "$name"; then
+    result FAIL F1b vtpmd-killed-bridge "xl create failed: $(bootloader_error)"; destroy "$name"; stop_vtpmd; return
+  fi
+  if ! wait_console "$name" '^GUEST-HOLDING' 400; then
+    result FAIL F1b vtpmd-killed-bridge "the guest never read its TPM: $(grep -a GUEST "$CONSOLE/guest-$name.log" | tail -3 | tr '\n' '|')"
+    destroy "$name"; stop_vtpmd; return
+  fi
+  local before; before=$(guest_line "$name" '^GUEST-PCR sha1 4 ' | awk '{print $4}')
+  echo "killing vtpmd $VTPMD_PID (SIGKILL)"
+  local t_kill; t_kill=$(date +%s)
+  kill -KILL "$VTPMD_PID"; wait "$VTPMD_PID" 2>/dev/null; VTPMD_PID=""
+  if wait_console "$name" '^GUEST-TPM-ERROR' 240; then
+    err="$(guest_line "$name" '^GUEST-TPM-ERROR' | cut -c1-200) ($(($(date +%s) - t_kill))s after the kill)"
+  fi
+  start_vtpmd guest-hold --tpm2 || health="vtpmd cannot restart"
+  if wait_console "$name" '^GUEST-TPM-BACK' 240; then
+    back=$(guest_line "$name" '^GUEST-TPM-BACK' | cut -c1-200)
+  fi
+  destroy "$name"
+  stop_vtpmd
+  cp "$CONSOLE/guest-$name.log" "$LOGDIR/guest-$name.log"
+  local after; after=$(echo "${back:-}" | sed -n 's/.*0x\([0-9A-Fa-f]*\).*/\1/p' | tr 'A-F' 'a-f')
+  if [ -n "${err:-}" ] && [ -n "${back:-}" ] && [ "$health" = ok ]; then
+    result PASS F1b vtpmd-killed-bridge "guest: \"$err\"; after vtpmd restarted: \"$back\""
+    # Issue 15's vtpm-restart: the instance outlived vtpmd, so the guest's PCRs did too.
+    if [ -n "$before" ] && [ "$after" = "$before" ]; then
+      result PASS F1c vtpm-restart "vtpmd killed (SIGKILL) and restarted while the guest ran; its sha1 PCR4 before=$before after=$after =="
+    else
+      result FAIL F1c vtpm-restart "sha1 PCR4 before the kill ${before:-?}, after the restart ${after:-?}"
+    fi
+  else
+    result FAIL F1b vtpmd-killed-bridge "guest error: \"${err:-none within 240s}\"; back: \"${back:-not within 240s}\"; dom0: $health; $(grep -a 'GUEST-DAEMON' "$CONSOLE/guest-$name.log" | tail -2 | tr '\n' '|')"
+  fi
+}
+
 # -- faults ---------------------------------------------------------------------------------
 scenario_killed() {
   stage vtpmd-killed
@@ -372,7 +527,11 @@ selected 3b && scenario_measured 3b tpm2
 selected 4 && scenario_failclosed
 selected 4b && scenario_label
 selected 5 && scenario_builder
+selected 7a && scenario_guest_tpm2 7a pv guest-tpm2.cfg e2e-guest-tpm2
+selected 7b && scenario_guest_tpm2 7b pvh guest-tpm2-pvh.cfg e2e-guest-tpm2-pvh
+selected 7d && scenario_attest_tamper
 selected F1 && scenario_killed
+selected F1b && scenario_killed_bridge
 selected F2 && scenario_rejected
 selected 6 && scenario_pytest
 stop_vtpmd

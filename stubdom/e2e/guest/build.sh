@@ -28,17 +28,11 @@ cp "$ROOTFS/bin/busybox" "$init/bin/busybox"
 install -m 755 "$HERE/init" "$init/init"
 mknod -m 600 "$init/dev/console" c 5 1
 moddir=$ROOTFS/lib/modules/$KVER
-want=$(grep -E '/xen-tpmfront\.ko(\.[a-z]+)?:' "$moddir/modules.dep" | head -1) \
-  || { echo "xen-tpmfront is not a module of $KVER" >&2; exit 1; }
 # modules.dep: "mod: dep1 dep2 ..." with dependencies listed so that loading them
-# from last to first, then the module itself, satisfies every symbol.
-mod=${want%%:*}
-deps=${want#*:}
-order=""
-for d in $deps; do order="$d $order"; done
-order="$order $mod"
-: > "$init/lib/modules/load-order"
-for m in $order; do
+# from last to first, then the module itself, satisfies every symbol.  Each list file
+# names, in load order, the .ko files one mode of init loads (each written once).
+copy_module() { # path-in-moddir list-file
+  local m=$1 base
   base=$(basename "$m")
   case $base in
     *.ko) cp "$moddir/$m" "$init/lib/modules/$base" ;;
@@ -46,9 +40,30 @@ for m in $order; do
     *.ko.zst) zstd -qdc "$moddir/$m" > "$init/lib/modules/${base%.zst}"; base=${base%.zst} ;;
     *) echo "unexpected module file $m" >&2; exit 1 ;;
   esac
-  echo "$base" >> "$init/lib/modules/load-order"
-done
-echo "initramfs modules: $(tr '\n' ' ' < "$init/lib/modules/load-order")"
+  grep -qx "$base" "$2" 2>/dev/null || echo "$base" >> "$2"
+}
+modules_into() { # list-file module-name...
+  local list=$1 name want mod deps order d
+  : > "$list"
+  shift
+  for name in "$@"; do
+    want=$(grep -E "/$name\.ko(\.[a-z]+)?:" "$moddir/modules.dep" | head -1) \
+      || { echo "$name is not a module of $KVER" >&2; exit 1; }
+    mod=${want%%:*}
+    deps=${want#*:}
+    order=""
+    for d in $deps; do order="$d $order"; done
+    for d in $order $mod; do copy_module "$d" "$list"; done
+  done
+}
+# e2e=probe/hold: the kernel's own xen-tpmfront.
+modules_into "$init/lib/modules/load-order" xen-tpmfront
+# e2e=tpm2*: the block frontend and ext4 for the guest's Debian root on xvdb (read-only:
+# the dom0 root filesystem image, with Python, tpm2-tools and pvgrub-py's wheel).  The
+# TPM modules (tpm_vtpm_proxy, gntalloc, evtchn, gntdev) load from that root's own
+# /lib/modules, through stubdom/guest-tpm's modprobe configuration.
+modules_into "$init/lib/modules/load-root" xen-blkfront crc32c_generic ext4
+echo "initramfs modules: $(cat "$init/lib/modules/load-order" "$init/lib/modules/load-root" | tr '\n' ' ')"
 # Reproducible bytes (fixed mtimes, no gzip name/time), so PCR 5 is the same on every
 # run with the same busybox and kernel.
 find "$init" -exec touch -h -d @1700000000 {} +
@@ -61,6 +76,8 @@ sed -e "s/@KVER@/$KVER/g" -e "s/@UUID@/$FS_UUID/g" "$HERE/grub.cfg.in" > "$work/
 {
   echo "default root=UUID=$FS_UUID ro console=hvc0 quiet e2e=probe"
   echo "e2e-hold root=UUID=$FS_UUID ro console=hvc0 quiet e2e=hold"
+  echo "e2e-tpm2 root=UUID=$FS_UUID ro console=hvc0 quiet e2e=tpm2"
+  echo "e2e-tpm2-hold root=UUID=$FS_UUID ro console=hvc0 quiet e2e=tpm2hold"
 } > "$OUT/guest/entries"
 
 # -- disks ------------------------------------------------------------------------------

@@ -1,0 +1,129 @@
+#!/bin/bash
+# stubdom/e2e/guest/tpm2-guest.sh MODE: the e2e guest's TPM 2.0 checks, run by guest/init
+# (chroot) in the guest's read-only Debian root (a copy of dom0's: Python, tpm2-tools,
+# pvgrub-py installed from the wheel dom0's run built; nothing from the network).
+#
+# MODE tpm2:     start pvgrub-guest-tpm, read PCR 4/5 with tpm2_pcrread on /dev/tpmrm0,
+#                replay the delivered event log with tpm2_eventlog, then quote PCR 4/5
+#                with a nonce dom0 writes to the guest's xenstore node data/attest-nonce.
+# MODE tpm2hold: the same start, then re-read PCR 4 every 2 s until the TPM fails and,
+#                after dom0 restarts vtpmd, answers again.
+#
+# Lines on hvc0 (dom0's scenarios read them from the guest's console log):
+#   GUEST-TPM: ...                          progress and errors
+#   GUEST-TPM-VERSION <major>               /sys/class/tpm/tpm0/tpm_version_major
+#   GUEST-TPMRM0 <seconds>                  uptime when /dev/tpmrm0 answered tpm2_pcrread
+#   GUEST-DMESG: <line>                     the kernel's lines for the chip
+#   GUEST-PCR <bank> <n> <hex>              tpm2_pcrread's PCR 4 and 5, sha1 and sha256
+#   GUEST-EVENTLOG-PCR <bank> <n> <hex>     tpm2_eventlog's replay of the delivered log
+#   GUEST-ATTEST-READY                      waiting for data/attest-nonce
+#   GUEST-QUOTE <akpub|message|signature> <base64>
+#   GUEST-HOLDING, GUEST-TPM-ERROR after <n>s: ..., GUEST-TPM-BACK after <n>s: ...
+set -u
+mode=${1:-tpm2}
+export PATH=/opt/pvgrub-venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+export TPM2TOOLS_TCTI=device:/dev/tpmrm0
+up() { cut -d' ' -f1 /proc/uptime; }
+say() { echo "GUEST-TPM: $*"; }
+LOG=/run/pvgrub-py/binary_bios_measurements
+mkdir -p /run/pvgrub-py
+
+say "Debian root at uptime $(up)s"
+# stubdom/guest-tpm's modprobe configuration is installed in this root's /etc/modprobe.d:
+# xen-tpmfront must not take the device.
+if modprobe xen-tpmfront 2>/dev/null; then say "xen-tpmfront loaded: the modprobe configuration is missing"
+else say "xen-tpmfront refused by modprobe (blacklisted), as configured"; fi
+modprobe -a tpm_vtpm_proxy xen-gntalloc xen-evtchn xen-gntdev || say "modprobe failed"
+for dev in /dev/vtpmx /dev/xen/gntalloc /dev/xen/evtchn /dev/xen/xenbus; do
+  [ -e "$dev" ] || say "missing $dev"
+done
+
+t0=$(up)
+pvgrub-guest-tpm --ready-file /run/pvgrub-guest-tpm.ready --event-log-out "$LOG" \
+  > /run/pvgrub-guest-tpm.log 2>&1 &
+daemon=$!
+i=0
+while [ ! -e /dev/tpmrm0 ] && [ $i -lt 240 ] && kill -0 $daemon 2>/dev/null; do
+  sleep 0.5; i=$((i + 1))
+done
+if [ ! -e /dev/tpmrm0 ]; then
+  say "no /dev/tpmrm0: $(tr '\n' '|' < /run/pvgrub-guest-tpm.log | cut -c1-600)"
+  exit 1
+fi
+if tpm2_pcrread sha1:4,5+sha256:4,5 > /run/pcrread.txt 2>&1; then
+  echo "GUEST-TPMRM0 $(up) (pvgrub-guest-tpm started at $t0)"
+else
+  say "tpm2_pcrread failed: $(tr '\n' '|' < /run/pcrread.txt)"
+fi
+echo "GUEST-TPM-VERSION $(cat /sys/class/tpm/tpm0/tpm_version_major 2>/dev/null || echo none)"
+[ -c /dev/tpmrm0 ] && say "/dev/tpmrm0 is a character device"
+dmesg | grep -i -E 'tpm|vtpm' | sed 's/^/GUEST-DMESG: /'
+sed 's/^/GUEST-DAEMON: /' /run/pvgrub-guest-tpm.log
+
+# tpm2_pcrread prints "  sha1:" then "    4 : 0x<HEX>" lines.
+pcr_lines() { # prefix file
+  awk -v p="$1" '
+    /^ *[a-z0-9_]+: *$/ { bank = $1; sub(":", "", bank); next }
+    /^ *[0-9]+ *: *0x[0-9A-Fa-f]+/ { n = $1; v = $3; sub("^0x", "", v); print p, bank, n, tolower(v) }
+  ' "$2"
+}
+pcr_lines GUEST-PCR /run/pcrread.txt
+
+if [ -s "$LOG" ]; then
+  if tpm2_eventlog "$LOG" > /run/eventlog.txt 2>&1; then
+    # The replay is the "pcrs:" section at the end of tpm2_eventlog's output.
+    sed -n '/^pcrs:/,$p' /run/eventlog.txt > /run/eventlog-pcrs.txt
+    pcr_lines GUEST-EVENTLOG-PCR /run/eventlog-pcrs.txt | grep -E ' [45] '
+    say "event log $LOG: $(stat -c %s "$LOG") bytes, $(grep -c 'EventNum' /run/eventlog.txt) events"
+  else
+    say "tpm2_eventlog failed: $(tail -3 /run/eventlog.txt | tr '\n' '|')"
+  fi
+else
+  say "no event log at $LOG"
+fi
+
+attest() {
+  local nonce="" i=0 d=/run/attest
+  mkdir -p $d
+  echo "GUEST-ATTEST-READY"
+  while [ -z "$nonce" ] && [ $i -lt 120 ]; do
+    nonce=$(xenstore-read data/attest-nonce 2>/dev/null) || nonce=""
+    [ -n "$nonce" ] || { sleep 1; i=$((i + 1)); }
+  done
+  [ -n "$nonce" ] || { say "no nonce from dom0 in 120s"; return 1; }
+  tpm2_createek -c $d/ek.ctx -G rsa -u $d/ek.pub > $d/log 2>&1 &&
+    tpm2_createak -C $d/ek.ctx -c $d/ak.ctx -G rsa -g sha256 -s rsassa -u $d/ak.pub -f pem \
+      -n $d/ak.name >> $d/log 2>&1 &&
+    tpm2_quote -c $d/ak.ctx -l sha256:4,5 -q "$nonce" -m $d/quote.msg -s $d/quote.sig \
+      -o $d/quote.pcrs -g sha256 >> $d/log 2>&1 ||
+    { say "quote failed: $(tail -3 $d/log | tr '\n' '|')"; return 1; }
+  echo "GUEST-QUOTE akpub $(base64 -w0 < $d/ak.pub)"
+  echo "GUEST-QUOTE message $(base64 -w0 < $d/quote.msg)"
+  echo "GUEST-QUOTE signature $(base64 -w0 < $d/quote.sig)"
+}
+
+hold() {
+  local t=0 failed="" out
+  echo "GUEST-HOLDING"
+  while [ $t -lt 400 ]; do
+    sleep 2; t=$((t + 2))
+    if out=$(timeout 90 tpm2_pcrread sha1:4 2>&1); then
+      if [ -n "$failed" ]; then
+        echo "GUEST-TPM-BACK after ${t}s: $(echo "$out" | tr '\n' ' ' | tr -s ' ')"
+        return 0
+      fi
+    elif [ -z "$failed" ]; then
+      failed=$t
+      echo "GUEST-TPM-ERROR after ${t}s: $(echo "$out" | tail -2 | tr '\n' '|')"
+    fi
+  done
+  say "hold ended after ${t}s"
+}
+
+case $mode in
+  tpm2) attest ;;
+  tpm2hold) hold ;;
+esac
+tail -20 /run/pvgrub-guest-tpm.log | sed 's/^/GUEST-DAEMON-END: /'
+kill $daemon 2>/dev/null
+exit 0
