@@ -27,6 +27,10 @@ from test_vtpm_tpmif import Vtpmd, guest_with_vtpm
 
 from pvgrub_py.cli import guest_tpm
 from pvgrub_py.cli.connect import open_transport
+from pvgrub_py.eventlog.builder import log_for_measurements
+from pvgrub_py.eventlog.codec import serialise
+from pvgrub_py.eventlog.nv_channel import store_event_log
+from pvgrub_py.measure.plan import Measurement
 from pvgrub_py.sim.host import SimHost
 from pvgrub_py.sim.testing import temporary_host, wait_until
 from pvgrub_py.tpm.client import TpmClient
@@ -111,6 +115,28 @@ def measure_from_dom0(host: SimHost, data: bytes) -> None:
     with TpmClient(transport) as client:
         banks = client.active_banks()
         client.extend(4, {b.name: hashlib.new(b.name, data).digest() for b in banks})
+
+
+BOOT = [(4, "kernel", b"vmlinuz bytes"), (5, "cmdline", b"root=/dev/xvda1 ro"), (5, "initrd", b"")]
+
+
+def boot_with_event_log(host: SimHost, *, lie: bool = False) -> bytes:
+    """What pvgrub-py does for a TPM 2.0 guest: power-cycle (dom0 attach), three
+    extends, the crypto-agile log of them delivered to NV, the platform
+    hierarchy disabled.  With ``lie``, the log claims another kernel."""
+    transport = open_transport(parse_vtpm_uri("xen:0"), 10, uuid=UUID, sim_dir=str(host.dir))
+    with TpmClient(transport) as client:
+        banks = client.active_banks()
+        measurements = []
+        for pcr, what, data in BOOT:
+            digests = {b.name: hashlib.new(b.name, data).digest() for b in banks}
+            client.extend(pcr, digests)
+            if lie and what == "kernel":
+                digests = {b.name: hashlib.new(b.name, b"another kernel").digest() for b in banks}
+            measurements.append(Measurement(pcr, what, what, digests))  # type: ignore[arg-type]
+        log = serialise(log_for_measurements(measurements, banks, tpm2=True))
+        store_event_log(client, log)
+    return log
 
 
 class Running:
@@ -262,30 +288,72 @@ def test_the_daemon_refuses_a_tpm12_vtpm_with_one_line(
 
 def test_the_daemon_serves_until_sigterm(host: SimHost, vtpmd2: Vtpmd, tmp_path: Path) -> None:
     guest = guest_with_vtpm(host)
-    measure_from_dom0(host, b"kernel")
+    delivered = boot_with_event_log(host)
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     ready, fd = tmp_path / "ready", theirs.fileno()
+    event_log = tmp_path / "run" / "binary_bios_measurements"
     cmd = [sys.executable, "-m", "pvgrub_py.cli.guest_tpm", "--sim", str(host.dir),
-           "--domid", str(guest), "--proxy-fd", str(fd), "--ready-file", str(ready)]  # fmt: skip
+           "--domid", str(guest), "--proxy-fd", str(fd), "--ready-file", str(ready),
+           "--event-log-out", str(event_log)]  # fmt: skip
     proc = subprocess.Popen(cmd, pass_fds=[fd], stderr=subprocess.PIPE, text=True)
     theirs.close()
     try:
         assert wait_until(ready.exists, timeout=30), proc.stderr.read() if proc.stderr else ""
         assert ready.read_text() == f"fd {fd}\n"
         assert ready.stat().st_mode & 0o777 == 0o644
+        # The log was published before the chip was served.
+        assert event_log.read_bytes() == delivered
+        assert event_log.stat().st_mode & 0o777 == 0o644
         values = TpmClient(Kernel(ours)).read_pcrs([4])
-        assert values["sha256"][4] == expected_pcr("sha256", b"kernel")
+        assert values["sha256"][4] == expected_pcr("sha256", b"vmlinuz bytes")
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(20) == 0
         assert proc.stderr is not None
         lines = proc.stderr.read().splitlines()
         assert lines[0].startswith("pvgrub-guest-tpm: vTPM device/vtpm/0 connected"), lines
+        assert "replays to the vTPM's PCRs" in lines[1], lines
         assert "Traceback" not in "\n".join(lines)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
         ours.close()
+
+
+def test_an_event_log_that_replays_is_published_one_that_does_not_is_not(
+    host: SimHost, vtpmd2: Vtpmd, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    guest = guest_with_vtpm(host)
+    out = tmp_path / "log"
+    with host.attach(guest, host.token(guest)) as hv:
+        bridge = GuestTpmBridge(hv, 0, timeout=10)
+        try:
+            bridge.connect(wait=10)
+            # Nothing delivered yet: nothing written, one line.
+            assert not guest_tpm.publish_event_log(bridge.transport(), str(out))
+            assert "holds no event log" in capsys.readouterr().err
+            assert not out.exists()
+        finally:
+            bridge.close()
+        boot_with_event_log(host, lie=True)
+        bridge = GuestTpmBridge(hv, 0, timeout=10)
+        try:
+            bridge.connect(wait=10)
+            assert not guest_tpm.publish_event_log(bridge.transport(), str(out))
+            err = capsys.readouterr().err
+            assert err.count("\n") == 1 and "does not replay" in err and "PCR 4" in err, err
+            assert not out.exists()
+        finally:
+            bridge.close()
+        delivered = boot_with_event_log(host)
+        bridge = GuestTpmBridge(hv, 0, timeout=10)
+        try:
+            bridge.connect(wait=10)
+            assert guest_tpm.publish_event_log(bridge.transport(), str(out))
+        finally:
+            bridge.close()
+    assert out.read_bytes() == delivered
+    assert out.stat().st_mode & 0o777 == 0o644
 
 
 def test_a_bound_kernel_driver_is_refused_with_how_to_unbind(

@@ -20,11 +20,20 @@ from pvgrub_py.cli.common import ArgumentParser, int_in_range, run
 from pvgrub_py.cli.connect import open_guest_hypervisor
 from pvgrub_py.errors import PvgrubError
 from pvgrub_py.eventlog.builder import write_atomic
+from pvgrub_py.eventlog.codec import parse
+from pvgrub_py.eventlog.nv_channel import load_event_log
+from pvgrub_py.eventlog.records import EV_NO_ACTION
+from pvgrub_py.eventlog.replay import compare, replay
+from pvgrub_py.tpm.client import TpmClient
+from pvgrub_py.tpm.transport import TpmTransport
 from pvgrub_py.vtpm.bridge_driver import GuestTpmBridge
 from pvgrub_py.vtpm.frontend import DEFAULT_TIMEOUT
 from pvgrub_py.vtpm.proxy_device import VTPMX_PATH, ProxyEndpoint, create_chip
 
 PROG = "pvgrub-guest-tpm"
+#: Where the boot's event log goes: the kernel has no log for a proxy chip
+#: (securityfs' binary_bios_measurements is missing), so tools are pointed here.
+DEFAULT_EVENT_LOG = "/run/pvgrub-py/binary_bios_measurements"
 #: Where the guest kernel lists its xenbus devices (a bound driver shows as ``driver``).
 SYSFS_XEN_DEVICES = "/sys/bus/xen/devices"
 #: DOMID_FIRST_RESERVED - 1 (xen/include/public/xen.h).
@@ -56,6 +65,14 @@ TPM_RC_FAILURE after --timeout seconds (and a 2 s cancel), later commands
 fail at once, and the frontend reconnects as soon as the backend is back:
 the chip stays, and works again.  Connects and disconnects are logged as
 one line each on stderr; repeated warnings at most once every 10 s.
+
+Before it creates the chip, it reads the boot's TCG event log from the
+vTPM's NV memory, where pvgrub-py (the bootloader) left it, replays it
+against the vTPM's PCRs and, only if they match, writes it to
+--event-log-out (mode 0644, atomically): the kernel has no event log for a
+proxy chip, so point tpm2_eventlog or an attestation agent at that file.  A
+log that does not replay is reported on stderr and not written; the TPM is
+served all the same.
 
 Exit status: 0 after SIGTERM or SIGINT, 1 on a failure (one line on
 stderr: no vTPM, a TPM 1.2 vTPM, xen-tpmfront bound, no /dev/vtpmx),
@@ -101,6 +118,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ready-file", metavar="PATH",
                    help='once the chip exists, write "TPM_NUM MAJOR MINOR" and a newline '
                         "to PATH (atomically), for scripts that wait for the chip")  # fmt: skip
+    p.add_argument("--event-log-out", metavar="PATH", default=DEFAULT_EVENT_LOG,
+                   help="where to write the boot's event log read from the vTPM's NV memory, "
+                        f"if it replays to the vTPM's PCRs (default {DEFAULT_EVENT_LOG}; its "
+                        "folder is created 0755)")  # fmt: skip
+    p.add_argument("--no-event-log", action="store_true",
+                   help="do not read or write the event log")  # fmt: skip
     p.add_argument("--sim", metavar="DIR",
                    help="run as a guest of the simulated host in DIR (pvgrubctl sim host) "
                         "instead of on Xen; needs --domid")  # fmt: skip
@@ -124,6 +147,46 @@ def _check_no_kernel_driver(devid: int) -> None:
             f"unbind it (echo vtpm-{devid} > {driver}/unbind) and blacklist it "
             "(stubdom/guest-tpm/pvgrub-guest-tpm.conf in /etc/modprobe.d)"
         )
+
+
+def publish_event_log(transport: TpmTransport, path: str) -> bool:
+    """Read the event log pvgrub-py delivered in the vTPM's NV indices, replay
+    it against the vTPM's PCRs and write it to *path* if they match.  Every
+    outcome but a written log is one line on stderr; none is fatal: the TPM
+    works without a log.  True if the log was written."""
+    client = TpmClient(transport, version="2.0")
+    try:
+        data = load_event_log(client)
+    except PvgrubError as e:  # NvEventLogError: indices that are not a delivered log
+        _log(f"event log not written to {path}: {e}")
+        return False
+    if data is None:
+        _log(f"the vTPM holds no event log (nothing was delivered); {path} not written")
+        return False
+    try:
+        log = parse(data, "the vTPM's NV event log")
+        pcrs = sorted({e.pcr for e in log.events if e.event_type != EV_NO_ACTION})
+        banks = [b for b in client.active_banks() if b.name in log.banks]
+        live = client.read_pcrs(pcrs, banks) if pcrs and banks else {}
+    except PvgrubError as e:
+        _log(f"event log not written to {path}: {e}")
+        return False
+    if not live:
+        _log(f"event log not written to {path}: it extends no PCR in a bank the vTPM has")
+        return False
+    mismatches = compare(replay(log), live)
+    if mismatches:
+        _log(f"event log not written to {path}: it does not replay to the vTPM's PCRs: "
+             + "; ".join(m.describe() for m in mismatches))  # fmt: skip
+        return False
+    try:
+        os.makedirs(os.path.dirname(path) or ".", mode=0o755, exist_ok=True)
+        write_atomic(path, data)
+    except (PvgrubError, OSError) as e:
+        _log(f"event log not written to {path}: {e}")
+        return False
+    _log(f"event log ({len(log.events)} events) replays to the vTPM's PCRs; written to {path}")
+    return True
 
 
 def _notify_systemd(state: str) -> None:
@@ -166,6 +229,8 @@ def _main(argv: Sequence[str]) -> int:
     endpoint: ProxyEndpoint | None = None
     try:
         bridge.connect(wait=args.timeout)
+        if not args.no_event_log:
+            publish_event_log(bridge.transport(), args.event_log_out)
         if args.proxy_fd is not None:
             endpoint = ProxyEndpoint(args.proxy_fd)
             ready, what = f"fd {args.proxy_fd}\n", f"descriptor {args.proxy_fd}"
