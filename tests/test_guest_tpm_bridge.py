@@ -320,6 +320,31 @@ def test_the_daemon_serves_until_sigterm(host: SimHost, vtpmd2: Vtpmd, tmp_path:
         ours.close()
 
 
+def test_the_daemon_fails_when_the_chip_goes_away(
+    host: SimHost, vtpmd2: Vtpmd, tmp_path: Path
+) -> None:
+    guest = guest_with_vtpm(host)
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    ready, fd = tmp_path / "ready", theirs.fileno()
+    cmd = [sys.executable, "-m", "pvgrub_py.cli.guest_tpm", "--sim", str(host.dir),
+           "--domid", str(guest), "--proxy-fd", str(fd), "--ready-file", str(ready),
+           "--no-event-log"]  # fmt: skip
+    proc = subprocess.Popen(cmd, pass_fds=[fd], stderr=subprocess.PIPE, text=True)
+    theirs.close()
+    try:
+        assert wait_until(ready.exists, timeout=30)
+        ours.close()  # the chip is gone: exit 1, so that systemd restarts the daemon
+        assert proc.wait(20) == 1
+        assert proc.stderr is not None
+        lines = proc.stderr.read().splitlines()
+        assert lines[-1] == "pvgrub-guest-tpm: the vTPM proxy chip went away", lines
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        ours.close()
+
+
 def test_an_event_log_that_replays_is_published_one_that_does_not_is_not(
     host: SimHost, vtpmd2: Vtpmd, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -243,6 +243,8 @@ def _main(argv: Sequence[str]) -> int:
         _log(f"serving {what} (TPM 2.0)")
         _notify_systemd("READY=1")
         bridge.serve(endpoint, stop)
+        if not stop.is_set():  # not asked to stop: let systemd's Restart=on-failure act
+            raise PvgrubError("the vTPM proxy chip went away")
     finally:
         if endpoint is not None:
             endpoint.close()

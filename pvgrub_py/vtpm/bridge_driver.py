@@ -186,8 +186,7 @@ class GuestTpmBridge:
                 continue
             frame = endpoint.read()
             if frame is None:
-                self.log("the vTPM proxy chip is gone; stopping")
-                return
+                return  # the chip is gone
             self.perform(self.core.receive(FrameRead(frame)), endpoint)
 
     def perform(self, actions: list[Action], endpoint: ProxyEndpoint) -> None:
