@@ -32,11 +32,22 @@ What the kernel sends (Linux ``drivers/char/tpm/tpm_vtpm_proxy.c``,
   ``TPM2_GetCapability(TPM_PROPERTIES, TPM_PT_TOTAL_COMMANDS)`` and
   ``TPM2_GetCapability(TPM_CAP_COMMANDS, TPM2_CC_FIRST, n)`` (the command
   attribute table), ``TPM2_GetCapability(TPM_CAP_PCRS)`` (the banks); then,
-  with the TPM hwrng, ``TPM2_GetRandom``.
+  with the TPM hwrng, ``TPM2_GetRandom``.  A kernel built with
+  ``CONFIG_TCG_TPM2_HMAC`` also makes a primary key in the null hierarchy
+  (TPM2_CreatePrimary, ContextSave, FlushContext) and starts HMAC sessions,
+  at registration or at first use depending on its version;
+* no answer in time: the kernel polls the proxy for the answer for a
+  per-command duration (``tpm2_calc_ordinal_duration``: 750 ms for
+  PCR_Extend and GetCapability, 2 s for SelfTest, GetRandom and NV_Read,
+  300 s for key creation, 120 s for the rest), then fails the call with
+  ETIME and moves on; the answer we write after that is refused (EIO) or
+  dropped by its next command.  So the round trip over tpmif must stay well
+  inside 750 ms for the common commands.
 
 **Why the bootloader's PCRs survive registration.**  None of those commands
-writes a PCR: SelfTest, GetCapability and GetRandom only read, and
-SET_LOCALITY never reaches the TPM.  The one command that resets PCRs,
+writes a PCR: SelfTest, GetCapability and GetRandom only read, the null
+hierarchy's key and sessions are not PCRs, and SET_LOCALITY never reaches
+the TPM.  The one command that resets PCRs,
 ``TPM2_Startup(SU_CLEAR)``, is sent only after a SelfTest answered
 ``TPM_RC_INITIALIZE``, and the vTPM the guest reaches has been started
 already: vtpmd powers an instance up with Startup(CLEAR) before the
