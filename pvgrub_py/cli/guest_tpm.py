@@ -86,6 +86,8 @@ examples:
 
 files:
   /dev/vtpmx                      the vTPM proxy's control device
+  {DEFAULT_EVENT_LOG}
+                                  the boot's event log (--event-log-out)
   /sys/bus/xen/devices/vtpm-N/driver
                                   present when a kernel driver (xen-tpmfront)
                                   holds the device"""
@@ -113,8 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default 0, the first vtpm of the xl config)")  # fmt: skip
     p.add_argument("--timeout", type=_positive_seconds, default=DEFAULT_TIMEOUT, metavar="S",
                    help="seconds the vTPM may take to connect or to answer one command "
-                        "before the command is answered TPM_RC_FAILURE and the frontend "
-                        f"reconnects (default {DEFAULT_TIMEOUT:g})")  # fmt: skip
+                        "before the command is cancelled (2 s more), answered "
+                        "TPM_RC_FAILURE, and the frontend reconnects "
+                        f"(default {DEFAULT_TIMEOUT:g})")  # fmt: skip
     p.add_argument("--ready-file", metavar="PATH",
                    help='once the chip exists, write "TPM_NUM MAJOR MINOR" and a newline '
                         "to PATH (atomically), for scripts that wait for the chip")  # fmt: skip
