@@ -18,7 +18,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import killed_swtpm
@@ -142,7 +142,9 @@ def boot_with_event_log(host: SimHost, *, lie: bool = False) -> bytes:
 class Running:
     """A GuestTpmBridge serving one end of a socket pair in a thread."""
 
-    def __init__(self, hv: Hypervisor, timeout: float) -> None:
+    def __init__(
+        self, hv: Hypervisor, timeout: float, until_ready: Callable[[], bool] | None = None
+    ) -> None:
         self.lines: list[str] = []
         self.bridge = GuestTpmBridge(hv, 0, timeout=timeout, retry=0.5, log=self.lines.append)
         self.bridge.connect(wait=10)
@@ -150,7 +152,9 @@ class Running:
         self.kernel = Kernel(ours)
         self.endpoint = ProxyEndpoint(theirs.detach())
         self.stop = threading.Event()
-        self.thread = threading.Thread(target=self.bridge.serve, args=(self.endpoint, self.stop))
+        self.thread = threading.Thread(
+            target=self.bridge.serve, args=(self.endpoint, self.stop, until_ready)
+        )
         self.thread.start()
 
     def close(self) -> None:
@@ -232,9 +236,22 @@ def test_the_kernels_registration_sequence_keeps_the_bootloaders_pcrs(
         with TpmFront(hv, timeout=10).connect() as front:
             measured = TpmClient(front, version="2.0").read_pcrs([4])
         assert measured["sha256"][4] == expected_pcr("sha256", b"the kernel pvgrub-py booted")
-        running = Running(hv, timeout=10)
+        registered = threading.Event()
+        started: list[Running] = []
+
+        def until_ready() -> bool:  # as the daemon waits for /sys/class/tpm/tpmN
+            if not started or started[0].bridge.core.forwarded < 5:
+                return False
+            registered.set()
+            return True
+
+        running = Running(hv, timeout=10, until_ready=until_ready)
+        started.append(running)
         try:
+            assert not registered.is_set()
             sent = registration(running.kernel)
+            # Readiness is looked at while serving: after the start-up commands.
+            assert wait_until(registered.is_set)
             # The vTPM was started (by vtpmd): no Startup was needed, and all succeeded.
             assert [name for name, _ in sent] == [
                 "SetLocality", "SelfTest", "GetCapability", "GetCapability", "GetCapability",

@@ -36,6 +36,9 @@ PROG = "pvgrub-guest-tpm"
 DEFAULT_EVENT_LOG = "/run/pvgrub-py/binary_bios_measurements"
 #: Where the guest kernel lists its xenbus devices (a bound driver shows as ``driver``).
 SYSFS_XEN_DEVICES = "/sys/bus/xen/devices"
+#: Where a registered chip shows (tpm/tpmN, tpmrm/tpmrmN): the kernel adds them
+#: last, once it has started the chip through us.
+SYSFS_CLASS = "/sys/class"
 #: DOMID_FIRST_RESERVED - 1 (xen/include/public/xen.h).
 MAX_DOMID = 0x7FEF
 
@@ -119,8 +122,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "TPM_RC_FAILURE, and the frontend reconnects "
                         f"(default {DEFAULT_TIMEOUT:g})")  # fmt: skip
     p.add_argument("--ready-file", metavar="PATH",
-                   help='once the chip exists, write "TPM_NUM MAJOR MINOR" and a newline '
-                        "to PATH (atomically), for scripts that wait for the chip")  # fmt: skip
+                   help='once the kernel has registered the chip (/sys/class/tpm/tpmN and '
+                        '/sys/class/tpmrm/tpmrmN exist), write "TPM_NUM MAJOR MINOR" and a '
+                        "newline to PATH (atomically), for scripts that wait for the chip; "
+                        "systemd (Type=notify) is told READY=1 then too")  # fmt: skip
     p.add_argument("--event-log-out", metavar="PATH", default=DEFAULT_EVENT_LOG,
                    help="where to write the boot's event log read from the vTPM's NV memory, "
                         f"if it replays to the vTPM's PCRs (default {DEFAULT_EVENT_LOG}; its "
@@ -236,16 +241,25 @@ def _main(argv: Sequence[str]) -> int:
             publish_event_log(bridge.transport(), args.event_log_out)
         if args.proxy_fd is not None:
             endpoint = ProxyEndpoint(args.proxy_fd)
-            ready, what = f"fd {args.proxy_fd}\n", f"descriptor {args.proxy_fd}"
+            ready, what, nodes = f"fd {args.proxy_fd}\n", f"descriptor {args.proxy_fd}", []
         else:
             fd, chip = create_chip(VTPMX_PATH)
             endpoint = ProxyEndpoint(fd)
-            ready, what = chip.ready_line, f"/dev/tpm{chip.tpm_num} and /dev/tpmrm{chip.tpm_num}"
-        if args.ready_file:
-            write_atomic(args.ready_file, ready.encode())
-        _log(f"serving {what} (TPM 2.0)")
-        _notify_systemd("READY=1")
-        bridge.serve(endpoint, stop)
+            n = chip.tpm_num
+            ready, what = chip.ready_line, f"/dev/tpm{n} and /dev/tpmrm{n}"
+            nodes = [f"{SYSFS_CLASS}/tpm/tpm{n}", f"{SYSFS_CLASS}/tpmrm/tpmrm{n}"]
+
+        def announce() -> bool:
+            """Once the kernel has registered the chip: the ready file, systemd."""
+            if not all(os.path.exists(node) for node in nodes):
+                return False
+            if args.ready_file:
+                write_atomic(args.ready_file, ready.encode())
+            _log(f"serving {what} (TPM 2.0)")
+            _notify_systemd("READY=1")
+            return True
+
+        bridge.serve(endpoint, stop, until_ready=announce)
         if not stop.is_set():  # not asked to stop: let systemd's Restart=on-failure act
             raise PvgrubError("the vTPM proxy chip went away")
     finally:

@@ -177,12 +177,24 @@ class GuestTpmBridge:
 
     # -- serving the proxy ---------------------------------------------------------------
 
-    def serve(self, endpoint: ProxyEndpoint, stop: threading.Event) -> None:
-        """Answer the chip's commands until ``stop`` is set or the chip is gone."""
+    def serve(
+        self,
+        endpoint: ProxyEndpoint,
+        stop: threading.Event,
+        until_ready: Callable[[], bool] | None = None,
+    ) -> None:
+        """Answer the chip's commands until ``stop`` is set or the chip is gone.
+
+        ``until_ready`` is called between commands until it returns True: the
+        kernel registers a proxy chip (and creates its device nodes) only
+        after we answered its start-up commands, so whoever waits for the
+        device must be told from inside this loop."""
         while not stop.is_set():
+            if until_ready is not None and until_ready():
+                until_ready = None
             if self.front is None and time.monotonic() >= self._next_attempt:
                 self._reconnect()
-            if not endpoint.wait(0.25):
+            if not endpoint.wait(0.25 if until_ready is None else 0.05):
                 continue
             frame = endpoint.read()
             if frame is None:
