@@ -466,3 +466,12 @@ def test_backend_killed_mid_command_fails_it_in_time_then_reconnects(
     finally:
         vtpmd.stop()
         killed_swtpm.remove(left_behind)
+
+
+def test_an_unwritable_ready_file_is_refused_before_anything_starts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ready = tmp_path / "missing" / "ready"
+    assert guest_tpm.main(["--sim", str(tmp_path), "--domid", "3", "--ready-file", str(ready)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(ready) in err and "no directory" in err, err

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from types import FrameType
 
 from pvgrub_py import __version__
-from pvgrub_py.cli.common import ArgumentParser, int_in_range, run
+from pvgrub_py.cli.common import ArgumentParser, check_output, int_in_range, run
 from pvgrub_py.cli.connect import open_guest_hypervisor
 from pvgrub_py.errors import PvgrubError
 from pvgrub_py.eventlog.builder import write_atomic
@@ -222,6 +222,8 @@ def _main(argv: Sequence[str]) -> int:
         parser.error("--domid is for the simulator (--sim); on Xen it is read from xenstore")
     if args.sim is not None and args.domid is None:
         parser.error("--sim needs --domid, the guest domain to act as")
+    if args.ready_file:
+        check_output(args.ready_file)  # now, not once the chip exists
     if args.sim is None:
         _check_no_kernel_driver(args.device)
     os.umask(0o022)  # the ready file (and any event log) are 0644
