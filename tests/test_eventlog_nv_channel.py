@@ -186,6 +186,26 @@ def test_the_guest_cannot_rewrite_or_remove_the_delivered_log(
 @pytest.mark.integration
 @pytest.mark.swtpm
 @needs_tools
+def test_a_resumed_vtpm_has_its_platform_hierarchy_back_but_not_its_empty_auth(
+    disk: Path, tpm: ToolsTpm, tmp_path: Path
+) -> None:
+    """TPM2_Startup(STATE) sets phEnable again and keeps platformAuth: the
+    random one pvgrub-py set, not the empty one a guest could use."""
+    r = boot(tmp_path, disk, tpm, "--tpm2")
+    assert r.returncode == 0, r.stderr
+    before = delivered_by_tools(tpm, tmp_path)
+    tpm.tool("tpm2_shutdown")  # TPM_SU_STATE
+    tpm.ioctl("-i")  # _TPM_Init
+    tpm.tool("tpm2_startup")  # TPM_SU_STATE: a resume
+    assert startup_clear(tpm)["phEnable"] == 1
+    index = f"0x{HEADER + 1:08x}"
+    assert "authorization failure" in tool_fails(tpm, "tpm2_nvundefine", "-C", "p", index)
+    assert delivered_by_tools(tpm, tmp_path) == before
+
+
+@pytest.mark.integration
+@pytest.mark.swtpm
+@needs_tools
 def test_a_log_longer_than_an_index_spans_several_and_the_next_boot_replaces_it(
     disk: Path, tmp_path: Path
 ) -> None:

@@ -32,17 +32,19 @@ authorizes what follows:
    3 section 31.7) in pieces of at most TPM_PT_NV_BUFFER_MAX bytes (1024 in
    swtpm), then the header index, last, so a written header means a complete
    log;
-4. TPM2_HierarchyControl(TPM_RH_PLATFORM, TPM_RH_PLATFORM, NO) (Part 3
-   section 24.2) clears phEnable: from then on nothing can use platform
-   authorization, so nobody in the guest can write, remove or replace the
-   indices, and phEnableNV, left SET, keeps them readable.  This is what
-   PC platform firmware does before it hands over to an OS (it disables the
-   platform hierarchy or sets a random platformAuth), so a guest sees the
-   TPM it would see on hardware.  The next TPM2_Startup(TPM_SU_CLEAR) sets
-   phEnable again with an empty platformAuth, which is the next boot's
-   pvgrub-py's to use: a vTPM is power-cycled between boots.  (A
-   TPM2_Startup(TPM_SU_STATE) resume also sets phEnable but keeps the empty
-   platformAuth; a vTPM manager never resumes a vTPM without its VM's state.)
+4. TPM2_HierarchyChangeAuth(TPM_RH_PLATFORM) to 32 random bytes nobody
+   keeps (Part 3 section 24.8), then TPM2_HierarchyControl(TPM_RH_PLATFORM,
+   TPM_RH_PLATFORM, NO) (Part 3 section 24.2) clears phEnable: from then on
+   nothing can use platform authorization, so nobody in the guest can
+   write, remove or replace the indices, and phEnableNV, left SET, keeps
+   them readable.  This is what PC platform firmware does before it hands
+   over to an OS (it disables the platform hierarchy or sets a random
+   platformAuth), so a guest sees the TPM it would see on hardware.  Both,
+   because a TPM2_Startup(TPM_SU_STATE) resume sets phEnable again but
+   keeps platformAuth (seen with swtpm: TPM2_Shutdown(STATE), init,
+   TPM2_Startup(STATE)); only TPM2_Startup(TPM_SU_CLEAR) empties it, and
+   that is the next boot's, whose pvgrub-py uses it: a vTPM is power-cycled
+   between boots.
 
 Steps 1 and 2 run before the first extend, so a full or blocked NV range
 stops the boot before any PCR moves; 3 and 4 after the last extend, before
@@ -77,6 +79,7 @@ guests with a 1.2 vTPM read no log at all): callers deliver to 2.0 only.
 from __future__ import annotations
 
 import hashlib
+import secrets
 import struct
 from dataclasses import dataclass
 
@@ -104,6 +107,10 @@ HEADER_SIZE = _HEADER.size
 ATTRIBUTES = nv.TPMA_NV_PLATFORMCREATE | nv.TPMA_NV_PPWRITE | nv.TPMA_NV_AUTHREAD | nv.TPMA_NV_NO_DA
 #: TPM_ALG_SHA256 (Part 2 section 6.3), the indices' nameAlg.
 NAME_ALG_SHA256 = 0x000B
+#: Bytes of the random platformAuth set before the hierarchy is disabled: a
+#: SHA-256 digest's size, which a TPM with SHA-256 accepts for a hierarchy's
+#: authValue (Part 3 section 24.8, TPM_RC_SIZE).
+PLATFORM_AUTH_SIZE = 32
 #: What NV_Read and NV_Write move at once when the TPM does not say.
 DEFAULT_NV_BUFFER = 512
 
@@ -212,10 +219,13 @@ class NvDelivery:
             self.tpm.nv_write(nv.TPM_RH_PLATFORM, index, data[at : at + self.buffer_max], at)
 
     def lock(self) -> None:
-        """Clear phEnable: nothing can use platform authorization until the next
+        """Set platformAuth to a random value nobody keeps, then clear phEnable:
+        nothing can use platform authorization until the next
         TPM2_Startup(CLEAR), so the delivered log stays as it is."""
+        secret = secrets.token_bytes(PLATFORM_AUTH_SIZE)
         try:
-            self.tpm.hierarchy_control(nv.TPM_RH_PLATFORM, nv.TPM_RH_PLATFORM, False)
+            self.tpm.hierarchy_change_auth(nv.TPM_RH_PLATFORM, secret)
+            self.tpm.hierarchy_control(nv.TPM_RH_PLATFORM, nv.TPM_RH_PLATFORM, False, secret)
         except TpmReturnCode as e:
             raise NvEventLogError(f"cannot disable the platform hierarchy: {e}") from None
 

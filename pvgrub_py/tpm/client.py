@@ -234,10 +234,19 @@ class TpmClient:
             )
         return data
 
-    def hierarchy_control(self, auth_handle: int, enable: int, state: bool) -> None:
+    def hierarchy_control(
+        self, auth_handle: int, enable: int, state: bool, password: bytes = b""
+    ) -> None:
         self._need_tpm2("TPM2_HierarchyControl")
         tpm2_nv.parse_hierarchy_control_response(self.transport.transmit(
-            tpm2_nv.build_hierarchy_control(auth_handle, enable, state)))  # fmt: skip
+            tpm2_nv.build_hierarchy_control(auth_handle, enable, state, password)))  # fmt: skip
+
+    def hierarchy_change_auth(
+        self, auth_handle: int, new_auth: bytes, password: bytes = b""
+    ) -> None:
+        self._need_tpm2("TPM2_HierarchyChangeAuth")
+        tpm2_nv.parse_hierarchy_change_auth_response(self.transport.transmit(
+            tpm2_nv.build_hierarchy_change_auth(auth_handle, new_auth, password)))  # fmt: skip
 
 
 def bank_names(banks: Iterable[HashAlgorithm]) -> list[str]:

@@ -3,15 +3,16 @@
 The commands a platform needs to leave data in a TPM's NV memory for the OS
 (`pvgrub_py.eventlog.nv_channel`): TPM2_NV_DefineSpace, TPM2_NV_UndefineSpace,
 TPM2_NV_ReadPublic, TPM2_NV_Write, TPM2_NV_Read (Part 3 sections 31.3, 31.4,
-31.6, 31.7, 31.13), TPM2_HierarchyControl (Part 3 section 24.2), and
+31.6, 31.7, 31.13), TPM2_HierarchyChangeAuth and TPM2_HierarchyControl (Part
+3 sections 24.8, 24.2), and
 TPM2_GetCapability for NV handles and TPM properties (Part 3 section 30.2,
 decoded in `tpm2`).  Structures are from Part 2 (TPMA_NV section 13.4,
 TPMS_NV_PUBLIC section 13.5); all integers are big-endian.
 
-Every authorization here is a password session (TPM_RS_PW) with an empty
-password: platformAuth is empty after TPM2_Startup(TPM_SU_CLEAR) (Part 1,
-"Platform Hierarchy"; Part 3 section 9.3), and the index this project
-defines has an empty authValue.
+Every authorization here is a password session (TPM_RS_PW), by default with
+an empty password: platformAuth is empty after TPM2_Startup(TPM_SU_CLEAR)
+(Part 1, "Platform Hierarchy"; Part 3 section 9.3), and the index this
+project defines has an empty authValue.
 
 Pure codecs: bytes in, values out, no I/O.  A malformed response raises
 `TpmProtocolError` naming the field; a refusal raises the `TpmReturnCode` of
@@ -39,6 +40,7 @@ from pvgrub_py.tpm.tpm2 import (
 # TPM_CC (Part 2 section 6.5.2).
 TPM_CC_HIERARCHY_CONTROL = 0x00000121
 TPM_CC_NV_UNDEFINE_SPACE = 0x00000122
+TPM_CC_HIERARCHY_CHANGE_AUTH = 0x00000129
 TPM_CC_NV_DEFINE_SPACE = 0x0000012A
 TPM_CC_NV_WRITE = 0x00000137
 TPM_CC_NV_READ = 0x0000014E
@@ -116,9 +118,11 @@ def _password_sessions(count: int, password: bytes = b"") -> bytes:
     return _U32.pack(len(area)) + area
 
 
-def _authorized(code: int, handles: Sequence[int], params: bytes) -> bytes:
-    """A command whose first handle is authorized with an empty password."""
-    body = b"".join(_U32.pack(h) for h in handles) + _password_sessions(1) + params
+def _authorized(
+    code: int, handles: Sequence[int], params: bytes, password: bytes = b""
+) -> bytes:
+    """A command whose first handle is authorized with *password* (default empty)."""
+    body = b"".join(_U32.pack(h) for h in handles) + _password_sessions(1, password) + params
     return _encode_command(TPM_ST_SESSIONS, code, body)
 
 
@@ -274,13 +278,28 @@ def parse_nv_read_response(data: bytes) -> bytes:
     return bytes(out)
 
 
-def build_hierarchy_control(auth_handle: int, enable: int, state: bool) -> bytes:
+def build_hierarchy_control(
+    auth_handle: int, enable: int, state: bool, password: bytes = b""
+) -> bytes:
     """TPM2_HierarchyControl (Part 3 section 24.2): *state* False clears
-    phEnable (enable TPM_RH_PLATFORM), phEnableNV (TPM_RH_PLATFORM_NV), ..."""
+    phEnable (enable TPM_RH_PLATFORM), phEnableNV (TPM_RH_PLATFORM_NV), ...;
+    *password* is *auth_handle*'s authValue."""
     _check_uint(auth_handle, 32, "authHandle")
     _check_uint(enable, 32, "enable")
-    return _authorized(TPM_CC_HIERARCHY_CONTROL, [auth_handle],
-                       _U32.pack(enable) + _U8.pack(int(bool(state))))  # fmt: skip
+    params = _U32.pack(enable) + _U8.pack(int(bool(state)))
+    return _authorized(TPM_CC_HIERARCHY_CONTROL, [auth_handle], params, password)
+
+
+def build_hierarchy_change_auth(auth_handle: int, new_auth: bytes, password: bytes = b"") -> bytes:
+    """TPM2_HierarchyChangeAuth (Part 3 section 24.8): *auth_handle*'s authValue
+    becomes *new_auth* (sent in the clear: no parameter encryption here)."""
+    _check_uint(auth_handle, 32, "authHandle")
+    params = _tpm2b(bytes(new_auth), "newAuth")
+    return _authorized(TPM_CC_HIERARCHY_CHANGE_AUTH, [auth_handle], params, password)
+
+
+def parse_hierarchy_change_auth_response(data: bytes) -> None:
+    _no_parameters(data, "TPM2_HierarchyChangeAuth")
 
 
 def parse_hierarchy_control_response(data: bytes) -> None:
