@@ -213,3 +213,64 @@ def test_warnings_are_rate_limited_per_kind() -> None:
     now[0] += 6
     log("a", "fourth")
     assert lines == ["first", "other kind", "fourth (2 more like it not shown)"]
+
+
+# -- a domU's own hypervisor view ----------------------------------------------------------
+
+
+class FakeStore:
+    def __init__(self, value: bytes | None) -> None:
+        self.value = value
+        self.reads: list[str] = []
+
+    def read(self, path: str) -> bytes | None:
+        self.reads.append(path)
+        return self.value
+
+    def __enter__(self) -> FakeStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+
+@pytest.mark.parametrize(("node", "domid"), [(b"7", 7), (b"12\n", 12), (None, None), (b"x", None)])
+def test_a_domu_reads_its_domid_from_xenstore_and_never_needs_privcmd(
+    monkeypatch: pytest.MonkeyPatch, node: bytes | None, domid: int | None
+) -> None:
+    from pvgrub_py.cli import connect
+    from pvgrub_py.errors import PvgrubError
+    from pvgrub_py.xen import availability, libxc_host
+
+    store = FakeStore(node)
+    made: list[int] = []
+
+    class FakeLibxc:
+        def __init__(self, d: int) -> None:
+            made.append(d)
+
+        def xenstore(self) -> FakeStore:
+            return store
+
+        def domains(self) -> None:
+            raise AssertionError("privcmd (domains()) used in a domU")
+
+        def close(self) -> None:
+            pass
+
+        def __enter__(self) -> FakeLibxc:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            pass
+
+    built = availability.Availability(True, None, "4.17.0", {}, ())
+    monkeypatch.setattr(availability, "availability", lambda: built)
+    monkeypatch.setattr(libxc_host, "LibxcHypervisor", FakeLibxc)
+    if domid is None:
+        with pytest.raises(PvgrubError, match="'domid' node"):
+            connect.open_guest_hypervisor(None, None)
+        return
+    hv = connect.open_guest_hypervisor(None, None)
+    assert store.reads == ["domid"]  # relative to this domain's home
+    assert isinstance(hv, FakeLibxc) and made[-1] == domid
