@@ -78,6 +78,7 @@ setup(
         "console_scripts": [
             "pvgrub-py=pvgrub_py.cli.bootloader:main",
             "pvgrubctl=pvgrub_py.cli.pvgrubctl:main",
+            "pvgrub-guest-tpm=pvgrub_py.cli.guest_tpm:main",
         ],
     },
     **xen_build,

@@ -516,3 +516,29 @@ def test_error_answers_are_in_the_instances_version(version: str, expected: byte
     actions = core.receive(ExecutionFailed(execute.token, "swtpm went away"))
     assert actions[1:] == [RespondWith(expected), Notify()]
     assert isinstance(actions[0], Fail) and "swtpm went away" in actions[0].reason
+
+
+# -- the frontend core's locality ----------------------------------------------------------
+
+
+def connected_frontend() -> FrontendCore:
+    core = FrontendCore()
+    core.receive(PeerStateChanged(X.INIT_WAIT))
+    core.receive(PeerStateChanged(X.CONNECTED, protocol_v2=b"1"))
+    assert core.connected
+    return core
+
+
+def test_a_command_carries_its_locality_to_the_page() -> None:
+    command = bytes.fromhex("80010000000c00000144") + b"\0\0"
+    actions = connected_frontend().receive(Command(command, locality=3))
+    assert actions[0] == Submit(command, 3)
+    page = SharedPage(memoryview(bytearray(4096)))
+    page.write_packet(command, actions[0].locality)  # type: ignore[union-attr]
+    assert page.memory[5] == 3  # tpmif.h: u8 locality at offset 5, after length and state
+
+
+@pytest.mark.parametrize("locality", [-1, 5, 255])
+def test_a_locality_beyond_4_is_refused_before_the_page(locality: int) -> None:
+    actions = connected_frontend().receive(Command(bytes(10), locality=locality))
+    assert actions == [Fail(f"locality {locality} is not 0 to 4")]

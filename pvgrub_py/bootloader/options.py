@@ -52,7 +52,7 @@ LONG_OPTIONS = [
     "default_args=", "extra_args=", "config-dialect=",
     # measurement
     "vtpm=", "vtpm-uuid=", "require-vtpm", "vtpm-label=", "event-log=", "tpm2",
-    "vtpm-timeout=",
+    "vtpm-timeout=", "no-event-log-nv",
 ]  # fmt: skip
 
 
@@ -86,6 +86,8 @@ class BootloaderOptions:
     #: Bound on reaching the vTPM and on each TPM command, in seconds.
     vtpm_timeout: float = DEFAULT_VTPM_TIMEOUT
     event_log: str | None = None
+    #: Hand a TPM 2.0 guest its event log in the vTPM's NV (--no-event-log-nv: no).
+    event_log_nv: bool = True
     tpm2: bool = False
     #: --version was asked for (print it and exit).
     version: bool = False
@@ -242,5 +244,7 @@ def _apply(opts: BootloaderOptions, name: str, value: str) -> None:
         if not value:
             raise UsageError("--event-log needs a file name")
         opts.event_log = value
+    elif name == "--no-event-log-nv":
+        opts.event_log_nv = False
     elif name == "--tpm2":
         opts.tpm2 = True

@@ -12,8 +12,10 @@
    every bank;
 5. check the guest side ended cleanly; write the event log, in full and
    fsynced, under a temporary name, and the result records (simple0/simple/
-   sxp) to an --output file; only then extend PCR 4/5 in pv-grub's order,
-   and rename the event log into place;
+   sxp) to an --output file; with a TPM 2.0 vTPM, define the NV indices
+   that hand the guest its log (`measure.vtpm.measure_into`); only then
+   extend PCR 4/5 in pv-grub's order, write the log into those indices and
+   rename the event log file into place;
 6. write the result records to stdout when there is no --output file.
 
 So everything that can fail is opened, created or written before the first
@@ -188,7 +190,8 @@ def _run(opts: BootloaderOptions, out_fd: int, connect: Connect, limits: Limits 
 
             early = open_vtpm(opts.measure_policy(), connect, warn=early_warnings.append,
                               debug=debug)  # fmt: skip
-            _import_host_side(early.client is not None and bool(opts.event_log))
+            _import_host_side(early.client is not None and bool(opts.event_log),
+                              early.client is not None and early.tpm2 and opts.event_log_nv)
         try:
             booted = _boot(opts, session, early, early_warnings, out_fd, connect, limits,
                            warnings)  # fmt: skip
@@ -205,15 +208,17 @@ def _run(opts: BootloaderOptions, out_fd: int, connect: Connect, limits: Limits 
     return 0
 
 
-def _import_host_side(event_log: bool) -> None:
+def _import_host_side(event_log: bool, nv: bool) -> None:
     """What steps 4-6 import, imported while the child still parses."""
     import pvgrub_py.bootloader.extract
     import pvgrub_py.measure.boot_files
     import pvgrub_py.measure.extend
 
-    if event_log:
+    if event_log or nv:
         import pvgrub_py.eventlog.builder
-        import pvgrub_py.eventlog.codec  # noqa: F401
+        import pvgrub_py.eventlog.codec
+    if nv:
+        import pvgrub_py.eventlog.nv_channel  # noqa: F401
 
 
 def _boot(
@@ -317,12 +322,13 @@ def _extract_measure(
             warnings.append(_no_event_log(opts.event_log))
         _write_result(opts, out_fd, result)
         return
-    pending = _prepare_event_log(opts, vtpm, measurements)
+    log, pending = _prepare_event_log(opts, vtpm, measurements)
     to_file = opts.output is not None
     try:
         if to_file:
             _write_result(opts, out_fd, result)
-        measure_into(vtpm, measurements, debug=debug)
+        measure_into(vtpm, measurements, event_log=log if opts.event_log_nv else None,
+                     debug=debug, warn=warnings.append)  # fmt: skip
         if pending is not None:
             pending.commit()
             debug(f"event log written to {opts.event_log}")
@@ -340,22 +346,26 @@ def _extract_measure(
 
 def _prepare_event_log(
     opts: BootloaderOptions, vtpm: VtpmSession, measurements: list[Measurement]
-) -> PendingFile | None:
-    """The whole event log, written and fsynced under a temporary name: all
-    that is left after the extends is a rename."""
-    if not opts.event_log:
-        return None
+) -> tuple[bytes | None, PendingFile | None]:
+    """The event log's bytes, when a file or the guest (a TPM 2.0 vTPM's NV)
+    gets them, and the --event-log file written and fsynced under a
+    temporary name: all that is left after the extends is a rename."""
+    wanted_nv = opts.event_log_nv and vtpm.tpm2
+    if not opts.event_log and not wanted_nv:
+        return None, None
     from pvgrub_py.eventlog.builder import PendingFile, log_for_measurements
     from pvgrub_py.eventlog.codec import serialise
 
     data = serialise(log_for_measurements(measurements, vtpm.banks, tpm2=vtpm.tpm2))
+    if not opts.event_log:
+        return data, None
     pending = PendingFile(opts.event_log)
     try:
         pending.write(data)
     except BaseException:
         pending.abort()
         raise
-    return pending
+    return data, pending
 
 
 def _no_event_log(path: str) -> str:

@@ -30,6 +30,8 @@ from typing import Any
 
 from pvgrub_py.builder.image import DomainImageSteps, ImageLayout
 from pvgrub_py.errors import InputError, PvgrubError, UsageError
+from pvgrub_py.eventlog.builder import log_for_measurements
+from pvgrub_py.eventlog.codec import serialise
 from pvgrub_py.measure.boot_files import measure_cmdline
 from pvgrub_py.measure.digest import MultiHasher
 from pvgrub_py.measure.kernel import KernelMeasurer
@@ -62,6 +64,8 @@ class BuildRequest:
     kernel_source: str | None = None
     initrd_source: str | None = None
     console: bool = True  # write the console nodes xenconsoled reads
+    #: hand a TPM 2.0 guest its event log in the vTPM's NV (`measure_into`)
+    event_log_nv: bool = True
 
     def measure_policy(self) -> MeasurePolicy:
         """The bootloader's measurement policy, from the builder's request."""
@@ -88,6 +92,9 @@ class BuildResult:
     layout: ImageLayout | None = None
     seeded_grants: list[dict[str, int]] = field(default_factory=list)
     timings_ms: dict[str, float] = field(default_factory=dict)
+    #: the serialised event log of a measured boot (what --event-log writes
+    #: and, TPM 2.0, what the guest finds in its vTPM's NV); None if unmeasured
+    event_log: bytes | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -188,7 +195,11 @@ def build_domain(
         timer.lap("allocate")
         session = open_vtpm(request.measure_policy(), connect)
         measurements = _measure(request, kernel, initrd, session)
-        measured = measure_into(session, measurements)
+        log = None
+        if session.client is not None:
+            log = serialise(log_for_measurements(measurements, session.banks, tpm2=session.tpm2))
+        nv_log = log if request.event_log_nv else None
+        measured = measure_into(session, measurements, event_log=nv_log)
         timer.lap("measure")
         image.boot_xen_init(domid)
         guest_type = image.parse_image()
@@ -218,6 +229,7 @@ def build_domain(
             console_frame=frames.console_mfn, xenstore_frame=frames.xenstore_mfn,
             measurements=measurements, measured=measured, layout=image.layout(),
             seeded_grants=list(image.seeded), timings_ms=timer.ms,
+            event_log=log if measured else None,
         )  # fmt: skip
     finally:
         if session is not None:

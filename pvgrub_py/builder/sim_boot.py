@@ -196,6 +196,7 @@ class SimBootArgs:
     tpm2: bool = False
     require_vtpm: bool = True
     vtpm_label: str | None = None
+    event_log_nv: bool = True
     name: str = ""
     profile: GuestProfile = field(default_factory=GuestProfile)
 
@@ -233,6 +234,7 @@ def boot_in_sim(
         console=args.profile.console,
         kernel_source=kernel_source,
         initrd_source=initrd_source,
+        event_log_nv=args.event_log_nv,
     )
     result = build_domain(host.dom0, request, sim_image_factory(str(host.dir)), connect)
     report = SimBootReport(result, entry_title, config, backend_domid, instance)

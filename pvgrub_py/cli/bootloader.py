@@ -27,8 +27,8 @@ usage: pvgrub-py [-q|-i] [-l] [-n] [--entry=E] [--kernel=P] [--ramdisk=P|--initr
                  [--runas=UID] [--output=FILE] [--output-format=sxp|simple|simple0]
                  [--output-directory=DIR]
                  [--vtpm=URI] [--vtpm-uuid=UUID] [--require-vtpm] [--vtpm-label=LABEL]
-                 [--vtpm-timeout=SECONDS] [--event-log=FILE] [--tpm2]
-                 DISK
+                 [--vtpm-timeout=SECONDS] [--event-log=FILE] [--no-event-log-nv]
+                 [--tpm2] DISK
        pvgrub-py -h|--help | -V|--version
 
 Choose a guest kernel from DISK (a whole disk image, a partition or a bare
@@ -118,6 +118,15 @@ measurement options (also from xl's bootloader_args):
                          symlink at FILE is replaced, never followed).  Written
                          only when the boot was measured: an unmeasured boot
                          writes none and removes an old file at FILE.
+  --no-event-log-nv      do not hand the guest its event log in the vTPM.  By
+                         default a measured boot into a TPM 2.0 vTPM stores
+                         the crypto-agile log (the bytes --event-log writes)
+                         in NV indices 0x0140F000.. defined under the platform
+                         hierarchy, then disables that hierarchy (as platform
+                         firmware does), so the guest can read the log
+                         (pvgrubctl eventlog nv-read) but not change it.  A
+                         failed delivery fails the boot with --require-vtpm or
+                         --vtpm-label, else it is a warning.  TPM 1.2: none.
   --tpm2                 expect a TPM 2.0 vTPM (crypto-agile event log).
 
 Without --vtpm, or with an unreachable one and neither --require-vtpm nor

@@ -150,6 +150,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="write the TCG event log of this boot to OUT (atomically)",
     )
     vt.add_argument(
+        "--no-event-log-nv",
+        dest="event_log_nv",
+        action="store_false",
+        help="do not hand a TPM 2.0 guest its event log in the vTPM's NV indices "
+        "0x0140F000.. (by default they get the crypto-agile log, --event-log's bytes, "
+        "and the platform hierarchy is then disabled; pvgrubctl eventlog nv-read reads it)",
+    )
+    vt.add_argument(
         "--flask",
         action="store_true",
         help="with --sim: the private host runs XSM/FLASK (as Xen booted with flask=enforcing)"
@@ -272,6 +280,7 @@ def run(args: argparse.Namespace) -> int:
         tpm2=args.tpm2,
         require_vtpm=True,
         vtpm_label=args.vtpm_label,
+        event_log_nv=args.event_log_nv,
         name=args.name,
         profile=load_profile(Path(args.profile)) if args.profile else load_profile(),
     )
@@ -314,6 +323,7 @@ def run_on_xen(args: argparse.Namespace) -> int:
             guest_vtpm_backend=backend if args.vtpm_uuid else None,
             kernel_source=kernel_source,
             initrd_source=initrd_source,
+            event_log_nv=args.event_log_nv,
         )
         hv = open_hypervisor(None)
         try:
@@ -321,6 +331,15 @@ def run_on_xen(args: argparse.Namespace) -> int:
         finally:
             hv.close()
     return _report(args, result, result.to_json())
+
+
+def _event_log_bytes(args: argparse.Namespace, result: BuildResult) -> bytes:
+    """The log the builder made (and delivered to a TPM 2.0 guest), else one of
+    the measurements in the format --tpm2 names."""
+    if result.event_log is not None:
+        return result.event_log
+    banks = tuple(BY_NAME[b] for b in result.measurements[0].digests)
+    return serialise(log_for_measurements(result.measurements, banks, tpm2=args.tpm2))
 
 
 def _report(args: argparse.Namespace, result: BuildResult, doc: dict[str, object]) -> int:
@@ -332,9 +351,7 @@ def _report(args: argparse.Namespace, result: BuildResult, doc: dict[str, object
         print(f"pvgrubctl boot: warning: nothing was measured, so no event log was written "
               f"to {args.event_log}", file=sys.stderr)
     elif args.event_log:
-        banks = tuple(BY_NAME[b] for b in result.measurements[0].digests)
-        log = log_for_measurements(result.measurements, banks, tpm2=args.tpm2)
-        write_atomic(args.event_log, serialise(log))
+        write_atomic(args.event_log, _event_log_bytes(args, result))
     if args.json:
         json.dump(doc, sys.stdout, indent=2)
         sys.stdout.write("\n")

@@ -10,7 +10,7 @@ import argparse
 import json
 import sys
 
-from pvgrub_py.cli.common import read_input
+from pvgrub_py.cli.common import check_output, read_input
 from pvgrub_py.cli.connect import open_transport
 from pvgrub_py.errors import InputError
 from pvgrub_py.eventlog.codec import MAX_LOG_BYTES, parse
@@ -30,7 +30,8 @@ Read TCG event logs: the record firmware, boot loaders and pvgrub-py keep of
 every measurement extended into a TPM.  Both formats are read: the TCG 1.2
 SHA-1 log (TCG_PCR_EVENT records) and the TPM 2.0 crypto-agile log (a SpecID
 event, then TCG_PCR_EVENT2 records with one digest per PCR bank).  LOG may
-be "-" to read standard input.  See "pvgrubctl eventlog ACTION --help"."""
+be "-" to read standard input.  nv-read fetches the log a boot handed its
+guest in a TPM 2.0 vTPM's NV memory.  See "pvgrubctl eventlog ACTION --help"."""
 
 EPILOG = """\
 examples:
@@ -87,10 +88,28 @@ examples:
   pvgrubctl eventlog verify guest1.eventlog --vtpm swtpm:unix:/run/vtpm/guest1.sock"""
 
 
+NV_READ_DESCRIPTION = """\
+Read the crypto-agile event log a measured boot left in a TPM 2.0 vTPM's NV
+memory for its guest (pvgrub-py and pvgrubctl boot do, unless
+--no-event-log-nv): the header index 0x0140F000 and the data indices after
+it, defined by the platform.  Every index's attributes and size, the header
+and the log's SHA-256 are checked: the NV contents are not trusted.  The log
+is written as it was stored, byte for byte, what pvgrub-py's --event-log
+file of the same boot holds."""
+
+NV_READ_EPILOG = """\
+examples:
+  pvgrubctl eventlog nv-read --tpm swtpm:unix:/run/vtpm/guest1.sock -o guest1.eventlog
+  pvgrubctl eventlog nv-read --tpm xen:1 | pvgrubctl eventlog show -
+
+exit status: 0 the log was read, 1 no log was delivered, or the indices do not
+hold a well-formed one, or the TPM cannot be read, 2 usage error."""
+
+
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "eventlog",
-        help="show or verify a TCG event log",
+        help="show or verify a TCG event log, or read one from a vTPM's NV",
         description=DESCRIPTION,
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -135,6 +154,30 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "have; --tpm is the same",
     )
     verify.set_defaults(func=run_verify)
+
+    nv_read = actions.add_parser(
+        "nv-read",
+        help="read the event log a boot handed the guest in its vTPM's NV",
+        description=NV_READ_DESCRIPTION,
+        epilog=NV_READ_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    nv_read.add_argument(
+        "--tpm",
+        "--vtpm",
+        dest="tpm",
+        metavar="URI",
+        required=True,
+        help="the (v)TPM 2.0: swtpm:tcp:HOST:PORT, swtpm:unix:PATH or xen:BACKEND[/DEVID] "
+        "(the vTPM address pvgrub-py --vtpm takes); --vtpm is the same",
+    )
+    nv_read.add_argument(
+        "-o",
+        "--output",
+        metavar="FILE",
+        help="write the log to FILE (atomically) instead of standard output",
+    )
+    nv_read.set_defaults(func=run_nv_read)
 
 
 def read_log(path: str) -> EventLog:
@@ -221,4 +264,29 @@ def run_verify(args: argparse.Namespace) -> int:
     count = sum(len(pcrs) for pcrs in expected.values())
     banks = sum(1 for pcrs in expected.values() if pcrs)
     print(f"OK: {_plural(count, 'PCR')} in {_plural(banks, 'bank')} match")
+    return 0
+
+
+def run_nv_read(args: argparse.Namespace) -> int:
+    from pvgrub_py.eventlog.builder import write_atomic
+    from pvgrub_py.eventlog.nv_channel import NV_LOG_HEADER, NvEventLogError, load_event_log
+
+    if args.output is not None:
+        check_output(args.output)
+    with TpmClient(open_transport(parse_vtpm_uri(args.tpm))) as client:
+        if client.version != "2.0":
+            raise InputError(args.tpm, f"is a TPM {client.version}: event logs are handed "
+                             "over in a TPM 2.0 only")  # fmt: skip
+        try:
+            log = load_event_log(client)
+        except NvEventLogError as e:
+            raise InputError(args.tpm, str(e)) from None
+    if log is None:
+        raise InputError(args.tpm, f"holds no event log (no NV index 0x{NV_LOG_HEADER:08x}): "
+                         "none was delivered")  # fmt: skip
+    if args.output is None:
+        sys.stdout.buffer.write(log)
+        sys.stdout.buffer.flush()
+    else:
+        write_atomic(args.output, log)
     return 0

@@ -44,6 +44,36 @@ def open_hypervisor(sim_dir: str | None = None, domid: int = 0) -> Hypervisor:
     return LibxcHypervisor(domid)
 
 
+def open_guest_hypervisor(sim_dir: str | None, domid: int | None) -> Hypervisor:
+    """A guest's own view of its host: on the simulator in *sim_dir*, domain
+    *domid*; on Xen, the domain this runs in, whose domid is xenstore's
+    relative node ``domid`` (libxl writes it; a domU has no privcmd to ask
+    Xen).  Nothing here needs privcmd: the xenstore, grant-share and
+    event-channel devices of a domU are enough."""
+    if sim_dir:
+        from pvgrub_py.sim.client import SimHypervisor
+
+        if domid is None:
+            raise PvgrubError("the simulator needs the guest's domid (--domid)")
+        return SimHypervisor.attach(sim_dir, domid)
+    from pvgrub_py.xen.availability import availability
+
+    status = availability()
+    if not status.built:
+        raise PvgrubError(f"no Xen bindings ({status.reason})")
+    from pvgrub_py.xen.interface import DOMID_SELF
+    from pvgrub_py.xen.libxc_host import LibxcHypervisor
+
+    with LibxcHypervisor(DOMID_SELF) as probe, probe.xenstore() as xs:
+        raw = xs.read("domid")
+    text = (raw or b"").strip()
+    if not text.isdigit() or len(text) > 5:
+        raise PvgrubError(
+            f"xenstore: this domain's 'domid' node is missing or not a number: {raw!r}"
+        )
+    return LibxcHypervisor(int(text))
+
+
 class VtpmConnector:
     """`pvgrub_py.measure.vtpm.Connect`: a transport to the vTPM at an address.
 

@@ -21,6 +21,13 @@ order: PCR 4 <- kernel, PCR 5 <- cmdline, PCR 5 <- initrd.
   into a ``swtpm:`` vTPM that was never power-cycled, or a vTPM someone
   else extended.
 
+With TPM 2.0, `measure_into` also hands the guest the boot's event log in
+the vTPM's NV memory (`pvgrub_py.eventlog.nv_channel`): the indices are
+cleared and defined before the first extend, written and locked after the
+last one.  Where that fails the boot fails (nothing extended, when it fails
+before) if a measured boot is required, else it goes ahead with a warning
+and no log for the guest.  TPM 1.2 has no such channel: skipped.
+
 How an address becomes a transport (a swtpm socket, a dom0 tpmif attach on
 the real host or the simulator) is the program's business: it is wired in
 cli/ and passed in as a `Connect`.  Warnings go through `pvgrub_py.warning`.
@@ -41,6 +48,7 @@ from pvgrub_py.warning import warn
 if TYPE_CHECKING:
     # The TPM stack is imported only when a --vtpm is given: an unmeasured
     # boot should not pay for it (bench/bench_bootloader.py).
+    from pvgrub_py.eventlog.nv_channel import NvDelivery
     from pvgrub_py.tpm.client import TpmClient
     from pvgrub_py.tpm.transport import TpmTransport
     from pvgrub_py.tpm.uri import VtpmAddress
@@ -63,6 +71,8 @@ class VtpmSession:
     client: TpmClient | None
     banks: tuple[HashAlgorithm, ...]
     tpm2: bool
+    #: The policy's fail-closed mode: a failed event log delivery stops the boot.
+    required: bool = False
 
     def close(self) -> None:
         if self.client is not None:
@@ -191,21 +201,32 @@ def open_vtpm(
     except BaseException:
         client.close()
         raise
-    return VtpmSession(client, banks, tpm2)
+    return VtpmSession(client, banks, tpm2, policy.measurement_required)
 
 
 def measure_into(
     session: VtpmSession,
     measurements: Sequence[Measurement],
     *,
+    event_log: bytes | None = None,
     debug: Callable[[str], None] = _quiet,
+    warn: Callable[[str], None] = warn,
 ) -> bool:
-    """Extend; True if measured.  Any TPM failure here is fatal."""
+    """Extend; True if measured.  Any TPM failure of an extend is fatal.
+
+    *event_log*, the serialised log of these measurements, is delivered to
+    the guest in a TPM 2.0 vTPM's NV memory (see the module docstring); None
+    delivers nothing.  *warn* gets a delivery that failed when no measured
+    boot is required.
+    """
     if session.client is None:
         return False
     from pvgrub_py.measure.extend import extend_measurements
     from pvgrub_py.tpm.errors import TpmError
 
+    delivery = None
+    if event_log is not None:
+        delivery = _prepare_delivery(session, session.client, len(event_log), debug, warn)
     try:
         extend_measurements(session.client, measurements)
     except TpmError as e:
@@ -213,4 +234,40 @@ def measure_into(
     for m in measurements:
         digests = ", ".join(f"{bank} {d.hex()}" for bank, d in m.digests.items())
         debug(f"extended PCR {m.pcr} with the {m.what}: {digests}")
+    if delivery is not None and event_log is not None:
+        from pvgrub_py.eventlog.nv_channel import deliver
+
+        try:
+            deliver(delivery, event_log)
+        except PvgrubError as e:
+            _delivery_failed(session, e, warn)
+        else:
+            debug(f"event log ({len(event_log)} bytes) delivered in the vTPM's NV memory, "
+                  "platform hierarchy disabled")  # fmt: skip
     return True
+
+
+def _delivery_failed(session: VtpmSession, e: PvgrubError, warn: Callable[[str], None]) -> None:
+    what = f"the event log cannot be delivered to the guest in the vTPM's NV memory: {e}"
+    if session.required:
+        raise MeasuredBootError(f"{what}; not booting") from None
+    warn(f"{what}; booting without it")
+
+
+def _prepare_delivery(
+    session: VtpmSession, client: TpmClient, size: int,
+    debug: Callable[[str], None], warn: Callable[[str], None],
+) -> NvDelivery | None:  # fmt: skip
+    """The NV indices for a log of *size* bytes, defined before the first extend."""
+    if not session.tpm2:
+        debug("TPM 1.2: no NV channel for the event log, the guest gets none")
+        return None
+    from pvgrub_py.eventlog.nv_channel import prepare_store
+
+    try:
+        delivery = prepare_store(client, size)
+    except PvgrubError as e:
+        _delivery_failed(session, e, warn)
+        return None
+    debug(f"NV indices defined for the event log ({size} bytes)")
+    return delivery

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Literal
 
 from pvgrub_py.errors import UsageError
-from pvgrub_py.tpm import tpm2, tpm12
+from pvgrub_py.tpm import tpm2, tpm2_nv, tpm12
 from pvgrub_py.tpm.algorithms import BY_NAME, SHA1, HashAlgorithm
 from pvgrub_py.tpm.errors import TpmProtocolError, TpmReturnCode
 from pvgrub_py.tpm.transport import TpmTransport
@@ -154,6 +154,99 @@ class TpmClient:
                 values[alg.name][pcr] = digest
             asked = tpm2.remaining_selections(asked, answer)
         return values
+
+    # -- TPM 2.0 properties, NV storage, hierarchies (tpm2_nv) ----------------------
+
+    def _need_tpm2(self, what: str) -> None:
+        if self.version != "2.0":
+            raise UsageError(f"{what} needs a TPM 2.0, this one is a TPM {self.version}")
+
+    def tpm2_property(self, prop: int) -> int | None:
+        """TPM2_GetCapability(TPM_CAP_TPM_PROPERTIES) of one property; None if absent."""
+        self._need_tpm2("TPM_CAP_TPM_PROPERTIES")
+        answer = tpm2.decode_get_capability_response(self.transport.transmit(
+            tpm2.build_get_capability(tpm2.TPM_CAP_TPM_PROPERTIES, prop, 1)))  # fmt: skip
+        if answer.capability != tpm2.TPM_CAP_TPM_PROPERTIES:
+            raise TpmProtocolError(
+                f"TPM2_GetCapability response: capability 0x{answer.capability:x}, "
+                "expected TPM_CAP_TPM_PROPERTIES"
+            )
+        return dict(answer.properties).get(prop)
+
+    def nv_handles(self, first: int, last: int) -> tuple[int, ...]:
+        """The NV indices defined in [first, last] (TPM_CAP_HANDLES, Part 3 30.2)."""
+        self._need_tpm2("TPM_CAP_HANDLES")
+        found: list[int] = []
+        start = first
+        for _ in range(last - first + 2):  # each round returns at least one handle
+            answer = tpm2.decode_get_capability_response(self.transport.transmit(
+                tpm2.build_get_capability(tpm2.TPM_CAP_HANDLES, start, last - start + 1)))
+            if answer.capability != tpm2.TPM_CAP_HANDLES:
+                raise TpmProtocolError(
+                    f"TPM2_GetCapability response: capability 0x{answer.capability:x}, "
+                    "expected TPM_CAP_HANDLES"
+                )
+            inside = [h for h in answer.handles if start <= h <= last]
+            found.extend(inside)
+            if not answer.more_data or len(inside) < len(answer.handles) or not inside:
+                break
+            start = inside[-1] + 1
+            if start > last:
+                break
+        return tuple(sorted(set(found)))
+
+    def nv_read_public(self, index: int) -> tpm2_nv.NvPublic:
+        self._need_tpm2("TPM2_NV_ReadPublic")
+        public, _name = tpm2_nv.parse_nv_read_public_response(
+            self.transport.transmit(tpm2_nv.build_nv_read_public(index)))  # fmt: skip
+        if public.index != index:
+            raise TpmProtocolError(
+                f"TPM2_NV_ReadPublic response: asked for 0x{index:08x}, "
+                f"got the public area of 0x{public.index:08x}"
+            )
+        return public
+
+    def nv_define_space(self, auth_handle: int, public: tpm2_nv.NvPublic,
+                        auth: bytes = b"") -> None:  # fmt: skip
+        self._need_tpm2("TPM2_NV_DefineSpace")
+        tpm2_nv.parse_nv_define_space_response(self.transport.transmit(
+            tpm2_nv.build_nv_define_space(auth_handle, public, auth)))  # fmt: skip
+
+    def nv_undefine_space(self, auth_handle: int, index: int) -> None:
+        self._need_tpm2("TPM2_NV_UndefineSpace")
+        tpm2_nv.parse_nv_undefine_space_response(self.transport.transmit(
+            tpm2_nv.build_nv_undefine_space(auth_handle, index)))  # fmt: skip
+
+    def nv_write(self, auth_handle: int, index: int, data: bytes, offset: int) -> None:
+        self._need_tpm2("TPM2_NV_Write")
+        tpm2_nv.parse_nv_write_response(self.transport.transmit(
+            tpm2_nv.build_nv_write(auth_handle, index, data, offset)))  # fmt: skip
+
+    def nv_read(self, auth_handle: int, index: int, size: int, offset: int) -> bytes:
+        """*size* bytes at *offset*; anything else from the TPM is a protocol error."""
+        self._need_tpm2("TPM2_NV_Read")
+        data = tpm2_nv.parse_nv_read_response(self.transport.transmit(
+            tpm2_nv.build_nv_read(auth_handle, index, size, offset)))  # fmt: skip
+        if len(data) != size:
+            raise TpmProtocolError(
+                f"TPM2_NV_Read response: asked for {size} bytes of 0x{index:08x}, "
+                f"got {len(data)}"
+            )
+        return data
+
+    def hierarchy_control(
+        self, auth_handle: int, enable: int, state: bool, password: bytes = b""
+    ) -> None:
+        self._need_tpm2("TPM2_HierarchyControl")
+        tpm2_nv.parse_hierarchy_control_response(self.transport.transmit(
+            tpm2_nv.build_hierarchy_control(auth_handle, enable, state, password)))  # fmt: skip
+
+    def hierarchy_change_auth(
+        self, auth_handle: int, new_auth: bytes, password: bytes = b""
+    ) -> None:
+        self._need_tpm2("TPM2_HierarchyChangeAuth")
+        tpm2_nv.parse_hierarchy_change_auth_response(self.transport.transmit(
+            tpm2_nv.build_hierarchy_change_auth(auth_handle, new_auth, password)))  # fmt: skip
 
 
 def bank_names(banks: Iterable[HashAlgorithm]) -> list[str]:

@@ -49,8 +49,14 @@ TPM_SU_CLEAR = 0x0000
 TPM_SU_STATE = 0x0001
 
 # TPM_CAP (Part 2 section 6.12).
+TPM_CAP_HANDLES = 0x00000001
 TPM_CAP_PCRS = 0x00000005
 TPM_CAP_TPM_PROPERTIES = 0x00000006
+_CAP_NAMES = {
+    TPM_CAP_HANDLES: "TPM_CAP_HANDLES",
+    TPM_CAP_PCRS: "TPM_CAP_PCRS",
+    TPM_CAP_TPM_PROPERTIES: "TPM_CAP_TPM_PROPERTIES",
+}
 
 #: The password session handle (Part 2 section 7.4, TPM_RS_PW).
 TPM_RS_PW = 0x40000009
@@ -637,27 +643,39 @@ class GetCapabilityCommand:
 
 @dataclass(frozen=True)
 class GetCapabilityResponse:
-    """TPMS_CAPABILITY_DATA for the two capabilities this project reads.
+    """TPMS_CAPABILITY_DATA for the three capabilities this project reads.
 
     TPM_CAP_PCRS fills ``pcr_selections`` (TPML_PCR_SELECTION: every bank
     the TPM implements, with the PCRs allocated in it); TPM_CAP_TPM_PROPERTIES
-    fills ``properties`` (TPML_TAGGED_TPM_PROPERTY as (property, value)).
+    fills ``properties`` (TPML_TAGGED_TPM_PROPERTY as (property, value));
+    TPM_CAP_HANDLES fills ``handles`` (TPML_HANDLE, ascending from the
+    property asked for).
     """
 
     more_data: bool
     capability: int
     pcr_selections: tuple[PcrSelection, ...] = ()
     properties: tuple[tuple[int, int], ...] = ()
+    handles: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
-        if self.capability == TPM_CAP_PCRS:
-            if self.properties:
-                raise ValueError("TPM_CAP_PCRS carries PCR selections, not properties")
-        elif self.capability == TPM_CAP_TPM_PROPERTIES:
-            if self.pcr_selections:
-                raise ValueError("TPM_CAP_TPM_PROPERTIES carries properties, not PCR selections")
-        else:
+        carried = {
+            TPM_CAP_PCRS: "pcr_selections",
+            TPM_CAP_TPM_PROPERTIES: "properties",
+            TPM_CAP_HANDLES: "handles",
+        }
+        own = carried.get(self.capability)
+        if own is None:
             raise ValueError(f"capability 0x{self.capability:x} is not supported here")
+        words = {"pcr_selections": "PCR selections", "properties": "properties",
+                 "handles": "handles"}  # fmt: skip
+        for other in carried.values():
+            if other != own and getattr(self, other):
+                raise ValueError(f"{_CAP_NAMES[self.capability]} carries {words[own]}, "
+                                 f"not {words[other]}")  # fmt: skip
+        for handle in self.handles:
+            _check_uint(handle, 32, "handle")
+        object.__setattr__(self, "handles", tuple(self.handles))
         properties = tuple((int(p), int(v)) for p, v in self.properties)
         for prop, value in properties:
             _check_uint(prop, 32, "property")
@@ -673,6 +691,8 @@ class GetCapabilityResponse:
     def encode(self) -> bytes:
         if self.capability == TPM_CAP_PCRS:
             data = _encode_selections(self.pcr_selections)
+        elif self.capability == TPM_CAP_HANDLES:
+            data = _U32.pack(len(self.handles)) + b"".join(_U32.pack(h) for h in self.handles)
         else:
             data = _U32.pack(len(self.properties)) + b"".join(
                 struct.pack(">II", p, v) for p, v in self.properties
@@ -714,10 +734,19 @@ def decode_get_capability_response(data: bytes) -> GetCapabilityResponse:
         result = GetCapabilityResponse(
             bool(more_data), capability, properties=_read_properties(reader)
         )
+    elif capability == TPM_CAP_HANDLES:
+        count = reader.u32("TPML_HANDLE.count")
+        if count * 4 > reader.left:
+            raise TpmProtocolError(
+                f"{reader.what}: TPML_HANDLE.count {count} needs {count * 4} bytes, "
+                f"{reader.left} left"
+            )
+        handles = tuple(reader.u32(f"handle[{i}]") for i in range(count))
+        result = GetCapabilityResponse(bool(more_data), capability, handles=handles)
     else:
         raise TpmProtocolError(
             f"{reader.what}: capability 0x{capability:x} at offset {at} is not one this "
-            "codec reads (TPM_CAP_PCRS, TPM_CAP_TPM_PROPERTIES)"
+            "codec reads (TPM_CAP_PCRS, TPM_CAP_TPM_PROPERTIES, TPM_CAP_HANDLES)"
         )
     reader.finish()
     return result

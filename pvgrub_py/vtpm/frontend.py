@@ -130,7 +130,7 @@ class TpmFront:
         xs = self._xs
         if isinstance(action, Submit):
             assert self._page is not None
-            self._page.write_packet(action.command)  # then the state, last
+            self._page.write_packet(action.command, action.locality)  # then the state, last
             self._page.state = TpmifState.SUBMIT
         elif isinstance(action, Notify):
             assert self._evtchn is not None
@@ -232,7 +232,10 @@ class TpmFront:
 
     # -- commands (TpmTransport) ---------------------------------------------------------
 
-    def transmit(self, command: bytes) -> bytes:
+    def transmit(self, command: bytes, locality: int = 0) -> bytes:
+        """Send ``command`` at ``locality`` (written to the page's locality byte,
+        as Mini-OS tpmfront does; 0 for a measuring bootloader) and return the
+        answer."""
         check_command(command)
         with self._lock:
             if not self.core.connected or self._page is None or self._evtchn is None:
@@ -243,7 +246,7 @@ class TpmFront:
             if self.core.busy:
                 self._pump(self.timeout)
             try:
-                answer = self._feed(Command(command))
+                answer = self._feed(Command(command, locality))
             except SharedPageError as e:
                 raise TpmTransportError(str(e)) from None
             if answer is None:

@@ -88,6 +88,9 @@ class Pending(enum.Enum):
     CANCELLING = "cancelling"  # frontend: CANCEL written, awaiting FINISH or IDLE
 
 
+#: TPM localities are 0 to 4 (TCG PC Client Platform TPM Profile, "Locality").
+MAX_LOCALITY = 4
+
 _PAGE_STATES = {int(s): s for s in TpmifState}
 
 
@@ -162,7 +165,7 @@ class FrontendCore(_Core):
     def receive(self, event: Event) -> list[Action]:
         # The per-command events first: this runs several times a command.
         if isinstance(event, Command):
-            self._command(event.data)
+            self._command(event.data, event.locality)
         elif isinstance(event, PageKicked):
             self._kicked(event.state)
         elif isinstance(event, Response):
@@ -203,7 +206,7 @@ class FrontendCore(_Core):
         elif self.state == S.CLOSED and event.state in (S.CLOSED, S.INIT_WAIT, S.UNKNOWN):
             self._move(S.INITIALISING)  # ready for a later frontend
 
-    def _command(self, data: bytes) -> None:
+    def _command(self, data: bytes, locality: int = 0) -> None:
         if not self.connected:
             self._emit(Fail("not connected"))
         elif self.peer != S.CONNECTED:
@@ -216,10 +219,12 @@ class FrontendCore(_Core):
             self._emit(Fail(f"refusing to send a {len(data)}-byte TPM command"))
         elif len(data) > MAX_PACKET:
             self._emit(Fail(f"{len(data)}-byte packet exceeds the {MAX_PACKET}-byte tpmif page"))
+        elif not 0 <= locality <= MAX_LOCALITY:
+            self._emit(Fail(f"locality {locality} is not 0 to {MAX_LOCALITY}"))
         else:
             self.pending = Pending.COMMAND
             self.page = TpmifState.SUBMIT
-            self._emit(Submit(data), NOTIFY)
+            self._emit(Submit(data, locality), NOTIFY)
 
     def _kicked(self, value: int) -> None:
         state = _page_state(value)

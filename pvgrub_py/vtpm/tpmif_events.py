@@ -39,10 +39,11 @@ class PageKicked:
 
 @dataclass(frozen=True)
 class Command:
-    """A TPM command: for a frontend, one to send; for a backend, the packet on
-    the page after a `ReadPacket`."""
+    """A TPM command: for a frontend, one to send, at ``locality`` (the page's
+    locality byte); for a backend, the packet on the page after a `ReadPacket`."""
 
     data: bytes
+    locality: int = 0
 
 
 @dataclass(frozen=True)
@@ -174,9 +175,11 @@ class WriteReady:
 
 @dataclass(frozen=True)
 class Submit:
-    """Frontend: write ``command`` to the page, then the state SUBMIT."""
+    """Frontend: write ``command`` and its ``locality`` to the page, then the
+    state SUBMIT."""
 
     command: bytes
+    locality: int = 0
 
 
 @dataclass(frozen=True)
