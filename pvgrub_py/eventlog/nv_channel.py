@@ -72,8 +72,10 @@ checks the digest; anything else is a `NvEventLogError`.  The log is no
 more trusted for that: like any event log it is evidence only once it
 replays to PCR values a quote vouches for.
 
-TPM 1.2 has no place for this (its NV indices are 1.2 only, and Xen's
-guests with a 1.2 vTPM read no log at all): callers deliver to 2.0 only.
+TPM 1.2 is skipped (`measure.vtpm.measure_into`): its NV storage could hold
+the bytes, but its commands and authorization model are another codec, and
+its log is the SHA-1 format, which Linux reads only from the ACPI TCPA
+table; a PV guest's daemon would be the only reader.  Not done.
 """
 
 from __future__ import annotations
