@@ -19,7 +19,7 @@ authorizes what follows:
 1. every index already in pvgrub-py's range is removed with
    TPM2_NV_UndefineSpace under TPM_RH_PLATFORM (Part 3 section 31.4: platform
    authorization may remove an index whether the platform or the owner
-   defined it; one with TPMA_NV_POLICY_DELETE cannot be, and fails the
+   defined it, as swtpm does; one with TPMA_NV_POLICY_DELETE cannot be, and fails the
    delivery): the previous boot's log, or an index the guest's owner put in
    the way;
 2. the indices for this log are defined (TPM2_NV_DefineSpace, Part 3 section
@@ -56,7 +56,8 @@ the platform manufacturer, to assign without the TCG; on a Xen host the
 platform is the host.  `NV_LOG_HEADER` (0x0140F000) holds the header, and the
 log's bytes follow, unchanged, in ``NV_LOG_HEADER + 1`` ... ``+ count``:
 a log of up to TPM_PT_NV_INDEX_MAX bytes (2048 in swtpm) sits whole in
-``0x0140F001``, so ``tpm2_nvread 0x0140F001`` prints exactly the log.
+``0x0140F001``, so ``tpm2_nvread -C 0x0140F001 0x0140F001`` prints exactly
+the log.
 
 **Header** (big-endian, `HEADER_SIZE` bytes): magic ``PVGRUBNV``, version 1
 (u16), header size (u16), log size (u32), chunk size (u32: every data index
