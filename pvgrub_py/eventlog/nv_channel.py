@@ -19,7 +19,7 @@ authorizes what follows:
 1. every index already in pvgrub-py's range is removed with
    TPM2_NV_UndefineSpace under TPM_RH_PLATFORM (Part 3 section 31.4: platform
    authorization may remove an index whether the platform or the owner
-   defined it; one with TPMA_NV_POLICY_DELETE cannot be, and fails the
+   defined it, as swtpm does; one with TPMA_NV_POLICY_DELETE cannot be, and fails the
    delivery): the previous boot's log, or an index the guest's owner put in
    the way;
 2. the indices for this log are defined (TPM2_NV_DefineSpace, Part 3 section
@@ -56,7 +56,8 @@ the platform manufacturer, to assign without the TCG; on a Xen host the
 platform is the host.  `NV_LOG_HEADER` (0x0140F000) holds the header, and the
 log's bytes follow, unchanged, in ``NV_LOG_HEADER + 1`` ... ``+ count``:
 a log of up to TPM_PT_NV_INDEX_MAX bytes (2048 in swtpm) sits whole in
-``0x0140F001``, so ``tpm2_nvread 0x0140F001`` prints exactly the log.
+``0x0140F001``, so ``tpm2_nvread -C 0x0140F001 0x0140F001`` prints exactly
+the log.
 
 **Header** (big-endian, `HEADER_SIZE` bytes): magic ``PVGRUBNV``, version 1
 (u16), header size (u16), log size (u32), chunk size (u32: every data index
@@ -72,8 +73,10 @@ checks the digest; anything else is a `NvEventLogError`.  The log is no
 more trusted for that: like any event log it is evidence only once it
 replays to PCR values a quote vouches for.
 
-TPM 1.2 has no place for this (its NV indices are 1.2 only, and Xen's
-guests with a 1.2 vTPM read no log at all): callers deliver to 2.0 only.
+TPM 1.2 is skipped (`measure.vtpm.measure_into`): its NV storage could hold
+the bytes, but its commands and authorization model are another codec, and
+its log is the SHA-1 format, which Linux reads only from the ACPI TCPA
+table; a PV guest's daemon would be the only reader.  Not done.
 """
 
 from __future__ import annotations
