@@ -135,13 +135,23 @@ def register(actions: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
                    help="the EK public key: TPM2B_PUBLIC (tpm2_createek -u) or PEM")  # fmt: skip
     c.add_argument("--ek-certificate", metavar="CERT",
                    help="the EK certificate (PEM or DER), checked against --ca")  # fmt: skip
-    c.add_argument("--ca", metavar="CA_CERT",
-                   help="the vTPM CA's certificates, PEM (an instance's ca-chain.pem)")
+    c.add_argument(
+        "--ca",
+        metavar="CA_CERT",
+        help="the vTPM CA's certificates, PEM (an instance's ca-chain.pem)",
+    )
     name = c.add_mutually_exclusive_group(required=True)
-    name.add_argument("--ak-name", "-n", metavar="NAME",
-                      help="the AK's Name: a file (tpm2_createak -n, raw or hex) or hex")
-    name.add_argument("--ak-public", metavar="AK",
-                      help="the AK's TPM2B_PUBLIC (tpm2_createak -u), its Name computed")
+    name.add_argument(
+        "--ak-name",
+        "-n",
+        metavar="NAME",
+        help="the AK's Name: a file (tpm2_createak -n, raw or hex) or hex",
+    )
+    name.add_argument(
+        "--ak-public",
+        metavar="AK",
+        help="the AK's TPM2B_PUBLIC (tpm2_createak -u), its Name computed",
+    )
     c.add_argument("--secret-out", metavar="S", required=True,
                    help="where the random secret goes (0600): the answer to expect")  # fmt: skip
     c.add_argument("--credential-out", "-o", metavar="CRED", required=True,
@@ -152,8 +162,13 @@ def register(actions: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
                            "(ActivateCredential)", description=ACTIVATE_DESCRIPTION,
                            formatter_class=raw)  # fmt: skip
     _tpm_options(a)
-    a.add_argument("--credential", "-i", metavar="CRED", required=True,
-                   help="the credential blob (attest challenge; tpm2_makecredential -o)")
+    a.add_argument(
+        "--credential",
+        "-i",
+        metavar="CRED",
+        required=True,
+        help="the credential blob (attest challenge; tpm2_makecredential -o)",
+    )
     ek = a.add_mutually_exclusive_group()
     ek.add_argument("--ek-alg", "-G", choices=("rsa", "ecc"), default="rsa",
                     help="re-create the EK from this template (default rsa, RSA 2048)")  # fmt: skip
@@ -276,6 +291,9 @@ def run_quote(args: argparse.Namespace) -> int:
             data = serialized_file(selection.banks, result.pcr_reads)
         outputs.append(Output(args.pcr_out, data))
     write_outputs(outputs)
-    print(f"quote: {args.pcrs} quoted with nonce {nonce.hex()} into {args.message}, "
-          f"{args.signature}" + (f", {args.pcr_out}" if args.pcr_out else ""), file=sys.stdout)
+    print(
+        f"quote: {args.pcrs} quoted with nonce {nonce.hex()} into {args.message}, "
+        f"{args.signature}" + (f", {args.pcr_out}" if args.pcr_out else ""),
+        file=sys.stdout,
+    )
     return 0
