@@ -171,6 +171,77 @@ def _endorsement_key(esys: Any, ek: KeyRef | str) -> tuple[Any, bool]:
     return handle, True
 
 
+def _ek_policy_session(esys: Any) -> Any:
+    """A policy session satisfying the EK templates' policy: PolicySecret(TPM_RH_ENDORSEMENT)."""
+    pytss = import_pytss()
+    with _tpm_step("EK policy session (TPM2_PolicySecret on the endorsement hierarchy)"):
+        session = esys.start_auth_session(
+            pytss.ESYS_TR.NONE, pytss.ESYS_TR.NONE, pytss.TPM2_SE.POLICY,
+            pytss.TPMT_SYM_DEF(algorithm=pytss.TPM2_ALG.NULL), pytss.TPM2_ALG.SHA256,
+        )  # fmt: skip
+        try:
+            esys.policy_secret(pytss.ESYS_TR.ENDORSEMENT, session, b"", b"", b"", 0)
+        except BaseException:
+            _flush(esys, session)
+            raise
+    return session
+
+
+#: The AKs ``tpm2_createak -G ALG -g sha256`` makes: tpm2-tools' key specifiers.
+AK_TEMPLATES = {"rsa": "rsa2048:rsassa-sha256:null", "ecc": "ecc256:ecdsa-sha256:null"}
+#: tpm2_createak's attributes: fixedTPM, fixedParent, sensitiveDataOrigin,
+#: userWithAuth, restricted, sign (an attestation key).
+AK_ATTRIBUTES = "fixedtpm|fixedparent|sensitivedataorigin|userwithauth|restricted|sign"
+
+
+@dataclass(frozen=True)
+class NewAk:
+    """What ``tpm2_createek -u`` and ``tpm2_createak -u -n -c`` write, in their formats."""
+
+    ek_public: bytes  # TPM2B_PUBLIC
+    ak_public: bytes  # TPM2B_PUBLIC
+    ak_name: bytes  # the Name, raw
+    ak_context: bytes  # a tpm2-tools context file
+
+
+def create_ak(transport: TpmTransport, ek: KeyRef | str, ak_alg: str) -> NewAk:
+    """An AK under the EK, as ``tpm2_createak -C EK -G ak_alg -g sha256`` makes it, saved
+    as a context (TPM2_ContextSave): loadable until the TPM resets."""
+    pytss = import_pytss()
+    template = pytss.TPM2B_PUBLIC(
+        publicArea=pytss.TPMT_PUBLIC.parse(AK_TEMPLATES[ak_alg], AK_ATTRIBUTES, "sha256")
+    )
+    with esys_over(transport) as esys:
+        flush: list[Any] = []
+        try:
+            ek_handle, own = _endorsement_key(esys, ek)
+            if own:
+                flush.append(ek_handle)
+            with _tpm_step("EK: TPM2_ReadPublic"):
+                ek_public = esys.read_public(ek_handle)[0]
+            session = _ek_policy_session(esys)
+            try:
+                with _tpm_step("AK: TPM2_Create under the EK"):
+                    private, public = esys.create(ek_handle, None, template, session1=session)[:2]
+            finally:
+                _flush(esys, session)
+            session = _ek_policy_session(esys)
+            try:
+                with _tpm_step("AK: TPM2_Load under the EK"):
+                    ak_handle = esys.load(ek_handle, private, public, session1=session)
+            finally:
+                _flush(esys, session)
+            flush.append(ak_handle)
+            with _tpm_step("AK: TPM2_ContextSave"):
+                context = esys.context_save(ak_handle)
+                name = bytes(esys.tr_get_name(ak_handle))
+            return NewAk(bytes(ek_public.marshal()), bytes(public.marshal()), name,
+                         bytes(context.to_tools()))  # fmt: skip
+        finally:
+            for handle in reversed(flush):
+                _flush(esys, handle)
+
+
 def activate(transport: TpmTransport, ak: KeyRef, ek: KeyRef | str, blob: CredentialBlob) -> bytes:
     """The secret a credential carries, released by the TPM (TPM2_ActivateCredential)."""
     pytss = import_pytss()
@@ -183,13 +254,8 @@ def activate(transport: TpmTransport, ak: KeyRef, ek: KeyRef | str, blob: Creden
             ek_handle, own = _endorsement_key(esys, ek)
             if own:
                 flush.append(ek_handle)
-            with _tpm_step("EK policy session (TPM2_PolicySecret on the endorsement hierarchy)"):
-                session = esys.start_auth_session(
-                    pytss.ESYS_TR.NONE, pytss.ESYS_TR.NONE, pytss.TPM2_SE.POLICY,
-                    pytss.TPMT_SYM_DEF(algorithm=pytss.TPM2_ALG.NULL), pytss.TPM2_ALG.SHA256,
-                )  # fmt: skip
-                flush.append(session)
-                esys.policy_secret(pytss.ESYS_TR.ENDORSEMENT, session, b"", b"", b"", 0)
+            session = _ek_policy_session(esys)
+            flush.append(session)
             with _tpm_step("TPM2_ActivateCredential"):
                 cert_info = esys.activate_credential(
                     ak_handle, ek_handle,
@@ -197,7 +263,6 @@ def activate(transport: TpmTransport, ak: KeyRef, ek: KeyRef | str, blob: Creden
                     pytss.TPM2B_ENCRYPTED_SECRET(blob.encrypted_secret),
                     session1=pytss.ESYS_TR.PASSWORD, session2=session,
                 )  # fmt: skip
-            flush.remove(session)  # a policy session used for a command is flushed by it
             return bytes(cert_info)
         finally:
             for handle in reversed(flush):

@@ -70,6 +70,16 @@ persistent handle, with an empty password.  The recovered secret is written
 0600 to --secret-out.  A credential for another EK or another AK is refused by
 the TPM (TPM_RC_INTEGRITY or a decryption failure): exit 1, nothing written."""
 
+CREATE_AK_DESCRIPTION = """\
+Make the guest's EK and an AK on its vTPM, as "tpm2_createek -G EK_ALG -u
+EK_PUB" and "tpm2_createak -C EK -G AK_ALG -g sha256 -u AK_PUB -n AK_NAME -c
+AK_CTX" do, in their formats, for a vTPM tpm2-tools cannot reach (a guest
+on the simulator, --sim DIR --domid N).  The EK is re-created from its
+template, the AK (RSA 2048 RSASSA or P-256 ECDSA, SHA-256; fixedTPM,
+fixedParent, restricted, sign; empty password) is created and loaded under it
+with the EK policy and saved as a context: usable by "attest activate" and
+"attest quote" until the vTPM resets."""
+
 QUOTE_DESCRIPTION = """\\
 TPM2_Quote of the guest's PCRs with its AK and the verifier's nonce, as
 "tpm2_quote -c AK -l PCRS -q NONCE -m MSG -s SIG -o PCR_OUT" does: MSG is the
@@ -117,6 +127,20 @@ def _tpm_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tpm", "--vtpm", dest="tpm", metavar="URI", required=True, help=TPM_HELP)
     p.add_argument("--vtpm-uuid", metavar="UUID",
                    help="for xen: addresses, the vTPM instance's uuid")  # fmt: skip
+    p.add_argument("--sim", metavar="DIR",
+                   help="the simulated host (default $PVGRUB_SIM) for xen: addresses")  # fmt: skip
+    p.add_argument("--domid", metavar="N", type=_domid,
+                   help="act as guest N of the simulated host: its own tpmif frontend to "
+                   "its running vTPM (default: a dom0 attach, which power-cycles it)")  # fmt: skip
+
+
+def _domid(text: str) -> int:
+    if not (text.isascii() and text.isdigit() and 0 < int(text) < 0x7FF0):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a guest domid (1-32751)")
+    return int(text)
+
+
+def _ak_options(p: argparse.ArgumentParser) -> None:
     ak = p.add_mutually_exclusive_group(required=True)
     ak.add_argument("--ak-context", "-c", metavar="FILE",
                     help="the AK as a tpm2-tools context file (tpm2_createak -c)")  # fmt: skip
@@ -162,6 +186,7 @@ def register(actions: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
                            "(ActivateCredential)", description=ACTIVATE_DESCRIPTION,
                            formatter_class=raw)  # fmt: skip
     _tpm_options(a)
+    _ak_options(a)
     a.add_argument(
         "--credential",
         "-i",
@@ -177,10 +202,28 @@ def register(actions: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
                    help="where the released secret goes (0600)")  # fmt: skip
     a.set_defaults(func=run_activate)
 
+    k = actions.add_parser("create-ak", help="make the vTPM's EK and an AK under it "
+                           "(tpm2_createek and tpm2_createak)", description=CREATE_AK_DESCRIPTION,
+                           formatter_class=raw)  # fmt: skip
+    _tpm_options(k)
+    k.add_argument("--ek-alg", "-G", choices=("rsa", "ecc"), default="rsa",
+                   help="the EK template (default rsa, RSA 2048)")  # fmt: skip
+    k.add_argument("--ak-alg", choices=("rsa", "ecc"), default="rsa",
+                   help="the AK: rsa (RSA 2048, RSASSA) or ecc (P-256, ECDSA), SHA-256")
+    k.add_argument("--ek-public", metavar="EK_PUB", required=True,
+                   help="the EK's TPM2B_PUBLIC out (tpm2_createek -u)")  # fmt: skip
+    k.add_argument("--ak-public", metavar="AK_PUB", required=True,
+                   help="the AK's TPM2B_PUBLIC out (tpm2_createak -u)")  # fmt: skip
+    k.add_argument("--ak-context", metavar="AK_CTX", required=True,
+                   help="the AK's context file out (tpm2_createak -c)")  # fmt: skip
+    k.add_argument("--ak-name", metavar="AK_NAME", help="the AK's Name out (tpm2_createak -n)")
+    k.set_defaults(func=run_create_ak)
+
     q = actions.add_parser("quote", help="quote the guest's PCRs with its AK "
                            "(files as tpm2_quote writes them)", description=QUOTE_DESCRIPTION,
                            epilog=QUOTE_EPILOG, formatter_class=raw)  # fmt: skip
     _tpm_options(q)
+    _ak_options(q)
     q.add_argument("--nonce", "-q", metavar="HEX", required=True,
                    help="the verifier's nonce: hex, or a file of its bytes")  # fmt: skip
     q.add_argument("--pcrs", "-l", metavar="SEL", default="sha256:4,5",
@@ -239,10 +282,13 @@ def _ak_ref(args: argparse.Namespace) -> KeyRef:
 
 
 def _open(args: argparse.Namespace) -> TpmTransport:
-    from pvgrub_py.cli.connect import open_transport
+    from pvgrub_py.cli.connect import open_guest_transport, open_transport
     from pvgrub_py.tpm.uri import parse_vtpm_uri
 
-    return open_transport(parse_vtpm_uri(args.tpm), uuid=args.vtpm_uuid)
+    address = parse_vtpm_uri(args.tpm)
+    if args.domid is not None:
+        return open_guest_transport(address, args.domid, args.sim)
+    return open_transport(address, uuid=args.vtpm_uuid, sim_dir=args.sim)
 
 
 def run_activate(args: argparse.Namespace) -> int:
@@ -265,6 +311,26 @@ def run_activate(args: argparse.Namespace) -> int:
         transport.close()
     write_outputs([Output(args.secret_out, secret, secret=True)])
     print(f"activate: the TPM released the credential's secret into {args.secret_out}")
+    return 0
+
+
+def run_create_ak(args: argparse.Namespace) -> int:
+    from pvgrub_py.attest.guest import create_ak
+    from pvgrub_py.attest.outputs import Output, write_outputs
+    from pvgrub_py.tpm.pytss_tcti import import_pytss
+
+    import_pytss()
+    transport = _open(args)
+    try:
+        made = create_ak(transport, args.ek_alg, args.ak_alg)
+    finally:
+        transport.close()
+    outputs = [Output(args.ek_public, made.ek_public), Output(args.ak_public, made.ak_public),
+               Output(args.ak_context, made.ak_context)]  # fmt: skip
+    if args.ak_name is not None:
+        outputs.append(Output(args.ak_name, made.ak_name))
+    write_outputs(outputs)
+    print(f"create-ak: AK {made.ak_name.hex()} in {args.ak_context}")
     return 0
 
 
