@@ -424,3 +424,48 @@ def test_quote_usage_errors(keys: Keys, capsys: pytest.CaptureFixture[str]) -> N
                          "0x01000000", "--nonce", "ab", "-m", "m", "-s", "s")  # fmt: skip
     assert status == 2 and "persistent handle" in err
     assert not (d / "m").exists()
+
+
+@pytest.mark.parametrize("ak_alg", ["rsa", "ecc"])
+def test_create_ak_files_are_tpm2_tools_files(
+    tmp_path: Path, ak_alg: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """create-ak's EK, AK public, Name and context as tpm2-tools reads them: stock
+    tpm2_makecredential/tpm2_activatecredential and tpm2_quote/tpm2_checkquote on them."""
+    d = tmp_path
+    with tools_tpm() as tpm:
+        status, _, err = ctl(capsys, "attest", "create-ak", "--tpm", tpm.uri, "--ak-alg", ak_alg,
+                             "--ek-public", str(d / "ek.pub"), "--ak-public", str(d / "ak.pub"),
+                             "--ak-context", str(d / "ak.ctx"),
+                             "--ak-name", str(d / "ak.name"))  # fmt: skip
+        assert status == 0, err
+        # the Name tpm2-tools computes from the public area is the one written
+        tpm.tool("tpm2_loadexternal", "-C", "o", "-u", str(d / "ak.pub"),
+                 "-n", str(d / "ext.name"), "-c", str(d / "ext.ctx"))  # fmt: skip
+        tpm.tool("tpm2_flushcontext", "-t")
+        assert (d / "ak.name").read_bytes() == (d / "ext.name").read_bytes()
+        # the EK is tpm2_createek's
+        tpm.tool("tpm2_createek", "-c", str(d / "ek.ctx"), "-G", "rsa", "-u", str(d / "ek2.pub"))
+        tpm.tool("tpm2_flushcontext", "-t")
+        assert (d / "ek.pub").read_bytes() == (d / "ek2.pub").read_bytes()
+        # stock MakeCredential for them, stock ActivateCredential with our context
+        (d / "secret").write_bytes(b"s" * 32)
+        subprocess.run(
+            ["tpm2_makecredential", "-T", "none", "-u", str(d / "ek.pub"), "-s",
+             str(d / "secret"), "-n", (d / "ak.name").read_bytes().hex(), "-o", str(d / "cred")],
+            check=True, capture_output=True, timeout=60,
+        )  # fmt: skip
+        done = Keys(tpm, d).stock_activate(d / "cred", d / "answer")
+        assert done.returncode == 0, done.stderr
+        assert (d / "answer").read_bytes() == b"s" * 32
+        # stock tpm2_quote with our context, checked with our public key
+        tpm.tool("tpm2_quote", "-c", str(d / "ak.ctx"), "-l", "sha256:4,5", "-q", "c0ffee",
+                 "-m", str(d / "q.msg"), "-s", str(d / "q.sig"),
+                 "-o", str(d / "q.pcrs"))  # fmt: skip
+        tpm.tool("tpm2_flushcontext", "-t")
+    done = subprocess.run(
+        ["tpm2_checkquote", "-u", str(d / "ak.pub"), "-m", str(d / "q.msg"), "-s",
+         str(d / "q.sig"), "-f", str(d / "q.pcrs"), "-q", "c0ffee", "-g", "sha256"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr

@@ -208,8 +208,12 @@ def register(actions: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     _tpm_options(k)
     k.add_argument("--ek-alg", "-G", choices=("rsa", "ecc"), default="rsa",
                    help="the EK template (default rsa, RSA 2048)")  # fmt: skip
-    k.add_argument("--ak-alg", choices=("rsa", "ecc"), default="rsa",
-                   help="the AK: rsa (RSA 2048, RSASSA) or ecc (P-256, ECDSA), SHA-256")
+    k.add_argument(
+        "--ak-alg",
+        choices=("rsa", "ecc"),
+        default="rsa",
+        help="the AK: rsa (RSA 2048, RSASSA) or ecc (P-256, ECDSA), SHA-256",
+    )
     k.add_argument("--ek-public", metavar="EK_PUB", required=True,
                    help="the EK's TPM2B_PUBLIC out (tpm2_createek -u)")  # fmt: skip
     k.add_argument("--ak-public", metavar="AK_PUB", required=True,
