@@ -469,3 +469,27 @@ def test_create_ak_files_are_tpm2_tools_files(
         capture_output=True, text=True, check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
+
+
+def test_an_ecc_ek_both_ways(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """An ECC P-256 EK (tpm2_createek -G ecc): the seed is ECDH, not RSA-OAEP."""
+    d = tmp_path
+    with tools_tpm() as tpm:
+        keys = Keys(tpm, d).make("ecc")
+        status, _, err = ctl(capsys, "attest", "challenge", "-u", str(d / "ek.pub"),
+                             "--ak-public", str(d / "ak.pub"), "--secret-out", str(d / "s1"),
+                             "-o", str(d / "c1"))  # fmt: skip
+        assert status == 0, err
+        done = keys.stock_activate(d / "c1", d / "a1")
+        assert done.returncode == 0, done.stderr
+        assert (d / "a1").read_bytes() == (d / "s1").read_bytes()
+        status, _, err = ctl(capsys, "attest", "activate", "--tpm", tpm.uri, "-i", str(d / "c1"),
+                             "--ak-context", str(d / "ak.ctx"), "--ek-alg", "ecc",
+                             "--secret-out", str(d / "a2"))  # fmt: skip
+        assert status == 0, err
+        assert (d / "a2").read_bytes() == (d / "s1").read_bytes()
+        # the RSA EK of the same TPM cannot open a credential made for its ECC EK
+        status, _, err = ctl(capsys, "attest", "activate", "--tpm", tpm.uri, "-i", str(d / "c1"),
+                             "--ak-context", str(d / "ak.ctx"),
+                             "--secret-out", str(d / "a3"))  # fmt: skip
+        assert status == 1 and not (d / "a3").exists(), err
