@@ -146,3 +146,25 @@ def test_a_fifo_given_to_attest_verify_is_refused_not_read(tmp_path: Path) -> No
     assert done.returncode == 1
     assert done.stderr.strip() == f"pvgrubctl: {fifo}: cannot read the public key: is a FIFO, " \
                                   "not a regular file"  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("verb", "words"),
+    [
+        ("challenge", ["tpm2_activatecredential", "--ek-certificate", "--ca", "examples:",
+                       "exit status:", "0600"]),
+        ("activate", ["tpm2_activatecredential", "PolicySecret", "--ek-handle", "--domid"]),
+        ("create-ak", ["tpm2_createak", "tpm2_createek", "--ak-context", "--domid"]),
+        ("quote", ["tpm2_quote", "tpm2_checkquote", "serialized", "examples:", "--pcr-out"]),
+    ],
+)  # fmt: skip
+def test_help_is_a_manual_page(
+    verb: str, words: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    status, out, _ = ctl(capsys, "attest", verb, "--help")
+    assert status == 0
+    description = out.split("\n\n")[1]
+    assert description[:1].isalpha(), description  # prose, not a stray escape
+    assert "\\\\" not in out
+    for word in words:
+        assert word in out, (verb, word)

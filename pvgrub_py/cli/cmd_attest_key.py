@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 # The attestation modules (tpm2-pytss, cryptography) are imported by the run_*
 # functions, so that other verbs do not pay for them at start-up.
 
-CHALLENGE_DESCRIPTION = """\\
+CHALLENGE_DESCRIPTION = """\
 The verifier's half of binding an AK to a vTPM: TPM2_MakeCredential, done in
 software (TPM 2.0 Part 1 section 24; tpm2-pytss's make_credential).  A fresh
 random secret is encrypted so that only the TPM holding the EK can release
@@ -43,22 +43,22 @@ template's SHA-256 and AES-128-CFB); the AK's Name as "tpm2_createak -n"
 writes it (raw, or hex) or its TPM2B_PUBLIC ("tpm2_createak -u").  CRED is
 what "tpm2_makecredential -o" writes."""
 
-CHALLENGE_EPILOG = """\\
+CHALLENGE_EPILOG = """\
 examples:
   # the guest's EK and AK, e.g. with tpm2-tools on its vTPM
   tpm2_createek -c ek.ctx -G rsa -u ek.pub
   tpm2_createak -C ek.ctx -c ak.ctx -u ak.pub -n ak.name
   # on the verifier
-  pvgrubctl attest challenge --ek-public ek.pub --ak-public ak.pub \\\\
+  pvgrubctl attest challenge --ek-public ek.pub --ak-public ak.pub \\
       --ek-certificate ek.der --ca ca-chain.pem --secret-out secret --credential-out cred
   # on the guest
-  pvgrubctl attest activate --tpm swtpm:tcp:127.0.0.1:2321 --credential cred \\\\
+  pvgrubctl attest activate --tpm swtpm:tcp:127.0.0.1:2321 --credential cred \\
       --ak-context ak.ctx --secret-out answer
   # back on the verifier: cmp secret answer
 
 exit status: 0 written, 1 refused (a certificate, a key or a file), 2 usage error."""
 
-ACTIVATE_DESCRIPTION = """\\
+ACTIVATE_DESCRIPTION = """\
 The guest's half: TPM2_ActivateCredential on its vTPM, as
 "tpm2_activatecredential -c AK -C EK -i CRED -o SECRET" does, through
 tpm2-pytss over pvgrub-py's own transport (any vTPM address).  The EK is
@@ -80,7 +80,7 @@ fixedParent, restricted, sign; empty password) is created and loaded under it
 with the EK policy and saved as a context: usable by "attest activate" and
 "attest quote" until the vTPM resets."""
 
-QUOTE_DESCRIPTION = """\\
+QUOTE_DESCRIPTION = """\
 TPM2_Quote of the guest's PCRs with its AK and the verifier's nonce, as
 "tpm2_quote -c AK -l PCRS -q NONCE -m MSG -s SIG -o PCR_OUT" does: MSG is the
 TPMS_ATTEST, SIG the TPMT_SIGNATURE, PCR_OUT the PCR values (tpm2_quote's
@@ -89,9 +89,9 @@ them, so "pvgrubctl attest verify" and "tpm2_checkquote" take them as they
 are.  The values are read before the quote and checked against its pcrDigest
 (a PCR extended in between: read and quote again, at most three times)."""
 
-QUOTE_EPILOG = """\\
+QUOTE_EPILOG = """\
 examples:
-  pvgrubctl attest quote --tpm swtpm:tcp:127.0.0.1:2321 --ak-context ak.ctx \\\\
+  pvgrubctl attest quote --tpm swtpm:tcp:127.0.0.1:2321 --ak-context ak.ctx \\
       --nonce $NONCE --pcrs sha256:4,5 --message q.msg --signature q.sig --pcr-out q.pcrs
   pvgrubctl attest verify -u ak.pub -m q.msg -s q.sig -q $NONCE --reference guest.ref.json
   tpm2_checkquote -u ak.pub -m q.msg -s q.sig -q $NONCE -f q.pcrs -g sha256
