@@ -44,9 +44,10 @@ in selection order; a selected PCR the reference does not name is taken from
 the event log's replay, else at its reset value), and with --eventlog,
 eventlog (the log replays to the reference values).
 
-The AK is taken as given: that it lives in the guest's vTPM (an AK
-certified against the vTPM's EK, e.g. with tpm2_makecredential and
-tpm2_activatecredential) is for the caller to establish first.
+The AK is taken as given: that it lives in the guest's vTPM is for the
+caller to establish first, with "pvgrubctl attest challenge" against the
+vTPM's EK (and its certificate) and "attest activate" on the guest (or
+tpm2_makecredential and tpm2_activatecredential).
 
 On acceptance one line "OK: ..." and exit status 0; on rejection one line
 "REJECT: CHECK: why" on stdout and exit status 1.  A file that cannot be read
