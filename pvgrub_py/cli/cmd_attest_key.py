@@ -80,6 +80,26 @@ fixedParent, restricted, sign; empty password) is created and loaded under it
 with the EK policy and saved as a context: usable by "attest activate" and
 "attest quote" until the vTPM resets."""
 
+ACTIVATE_EPILOG = """\
+examples:
+  # the AK made with tpm2_createak -c ak.ctx, or by "attest create-ak"
+  pvgrubctl attest activate --tpm swtpm:unix:/run/vtpm/guest1.sock -i cred \\
+      --ak-context ak.ctx --secret-out answer
+  # a guest of the simulated host, through its own vTPM frontend
+  pvgrubctl attest activate --tpm xen:0 --sim /tmp/host --domid 3 -i cred \\
+      --ak-context ak.ctx --secret-out answer
+
+exit status: 0 released, 1 refused by the TPM (or a file), 2 usage error."""
+
+CREATE_AK_EPILOG = """\
+examples:
+  pvgrubctl attest create-ak --tpm xen:0 --sim /tmp/host --domid 3 --ek-public ek.pub \\
+      --ak-public ak.pub --ak-name ak.name --ak-context ak.ctx
+  pvgrubctl attest create-ak --tpm swtpm:tcp:127.0.0.1:2321 --ak-alg ecc \\
+      --ek-public ek.pub --ak-public ak.pub --ak-context ak.ctx
+
+exit status: 0 made, 1 the TPM or a file failed, 2 usage error."""
+
 QUOTE_DESCRIPTION = """\
 TPM2_Quote of the guest's PCRs with its AK and the verifier's nonce, as
 "tpm2_quote -c AK -l PCRS -q NONCE -m MSG -s SIG -o PCR_OUT" does: MSG is the
@@ -184,7 +204,7 @@ def register(actions: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
 
     a = actions.add_parser("activate", help="release a challenge's secret on the guest's vTPM "
                            "(ActivateCredential)", description=ACTIVATE_DESCRIPTION,
-                           formatter_class=raw)  # fmt: skip
+                           epilog=ACTIVATE_EPILOG, formatter_class=raw)  # fmt: skip
     _tpm_options(a)
     _ak_options(a)
     a.add_argument(
@@ -204,7 +224,7 @@ def register(actions: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
 
     k = actions.add_parser("create-ak", help="make the vTPM's EK and an AK under it "
                            "(tpm2_createek and tpm2_createak)", description=CREATE_AK_DESCRIPTION,
-                           formatter_class=raw)  # fmt: skip
+                           epilog=CREATE_AK_EPILOG, formatter_class=raw)  # fmt: skip
     _tpm_options(k)
     k.add_argument("--ek-alg", "-G", choices=("rsa", "ecc"), default="rsa",
                    help="the EK template (default rsa, RSA 2048)")  # fmt: skip
