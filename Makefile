@@ -15,11 +15,12 @@ PIP = $(PYTHON) -m pip
 # Debian packages the project uses.  Keep this list the single source.
 # python3-venv makes the venv; gcc, python3-dev and pkg-config build the cffi
 # bindings against libxen-dev (without a compiler setup.py falls back to
-# simulator-only mode, as without libxen-dev).
+# simulator-only mode, as without libxen-dev); libtss2-dev builds tpm2-pytss
+# (the [attest] extra: pvgrubctl attest challenge/activate/quote).
 DEBIAN_PACKAGES = python3-venv python3-dev gcc libc6-dev pkg-config \
   swtpm swtpm-tools tpm2-tools xenstore-utils libxen-dev \
   e2fsprogs xfsprogs btrfs-progs dosfstools mtools xorriso fdisk qemu-utils lvm2 tmux \
-  xen-utils-4.17 lzop
+  xen-utils-4.17 lzop libtss2-dev
 SETUP_STAMP = $(VENV)/.setup.stamp
 # Keylime, a test oracle for the formats it reads (its quote check and tpm_policy
 # reader, tests/test_attest_keylime.py), without its verifier's dependency set
@@ -46,7 +47,7 @@ $(SETUP_STAMP): Makefile setup.py pyproject.toml
 	@test -x $(PYTHON) || { echo "setup: creating the virtual environment $(VENV) from $(BASE_PYTHON)"; \
 	  $(BASE_PYTHON) -m venv $(VENV); }
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q -e '.[test]'
+	$(PIP) install -q -e '.[test,attest]'
 	$(PIP) install -q --no-deps $(KEYLIME)
 	@touch $(SETUP_STAMP)
 

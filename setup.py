@@ -73,6 +73,10 @@ setup(
             "pytest>=7", "hypothesis>=6", "atheris>=2.3", "mypy>=1.8", "ruff>=0.4",
             "pyyaml>=6",  # for Keylime, the attestation oracle (see the Makefile)
         ],
+        # pvgrubctl attest challenge/activate/quote: tpm2-tss's ESAPI and MakeCredential.
+        # It builds against the system's libtss2 (Debian: libtss2-dev); 2.x builds
+        # against bookworm's tpm2-tss 3.2.1.
+        "attest": ["tpm2-pytss>=2.3.0,<3"],
     },
     entry_points={
         "console_scripts": [

@@ -40,6 +40,7 @@ from cryptography.hazmat.primitives.serialization import (
 
 from pvgrub_py.bytecursor import ByteCursor
 from pvgrub_py.errors import InputError
+from pvgrub_py.inputs import open_input
 from pvgrub_py.tpm.algorithms import BY_ID, HashAlgorithm
 
 #: A quote, a signature or a public key is a few hundred bytes; a 4096-bit
@@ -330,10 +331,14 @@ def _parse_tpm2b_public(data: bytes, source: str) -> AkPublic:
 
 
 def read_bounded(path: str, what: str, limit: int = MAX_FILE_BYTES) -> bytes:
-    """The bytes of ``path``, at most ``limit``; one-line errors."""
+    """The bytes of ``path``, at most ``limit``; one-line errors.  Only a regular
+    file is read: a FIFO or a device (which could block or never end) is refused
+    before anything is read (`open_input`)."""
     try:
-        with open(path, "rb") as f:
+        with open_input(path, max_size=None) as f:
             data = f.read(limit + 1)
+    except InputError as e:
+        raise InputError(path, f"cannot read the {what}: {e.problem}") from None
     except OSError as e:
         raise InputError(path, f"cannot read the {what}: {e.strerror or e}") from None
     if len(data) > limit:

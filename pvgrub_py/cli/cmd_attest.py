@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 
 from pvgrub_py.attest.reference import load_reference
+from pvgrub_py.cli.cmd_attest_key import read_nonce
+from pvgrub_py.cli.cmd_attest_key import register as register_key
 from pvgrub_py.errors import UsageError
 from pvgrub_py.eventlog.codec import MAX_LOG_BYTES, parse
 from pvgrub_py.eventlog.replay import replay
@@ -19,12 +20,11 @@ from pvgrub_py.eventlog.replay import replay
 # The attestation modules (and `cryptography`) are imported by run_verify, so
 # that every other pvgrubctl verb does not pay for them at start-up.
 
-#: TPM2B_DATA holds at most a digest's worth (64 bytes) on real TPMs.
-MAX_NONCE_BYTES = 64
-
 DESCRIPTION = """\
-Remote attestation of a measured boot with the files stock tpm2-tools write.
-See "pvgrubctl attest verify --help"."""
+Remote attestation of a measured boot with the files stock tpm2-tools write:
+"challenge" (verifier) and "activate" (guest) bind an AK to the vTPM's EK,
+"quote" quotes the guest's PCRs with it, "verify" judges the quote.
+See "pvgrubctl attest ACTION --help"."""
 
 VERIFY_DESCRIPTION = """\
 Verify a TPM 2.0 quote of a guest's vTPM against the PCR values its boot
@@ -44,9 +44,10 @@ in selection order; a selected PCR the reference does not name is taken from
 the event log's replay, else at its reset value), and with --eventlog,
 eventlog (the log replays to the reference values).
 
-The AK is taken as given: that it lives in the guest's vTPM (an AK
-certified against the vTPM's EK, e.g. with tpm2_makecredential and
-tpm2_activatecredential) is for the caller to establish first.
+The AK is taken as given: that it lives in the guest's vTPM is for the
+caller to establish first, with "pvgrubctl attest challenge" against the
+vTPM's EK (and its certificate) and "attest activate" on the guest (or
+tpm2_makecredential and tpm2_activatecredential).
 
 On acceptance one line "OK: ..." and exit status 0; on rejection one line
 "REJECT: CHECK: why" on stdout and exit status 1.  A file that cannot be read
@@ -125,26 +126,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="print the verdict, every check and the quote's fields as a JSON document",
     )
     v.set_defaults(func=run_verify)
-
-
-def read_nonce(text: str) -> bytes:
-    """-q as tpm2-tools reads it: a hex string, else a file of raw bytes."""
-    from pvgrub_py.attest.quote import read_bounded
-
-    digits = text[2:] if text[:2].lower() == "0x" else text
-    try:
-        nonce = bytes.fromhex(digits)
-    except ValueError:
-        if not os.path.isfile(text):
-            raise UsageError(f"--qualification {text[:40]!r}: neither hex nor a file") from None
-        nonce = read_bounded(text, "nonce", MAX_NONCE_BYTES)
-    if not nonce:
-        raise UsageError("--qualification: an empty nonce proves no freshness; give a fresh one")
-    if len(nonce) > MAX_NONCE_BYTES:
-        raise UsageError(
-            f"--qualification: {len(nonce)} bytes (a TPM takes at most {MAX_NONCE_BYTES})"
-        )
-    return nonce
+    register_key(actions)
 
 
 def run_verify(args: argparse.Namespace) -> int:

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from pvgrub_py.tpm.transport import TpmTransport
     from pvgrub_py.tpm.uri import VtpmAddress
     from pvgrub_py.vtpm.attach import AttachedVtpm
+    from pvgrub_py.vtpm.frontend import TpmFront
     from pvgrub_py.xen.interface import Hypervisor
 
 #: Where a program without ``--sim`` learns of a simulated host.
@@ -145,6 +146,51 @@ class _OwningTransport:
     def peer_label(self) -> str:
         """The backend's XSM label (`tpm.transport.PeerLabelled`)."""
         return self.inner.peer_label()
+
+    def close(self) -> None:
+        try:
+            self.inner.close()
+        finally:
+            self.owned.close()
+
+
+def open_guest_transport(
+    address: VtpmAddress, domid: int, sim_dir: str | None = None, timeout: float = 30.0
+) -> TpmTransport:
+    """The vTPM as guest *domid* itself sees it: its own tpmif frontend
+    (``device/vtpm/DEVID``, to the backend the ``xen:`` address names), on the
+    simulated host in *sim_dir* (or ``$PVGRUB_SIM``), where a program may act
+    as any domain.  Unlike a dom0 attach (`VtpmConnector`), which vtpmd
+    answers by power-cycling the instance, this is the guest's running vTPM:
+    its PCRs as booted, its loaded contexts.  Closing the transport leaves the
+    device ready for the guest's next frontend."""
+    from pvgrub_py.errors import UsageError
+    from pvgrub_py.vtpm.frontend import TpmFront
+
+    if address.kind != "xen":
+        raise UsageError(f"--domid {domid}: a guest's own vTPM is a xen: address, not {address}")
+    if not (sim_dir or os.environ.get(SIM_ENV)):
+        raise UsageError(f"--domid {domid} acts as that guest on the simulator: give --sim DIR")
+    hv = open_hypervisor(sim_dir, domid)
+    try:
+        front = TpmFront(
+            hv, address.devid, timeout=timeout, expected_backend=address.backend_domid
+        ).connect()
+    except BaseException:
+        hv.close()
+        raise
+    return _OwningFront(front, hv)
+
+
+class _OwningFront:
+    """A guest's connected frontend that also closes the hypervisor handle it was opened with."""
+
+    def __init__(self, inner: TpmFront, owned: Hypervisor) -> None:
+        self.inner = inner
+        self.owned = owned
+
+    def transmit(self, command: bytes) -> bytes:
+        return self.inner.transmit(command)
 
     def close(self) -> None:
         try:
