@@ -104,6 +104,8 @@ attest() {
 
 hold() {
   local t=0 failed="" out
+  # From here on, the daemon's lines go to the console as they come (disconnect, reconnect).
+  tail -n 0 -f /run/pvgrub-guest-tpm.log | sed -u 's/^/GUEST-DAEMON: /' &
   echo "GUEST-HOLDING"
   while [ $t -lt 400 ]; do
     sleep 2; t=$((t + 2))
