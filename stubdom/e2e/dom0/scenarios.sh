@@ -354,7 +354,7 @@ guest_tpm2_summary() { # name: version, /dev/tpmrm0 time, tpm0's first dmesg lin
   local v r d
   v=$(guest_line "$1" '^GUEST-TPM-VERSION ' | awk '{print $2}')
   r=$(guest_line "$1" '^GUEST-TPMRM0 ' | sed 's/^GUEST-TPMRM0 //')
-  d=$(guest_line "$1" '^GUEST-DMESG: .*tpm0' | sed 's/^GUEST-DMESG: //' | cut -c1-120)
+  d=$(guest_line "$1" '^GUEST-DMESG: .*(tpm0|vtpm)' | sed 's/^GUEST-DMESG: //' | cut -c1-120)
   echo "tpm_version_major=$v; /dev/tpmrm0 answered tpm2_pcrread at uptime ${r:-never}; dmesg: ${d:-none}"
   [ "$v" = 2 ] && [ -n "$r" ]
 }
