@@ -75,12 +75,29 @@ from pvgrub_py.vtpm.tpmif_events import (
     WriteState,
 )
 from pvgrub_py.vtpm.xenbus import XenbusState, read_state, write_state
-from pvgrub_py.xen.interface import EventChannels, GrantMap, Hypervisor, MappedGrant, XenError
+from pvgrub_py.xen.interface import (
+    EventChannels,
+    GrantMap,
+    Hypervisor,
+    MappedGrant,
+    XenError,
+)
 
 log = logging.getLogger(__name__)
 
 #: How long to keep polling a page for the next command after an answer.
 SPIN_SECONDS = 0.0003
+#: The longest reason written into a device's ``error`` node.
+MAX_ERROR_NODE = 128
+
+
+class ConnectRefused(PvgrubError):
+    """A connect policy's refusal: the device goes to Closing with ``public`` (no
+    host detail) in its ``error`` node; the message goes to the log."""
+
+    def __init__(self, message: str, public: str = "vTPM instance unavailable") -> None:
+        super().__init__(message)
+        self.public = public[:MAX_ERROR_NODE]
 
 
 class _Worker:
@@ -152,6 +169,8 @@ class FrontendLink:
 
 InstanceProvider = Callable[[FrontendLink], TpmTransport]
 ConnectHook = Callable[[FrontendLink], None]
+#: Called once a device is forgotten: (its link, whether another device has its uuid).
+RemovedHook = Callable[[FrontendLink, bool], None]
 
 
 class VtpmBackend:
@@ -161,11 +180,13 @@ class VtpmBackend:
         instance_for: InstanceProvider,
         *,
         on_connect: ConnectHook | None = None,
+        on_removed: RemovedHook | None = None,
         poll_interval: float = 0.2,
     ) -> None:
         self.hv = hv
         self.instance_for = instance_for
         self.on_connect = on_connect
+        self.on_removed = on_removed
         self.poll_interval = poll_interval
         self.root = f"/local/domain/{hv.domid}/backend/vtpm"
         self.links: dict[tuple[int, int], FrontendLink] = {}
@@ -202,6 +223,17 @@ class VtpmBackend:
         for closer in (self._gnttab.close, self._xs.close):
             with contextlib.suppress(XenError):
                 closer()
+
+    def device_uuids(self) -> set[str]:
+        """The (lower-case) uuids of the devices under our backend directory now."""
+        found: set[str] = set()
+        for fe in self._xs.directory(self.root) or []:
+            for devid in self._xs.directory(f"{self.root}/{fe}") or []:
+                with contextlib.suppress(XenError):
+                    uuid = self._xs.read(f"{self.root}/{fe}/{devid}/uuid")
+                    if uuid is not None:
+                        found.add(uuid.decode(errors="replace").strip().lower())
+        return found
 
     def __enter__(self) -> VtpmBackend:
         return self.start()
@@ -255,6 +287,8 @@ class VtpmBackend:
             if not self._still_there(link):
                 return None
             self._xs.write(f"{link.backend_path}/ready", b"1")
+            with contextlib.suppress(XenError):
+                self._xs.rm(f"{link.backend_path}/error")
             log.info("%s connected (uuid %s)", link.name, link.uuid)
         elif isinstance(action, MapRing):
             link.uuid = self._read_text(f"{link.backend_path}/uuid")  # may be rewritten
@@ -382,10 +416,20 @@ class VtpmBackend:
             self._unmap(link)
         with contextlib.suppress(XenError):
             self._xs.unwatch(f"{link.frontend_path}/state", link.token)
+        uuid = link.uuid.lower()
         with self._registry:
-            self.links.pop((link.frontend_domid, link.devid), None)
+            if self.links.get((link.frontend_domid, link.devid)) is link:
+                del self.links[(link.frontend_domid, link.devid)]
+            still_used = any(other.uuid.lower() == uuid for other in self.links.values())
+            if not still_used:
+                self._instance_locks.pop(uuid, None)
         if link.worker is not None:
             link.worker.stop(timeout=0)  # it ends after its current job
+        if self.on_removed is not None:
+            try:
+                self.on_removed(link, still_used)
+            except Exception:  # the policy's failure must not stop the watch loop
+                log.exception("%s: removal hook failed", link.name)
 
     # -- connecting (on the device's worker) ---------------------------------------------
 
@@ -398,6 +442,9 @@ class VtpmBackend:
         evtchn = self.hv.event_channels()
         try:
             if self._connect(link, action, evtchn):
+                # A command the frontend submitted before we (re)mapped its ring
+                # (a daemon restart) got its notify while nobody listened.
+                self._serve(link)
                 self._serve_ring(link, evtchn)
         finally:
             with link.lock:
@@ -418,6 +465,10 @@ class VtpmBackend:
         except PvgrubError as e:  # XenError from the hypervisor, or the policy's refusal
             _close(mapping)
             with link.lock:
+                if isinstance(e, ConnectRefused) and self._still_there(link):
+                    # What the frontend (and the toolstack) can read: Xen's
+                    # xenbus_dev_fatal writes a device's error the same way.
+                    self._xs.write(f"{link.backend_path}/error", e.public.encode())
                 self._feed(link, RingFailed(action.token, str(e)))
             return False
         with link.lock:
