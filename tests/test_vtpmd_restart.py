@@ -20,7 +20,10 @@ import os
 import shutil
 import signal
 import struct
+import subprocess
+import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -113,6 +116,61 @@ def test_a_restarted_vtpmd_serves_the_guest_the_same_pcrs(
     finally:
         err = vtpmd.stop()
     assert "reattached to running swtpm" in err, err
+
+
+def test_a_command_submitted_while_vtpmd_was_down_is_cancelled_never_run_twice(
+    host: SimHost, state: Path
+) -> None:
+    """The restarted daemon cannot tell a command its predecessor ran (and died
+    before answering) from one nobody saw: it cancels it, so an extend is never
+    applied twice (the PCR would no longer match the guest's event log)."""
+    vtpmd = Vtpmd(host, state, "--tpm2")
+    try:
+        guest = guest_with_vtpm(host, UUID)
+        dom0_measures(host)
+        with (
+            host.attach(guest, host.token(guest)) as hv,
+            TpmFront(hv, timeout=10).connect() as front,
+        ):
+            client = TpmClient(front, version="2.0")
+            assert pcr4(client) == PCR4
+            vtpmd.kill9()
+            outcome: list[BaseException | None] = []
+
+            def extend() -> None:
+                try:
+                    client.extend(4, {b.name: KERNEL[b.name] for b in client.active_banks()})
+                    outcome.append(None)
+                except TpmError as e:
+                    outcome.append(e)
+
+            worker = threading.Thread(target=extend)
+            worker.start()
+            time.sleep(0.5)  # submitted, nobody serving
+            vtpmd = Vtpmd(host, state, "--tpm2")
+            worker.join(15)
+            assert outcome and outcome[0] is not None, outcome  # failed, not answered
+            assert pcr4(client) == PCR4  # and not extended
+    finally:
+        err = vtpmd.stop()
+    assert "cancelled, not run" in err, err
+
+
+def test_a_second_vtpmd_on_one_state_dir_is_refused(host: SimHost, state: Path) -> None:
+    vtpmd = Vtpmd(host, state)
+    try:
+        second = subprocess.run(
+            [sys.executable, "-m", "pvgrub_py.cli.pvgrubctl", "vtpmd", "--sim", str(host.dir),
+             "--state-dir", str(state)],
+            capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+        assert second.returncode == 1, second
+        assert f"another vtpmd (pid {vtpmd.proc.pid}) serves this state directory" in second.stderr
+        assert len(second.stderr.strip().splitlines()) == 1 and "Traceback" not in second.stderr
+    finally:
+        vtpmd.kill9()
+    # A kill -9 frees it: the next one starts.
+    Vtpmd(host, state).stop()
 
 
 @pytest.mark.slow

@@ -634,9 +634,6 @@ class VtpmBackend:
         evtchn = self.hv.event_channels()
         try:
             if self._connect(link, action, evtchn):
-                # A command the frontend submitted before we (re)mapped its ring
-                # (a daemon restart) got its notify while nobody listened.
-                self._serve(link)
                 self._serve_ring(link, evtchn)
         finally:
             with link.lock:
@@ -672,11 +669,22 @@ class VtpmBackend:
                 log.warning("%s: removed while connecting; dropped", link.name)
                 self._feed(link, DeviceRemoved())
                 return False
+            stale = page.state == TpmifState.SUBMIT
+            if stale:
+                # Submitted before we said Connected: to an earlier daemon, which
+                # may have run it before it died (a restart reattaches to a ring a
+                # frontend kept).  A command runs once or not at all: it is
+                # cancelled, as a backend acknowledges a CANCEL, and the frontend
+                # sees a failed command, never a second extend.
+                page.state = TpmifState.IDLE
+                link.error("a command submitted before this connection was cancelled, not run")
             link.mapping, link.page, link.port, link.evtchn = mapping, page, port, evtchn
             self._feed(link, RingMapped(action.token))
             if not link.core.connected:  # the core dropped a connect it no longer wanted
                 self._unmap(link)
                 return False
+            if stale:
+                self._notify(link)
         return True
 
     def _unmap(self, link: FrontendLink) -> None:

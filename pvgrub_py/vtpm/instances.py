@@ -40,6 +40,7 @@ bootloader measured it) never resets it.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import logging
 import os
@@ -292,6 +293,7 @@ class VtpmInstances:
             ) from None
         if not os.path.isdir(state_root):
             raise VtpmInstanceError(f"{state_root}: not a directory; cannot hold vTPM state")
+        self._lock_fd = _lock_state_root(self.state_root)
         if self.key_file is not None:  # a bad key file is one line at start, not per guest
             try:
                 os.close(manufacture.open_key_file(self.key_file))
@@ -488,6 +490,35 @@ class VtpmInstances:
                 inst.detach()
             else:
                 inst.stop()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+
+#: Held by the daemon serving a state root (the kernel drops it when the
+#: daemon dies, kill -9 included).
+ROOT_LOCK = ".vtpmd.lock"
+
+
+def _lock_state_root(state_root: str) -> int | None:
+    """One daemon per state root: a second would start or reattach to the same
+    swtpms and interleave its guests' commands with the first's."""
+    path = os.path.join(state_root, ROOT_LOCK)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except OSError as e:
+        raise VtpmInstanceError(f"{path}: {describe_open_error(e)}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+        os.close(fd)
+        raise VtpmInstanceError(
+            f"{state_root}: another vtpmd (pid {holder}) serves this state directory"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
 
 
 class InstanceTransport:
