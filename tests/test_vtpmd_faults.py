@@ -11,12 +11,14 @@ prints its row of the fault table.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import random
 import shutil
 import signal
 import struct
+import subprocess
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
@@ -202,3 +204,65 @@ def test_nv_writes_across_a_fault(host: SimHost, state: Path, fault: str) -> Non
     row = f"| {fault} during {STREAM} NV writes | {RUNS} | {lost_total} | {'; '.join(outcomes)} |"
     print("\n" + row)
     assert lost_total == 0
+
+
+@pytest.fixture
+def small_disk() -> Iterator[Path]:
+    """A 4 MiB tmpfs: a disk that fills up (root only)."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    path = Path(tempfile.mkdtemp(prefix="vd", dir="/tmp"))
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(path)],
+                             capture_output=True, text=True)  # fmt: skip
+    if mounted.returncode != 0:
+        path.rmdir()
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    try:
+        yield path
+    finally:
+        kill_swtpms(path)
+        subprocess.run(["umount", "-l", str(path)], check=False)
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def test_nv_writes_on_a_full_disk(host: SimHost, small_disk: Path) -> None:
+    manufacture.create(str(small_disk), UUID, tpm2=True, key_file=None, ca_dir=None)
+    vtpmd = Vtpmd(host, small_disk)
+    try:
+        guest = guest_with_vtpm(host, UUID)
+        dom0_measures(host)
+        acked: list[int] = []
+        failed = 0
+        with (
+            host.attach(guest, host.token(guest)) as hv,
+            TpmFront(hv, timeout=10).connect() as front,
+        ):
+            assert rc_of(front.transmit(nv_define(32))) == 0
+            for i in range(STREAM):
+                if i == STREAM // 2:  # the disk fills up
+                    for name, chunk in (("filler", 65536), ("filler2", 1)):  # to the last byte
+                        with contextlib.suppress(OSError), open(small_disk / name, "wb", 0) as f:
+                            while True:
+                                f.write(bytes(chunk))
+                if rc_of(front.transmit(nv_write(nv_value(i)))) == 0:
+                    acked.append(i)
+                else:
+                    failed += 1
+        (small_disk / "filler").unlink()
+        (small_disk / "filler2").unlink(missing_ok=True)
+        with host.dom0.xenstore() as xs:
+            xs.rm(f"/local/domain/0/backend/vtpm/{guest}")
+        transport = open_transport(parse_vtpm_uri("xen:0"), 10, uuid=UUID, sim_dir=str(host.dir))
+        try:
+            answer = transport.transmit(nv_read(32))
+        finally:
+            transport.close()
+        assert rc_of(answer) == 0, answer.hex()
+        (size,) = struct.unpack(">H", answer[14:16])
+        held = next((i for i in range(STREAM) if nv_value(i) == answer[16 : 16 + size]), -1)
+        lost = 1 if held < acked[-1] else 0
+        print(f"\n| disk full during {STREAM} NV writes | 1 | {lost} | {len(acked)} acked, "
+              f"{failed} failed, NV holds write {held} after the space came back |")  # fmt: skip
+        assert lost == 0 and failed > 0
+    finally:
+        vtpmd.stop()
