@@ -28,9 +28,11 @@ from pathlib import Path
 import pytest
 from vtpmd_world import Vtpmd, guest_with_vtpm, kill_swtpms, swtpm_pids
 
+from pvgrub_py.cli.connect import open_transport
 from pvgrub_py.sim.host import SimHost
 from pvgrub_py.sim.testing import leaks, temporary_host, wait_until
 from pvgrub_py.tpm.client import TpmClient
+from pvgrub_py.tpm.uri import parse_vtpm_uri
 from pvgrub_py.vtpm import manufacture
 from pvgrub_py.vtpm.backend import FrontendLink
 from pvgrub_py.vtpm.frontend import TpmFront
@@ -98,6 +100,8 @@ def test_garbage_is_answered_in_the_instances_own_version(host: SimHost, state: 
     try:
         for uuid, tag in ((UUID_A, b"\x80\x01"), (UUID_B, b"\x00\xc4")):
             guest = guest_with_vtpm(host, uuid)
+            # the bootloader's attach for its boot (a guest is served after one)
+            open_transport(parse_vtpm_uri("xen:0"), 10, uuid=uuid, sim_dir=str(host.dir)).close()
             with (
                 host.attach(guest, host.token(guest)) as hv,
                 TpmFront(hv, timeout=10).connect() as front,

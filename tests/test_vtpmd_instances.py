@@ -20,11 +20,13 @@ from pathlib import Path
 import pytest
 from vtpmd_world import Vtpmd, backend_node, backend_state, guest_with_vtpm, kill_swtpms, swtpm_pids
 
+from pvgrub_py.cli.connect import open_transport
 from pvgrub_py.sim.host import SimHost
 from pvgrub_py.sim.testing import temporary_host, wait_until
 from pvgrub_py.tpm import tpm12
 from pvgrub_py.tpm.client import TpmClient
 from pvgrub_py.tpm.errors import TpmTransportError
+from pvgrub_py.tpm.uri import parse_vtpm_uri
 from pvgrub_py.vtpm import manufacture
 from pvgrub_py.vtpm.frontend import TpmFront
 from pvgrub_py.vtpm.xenbus import XenbusState
@@ -59,6 +61,11 @@ def key(tmp_path: Path) -> Path:
     path.write_text(os.urandom(32).hex() + "\n")
     path.chmod(0o600)
     return path
+
+
+def dom0_boots(host: SimHost, uuid: str) -> None:
+    """The bootloader's attach from dom0 (a power cycle: a new boot), measuring nothing."""
+    open_transport(parse_vtpm_uri("xen:0"), 10, uuid=uuid, sim_dir=str(host.dir)).close()
 
 
 def refused(host: SimHost, guest: int) -> str:
@@ -112,6 +119,7 @@ def test_each_created_instance_is_served_with_its_own_version_and_key(
         digest = hashlib.sha1(b"kernel").digest()
         for uuid, version in ((UUID_12, "1.2"), (UUID_20, "2.0")):
             guest = guest_with_vtpm(host, uuid)
+            dom0_boots(host, uuid)
             with (
                 host.attach(guest, host.token(guest)) as hv,
                 TpmFront(hv, timeout=10).connect() as front,
@@ -175,3 +183,26 @@ def test_a_wrong_key_missing_or_corrupt_state_is_refused_never_a_fresh_tpm(
         err = vtpmd.stop()
     assert "Could not initialize libtpms" in err or "cannot load" in err, err
     assert wait_until(lambda: not swtpm_pids(state))
+
+
+def test_a_vtpm_attached_without_a_measured_boot_is_refused(host: SimHost, state: Path) -> None:
+    """A guest given a vTPM while it runs (no bootloader measured into it) would
+    read reset PCRs and could extend a good boot's digests: refused, until the
+    toolstack's attach for its next boot."""
+    manufacture.create(str(state), UUID_20, tpm2=True, key_file=None, ca_dir=None)
+    vtpmd = Vtpmd(host, state)
+    try:
+        guest = guest_with_vtpm(host, UUID_20)
+        assert refused(host, guest) == "vTPM not measured for this boot; reboot the guest"
+        with host.dom0.xenstore() as xs:
+            xs.rm(f"/local/domain/0/backend/vtpm/{guest}")
+        guest = guest_with_vtpm(host, UUID_20)
+        dom0_boots(host, UUID_20)
+        with (
+            host.attach(guest, host.token(guest)) as hv,
+            TpmFront(hv, timeout=10).connect() as front,
+        ):
+            assert TpmClient(front).read_pcrs([4])["sha1"][4] == bytes(20)
+            assert backend_node(host, guest, "error") is None
+    finally:
+        vtpmd.stop()

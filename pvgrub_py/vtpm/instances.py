@@ -29,6 +29,12 @@ guest's vTPM fails closed) until the toolstack power-cycles it for the
 guest's next boot.  An unresponsive leftover swtpm (verified to be the one
 recorded) is killed first, so an orphan never blocks the restart.
 
+Measured boots only: an instance started from its state on disk serves a
+guest frontend only once a toolstack frontend has power-cycled it (the
+bootloader measuring the guest's boot), so a vTPM attached to a running
+guest, whose PCRs would be reset, is refused (a new instance made by
+--provision-unknown is exempt: tests and demos).
+
 Power cycles: a frontend in the toolstack domain (dom0: the bootloader about
 to measure a boot) gets a fresh boot of the instance (TPM_Init, then
 TPM_Startup), so the PCRs describe that boot only, as the Xen vTPM docs
@@ -188,6 +194,10 @@ class Instance:
         #: The PCRs no longer describe the guest's boot (the swtpm was started
         #: again after its predecessor died): guests are refused until a power cycle.
         self.boot_lost = boot_lost
+        #: Started from its state and not power-cycled by the toolstack since:
+        #: no boot was measured into it, so no guest is served by it yet (a vTPM
+        #: hot-plugged into a running guest would hand it reset PCRs to forge).
+        self.unmeasured = False
         self.power_cycles = 0
 
     @property
@@ -206,7 +216,7 @@ class Instance:
         with TpmClient(SwtpmTransport(self.data, 30.0), version=version) as client:
             client.startup()
         self.power_cycles += 1
-        self.boot_lost = False
+        self.boot_lost = self.unmeasured = False
 
     def detach(self) -> None:
         """Let go of the swtpm and leave it running (a daemon restart reattaches)."""
@@ -387,7 +397,10 @@ class VtpmInstances:
                 os.makedirs(directory, mode=0o700, exist_ok=True)
             except OSError as e:
                 raise VtpmInstanceError(f"{directory}: {describe_open_error(e)}") from None
+        state_file = os.path.join(directory, manufacture.PERMALL[known.tpm_version])
+        fresh = known.adopt and not os.path.exists(state_file)  # --provision-unknown's new TPM
         inst = _launch(uuid, directory, known, boot_lost=lost)
+        inst.unmeasured = not fresh
         if known.adopt:
             manufacture.write_metadata(
                 manufacture.Instance(
@@ -437,6 +450,13 @@ class VtpmInstances:
                 f"refusing domain {link.frontend_domid} until the toolstack measures its "
                 "next boot",
                 "vTPM PCRs lost (restart); reboot the guest",
+            )
+        elif inst.unmeasured:
+            raise VtpmInstanceError(
+                f"vTPM {inst.uuid}: no boot was measured into it since its swtpm started "
+                f"(a vTPM attached to a running guest?); refusing domain "
+                f"{link.frontend_domid} until the toolstack measures its next boot",
+                "vTPM not measured for this boot; reboot the guest",
             )
 
     def on_removed(self, link: FrontendLink, still_used: bool) -> None:
