@@ -38,14 +38,19 @@ swtpm of a device that is gone (its domain destroyed) is stopped.
 
 A frontend in dom0 (the bootloader, through a xen: vTPM address) power-cycles
 its instance first, so the measurements it makes start a fresh boot record;
-the guest's own frontend later reaches the same instance without a reset.
+the guest's own frontend later reaches the same instance without a reset.  A
+guest frontend is refused by an instance no dom0 frontend power-cycled since
+its swtpm started (a vTPM attached to a running guest: reset PCRs it could
+forge), until its next measured boot.
 
 Runs in the foreground until SIGTERM or SIGINT."""
 
 EPILOG = """\
 examples:
-  pvgrubctl vtpmd --state-dir /var/lib/pvgrub-py/vtpm
-  pvgrubctl vtpmd --sim /tmp/simhost --state-dir /tmp/vtpm --tpm2
+  pvgrubctl vtpm create --state-dir /var/lib/pvgrub-py/vtpm --uuid U --tpm2 --key-file K
+  pvgrubctl vtpmd --state-dir /var/lib/pvgrub-py/vtpm --key-file K
+  pvgrubctl vtpmd --sim /tmp/simhost --state-dir /tmp/vtpm --provision-unknown --tpm2
+  (as a service: stubdom/systemd/pvgrub-vtpmd.service)
 
 xl config of a measured guest served by it:
   vtpm = ["backend=0,uuid=7b5b6d2e-0c5e-4c39-9a63-4f4f0e0b1c1d"]
