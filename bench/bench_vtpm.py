@@ -85,7 +85,8 @@ def tpmif_front() -> Iterator[TpmFront]:
     with temporary_host(prefix="bvtpm") as host, tempfile.TemporaryDirectory() as state:
         vtpmd = subprocess.Popen(
             [sys.executable, "-m", "pvgrub_py.cli.pvgrubctl", "vtpmd", "--sim", str(host.dir),
-             "--state-dir", state], stdout=subprocess.PIPE, text=True)  # fmt: skip
+             "--state-dir", state, "--provision-unknown",
+             "--stop-instances-on-exit"], stdout=subprocess.PIPE, text=True)  # fmt: skip
         try:
             assert vtpmd.stdout is not None and vtpmd.stdout.readline().startswith("vtpmd:")
             guest = host.create_domain()

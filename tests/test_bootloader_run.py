@@ -202,7 +202,8 @@ def test_measured_through_tpmif_then_the_guest_reads_the_same_pcrs(
     uuid = "0d7c5a52-5d6b-4f39-a7c5-9d1b8e2f3a41"
     with temporary_host(prefix="blt") as host:
         vtpmd = subprocess.Popen([sys.executable, "-m", "pvgrub_py.cli.pvgrubctl", "vtpmd",
-                                  "--sim", str(host.dir), "--state-dir", str(tmp_path / "state")],
+                                  "--sim", str(host.dir), "--state-dir", str(tmp_path / "state"),
+                                  "--provision-unknown", "--stop-instances-on-exit"],
                                  stdout=subprocess.PIPE, text=True)  # fmt: skip
         try:
             assert vtpmd.stdout is not None and vtpmd.stdout.readline().startswith("vtpmd:")

@@ -83,6 +83,8 @@ def test_example_boots_as_libxl_would_run_it(
                 str(host.dir),
                 "--state-dir",
                 str(tmp_path / "st"),
+                "--provision-unknown",
+                "--stop-instances-on-exit",
             ]
             + (["--tpm2"] if tpm2 else []),
             stdout=subprocess.PIPE,

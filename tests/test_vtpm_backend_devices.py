@@ -215,7 +215,7 @@ def test_a_failed_instance_answers_in_its_own_version(
 
 @pytest.mark.parametrize("tpm2", [False, True], ids=["tpm12", "tpm20"])
 def test_vtpmd_instances_say_their_version(tmp_path: Path, tpm2: bool) -> None:
-    instances = VtpmInstances(str(tmp_path), tpm2=tpm2)
+    instances = VtpmInstances(str(tmp_path), tpm2=tpm2, provision_unknown=True)
     try:
         link = FrontendLink(3, 0, "/local/domain/0/backend/vtpm/3/0", uuid=UUID_A)
         transport = instances.transport_for(link)

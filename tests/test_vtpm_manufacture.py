@@ -589,6 +589,7 @@ def test_vtpmd_serves_an_unencrypted_instance(
     """vtpmd's own instance code (vtpm/instances.py) opens a manufactured
     instance where it looks for it, with its EK and both banks intact."""
     from pvgrub_py.tpm.client import TpmClient
+    from pvgrub_py.tpm.swtpm import SwtpmTransport
     from pvgrub_py.vtpm.instances import VtpmInstances
 
     state = tmp_path / "state"
@@ -596,7 +597,7 @@ def test_vtpmd_serves_an_unencrypted_instance(
     instances = VtpmInstances(str(state), tpm2=True)
     try:
         inst = instances.get(UUID.upper())
-        with TpmClient(inst.process.transport(), version="2.0") as client:
+        with TpmClient(SwtpmTransport(inst.data, 10.0), version="2.0") as client:
             assert [b.name for b in client.active_banks()] == ["sha1", "sha256"]
     finally:
         instances.stop()

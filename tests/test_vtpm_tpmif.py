@@ -41,7 +41,8 @@ UUID = "7b5b6d2e-0c5e-4c39-9a63-4f4f0e0b1c1d"
 class Vtpmd:
     def __init__(self, host: SimHost, state: Path, tpm2: bool) -> None:
         cmd = [sys.executable, "-m", "pvgrub_py.cli.pvgrubctl", "vtpmd", "--sim", str(host.dir),
-               "--state-dir", str(state), "-v"] + (["--tpm2"] if tpm2 else [])  # fmt: skip
+               "--state-dir", str(state), "-v", "--provision-unknown",
+               "--stop-instances-on-exit"] + (["--tpm2"] if tpm2 else [])  # fmt: skip
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()

@@ -162,6 +162,9 @@ def vtpm_backend_domain(
         str(be),
         "--state-dir",
         state_dir,
+        # A simulated host's guests are made on the fly and gone with the host.
+        "--provision-unknown",
+        "--stop-instances-on-exit",
     ] + (["--tpm2"] if tpm2 else [])
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:

@@ -21,19 +21,36 @@ from pvgrub_py.xen.interface import Hypervisor
 DESCRIPTION = """\
 Serve the tpmif backend of this domain (dom0 by default): every vtpm device
 the toolstack creates under /local/domain/DOMID/backend/vtpm is connected to
-a swtpm instance chosen by the device's uuid, with its state kept in
-STATE-DIR/UUID.  TPM 1.2 by default, like Xen's own vTPM; TPM 2.0 with --tpm2.
+the swtpm of the vTPM instance named by the device's uuid: STATE-DIR/UUID,
+made by `pvgrubctl vtpm create`, served with its own TPM version, and when
+encrypted with the host key (--key-file, given to swtpm by file descriptor).
+
+Refused, so that the boot that asked for the vTPM fails closed (the device
+goes to Closing with a one-line `error` node): an unknown uuid (unless
+--provision-unknown), an instance whose state is missing, cannot be
+decrypted or is corrupt: never a fresh TPM in its place.
+
+Each swtpm runs in its own session and outlives the daemon (its pid and
+sockets are recorded in STATE-DIR/UUID/swtpm-run.json): a restarted vtpmd
+reattaches to it and to the connected frontends, so a running guest keeps
+its PCRs.  A guest whose swtpm is gone is refused until its next boot.  The
+swtpm of a device that is gone (its domain destroyed) is stopped.
 
 A frontend in dom0 (the bootloader, through a xen: vTPM address) power-cycles
 its instance first, so the measurements it makes start a fresh boot record;
-the guest's own frontend later reaches the same instance without a reset.
+the guest's own frontend later reaches the same instance without a reset.  A
+guest frontend is refused by an instance no dom0 frontend power-cycled since
+its swtpm started (a vTPM attached to a running guest: reset PCRs it could
+forge), until its next measured boot.
 
 Runs in the foreground until SIGTERM or SIGINT."""
 
 EPILOG = """\
 examples:
-  pvgrubctl vtpmd --state-dir /var/lib/pvgrub-py/vtpm
-  pvgrubctl vtpmd --sim /tmp/simhost --state-dir /tmp/vtpm --tpm2
+  pvgrubctl vtpm create --state-dir /var/lib/pvgrub-py/vtpm --uuid U --tpm2 --key-file K
+  pvgrubctl vtpmd --state-dir /var/lib/pvgrub-py/vtpm --key-file K
+  pvgrubctl vtpmd --sim /tmp/simhost --state-dir /tmp/vtpm --provision-unknown --tpm2
+  (as a service: stubdom/systemd/pvgrub-vtpmd.service)
 
 xl config of a measured guest served by it:
   vtpm = ["backend=0,uuid=7b5b6d2e-0c5e-4c39-9a63-4f4f0e0b1c1d"]
@@ -57,11 +74,21 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--state-dir", required=True, metavar="DIR",
                    help="where each vTPM instance keeps its swtpm state, in DIR/UUID; created "
                         "(mode 0700) once the hypervisor is reached")  # fmt: skip
+    p.add_argument("--key-file", metavar="K",
+                   help="the host key (64 hex digits, mode 0600) of the encrypted instances; "
+                        "default: the key file each instance's vtpm.json names")  # fmt: skip
+    p.add_argument("--provision-unknown", action="store_true",
+                   help="serve an unknown uuid with a new bare instance (no EK certificate; "
+                        "encrypted with --key-file if given) instead of refusing it; "
+                        "for tests and demos, not production")  # fmt: skip
     p.add_argument(
         "--tpm2",
         action="store_true",
-        help="run TPM 2.0 instances (default TPM 1.2, like Xen's vTPM)",
+        help="with --provision-unknown: provision TPM 2.0 instances (default TPM 1.2)",
     )
+    p.add_argument("--stop-instances-on-exit", action="store_true",
+                   help="stop every swtpm on SIGTERM/SIGINT (a restart then cannot reattach: "
+                        "running guests lose their vTPM); default: leave them running")  # fmt: skip
     p.add_argument("--sim", metavar="HOST_DIR",
                    help="serve on the simulated host running in HOST_DIR (pvgrubctl sim host) "
                         "instead of the real hypervisor")  # fmt: skip
@@ -93,6 +120,11 @@ def run(args: argparse.Namespace) -> int:
         format="vtpmd: %(message)s",
         stream=sys.stderr,
     )
+    # One process serves every guest: hand the interpreter from a busy device
+    # thread (a guest sending requests in a loop) to a waiting one within
+    # 0.5 ms, not the default 5 ms, so that another guest's command waits
+    # for it a few times a command at most.
+    sys.setswitchinterval(0.0005)
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -105,18 +137,33 @@ def run(args: argparse.Namespace) -> int:
         # Nothing is created on disk before the host answers: opening libxc's
         # hypervisor handle succeeds on a machine without Xen, xenstore does not.
         hv.xenstore().close()
-        instances = VtpmInstances(args.state_dir, tpm2=args.tpm2)
+        instances = VtpmInstances(
+            args.state_dir,
+            tpm2=args.tpm2,
+            key_file=args.key_file,
+            provision_unknown=args.provision_unknown,
+        )
     except BaseException:
         hv.close()
         raise
     try:
-        backend = VtpmBackend(hv, instances.transport_for, on_connect=instances.on_connect)
+        backend = VtpmBackend(
+            hv,
+            instances.transport_for,
+            on_connect=instances.on_connect,
+            on_removed=instances.on_removed,
+        )
+        # An earlier daemon's swtpms whose devices are gone stop now; those
+        # still in use are reattached when their frontends are.
+        instances.sweep(backend.device_uuids())
         with backend:
-            print(f"vtpmd: serving {backend.root} (TPM {'2.0' if args.tpm2 else '1.2'})",
-                  flush=True)  # fmt: skip
+            unknown = (f"provisioned as TPM {'2.0' if args.tpm2 else '1.2'}"
+                       if args.provision_unknown else "refused")  # fmt: skip
+            print(f"vtpmd: serving {backend.root} (instances in {instances.state_root}; "
+                  f"unknown uuids {unknown})", flush=True)  # fmt: skip
             while not stop.wait(0.5):
                 pass
     finally:
-        instances.stop()
+        instances.stop(keep_running=not args.stop_instances_on_exit)
         hv.close()
     return 0

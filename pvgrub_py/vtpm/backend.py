@@ -36,10 +36,12 @@ that version; otherwise the command's tag decides.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -75,12 +77,54 @@ from pvgrub_py.vtpm.tpmif_events import (
     WriteState,
 )
 from pvgrub_py.vtpm.xenbus import XenbusState, read_state, write_state
-from pvgrub_py.xen.interface import EventChannels, GrantMap, Hypervisor, MappedGrant, XenError
+from pvgrub_py.xen.interface import (
+    EventChannels,
+    GrantMap,
+    Hypervisor,
+    MappedGrant,
+    WatchEvent,
+    XenError,
+)
 
 log = logging.getLogger(__name__)
 
 #: How long to keep polling a page for the next command after an answer.
 SPIN_SECONDS = 0.0003
+#: The last errors a device keeps (older ones are only counted).
+MAX_ERRORS = 32
+#: At most this many WARNING lines per device per `WARN_WINDOW` seconds.
+WARN_BURST = 5
+WARN_WINDOW = 60.0
+#: Refused requests a device may send at full speed, refilled this many a
+#: second; beyond, its device thread sleeps off the excess (a guest sending
+#: bad requests in a loop gets this many answers a second, and the others
+#: the interpreter meanwhile).
+REFUSAL_BURST = 1000.0
+REFUSAL_RATE = 20000.0
+#: A device whose frontend fires more watch events than this in
+#: `FLOOD_WINDOW` seconds (a guest rewriting its own nodes in a loop) is
+#: not watched for `FLOOD_MUTE` seconds: its events stop costing us, and the
+#: watch set again at the end fires once, so no state change is missed.
+FLOOD_EVENTS = 200
+FLOOD_WINDOW = 1.0
+FLOOD_MUTE = 1.0
+#: Watch events taken in one batch before the devices they name are stepped.
+MAX_BATCH = 4096
+#: The shortest time between two steps of one device: a guest rewriting its
+#: own ``state`` in a loop gets at most this many looks a second.
+MIN_STEP_INTERVAL = 0.01
+#: The longest reason written into a device's ``error`` node.
+MAX_ERROR_NODE = 128
+RELEASE_TOKEN = "vtpm-release-domain"
+
+
+class ConnectRefused(PvgrubError):
+    """A connect policy's refusal: the device goes to Closing with ``public`` (no
+    host detail) in its ``error`` node; the message goes to the log."""
+
+    def __init__(self, message: str, public: str = "vTPM instance unavailable") -> None:
+        super().__init__(message)
+        self.public = public[:MAX_ERROR_NODE]
 
 
 class _Worker:
@@ -129,7 +173,18 @@ class FrontendLink:
     port: int = -1
     evtchn: EventChannels | None = None  # the device thread's own handle
     served: int = 0
-    errors: list[str] = field(default_factory=list)
+    #: The last `MAX_ERRORS` errors (a guest's bad requests must not grow memory).
+    errors: deque[str] = field(default_factory=lambda: deque(maxlen=MAX_ERRORS))
+    error_count: int = 0
+    _warned: int = 0
+    _warn_window: float = 0.0
+    _suppressed: int = 0
+    last_step: float = 0.0
+    _refusal_credit: float = REFUSAL_BURST
+    _refusal_stamp: float = 0.0
+    _events: int = 0
+    _events_since: float = 0.0
+    muted_until: float = 0.0
     core: BackendCore = field(default_factory=BackendCore)
     lock: threading.Lock = field(default_factory=threading.Lock)
     worker: _Worker | None = None
@@ -149,9 +204,50 @@ class FrontendLink:
     def token(self) -> str:
         return f"vtpm-fe-{self.frontend_domid}-{self.devid}"
 
+    def throttle_refusal(self) -> None:
+        """Called on the device's thread after a refused request: free up to
+        `REFUSAL_BURST` (refilled at `REFUSAL_RATE` a second), then it sleeps
+        off the excess (a token bucket)."""
+        now = time.monotonic()
+        self._refusal_credit = min(
+            REFUSAL_BURST, self._refusal_credit + (now - self._refusal_stamp) * REFUSAL_RATE
+        )
+        self._refusal_stamp = now
+        self._refusal_credit -= 1
+        if self._refusal_credit < 0:
+            time.sleep(-self._refusal_credit / REFUSAL_RATE)
+
+    def flooding(self, now: float) -> bool:
+        """Count one watch event of this device; whether it is over the limit."""
+        if now - self._events_since >= FLOOD_WINDOW:
+            self._events_since, self._events = now, 0
+        self._events += 1
+        return self._events > FLOOD_EVENTS
+
+    def error(self, reason: str) -> None:
+        """Keep and log an error, at most `WARN_BURST` log lines per `WARN_WINDOW`
+        (a guest sending bad requests in a loop must not fill the log)."""
+        self.errors.append(reason)
+        self.error_count += 1
+        now = time.monotonic()
+        if now - self._warn_window >= WARN_WINDOW:
+            if self._suppressed:
+                log.warning("%s: %d more errors not logged", self.name, self._suppressed)
+            self._warn_window, self._warned, self._suppressed = now, 0, 0
+        if self._warned < WARN_BURST:
+            self._warned += 1
+            log.warning("%s: %s", self.name, reason)
+            if self._warned == WARN_BURST:
+                log.warning("%s: further errors for %.0f s are counted, not logged",
+                            self.name, WARN_WINDOW)  # fmt: skip
+        else:
+            self._suppressed += 1
+
 
 InstanceProvider = Callable[[FrontendLink], TpmTransport]
 ConnectHook = Callable[[FrontendLink], None]
+#: Called once a device is forgotten: (its link, whether another device has its uuid).
+RemovedHook = Callable[[FrontendLink, bool], None]
 
 
 class VtpmBackend:
@@ -161,11 +257,13 @@ class VtpmBackend:
         instance_for: InstanceProvider,
         *,
         on_connect: ConnectHook | None = None,
+        on_removed: RemovedHook | None = None,
         poll_interval: float = 0.2,
     ) -> None:
         self.hv = hv
         self.instance_for = instance_for
         self.on_connect = on_connect
+        self.on_removed = on_removed
         self.poll_interval = poll_interval
         self.root = f"/local/domain/{hv.domid}/backend/vtpm"
         self.links: dict[tuple[int, int], FrontendLink] = {}
@@ -182,6 +280,8 @@ class VtpmBackend:
     def start(self) -> VtpmBackend:
         self._xs.mkdir(self.root)
         self._xs.watch(self.root, "vtpm-backend")
+        with contextlib.suppress(XenError):  # a domain's destruction: its devices may stay
+            self._xs.watch("@releaseDomain", RELEASE_TOKEN)
         t = threading.Thread(target=self._watch_loop, name="vtpmback-watch", daemon=True)
         t.start()
         self._threads.append(t)
@@ -202,6 +302,17 @@ class VtpmBackend:
         for closer in (self._gnttab.close, self._xs.close):
             with contextlib.suppress(XenError):
                 closer()
+
+    def device_uuids(self) -> set[str]:
+        """The (lower-case) uuids of the devices under our backend directory now."""
+        found: set[str] = set()
+        for fe in self._xs.directory(self.root) or []:
+            for devid in self._xs.directory(f"{self.root}/{fe}") or []:
+                with contextlib.suppress(XenError):
+                    uuid = self._xs.read(f"{self.root}/{fe}/{devid}/uuid")
+                    if uuid is not None:
+                        found.add(uuid.decode(errors="replace").strip().lower())
+        return found
 
     def __enter__(self) -> VtpmBackend:
         return self.start()
@@ -241,8 +352,7 @@ class VtpmBackend:
             if link.page is not None:
                 link.page.state = action.state
         elif isinstance(action, Fail):
-            link.errors.append(action.reason)
-            log.warning("%s: %s", link.name, action.reason)
+            link.error(action.reason)
         elif isinstance(action, WriteState):
             if not self._still_there(link):
                 return None
@@ -255,6 +365,8 @@ class VtpmBackend:
             if not self._still_there(link):
                 return None
             self._xs.write(f"{link.backend_path}/ready", b"1")
+            with contextlib.suppress(XenError):
+                self._xs.rm(f"{link.backend_path}/error")
             log.info("%s connected (uuid %s)", link.name, link.uuid)
         elif isinstance(action, MapRing):
             link.uuid = self._read_text(f"{link.backend_path}/uuid")  # may be rewritten
@@ -292,12 +404,95 @@ class VtpmBackend:
     # -- xenstore side -------------------------------------------------------------------
 
     def _watch_loop(self) -> None:
+        """Take watch events in batches and step each device they name once
+        (a device at most every `MIN_STEP_INTERVAL`); a full `rescan` only for
+        an event naming no known device.  A guest rewriting its own nodes in
+        a loop costs one step of its own device per interval, not a rescan of
+        every device per write."""
+        deferred: set[tuple[int, int]] = set()
         while not self._stop.is_set():
             try:
-                if self._xs.wait_event(self.poll_interval) is not None:
+                wait = self.poll_interval if not deferred else MIN_STEP_INTERVAL
+                event = self._xs.wait_event(wait)
+                rescan = release = False
+                devices = set(deferred)
+                taken = 0
+                while event is not None:
+                    kind = self._classify(event)
+                    if kind == "rescan":
+                        rescan = True
+                    elif kind == "release":
+                        release = True
+                    elif isinstance(kind, tuple):
+                        devices.add(kind)
+                    taken += 1
+                    if taken >= MAX_BATCH:
+                        break
+                    event = self._xs.wait_event(0)
+                if release:
+                    self._reap_dead_domains()
+                self._unmute_due()
+                if rescan:
                     self.rescan()
+                    deferred.clear()
+                    continue
+                deferred = self._step_devices(devices)
             except PvgrubError as e:  # keep serving the other devices
                 log.warning("vtpm backend: %s", e)
+
+    def _classify(self, event: WatchEvent) -> tuple[int, int] | str | None:
+        """The device a watch event is about, or "rescan" / "release"."""
+        if event.token == RELEASE_TOKEN:
+            return "release"
+        if event.token.startswith("vtpm-fe-"):
+            parts = event.token.split("-")
+            if len(parts) == 4 and parts[2].isdigit() and parts[3].isdigit():
+                link = self.links.get((int(parts[2]), int(parts[3])))
+                if link is None or link.muted_until:
+                    return None
+                if link.flooding(time.monotonic()):
+                    self._mute(link)
+                return (link.frontend_domid, link.devid)
+            return None
+        prefix = self.root + "/"
+        if event.path.startswith(prefix):
+            parts = event.path[len(prefix) :].split("/")
+            if len(parts) >= 3 and parts[0].isdigit() and parts[1].isdigit():
+                key = (int(parts[0]), int(parts[1]))
+                if key in self.links and parts[2] not in ("frontend", "frontend-id"):
+                    return key
+        return "rescan"
+
+    def _mute(self, link: FrontendLink) -> None:
+        link.muted_until = time.monotonic() + FLOOD_MUTE
+        with contextlib.suppress(XenError):
+            self._xs.unwatch(f"{link.frontend_path}/state", link.token)
+        log.warning("%s: frontend floods its xenstore nodes; not watched for %.0f s",
+                    link.name, FLOOD_MUTE)  # fmt: skip
+
+    def _unmute_due(self) -> None:
+        now = time.monotonic()
+        for link in list(self.links.values()):
+            if link.muted_until and now >= link.muted_until:
+                link.muted_until = 0.0
+                with contextlib.suppress(XenError):  # fires once: the device is stepped
+                    self._xs.watch(f"{link.frontend_path}/state", link.token)
+
+    def _step_devices(self, keys: set[tuple[int, int]]) -> set[tuple[int, int]]:
+        """Step these devices; those stepped too recently are returned, for later."""
+        later: set[tuple[int, int]] = set()
+        now = time.monotonic()
+        with self._rescanning:
+            for key in keys:
+                link = self.links.get(key)
+                if link is None:
+                    continue
+                if now - link.last_step < MIN_STEP_INTERVAL:
+                    later.add(key)
+                    continue
+                link.last_step = now
+                self._step_unless_removed(link)
+        return later
 
     def rescan(self) -> None:
         """Bring every device in line with its frontend's state."""
@@ -311,9 +506,35 @@ class VtpmBackend:
                     seen.add(key)
                     link = self.links.get(key) or self._adopt(*key)
                     if link is not None:
+                        link.last_step = time.monotonic()
                         self._step_unless_removed(link)
             for key in set(self.links) - seen:
                 self._forget(self.links[key])
+
+    def _domain_gone(self, domid: int) -> bool:
+        """Whether the frontend's domain is destroyed (or dying: our mapping of
+        its page is what keeps it a zombie).  Unknown (no right to ask) is no."""
+        try:
+            info = self.hv.domains().info(domid)
+        except XenError as e:
+            return e.errno == errno.ESRCH
+        return bool(info.dying)
+
+    def _reap_dead_domains(self) -> None:
+        """Forget the devices of destroyed frontend domains and remove their
+        backend directories, which a toolstack may leave behind (libxl removes
+        them; the simulator's destroy_domain does not): their mapping, port and
+        instance go now, not never."""
+        with self._rescanning:
+            for link in list(self.links.values()):
+                if link.frontend_domid == self.hv.domid or not self._domain_gone(
+                    link.frontend_domid
+                ):
+                    continue
+                log.info("%s: frontend domain %d is gone", link.name, link.frontend_domid)
+                self._forget(link)
+                with contextlib.suppress(XenError):
+                    self._xs.rm(f"{self.root}/{link.frontend_domid}")
 
     def _adopt(self, fe: int, devid: int) -> FrontendLink | None:
         path = f"{self.root}/{fe}/{devid}"
@@ -342,6 +563,11 @@ class VtpmBackend:
             self._step(link)
         except XenError:
             if self._xs.read(f"{link.backend_path}/frontend") is None:
+                return
+            if self._domain_gone(link.frontend_domid):
+                self._forget(link)
+                with contextlib.suppress(XenError):
+                    self._xs.rm(f"{self.root}/{link.frontend_domid}")
                 return
             raise
 
@@ -382,10 +608,20 @@ class VtpmBackend:
             self._unmap(link)
         with contextlib.suppress(XenError):
             self._xs.unwatch(f"{link.frontend_path}/state", link.token)
+        uuid = link.uuid.lower()
         with self._registry:
-            self.links.pop((link.frontend_domid, link.devid), None)
+            if self.links.get((link.frontend_domid, link.devid)) is link:
+                del self.links[(link.frontend_domid, link.devid)]
+            still_used = any(other.uuid.lower() == uuid for other in self.links.values())
+            if not still_used:
+                self._instance_locks.pop(uuid, None)
         if link.worker is not None:
             link.worker.stop(timeout=0)  # it ends after its current job
+        if self.on_removed is not None:
+            try:
+                self.on_removed(link, still_used)
+            except Exception:  # the policy's failure must not stop the watch loop
+                log.exception("%s: removal hook failed", link.name)
 
     # -- connecting (on the device's worker) ---------------------------------------------
 
@@ -418,6 +654,10 @@ class VtpmBackend:
         except PvgrubError as e:  # XenError from the hypervisor, or the policy's refusal
             _close(mapping)
             with link.lock:
+                if isinstance(e, ConnectRefused) and self._still_there(link):
+                    # What the frontend (and the toolstack) can read: Xen's
+                    # xenbus_dev_fatal writes a device's error the same way.
+                    self._xs.write(f"{link.backend_path}/error", e.public.encode())
                 self._feed(link, RingFailed(action.token, str(e)))
             return False
         with link.lock:
@@ -429,11 +669,22 @@ class VtpmBackend:
                 log.warning("%s: removed while connecting; dropped", link.name)
                 self._feed(link, DeviceRemoved())
                 return False
+            stale = page.state == TpmifState.SUBMIT
+            if stale:
+                # Submitted before we said Connected: to an earlier daemon, which
+                # may have run it before it died (a restart reattaches to a ring a
+                # frontend kept).  A command runs once or not at all: it is
+                # cancelled, as a backend acknowledges a CANCEL, and the frontend
+                # sees a failed command, never a second extend.
+                page.state = TpmifState.IDLE
+                link.error("a command submitted before this connection was cancelled, not run")
             link.mapping, link.page, link.port, link.evtchn = mapping, page, port, evtchn
             self._feed(link, RingMapped(action.token))
             if not link.core.connected:  # the core dropped a connect it no longer wanted
                 self._unmap(link)
                 return False
+            if stale:
+                self._notify(link)
         return True
 
     def _unmap(self, link: FrontendLink) -> None:
@@ -471,8 +722,14 @@ class VtpmBackend:
         the page briefly for the next command (adaptive polling: a measuring
         client sends it right after reading an answer, sooner than a wake-up
         through the event channel would take; the notify that comes with it
-        is then a harmless repeat)."""
+        is then a harmless repeat).  A refused request (no command to run)
+        costs its device a pause once it sends them faster than a client with
+        a reason ever would: its thread sleeps, and the interpreter goes to
+        the other guests' threads."""
+        errors = link.error_count
         job = self._kick(link)
+        if job is None and link.error_count != errors:
+            link.throttle_refusal()
         while job is not None:
             self._execute(link, job)
             job = None
@@ -532,7 +789,7 @@ class VtpmBackend:
         try:
             link.evtchn.notify(link.port)
         except XenError as e:
-            link.errors.append(str(e))
+            link.error(str(e))
 
 
 def _close(mapping: MappedGrant | None) -> None:

@@ -2,8 +2,38 @@
 
 A vTPM instance is named by the ``uuid`` libxl writes into the vtpm backend
 node (Xen tools/libs/light/libxl_vtpm.c, ``libxl__set_xenstore_vtpm``); its
-state lives in ``<state-root>/<uuid>/`` so it
-survives daemon restarts, like the Xen vTPM's state does.
+state lives in ``<state-root>/<uuid>/``, made by ``pvgrubctl vtpm create``
+(`pvgrub_py.vtpm.manufacture`: ``vtpm.json`` says its TPM version and
+whether its state is encrypted).
+
+What is served, and what is refused (the frontend's connect then fails, so
+a boot that asked for a vTPM fails closed; never a fresh TPM in its place):
+
+* a known instance is started with its own TPM version and, when encrypted,
+  the host key (``--key fd=N``: the key never appears on a command line);
+  one whose state file is missing, cannot be decrypted or is corrupt is
+  refused (swtpm refuses to start on it; a missing file is never handed to
+  swtpm, which would manufacture a new TPM);
+* an unknown uuid is refused, unless the daemon was told to provision
+  unknown uuids (``provision_unknown``): then it gets a bare swtpm of the
+  daemon's version, and a ``vtpm.json`` that makes it known from then on.
+
+Restarts: every swtpm runs in its own session (a SIGTERM or a ``kill -9`` of
+the daemon, a ``systemctl restart`` with ``KillMode=process``, does not reach
+it), and ``<instance>/swtpm-run.json`` records its pid, start time, boot id
+and sockets.  A restarted daemon reattaches to a live swtpm (same process,
+its control channel answers): the guest keeps its PCRs.  An instance whose
+swtpm is gone (crashed, killed, the host rebooted) is started again from its
+state on disk, with reset PCRs: a guest frontend is refused on it (the
+guest's vTPM fails closed) until the toolstack power-cycles it for the
+guest's next boot.  An unresponsive leftover swtpm (verified to be the one
+recorded) is killed first, so an orphan never blocks the restart.
+
+Measured boots only: an instance started from its state on disk serves a
+guest frontend only once a toolstack frontend has power-cycled it (the
+bootloader measuring the guest's boot), so a vTPM attached to a running
+guest, whose PCRs would be reset, is refused (a new instance made by
+--provision-unknown is exempt: tests and demos).
 
 Power cycles: a frontend in the toolstack domain (dom0: the bootloader about
 to measure a boot) gets a fresh boot of the instance (TPM_Init, then
@@ -15,43 +45,500 @@ bootloader measured it) never resets it.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import json
 import logging
 import os
 import re
+import shutil
+import signal
+import subprocess
+import tempfile
 import threading
+import time
+from dataclasses import dataclass
 
+from pvgrub_py.daemon_process import poll_until_ready
 from pvgrub_py.errors import PvgrubError
 from pvgrub_py.inputs import describe_open_error
-from pvgrub_py.tpm.launcher import SwtpmProcess
-from pvgrub_py.tpm.swtpm import SwtpmTransport
-from pvgrub_py.vtpm.backend import FrontendLink
+from pvgrub_py.tpm.client import TpmClient, TpmVersion
+from pvgrub_py.tpm.swtpm import CMD_GET_TPMESTABLISHED, SocketAddress, SwtpmControl, SwtpmTransport
+from pvgrub_py.vtpm import manufacture
+from pvgrub_py.vtpm.backend import ConnectRefused, FrontendLink
 
 log = logging.getLogger(__name__)
 
 UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 TOOLSTACK_DOMID = 0
+#: Where an instance's running swtpm is recorded, in its directory.
+RECORD = "swtpm-run.json"
+#: sun_path holds 108 bytes with its NUL.
+MAX_SOCKET_PATH = 107
+START_TIMEOUT = 10.0
+STOP_TIMEOUT = 5.0
+MAX_RECORD = 4096
 
 
-class VtpmInstanceError(PvgrubError):
+class VtpmInstanceError(ConnectRefused):
     pass
 
 
+def _boot_id() -> str:
+    try:
+        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+def _start_ticks(pid: int) -> int | None:
+    """The process's start time (``/proc/PID/stat`` field 22), None if it is gone
+    or a zombie: with the boot id, it tells a recorded swtpm from a reused pid."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    fields = stat[stat.rfind(b")") + 2 :].split()
+    if not fields or fields[0] in (b"Z", b"X"):
+        return None
+    return int(fields[19])
+
+
+def _cmdline(pid: int) -> list[str]:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return [a.decode(errors="replace") for a in f.read().split(b"\0")]
+    except OSError:
+        return []
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    pid: int
+    start_ticks: int
+    boot_id: str
+    data: str
+    ctrl: str
+    run_dir: str  # the sockets' directory: the instance's own, or a private one
+    tpm_version: str
+
+    def write(self, directory: str) -> None:
+        path = os.path.join(directory, RECORD)
+        tmp = path + ".new"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(self.__dict__, f)
+        os.replace(tmp, path)
+
+    @classmethod
+    def read(cls, directory: str) -> RunRecord | None:
+        path = os.path.join(directory, RECORD)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except OSError:
+            return None
+        with os.fdopen(fd, "rb") as f:
+            data = f.read(MAX_RECORD + 1)
+        try:
+            body = json.loads(data)
+            record = cls(**body)
+        except (ValueError, TypeError, UnicodeDecodeError):
+            log.warning("%s: unreadable; its swtpm (if any) is not reattached", path)
+            return None
+        if not (isinstance(record.pid, int) and isinstance(record.start_ticks, int)):
+            return None
+        return record
+
+    def live(self, directory: str) -> bool:
+        """Whether the recorded swtpm still runs: same pid, start time and boot,
+        and a swtpm on this state directory."""
+        if self.boot_id != _boot_id() or _start_ticks(self.pid) != self.start_ticks:
+            return False
+        argv = _cmdline(self.pid)
+        return (
+            bool(argv)
+            and os.path.basename(argv[0]) == manufacture.SWTPM
+            and (f"dir={directory}" in argv)
+        )
+
+    @staticmethod
+    def remove(directory: str) -> None:
+        with contextlib.suppress(OSError):
+            os.unlink(os.path.join(directory, RECORD))
+
+
 class Instance:
-    def __init__(self, uuid: str, state_dir: str, tpm2: bool) -> None:
+    """One running swtpm, started by us or reattached to."""
+
+    def __init__(
+        self,
+        uuid: str,
+        directory: str,
+        record: RunRecord,
+        process: subprocess.Popen[bytes] | None,
+        *,
+        reattached: bool,
+        boot_lost: bool,
+    ) -> None:
         self.uuid = uuid
-        self.tpm_version = "2.0" if tpm2 else "1.2"
-        self.process = SwtpmProcess(tpm2=tpm2, state_dir=state_dir).start()
-        self.transport: SwtpmTransport = self.process.transport()
+        self.directory = directory
+        self.record = record
+        self.tpm_version = record.tpm_version
+        self.process = process  # None: reattached, not our child
+        self.data = SocketAddress(path=record.data)
+        self.ctrl = SocketAddress(path=record.ctrl)
+        self.transport = SwtpmTransport(self.data, 30.0)
+        self.reattached = reattached
+        #: The PCRs no longer describe the guest's boot (the swtpm was started
+        #: again after its predecessor died): guests are refused until a power cycle.
+        self.boot_lost = boot_lost
+        #: Started from its state and not power-cycled by the toolstack since:
+        #: no boot was measured into it, so no guest is served by it yet (a vTPM
+        #: hot-plugged into a running guest would hand it reset PCRs to forge).
+        self.unmeasured = False
         self.power_cycles = 0
+
+    @property
+    def pid(self) -> int:
+        return self.record.pid
+
+    def alive(self) -> bool:
+        if self.process is not None:
+            return self.process.poll() is None
+        return _start_ticks(self.record.pid) == self.record.start_ticks
 
     def power_cycle(self) -> None:
         self.transport.close()  # the TPM forgets its connections on init anyway
-        self.process.power_cycle()
+        SwtpmControl(self.ctrl).init(delete_volatile=True)
+        version: TpmVersion = "2.0" if self.tpm_version == "2.0" else "1.2"
+        with TpmClient(SwtpmTransport(self.data, 30.0), version=version) as client:
+            client.startup()
         self.power_cycles += 1
+        self.boot_lost = self.unmeasured = False
+
+    def detach(self) -> None:
+        """Let go of the swtpm and leave it running (a daemon restart reattaches)."""
+        self.transport.close()
 
     def stop(self) -> None:
+        """Stop the swtpm (its state is on disk) and forget its record."""
         self.transport.close()
-        self.process.stop()
+        if self.alive():
+            with contextlib.suppress(PvgrubError):
+                SwtpmControl(self.ctrl, timeout=2.0).shutdown()
+            _wait_gone(self.record.pid, self.process, STOP_TIMEOUT)
+        RunRecord.remove(self.directory)
+        _remove_run_dir(self.directory, self.record)
+
+
+def _wait_gone(pid: int, process: subprocess.Popen[bytes] | None, grace: float) -> None:
+    """Until *pid* exits (SIGKILL after *grace* seconds); reaped if it is our child."""
+    if process is not None:
+        try:
+            process.wait(grace)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        return
+    deadline = time.monotonic() + grace
+    while _start_ticks(pid) is not None:
+        if time.monotonic() >= deadline:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            deadline = time.monotonic() + grace
+        time.sleep(0.01)
+
+
+def _remove_run_dir(directory: str, record: RunRecord) -> None:
+    if os.path.abspath(record.run_dir) == os.path.abspath(directory):
+        for path in (record.data, record.ctrl):
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+    elif os.path.basename(record.run_dir).startswith("pvgrub-vtpm-run-"):
+        shutil.rmtree(record.run_dir, ignore_errors=True)
+
+
+def _control_answers(ctrl: str) -> bool:
+    try:
+        SwtpmControl(SocketAddress(path=ctrl), timeout=2.0).request(
+            CMD_GET_TPMESTABLISHED, answer_size=4
+        )
+    except PvgrubError:
+        return False
+    return True
+
+
+@dataclass(frozen=True)
+class _Known:
+    """What starting an instance needs to know."""
+
+    tpm_version: str
+    key_file: str | None
+    adopt: bool  # no vtpm.json yet: write one once swtpm runs
+
+
+class VtpmInstances:
+    def __init__(
+        self,
+        state_root: str,
+        tpm2: bool = False,
+        *,
+        key_file: str | None = None,
+        provision_unknown: bool = False,
+    ) -> None:
+        self.state_root = os.path.abspath(state_root)
+        self.tpm2 = tpm2
+        self.key_file = None if key_file is None else os.path.abspath(key_file)
+        self.provision_unknown = provision_unknown
+        self._instances: dict[str, Instance] = {}
+        self._lock = threading.Lock()  # the dict
+        self._uuid_locks: dict[str, threading.Lock] = {}  # one start at a time per uuid
+        try:
+            os.makedirs(state_root, mode=0o700, exist_ok=True)
+        except OSError as e:
+            raise VtpmInstanceError(
+                f"{state_root}: cannot hold vTPM state: {describe_open_error(e)}"
+            ) from None
+        if not os.path.isdir(state_root):
+            raise VtpmInstanceError(f"{state_root}: not a directory; cannot hold vTPM state")
+        self._lock_fd = _lock_state_root(self.state_root)
+        if self.key_file is not None:  # a bad key file is one line at start, not per guest
+            try:
+                os.close(manufacture.open_key_file(self.key_file))
+            except manufacture.VtpmServiceError as e:
+                raise VtpmInstanceError(str(e)) from None
+
+    # -- finding and starting ------------------------------------------------------------
+
+    def get(self, uuid: str) -> Instance:
+        if not UUID.match(uuid):
+            raise VtpmInstanceError(
+                f"vTPM uuid {uuid!r} is not a UUID; refusing it as a name", "bad vTPM uuid"
+            )
+        key = uuid.lower()
+        with self._lock:
+            inst = self._instances.get(key)
+            if inst is not None and inst.alive():
+                return inst
+            uuid_lock = self._uuid_locks.setdefault(key, threading.Lock())
+        with uuid_lock:
+            with self._lock:
+                inst = self._instances.get(key)
+            if inst is not None and inst.alive():
+                return inst
+            died = inst is not None
+            if inst is not None:
+                log.warning("vTPM %s: swtpm (pid %d) died; its PCRs are gone", key, inst.pid)
+                inst.transport.close()
+                if inst.process is not None:
+                    inst.process.wait()
+            inst = self._start(key, died)
+            with self._lock:
+                self._instances[key] = inst
+            return inst
+
+    def _known(self, uuid: str, directory: str) -> _Known:
+        meta_path = os.path.join(directory, manufacture.METADATA)
+        if os.path.isdir(directory) and os.path.lexists(meta_path):
+            try:
+                meta = manufacture.read_metadata(directory, uuid)
+            except manufacture.VtpmServiceError as e:
+                raise VtpmInstanceError(str(e), "vTPM instance metadata unreadable") from None
+            if not os.path.isfile(meta.state_file):
+                raise VtpmInstanceError(
+                    f"{meta.state_file}: vTPM {uuid}'s state is missing; refusing to serve "
+                    "a fresh TPM in its place",
+                    "vTPM state missing",
+                )
+            key_file = None
+            if meta.encrypted:
+                key_file = self.key_file or meta.key_file
+                if key_file is None:
+                    raise VtpmInstanceError(
+                        f"vTPM {uuid} is encrypted and vtpmd has no --key-file",
+                        "vTPM state cannot be decrypted",
+                    )
+            return _Known(meta.tpm_version, key_file, adopt=False)
+        version = "2.0" if self.tpm2 else "1.2"
+        if not self.provision_unknown:
+            what = (
+                "is not an instance made by `pvgrubctl vtpm create`"
+                if os.path.isdir(directory)
+                else "is unknown"
+            )
+            raise VtpmInstanceError(
+                f"vTPM {uuid} {what} under {self.state_root}; create it with `pvgrubctl "
+                "vtpm create`, or run vtpmd with --provision-unknown",
+                "unknown vTPM",
+            )
+        other = manufacture.PERMALL["1.2" if self.tpm2 else "2.0"]
+        if os.path.exists(os.path.join(directory, other)):
+            raise VtpmInstanceError(
+                f"{directory}: holds TPM {'1.2' if self.tpm2 else '2.0'} state; this vtpmd "
+                f"provisions TPM {version}",
+                "vTPM version mismatch",
+            )
+        return _Known(version, self.key_file, adopt=True)
+
+    def _start(self, uuid: str, died: bool) -> Instance:
+        directory = os.path.join(self.state_root, uuid)
+        known = self._known(uuid, directory)
+        record = RunRecord.read(directory) if os.path.isdir(directory) else None
+        lost = died
+        if record is not None:
+            inst = self._reattach(uuid, directory, record)
+            if inst is not None:
+                return inst
+            lost = True  # a swtpm served it and is gone: its PCRs with it
+        if known.adopt:
+            try:
+                os.makedirs(directory, mode=0o700, exist_ok=True)
+            except OSError as e:
+                raise VtpmInstanceError(f"{directory}: {describe_open_error(e)}") from None
+        state_file = os.path.join(directory, manufacture.PERMALL[known.tpm_version])
+        fresh = known.adopt and not os.path.exists(state_file)  # --provision-unknown's new TPM
+        inst = _launch(uuid, directory, known, boot_lost=lost)
+        inst.unmeasured = not fresh
+        if known.adopt:
+            manufacture.write_metadata(
+                manufacture.Instance(
+                    uuid=uuid,
+                    tpm_version=known.tpm_version,
+                    encrypted=known.key_file is not None,
+                    key_file=known.key_file,
+                    created=manufacture._now(),
+                    directory=directory,
+                    ca_dir="",
+                )
+            )
+            log.warning("vTPM %s: provisioned on first use (--provision-unknown)", uuid)
+        log.info("vTPM %s: started swtpm pid %d (TPM %s)", uuid, inst.pid, inst.tpm_version)
+        return inst
+
+    def _reattach(self, uuid: str, directory: str, record: RunRecord) -> Instance | None:
+        if not record.live(directory):
+            log.warning("vTPM %s: recorded swtpm (pid %d) is gone", uuid, record.pid)
+            RunRecord.remove(directory)
+            _remove_run_dir(directory, record)
+            return None
+        if _control_answers(record.ctrl):
+            log.warning("vTPM %s: reattached to running swtpm pid %d", uuid, record.pid)
+            return Instance(uuid, directory, record, None, reattached=True, boot_lost=False)
+        log.warning("vTPM %s: recorded swtpm pid %d does not answer; killed", uuid, record.pid)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(record.pid, signal.SIGKILL)
+        _wait_gone(record.pid, None, STOP_TIMEOUT)
+        RunRecord.remove(directory)
+        _remove_run_dir(directory, record)
+        return None
+
+    # -- VtpmBackend hooks ---------------------------------------------------------------
+
+    def transport_for(self, link: FrontendLink) -> InstanceTransport:
+        return InstanceTransport(self.get(link.uuid))
+
+    def on_connect(self, link: FrontendLink) -> None:
+        inst = self.get(link.uuid)
+        if link.frontend_domid == TOOLSTACK_DOMID:
+            inst.power_cycle()
+            log.info("vTPM %s: power-cycled for a new boot (dom0 frontend)", inst.uuid)
+        elif inst.boot_lost:
+            raise VtpmInstanceError(
+                f"vTPM {inst.uuid}: its swtpm was restarted and its PCRs are reset; "
+                f"refusing domain {link.frontend_domid} until the toolstack measures its "
+                "next boot",
+                "vTPM PCRs lost (restart); reboot the guest",
+            )
+        elif inst.unmeasured:
+            raise VtpmInstanceError(
+                f"vTPM {inst.uuid}: no boot was measured into it since its swtpm started "
+                f"(a vTPM attached to a running guest?); refusing domain "
+                f"{link.frontend_domid} until the toolstack measures its next boot",
+                "vTPM not measured for this boot; reboot the guest",
+            )
+
+    def on_removed(self, link: FrontendLink, still_used: bool) -> None:
+        """A device went; the instance stops once no guest device uses it.  A dom0
+        device going is the bootloader done measuring: the instance waits for the
+        guest's device, with those measurements in it."""
+        if still_used or link.frontend_domid == TOOLSTACK_DOMID or not UUID.match(link.uuid):
+            return
+        key = link.uuid.lower()
+        with self._lock:
+            inst = self._instances.pop(key, None)
+        if inst is not None:
+            inst.stop()
+            log.info("vTPM %s: device gone; swtpm stopped", key)
+
+    def running(self) -> dict[str, Instance]:
+        with self._lock:
+            return dict(self._instances)
+
+    def sweep(self, in_use: set[str]) -> None:
+        """Stop the recorded swtpms (of an earlier daemon) whose uuid no device uses."""
+        try:
+            names = os.listdir(self.state_root)
+        except OSError:
+            return
+        for name in names:
+            if not UUID.match(name) or name in in_use:
+                continue
+            with self._lock:
+                if name in self._instances:
+                    continue
+            directory = os.path.join(self.state_root, name)
+            record = RunRecord.read(directory)
+            if record is None:
+                continue
+            if record.live(directory):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(record.pid, signal.SIGTERM)
+                _wait_gone(record.pid, None, STOP_TIMEOUT)
+                log.info("vTPM %s: no device uses it; its swtpm pid %d stopped", name, record.pid)
+            RunRecord.remove(directory)
+            _remove_run_dir(directory, record)
+
+    def stop(self, keep_running: bool = False) -> None:
+        """Let go of every instance; stop their swtpms unless *keep_running*."""
+        with self._lock:
+            instances = list(self._instances.values())
+            self._instances.clear()
+        for inst in instances:
+            if keep_running and inst.alive():
+                inst.detach()
+            else:
+                inst.stop()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+
+#: Held by the daemon serving a state root (the kernel drops it when the
+#: daemon dies, kill -9 included).
+ROOT_LOCK = ".vtpmd.lock"
+
+
+def _lock_state_root(state_root: str) -> int | None:
+    """One daemon per state root: a second would start or reattach to the same
+    swtpms and interleave its guests' commands with the first's."""
+    path = os.path.join(state_root, ROOT_LOCK)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except OSError as e:
+        raise VtpmInstanceError(f"{path}: {describe_open_error(e)}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+        os.close(fd)
+        raise VtpmInstanceError(
+            f"{state_root}: another vtpmd (pid {holder}) serves this state directory"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
 
 
 class InstanceTransport:
@@ -70,47 +557,86 @@ class InstanceTransport:
         self._instance.transport.close()
 
 
-class VtpmInstances:
-    def __init__(self, state_root: str, tpm2: bool = False) -> None:
-        self.state_root = state_root
-        self.tpm2 = tpm2
-        self._instances: dict[str, Instance] = {}
-        self._lock = threading.Lock()
+def _run_dir(directory: str) -> str:
+    """Where the sockets go: the instance directory when the paths fit in
+    sun_path, else a private directory (recorded, so a restart finds it)."""
+    if len(os.path.join(directory, "ctrl.sock")) <= MAX_SOCKET_PATH:
+        return directory
+    return tempfile.mkdtemp(prefix="pvgrub-vtpm-run-")
+
+
+def _launch(uuid: str, directory: str, known: _Known, *, boot_lost: bool) -> Instance:
+    if shutil.which(manufacture.SWTPM) is None:
+        raise VtpmInstanceError("swtpm is not installed (Debian package swtpm)", "no swtpm")
+    run_dir = _run_dir(directory)
+    data, ctrl = os.path.join(run_dir, "tpm.sock"), os.path.join(run_dir, "ctrl.sock")
+    log_path = os.path.join(run_dir, "swtpm.log")
+    for stale in (data, ctrl):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(stale)
+    with contextlib.suppress(FileNotFoundError):
+        os.truncate(log_path, 0)  # its first error line is the one to report
+    key_fd = None
+    try:
+        if known.key_file is not None:
+            try:
+                key_fd = manufacture.open_key_file(known.key_file)
+            except manufacture.VtpmServiceError as e:
+                raise VtpmInstanceError(str(e), "vTPM state cannot be decrypted") from None
+        cmd = manufacture.swtpm_command(
+            tpm2=known.tpm_version == "2.0",
+            state_dir=directory,
+            data=data,
+            ctrl=ctrl,
+            log=log_path,
+            key_fd=key_fd,
+        )
+        # Its own session: a signal to the daemon's process group (a terminal's
+        # ^C, systemd's KillMode=control-group aside) does not reach it.
+        proc = subprocess.Popen(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            pass_fds=() if key_fd is None else (key_fd,),
+            start_new_session=True,
+            cwd="/",
+        )
+    finally:
+        if key_fd is not None:
+            os.close(key_fd)
+
+    def accepts() -> bool:
         try:
-            os.makedirs(state_root, mode=0o700, exist_ok=True)
-        except OSError as e:
-            raise VtpmInstanceError(
-                f"{state_root}: cannot hold vTPM state: {describe_open_error(e)}"
-            ) from None
-        if not os.path.isdir(state_root):
-            raise VtpmInstanceError(f"{state_root}: not a directory; cannot hold vTPM state")
+            SocketAddress(path=data).connect(0.5).close()
+        except PvgrubError:
+            return False
+        return True
 
-    def get(self, uuid: str) -> Instance:
-        if not UUID.match(uuid):
-            raise VtpmInstanceError(f"vTPM uuid {uuid!r} is not a UUID; refusing it as a name")
-        key = uuid.lower()
-        with self._lock:
-            inst = self._instances.get(key)
-            if inst is None:
-                state = os.path.join(self.state_root, key)
-                os.makedirs(state, mode=0o700, exist_ok=True)
-                inst = self._instances[key] = Instance(key, state, self.tpm2)
-                log.info("vTPM %s: started swtpm (TPM %s)", key, "2.0" if self.tpm2 else "1.2")
-            return inst
+    def refuse() -> VtpmInstanceError:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(2)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if run_dir != directory:
+            shutil.rmtree(run_dir, ignore_errors=True)
+        return VtpmInstanceError(
+            f"{directory}: swtpm cannot load vTPM {uuid}'s state "
+            f"({manufacture._log_line(log_path, first=True)}): wrong or missing key, or "
+            "corrupt state; refusing it",
+            "vTPM state cannot be loaded",
+        )
 
-    # -- VtpmBackend hooks ---------------------------------------------------------------
-
-    def transport_for(self, link: FrontendLink) -> InstanceTransport:
-        return InstanceTransport(self.get(link.uuid))
-
-    def on_connect(self, link: FrontendLink) -> None:
-        inst = self.get(link.uuid)
-        if link.frontend_domid == TOOLSTACK_DOMID:
-            inst.power_cycle()
-            log.info("vTPM %s: power-cycled for a new boot (dom0 frontend)", inst.uuid)
-
-    def stop(self) -> None:
-        with self._lock:
-            for inst in self._instances.values():
-                inst.stop()
-            self._instances.clear()
+    if not poll_until_ready(proc, accepts, START_TIMEOUT):
+        raise refuse()
+    ticks = _start_ticks(proc.pid)
+    if ticks is None:
+        raise refuse()
+    record = RunRecord(proc.pid, ticks, _boot_id(), data, ctrl, run_dir, known.tpm_version)
+    record.write(directory)
+    inst = Instance(uuid, directory, record, proc, reattached=False, boot_lost=boot_lost)
+    if not _control_answers(ctrl):
+        RunRecord.remove(directory)
+        raise refuse()
+    return inst

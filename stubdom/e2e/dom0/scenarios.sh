@@ -72,7 +72,12 @@ bootloader_error() { # our one-line error from the newest bootloader log
 start_vtpmd() { # name [--tpm2]
   local name=$1; shift
   local log=$LOGDIR/vtpmd-$name.log i=0
-  pvgrubctl vtpmd --state-dir "/var/lib/pvgrub-e2e/vtpm-$name" -v "$@" > "$log" 2>&1 &
+  # --provision-unknown: the scenarios' uuids get a bare instance of the daemon's
+  # version on first use (the PCR banks compare_pcrs predicts: all of swtpm's for
+  # TPM 2.0; `pvgrubctl vtpm create` would activate sha1 and sha256 only).
+  # --stop-instances-on-exit: each scenario starts from no swtpm running.
+  pvgrubctl vtpmd --state-dir "/var/lib/pvgrub-e2e/vtpm-$name" -v --provision-unknown \
+    --stop-instances-on-exit "$@" > "$log" 2>&1 &
   VTPMD_PID=$!
   while ! grep -q '^vtpmd: serving' "$log"; do
     if [ $i -ge 120 ] || ! kill -0 "$VTPMD_PID" 2>/dev/null; then

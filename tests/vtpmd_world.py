@@ -1,0 +1,113 @@
+"""A simulated host with ``pvgrubctl vtpmd`` in its own process, for the vtpmd
+hardening tests: start, SIGTERM, ``kill -9`` and restart the daemon; find and
+kill the swtpm processes it started (each in its own session, so they outlive
+it on purpose), by pid, at the end of every test."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from pvgrub_py.sim.host import SimHost
+from pvgrub_py.vtpm.devices import VtpmDevice, add_vtpm_device
+from pvgrub_py.vtpm.xenbus import XenbusState, read_state
+
+
+class Vtpmd:
+    def __init__(self, host: SimHost, state: Path, *flags: str) -> None:
+        cmd = [sys.executable, "-m", "pvgrub_py.cli.pvgrubctl", "vtpmd", "--sim", str(host.dir),
+               "--state-dir", str(state), "-v", *flags]  # fmt: skip
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        assert line.startswith("vtpmd: serving"), line + (
+            self.proc.stderr.read() if self.proc.stderr else ""
+        )
+
+    def kill9(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+        self._close()
+
+    def stop(self) -> str:
+        """SIGTERM it; its stderr."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        err = ""
+        if self.proc.stderr is not None and not self.proc.stderr.closed:
+            err = self.proc.stderr.read()
+        self._close()
+        return err
+
+    def _close(self) -> None:
+        for stream in (self.proc.stdout, self.proc.stderr):
+            if stream is not None:
+                with contextlib.suppress(ValueError):
+                    stream.close()
+
+    def fds(self) -> int:
+        return len(os.listdir(f"/proc/{self.proc.pid}/fd"))
+
+    def rss_kib(self) -> int:
+        with open(f"/proc/{self.proc.pid}/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+        raise AssertionError("no VmRSS")
+
+
+def swtpm_pids(state: Path) -> list[int]:
+    """The live swtpm processes serving an instance under *state* (from /proc)."""
+    needle = f"dir={state}/".encode()
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+            with open(f"/proc/{name}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        if stat[stat.rfind(b")") + 2 :][:1] == b"Z":
+            continue
+        if argv and argv[0].endswith(b"swtpm") and any(a.startswith(needle) for a in argv):
+            found.append(int(name))
+    return found
+
+
+def kill_swtpms(state: Path) -> None:
+    for pid in swtpm_pids(state):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 5
+    while swtpm_pids(state) and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
+def guest_with_vtpm(host: SimHost, uuid: str) -> int:
+    guest = host.create_domain()
+    with host.dom0.xenstore() as xs:
+        add_vtpm_device(xs, VtpmDevice(guest, 0, 0, uuid))
+    return guest
+
+
+def backend_node(host: SimHost, guest: int, name: str) -> bytes | None:
+    with host.dom0.xenstore() as xs:
+        return xs.read(f"/local/domain/0/backend/vtpm/{guest}/0/{name}")
+
+
+def backend_state(host: SimHost, guest: int) -> XenbusState:
+    with host.dom0.xenstore() as xs:
+        return read_state(xs, f"/local/domain/0/backend/vtpm/{guest}/0")
