@@ -127,7 +127,7 @@ DEB_INCLUDE="xen-utils-4.17,xenstore-utils,linux-image-amd64,kmod,busybox-static
 APT_INSTALL="xen-hypervisor-4.17-amd64 linux-image-amd64 python3 python3-pip python3-setuptools \
 python3-wheel python3-cffi python3-dev gcc libc6-dev libxen-dev pkg-config swtpm swtpm-tools"
 ROOTFS_KEY="v2 $SUITE $DEB_INCLUDE $APT_INSTALL"
-EXTRA_INSTALL="tpm2-tools"
+EXTRA_INSTALL="tpm2-tools libtss2-dev"
 EXTRA_KEY="v1 $EXTRA_INSTALL"
 
 in_chroot() { # timeout script
@@ -190,7 +190,8 @@ stage_rootfs() {
     rm -f "$CACHE/.stamp-pydeps" "$CACHE/.stamp-extras"
   fi
   # Packages added after the base (its own stamp, so adding one does not re-run
-  # debootstrap): tpm2-tools for the guests' TPM 2.0 checks and dom0's quote oracle.
+  # debootstrap): tpm2-tools for the guests' TPM 2.0 checks and dom0's quote oracle,
+  # libtss2-dev to build tpm2-pytss (the attest extra: dom0's attest challenge).
   if [ "$(cat "$CACHE/.stamp-extras" 2>/dev/null)" != "$EXTRA_KEY" ]; then
     say "chroot: extra packages: $EXTRA_INSTALL (log: $OUT/chroot-extras.log)"
     in_chroot 900 '
@@ -222,14 +223,14 @@ stage_project() {
   # Dependencies from PyPI once per setup.py, into a venv (never --break-system-packages);
   # --system-site-packages lends it Debian's pip, setuptools, wheel and cffi, so the
   # rootfs needs no python3-venv and the project builds without an isolated build env.
-  local deps_key; deps_key="venv pytest hypothesis $(sha256sum "$REPO/setup.py" | cut -d' ' -f1)"
+  local deps_key; deps_key="venv attest pytest hypothesis $(sha256sum "$REPO/setup.py" | cut -d' ' -f1)"
   if [ "$(cat "$CACHE/.stamp-pydeps" 2>/dev/null)" != "$deps_key" ]; then
     host_ca_into_chroot
     say "pip: pvgrub-py's dependencies into dom0's /opt/pvgrub-venv (log: $OUT/pip.log)"
     in_chroot 900 'set -e
       rm -rf /opt/pvgrub-venv
       python3 -m venv --without-pip --system-site-packages /opt/pvgrub-venv
-      /opt/pvgrub-venv/bin/python3 -m pip install -q --no-cache-dir /opt/pvgrub-py pytest hypothesis' \
+      /opt/pvgrub-venv/bin/python3 -m pip install -q --no-cache-dir "/opt/pvgrub-py[attest]" pytest hypothesis' \
       > "$OUT/pip.log" 2>&1 || { tail -20 "$OUT/pip.log"; die "pip install (with dependencies) failed"; }
     echo "$deps_key" > "$CACHE/.stamp-pydeps"
   fi

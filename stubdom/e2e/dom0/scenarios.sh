@@ -69,14 +69,31 @@ bootloader_error() { # our one-line error from the newest bootloader log
 }
 
 # -- vtpmd ------------------------------------------------------------------------------
-start_vtpmd() { # name [--tpm2]
+# The TPM 2.0 guests' instances are made as an administrator would: `pvgrubctl vtpm
+# create` (EK and platform certificates from a local CA, sha1 and sha256 banks), the
+# state encrypted with a host key; vtpmd then serves only those.
+HOST_KEY=/var/lib/pvgrub-e2e/host.key
+manufacture() { # vtpmd-name uuid
+  local dir=/var/lib/pvgrub-e2e/vtpm-$1
+  mkdir -p /var/lib/pvgrub-e2e
+  [ -s "$HOST_KEY" ] || (umask 077; od -An -N32 -tx1 /dev/urandom | tr -d ' \n' > "$HOST_KEY")
+  pvgrubctl vtpm show --state-dir "$dir" "$2" > /dev/null 2>&1 && return 0
+  pvgrubctl vtpm create --state-dir "$dir" --uuid "$2" --tpm2 --key-file "$HOST_KEY" \
+    > "$LOGDIR/vtpm-create-$1.log" 2>&1
+}
+ca_of() { # vtpmd-name uuid: the CA chain of the instance
+  pvgrubctl vtpm show --state-dir "/var/lib/pvgrub-e2e/vtpm-$1" "$2" --json |
+    python3 -c 'import json, sys; print(json.load(sys.stdin)["ca_certificate"])'
+}
+start_vtpmd() { # name [--manufactured | --tpm2]
   local name=$1; shift
-  local log=$LOGDIR/vtpmd-$name.log i=0
+  local log=$LOGDIR/vtpmd-$name.log i=0 serve=(--provision-unknown)
+  if [ "${1:-}" = --manufactured ]; then shift; serve=(--key-file "$HOST_KEY"); fi
   # --provision-unknown: the scenarios' uuids get a bare instance of the daemon's
   # version on first use (the PCR banks compare_pcrs predicts: all of swtpm's for
   # TPM 2.0; `pvgrubctl vtpm create` would activate sha1 and sha256 only).
   # --stop-instances-on-exit: each scenario starts from no swtpm running.
-  pvgrubctl vtpmd --state-dir "/var/lib/pvgrub-e2e/vtpm-$name" -v --provision-unknown \
+  pvgrubctl vtpmd --state-dir "/var/lib/pvgrub-e2e/vtpm-$name" -v "${serve[@]}" \
     --stop-instances-on-exit "$@" > "$log" 2>&1 &
   VTPMD_PID=$!
   while ! grep -q '^vtpmd: serving' "$log"; do
@@ -319,12 +336,35 @@ guest_quote_files() { # name dir: the guest's quote, as the files tpm2_quote wro
     [ -s "$2/$what" ] || return 1
   done
 }
-send_nonce() { # name nonce: once the guest asks, into its data/attest-nonce
-  local domid
+send_challenge() { # name nonce dir ca: once the guest asks, MakeCredential for its AK and
+  # EK (the EK certificate checked against the vtpmd CA) and the nonce into its data/
+  local domid what
   wait_console "$1" '^GUEST-(ATTEST-READY|DONE)' 400 || return 1
   guest_line "$1" '^GUEST-ATTEST-READY' | grep -q . || return 1
+  mkdir -p "$3"
+  for what in ekpub ekcert akpub; do
+    guest_line "$1" "^GUEST-ATTEST $what " | awk '{print $3}' | base64 -d > "$3/$what" || return 1
+  done
+  if ! pvgrubctl attest challenge --ek-public "$3/ekpub" --ek-certificate "$3/ekcert" --ca "$4" \
+       --ak-public "$3/akpub" --secret-out "$3/secret" --credential-out "$3/credential" \
+       > "$3/challenge.txt" 2>&1; then
+    echo "attest challenge refused: $(tail -1 "$3/challenge.txt")" > "$3/challenge.err"
+    : > "$3/credential"
+  fi
   domid=$(xl domid "$1") || return 1
-  xenstore-write "/local/domain/$domid/data/attest-nonce" "$2"
+  xenstore-write "/local/domain/$domid/data/attest-credential" "$(base64 -w0 < "$3/credential")" \
+    "/local/domain/$domid/data/attest-nonce" "$2"
+}
+binding() { # name dir: did ActivateCredential release dom0's secret?
+  local want got
+  [ -s "$2/challenge.err" ] && { cat "$2/challenge.err"; return 1; }
+  want=$(od -An -tx1 -v < "$2/secret" | tr -d ' \n')
+  got=$(guest_line "$1" '^GUEST-ATTEST-SECRET ' | awk '{print $2}')
+  if [ -n "$want" ] && [ "$got" = "$want" ]; then
+    echo "EK certificate chains to the vtpmd CA; the guest's ActivateCredential released dom0's secret (${#want} hex digits)"
+  else
+    echo "ActivateCredential: guest ${got:-nothing}, dom0 expected $want"; return 1
+  fi
 }
 verify_quote() { # dir nonce reference: attest verify's line, and tpm2_checkquote's verdict
   local out rc oracle
@@ -338,13 +378,17 @@ verify_quote() { # dir nonce reference: attest verify's line, and tpm2_checkquot
   echo "attest verify rc=$rc: $out; $oracle"
   return $rc
 }
-guest_tpm2_boot() { # cfg name vtpmd-name nonce: boot, hand over the nonce, wait
-  local t0; t0=$(date +%s)
-  start_vtpmd "$3" --tpm2 || { echo "vtpmd did not start: $(tail -1 "$LOGDIR/vtpmd-$3.log")"; return 1; }
+guest_tpm2_boot() { # cfg name vtpmd-name nonce: boot, hand over the challenge, wait
+  local t0 uuid; t0=$(date +%s)
+  uuid=$(sed -n 's/.*uuid=\([0-9a-f-]*\).*/\1/p' "$E2E/xl/$1" | head -1)
+  manufacture "$3" "$uuid" || { echo "vtpm create failed: $(tail -1 "$LOGDIR/vtpm-create-$3.log")"; return 1; }
+  start_vtpmd "$3" --manufactured ||
+    { echo "vtpmd did not start: $(tail -1 "$LOGDIR/vtpmd-$3.log")"; return 1; }
   if ! create "$1" "$2"; then
     echo "xl create failed: $(bootloader_error)"; destroy "$2"; stop_vtpmd; return 1
   fi
-  [ -z "$4" ] || send_nonce "$2" "$4" || echo "the guest never asked for a nonce"
+  [ -z "$4" ] || send_challenge "$2" "$4" "$LOGDIR/quote-$2" "$(ca_of "$3" "$uuid")" ||
+    echo "the guest never asked for a challenge"
   if ! wait_console "$2" '^GUEST-DONE' 400; then
     echo "no GUEST-DONE within 400s: $(grep -a GUEST "$CONSOLE/guest-$2.log" | tail -3 | tr '\n' '|')"
     destroy "$2"; stop_vtpmd; return 1
@@ -369,15 +413,16 @@ scenario_guest_tpm2() { # id type cfg name uuid-suffix
   [ "$kind" = pvh ] && label=guest-tpm2-pvh
   stage "$label"
   if ! predict e2e-tpm2 sha1,sha256 "$pred"; then result FAIL "$id" "$label" "predict failed"; return; fi
-  [ "$kind" = pv ] && nonce=$(od -An -N20 -tx1 /dev/urandom | tr -d ' \n')
+  nonce=$(od -An -N20 -tx1 /dev/urandom | tr -d ' \n')
   if ! out=$(guest_tpm2_boot "$cfg" "$name" "$label" "$nonce" 2>&1 | tee /dev/stderr | tail -1); then
     result FAIL "$id" "$label" "$out"; return
   fi
   local summary cmp ok=yes
   summary=$(guest_tpm2_summary "$name") || ok=no
   cmp=$(python3 "$E2E/compare_pcrs.py" "$pred" "$LOGDIR/guest-$name.log" tpm2) || ok=no
-  if [ $ok = yes ]; then result PASS "$id" "$label" "$summary; tpm2_pcrread vs predict: $cmp"
-  else result FAIL "$id" "$label" "$summary; tpm2_pcrread vs predict: $cmp; $(guest_line "$name" '^GUEST-TPM: no ')"; fi
+  local bound; bound=$(binding "$name" "$LOGDIR/quote-$name") || bound="binding: $bound"
+  if [ $ok = yes ]; then result PASS "$id" "$label" "$summary; tpm2_pcrread vs predict: $cmp; $bound"
+  else result FAIL "$id" "$label" "$summary; tpm2_pcrread vs predict: $cmp; $bound; $(guest_line "$name" '^GUEST-TPM: (no |EK|activ)')"; fi
   [ "$kind" = pv ] || return 0
 
   stage guest-eventlog
@@ -396,10 +441,11 @@ scenario_guest_tpm2() { # id type cfg name uuid-suffix
   if ! guest_quote_files "$name" "$dir"; then
     result FAIL 7e attest "no quote from the guest: $(guest_line "$name" '^GUEST-TPM: (quote|no nonce)')"; return
   fi
-  if verdict=$(verify_quote "$dir" "$nonce" "$ref"); then
-    result PASS 7e attest "guest tpm2_quote of sha256:4,5 with dom0's nonce $nonce; $verdict"
+  local bound=""
+  if bound=$(binding "$name" "$dir") && verdict=$(verify_quote "$dir" "$nonce" "$ref"); then
+    result PASS 7e attest "$bound; guest tpm2_quote of sha256:4,5 with dom0's nonce $nonce; $verdict"
   else
-    result FAIL 7e attest "$verdict"
+    result FAIL 7e attest "$bound; ${verdict:-}"
   fi
 }
 
@@ -426,8 +472,11 @@ scenario_attest_tamper() {
 
 scenario_killed_bridge() {
   stage vtpmd-killed-bridge
-  local name=e2e-guest-tpm2-hold err="" back="" health=ok
-  if ! start_vtpmd guest-hold --tpm2; then result FAIL F1b vtpmd-killed-bridge "vtpmd did not start"; return; fi
+  local name=e2e-guest-tpm2-hold err="" back="" health=ok uuid
+  uuid=$(sed -n 's/.*uuid=\([0-9a-f-]*\).*/\1/p' "$E2E/xl/guest-tpm2-hold.cfg" | head -1)
+  if ! manufacture guest-hold "$uuid" || ! start_vtpmd guest-hold --manufactured; then
+    result FAIL F1b vtpmd-killed-bridge "vtpm create or vtpmd failed"; return
+  fi
   if ! create guest-tpm2-hold.cfg "$name"; then
     result FAIL F1b vtpmd-killed-bridge "xl create failed: $(bootloader_error)"; destroy "$name"; stop_vtpmd; return
   fi
@@ -442,7 +491,7 @@ scenario_killed_bridge() {
   if wait_console "$name" '^GUEST-TPM-ERROR' 240; then
     err="$(guest_line "$name" '^GUEST-TPM-ERROR' | cut -c1-200) ($(($(date +%s) - t_kill))s after the kill)"
   fi
-  start_vtpmd guest-hold --tpm2 || health="vtpmd cannot restart"
+  start_vtpmd guest-hold --manufactured || health="vtpmd cannot restart"
   if wait_console "$name" '^GUEST-TPM-BACK' 240; then
     back=$(guest_line "$name" '^GUEST-TPM-BACK' | cut -c1-200)
   fi

@@ -4,8 +4,9 @@
 # pvgrub-py installed from the wheel dom0's run built; nothing from the network).
 #
 # MODE tpm2:     start pvgrub-guest-tpm, read PCR 4/5 with tpm2_pcrread on /dev/tpmrm0,
-#                replay the delivered event log with tpm2_eventlog, then quote PCR 4/5
-#                with a nonce dom0 writes to the guest's xenstore node data/attest-nonce.
+#                replay the delivered event log with tpm2_eventlog, bind an AK to the EK
+#                (dom0's MakeCredential challenge in data/attest-credential) and quote
+#                PCR 4/5 with the nonce dom0 writes to data/attest-nonce.
 # MODE tpm2hold: the same start, then re-read PCR 4 every 2 s until the TPM fails and,
 #                after dom0 restarts vtpmd, answers again.
 #
@@ -16,7 +17,9 @@
 #   GUEST-DMESG: <line>                     the kernel's lines for the chip
 #   GUEST-PCR <bank> <n> <hex>              tpm2_pcrread's PCR 4 and 5, sha1 and sha256
 #   GUEST-EVENTLOG-PCR <bank> <n> <hex>     tpm2_eventlog's replay of the delivered log
-#   GUEST-ATTEST-READY                      waiting for data/attest-nonce
+#   GUEST-ATTEST <ekpub|ekcert|akpub> <base64>  its EK, EK certificate (NV 0x01c00002), AK
+#   GUEST-ATTEST-READY                      waiting for data/attest-nonce and -credential
+#   GUEST-ATTEST-SECRET <hex>               what ActivateCredential released
 #   GUEST-QUOTE <akpub|message|signature> <base64>
 #   GUEST-HOLDING, GUEST-TPM-ERROR after <n>s: ..., GUEST-TPM-BACK after <n>s: ...
 set -u
@@ -83,18 +86,39 @@ else
 fi
 
 attest() {
-  local nonce="" i=0 d=/run/attest
+  # The AK is bound to the vTPM's EK (dom0 checks the EK certificate against the vtpmd CA
+  # and answers with a MakeCredential challenge), then quotes PCR 4/5 with dom0's nonce.
+  # The policy session of ActivateCredential must outlive one tool run: the kernel's
+  # resource manager flushes a client's sessions when it closes /dev/tpmrm0, so these
+  # steps use /dev/tpm0 directly (tpm2_startauthsession(1)) and flush what they load.
+  local nonce="" cred="" i=0 d=/run/attest t0=device:/dev/tpm0
   mkdir -p $d
+  { tpm2_createek -T $t0 -c $d/ek.ctx -G rsa -u $d/ek.pub &&
+    tpm2_createak -T $t0 -C $d/ek.ctx -c $d/ak.ctx -G rsa -g sha256 -s rsassa -u $d/ak.pub \
+      -n $d/ak.name &&
+    tpm2_flushcontext -T $t0 -t &&
+    tpm2_nvread -T $t0 -C o 0x01c00002 -o $d/ek.crt; } > $d/log 2>&1 ||
+    { say "EK/AK failed: $(tail -3 $d/log | tr '\n' '|')"; return 1; }
+  echo "GUEST-ATTEST ekpub $(base64 -w0 < $d/ek.pub)"
+  echo "GUEST-ATTEST ekcert $(base64 -w0 < $d/ek.crt)"
+  echo "GUEST-ATTEST akpub $(base64 -w0 < $d/ak.pub)"
   echo "GUEST-ATTEST-READY"
-  while [ -z "$nonce" ] && [ $i -lt 120 ]; do
+  while { [ -z "$nonce" ] || [ -z "$cred" ]; } && [ $i -lt 120 ]; do
     nonce=$(xenstore-read data/attest-nonce 2>/dev/null) || nonce=""
-    [ -n "$nonce" ] || { sleep 1; i=$((i + 1)); }
+    cred=$(xenstore-read data/attest-credential 2>/dev/null) || cred=""
+    { [ -n "$nonce" ] && [ -n "$cred" ]; } || { sleep 1; i=$((i + 1)); }
   done
-  [ -n "$nonce" ] || { say "no nonce from dom0 in 120s"; return 1; }
-  tpm2_createek -c $d/ek.ctx -G rsa -u $d/ek.pub > $d/log 2>&1 &&
-    tpm2_createak -C $d/ek.ctx -c $d/ak.ctx -G rsa -g sha256 -s rsassa -u $d/ak.pub -f pem \
-      -n $d/ak.name >> $d/log 2>&1 &&
-    tpm2_quote -c $d/ak.ctx -l sha256:4,5 -q "$nonce" -m $d/quote.msg -s $d/quote.sig \
+  [ -n "$nonce" ] && [ -n "$cred" ] || { say "no nonce and challenge from dom0 in 120s"; return 1; }
+  echo "$cred" | base64 -d > $d/cred
+  { tpm2_startauthsession -T $t0 --policy-session -S $d/session.ctx &&
+    tpm2_policysecret -T $t0 -S $d/session.ctx -c e &&
+    tpm2_activatecredential -T $t0 -c $d/ak.ctx -C $d/ek.ctx -i $d/cred -o $d/secret \
+      -P "session:$d/session.ctx"; } >> $d/log 2>&1 ||
+    say "activatecredential failed: $(tail -3 $d/log | tr '\n' '|')"
+  tpm2_flushcontext -T $t0 $d/session.ctx > /dev/null 2>&1
+  tpm2_flushcontext -T $t0 -t > /dev/null 2>&1
+  [ -s $d/secret ] && echo "GUEST-ATTEST-SECRET $(od -An -tx1 -v < $d/secret | tr -d ' \n')"
+  tpm2_quote -c $d/ak.ctx -l sha256:4,5 -q "$nonce" -m $d/quote.msg -s $d/quote.sig \
       -o $d/quote.pcrs -g sha256 >> $d/log 2>&1 ||
     { say "quote failed: $(tail -3 $d/log | tr '\n' '|')"; return 1; }
   echo "GUEST-QUOTE akpub $(base64 -w0 < $d/ak.pub)"
