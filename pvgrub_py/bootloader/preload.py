@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import contextlib
 import importlib
-import importlib.abc
 import importlib.machinery
 import importlib.util
 import os
@@ -74,8 +73,20 @@ EAGER = (
     "_locale",
     "_string",
 )
-#: Codecs the readers decode names with (FAT and Joliet use UTF-16).
-CODECS = ("utf-8", "ascii", "latin-1", "utf-16-le", "utf-16-be", "utf-16", "cp437", "idna")
+#: The codecs the readers decode names with (FAT and Joliet use UTF-16):
+#: read with `LAZY`, run by the first lookup (``codecs.lookup`` imports
+#: ``encodings.<name>``), so a disk that needs none costs none of them.
+CODECS = (
+    "encodings.ascii",
+    "encodings.cp437",
+    "encodings.idna",
+    "encodings.latin_1",
+    "encodings.punycode",  # what idna decodes "xn--" labels with
+    "encodings.utf_16",
+    "encodings.utf_16_be",
+    "encodings.utf_16_le",
+    "encodings.utf_8",
+)
 #: Read before the sandbox, run only if imported: the readers, the libraries
 #: they use, and the pure-Python standard modules those import.  A package
 #: brings all its submodules.
@@ -96,24 +107,36 @@ LAZY = (
     "defusedxml",
     "zstandard",
     "lz4",
-    # The standard library modules the above import (`check_closure`).
+    # The standard library modules the above import (`check_closure`);
+    # pathlib, shutil, random and their imports ran here as a side effect of
+    # importing importlib.abc until it went: now they are read like the rest.
+    "_compression",
     "_strptime",
     "base64",
     "bisect",
+    "bz2",
     "calendar",
     "datetime",
-    "encodings.idna",
+    *CODECS,
+    "fnmatch",
     "hashlib",
     "hmac",
+    "ipaddress",
     "locale",
     "logging",
+    "lzma",
+    "ntpath",
+    "pathlib",
     "plistlib",
     "pprint",
+    "random",
+    "shutil",
     "string",
     "stringprep",
     "tarfile",
     "textwrap",
     "traceback",
+    "urllib",
     "xml",
 )
 #: The readers `check_closure` imports, as the disk layer does.
@@ -207,8 +230,14 @@ class _MemoryLoader(importlib.machinery.SourceFileLoader):
         pass  # never write byte code from the sandbox
 
 
-class MemoryFinder(importlib.abc.MetaPathFinder):
-    """Finds the modules `prepare` read, and nothing else."""
+class MemoryFinder:
+    """Finds the modules `prepare` read, and nothing else.
+
+    A meta path finder needs only ``find_spec``; deriving from
+    ``importlib.abc.MetaPathFinder`` would import importlib.abc, which
+    imports importlib.resources, tempfile and shutil: ~2.5 ms of every
+    ``--runas`` boot, in the child, before it can parse.
+    """
 
     def __init__(self) -> None:
         self.entries: dict[str, _Entry] = {}
@@ -266,14 +295,9 @@ def _modules_under(package: str, where: str) -> Iterator[tuple[str, str, bool]]:
 
 def prepare(*, lazy: Sequence[str] = LAZY, eager: Sequence[str] = EAGER) -> MemoryFinder:
     """Import *eager*, read *lazy*; only these can be imported afterwards."""
-    import codecs
-
     for name in eager:
         with contextlib.suppress(ImportError):
             importlib.import_module(name)
-    for codec in CODECS:
-        with contextlib.suppress(LookupError):
-            codecs.lookup(codec)
     finder = MemoryFinder()
     for name in lazy:
         with contextlib.suppress(ImportError, ValueError):
