@@ -53,7 +53,8 @@ EAGER = (
     "pvgrub_py.bootcfg.search",
     "ctypes",  # dissect.cstruct, and the sandbox itself
     "dissect",  # the namespace package; its modules are LAZY
-    # Native modules the readers load (shared libraries need a path).
+    # Native modules the readers load (shared libraries need a path; those
+    # built into the interpreter are skipped, see `prepare`).
     "dissect.util._native",
     "zstandard",
     "lz4.block",
@@ -68,7 +69,14 @@ EAGER = (
     "binascii",
     "grp",
     "pwd",
-    "_hashlib",
+    # Not _hashlib (OpenSSL, ~2 ms): no reader a boot runs hashes anything;
+    # dissect.hypervisor imports hashlib, which then falls back to these
+    # (built into Debian's interpreter, shared libraries elsewhere).
+    "_md5",
+    "_sha1",
+    "_sha256",
+    "_sha512",
+    "_sha3",
     "_blake2",
     "_locale",
     "_string",
@@ -294,8 +302,16 @@ def _modules_under(package: str, where: str) -> Iterator[tuple[str, str, bool]]:
 
 
 def prepare(*, lazy: Sequence[str] = LAZY, eager: Sequence[str] = EAGER) -> MemoryFinder:
-    """Import *eager*, read *lazy*; only these can be imported afterwards."""
+    """Import *eager*, read *lazy*; only these can be imported afterwards.
+
+    An *eager* module built into the interpreter (Debian's has unicodedata,
+    pyexpat, _elementtree, _datetime ... built in) needs no file, so it is
+    left to the first import, as the readers' pure-Python modules are.
+    """
+    builtin = sys.builtin_module_names
     for name in eager:
+        if name in builtin:
+            continue
         with contextlib.suppress(ImportError):
             importlib.import_module(name)
     finder = MemoryFinder()
