@@ -140,6 +140,8 @@ def open_session(
         # The plan is read when first asked for: the parent opens the vTPM
         # while the child parses (`_run`).
         return spawn(opts, limits=limits, timeout=bootloader_timeout())
+    from pvgrub_py.bootloader.guest import open_local_session
+
     interact = None
     if opts.interactive and not opts.list_entries:
         from pvgrub_py.bootloader.menu import terminal_menu
@@ -151,10 +153,6 @@ def open_session(
         # No deadline of libxl's here, as in-process: the disk layer's
         # own time budget bounds the parser.
         return spawn(opts, limits=limits, timeout=None, sandbox=False)
-    # Here, not above: a forked child imports the guest side itself and the
-    # parent never needs it (~8 ms of CPU).
-    from pvgrub_py.bootloader.guest import open_local_session
-
     return open_local_session(opts, interact, limits=limits)
 
 
