@@ -31,9 +31,16 @@ restricted), ``transfer_hash_write`` (the one pass: read from the image,
 write, sha1 and sha256), ``log_extend_result``.
 
 Run it with Debian's interpreter (a venv of /usr/bin/python3, pygrub's
-shebang), not a pyenv one.  Byte-compiled files are allowed for both (a
-Debian package ships them): ``PYTHONDONTWRITEBYTECODE`` is cleared and a
-private ``PYTHONPYCACHEPREFIX`` is warmed first.
+shebang), not a pyenv one.  pvgrub-py runs as installed on a host
+(``--interpreter=host``, the default): from a fresh venv of
+/usr/bin/python3 in the work directory whose site-packages holds one .pth
+naming this checkout and the dependencies (the running interpreter's
+site-packages); a development venv's start-up hooks (an editable
+install's finder imports pathlib, re and urllib: ~7 ms) are not what a
+host runs.  ``--interpreter=dev`` runs the bench's own interpreter
+instead, as before.  Byte-compiled files are allowed for both (a Debian
+package ships them): ``PYTHONDONTWRITEBYTECODE`` is cleared and a private
+``PYTHONPYCACHEPREFIX`` is warmed first.
 
 Results: JSON on stdout and in ``bench/out/bootloader.json``.
 """
@@ -108,10 +115,11 @@ VARIANTS = ("pygrub", "pvgrub-py", "pygrub-runas", "pvgrub-py-runas")
 class Runner:
     """Runs each bootloader as libxl does, in fresh output files."""
 
-    def __init__(self, disk: Path, work: Path, env: dict[str, str]) -> None:
+    def __init__(self, disk: Path, work: Path, env: dict[str, str], python: str) -> None:
         self.disk = disk
         self.work = work
         self.env = env
+        self.python = python
 
     def _paths(self, name: str) -> tuple[Path, Path]:
         outdir = self.work / f"{name}.d"
@@ -131,7 +139,7 @@ class Runner:
         if which.startswith("pygrub"):
             return [PYGRUB, *common, str(self.disk)]
         log = self.work / f"{which}.log"
-        return [sys.executable, "-m", "pvgrub_py.cli.bootloader", *common, "--tpm2",
+        return [self.python, "-m", "pvgrub_py.cli.bootloader", *common, "--tpm2",
                 f"--event-log={log}", *extra, str(self.disk)]  # fmt: skip
 
     def time(self, which: str, extra: tuple[str, ...] = ()) -> tuple[float, float]:
@@ -186,7 +194,6 @@ def closerange(lo, hi):  # the child closes every other descriptor: keep ours
     else:
         real_closerange(lo, hi)
 os.closerange = closerange
-import importlib.abc
 PATCHES = {
     "pvgrub_py.bootloader.run": [("open_session", "session_start", "session_open")],
     "pvgrub_py.bootloader.preload": [("prepare", "child_prepare_start", "child_prepared")],
@@ -206,9 +213,10 @@ def timed(module, name, before, after):
         finally:
             mark(after)
     setattr(module, name, wrapper)
-class Hook(importlib.abc.MetaPathFinder):
+class Hook:
     # Patches each module as it is first imported, so the run imports what
-    # it would anyway, when it would.
+    # it would anyway, when it would.  Not an importlib.abc.MetaPathFinder:
+    # importing importlib.abc would import tempfile and shutil for the run.
     def find_spec(self, name, path, target=None):
         if name not in PATCHES:
             return None
@@ -258,7 +266,7 @@ def trace(runner: Runner, which: str, extra: tuple[str, ...]) -> dict[str, float
     argv = runner.argv(which, extra)
     path = runner.work / f"{which}.trace"
     t0 = time.time()
-    r = subprocess.run([sys.executable, "-c", TRACE_DRIVER, str(path), repr(t0), *argv[3:]],
+    r = subprocess.run([runner.python, "-c", TRACE_DRIVER, str(path), repr(t0), *argv[3:]],
                        capture_output=True, env=runner.env, check=False)  # fmt: skip
     if r.returncode:
         raise SystemExit(f"trace of {which} failed: {r.stderr.decode(errors='replace')}")
@@ -285,6 +293,25 @@ def trace(runner: Runner, which: str, extra: tuple[str, ...]) -> dict[str, float
     }
 
 
+def host_python(work: Path) -> str:
+    """pvgrub-py's interpreter as on a host: a venv of /usr/bin/python3 whose
+    site-packages has one .pth naming this checkout and the dependencies
+    (this interpreter's site-packages), and no other start-up hook."""
+    import site
+
+    venv = (work / "host-venv").absolute()
+    python = venv / "bin" / "python"
+    if not python.exists():
+        subprocess.run(["/usr/bin/python3", "-m", "venv", "--without-pip", str(venv)], check=True)
+    purelib = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+    lines = [str(ROOT), *site.getsitepackages()]
+    Path(purelib, "pvgrub-py-bench.pth").write_text("".join(f"{p}\n" for p in lines))
+    return str(python)
+
+
 def _median(xs: list[float]) -> float:
     ys = sorted(xs)
     n = len(ys)
@@ -295,6 +322,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=9)
     ap.add_argument("--work", default=str(ROOT / "bench" / "out" / "bootloader-work"))
+    ap.add_argument("--interpreter", choices=("host", "dev"), default="host",
+                    help="pvgrub-py's: a host-like venv (default) or this one")  # fmt: skip
     args = ap.parse_args()
     if not os.path.exists(PYGRUB):
         raise SystemExit(f"{PYGRUB} not found: install Debian's xen-utils-4.17")
@@ -304,7 +333,8 @@ def main() -> None:
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
     env["PYTHONPYCACHEPREFIX"] = str(work / "pycache")
     env["PYTHONPATH"] = str(ROOT)
-    runner = Runner(disk, work, env)
+    python = host_python(work) if args.interpreter == "host" else sys.executable
+    runner = Runner(disk, work, env, python)
     # The bench runs as a script (sys.path[0] is bench/), so the launcher
     # is imported from this checkout, as the runs are.
     sys.path.insert(0, str(ROOT))
@@ -353,7 +383,8 @@ def main() -> None:
     med = {v: _median(times[v]) for v in VARIANTS}
     result: dict[str, Any] = {
         "disk": "GPT, ext4 (4 KiB blocks), 14 MB kernel + 60 MB initrd (random bytes)",
-        "python": sys.executable,
+        "python": python,
+        "interpreter": args.interpreter,
         "rounds": args.rounds,
         "median_s": {v: round(med[v], 4) for v in VARIANTS},
         "best_s": {v: round(min(times[v]), 4) for v in VARIANTS},
@@ -365,7 +396,7 @@ def main() -> None:
         "peak_rss_target_mib": 64,
         "all_s": {v: [round(t, 4) for t in times[v]] for v in VARIANTS},
         "split_s": splits,
-        "python_startup_s": round(min(_startup(sys.executable, env) for _ in range(5)), 4),
+        "python_startup_s": round(min(_startup(python, env) for _ in range(5)), 4),
         "pygrub_python_startup_s": round(
             min(_startup("/usr/bin/python3", env) for _ in range(5)), 4
         ),

@@ -547,8 +547,8 @@ def test_a_child_that_dies_mid_stream_is_reported_by_its_signal() -> None:
 def test_a_silent_child_times_out() -> None:
     r, w = os.pipe()
     root = tempfile.mkdtemp(prefix="pvgrub-py-test-root.")
+    started = time.monotonic()  # before the deadline starts: it cannot seem early
     s = RemoteSession(-1, r, root, wire.Deadline(0.3), "d.img")
-    started = time.monotonic()
     with pytest.raises(wire.ChildTimeout, match=r"no result after 0\.3 s"):
         s.read_plan()
     assert 0.3 <= time.monotonic() - started < 2

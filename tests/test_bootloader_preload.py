@@ -20,7 +20,15 @@ from pvgrub_py.bootloader import preload
 finder = preload.prepare()
 heavy_before = sorted(m for m in sys.modules if m.startswith(("dissect.extfs", "dissect.xfs",
                       "dissect.btrfs", "dissect.fat", "dissect.hypervisor", "pycdlib")))
+codecs_before = sorted(m for m in sys.modules if m in ("encodings.cp437", "encodings.idna",
+                       "encodings.utf_16_le", "encodings.utf_16_be", "encodings.utf_16"))
+decoded = [b"\xe9\x00".decode("utf-16-le"), b"\x00\xe9".decode("utf-16-be"),
+           "\xe9".encode("utf-16").decode("utf-16"), b"\x82".decode("cp437"),
+           b"xn--bcher-kva".decode("idna"), b"\xe9".decode("latin-1"), b"a".decode("ascii")]
+openssl_before = "_hashlib" in sys.modules
 failed = preload.check_closure()
+import hashlib
+digest = hashlib.sha256(b"abc").hexdigest()
 import importlib
 try:
     importlib.import_module("http.server")  # neither eager nor lazy
@@ -29,6 +37,8 @@ except ImportError:
     outside = "ImportError"
 ext = sys.modules["dissect.extfs"]
 print(json.dumps({"heavy_before": heavy_before, "failed": failed, "outside": outside,
+                  "codecs_before": codecs_before, "decoded": decoded,
+                  "openssl_before": openssl_before, "digest": digest,
                   "extfs_loader": type(ext.__spec__.loader).__name__,
                   "extfs_file": ext.__file__, "entries": len(finder.entries)}))
 """
@@ -49,6 +59,14 @@ def test_every_reader_imports_from_memory_and_nothing_else_does() -> None:
     doc = _run()
     # No reader is executed by prepare(): only the one a disk needs runs.
     assert doc["heavy_before"] == []
+    # The readers' codecs are read, not run: the first lookup runs one,
+    # from memory (this needs no path-based importer).
+    assert doc["codecs_before"] == []
+    assert doc["decoded"] == ["\xe9", "\xe9", "\xe9", "\xe9", "b\xfccher", "\xe9", "a"]
+    # OpenSSL is not loaded for readers that hash nothing; hashlib (which
+    # dissect.hypervisor imports) works from the built-in modules.
+    assert doc["openssl_before"] is False
+    assert doc["digest"] == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
     # ... and every reader can be imported with only what prepare() read.
     assert doc["failed"] == []
     assert doc["extfs_loader"] == "_MemoryLoader"

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import contextlib
 import importlib
-import importlib.abc
 import importlib.machinery
 import importlib.util
 import os
@@ -54,7 +53,8 @@ EAGER = (
     "pvgrub_py.bootcfg.search",
     "ctypes",  # dissect.cstruct, and the sandbox itself
     "dissect",  # the namespace package; its modules are LAZY
-    # Native modules the readers load (shared libraries need a path).
+    # Native modules the readers load (shared libraries need a path; those
+    # built into the interpreter are skipped, see `prepare`).
     "dissect.util._native",
     "zstandard",
     "lz4.block",
@@ -69,13 +69,32 @@ EAGER = (
     "binascii",
     "grp",
     "pwd",
-    "_hashlib",
+    # Not _hashlib (OpenSSL, ~2 ms): no reader a boot runs hashes anything;
+    # dissect.hypervisor imports hashlib, which then falls back to these
+    # (built into Debian's interpreter, shared libraries elsewhere).
+    "_md5",
+    "_sha1",
+    "_sha256",
+    "_sha512",
+    "_sha3",
     "_blake2",
     "_locale",
     "_string",
 )
-#: Codecs the readers decode names with (FAT and Joliet use UTF-16).
-CODECS = ("utf-8", "ascii", "latin-1", "utf-16-le", "utf-16-be", "utf-16", "cp437", "idna")
+#: The codecs the readers decode names with (FAT and Joliet use UTF-16):
+#: read with `LAZY`, run by the first lookup (``codecs.lookup`` imports
+#: ``encodings.<name>``), so a disk that needs none costs none of them.
+CODECS = (
+    "encodings.ascii",
+    "encodings.cp437",
+    "encodings.idna",
+    "encodings.latin_1",
+    "encodings.punycode",  # what idna decodes "xn--" labels with
+    "encodings.utf_16",
+    "encodings.utf_16_be",
+    "encodings.utf_16_le",
+    "encodings.utf_8",
+)
 #: Read before the sandbox, run only if imported: the readers, the libraries
 #: they use, and the pure-Python standard modules those import.  A package
 #: brings all its submodules.
@@ -96,24 +115,36 @@ LAZY = (
     "defusedxml",
     "zstandard",
     "lz4",
-    # The standard library modules the above import (`check_closure`).
+    # The standard library modules the above import (`check_closure`);
+    # pathlib, shutil, random and their imports ran here as a side effect of
+    # importing importlib.abc until it went: now they are read like the rest.
+    "_compression",
     "_strptime",
     "base64",
     "bisect",
+    "bz2",
     "calendar",
     "datetime",
-    "encodings.idna",
+    *CODECS,
+    "fnmatch",
     "hashlib",
     "hmac",
+    "ipaddress",
     "locale",
     "logging",
+    "lzma",
+    "ntpath",
+    "pathlib",
     "plistlib",
     "pprint",
+    "random",
+    "shutil",
     "string",
     "stringprep",
     "tarfile",
     "textwrap",
     "traceback",
+    "urllib",
     "xml",
 )
 #: The readers `check_closure` imports, as the disk layer does.
@@ -207,8 +238,14 @@ class _MemoryLoader(importlib.machinery.SourceFileLoader):
         pass  # never write byte code from the sandbox
 
 
-class MemoryFinder(importlib.abc.MetaPathFinder):
-    """Finds the modules `prepare` read, and nothing else."""
+class MemoryFinder:
+    """Finds the modules `prepare` read, and nothing else.
+
+    A meta path finder needs only ``find_spec``; deriving from
+    ``importlib.abc.MetaPathFinder`` would import importlib.abc, which
+    imports importlib.resources, tempfile and shutil: ~2.5 ms of every
+    ``--runas`` boot, in the child, before it can parse.
+    """
 
     def __init__(self) -> None:
         self.entries: dict[str, _Entry] = {}
@@ -265,15 +302,18 @@ def _modules_under(package: str, where: str) -> Iterator[tuple[str, str, bool]]:
 
 
 def prepare(*, lazy: Sequence[str] = LAZY, eager: Sequence[str] = EAGER) -> MemoryFinder:
-    """Import *eager*, read *lazy*; only these can be imported afterwards."""
-    import codecs
+    """Import *eager*, read *lazy*; only these can be imported afterwards.
 
+    An *eager* module built into the interpreter (Debian's has unicodedata,
+    pyexpat, _elementtree, _datetime ... built in) needs no file, so it is
+    left to the first import, as the readers' pure-Python modules are.
+    """
+    builtin = sys.builtin_module_names
     for name in eager:
+        if name in builtin:
+            continue
         with contextlib.suppress(ImportError):
             importlib.import_module(name)
-    for codec in CODECS:
-        with contextlib.suppress(LookupError):
-            codecs.lookup(codec)
     finder = MemoryFinder()
     for name in lazy:
         with contextlib.suppress(ImportError, ValueError):
