@@ -12,8 +12,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-
-from pvgrub_py.cli.pvgrubctl import main as pvgrubctl
+from pvgrubctl_run import ctl
 
 pytss = pytest.importorskip("tpm2_pytss", reason="tpm2-pytss (the [attest] extra) is not installed")
 
@@ -22,15 +21,6 @@ AK_ATTRS = 0x00050072
 #: an EK template's: fixedTPM | fixedParent | sensitiveDataOrigin | adminWithPolicy |
 #: restricted | decrypt
 EK_ATTRS = 0x000300B2
-
-
-def ctl(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    try:
-        status = pvgrubctl(list(argv))
-    except SystemExit as e:
-        status = int(e.code or 0)
-    out, err = capsys.readouterr()
-    return status, out, err
 
 
 def tpm2b_public(key: rsa.RSAPublicKey | ec.EllipticCurvePublicKey, attrs: int) -> bytes:

@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding, load_pem_public_key
 from cryptography.x509.oid import NameOID
+from pvgrubctl_run import ctl
 from swtpm_tools import ToolsTpm, needs_tools, tools_tpm
 
 from pvgrub_py.cli.pvgrubctl import main as pvgrubctl
@@ -45,15 +46,6 @@ pytestmark = [
         reason="tpm2-tools' credential and quote tools are not installed (make setup)",
     ),
 ]
-
-
-def ctl(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    try:
-        status = pvgrubctl(list(argv))
-    except SystemExit as e:
-        status = int(e.code or 0)
-    out, err = capsys.readouterr()
-    return status, out, err
 
 
 @dataclass

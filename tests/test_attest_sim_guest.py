@@ -20,11 +20,11 @@ from pathlib import Path
 import pytest
 from kernel_info_images import write_built_kernel
 from pcr_rule import expected_pcrs
+from pvgrubctl_run import ctl
 
 from pvgrub_py.builder.build import BuildRequest, build_domain, sim_image_factory
 from pvgrub_py.builder.sim_boot import vtpm_backend_domain
 from pvgrub_py.cli.connect import VtpmConnector
-from pvgrub_py.cli.pvgrubctl import main as pvgrubctl
 from pvgrub_py.sample_guest import make_initrd
 from pvgrub_py.sim.testing import temporary_host
 
@@ -41,15 +41,6 @@ pytestmark = [
 ]
 
 UUID = "5d0e8f5a-3c3b-4a8e-9f0e-6c1f2a9b7d21"
-
-
-def ctl(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    try:
-        status = pvgrubctl(list(argv))
-    except SystemExit as e:
-        status = int(e.code or 0)
-    out, err = capsys.readouterr()
-    return status, out, err
 
 
 def test_a_simulated_guest_binds_its_ak_and_its_quote_verifies(
