@@ -85,15 +85,21 @@ class Run:
         return lines[0]
 
 
-def _roots() -> set[str]:
-    return set(glob.glob(os.path.join(tempfile.gettempdir(), "pvgrub-py-root.*")))
+def _roots(base: str) -> set[str]:
+    return set(glob.glob(os.path.join(base, "pvgrub-py-root.*")))
 
 
 @pytest.fixture
-def no_leftover_roots() -> Iterator[None]:
-    before = _roots()
+def no_leftover_roots(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[None]:
+    """The sandbox roots of this test go to a $TMPDIR of its own (the bootloader makes
+    them under $TMPDIR, in-process and in the pvgrub-py processes a test starts), so
+    another test run on the machine cannot make one appear, and none may be left."""
+    base = str(tmp_path_factory.mktemp("sandbox-roots"))
+    monkeypatch.setenv("TMPDIR", base)
     yield
-    assert _roots() - before == set(), "the sandbox root directory was left behind"
+    assert _roots(base) == set(), "the sandbox root directory was left behind"
 
 
 # -- the same results, byte for byte ------------------------------------------

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import glob
 import os
-import tempfile
+from pathlib import Path
 
 import disk_images
 import pytest
@@ -32,12 +32,14 @@ def _collect(session: object, index: int) -> bytes:
 
 
 def test_a_quiet_boot_parses_in_a_child_with_the_same_result(
-    images: disk_images.ImageFactory,
+    images: disk_images.ImageFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     img = images.debian_gpt()
     opts = parse_options(["-q", str(img.path)])
     assert opts is not None
-    roots = set(glob.glob(os.path.join(tempfile.gettempdir(), "pvgrub-py-root.*")))
+    # A $TMPDIR of its own: a sandbox root made by another test run cannot show up here.
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    roots = set(glob.glob(os.path.join(tmp_path, "pvgrub-py-root.*")))
     forked = open_session(opts, None, fork=True)
     local = open_local_session(opts)
     try:
@@ -45,7 +47,7 @@ def test_a_quiet_boot_parses_in_a_child_with_the_same_result(
         pid = forked.pid  # type: ignore[attr-defined]
         assert pid != os.getpid() and os.path.exists(f"/proc/{pid}")
         # No sandbox without --runas: no root directory is made for it.
-        assert set(glob.glob(os.path.join(tempfile.gettempdir(), "pvgrub-py-root.*"))) == roots
+        assert set(glob.glob(os.path.join(tmp_path, "pvgrub-py-root.*"))) == roots
         assert forked.plan == local.plan
         for i in range(len(local.plan.files)):
             assert _collect(forked, i) == _collect(local, i)
