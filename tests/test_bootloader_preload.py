@@ -26,6 +26,7 @@ decoded = [b"\xe9\x00".decode("utf-16-le"), b"\x00\xe9".decode("utf-16-be"),
            "\xe9".encode("utf-16").decode("utf-16"), b"\x82".decode("cp437"),
            b"xn--bcher-kva".decode("idna"), b"\xe9".decode("latin-1"), b"a".decode("ascii")]
 openssl_before = "_hashlib" in sys.modules
+unused_before = sorted(m for m in sys.modules if m.split(".")[0] in ("zstandard", "lz4"))
 failed = preload.check_closure()
 import hashlib
 digest = hashlib.sha256(b"abc").hexdigest()
@@ -39,6 +40,7 @@ ext = sys.modules["dissect.extfs"]
 print(json.dumps({"heavy_before": heavy_before, "failed": failed, "outside": outside,
                   "codecs_before": codecs_before, "decoded": decoded,
                   "openssl_before": openssl_before, "digest": digest,
+                  "unused_before": unused_before,
                   "extfs_loader": type(ext.__spec__.loader).__name__,
                   "extfs_file": ext.__file__, "entries": len(finder.entries)}))
 """
@@ -67,6 +69,9 @@ def test_every_reader_imports_from_memory_and_nothing_else_does() -> None:
     # dissect.hypervisor imports) works from the built-in modules.
     assert doc["openssl_before"] is False
     assert doc["digest"] == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+    # Nor python-zstandard and python-lz4, which no reader uses (dissect
+    # reads zstd with compression.zstd or backports.zstd, LZ4 itself).
+    assert doc["unused_before"] == []
     # ... and every reader can be imported with only what prepare() read.
     assert doc["failed"] == []
     assert doc["extfs_loader"] == "_MemoryLoader"
