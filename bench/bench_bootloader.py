@@ -42,6 +42,11 @@ instead, as before.  Byte-compiled files are allowed for both (a Debian
 package ships them): ``PYTHONDONTWRITEBYTECODE`` is cleared and a private
 ``PYTHONPYCACHEPREFIX`` is warmed first.
 
+``--baseline=DIR`` adds ``pvgrub-py@base`` and ``pvgrub-py-runas@base``:
+pvgrub-py from another checkout (e.g. ``git archive`` of the commit to
+compare with, unpacked into DIR), run in the same alternating rounds, so a
+change's before and after share the machine's load.
+
 Results: JSON on stdout and in ``bench/out/bootloader.json``.
 """
 
@@ -110,16 +115,31 @@ def build(work: Path) -> Path:
 
 RUNAS_UID = 999
 VARIANTS = ("pygrub", "pvgrub-py", "pygrub-runas", "pvgrub-py-runas")
+#: With ``--baseline=DIR``: pvgrub-py from another checkout (``git worktree``
+#: or ``git archive`` of the commit to compare with), in the same rounds.
+BASE = "@base"
+
+
+def _plain(which: str) -> str:
+    return which.removesuffix(BASE)
 
 
 class Runner:
     """Runs each bootloader as libxl does, in fresh output files."""
 
-    def __init__(self, disk: Path, work: Path, env: dict[str, str], python: str) -> None:
+    def __init__(
+        self, disk: Path, work: Path, env: dict[str, str], python: str, baseline: str | None = None
+    ) -> None:
         self.disk = disk
         self.work = work
         self.env = env
         self.python = python
+        #: The environment of the ``@base`` variants: the baseline checkout
+        #: first on the path (before the .pth entry naming this one).
+        self.base_env = dict(env, PYTHONPATH=baseline) if baseline else env
+
+    def env_of(self, which: str) -> dict[str, str]:
+        return self.base_env if which.endswith(BASE) else self.env
 
     def _paths(self, name: str) -> tuple[Path, Path]:
         outdir = self.work / f"{name}.d"
@@ -134,7 +154,7 @@ class Runner:
         out, outdir = self._paths(which)
         common = ["-q", f"--output={out}", "--output-format=simple0",
                   f"--output-directory={outdir}"]  # fmt: skip
-        if which.endswith("-runas"):
+        if _plain(which).endswith("-runas"):
             common.append(f"--runas={RUNAS_UID}")
         if which.startswith("pygrub"):
             return [PYGRUB, *common, str(self.disk)]
@@ -151,7 +171,7 @@ class Runner:
         argv = self.argv(which, extra)
         t0 = time.perf_counter()
         proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                env=self.env)  # fmt: skip
+                                env=self.env_of(which))  # fmt: skip
         assert proc.stderr is not None
         err = proc.stderr.read()
         proc.stderr.close()
@@ -167,7 +187,8 @@ class Runner:
         sandboxed child if larger), from GNU time's ``wait4``: a small
         process forks the run, so none of this bench's memory is counted."""
         argv = ["/usr/bin/time", "-f", "MAXRSS %M", *self.argv(which, extra)]
-        r = subprocess.run(argv, capture_output=True, text=True, env=self.env, check=False)
+        r = subprocess.run(argv, capture_output=True, text=True, env=self.env_of(which),
+                           check=False)  # fmt: skip
         line = [ln for ln in r.stderr.splitlines() if ln.startswith("MAXRSS ")]
         if r.returncode or not line:
             raise SystemExit(f"{which} failed: {r.stderr.strip()}")
@@ -267,7 +288,7 @@ def trace(runner: Runner, which: str, extra: tuple[str, ...]) -> dict[str, float
     path = runner.work / f"{which}.trace"
     t0 = time.time()
     r = subprocess.run([runner.python, "-c", TRACE_DRIVER, str(path), repr(t0), *argv[3:]],
-                       capture_output=True, env=runner.env, check=False)  # fmt: skip
+                       capture_output=True, env=runner.env_of(which), check=False)  # fmt: skip
     if r.returncode:
         raise SystemExit(f"trace of {which} failed: {r.stderr.decode(errors='replace')}")
     marks: dict[str, float] = {}
@@ -324,6 +345,9 @@ def main() -> None:
     ap.add_argument("--work", default=str(ROOT / "bench" / "out" / "bootloader-work"))
     ap.add_argument("--interpreter", choices=("host", "dev"), default="host",
                     help="pvgrub-py's: a host-like venv (default) or this one")  # fmt: skip
+    ap.add_argument("--baseline", metavar="DIR",
+                    help="also run pvgrub-py from the checkout DIR (variants *@base), "
+                         "in the same alternating rounds")  # fmt: skip
     args = ap.parse_args()
     if not os.path.exists(PYGRUB):
         raise SystemExit(f"{PYGRUB} not found: install Debian's xen-utils-4.17")
@@ -334,14 +358,16 @@ def main() -> None:
     env["PYTHONPYCACHEPREFIX"] = str(work / "pycache")
     env["PYTHONPATH"] = str(ROOT)
     python = host_python(work) if args.interpreter == "host" else sys.executable
-    runner = Runner(disk, work, env, python)
+    baseline = str(Path(args.baseline).resolve()) if args.baseline else None
+    runner = Runner(disk, work, env, python, baseline)
+    variants = VARIANTS + ((f"pvgrub-py{BASE}", f"pvgrub-py-runas{BASE}") if baseline else ())
     # The bench runs as a script (sys.path[0] is bench/), so the launcher
     # is imported from this checkout, as the runs are.
     sys.path.insert(0, str(ROOT))
     from pvgrub_py.tpm.launcher import SwtpmProcess
 
-    times: dict[str, list[float]] = {v: [] for v in VARIANTS}
-    cpu: dict[str, list[float]] = {v: [] for v in VARIANTS}
+    times: dict[str, list[float]] = {v: [] for v in variants}
+    cpu: dict[str, list[float]] = {v: [] for v in variants}
     rss: dict[str, float] = {}
     splits: dict[str, dict[str, float]] = {}
     # A vTPM with the two banks pv-grub measures into (sha1, sha256) active,
@@ -360,18 +386,18 @@ def main() -> None:
             tpm.power_cycle()  # untimed: a fresh boot of the vTPM
             return runner.time(which, vtpm)
 
-        for which in VARIANTS:  # warm the page cache and the byte-code caches
+        for which in variants:  # warm the page cache and the byte-code caches
             once(which)
         for _ in range(args.rounds):
-            for which in VARIANTS:
+            for which in variants:
                 wall, used = once(which)
                 times[which].append(wall)
                 cpu[which].append(used)
-        for which in VARIANTS:
+        for which in variants:
             if which.startswith("pvgrub"):
                 tpm.power_cycle()
             rss[which] = runner.peak_rss_mib(which, () if which.startswith("pygrub") else vtpm)
-        for which in ("pvgrub-py", "pvgrub-py-runas"):
+        for which in [v for v in variants if v.startswith("pvgrub")]:
             best: dict[str, float] | None = None
             for _ in range(3):
                 tpm.power_cycle()
@@ -380,21 +406,24 @@ def main() -> None:
                     best = doc
             assert best is not None
             splits[which] = best
-    med = {v: _median(times[v]) for v in VARIANTS}
+    med = {v: _median(times[v]) for v in variants}
     result: dict[str, Any] = {
         "disk": "GPT, ext4 (4 KiB blocks), 14 MB kernel + 60 MB initrd (random bytes)",
         "python": python,
         "interpreter": args.interpreter,
         "rounds": args.rounds,
-        "median_s": {v: round(med[v], 4) for v in VARIANTS},
-        "best_s": {v: round(min(times[v]), 4) for v in VARIANTS},
+        "median_s": {v: round(med[v], 4) for v in variants},
+        "best_s": {v: round(min(times[v]), 4) for v in variants},
         "ratio_plain": round(med["pvgrub-py"] / med["pygrub"], 3),
         "ratio_runas": round(med["pvgrub-py-runas"] / med["pygrub-runas"], 3),
         "ratio_target": 1.0,
-        "cpu_median_s": {v: round(_median(cpu[v]), 4) for v in VARIANTS},
-        "peak_rss_mib": {v: round(rss[v], 1) for v in VARIANTS},
+        **({"ratio_plain_base": round(med[f"pvgrub-py{BASE}"] / med["pygrub"], 3),
+            "ratio_runas_base": round(med[f"pvgrub-py-runas{BASE}"] / med["pygrub-runas"], 3)}
+           if baseline else {}),
+        "cpu_median_s": {v: round(_median(cpu[v]), 4) for v in variants},
+        "peak_rss_mib": {v: round(rss[v], 1) for v in variants},
         "peak_rss_target_mib": 64,
-        "all_s": {v: [round(t, 4) for t in times[v]] for v in VARIANTS},
+        "all_s": {v: [round(t, 4) for t in times[v]] for v in variants},
         "split_s": splits,
         "python_startup_s": round(min(_startup(python, env) for _ in range(5)), 4),
         "pygrub_python_startup_s": round(
