@@ -1,26 +1,19 @@
 """What every program's entry point needs: one-line errors and exit codes.
 
 A Xen admin reads our errors in ``/var/log/xen/bootloader.N.log`` or on a
-console: one line, prefixed with the program name, never a traceback.  Here,
+console: one line, prefixed with the program name, never a traceback.
+(argparse's parser is in `pvgrub_py.usage`: pvgrub-py parses its options
+without it, and importing it costs each boot ~1 ms.)  Here,
 below every package, so that ``python -m pvgrub_py.sim`` has them without
 importing `pvgrub_py.cli`.
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Callable, Sequence
-from typing import NoReturn
 
 from pvgrub_py.errors import PvgrubError
-
-
-class ArgumentParser(argparse.ArgumentParser):
-    """argparse, but usage errors exit 2 with one line (no usage dump)."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
 def run(prog: str, body: Callable[[Sequence[str]], int], argv: Sequence[str] | None) -> int:

@@ -86,3 +86,11 @@ def test_the_parent_of_a_runas_boot_loads_no_guest_side(
     modules = _parent_modules(tmp_path, images.debian_gpt().path, "--runas=65534")
     assert "pvgrub_py.bootloader.depriv" in modules  # it did fork a child
     assert _guest_side(modules) == []
+
+
+def test_a_boot_imports_no_argparse(images: disk_images.ImageFactory, tmp_path: Path) -> None:
+    """pvgrub-py parses its options as pygrub does (getopt); argparse, which
+    only pvgrubctl's verbs use (`pvgrub_py.usage`), would cost ~1 ms a boot."""
+    modules = _parent_modules(tmp_path, images.debian_gpt().path)
+    assert "pvgrub_py.bootloader.run" in modules
+    assert "argparse" not in modules

@@ -37,17 +37,16 @@ from typing import TYPE_CHECKING, BinaryIO
 
 from pvgrub_py.bootloader.debug import debug
 from pvgrub_py.bootloader.options import BootloaderOptions
-from pvgrub_py.bootloader.outdir import OutputDirectory
-from pvgrub_py.bootloader.output import format_result
 from pvgrub_py.bootloader.plan import BootPlan
 from pvgrub_py.errors import InputError
 from pvgrub_py.inputs import describe_open_error, file_kind
-from pvgrub_py.measure.plan import Measurement
 
 if TYPE_CHECKING:
     from pvgrub_py.bootloader.guest import GuestSession
+    from pvgrub_py.bootloader.outdir import OutputDirectory
     from pvgrub_py.disk.extract import Limits
     from pvgrub_py.eventlog.builder import PendingFile
+    from pvgrub_py.measure.plan import Measurement
     from pvgrub_py.measure.vtpm import Connect, VtpmSession
 
 
@@ -211,6 +210,8 @@ def _run(opts: BootloaderOptions, out_fd: int, connect: Connect, limits: Limits 
 def _import_host_side(event_log: bool, nv: bool) -> None:
     """What steps 4-6 import, imported while the child still parses."""
     import pvgrub_py.bootloader.extract
+    import pvgrub_py.bootloader.outdir
+    import pvgrub_py.bootloader.output
     import pvgrub_py.measure.boot_files
     import pvgrub_py.measure.extend
 
@@ -247,6 +248,9 @@ def _boot(
         vtpm = early
         warnings.extend(early_warnings)
     try:
+        # Imported here, not before the fork: the parser child never uses it.
+        from pvgrub_py.bootloader.outdir import OutputDirectory
+
         with OutputDirectory(opts.output_directory) as outdir:
             _extract_measure(opts, session, vtpm, outdir, limits, warnings, out_fd)
             outdir.commit()
@@ -284,6 +288,7 @@ def _extract_measure(
     the result after the extends.
     """
     from pvgrub_py.bootloader.extract import extract_session_files
+    from pvgrub_py.bootloader.output import format_result
     from pvgrub_py.measure.boot_files import measure_cmdline
     from pvgrub_py.measure.vtpm import measure_into
 

@@ -6,15 +6,28 @@ console: one line, prefixed with the program name, never a traceback.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from pvgrub_py.errors import InputError
 from pvgrub_py.inputs import MAX_BOOT_FILE, describe_open_error, format_size, open_input
-from pvgrub_py.program import ArgumentParser, run
+from pvgrub_py.program import run
 from pvgrub_py.warning import LOGGER, on_first_warning
+
+if TYPE_CHECKING:
+    from pvgrub_py.usage import ArgumentParser
+
+def __getattr__(name: str) -> Any:
+    """``ArgumentParser`` (from `pvgrub_py.usage`) on first use: pvgrub-py
+    imports this module for `show_warnings` and never parses with argparse."""
+    if name == "ArgumentParser":
+        from pvgrub_py.usage import ArgumentParser
+
+        return ArgumentParser
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = ["ArgumentParser", "check_input", "check_output", "int_in_range", "read_input", "run"]
 
@@ -53,6 +66,8 @@ def int_in_range(low: int, high: int) -> Callable[[str], int]:
     a domid Xen could not have)."""
 
     def parse(text: str) -> int:
+        import argparse  # loaded by then: argparse is what calls this
+
         if not text.strip().isascii() or not text.strip().lstrip("+-").isdigit():
             raise argparse.ArgumentTypeError(f"{text!r} is not a whole number")
         value = int(text.strip(), 10)

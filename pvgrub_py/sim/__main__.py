@@ -6,8 +6,9 @@ import argparse
 from collections.abc import Sequence
 from typing import cast
 
-from pvgrub_py.program import ArgumentParser, run
+from pvgrub_py.program import run
 from pvgrub_py.sim.cli import add_host_parser
+from pvgrub_py.usage import ArgumentParser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
