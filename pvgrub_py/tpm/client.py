@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Literal
 
 from pvgrub_py.errors import UsageError
-from pvgrub_py.tpm import tpm2, tpm2_nv, tpm12
+from pvgrub_py.tpm import tpm2, tpm2_nv
 from pvgrub_py.tpm.algorithms import BY_NAME, SHA1, HashAlgorithm
 from pvgrub_py.tpm.errors import TpmProtocolError, TpmReturnCode
 from pvgrub_py.tpm.transport import TpmTransport
@@ -58,6 +58,8 @@ class TpmClient:
     def startup(self) -> None:
         """TPM_Startup(ST_CLEAR) / TPM2_Startup(SU_CLEAR); raises if refused."""
         if self.version == "1.2":
+            from pvgrub_py.tpm import tpm12  # only a TPM 1.2 needs it: ~1.2 ms of every boot
+
             tpm12.parse_startup_response(self.transport.transmit(tpm12.build_startup()))
         else:
             tpm2.parse_startup_response(self.transport.transmit(tpm2.build_startup()))
@@ -106,6 +108,8 @@ class TpmClient:
             if "sha1" not in digests:
                 raise UsageError("a TPM 1.2 extend needs a sha1 digest")
             digest = digests["sha1"]
+            from pvgrub_py.tpm import tpm12
+
             if len(digest) != 20 or not 0 <= pcr <= 0xFFFFFFFF:
                 tpm12.build_extend(pcr, digest)  # raises the codec's precise error
             answer = self.transport.transmit(_TPM12_EXTEND_HEAD + pcr.to_bytes(4, "big") + digest)
@@ -134,6 +138,8 @@ class TpmClient:
         return self._read2(wanted, banks)
 
     def _read12(self, pcr: int) -> bytes:
+        from pvgrub_py.tpm import tpm12
+
         return tpm12.parse_pcr_read_response(self.transport.transmit(tpm12.build_pcr_read(pcr)))
 
     def _read2(
