@@ -500,7 +500,9 @@ scenario_killed_bridge() {
   cp "$CONSOLE/guest-$name.log" "$LOGDIR/guest-$name.log"
   local after; after=$(echo "${back:-}" | sed -n 's/.*0x\([0-9A-Fa-f]*\).*/\1/p' | tr 'A-F' 'a-f')
   if [ -n "${err:-}" ] && [ -n "${back:-}" ] && [ "$health" = ok ]; then
-    result PASS F1b vtpmd-killed-bridge "guest: \"$err\"; after vtpmd restarted: \"$back\""
+    local daemon; daemon=$(grep -a -E '^GUEST-DAEMON: .*(stopped waiting|disconnected|connected)' \
+      "$LOGDIR/guest-$name.log" | tail -n +2 | sed 's/^GUEST-DAEMON: pvgrub-guest-tpm: //' | tr -d '\r' | tr '\n' '|')
+    result PASS F1b vtpmd-killed-bridge "guest: \"$err\"; pvgrub-guest-tpm: \"$daemon\"; after vtpmd restarted: \"$back\""
     # Issue 15's vtpm-restart: the instance outlived vtpmd, so the guest's PCRs did too.
     if [ -n "$before" ] && [ "$after" = "$before" ]; then
       result PASS F1c vtpm-restart "vtpmd killed (SIGKILL) and restarted while the guest ran; its sha1 PCR4 before=$before after=$after =="
