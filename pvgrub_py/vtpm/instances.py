@@ -43,7 +43,9 @@ binding ends when its device goes (the domain destroyed) and at the next
 toolstack power cycle, whose ticket the domain bound before it can never
 take (a new boot is a new domain), and whose reset ends that domain's
 service at its next command.  A new instance made by --provision-unknown
-starts with a ticket (tests and demos: no bootloader measured it).
+starts with a ticket (tests and demos: no bootloader measured it), and so
+does one that resumes a saved boot (``pvgrubctl vtpm import`` of a running
+instance's export left its volatile state: the restored domain binds it).
 
 Power cycles: a frontend in the toolstack domain (dom0: the bootloader about
 to measure a boot) gets a fresh boot of the instance (TPM_Init, then
@@ -520,9 +522,19 @@ class VtpmInstances:
                 raise VtpmInstanceError(f"{directory}: {describe_open_error(e)}") from None
         state_file = os.path.join(directory, manufacture.PERMALL[known.tpm_version])
         fresh = known.adopt and not os.path.exists(state_file)  # --provision-unknown's new TPM
+        volatile = os.path.join(directory, manufacture.VOLATILE[known.tpm_version])
+        resumed = os.path.isfile(volatile)  # a saved boot (`pvgrubctl vtpm import`)
         inst = _launch(uuid, directory, known, boot_lost=lost)
-        if fresh and not lost:
+        if resumed:
+            # swtpm resumed it as it started; gone now, so that a later start is
+            # never that boot again (a second guest, a hot-plug after this one).
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(volatile)
+        if (fresh or resumed) and not lost:
             inst.issue_ticket()
+        if resumed and not lost:
+            log.warning("vTPM %s: resumed its saved state (PCRs included); the first guest "
+                        "frontend (the restored domain) binds it", uuid)  # fmt: skip
         if known.adopt:
             manufacture.write_metadata(
                 manufacture.Instance(
