@@ -13,12 +13,14 @@ simulator, vtpmd in its own process, real swtpm (and swtpm_ioctl as oracle).
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import shutil
 import struct
 import subprocess
 import sys
+import tarfile
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -126,6 +128,24 @@ def test_a_running_encrypted_instance_is_exported_and_resumed_for_the_restored_g
         vtpmd.stop()  # the source host is done with it (its swtpm is killed at the end)
     # Still encrypted in transit: the plaintext blob's bytes are not in the archive.
     assert ours[64:128] not in archive.read_bytes()
+    # A wrong key, a damaged blob: one line, nothing left behind.
+    wrong = tmp_path / "wrong.key"
+    wrong.write_text(os.urandom(32).hex())
+    wrong.chmod(0o600)
+    damaged = tmp_path / "damaged.tar"
+    with tarfile.open(archive) as src, tarfile.open(damaged, "w") as dst:
+        for member in src:
+            data = src.extractfile(member) if member.isreg() else None
+            body = data.read() if data is not None else b""
+            if member.name.endswith("stateblob.permanent"):
+                body = body[:200] + bytes([body[200] ^ 1]) + body[201:]
+            dst.addfile(member, io.BytesIO(body) if member.isreg() else None)
+    for bad, with_key in ((archive, wrong), (damaged, key)):
+        r = pvgrubctl("vtpm", "import", "--state-dir", str(destination), str(bad),
+                      "--key-file", str(with_key))  # fmt: skip
+        assert r.returncode == 1 and r.stderr.count("\n") == 1, r.stderr
+        assert "Traceback" not in r.stderr and str(bad) in r.stderr, r.stderr
+        assert os.listdir(destination) == []
     r = pvgrubctl("vtpm", "import", "--state-dir", str(destination), str(archive),
                   "--key-file", str(key))  # fmt: skip
     assert r.returncode == 0, r.stderr
