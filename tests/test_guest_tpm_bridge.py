@@ -365,8 +365,10 @@ def test_the_daemon_fails_when_the_chip_goes_away(
 def test_an_event_log_that_replays_is_published_one_that_does_not_is_not(
     host: SimHost, vtpmd2: Vtpmd, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    guest = guest_with_vtpm(host)
+    """Three boots, each a new domain as with xl (vtpmd serves an instance to
+    the domain whose boot it measured, never to one from before that boot)."""
     out = tmp_path / "log"
+    guest = guest_with_vtpm(host)
     with host.attach(guest, host.token(guest)) as hv:
         bridge = GuestTpmBridge(hv, 0, timeout=10)
         try:
@@ -377,7 +379,9 @@ def test_an_event_log_that_replays_is_published_one_that_does_not_is_not(
             assert not out.exists()
         finally:
             bridge.close()
-        boot_with_event_log(host, lie=True)
+    boot_with_event_log(host, lie=True)
+    guest = guest_with_vtpm(host)
+    with host.attach(guest, host.token(guest)) as hv:
         bridge = GuestTpmBridge(hv, 0, timeout=10)
         try:
             bridge.connect(wait=10)
@@ -387,7 +391,9 @@ def test_an_event_log_that_replays_is_published_one_that_does_not_is_not(
             assert not out.exists()
         finally:
             bridge.close()
-        delivered = boot_with_event_log(host)
+    delivered = boot_with_event_log(host)
+    guest = guest_with_vtpm(host)
+    with host.attach(guest, host.token(guest)) as hv:
         bridge = GuestTpmBridge(hv, 0, timeout=10)
         try:
             bridge.connect(wait=10)

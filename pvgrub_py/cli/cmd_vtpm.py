@@ -237,8 +237,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             "Write STATE-DIR/UUID to a new uncompressed tar archive OUTPUT (mode "
             "0600, never overwritten): the metadata, swtpm's state files as they are (an "
             "encrypted instance stays encrypted) and the certificates.  The key is not in it: "
-            "copy it to the other host separately.  Refused while a swtpm (vtpmd) serves the "
-            "instance, so that the state is not caught mid-write."
+            "copy it to the other host separately.  An instance vtpmd serves is exported "
+            "through its swtpm's control channel, volatile state (PCRs) included: pause or "
+            "save the guest first (xl save -p), then destroy it; `import` and the next start "
+            "by vtpmd resume that state for the first guest that connects (xl restore)."
         ),
     )
     _state_dir(e)
@@ -334,8 +336,9 @@ def run_destroy(args: argparse.Namespace) -> int:
 
 def run_export(args: argparse.Namespace) -> int:
     inst = manufacture.load(args.state_dir, args.uuid)
-    count = migrate.export(inst, args.output)
-    print(f"vTPM {inst.uuid}: exported {count} files to {args.output}")
+    count, running = migrate.export(inst, args.output)
+    how = " (running: its state through swtpm's control channel)" if running else ""
+    print(f"vTPM {inst.uuid}: exported {count} files to {args.output}{how}")
     return 0
 
 

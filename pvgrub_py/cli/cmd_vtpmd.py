@@ -37,11 +37,16 @@ its PCRs.  A guest whose swtpm is gone is refused until its next boot.  The
 swtpm of a device that is gone (its domain destroyed) is stopped.
 
 A frontend in dom0 (the bootloader, through a xen: vTPM address) power-cycles
-its instance first, so the measurements it makes start a fresh boot record;
-the guest's own frontend later reaches the same instance without a reset.  A
-guest frontend is refused by an instance no dom0 frontend power-cycled since
-its swtpm started (a vTPM attached to a running guest: reset PCRs it could
-forge), until its next measured boot.
+its instance first, so the measurements it makes start a fresh boot record,
+and issues a one-shot ticket: the first guest frontend that connects after
+it reaches the same instance without a reset and binds it to its domain and
+device (kept in swtpm-run.json, across restarts).  Any other frontend is
+refused: another domain with the same uuid, a second device, a vTPM
+hot-plugged into a running guest (reset or another boot's PCRs it could
+forge with).  The binding ends when its device goes and at the next dom0
+power cycle, whose ticket the domain bound before it cannot take.  An
+instance imported from a running export resumes its saved state, PCRs
+included, for the first guest that connects (the restored domain).
 
 Runs in the foreground until SIGTERM or SIGINT."""
 

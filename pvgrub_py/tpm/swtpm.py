@@ -27,9 +27,24 @@ CMD_SHUTDOWN = 0x03
 CMD_GET_TPMESTABLISHED = 0x04
 CMD_SET_LOCALITY = 0x05
 CMD_CANCEL_TPM_CMD = 0x09
+CMD_STORE_VOLATILE = 0x0A
+CMD_GET_STATEBLOB = 0x0C
+CMD_SET_STATEBLOB = 0x0D
 CMD_STOP = 0x0E
 #: CMD_INIT flag: drop volatile state, so the TPM starts as after power-on.
 INIT_FLAG_DELETE_VOLATILE = 0x01
+#: State blob types (swtpm's ``PTM_BLOB_TYPE_*``): the TPM's NV and seeds; its
+#: volatile state (PCRs, loaded objects, sessions); a TPM 1.2 TPM_SaveState.
+BLOB_PERMANENT = 1
+BLOB_VOLATILE = 2
+BLOB_SAVESTATE = 3
+#: State blob flags (``PTM_STATE_FLAG_*``): a blob asked for or sent decrypted;
+#: one that swtpm encrypted (or is to decrypt) with its ``--key``.
+STATE_FLAG_DECRYPTED = 0x01
+STATE_FLAG_ENCRYPTED = 0x02
+#: The largest state blob taken (a TPM 2.0's permanent state is a few KiB,
+#: its volatile state about 9 KiB): a bound on what a control channel makes us hold.
+MAX_STATE_BLOB = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -206,3 +221,48 @@ class SwtpmControl:
 
     def set_locality(self, locality: int) -> None:
         self.request(CMD_SET_LOCALITY, bytes([locality]))
+
+    def get_state_blob(self, blob_type: int, *, decrypted: bool = False) -> tuple[bytes, bool]:
+        """One of the TPM's state blobs (``CMD_GET_STATEBLOB``) and whether it is
+        encrypted with swtpm's key (it is, for an encrypted instance, unless
+        *decrypted*).  Taken between two TPM commands, while the TPM runs."""
+        where = f"swtpm control {self.address}"
+        data = bytearray()
+        encrypted = False
+        while True:
+            flags = STATE_FLAG_DECRYPTED if decrypted else 0
+            request = struct.pack(">IIII", CMD_GET_STATEBLOB, flags, blob_type, len(data))
+            with self.address.connect(self.timeout) as sock:
+                try:
+                    sock.sendall(request)
+                except OSError as e:
+                    raise TpmTransportError(f"{where}: {e.strerror or e}") from None
+                (result,) = struct.unpack(">I", _recv_exact(sock, 4, where))
+                if result != 0:
+                    raise TpmTransportError(
+                        f"{where}: state blob {blob_type} not given (0x{result:x})"
+                    )
+                state_flags, total, length = struct.unpack(">III", _recv_exact(sock, 12, where))
+                if total > MAX_STATE_BLOB or length > total - len(data):
+                    raise TpmProtocolError(
+                        f"{where}: state blob {blob_type} of {total} bytes (chunk {length} at "
+                        f"{len(data)}): over {MAX_STATE_BLOB} or inconsistent"
+                    )
+                data += _recv_exact(sock, length, where)
+            encrypted = bool(state_flags & STATE_FLAG_ENCRYPTED)
+            if len(data) >= total or length == 0:
+                break
+        if len(data) != total:
+            raise TpmProtocolError(f"{where}: state blob {blob_type} cut at {len(data)} of {total}")
+        return bytes(data), encrypted
+
+    def set_state_blob(self, blob_type: int, data: bytes, *, encrypted: bool) -> None:
+        """Give the TPM a state blob (``CMD_SET_STATEBLOB``), *encrypted* with
+        swtpm's key or plain; only before its ``CMD_INIT`` (or after ``CMD_STOP``)."""
+        flags = STATE_FLAG_ENCRYPTED if encrypted else 0
+        self.request(CMD_SET_STATEBLOB, struct.pack(">III", flags, blob_type, len(data)) + data)
+
+    def store_volatile(self) -> None:
+        """Write the TPM's volatile state to its state directory (``CMD_STORE_VOLATILE``):
+        a swtpm started on that directory resumes it (PCRs included)."""
+        self.request(CMD_STORE_VOLATILE)

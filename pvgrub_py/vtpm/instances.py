@@ -29,11 +29,23 @@ guest's vTPM fails closed) until the toolstack power-cycles it for the
 guest's next boot.  An unresponsive leftover swtpm (verified to be the one
 recorded) is killed first, so an orphan never blocks the restart.
 
-Measured boots only: an instance started from its state on disk serves a
-guest frontend only once a toolstack frontend has power-cycled it (the
-bootloader measuring the guest's boot), so a vTPM attached to a running
-guest, whose PCRs would be reset, is refused (a new instance made by
---provision-unknown is exempt: tests and demos).
+Measured boots only, for one domain: a power cycle by the toolstack (the
+bootloader about to measure a boot; libxl runs it before the guest's domain
+has its devices, so its domid is not known yet) issues a one-shot binding
+ticket.  The first guest frontend that connects afterwards takes it and
+binds the instance to its device (domid, devid); from then on only that
+device is served, reconnects included (a kexec'd kernel, a vtpmd restart:
+the ticket and the binding are kept in ``swtpm-run.json``).  Refused, with
+the device's ``error`` node: a frontend of another domain, a second device
+of the bound one, a vTPM hot-plugged into a running guest (no ticket: its
+PCRs would be reset or another boot's, for it to forge PCR 4/5 with).  The
+binding ends when its device goes (the domain destroyed) and at the next
+toolstack power cycle, whose ticket the domain bound before it can never
+take (a new boot is a new domain), and whose reset ends that domain's
+service at its next command.  A new instance made by --provision-unknown
+starts with a ticket (tests and demos: no bootloader measured it), and so
+does one that resumes a saved boot (``pvgrubctl vtpm import`` of a running
+instance's export left its volatile state: the restored domain binds it).
 
 Power cycles: a frontend in the toolstack domain (dom0: the bootloader about
 to measure a boot) gets a fresh boot of the instance (TPM_Init, then
@@ -46,6 +58,7 @@ bootloader measured it) never resets it.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import json
 import logging
@@ -63,6 +76,7 @@ from pvgrub_py.daemon_process import poll_until_ready
 from pvgrub_py.errors import PvgrubError
 from pvgrub_py.inputs import describe_open_error
 from pvgrub_py.tpm.client import TpmClient, TpmVersion
+from pvgrub_py.tpm.errors import TpmTransportError
 from pvgrub_py.tpm.swtpm import CMD_GET_TPMESTABLISHED, SocketAddress, SwtpmControl, SwtpmTransport
 from pvgrub_py.vtpm import manufacture
 from pvgrub_py.vtpm.backend import ConnectRefused, FrontendLink
@@ -123,6 +137,13 @@ class RunRecord:
     ctrl: str
     run_dir: str  # the sockets' directory: the instance's own, or a private one
     tpm_version: str
+    #: A guest frontend may bind the instance (the toolstack power-cycled it).
+    ticket: bool = False
+    #: The guest device the instance serves, (-1, -1): none.
+    bound_domid: int = -1
+    bound_devid: int = -1
+    #: The domain bound when the toolstack last power-cycled it: never takes that ticket.
+    excluded_domid: int = -1
 
     def write(self, directory: str) -> None:
         path = os.path.join(directory, RECORD)
@@ -143,11 +164,21 @@ class RunRecord:
             data = f.read(MAX_RECORD + 1)
         try:
             body = json.loads(data)
+            if isinstance(body, dict) and "ticket" not in body:
+                # A record of a daemon before bindings: its guest, admitted then, keeps
+                # its vTPM across the upgrade (the first guest frontend binds it).
+                body["ticket"] = True
             record = cls(**body)
         except (ValueError, TypeError, UnicodeDecodeError):
             log.warning("%s: unreadable; its swtpm (if any) is not reattached", path)
             return None
-        if not (isinstance(record.pid, int) and isinstance(record.start_ticks, int)):
+        numbers = (record.pid, record.start_ticks, record.bound_domid, record.bound_devid,
+                   record.excluded_domid)  # fmt: skip
+        if not (
+            all(isinstance(n, int) and not isinstance(n, bool) for n in numbers)
+            and isinstance(record.ticket, bool)
+        ):
+            log.warning("%s: malformed; its swtpm (if any) is not reattached", path)
             return None
         return record
 
@@ -194,11 +225,98 @@ class Instance:
         #: The PCRs no longer describe the guest's boot (the swtpm was started
         #: again after its predecessor died): guests are refused until a power cycle.
         self.boot_lost = boot_lost
-        #: Started from its state and not power-cycled by the toolstack since:
-        #: no boot was measured into it, so no guest is served by it yet (a vTPM
-        #: hot-plugged into a running guest would hand it reset PCRs to forge).
-        self.unmeasured = False
         self.power_cycles = 0
+        #: Held around the ticket and the binding and their record.
+        self._binding = threading.Lock()
+
+    # -- which guest device it serves ----------------------------------------------------
+
+    @property
+    def bound(self) -> tuple[int, int] | None:
+        record = self.record
+        return None if record.bound_domid < 0 else (record.bound_domid, record.bound_devid)
+
+    def serves(self, domid: int, devid: int) -> bool:
+        """Whether the guest device (domid, devid) is the one bound to the instance."""
+        return self.bound == (domid, devid)
+
+    def _save(self, ticket: bool, bound: tuple[int, int] | None, excluded: int) -> None:
+        """Set the ticket and the binding, in the record and then in memory; the
+        caller holds ``_binding``.  The record is written first: a restarted
+        daemon knows every binding that was acted on."""
+        domid, devid = bound if bound is not None else (-1, -1)
+        record = dataclasses.replace(
+            self.record, ticket=ticket, bound_domid=domid, bound_devid=devid,
+            excluded_domid=excluded,
+        )  # fmt: skip
+        try:
+            record.write(self.directory)
+        except OSError as e:
+            raise VtpmInstanceError(
+                f"{self.directory}: cannot record vTPM {self.uuid}'s binding: "
+                f"{describe_open_error(e)}"
+            ) from None
+        self.record = record
+
+    def revoke(self) -> None:
+        """Before the toolstack's power cycle (a new boot): the binding ends and
+        no ticket is out; the domain bound until now never takes the next one."""
+        with self._binding:
+            excluded = self.record.bound_domid
+            if excluded < 0:
+                excluded = self.record.excluded_domid
+            self._save(False, None, excluded)
+
+    def issue_ticket(self) -> None:
+        """After the power cycle: the first guest frontend from now on may bind."""
+        with self._binding:
+            self._save(True, None, self.record.excluded_domid)
+
+    def admit(self, domid: int, devid: int) -> None:
+        """Serve the guest device (domid, devid), binding the instance to it with
+        the ticket if it is the first since the toolstack's power cycle; else
+        `VtpmInstanceError` (the device goes to Closing with its reason)."""
+        with self._binding:
+            bound = self.bound
+            if bound == (domid, devid):
+                return
+            if bound is not None:
+                raise VtpmInstanceError(
+                    f"vTPM {self.uuid}: serves domain {bound[0]} (device {bound[1]}), "
+                    f"whose boot was measured into it; refusing domain {domid} device {devid}",
+                    "vTPM in use by another domain or device",
+                )
+            if self.boot_lost:
+                raise VtpmInstanceError(
+                    f"vTPM {self.uuid}: its swtpm was restarted and its PCRs are reset; "
+                    f"refusing domain {domid} until the toolstack measures its next boot",
+                    "vTPM PCRs lost (restart); reboot the guest",
+                )
+            if not self.record.ticket or domid == self.record.excluded_domid:
+                raise VtpmInstanceError(
+                    f"vTPM {self.uuid}: no boot was measured into it for domain {domid} "
+                    "(a vTPM attached to a running guest, or the same uuid in a second "
+                    "guest?); refusing it until the toolstack measures its next boot",
+                    "vTPM not measured for this boot; reboot the guest",
+                )
+            self._save(False, (domid, devid), -1)
+        log.info("vTPM %s: bound to domain %d device %d", self.uuid, domid, devid)
+
+    def unbind(self, domid: int, devid: int) -> bool:
+        """The bound device went (its domain destroyed, or it was detached): the
+        binding ends, and no guest is served until the next power cycle."""
+        with self._binding:
+            if self.bound != (domid, devid):
+                return False
+            try:
+                self._save(False, None, self.record.excluded_domid)
+            except VtpmInstanceError as e:  # ended here all the same
+                log.warning("%s", e)
+                self.record = dataclasses.replace(
+                    self.record, ticket=False, bound_domid=-1, bound_devid=-1
+                )
+        log.info("vTPM %s: domain %d device %d gone; unbound", self.uuid, domid, devid)
+        return True
 
     @property
     def pid(self) -> int:
@@ -210,13 +328,18 @@ class Instance:
         return _start_ticks(self.record.pid) == self.record.start_ticks
 
     def power_cycle(self) -> None:
+        # The binding ends before the reset (a bound guest's next command is
+        # refused, never run on the new boot's PCRs); the ticket comes after it
+        # (a failed reset leaves none out on the old boot's PCRs).
+        self.revoke()
         self.transport.close()  # the TPM forgets its connections on init anyway
         SwtpmControl(self.ctrl).init(delete_volatile=True)
         version: TpmVersion = "2.0" if self.tpm_version == "2.0" else "1.2"
         with TpmClient(SwtpmTransport(self.data, 30.0), version=version) as client:
             client.startup()
         self.power_cycles += 1
-        self.boot_lost = self.unmeasured = False
+        self.boot_lost = False
+        self.issue_ticket()
 
     def detach(self) -> None:
         """Let go of the swtpm and leave it running (a daemon restart reattaches)."""
@@ -399,8 +522,19 @@ class VtpmInstances:
                 raise VtpmInstanceError(f"{directory}: {describe_open_error(e)}") from None
         state_file = os.path.join(directory, manufacture.PERMALL[known.tpm_version])
         fresh = known.adopt and not os.path.exists(state_file)  # --provision-unknown's new TPM
+        volatile = os.path.join(directory, manufacture.VOLATILE[known.tpm_version])
+        resumed = os.path.isfile(volatile)  # a saved boot (`pvgrubctl vtpm import`)
         inst = _launch(uuid, directory, known, boot_lost=lost)
-        inst.unmeasured = not fresh
+        if resumed:
+            # swtpm resumed it as it started; gone now, so that a later start is
+            # never that boot again (a second guest, a hot-plug after this one).
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(volatile)
+        if (fresh or resumed) and not lost:
+            inst.issue_ticket()
+        if resumed and not lost:
+            log.warning("vTPM %s: resumed its saved state (PCRs included); the first guest "
+                        "frontend (the restored domain) binds it", uuid)  # fmt: skip
         if known.adopt:
             manufacture.write_metadata(
                 manufacture.Instance(
@@ -437,35 +571,34 @@ class VtpmInstances:
     # -- VtpmBackend hooks ---------------------------------------------------------------
 
     def transport_for(self, link: FrontendLink) -> InstanceTransport:
-        return InstanceTransport(self.get(link.uuid))
+        inst = self.get(link.uuid)
+        if link.frontend_domid == TOOLSTACK_DOMID:
+            return InstanceTransport(inst)
+        inst.admit(link.frontend_domid, link.devid)
+        return InstanceTransport(inst, (link.frontend_domid, link.devid))
 
     def on_connect(self, link: FrontendLink) -> None:
         inst = self.get(link.uuid)
         if link.frontend_domid == TOOLSTACK_DOMID:
             inst.power_cycle()
             log.info("vTPM %s: power-cycled for a new boot (dom0 frontend)", inst.uuid)
-        elif inst.boot_lost:
-            raise VtpmInstanceError(
-                f"vTPM {inst.uuid}: its swtpm was restarted and its PCRs are reset; "
-                f"refusing domain {link.frontend_domid} until the toolstack measures its "
-                "next boot",
-                "vTPM PCRs lost (restart); reboot the guest",
-            )
-        elif inst.unmeasured:
-            raise VtpmInstanceError(
-                f"vTPM {inst.uuid}: no boot was measured into it since its swtpm started "
-                f"(a vTPM attached to a running guest?); refusing domain "
-                f"{link.frontend_domid} until the toolstack measures its next boot",
-                "vTPM not measured for this boot; reboot the guest",
-            )
+        else:
+            inst.admit(link.frontend_domid, link.devid)
 
     def on_removed(self, link: FrontendLink, still_used: bool) -> None:
         """A device went; the instance stops once no guest device uses it.  A dom0
         device going is the bootloader done measuring: the instance waits for the
-        guest's device, with those measurements in it."""
-        if still_used or link.frontend_domid == TOOLSTACK_DOMID or not UUID.match(link.uuid):
+        guest's device, with those measurements in it.  The bound guest device
+        going ends the binding, even while another device names the uuid."""
+        if link.frontend_domid == TOOLSTACK_DOMID or not UUID.match(link.uuid):
             return
         key = link.uuid.lower()
+        with self._lock:
+            inst = self._instances.get(key)
+        if inst is not None:
+            inst.unbind(link.frontend_domid, link.devid)
+        if still_used:
+            return
         with self._lock:
             inst = self._instances.pop(key, None)
         if inst is not None:
@@ -546,11 +679,20 @@ class InstanceTransport:
     the instance's TPM version, so that the answers the backend makes itself
     (a failed TPM, an answer too large for the page) are in that version."""
 
-    def __init__(self, instance: Instance) -> None:
+    def __init__(self, instance: Instance, guest: tuple[int, int] | None = None) -> None:
         self._instance = instance
+        self._guest = guest  # None: the toolstack's frontend
         self.tpm_version = instance.tpm_version
 
     def transmit(self, command: bytes) -> bytes:
+        # Each command, under the instance lock the backend holds: a guest
+        # whose binding ended (a power cycle for a new boot) is not served that
+        # boot's PCRs on the ring it already had.
+        if self._guest is not None and not self._instance.serves(*self._guest):
+            raise TpmTransportError(
+                f"vTPM {self._instance.uuid}: no longer bound to domain {self._guest[0]} "
+                f"device {self._guest[1]}; not served"
+            )
         return self._instance.transport.transmit(command)
 
     def close(self) -> None:

@@ -56,6 +56,8 @@ CA_ISSUER = "issuercert.pem"
 CA_ROOT = "swtpm-localca-rootca-cert.pem"
 #: swtpm's permanent-state file, per TPM version (the instance exists once it does).
 PERMALL = {"2.0": "tpm2-00.permall", "1.2": "tpm-00.permall"}
+#: The volatile state swtpm resumes on start (written by ``CMD_STORE_VOLATILE``).
+VOLATILE = {"2.0": "tpm2-00.volatilestate", "1.2": "tpm-00.volatilestate"}
 MAX_METADATA = 64 * 1024
 MAX_KEY_FILE = 4096
 SETUP_TIMEOUT = 180.0
@@ -479,9 +481,18 @@ def _write_certificates(certs: str, ca_dir: str) -> None:
 
 
 def swtpm_command(
-    *, tpm2: bool, state_dir: str, data: str, ctrl: str, log: str, key_fd: int | None
+    *,
+    tpm2: bool,
+    state_dir: str,
+    data: str,
+    ctrl: str,
+    log: str,
+    key_fd: int | None,
+    initialise: bool = True,
 ) -> list[str]:
-    """The argv of a throw-away swtpm on *state_dir* (the key only as ``fd=``)."""
+    """The argv of a throw-away swtpm on *state_dir* (the key only as ``fd=``);
+    without *initialise*, the TPM waits for ``CMD_INIT`` (state blobs may be
+    given to it before)."""
     cmd = [
         SWTPM,
         "socket",
@@ -491,8 +502,7 @@ def swtpm_command(
         f"type=unixio,path={data}",
         "--ctrl",
         f"type=unixio,path={ctrl}",
-        "--flags",
-        "not-need-init,startup-clear",
+        *(["--flags", "not-need-init,startup-clear"] if initialise else []),
         "--log",
         f"file={log},level=1",
     ]

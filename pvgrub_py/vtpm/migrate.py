@@ -6,6 +6,20 @@ as swtpm wrote it, so an encrypted instance stays encrypted in transit; the
 key never goes into the archive and travels separately (the importing host
 names its copy with ``--key-file``).
 
+A running instance (a swtpm that vtpmd serves holds its state directory)
+is exported through swtpm's control channel instead of its files:
+``CMD_GET_STATEBLOB`` gives the permanent state (NV, seeds), the volatile
+state (PCRs, loaded objects, sessions) and, TPM 1.2, a TPM_SaveState's
+blob, each as swtpm would store it (encrypted with its key for an encrypted
+instance; never decrypted here), as ``UUID/stateblob.*``.  The snapshot is
+taken between two TPM commands; a guest that is paused or saved (``xl save
+-p``) sends none meanwhile.  Import gives them back to a swtpm on the new
+state directory (``CMD_SET_STATEBLOB`` before ``CMD_INIT``: its state file
+format is swtpm's own, not the blob's), which writes its state files and
+its volatile state (``CMD_STORE_VOLATILE``); vtpmd resumes that on the
+instance's next start, PCRs included, for the first guest that connects
+(the restored domain).
+
 An archive is untrusted input: only regular files and directories with the
 names above are accepted, each at most `MAX_MEMBER` bytes, at most
 `MAX_MEMBERS` of them; links, devices, absolute or ``..`` names, a second
@@ -15,31 +29,60 @@ An import is checked (`manufacture.check`) before it is made visible.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import re
 import shutil
+import subprocess
 import tarfile
 import tempfile
 
-from pvgrub_py.errors import UsageError
+from pvgrub_py.daemon_process import poll_until_ready, stop_process
+from pvgrub_py.errors import PvgrubError, UsageError
 from pvgrub_py.inputs import describe_open_error
+from pvgrub_py.tpm.errors import TpmTransportError
+from pvgrub_py.tpm.swtpm import (
+    BLOB_PERMANENT,
+    BLOB_SAVESTATE,
+    BLOB_VOLATILE,
+    SocketAddress,
+    SwtpmControl,
+)
 from pvgrub_py.vtpm import manufacture
+from pvgrub_py.vtpm.instances import RunRecord
 from pvgrub_py.vtpm.manufacture import Instance, VtpmServiceError
 
 MAX_MEMBER = 1 << 20
 MAX_MEMBERS = 32
 MAX_ARCHIVE = 16 << 20
 #: What an instance directory may hold, besides ``certs/``.
-TOP_FILES = re.compile(r"^(vtpm\.json|tpm2?-00\.(permall|volatilestate|savestate))$")
+TOP_FILES = re.compile(
+    r"^(vtpm\.json|tpm2?-00\.(permall|volatilestate|savestate)"
+    r"|stateblob\.(permanent|volatile|savestate))$"
+)
+#: A running instance's state, as swtpm's control channel gives it, by archive name.
+BLOBS = {
+    "stateblob.permanent": BLOB_PERMANENT,
+    "stateblob.volatile": BLOB_VOLATILE,
+    "stateblob.savestate": BLOB_SAVESTATE,
+}
+STATE_FILES = re.compile(r"^tpm2?-00\.")
+RESTORE_TIMEOUT = 10.0
 CERT_FILES = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}\.(crt|pem)$")
 
 
-def export(inst: Instance, output: str) -> int:
+def export(inst: Instance, output: str) -> tuple[int, bool]:
     """Write *inst* to a new file *output* (mode 0600, never overwritten); the
-    number of files archived.  Refused while a swtpm serves the instance."""
-    with manufacture.exclusive(inst):
-        members = _members(inst)
+    number of files archived, and whether the instance was running (its state
+    then comes from its swtpm's control channel)."""
+    with contextlib.ExitStack() as held:
+        blobs: dict[str, bytes] | None = None
+        try:
+            held.enter_context(manufacture.exclusive(inst))
+        except VtpmServiceError as busy:
+            blobs = _running_blobs(inst, busy)
+        members = _members(inst, state_files=blobs is None)
         try:
             fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         except OSError as e:
@@ -62,16 +105,58 @@ def export(inst: Instance, output: str) -> int:
                     info.size, info.mode = len(data), 0o600
                     info.mtime = int(os.stat(path).st_mtime)
                     tar.addfile(info, io.BytesIO(data))
+                for name, data in (blobs or {}).items():
+                    info = tarfile.TarInfo(f"{inst.uuid}/{name}")
+                    info.size, info.mode = len(data), 0o600
+                    tar.addfile(info, io.BytesIO(data))
         except BaseException:
             os.unlink(output)
             raise
-    return sum(1 for _, p in members if p is not None)
+    files = sum(1 for _, p in members if p is not None) + len(blobs or {})
+    return files, blobs is not None
 
 
-def _members(inst: Instance) -> list[tuple[str, str | None]]:
+def _running_blobs(inst: Instance, busy: VtpmServiceError) -> dict[str, bytes]:
+    """The state of the swtpm vtpmd runs on *inst* (its ``swtpm-run.json``),
+    through its control channel; *busy* (the locked state directory) if no
+    recorded swtpm runs there."""
+    record = RunRecord.read(inst.directory)
+    if record is None or not record.live(inst.directory):
+        raise busy
+    control = SwtpmControl(SocketAddress(path=record.ctrl), timeout=10.0)
+    blobs: dict[str, bytes] = {}
+    for name, kind in BLOBS.items():
+        try:
+            data, encrypted = control.get_state_blob(kind)
+        except TpmTransportError as e:
+            if kind == BLOB_SAVESTATE:  # only after a TPM 1.2 TPM_SaveState
+                continue
+            raise VtpmServiceError(
+                f"{inst.directory}: cannot take the running vTPM's state: {e}"
+            ) from None
+        except PvgrubError as e:
+            raise VtpmServiceError(
+                f"{inst.directory}: cannot take the running vTPM's state: {e}"
+            ) from None
+        if not data:
+            continue
+        if inst.encrypted and not encrypted:
+            raise VtpmServiceError(
+                f"{inst.directory}: swtpm gave the {name} of an encrypted vTPM unencrypted; "
+                "not exported"
+            )
+        blobs[name] = data
+    if "stateblob.permanent" not in blobs:
+        raise VtpmServiceError(f"{inst.directory}: the running swtpm gave no permanent state")
+    return blobs
+
+
+def _members(inst: Instance, *, state_files: bool = True) -> list[tuple[str, str | None]]:
     out: list[tuple[str, str | None]] = [(inst.uuid, None)]
     for name in sorted(os.listdir(inst.directory)):
         path = os.path.join(inst.directory, name)
+        if name.startswith("stateblob.") or (not state_files and STATE_FILES.match(name)):
+            continue
         if TOP_FILES.match(name) and os.path.isfile(path) and not os.path.islink(path):
             out.append((f"{inst.uuid}/{name}", path))
     certs = os.path.join(inst.directory, manufacture.CERTS)
@@ -97,6 +182,11 @@ def _read_archive(archive: str) -> tuple[str, dict[str, bytes]]:
         raise VtpmServiceError(f"{archive}: not a tar archive, or a damaged one: {e}") from None
     if manufacture.METADATA not in files:
         raise VtpmServiceError(f"{archive}: no {manufacture.METADATA}; not a vTPM export")
+    if any(name in BLOBS for name in files):
+        if "stateblob.permanent" not in files:
+            raise VtpmServiceError(f"{archive}: state blobs without the permanent one")
+        if any(STATE_FILES.match(name) for name in files):
+            raise VtpmServiceError(f"{archive}: both state files and state blobs; which is it?")
     return uuid, files
 
 
@@ -159,7 +249,10 @@ def import_archive(state_root: str, archive: str, key_file: str | None) -> tuple
     staging = tempfile.mkdtemp(prefix=f".import-{uuid}-", dir=state_root)
     try:
         os.mkdir(os.path.join(staging, manufacture.CERTS), 0o700)
+        blobs = {name: data for name, data in files.items() if name in BLOBS}
         for name, data in files.items():
+            if name in blobs:
+                continue  # given to swtpm below, never stored as they are
             fd = os.open(os.path.join(staging, name),
                          os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)  # fmt: skip
             with os.fdopen(fd, "wb") as f:
@@ -174,6 +267,8 @@ def import_archive(state_root: str, archive: str, key_file: str | None) -> tuple
             if not inst.encrypted:
                 raise UsageError(f"vTPM {uuid} is not encrypted: --key-file does not apply")
             inst.key_file = os.path.abspath(key_file)
+        if blobs:
+            _restore_blobs(archive, staging, inst, blobs)
         result = manufacture.check(inst)
         manufacture.write_metadata(inst)
         try:
@@ -184,3 +279,56 @@ def import_archive(state_root: str, archive: str, key_file: str | None) -> tuple
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return manufacture.load(state_root, uuid), result
+
+
+def _restore_blobs(archive: str, directory: str, inst: Instance, blobs: dict[str, bytes]) -> None:
+    """Give *blobs* to a swtpm on *directory* (with the instance's key) before
+    its ``CMD_INIT``, and have it store them: its state file, and its volatile
+    state, which a swtpm started on the directory later resumes."""
+    if shutil.which(manufacture.SWTPM) is None:
+        raise VtpmServiceError("swtpm is not installed (Debian package swtpm)")
+    work = tempfile.mkdtemp(prefix="pvgrub-vtpm-import-")
+    try:
+        data, ctrl, log = (os.path.join(work, n) for n in ("tpm.sock", "ctrl.sock", "log"))
+        key_fd = None if inst.key_file is None else manufacture.open_key_file(inst.key_file)
+        try:
+            cmd = manufacture.swtpm_command(
+                tpm2=inst.tpm_version == "2.0",
+                state_dir=directory,
+                data=data,
+                ctrl=ctrl,
+                log=log,
+                key_fd=key_fd,
+                initialise=False,
+            )
+            proc = subprocess.Popen(
+                cmd,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                pass_fds=() if key_fd is None else (key_fd,),
+            )
+        finally:
+            if key_fd is not None:
+                os.close(key_fd)
+        control = SwtpmControl(SocketAddress(path=ctrl), timeout=RESTORE_TIMEOUT)
+        try:
+            if not poll_until_ready(proc, lambda: os.path.exists(ctrl), RESTORE_TIMEOUT):
+                raise VtpmServiceError("swtpm did not start")
+            for name, kind in BLOBS.items():
+                if name in blobs:
+                    control.set_state_blob(kind, blobs[name], encrypted=inst.encrypted)
+            control.init(delete_volatile=False)
+            if "stateblob.volatile" in blobs:
+                control.store_volatile()
+            control.shutdown()
+            proc.wait(RESTORE_TIMEOUT)
+        except (PvgrubError, subprocess.TimeoutExpired) as e:
+            raise VtpmServiceError(
+                f"{archive}: swtpm does not take its state ({e}; "
+                f"{manufacture._log_line(log, first=True)}): wrong key, or damaged"
+            ) from None
+        finally:
+            stop_process(proc, 5)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)

@@ -1,0 +1,172 @@
+"""``pvgrubctl vtpm export`` of a running instance, and its import resumed (issue 15, item 1).
+
+The old export refused an instance while vtpmd's swtpm held it ("in use by a
+running swtpm"), so a guest saved with ``xl save`` could not take its vTPM's
+volatile state (its PCRs) along.  Now its state comes through swtpm's control
+channel (CMD_GET_STATEBLOB: permanent and volatile, still encrypted with the
+host key), import gives it to a swtpm on the new state directory
+(CMD_SET_STATEBLOB, then CMD_STORE_VOLATILE), and vtpmd resumes it for the
+restored domain: PCR 4 as measured, the NV index the guest wrote.  On the
+simulator, vtpmd in its own process, real swtpm (and swtpm_ioctl as oracle).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import shutil
+import struct
+import subprocess
+import sys
+import tarfile
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from test_vtpmd_restart import nv_define, nv_read, nv_write, rc_of
+from vtpmd_world import Vtpmd, guest_with_vtpm, kill_swtpms
+
+from pvgrub_py.cli.connect import open_transport
+from pvgrub_py.sim.host import SimHost
+from pvgrub_py.sim.testing import temporary_host
+from pvgrub_py.tpm.client import TpmClient
+from pvgrub_py.tpm.errors import TpmTransportError
+from pvgrub_py.tpm.swtpm import BLOB_PERMANENT, SocketAddress, SwtpmControl
+from pvgrub_py.tpm.uri import parse_vtpm_uri
+from pvgrub_py.vtpm import manufacture
+from pvgrub_py.vtpm.frontend import TpmFront
+
+pytestmark = [pytest.mark.integration, pytest.mark.swtpm, pytest.mark.slow]
+
+UUID = "4c3b2a1f-0e9d-4c8b-8a7f-6e5d4c3b2a19"
+KERNEL = {"sha1": hashlib.sha1(b"kernel").digest(), "sha256": hashlib.sha256(b"kernel").digest()}
+#: PCR 4 (sha1) after one extend of KERNEL from zero, by hand (TPM 2.0 Part 1, PCR extend).
+PCR4 = hashlib.sha1(bytes(20) + KERNEL["sha1"]).digest()
+SECRET = hashlib.sha256(b"the guest's NV data").digest()
+
+
+@pytest.fixture
+def host() -> Iterator[SimHost]:
+    with temporary_host(prefix="vtpmx") as h:
+        yield h
+
+
+@pytest.fixture
+def roots() -> Iterator[tuple[Path, Path]]:
+    """Two short state roots (the source and the destination host's), every
+    swtpm under them killed at the end: they outlive vtpmd on purpose."""
+    paths = tuple(Path(tempfile.mkdtemp(prefix=p, dir="/tmp")) for p in ("xa", "xb"))
+    try:
+        yield paths[0], paths[1]
+    finally:
+        for path in paths:
+            kill_swtpms(path)
+            shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def key(tmp_path: Path) -> Path:
+    path = tmp_path / "host.key"
+    path.write_text(os.urandom(32).hex() + "\n")
+    path.chmod(0o600)
+    return path
+
+
+def pvgrubctl(*argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "pvgrub_py.cli.pvgrubctl", *argv],
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+
+
+def sha1_pcr4(front: TpmFront) -> bytes:
+    client = TpmClient(front, version="2.0")
+    return client.read_pcrs([4], [b for b in client.active_banks() if b.name == "sha1"])["sha1"][4]
+
+
+def nv_contents(front: TpmFront) -> bytes:
+    answer = front.transmit(nv_read(32))
+    assert rc_of(answer) == 0, hex(rc_of(answer))
+    (size,) = struct.unpack(">H", answer[14:16])
+    return answer[16 : 16 + size]
+
+
+def test_a_running_encrypted_instance_is_exported_and_resumed_for_the_restored_guest(
+    host: SimHost, roots: tuple[Path, Path], key: Path, tmp_path: Path
+) -> None:
+    source, destination = roots
+    manufacture.create(str(source), UUID, tpm2=True, key_file=str(key), ca_dir=None)
+    archive = tmp_path / "vtpm.tar"
+    vtpmd = Vtpmd(host, source, "--key-file", str(key))
+    try:
+        guest = guest_with_vtpm(host, UUID)
+        transport = open_transport(parse_vtpm_uri("xen:0"), 10, uuid=UUID, sim_dir=str(host.dir))
+        with TpmClient(transport, version="2.0") as client:  # the bootloader measures
+            client.extend(4, {b.name: KERNEL[b.name] for b in client.active_banks()})
+        with (
+            host.attach(guest, host.token(guest)) as hv,
+            TpmFront(hv, timeout=10).connect() as front,
+        ):
+            assert rc_of(front.transmit(nv_define(32))) == 0
+            assert rc_of(front.transmit(nv_write(SECRET))) == 0
+            assert sha1_pcr4(front) == PCR4
+            # Our control-channel reader against stock swtpm_ioctl's, on the live swtpm.
+            record = json.loads((source / UUID / "swtpm-run.json").read_text())
+            oracle = tmp_path / "permanent.oracle"
+            subprocess.run(["swtpm_ioctl", "--unix", record["ctrl"], "--save", "permanent",
+                            str(oracle)], check=True, capture_output=True, timeout=30)  # fmt: skip
+            ours, encrypted = SwtpmControl(SocketAddress(path=record["ctrl"])).get_state_blob(
+                BLOB_PERMANENT, decrypted=True
+            )
+            assert ours == oracle.read_bytes() and not encrypted
+            # The guest is paused or saved (xl save -p): its vTPM is exported as it runs.
+            r = pvgrubctl("vtpm", "export", "--state-dir", str(source), UUID, "-o", str(archive))
+            assert r.returncode == 0, r.stderr
+            assert "running" in r.stdout
+    finally:
+        vtpmd.stop()  # the source host is done with it (its swtpm is killed at the end)
+    # Still encrypted in transit: the plaintext blob's bytes are not in the archive.
+    assert ours[64:128] not in archive.read_bytes()
+    # A wrong key, a damaged blob: one line, nothing left behind.
+    wrong = tmp_path / "wrong.key"
+    wrong.write_text(os.urandom(32).hex())
+    wrong.chmod(0o600)
+    damaged = tmp_path / "damaged.tar"
+    with tarfile.open(archive) as src, tarfile.open(damaged, "w") as dst:
+        for member in src:
+            data = src.extractfile(member) if member.isreg() else None
+            body = data.read() if data is not None else b""
+            if member.name.endswith("stateblob.permanent"):
+                body = body[:200] + bytes([body[200] ^ 1]) + body[201:]
+            dst.addfile(member, io.BytesIO(body) if member.isreg() else None)
+    for bad, with_key in ((archive, wrong), (damaged, key)):
+        r = pvgrubctl("vtpm", "import", "--state-dir", str(destination), str(bad),
+                      "--key-file", str(with_key))  # fmt: skip
+        assert r.returncode == 1 and r.stderr.count("\n") == 1, r.stderr
+        assert "Traceback" not in r.stderr and str(bad) in r.stderr, r.stderr
+        assert os.listdir(destination) == []
+    r = pvgrubctl("vtpm", "import", "--state-dir", str(destination), str(archive),
+                  "--key-file", str(key))  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in (destination / UUID).iterdir() if p.name.startswith("tpm")) == [
+        "tpm2-00.permall",
+        "tpm2-00.volatilestate",
+    ]
+    # The destination's vtpmd; the restored domain connects, with no new boot measured.
+    vtpmd = Vtpmd(host, destination, "--key-file", str(key))
+    try:
+        restored = guest_with_vtpm(host, UUID)
+        with (
+            host.attach(restored, host.token(restored)) as hv,
+            TpmFront(hv, timeout=10).connect() as front,
+        ):
+            assert sha1_pcr4(front) == PCR4
+            assert nv_contents(front) == SECRET
+        # The saved boot is resumed once, for that domain: not for a second one.
+        assert not (destination / UUID / "tpm2-00.volatilestate").exists()
+        other = guest_with_vtpm(host, UUID)
+        with host.attach(other, host.token(other)) as hv, pytest.raises(TpmTransportError):
+            TpmFront(hv, timeout=10).connect()
+    finally:
+        vtpmd.stop()
