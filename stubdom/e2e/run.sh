@@ -54,7 +54,7 @@ DOM0_MEM=${E2E_DOM0_MEM:-1024M}
 BOOT_TIMEOUT=${E2E_BOOT_TIMEOUT:-2400}
 ONLY=${E2E_ONLY:-}
 #: The scenario ids dom0/scenarios.sh runs, in order.
-ALL_SCENARIOS="1 2 2b 3a 3b 4 4b 5 7a 7b 7c 7d 7e F1 F1b F1c F2 6"
+ALL_SCENARIOS="1 2 2b 3a 3b 4 4b 5 7a 7b 7c 7d 7e F1 F1b F1c M1 F2 6"
 SUITE=bookworm
 
 ROOTFS=$CACHE/rootfs

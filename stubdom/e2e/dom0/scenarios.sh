@@ -554,6 +554,67 @@ scenario_killed() {
   fi
 }
 
+# -- M1. the vTPM moves with its guest: xl save, vtpm export/import, xl restore ------------
+good_ticks() { # name: the guest's GUEST-MIGRATE-TICK lines that read PCRs and NV
+  grep -a -E '^GUEST-MIGRATE-TICK [0-9]+ [0-9a-f]{64} [0-9a-f]{64} [0-9a-f]+' \
+    "$CONSOLE/guest-$1.log" 2>/dev/null | tr -d '\r'
+}
+scenario_vtpm_migrate() {
+  stage vtpm-migrate
+  local name=e2e-guest-tpm2-migrate uuid dir=/var/lib/pvgrub-e2e save archive written
+  local before after n0 i=0 t0 why=""
+  uuid=$(sed -n 's/.*uuid=\([0-9a-f-]*\).*/\1/p' "$E2E/xl/guest-tpm2-migrate.cfg" | head -1)
+  save=$dir/migrate.save archive=$dir/migrate.vtpm
+  rm -rf "$dir/vtpm-migrate-dst" "$save" "$archive"
+  if ! manufacture migrate-src "$uuid" || ! start_vtpmd migrate-src --manufactured; then
+    result FAIL M1 vtpm-migrate "vtpm create or vtpmd failed"; return
+  fi
+  if ! create guest-tpm2-migrate.cfg "$name"; then
+    result FAIL M1 vtpm-migrate "xl create failed: $(bootloader_error)"; destroy "$name"; stop_vtpmd; return
+  fi
+  if ! wait_console "$name" '^GUEST-MIGRATE-TICK [0-9]+ [0-9a-f]{64} ' 400; then
+    result FAIL M1 vtpm-migrate "no reading before the save: $(grep -a GUEST "$CONSOLE/guest-$name.log" | tail -3 | tr '\n' '|')"
+    destroy "$name"; stop_vtpmd; return
+  fi
+  written=$(guest_line "$name" '^GUEST-MIGRATE-NV-WRITTEN ' | awk '{print $2}')
+  t0=$(date +%s)
+  # Save (the domain stays, paused), move the running vTPM out, then the domain goes.
+  timeout 300 xl save -p "$name" "$save" > "$LOGDIR/xl-save.log" 2>&1 || why="xl save failed: $(tail -1 "$LOGDIR/xl-save.log")"
+  before=$(good_ticks "$name" | tail -1 | cut -d' ' -f3-)
+  n0=$(good_ticks "$name" | wc -l)
+  if [ -z "$why" ]; then
+    pvgrubctl vtpm export --state-dir "$dir/vtpm-migrate-src" "$uuid" --output "$archive" > "$LOGDIR/vtpm-export.log" 2>&1 ||
+      why="vtpm export failed: $(tail -1 "$LOGDIR/vtpm-export.log")"
+  fi
+  destroy "$name"
+  stop_vtpmd
+  # The target: another state directory (vtpmd knows nothing else of a host), the host key.
+  if [ -z "$why" ]; then
+    pvgrubctl vtpm import --state-dir "$dir/vtpm-migrate-dst" "$archive" --key-file "$HOST_KEY" \
+      > "$LOGDIR/vtpm-import.log" 2>&1 || why="vtpm import failed: $(tail -1 "$LOGDIR/vtpm-import.log")"
+  fi
+  [ -n "$why" ] || start_vtpmd migrate-dst --manufactured || why="vtpmd on the imported state did not start"
+  if [ -z "$why" ]; then
+    timeout 300 xl restore "$save" > "$LOGDIR/xl-restore.log" 2>&1 || why="xl restore failed: $(tail -1 "$LOGDIR/xl-restore.log")"
+  fi
+  while [ -z "$why" ] && [ "$(good_ticks "$name" | wc -l)" -le "$n0" ]; do
+    [ $i -ge 240 ] && { why="no reading within 240s of the restore"; break; }
+    sleep 1; i=$((i + 1))
+  done
+  after=$(good_ticks "$name" | tail -1 | cut -d' ' -f3-)
+  local errors; errors=$(grep -a -c '^GUEST-MIGRATE-TICK [0-9]* error' "$CONSOLE/guest-$name.log")
+  destroy "$name"
+  stop_vtpmd
+  cp "$CONSOLE/guest-$name.log" "$LOGDIR/guest-$name.log"
+  if [ -n "$why" ]; then
+    result FAIL M1 vtpm-migrate "$why; $(grep -a 'GUEST-DAEMON' "$LOGDIR/guest-$name.log" | tail -2 | tr -d '\r' | tr '\n' '|')"
+  elif [ -n "$before" ] && [ "$after" = "$before" ] && [ "${after##* }" = "$written" ]; then
+    result PASS M1 vtpm-migrate "xl save -p, vtpm export of the running instance, import into another state dir, xl restore in $(($(date +%s) - t0))s; sha256 PCR4 PCR5 NV(0x01800010) before: $before; after: $after ==; $errors failed reading(s) while it moved"
+  else
+    result FAIL M1 vtpm-migrate "before: ${before:-?}; after: ${after:-?}; NV written $written"
+  fi
+}
+
 scenario_rejected() {
   stage rejected-disk
   local rc err left
@@ -588,6 +649,7 @@ selected 7b && scenario_guest_tpm2 7b pvh guest-tpm2-pvh.cfg e2e-guest-tpm2-pvh
 selected 7d && scenario_attest_tamper
 selected F1 && scenario_killed
 selected F1b && scenario_killed_bridge
+selected M1 && scenario_vtpm_migrate
 selected F2 && scenario_rejected
 selected 6 && scenario_pytest
 stop_vtpmd

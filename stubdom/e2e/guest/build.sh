@@ -78,6 +78,7 @@ sed -e "s/@KVER@/$KVER/g" -e "s/@UUID@/$FS_UUID/g" "$HERE/grub.cfg.in" > "$work/
   echo "e2e-hold root=UUID=$FS_UUID ro console=hvc0 quiet e2e=hold"
   echo "e2e-tpm2 root=UUID=$FS_UUID ro console=hvc0 quiet e2e=tpm2"
   echo "e2e-tpm2-hold root=UUID=$FS_UUID ro console=hvc0 quiet e2e=tpm2hold"
+  echo "e2e-tpm2-migrate root=UUID=$FS_UUID ro console=hvc0 quiet e2e=tpm2migrate"
 } > "$OUT/guest/entries"
 
 # -- disks ------------------------------------------------------------------------------

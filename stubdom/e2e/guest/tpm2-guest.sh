@@ -9,6 +9,9 @@
 #                PCR 4/5 with the nonce dom0 writes to data/attest-nonce.
 # MODE tpm2hold: the same start, then re-read PCR 4 every 2 s until the TPM fails and,
 #                after dom0 restarts vtpmd, answers again.
+# MODE tpm2migrate: the same start, an NV index written, then PCR 4/5 and the index every
+#                2 s (GUEST-MIGRATE-TICK n <pcr4> <pcr5> <nv>) while dom0 saves, moves the
+#                vTPM and restores the guest.
 #
 # Lines on hvc0 (dom0's scenarios read them from the guest's console log):
 #   GUEST-TPM: ...                          progress and errors
@@ -146,8 +149,36 @@ hold() {
   say "hold ended after ${t}s"
 }
 
+migrate() {
+  # An NV index of the guest's own, then its PCR 4/5 and that index every 2 s: dom0 saves,
+  # moves the vTPM and restores the guest in between, and compares the ticks.
+  local idx=0x01800010 d=/run/migrate n=0 size out p nv
+  mkdir -p $d
+  od -An -N16 -tx1 /dev/urandom | tr -d ' \n' > $d/data
+  size=$(stat -c %s $d/data)
+  { tpm2_nvdefine -C o -s "$size" -a "ownerread|ownerwrite|authread|authwrite" $idx &&
+    tpm2_nvwrite -C o -i $d/data $idx; } > $d/log 2>&1 ||
+    { say "NV index: $(tail -2 $d/log | tr '\n' '|')"; return 1; }
+  echo "GUEST-MIGRATE-NV-WRITTEN $(od -An -tx1 -v < $d/data | tr -d ' \n')"
+  tail -n 0 -f /run/pvgrub-guest-tpm.log | sed -u 's/^/GUEST-DAEMON: /' &
+  echo "GUEST-MIGRATE-READY"
+  while [ $n -lt 300 ]; do
+    n=$((n + 1))
+    if out=$(timeout 60 tpm2_pcrread sha256:4,5 2>&1) &&
+       timeout 60 tpm2_nvread -C o -s "$size" -o $d/read $idx > /dev/null 2>&1; then
+      p=$(echo "$out" | awk '/^ *[45] *: *0x/ {v = $3; sub("^0x", "", v); printf "%s ", tolower(v)}')
+      nv=$(od -An -tx1 -v < $d/read | tr -d ' \n')
+      echo "GUEST-MIGRATE-TICK $n ${p}$nv"
+    else
+      echo "GUEST-MIGRATE-TICK $n error: $(echo "$out" | tail -1)"
+    fi
+    sleep 2
+  done
+}
+
 case $mode in
   tpm2) attest ;;
+  tpm2migrate) migrate ;;
   tpm2hold) hold ;;
 esac
 tail -20 /run/pvgrub-guest-tpm.log | sed 's/^/GUEST-DAEMON-END: /'
