@@ -95,11 +95,11 @@ def _mtime(path: str) -> str:
 # -- the key file -----------------------------------------------------------------------
 
 
-def open_key_file(path: str) -> int:
+def open_key_file(path: str, what: str = "key file") -> int:
     """An fd on *path*, positioned at 0, once it is a regular file of 64 hex
     digits (an optional ``0x`` and trailing newline allowed) that only its
     owner, the caller, can read.  The caller closes it."""
-    source = f"key file {path}"
+    source = f"{what} {path}"
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as e:
@@ -127,7 +127,7 @@ def read_key(spec: str, what: str = "key file") -> bytes:
             return _check_key_fd(int(number), source, regular=False)
         except OSError as e:
             raise VtpmServiceError(f"{source}: {describe_open_error(e)}") from None
-    fd = open_key_file(spec)
+    fd = open_key_file(spec, what)
     try:
         return _check_key_fd(fd, f"{what} {spec}", regular=True)
     finally:
