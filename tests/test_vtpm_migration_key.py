@@ -400,12 +400,15 @@ def test_import_uuid_option(made: tuple[Path, Path, Path], sealed: Path, tmp_pat
 
 def test_to_and_its_old_names(made: tuple[Path, Path, Path], tmp_path: Path) -> None:
     state, _, mk = made
+    nonces = set()
     for flag in ("--to", "--output", "-o"):
         out = tmp_path / f"x{flag}"
         r = pvgrubctl("vtpm", "export", "--state-dir", str(state), UUID, flag, str(out),
                       "--migration-key-file", str(mk))  # fmt: skip
         assert r.returncode == 0, r.stderr
         assert out.read_bytes().startswith(HEADER)
+        nonces.add(out.read_bytes()[len(HEADER) : len(HEADER) + 12])
+    assert len(nonces) == 3  # a fresh nonce per export, under one key
 
 
 def test_help_gives_the_xl_procedure() -> None:

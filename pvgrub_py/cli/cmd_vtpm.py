@@ -31,10 +31,10 @@ lives in DIR/UUID, UUID being the one in the guest's xl "vtpm = [...]" line.
   import   authenticate and unpack such a file into DIR/UUID (or another
            --uuid) and check that it loads.
 
-Keys never appear on a command line: swtpm_setup and swtpm get the key file
-as an inherited file descriptor.  vtpmd does not pass a key to swtpm yet, so
-it serves only unencrypted instances; an encrypted one can be made, checked
-and moved, and is served once vtpmd learns --key-file.
+Keys never appear on a command line: swtpm_setup and swtpm get the host key
+file as an inherited file descriptor, and the migration key of export/import
+is a file or fd:N.  vtpmd serves encrypted instances with the host key (its
+--key-file).
 
 Exit status: 0 on success, 1 on a failure, 2 on a usage error."""
 
