@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import textwrap
 
 from pvgrub_py.errors import UsageError
@@ -24,13 +25,16 @@ lives in DIR/UUID, UUID being the one in the guest's xl "vtpm = [...]" line.
   show     an instance's metadata; --check also loads its state in a
            throw-away swtpm.
   destroy  delete an instance (its state, EK and certificates) for good.
-  export   write an instance to a tar archive (state still encrypted, no key).
-  import   unpack such an archive into DIR/UUID and check that it loads.
+  export   write an instance to a file for another host, sealed with a
+           migration key (AES-256-GCM): the state, PCRs included for a
+           running instance, still encrypted inside with the host key.
+  import   authenticate and unpack such a file into DIR/UUID (or another
+           --uuid) and check that it loads.
 
-Keys never appear on a command line: swtpm_setup and swtpm get the key file
-as an inherited file descriptor.  vtpmd does not pass a key to swtpm yet, so
-it serves only unencrypted instances; an encrypted one can be made, checked
-and moved, and is served once vtpmd learns --key-file.
+Keys never appear on a command line: swtpm_setup and swtpm get the host key
+file as an inherited file descriptor, and the migration key of export/import
+is a file or fd:N.  vtpmd serves encrypted instances with the host key (its
+--key-file).
 
 Exit status: 0 on success, 1 on a failure, 2 on a usage error."""
 
@@ -42,10 +46,12 @@ examples:
   pvgrubctl vtpm show --state-dir /var/lib/pvgrub-py/vtpm \\
       7b5b6d2e-0c5e-4c39-9a63-4f4f0e0b1c1d --json --check
   pvgrubctl vtpm list --state-dir /var/lib/pvgrub-py/vtpm
+  (umask 077; openssl rand -hex 32 > /etc/pvgrub-py/migration.key)
   pvgrubctl vtpm export --state-dir /var/lib/pvgrub-py/vtpm \\
-      7b5b6d2e-0c5e-4c39-9a63-4f4f0e0b1c1d --output guest.vtpm.tar
-  pvgrubctl vtpm import --state-dir /var/lib/pvgrub-py/vtpm guest.vtpm.tar \\
-      --key-file /etc/pvgrub-py/vtpm.key"""
+      7b5b6d2e-0c5e-4c39-9a63-4f4f0e0b1c1d --to guest.vtpm \\
+      --migration-key-file /etc/pvgrub-py/migration.key
+  pvgrubctl vtpm import --state-dir /var/lib/pvgrub-py/vtpm --from guest.vtpm \\
+      --migration-key-file /etc/pvgrub-py/migration.key --key-file /etc/pvgrub-py/vtpm.key"""
 
 CREATE = """\
 Manufacture a new vTPM instance in STATE-DIR/UUID with swtpm_setup:
@@ -88,15 +94,45 @@ EX_DESTROY = """\
 examples:
   pvgrubctl vtpm destroy --state-dir /srv/vtpm 7b5b6d2e-0c5e-4c39-9a63-4f4f0e0b1c1d --yes"""
 
-EX_EXPORT = """\
-examples:
-  pvgrubctl vtpm export --state-dir /srv/vtpm 7b5b6d2e-0c5e-4c39-9a63-4f4f0e0b1c1d \\
-      -o guest.vtpm.tar"""
+XL_PROCEDURE = """\
+moving a running guest with its vTPM (xl save/restore; xl migrate likewise):
+  # on the source host
+  xl save -p DOM /srv/save/DOM.xl          # saved, paused: no TPM command meanwhile
+  pvgrubctl vtpm export --state-dir /srv/vtpm UUID --to /srv/save/DOM.vtpm \\
+      --migration-key-file /etc/pvgrub-py/migration.key
+  xl destroy DOM
+  # copy DOM.xl and DOM.vtpm to the target; the migration key and the host key
+  # are provisioned there beforehand, never with the archive
+  # on the target host (vtpmd --state-dir /srv/vtpm runs there)
+  pvgrubctl vtpm import --state-dir /srv/vtpm --from /srv/save/DOM.vtpm \\
+      --migration-key-file /etc/pvgrub-py/migration.key --key-file /etc/pvgrub-py/vtpm.key
+  xl restore /srv/save/DOM.xl              # vtpmd resumes the saved PCRs for it"""
 
-EX_IMPORT = """\
+EX_EXPORT = f"""\
 examples:
-  pvgrubctl vtpm import --state-dir /srv/vtpm guest.vtpm.tar \\
-      --key-file /etc/pvgrub-py/vtpm.key"""
+  (umask 077; openssl rand -hex 32 > /etc/pvgrub-py/migration.key)
+  pvgrubctl vtpm export --state-dir /srv/vtpm 7b5b6d2e-0c5e-4c39-9a63-4f4f0e0b1c1d \\
+      --to guest.vtpm --migration-key-file /etc/pvgrub-py/migration.key
+  pvgrubctl vtpm export --state-dir /srv/vtpm 7b5b6d2e-0c5e-4c39-9a63-4f4f0e0b1c1d \\
+      --to guest.vtpm --migration-key-file fd:3 3</etc/pvgrub-py/migration.key
+
+{XL_PROCEDURE}"""
+
+EX_IMPORT = f"""\
+examples:
+  pvgrubctl vtpm import --state-dir /srv/vtpm --from guest.vtpm \\
+      --migration-key-file /etc/pvgrub-py/migration.key --key-file /etc/pvgrub-py/vtpm.key
+  pvgrubctl vtpm import --state-dir /srv/vtpm --from guest.vtpm \\
+      --migration-key-file /etc/pvgrub-py/migration.key --key-file /etc/pvgrub-py/vtpm.key \\
+      --uuid 0d3c5e7a-1b2f-4e6d-9c8b-7a6f5e4d3c2b
+
+{XL_PROCEDURE}"""
+
+MIGRATION_KEY_HELP = (
+    "the migration key: a file of 64 hex digits (`openssl rand -hex 32`), mode 0600 or "
+    "stricter, owned by the caller (root), or fd:N, a descriptor the caller opened on such "
+    "a file or a pipe; the same on both hosts.  Never the key itself on the command line"
+)
 
 
 def _wrap(text: str) -> str:
@@ -232,15 +268,28 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "export",
         epilog=EX_EXPORT,
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        help="write an instance to a tar archive (no key)",
+        help="write an instance to a file for another host, sealed with a migration key",
         description=_wrap(
-            "Write STATE-DIR/UUID to a new uncompressed tar archive OUTPUT (mode "
-            "0600, never overwritten): the metadata, swtpm's state files as they are (an "
-            "encrypted instance stays encrypted) and the certificates.  The key is not in it: "
-            "copy it to the other host separately.  An instance vtpmd serves is exported "
+            "Write STATE-DIR/UUID to a new file FILE (mode 0600, never overwritten): a tar "
+            "archive of the metadata, swtpm's state as it stores it and the certificates, "
+            "sealed with the migration key (AES-256-GCM, a fresh 96-bit nonce, and a "
+            "header naming the format and UUID as associated data), so that only a holder "
+            "of that key can open it and any change, truncation or relabelling to another "
+            "uuid is detected before import parses a byte.  The state inside stays "
+            "encrypted with the host key (an encrypted instance): the target needs both "
+            "keys, and neither is in the file.  An instance vtpmd serves is exported "
             "through its swtpm's control channel, volatile state (PCRs) included: pause or "
             "save the guest first (xl save -p), then destroy it; `import` and the next start "
             "by vtpmd resume that state for the first guest that connects (xl restore)."
+        )
+        + "\n\n"
+        + _wrap(
+            "Without --migration-key-file: an unencrypted instance is refused (its EK "
+            "private key and seeds, the vTPM's identity that its EK certificate vouches "
+            "for, would travel in the clear); an encrypted one is written as a plain tar "
+            "with a warning: its state is still encrypted with the host key, but nothing "
+            "authenticates the archive as a whole (metadata, certificates, which state is "
+            "in it)."
         ),
     )
     _state_dir(e)
@@ -248,29 +297,58 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "uuid", type=_uuid, metavar="UUID", help="the instance to export (canonical UUID)"
     )
     e.add_argument(
+        "--to",
         "--output",
         "-o",
+        dest="output",
         required=True,
-        metavar="OUTPUT",
-        help="the archive to write (must not exist yet)",
+        metavar="FILE",
+        help="the file to write (must not exist yet); --output and -o are older names",
     )
+    e.add_argument("--migration-key-file", metavar="MK", help=MIGRATION_KEY_HELP)
     e.set_defaults(func=run_export)
 
     i = verbs.add_parser(
         "import",
         epilog=EX_IMPORT,
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        help="unpack an exported archive into DIR/UUID and check it",
+        help="authenticate an exported file, unpack it into DIR/UUID and check it",
         description=_wrap(
-            'Unpack an archive made by "pvgrubctl vtpm export" into STATE-DIR/UUID '
-            "(never over an existing instance), then load its state in a throw-away swtpm as "
-            '"show --check" does; the instance appears only if that succeeds.  The archive is '
-            "untrusted: anything but the files an export holds (links, devices, other names, "
-            "oversized members) is refused before anything is written."
+            'Unpack a file made by "pvgrubctl vtpm export" into STATE-DIR/UUID (never over '
+            "an existing instance; with --uuid under that uuid instead of the exported "
+            'one), then load its state in a throw-away swtpm as "show --check" does; the '
+            "instance appears only if that succeeds.  With --migration-key-file the file "
+            "must be sealed with that key: it is authenticated and decrypted before "
+            "anything in it is parsed, and a wrong key, a truncated or modified file, or "
+            "one sealed for another uuid fails with one line and nothing written; a plain "
+            "archive is then refused.  The archive is untrusted all the same: anything but "
+            "the files an export holds (links, devices, other names, oversized members) is "
+            "refused before anything is written.  The state is not re-encrypted: "
+            "--key-file names this host's copy of the instance's host key, which must be "
+            "the key it was encrypted with on the source."
         ),
     )
     _state_dir(i)
-    i.add_argument("archive", metavar="ARCHIVE", help="a tar archive made by pvgrubctl vtpm export")
+    i.add_argument(
+        "archive",
+        metavar="ARCHIVE",
+        nargs="?",
+        help="the same as --from FILE (the older form)",
+    )
+    i.add_argument(
+        "--from",
+        dest="from_file",
+        metavar="FILE",
+        help="a file made by pvgrubctl vtpm export",
+    )
+    i.add_argument(
+        "--uuid",
+        type=_uuid,
+        metavar="UUID",
+        help="import under this uuid (canonical form; must not exist) instead of the "
+        "exported one's, e.g. for the guest's new xl vtpm line",
+    )
+    i.add_argument("--migration-key-file", metavar="MK", help=MIGRATION_KEY_HELP)
     i.add_argument(
         "--key-file",
         metavar="K",
@@ -334,16 +412,38 @@ def run_destroy(args: argparse.Namespace) -> int:
     return 0
 
 
+def _migration_key(args: argparse.Namespace) -> bytes | None:
+    spec = args.migration_key_file
+    return None if spec is None else manufacture.read_key(spec, "migration key file")
+
+
 def run_export(args: argparse.Namespace) -> int:
     inst = manufacture.load(args.state_dir, args.uuid)
-    count, running = migrate.export(inst, args.output)
+    key = _migration_key(args)
+    count, running = migrate.export(inst, args.output, key)
     how = " (running: its state through swtpm's control channel)" if running else ""
-    print(f"vTPM {inst.uuid}: exported {count} files to {args.output}{how}")
+    sealed = ", sealed with the migration key" if key is not None else ""
+    print(f"vTPM {inst.uuid}: exported {count} files to {args.output}{sealed}{how}")
+    if key is None:
+        print(
+            f"pvgrubctl vtpm export: warning: {args.output} is not sealed with a migration key: "
+            "its state is encrypted with the host key, but nothing authenticates the archive",
+            file=sys.stderr,
+        )
     return 0
 
 
 def run_import(args: argparse.Namespace) -> int:
-    inst, checked = migrate.import_archive(args.state_dir, args.archive, args.key_file)
+    if (args.archive is None) == (args.from_file is None):
+        raise UsageError("give the file to import once: --from FILE (or ARCHIVE)")
+    source = args.from_file if args.from_file is not None else args.archive
+    inst, checked = migrate.import_archive(
+        args.state_dir,
+        source,
+        args.key_file,
+        migration_key=_migration_key(args),
+        new_uuid=args.uuid,
+    )
     print(f"vTPM {inst.uuid}: imported into {inst.directory}")
     print(checked)
     return 0

@@ -95,40 +95,76 @@ def _mtime(path: str) -> str:
 # -- the key file -----------------------------------------------------------------------
 
 
-def open_key_file(path: str) -> int:
+def open_key_file(path: str, what: str = "key file") -> int:
     """An fd on *path*, positioned at 0, once it is a regular file of 64 hex
     digits (an optional ``0x`` and trailing newline allowed) that only its
     owner, the caller, can read.  The caller closes it."""
-    source = f"key file {path}"
+    source = f"{what} {path}"
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as e:
         raise VtpmServiceError(f"{source}: {describe_open_error(e)}") from None
     try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise VtpmServiceError(f"{source}: not a regular file")
+        _check_key_fd(fd, source, regular=True)
+        os.lseek(fd, 0, os.SEEK_SET)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def read_key(spec: str, what: str = "key file") -> bytes:
+    """The 32-byte AES-256 key that *spec* names: a path (checked as
+    `open_key_file` checks it) or ``fd:N``, an inherited descriptor (a pipe,
+    or a file that passes the same mode and owner checks), read to its end
+    and left open.  Never the key itself: it does not go on a command line."""
+    if spec.startswith("fd:"):
+        number = spec[3:]
+        if not number.isdigit() or len(number) > 6:
+            raise UsageError(f"{what} {spec!r}: not fd:N with N a descriptor number")
+        source = f"{what} {spec}"
+        try:
+            return _check_key_fd(int(number), source, regular=False)
+        except OSError as e:
+            raise VtpmServiceError(f"{source}: {describe_open_error(e)}") from None
+    fd = open_key_file(spec, what)
+    try:
+        return _check_key_fd(fd, f"{what} {spec}", regular=True)
+    finally:
+        os.close(fd)
+
+
+def _check_key_fd(fd: int, source: str, *, regular: bool) -> bytes:
+    """The key read from *fd*, a regular file (when *regular*, or when it is
+    one) readable by its owner, the caller, only; a pipe otherwise."""
+    st = os.fstat(fd)
+    if stat.S_ISREG(st.st_mode):
         if st.st_mode & 0o077:
             raise VtpmServiceError(
                 f"{source}: mode {stat.S_IMODE(st.st_mode):04o} lets others read it; chmod 600 it"
             )
         if st.st_uid != os.geteuid():
             raise VtpmServiceError(f"{source}: owned by uid {st.st_uid}, not by uid {os.geteuid()}")
-        data = os.read(fd, MAX_KEY_FILE + 1)
-        text = data.decode("ascii", errors="replace").strip().removeprefix("0x")
-        if (
-            len(data) > MAX_KEY_FILE
-            or len(text) != 64
-            or any(c not in "0123456789abcdefABCDEF" for c in text)
-        ):
-            raise VtpmServiceError(
-                f"{source}: not an AES-256 key (64 hex digits, e.g. from `openssl rand -hex 32`)"
-            )
-        os.lseek(fd, 0, os.SEEK_SET)
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
+        data = os.pread(fd, MAX_KEY_FILE + 1, 0)
+    elif regular or not stat.S_ISFIFO(st.st_mode):
+        raise VtpmServiceError(f"{source}: not a regular file{'' if regular else ' or a pipe'}")
+    else:
+        data = b""
+        while len(data) <= MAX_KEY_FILE:
+            chunk = os.read(fd, MAX_KEY_FILE + 1 - len(data))
+            if not chunk:
+                break
+            data += chunk
+    text = data.decode("ascii", errors="replace").strip().removeprefix("0x")
+    if (
+        len(data) > MAX_KEY_FILE
+        or len(text) != 64
+        or any(c not in "0123456789abcdefABCDEF" for c in text)
+    ):
+        raise VtpmServiceError(
+            f"{source}: not an AES-256 key (64 hex digits, e.g. from `openssl rand -hex 32`)"
+        )
+    return bytes.fromhex(text)
 
 
 @contextmanager

@@ -1,10 +1,13 @@
 """Export a vTPM instance to an archive and import it on another host.
 
 The archive is a plain (uncompressed) POSIX tar of the instance directory:
-``UUID/vtpm.json``, swtpm's state files and ``UUID/certs/``.  The state stays
-as swtpm wrote it, so an encrypted instance stays encrypted in transit; the
-key never goes into the archive and travels separately (the importing host
-names its copy with ``--key-file``).
+``UUID/vtpm.json``, swtpm's state files and ``UUID/certs/``, sealed for
+transport with a migration key (`seal`: AES-256-GCM, the header naming the
+format and the uuid authenticated with it).  The state stays as swtpm wrote
+it, so an encrypted instance's stays encrypted with the host key inside; no
+key goes into the archive (the importing host names its copy of the host
+key with ``--key-file``; the state is not re-encrypted).  Without a
+migration key only an encrypted instance is exported, as a plain tar.
 
 A running instance (a swtpm that vtpmd serves holds its state directory)
 is exported through swtpm's control channel instead of its files:
@@ -34,6 +37,7 @@ import io
 import os
 import re
 import shutil
+import stat
 import subprocess
 import tarfile
 import tempfile
@@ -49,13 +53,15 @@ from pvgrub_py.tpm.swtpm import (
     SocketAddress,
     SwtpmControl,
 )
-from pvgrub_py.vtpm import manufacture
+from pvgrub_py.vtpm import manufacture, seal
 from pvgrub_py.vtpm.instances import RunRecord
 from pvgrub_py.vtpm.manufacture import Instance, VtpmServiceError
 
 MAX_MEMBER = 1 << 20
 MAX_MEMBERS = 32
 MAX_ARCHIVE = 16 << 20
+#: A sealed archive: the archive, its header, nonce and tag.
+MAX_SEALED = MAX_ARCHIVE + seal.MAX_HEADER + seal.NONCE + seal.TAG
 #: What an instance directory may hold, besides ``certs/``.
 TOP_FILES = re.compile(
     r"^(vtpm\.json|tpm2?-00\.(permall|volatilestate|savestate)"
@@ -72,10 +78,18 @@ RESTORE_TIMEOUT = 10.0
 CERT_FILES = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}\.(crt|pem)$")
 
 
-def export(inst: Instance, output: str) -> tuple[int, bool]:
-    """Write *inst* to a new file *output* (mode 0600, never overwritten); the
-    number of files archived, and whether the instance was running (its state
-    then comes from its swtpm's control channel)."""
+def export(inst: Instance, output: str, migration_key: bytes | None = None) -> tuple[int, bool]:
+    """Write *inst* to a new file *output* (mode 0600, never overwritten),
+    sealed with *migration_key* (`seal`) when one is given; the number of
+    files archived, and whether the instance was running (its state then
+    comes from its swtpm's control channel).  Without a migration key only an
+    encrypted instance is exported: an unencrypted one's EK private key and
+    seeds would travel in the clear."""
+    if migration_key is None and not inst.encrypted:
+        raise UsageError(
+            f"vTPM {inst.uuid} is not encrypted: its EK private key and seeds would travel in "
+            "the clear; give a --migration-key-file"
+        )
     with contextlib.ExitStack() as held:
         blobs: dict[str, bytes] | None = None
         try:
@@ -83,35 +97,40 @@ def export(inst: Instance, output: str) -> tuple[int, bool]:
         except VtpmServiceError as busy:
             blobs = _running_blobs(inst, busy)
         members = _members(inst, state_files=blobs is None)
-        try:
-            fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        except OSError as e:
-            raise VtpmServiceError(f"{output}: {describe_open_error(e)}") from None
-        try:
-            with (
-                os.fdopen(fd, "wb") as f,
-                tarfile.open(fileobj=f, mode="w", format=tarfile.PAX_FORMAT) as tar,
-            ):
-                for arcname, path in members:
-                    info = tarfile.TarInfo(arcname)
-                    if path is None:
-                        info.type, info.mode = tarfile.DIRTYPE, 0o700
-                        tar.addfile(info)
-                        continue
-                    with open(path, "rb") as src:
-                        data = src.read(MAX_MEMBER + 1)
-                    if len(data) > MAX_MEMBER:
-                        raise VtpmServiceError(f"{path}: larger than {MAX_MEMBER} bytes")
-                    info.size, info.mode = len(data), 0o600
-                    info.mtime = int(os.stat(path).st_mtime)
-                    tar.addfile(info, io.BytesIO(data))
-                for name, data in (blobs or {}).items():
-                    info = tarfile.TarInfo(f"{inst.uuid}/{name}")
-                    info.size, info.mode = len(data), 0o600
-                    tar.addfile(info, io.BytesIO(data))
-        except BaseException:
-            os.unlink(output)
-            raise
+        buffer = io.BytesIO()
+        with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
+            for arcname, path in members:
+                info = tarfile.TarInfo(arcname)
+                if path is None:
+                    info.type, info.mode = tarfile.DIRTYPE, 0o700
+                    tar.addfile(info)
+                    continue
+                with open(path, "rb") as src:
+                    data = src.read(MAX_MEMBER + 1)
+                if len(data) > MAX_MEMBER:
+                    raise VtpmServiceError(f"{path}: larger than {MAX_MEMBER} bytes")
+                info.size, info.mode = len(data), 0o600
+                info.mtime = int(os.stat(path).st_mtime)
+                tar.addfile(info, io.BytesIO(data))
+            for name, data in (blobs or {}).items():
+                info = tarfile.TarInfo(f"{inst.uuid}/{name}")
+                info.size, info.mode = len(data), 0o600
+                tar.addfile(info, io.BytesIO(data))
+    body = buffer.getvalue()
+    if len(body) > MAX_ARCHIVE:
+        raise VtpmServiceError(f"{inst.directory}: over {MAX_ARCHIVE} bytes to export")
+    if migration_key is not None:
+        body = seal.seal(inst.uuid, body, migration_key)
+    try:
+        fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    except OSError as e:
+        raise VtpmServiceError(f"{output}: {describe_open_error(e)}") from None
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(body)
+    except BaseException:
+        os.unlink(output)
+        raise
     files = sum(1 for _, p in members if p is not None) + len(blobs or {})
     return files, blobs is not None
 
@@ -169,17 +188,43 @@ def _members(inst: Instance, *, state_files: bool = True) -> list[tuple[str, str
     return out
 
 
-def _read_archive(archive: str) -> tuple[str, dict[str, bytes]]:
-    """The uuid and the files (relative name -> bytes) of an export archive."""
+def _read_archive(archive: str, migration_key: bytes | None) -> tuple[str, dict[str, bytes]]:
+    """The uuid and the files (relative name -> bytes) of an export archive;
+    a sealed one (`seal`) is authenticated with *migration_key* before it is
+    parsed, and one that is not sealed is refused when a key is given."""
     try:
-        if os.stat(archive).st_size > MAX_ARCHIVE:
-            raise VtpmServiceError(f"{archive}: larger than {MAX_ARCHIVE} bytes; not an export")
-        with tarfile.open(archive, mode="r:") as tar:  # no decompression: no bomb
-            uuid, files = _unpack(archive, tar)
+        fd = os.open(archive, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        with os.fdopen(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise VtpmServiceError(f"{archive}: not a regular file")
+            data = f.read(MAX_SEALED + 1)
     except OSError as e:
         raise VtpmServiceError(f"{archive}: {describe_open_error(e)}") from None
+    sealed_for = None
+    if seal.is_sealed(data):
+        if migration_key is None:
+            raise UsageError(
+                f"{archive}: sealed with a migration key: give it with --migration-key-file"
+            )
+        if len(data) > MAX_SEALED:
+            raise VtpmServiceError(f"{archive}: larger than {MAX_SEALED} bytes; not an export")
+        sealed_for, data = seal.open_sealed(archive, data, migration_key)
+    elif migration_key is not None:
+        raise VtpmServiceError(
+            f"{archive}: not sealed with a migration key (a plain archive, or not an export); "
+            "refused since --migration-key-file was given"
+        )
+    if len(data) > MAX_ARCHIVE:
+        raise VtpmServiceError(f"{archive}: larger than {MAX_ARCHIVE} bytes; not an export")
+    try:
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:  # no decompression
+            uuid, files = _unpack(archive, tar)
     except (tarfile.TarError, EOFError) as e:
         raise VtpmServiceError(f"{archive}: not a tar archive, or a damaged one: {e}") from None
+    if sealed_for is not None and uuid != sealed_for:
+        raise VtpmServiceError(
+            f"{archive}: sealed for vTPM {sealed_for} but holds vTPM {uuid}; refused"
+        )
     if manufacture.METADATA not in files:
         raise VtpmServiceError(f"{archive}: no {manufacture.METADATA}; not a vTPM export")
     if any(name in BLOBS for name in files):
@@ -233,11 +278,21 @@ def _unpack(archive: str, tar: tarfile.TarFile) -> tuple[str, dict[str, bytes]]:
     return uuid, files
 
 
-def import_archive(state_root: str, archive: str, key_file: str | None) -> tuple[Instance, str]:
-    """Unpack *archive* into ``state_root/UUID`` (never over an existing
-    instance), record *key_file* as its key, and check it loads; the instance
-    and the check's one-line result.  On any failure nothing is left."""
-    uuid, files = _read_archive(archive)
+def import_archive(
+    state_root: str,
+    archive: str,
+    key_file: str | None,
+    *,
+    migration_key: bytes | None = None,
+    new_uuid: str | None = None,
+) -> tuple[Instance, str]:
+    """Unpack *archive* (sealed with *migration_key*, when given) into
+    ``state_root/UUID`` (never over an existing instance; UUID is *new_uuid*
+    when given, else the archive's), record *key_file* as its key, and check
+    it loads; the instance and the check's one-line result.  On any failure
+    nothing is left."""
+    archived, files = _read_archive(archive, migration_key)
+    uuid = archived if new_uuid is None else manufacture.canonical_uuid(new_uuid)
     state_root = os.path.abspath(state_root)
     target = os.path.join(state_root, uuid)
     if os.path.lexists(target):
@@ -258,9 +313,10 @@ def import_archive(state_root: str, archive: str, key_file: str | None) -> tuple
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
         try:
-            inst = manufacture.read_metadata(staging, uuid)
+            inst = manufacture.read_metadata(staging, archived)
         except VtpmServiceError as e:
             raise VtpmServiceError(f"{archive}: {manufacture.METADATA}: {e}") from None
+        inst.uuid = uuid  # written below: the instance's name on this host
         if inst.encrypted and key_file is None:
             raise UsageError(f"vTPM {uuid} is encrypted: give the key with --key-file")
         if key_file is not None:
