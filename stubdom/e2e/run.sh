@@ -35,6 +35,8 @@
 #   E2E_CPU        default qemu64,+svm,+npt (plain "max" crashes dom0, "EPYC" panics Xen)
 #   E2E_MEM        QEMU memory in MiB (2048); dom0 gets 1024M of it
 #   E2E_BOOT_TIMEOUT  bound on the QEMU run in seconds (2400)
+#   E2E_BOOT_STALL    seconds dom0 may take to reach userspace before the boot counts
+#                  as hung and is tried once more on a fresh image (300)
 #   E2E_ONLY       space-separated scenario ids for dom0 to run (default: all); 7c and
 #                  7e come from 7a's guest, F1c from F1b's
 #   E2E_NEED_MIB   free space required under E2E_CACHE (4096)
@@ -52,6 +54,7 @@ MEM=${E2E_MEM:-2048}
 SMP=${E2E_SMP:-2}
 DOM0_MEM=${E2E_DOM0_MEM:-1024M}
 BOOT_TIMEOUT=${E2E_BOOT_TIMEOUT:-2400}
+BOOT_STALL=${E2E_BOOT_STALL:-300}
 ONLY=${E2E_ONLY:-}
 #: The scenario ids dom0/scenarios.sh runs, in order.
 ALL_SCENARIOS="1 2 2b 3a 3b 4 4b 5 7a 7b 7c 7d 7e F1 F1b F1c M1 F2 6"
@@ -329,7 +332,8 @@ stop_qemu() {
 }
 trap stop_qemu EXIT INT TERM
 
-stage_boot() {
+BOOT_SEEN=""
+boot_once() {
   local log=$OUT/console.log
   local xen_cmd="dom0_mem=$DOM0_MEM,max:$DOM0_MEM dom0_max_vcpus=$SMP console=com1 com1=115200,8n1 \
 loglvl=all guest_loglvl=all noreboot"
@@ -345,10 +349,14 @@ loglvl=all guest_loglvl=all noreboot"
     -drive file="$WORK/guest-root.img",format=raw,if=virtio,readonly=on < /dev/null > "$log" 2>&1 &
   QPID=$!
   local done_re='E2E-DOM0: done' bad_re='\(XEN\) Panic|Kernel panic|Dom0 crashed|Hardware Dom0 shutdown|Unable to mount root'
-  local seen="" last=""
+  local seen="" last="" started; started=$(date +%s)
   while kill -0 "$QPID" 2>/dev/null; do
     if grep -a -q -E "$done_re" "$log"; then seen="done"; break; fi
     if grep -a -q -E "$bad_re" "$log"; then seen=crash; break; fi
+    # dom0 reaches userspace in 10-40 s; a TCG boot that has not in BOOT_STALL seconds
+    # has hung (seen once: dom0 stopped at "Initialising balloon driver", QEMU idle).
+    if [ $(($(date +%s) - started)) -gt "$BOOT_STALL" ] &&
+       ! grep -a -q 'E2E-STAGE dom0-userspace' "$log"; then seen=stalled; break; fi
     # progress: echo each new stage marker once
     local m; m=$(grep -a -o 'E2E-STAGE [^ ]*' "$log" | tail -1 || true)
     if [ -n "$m" ] && [ "$m" != "$last" ]; then say "dom0: $m"; last=$m; fi
@@ -365,11 +373,24 @@ loglvl=all guest_loglvl=all noreboot"
   fi
   case $seen in
     "done") say "dom0 finished its scenarios" ;;
+    stalled) say "dom0 did not reach userspace within ${BOOT_STALL}s: a hung boot"; tail -3 "$log" ;;
     crash) say "a crash on the console:"; grep -a -E "$bad_re" "$log" | head -5 ;;
     *) say "QEMU ended before dom0 finished (timeout ${BOOT_TIMEOUT}s?)"; tail -30 "$log" ;;
   esac
-  stage_done boot
+  BOOT_SEEN=$seen
   [ "$seen" = "done" ]
+}
+
+stage_boot() {
+  local attempt
+  for attempt in 1 2; do
+    boot_once && { stage_done boot; return 0; }
+    [ "$BOOT_SEEN" = stalled ] && [ $attempt = 1 ] || break
+    say "booting again, on a fresh dom0 image"
+    stage_image
+  done
+  stage_done boot
+  return 1
 }
 
 # -- 6. collect ----------------------------------------------------------------------------------

@@ -566,6 +566,8 @@ scenario_vtpm_migrate() {
   uuid=$(sed -n 's/.*uuid=\([0-9a-f-]*\).*/\1/p' "$E2E/xl/guest-tpm2-migrate.cfg" | head -1)
   save=$dir/migrate.save archive=$dir/migrate.vtpm
   rm -rf "$dir/vtpm-migrate-dst" "$save" "$archive"
+  MIGRATION_KEY=$dir/migration.key
+  (umask 077; od -An -N32 -tx1 /dev/urandom | tr -d ' \n' > "$MIGRATION_KEY")
   if ! manufacture migrate-src "$uuid" || ! start_vtpmd migrate-src --manufactured; then
     result FAIL M1 vtpm-migrate "vtpm create or vtpmd failed"; return
   fi
@@ -583,14 +585,16 @@ scenario_vtpm_migrate() {
   before=$(good_ticks "$name" | tail -1 | cut -d' ' -f3-)
   n0=$(good_ticks "$name" | wc -l)
   if [ -z "$why" ]; then
-    pvgrubctl vtpm export --state-dir "$dir/vtpm-migrate-src" "$uuid" --output "$archive" > "$LOGDIR/vtpm-export.log" 2>&1 ||
+    pvgrubctl vtpm export --state-dir "$dir/vtpm-migrate-src" "$uuid" --to "$archive" \
+      --migration-key-file "$MIGRATION_KEY" > "$LOGDIR/vtpm-export.log" 2>&1 ||
       why="vtpm export failed: $(tail -1 "$LOGDIR/vtpm-export.log")"
   fi
   destroy "$name"
   stop_vtpmd
   # The target: another state directory (vtpmd knows nothing else of a host), the host key.
   if [ -z "$why" ]; then
-    pvgrubctl vtpm import --state-dir "$dir/vtpm-migrate-dst" "$archive" --key-file "$HOST_KEY" \
+    pvgrubctl vtpm import --state-dir "$dir/vtpm-migrate-dst" --from "$archive" \
+      --migration-key-file "$MIGRATION_KEY" --key-file "$HOST_KEY" \
       > "$LOGDIR/vtpm-import.log" 2>&1 || why="vtpm import failed: $(tail -1 "$LOGDIR/vtpm-import.log")"
   fi
   [ -n "$why" ] || start_vtpmd migrate-dst --manufactured || why="vtpmd on the imported state did not start"
@@ -609,7 +613,7 @@ scenario_vtpm_migrate() {
   if [ -n "$why" ]; then
     result FAIL M1 vtpm-migrate "$why; $(grep -a 'GUEST-DAEMON' "$LOGDIR/guest-$name.log" | tail -2 | tr -d '\r' | tr '\n' '|')"
   elif [ -n "$before" ] && [ "$after" = "$before" ] && [ "${after##* }" = "$written" ]; then
-    result PASS M1 vtpm-migrate "xl save -p, vtpm export of the running instance, import into another state dir, xl restore in $(($(date +%s) - t0))s; sha256 PCR4 PCR5 NV(0x01800010) before: $before; after: $after ==; $errors failed reading(s) while it moved"
+    result PASS M1 vtpm-migrate "xl save -p, vtpm export of the running instance sealed with a migration key, import into another state dir, xl restore in $(($(date +%s) - t0))s; sha256 PCR4 PCR5 NV(0x01800010) before: $before; after: $after ==; $errors failed reading(s) while it moved"
   else
     result FAIL M1 vtpm-migrate "before: ${before:-?}; after: ${after:-?}; NV written $written"
   fi
