@@ -566,6 +566,7 @@ scenario_vtpm_migrate() {
   uuid=$(sed -n 's/.*uuid=\([0-9a-f-]*\).*/\1/p' "$E2E/xl/guest-tpm2-migrate.cfg" | head -1)
   save=$dir/migrate.save archive=$dir/migrate.vtpm
   rm -rf "$dir/vtpm-migrate-dst" "$save" "$archive"
+  mkdir -p "$dir"
   MIGRATION_KEY=$dir/migration.key
   (umask 077; od -An -N32 -tx1 /dev/urandom | tr -d ' \n' > "$MIGRATION_KEY")
   if ! manufacture migrate-src "$uuid" || ! start_vtpmd migrate-src --manufactured; then
