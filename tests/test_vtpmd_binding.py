@@ -174,7 +174,14 @@ def test_the_ticket_and_the_binding_survive_a_vtpmd_restart(host: SimHost, state
                 vtpmd.kill9()
                 vtpmd = Vtpmd(host, state)
                 assert wait_until(lambda: backend_state(host, guest_a) == XenbusState.CONNECTED, 15)
-                assert pcr4(front) == PCR4
+                # A command the guest submits before the new daemon has re-mapped its ring
+                # is cancelled, never run twice: at most one fails, then it is served.
+                try:
+                    after = pcr4(front)
+                except TpmTransportError as e:
+                    assert "cancelled" in str(e), e
+                    after = pcr4(front)
+                assert after == PCR4
             assert served_pcr4(host, guest_a) == PCR4  # and on a reconnect
         # The restarted daemon knows whose it is: another domain is refused.
         guest_b = guest_with_vtpm(host, UUID)
