@@ -89,7 +89,10 @@ TOOLSTACK_DOMID = 0
 RECORD = "swtpm-run.json"
 #: sun_path holds 108 bytes with its NUL.
 MAX_SOCKET_PATH = 107
-START_TIMEOUT = 10.0
+#: Bounds, not waits: a healthy swtpm answers in milliseconds, but nested Xen under
+#: QEMU TCG on a loaded machine has taken over 10 s to start one.
+START_TIMEOUT = 30.0
+CONTROL_TIMEOUT = 10.0
 STOP_TIMEOUT = 5.0
 MAX_RECORD = 4096
 
@@ -385,7 +388,7 @@ def _remove_run_dir(directory: str, record: RunRecord) -> None:
 
 def _control_answers(ctrl: str) -> bool:
     try:
-        SwtpmControl(SocketAddress(path=ctrl), timeout=2.0).request(
+        SwtpmControl(SocketAddress(path=ctrl), timeout=CONTROL_TIMEOUT).request(
             CMD_GET_TPMESTABLISHED, answer_size=4
         )
     except PvgrubError:
@@ -758,11 +761,18 @@ def _launch(uuid: str, directory: str, known: _Known, *, boot_lost: bool) -> Ins
     def refuse() -> VtpmInstanceError:
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(2)
-        if proc.poll() is None:
+        hung = proc.poll() is None
+        if hung:
             proc.kill()
             proc.wait()
         if run_dir != directory:
             shutil.rmtree(run_dir, ignore_errors=True)
+        if hung:  # it never exited: too slow, not a state it could not load
+            return VtpmInstanceError(
+                f"{directory}: swtpm for vTPM {uuid} did not answer within "
+                f"{START_TIMEOUT:.0f} s; refusing it",
+                "vTPM did not start",
+            )
         return VtpmInstanceError(
             f"{directory}: swtpm cannot load vTPM {uuid}'s state "
             f"({manufacture._log_line(log_path, first=True)}): wrong or missing key, or "
