@@ -16,17 +16,15 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
-import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from vtpmd_world import Vtpmd, guest_with_vtpm, kill_swtpms, swtpm_pids
+from vtpmd_world import Vtpmd, guest_with_vtpm, state_root, swtpm_pids
 
 from pvgrub_py.cli.connect import open_transport
 from pvgrub_py.sim.host import SimHost
@@ -55,12 +53,8 @@ def host() -> Iterator[SimHost]:
 
 @pytest.fixture
 def state() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="va", dir="/tmp"))
-    try:
+    with state_root("va") as path:
         yield path
-    finally:
-        kill_swtpms(path)
-        shutil.rmtree(path, ignore_errors=True)
 
 
 def submit_raw(front: TpmFront, packet: bytes, length: int | None = None) -> bytes | None:

@@ -16,21 +16,23 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from vtpmd_world import Vtpmd, backend_node, backend_state, guest_with_vtpm, kill_swtpms
+from vtpmd_world import (
+    Vtpmd,
+    backend_node,
+    backend_state,
+    dom0_measures,
+    guest_with_vtpm,
+    state_root,
+)
 
-from pvgrub_py.cli.connect import open_transport
 from pvgrub_py.sim.host import SimHost
 from pvgrub_py.sim.testing import temporary_host, wait_until
 from pvgrub_py.tpm.client import TpmClient
 from pvgrub_py.tpm.errors import TpmError, TpmTransportError
-from pvgrub_py.tpm.uri import parse_vtpm_uri
-from pvgrub_py.vtpm import manufacture
 from pvgrub_py.vtpm.devices import VtpmDevice, add_vtpm_device
 from pvgrub_py.vtpm.frontend import TpmFront
 from pvgrub_py.vtpm.xenbus import XenbusState
@@ -53,20 +55,8 @@ def host() -> Iterator[SimHost]:
 
 @pytest.fixture
 def state() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="vb", dir="/tmp"))
-    try:
-        manufacture.create(str(path), UUID, tpm2=True, key_file=None, ca_dir=None)
+    with state_root("vb", UUID) as path:
         yield path
-    finally:
-        kill_swtpms(path)
-        shutil.rmtree(path, ignore_errors=True)
-
-
-def dom0_measures(host: SimHost) -> None:
-    """The bootloader's part: attach from dom0 (a power cycle), extend PCR 4, detach."""
-    transport = open_transport(parse_vtpm_uri("xen:0"), 10, uuid=UUID, sim_dir=str(host.dir))
-    with TpmClient(transport, version="2.0") as client:
-        client.extend(4, {b.name: KERNEL[b.name] for b in client.active_banks()})
 
 
 def pcr4(front: TpmFront) -> bytes:
@@ -110,7 +100,7 @@ def test_the_measured_guest_is_served_and_another_domain_or_device_refused(
     vtpmd = Vtpmd(host, state)
     try:
         guest_a = guest_with_vtpm(host, UUID)
-        dom0_measures(host)
+        dom0_measures(host, UUID, KERNEL)
         assert served_pcr4(host, guest_a) == PCR4
         # The same uuid in a second domain: refused, its device Closing.
         guest_b = guest_with_vtpm(host, UUID)
@@ -136,7 +126,7 @@ def test_a_vtpm_hot_plugged_after_the_bound_domain_is_destroyed_is_refused(
     vtpmd = Vtpmd(host, state)
     try:
         guest_a = guest_with_vtpm(host, UUID)
-        dom0_measures(host)
+        dom0_measures(host, UUID, KERNEL)
         assert served_pcr4(host, guest_a) == PCR4
         # B's device is there already (so the instance keeps running when A
         # goes), B does not connect while A runs.
@@ -153,7 +143,7 @@ def test_a_vtpm_hot_plugged_after_the_bound_domain_is_destroyed_is_refused(
             for gone in (guest_b, guest_c):
                 xs.rm(f"/local/domain/0/backend/vtpm/{gone}")
         guest_d = guest_with_vtpm(host, UUID)
-        dom0_measures(host)
+        dom0_measures(host, UUID, KERNEL)
         assert served_pcr4(host, guest_d) == PCR4
     finally:
         vtpmd.stop()
@@ -163,7 +153,7 @@ def test_the_ticket_and_the_binding_survive_a_vtpmd_restart(host: SimHost, state
     vtpmd = Vtpmd(host, state)
     try:
         guest_a = guest_with_vtpm(host, UUID)
-        dom0_measures(host)
+        dom0_measures(host, UUID, KERNEL)
         # Killed between the measurement and the guest's connect: the ticket is kept.
         vtpmd.kill9()
         vtpmd = Vtpmd(host, state)
@@ -197,13 +187,13 @@ def test_a_new_boot_ends_the_bound_guests_service(host: SimHost, state: Path) ->
     vtpmd = Vtpmd(host, state)
     try:
         guest_a = guest_with_vtpm(host, UUID)
-        dom0_measures(host)
+        dom0_measures(host, UUID, KERNEL)
         with (
             host.attach(guest_a, host.token(guest_a)) as hv,
             TpmFront(hv, timeout=10).connect() as front,
         ):
             assert pcr4(front) == PCR4
-            dom0_measures(host)
+            dom0_measures(host, UUID, KERNEL)
             with pytest.raises(TpmError):
                 pcr4(front)
         assert refused(host, guest_a) == NOT_MEASURED

@@ -25,8 +25,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from test_vtpmd_restart import UUID, dom0_measures, nv_define, nv_read, nv_write, rc_of
-from vtpmd_world import Vtpmd, guest_with_vtpm, kill_swtpms, swtpm_pids
+from test_vtpmd_restart import KERNEL, UUID, nv_define, nv_read, nv_write, rc_of
+from vtpmd_world import Vtpmd, dom0_measures, guest_with_vtpm, kill_swtpms, state_root, swtpm_pids
 
 from pvgrub_py.cli.connect import open_transport
 from pvgrub_py.sim.host import SimHost
@@ -60,13 +60,8 @@ def host() -> Iterator[SimHost]:
 
 @pytest.fixture
 def state() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="vf", dir="/tmp"))
-    try:
-        manufacture.create(str(path), UUID, tpm2=True, key_file=None, ca_dir=None)
+    with state_root("vf", UUID) as path:
         yield path
-    finally:
-        kill_swtpms(path)
-        shutil.rmtree(path, ignore_errors=True)
 
 
 class Daemon:
@@ -122,7 +117,7 @@ def test_extends_across_a_vtpmd_fault(host: SimHost, state: Path, fault: str) ->
     lost_total, outcomes = 0, []
     try:
         guest = guest_with_vtpm(host, UUID)
-        dom0_measures(host)
+        dom0_measures(host, UUID, KERNEL)
         with (
             host.attach(guest, host.token(guest)) as hv,
             TpmFront(hv, timeout=3).connect() as front,
@@ -171,7 +166,7 @@ def test_nv_writes_across_a_fault(host: SimHost, state: Path, fault: str) -> Non
     try:
         for run in range(RUNS):
             guest = guest_with_vtpm(host, UUID)
-            dom0_measures(host)
+            dom0_measures(host, UUID, KERNEL)
             with host.attach(guest, host.token(guest)) as hv:
                 front = TpmFront(hv, timeout=3).connect()
                 if run == 0:
@@ -230,7 +225,7 @@ def test_nv_writes_on_a_full_disk(host: SimHost, small_disk: Path) -> None:
     vtpmd = Vtpmd(host, small_disk)
     try:
         guest = guest_with_vtpm(host, UUID)
-        dom0_measures(host)
+        dom0_measures(host, UUID, KERNEL)
         acked: list[int] = []
         failed = 0
         with (

@@ -11,14 +11,19 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import subprocess
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from vtpmd_world import Vtpmd, backend_node, backend_state, guest_with_vtpm, kill_swtpms, swtpm_pids
+from vtpmd_world import (
+    Vtpmd,
+    backend_node,
+    backend_state,
+    guest_with_vtpm,
+    state_root,
+    swtpm_pids,
+)
 
 from pvgrub_py.cli.connect import open_transport
 from pvgrub_py.sim.host import SimHost
@@ -45,14 +50,8 @@ def host() -> Iterator[SimHost]:
 
 @pytest.fixture
 def state() -> Iterator[Path]:
-    """A short state root (the swtpm sockets go in each instance's directory),
-    and every swtpm under it killed at the end: they outlive vtpmd on purpose."""
-    path = Path(tempfile.mkdtemp(prefix="vs", dir="/tmp"))
-    try:
+    with state_root("vs") as path:
         yield path
-    finally:
-        kill_swtpms(path)
-        shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture

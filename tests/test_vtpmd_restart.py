@@ -17,19 +17,25 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import signal
 import struct
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from vtpmd_world import Vtpmd, backend_node, backend_state, guest_with_vtpm, kill_swtpms, swtpm_pids
+from vtpmd_world import (
+    Vtpmd,
+    backend_node,
+    backend_state,
+    dom0_measures,
+    guest_with_vtpm,
+    state_root,
+    swtpm_pids,
+)
 
 from pvgrub_py.cli.connect import open_transport
 from pvgrub_py.sim.host import SimHost
@@ -37,7 +43,6 @@ from pvgrub_py.sim.testing import temporary_host, wait_until
 from pvgrub_py.tpm.client import TpmClient
 from pvgrub_py.tpm.errors import TpmError
 from pvgrub_py.tpm.uri import parse_vtpm_uri
-from pvgrub_py.vtpm import manufacture
 from pvgrub_py.vtpm.frontend import TpmFront
 from pvgrub_py.vtpm.xenbus import XenbusState
 
@@ -57,20 +62,8 @@ def host() -> Iterator[SimHost]:
 
 @pytest.fixture
 def state() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="vr", dir="/tmp"))
-    try:
-        manufacture.create(str(path), UUID, tpm2=True, key_file=None, ca_dir=None)
+    with state_root("vr", UUID) as path:
         yield path
-    finally:
-        kill_swtpms(path)
-        shutil.rmtree(path, ignore_errors=True)
-
-
-def dom0_measures(host: SimHost) -> None:
-    """The bootloader's part: attach from dom0 (a power cycle), extend PCR 4, detach."""
-    transport = open_transport(parse_vtpm_uri("xen:0"), 10, uuid=UUID, sim_dir=str(host.dir))
-    with TpmClient(transport, version="2.0") as client:
-        client.extend(4, {b.name: KERNEL[b.name] for b in client.active_banks()})
 
 
 def pcr4(client: TpmClient, deadline: float = 15.0) -> bytes:
@@ -95,7 +88,7 @@ def test_a_restarted_vtpmd_serves_the_guest_the_same_pcrs(
     vtpmd = Vtpmd(host, state, "--tpm2")
     try:
         guest = guest_with_vtpm(host, UUID)
-        dom0_measures(host)
+        dom0_measures(host, UUID, KERNEL)
         with (
             host.attach(guest, host.token(guest)) as hv,
             TpmFront(hv, timeout=3).connect() as front,
@@ -127,7 +120,7 @@ def test_a_command_submitted_while_vtpmd_was_down_is_cancelled_never_run_twice(
     vtpmd = Vtpmd(host, state, "--tpm2")
     try:
         guest = guest_with_vtpm(host, UUID)
-        dom0_measures(host)
+        dom0_measures(host, UUID, KERNEL)
         with (
             host.attach(guest, host.token(guest)) as hv,
             TpmFront(hv, timeout=10).connect() as front,
@@ -180,7 +173,7 @@ def test_a_guest_whose_swtpm_died_with_vtpmd_is_refused_until_its_next_boot(
     vtpmd = Vtpmd(host, state, "--tpm2")
     try:
         guest = guest_with_vtpm(host, UUID)
-        dom0_measures(host)
+        dom0_measures(host, UUID, KERNEL)
         with host.attach(guest, host.token(guest)) as hv:
             front = TpmFront(hv, timeout=2).connect()
             client = TpmClient(front, version="2.0")
@@ -201,7 +194,7 @@ def test_a_guest_whose_swtpm_died_with_vtpmd_is_refused_until_its_next_boot(
         with host.dom0.xenstore() as xs:
             xs.rm(f"/local/domain/0/backend/vtpm/{guest}")
         guest = guest_with_vtpm(host, UUID)
-        dom0_measures(host)
+        dom0_measures(host, UUID, KERNEL)
         with (
             host.attach(guest, host.token(guest)) as hv,
             TpmFront(hv, timeout=10).connect() as front,
@@ -251,7 +244,7 @@ def test_acknowledged_nv_writes_survive_kill9_of_swtpm(host: SimHost, state: Pat
     acked: list[bytes] = []
     try:
         guest = guest_with_vtpm(host, UUID)
-        dom0_measures(host)
+        dom0_measures(host, UUID, KERNEL)
         with (
             host.attach(guest, host.token(guest)) as hv,
             TpmFront(hv, timeout=10).connect() as front,

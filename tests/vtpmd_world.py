@@ -7,13 +7,20 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
+from pvgrub_py.cli.connect import open_transport
 from pvgrub_py.sim.host import SimHost
+from pvgrub_py.tpm.client import TpmClient
+from pvgrub_py.tpm.uri import parse_vtpm_uri
+from pvgrub_py.vtpm import manufacture
 from pvgrub_py.vtpm.devices import VtpmDevice, add_vtpm_device
 from pvgrub_py.vtpm.xenbus import XenbusState, read_state
 
@@ -94,6 +101,29 @@ def kill_swtpms(state: Path) -> None:
     deadline = time.monotonic() + 5
     while swtpm_pids(state) and time.monotonic() < deadline:
         time.sleep(0.02)
+
+
+@contextlib.contextmanager
+def state_root(prefix: str, *tpm2_uuids: str) -> Iterator[Path]:
+    """A short state root under /tmp (the swtpm sockets go in each instance's
+    directory), with a TPM 2.0 instance made by `vtpm create` for each uuid; every
+    swtpm under it killed at the end: they outlive vtpmd on purpose."""
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    try:
+        for uuid in tpm2_uuids:
+            manufacture.create(str(path), uuid, tpm2=True, key_file=None, ca_dir=None)
+        yield path
+    finally:
+        kill_swtpms(path)
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def dom0_measures(host: SimHost, uuid: str, digests: Mapping[str, bytes]) -> None:
+    """The bootloader's part: attach from dom0 (a power cycle), extend PCR 4 with
+    *digests* (one per active bank), detach."""
+    transport = open_transport(parse_vtpm_uri("xen:0"), 10, uuid=uuid, sim_dir=str(host.dir))
+    with TpmClient(transport, version="2.0") as client:
+        client.extend(4, {b.name: digests[b.name] for b in client.active_banks()})
 
 
 def guest_with_vtpm(host: SimHost, uuid: str) -> int:
