@@ -738,15 +738,7 @@ def _launch(uuid: str, directory: str, known: _Known, *, boot_lost: bool) -> Ins
         )
         # Its own session: a signal to the daemon's process group (a terminal's
         # ^C, systemd's KillMode=control-group aside) does not reach it.
-        proc = subprocess.Popen(
-            cmd,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            pass_fds=() if key_fd is None else (key_fd,),
-            start_new_session=True,
-            cwd="/",
-        )
+        proc = manufacture.start_swtpm(cmd, key_fd, own_session=True)
     finally:
         if key_fd is not None:
             os.close(key_fd)

@@ -549,6 +549,25 @@ def swtpm_command(
     return cmd
 
 
+def start_swtpm(
+    cmd: Sequence[str], key_fd: int | None, *, own_session: bool = False
+) -> subprocess.Popen[bytes]:
+    """Start *cmd* (a `swtpm_command`) with nothing on its standard streams (it
+    logs to its ``--log`` file) and *key_fd* passed down; the caller closes its
+    own copy of *key_fd*.  With *own_session* it runs in a session of its own,
+    from ``/``: a signal to the caller's process group (a terminal's ^C) does
+    not reach it, so it can outlive the caller."""
+    return subprocess.Popen(
+        cmd,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        pass_fds=() if key_fd is None else (key_fd,),
+        start_new_session=own_session,
+        cwd="/" if own_session else None,
+    )
+
+
 def check(inst: Instance, key_file: str | None = None) -> str:
     """Load a copy of the instance's state in a throw-away swtpm and read a
     PCR from it; a one-line description on success, `VtpmServiceError` if
@@ -578,13 +597,7 @@ def check(inst: Instance, key_file: str | None = None) -> str:
                 key_fd=key_fd,
             )
             cmd[0] = swtpm
-            proc = subprocess.Popen(
-                cmd,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                pass_fds=() if key_fd is None else (key_fd,),
-            )
+            proc = start_swtpm(cmd, key_fd)
         try:
             return _probe(inst, proc, SocketAddress(path=data), log)
         finally:

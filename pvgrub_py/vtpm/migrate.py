@@ -357,13 +357,7 @@ def _restore_blobs(archive: str, directory: str, inst: Instance, blobs: dict[str
                 key_fd=key_fd,
                 initialise=False,
             )
-            proc = subprocess.Popen(
-                cmd,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                pass_fds=() if key_fd is None else (key_fd,),
-            )
+            proc = manufacture.start_swtpm(cmd, key_fd)
         finally:
             if key_fd is not None:
                 os.close(key_fd)
