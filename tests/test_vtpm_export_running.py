@@ -16,18 +16,17 @@ import hashlib
 import io
 import json
 import os
-import shutil
 import struct
 import subprocess
 import sys
 import tarfile
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from test_vtpm_manufacture import write_key
 from test_vtpmd_restart import nv_define, nv_read, nv_write, rc_of
-from vtpmd_world import Vtpmd, guest_with_vtpm, kill_swtpms
+from vtpmd_world import Vtpmd, guest_with_vtpm, state_root
 
 from pvgrub_py.cli.connect import open_transport
 from pvgrub_py.sim.host import SimHost
@@ -58,21 +57,13 @@ def host() -> Iterator[SimHost]:
 def roots() -> Iterator[tuple[Path, Path]]:
     """Two short state roots (the source and the destination host's), every
     swtpm under them killed at the end: they outlive vtpmd on purpose."""
-    paths = tuple(Path(tempfile.mkdtemp(prefix=p, dir="/tmp")) for p in ("xa", "xb"))
-    try:
-        yield paths[0], paths[1]
-    finally:
-        for path in paths:
-            kill_swtpms(path)
-            shutil.rmtree(path, ignore_errors=True)
+    with state_root("xa") as source, state_root("xb") as destination:
+        yield source, destination
 
 
 @pytest.fixture
 def key(tmp_path: Path) -> Path:
-    path = tmp_path / "host.key"
-    path.write_text(os.urandom(32).hex() + "\n")
-    path.chmod(0o600)
-    return path
+    return write_key(tmp_path / "host.key")
 
 
 def pvgrubctl(*argv: str) -> subprocess.CompletedProcess[str]:

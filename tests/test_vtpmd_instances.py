@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from test_vtpm_manufacture import write_key
 from vtpmd_world import (
     Vtpmd,
     backend_node,
@@ -56,10 +57,7 @@ def state() -> Iterator[Path]:
 
 @pytest.fixture
 def key(tmp_path: Path) -> Path:
-    path = tmp_path / "host.key"
-    path.write_text(os.urandom(32).hex() + "\n")
-    path.chmod(0o600)
-    return path
+    return write_key(tmp_path / "host.key")
 
 
 def dom0_boots(host: SimHost, uuid: str) -> None:
