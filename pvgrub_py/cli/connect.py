@@ -133,10 +133,10 @@ def open_transport(
 
 
 class _OwningTransport:
-    """An attached ``xen:`` vTPM that also closes the hypervisor handle it was
-    opened with."""
+    """A ``xen:`` vTPM (a dom0 attach, or a guest's own frontend) that also
+    closes the hypervisor handle it was opened with."""
 
-    def __init__(self, inner: AttachedVtpm, owned: Hypervisor) -> None:
+    def __init__(self, inner: AttachedVtpm | TpmFront, owned: Hypervisor) -> None:
         self.inner = inner
         self.owned = owned
 
@@ -179,21 +179,4 @@ def open_guest_transport(
     except BaseException:
         hv.close()
         raise
-    return _OwningFront(front, hv)
-
-
-class _OwningFront:
-    """A guest's connected frontend that also closes the hypervisor handle it was opened with."""
-
-    def __init__(self, inner: TpmFront, owned: Hypervisor) -> None:
-        self.inner = inner
-        self.owned = owned
-
-    def transmit(self, command: bytes) -> bytes:
-        return self.inner.transmit(command)
-
-    def close(self) -> None:
-        try:
-            self.inner.close()
-        finally:
-            self.owned.close()
+    return _OwningTransport(front, hv)
