@@ -14,7 +14,7 @@ from pvgrub_py.cli.common import check_output, read_input
 from pvgrub_py.cli.connect import open_transport
 from pvgrub_py.errors import InputError
 from pvgrub_py.eventlog.codec import MAX_LOG_BYTES, parse
-from pvgrub_py.eventlog.records import EV_NO_ACTION, EventLog
+from pvgrub_py.eventlog.records import EventLog
 from pvgrub_py.eventlog.render import format_text, json_document
 from pvgrub_py.eventlog.replay import PcrValues, compare, replay
 from pvgrub_py.inputs import describe_open_error
@@ -225,7 +225,7 @@ def expected_pcrs(args: argparse.Namespace, log: EventLog) -> PcrValues:
 
 def read_tpm_pcrs(uri: str, log: EventLog) -> PcrValues:
     """The live values of every PCR ``log`` extends, in the banks both share."""
-    pcrs = sorted({e.pcr for e in log.events if e.event_type != EV_NO_ACTION})
+    pcrs = log.extended_pcrs
     if not pcrs:
         raise InputError(uri, "the log extends no PCR; there is nothing to read")
     with TpmClient(open_transport(parse_vtpm_uri(uri))) as client:

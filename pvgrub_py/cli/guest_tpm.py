@@ -22,7 +22,6 @@ from pvgrub_py.errors import PvgrubError
 from pvgrub_py.eventlog.builder import write_atomic
 from pvgrub_py.eventlog.codec import parse
 from pvgrub_py.eventlog.nv_channel import load_event_log
-from pvgrub_py.eventlog.records import EV_NO_ACTION
 from pvgrub_py.eventlog.replay import compare, replay
 from pvgrub_py.tpm.client import TpmClient
 from pvgrub_py.tpm.transport import TpmTransport
@@ -173,7 +172,7 @@ def publish_event_log(transport: TpmTransport, path: str) -> bool:
         return False
     try:
         log = parse(data, "the vTPM's NV event log")
-        pcrs = sorted({e.pcr for e in log.events if e.event_type != EV_NO_ACTION})
+        pcrs = log.extended_pcrs
         banks = [b for b in client.active_banks() if b.name in log.banks]
         live = client.read_pcrs(pcrs, banks) if pcrs and banks else {}
     except PvgrubError as e:

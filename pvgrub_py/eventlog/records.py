@@ -168,3 +168,9 @@ class EventLog:
         if self.format == "sha1" or self.spec_id is None:
             return ("sha1",)
         return self.spec_id.bank_names
+
+    @property
+    def extended_pcrs(self) -> list[int]:
+        """The PCRs the log's events extend, in order (EV_NO_ACTION extends none):
+        the ones to read from a TPM to check the log against it."""
+        return sorted({e.pcr for e in self.events if e.event_type != EV_NO_ACTION})
