@@ -11,7 +11,6 @@ import hashlib
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -19,6 +18,7 @@ from pathlib import Path
 
 import killed_swtpm
 import pytest
+import vtpmd_world
 
 from pvgrub_py.cli.connect import open_transport
 from pvgrub_py.sim.host import SimHost
@@ -38,30 +38,17 @@ pytestmark = [pytest.mark.integration, pytest.mark.swtpm]
 UUID = "7b5b6d2e-0c5e-4c39-9a63-4f4f0e0b1c1d"
 
 
-class Vtpmd:
+class Vtpmd(vtpmd_world.Vtpmd):
+    """vtpmd as these tests run it: unknown uuids provisioned on first use, its
+    swtpms stopped when it exits."""
+
     def __init__(self, host: SimHost, state: Path, tpm2: bool) -> None:
-        cmd = [sys.executable, "-m", "pvgrub_py.cli.pvgrubctl", "vtpmd", "--sim", str(host.dir),
-               "--state-dir", str(state), "-v", "--provision-unknown",
-               "--stop-instances-on-exit"] + (["--tpm2"] if tpm2 else [])  # fmt: skip
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        assert line.startswith("vtpmd: serving"), line + (
-            self.proc.stderr.read() if self.proc.stderr else ""
-        )
+        super().__init__(host, state, "--provision-unknown", "--stop-instances-on-exit",
+                         *(["--tpm2"] if tpm2 else []))  # fmt: skip
 
     def swtpm_pids(self) -> list[int]:
         out = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True)
         return [int(p) for p in out.stdout.split()]
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
 
 
 @pytest.fixture

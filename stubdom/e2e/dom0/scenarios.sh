@@ -81,6 +81,9 @@ manufacture() { # vtpmd-name uuid
   pvgrubctl vtpm create --state-dir "$dir" --uuid "$2" --tpm2 --key-file "$HOST_KEY" \
     > "$LOGDIR/vtpm-create-$1.log" 2>&1
 }
+cfg_uuid() { # xl-config: the uuid of its (first) vtpm
+  sed -n 's/.*uuid=\([0-9a-f-]*\).*/\1/p' "$E2E/xl/$1" | head -1
+}
 ca_of() { # vtpmd-name uuid: the CA chain of the instance
   pvgrubctl vtpm show --state-dir "/var/lib/pvgrub-e2e/vtpm-$1" "$2" --json |
     python3 -c 'import json, sys; print(json.load(sys.stdin)["ca_certificate"])'
@@ -380,7 +383,7 @@ verify_quote() { # dir nonce reference: attest verify's line, and tpm2_checkquot
 }
 guest_tpm2_boot() { # cfg name vtpmd-name nonce: boot, hand over the challenge, wait
   local t0 uuid; t0=$(date +%s)
-  uuid=$(sed -n 's/.*uuid=\([0-9a-f-]*\).*/\1/p' "$E2E/xl/$1" | head -1)
+  uuid=$(cfg_uuid "$1")
   manufacture "$3" "$uuid" || { echo "vtpm create failed: $(tail -1 "$LOGDIR/vtpm-create-$3.log")"; return 1; }
   start_vtpmd "$3" --manufactured ||
     { echo "vtpmd did not start: $(tail -1 "$LOGDIR/vtpmd-$3.log")"; return 1; }
@@ -473,7 +476,7 @@ scenario_attest_tamper() {
 scenario_killed_bridge() {
   stage vtpmd-killed-bridge
   local name=e2e-guest-tpm2-hold err="" back="" health=ok uuid
-  uuid=$(sed -n 's/.*uuid=\([0-9a-f-]*\).*/\1/p' "$E2E/xl/guest-tpm2-hold.cfg" | head -1)
+  uuid=$(cfg_uuid guest-tpm2-hold.cfg)
   if ! manufacture guest-hold "$uuid" || ! start_vtpmd guest-hold --manufactured; then
     result FAIL F1b vtpmd-killed-bridge "vtpm create or vtpmd failed"; return
   fi
@@ -563,7 +566,7 @@ scenario_vtpm_migrate() {
   stage vtpm-migrate
   local name=e2e-guest-tpm2-migrate uuid dir=/var/lib/pvgrub-e2e save archive written
   local before after n0 i=0 t0 why=""
-  uuid=$(sed -n 's/.*uuid=\([0-9a-f-]*\).*/\1/p' "$E2E/xl/guest-tpm2-migrate.cfg" | head -1)
+  uuid=$(cfg_uuid guest-tpm2-migrate.cfg)
   save=$dir/migrate.save archive=$dir/migrate.vtpm
   rm -rf "$dir/vtpm-migrate-dst" "$save" "$archive"
   mkdir -p "$dir"

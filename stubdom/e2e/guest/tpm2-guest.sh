@@ -88,6 +88,10 @@ else
   say "no event log at $LOG"
 fi
 
+stream_daemon_lines() { # from now on, the daemon's lines reach the console as they come
+  tail -n 0 -f /run/pvgrub-guest-tpm.log | sed -u 's/^/GUEST-DAEMON: /' &
+}
+
 attest() {
   # The AK is bound to the vTPM's EK (dom0 checks the EK certificate against the vtpmd CA
   # and answers with a MakeCredential challenge), then quotes PCR 4/5 with dom0's nonce.
@@ -131,8 +135,7 @@ attest() {
 
 hold() {
   local t=0 failed="" out
-  # From here on, the daemon's lines go to the console as they come (disconnect, reconnect).
-  tail -n 0 -f /run/pvgrub-guest-tpm.log | sed -u 's/^/GUEST-DAEMON: /' &
+  stream_daemon_lines
   echo "GUEST-HOLDING"
   while [ $t -lt 400 ]; do
     sleep 2; t=$((t + 2))
@@ -160,7 +163,7 @@ migrate() {
     tpm2_nvwrite -C o -i $d/data $idx; } > $d/log 2>&1 ||
     { say "NV index: $(tail -2 $d/log | tr '\n' '|')"; return 1; }
   echo "GUEST-MIGRATE-NV-WRITTEN $(od -An -tx1 -v < $d/data | tr -d ' \n')"
-  tail -n 0 -f /run/pvgrub-guest-tpm.log | sed -u 's/^/GUEST-DAEMON: /' &
+  stream_daemon_lines
   echo "GUEST-MIGRATE-READY"
   while [ $n -lt 300 ]; do
     n=$((n + 1))
