@@ -143,10 +143,16 @@ class Running:
     """A GuestTpmBridge serving one end of a socket pair in a thread."""
 
     def __init__(
-        self, hv: Hypervisor, timeout: float, until_ready: Callable[[], bool] | None = None
+        self,
+        hv: Hypervisor,
+        timeout: float,
+        until_ready: Callable[[], bool] | None = None,
+        reopen: Callable[[], Hypervisor] | None = None,
     ) -> None:
         self.lines: list[str] = []
-        self.bridge = GuestTpmBridge(hv, 0, timeout=timeout, retry=0.5, log=self.lines.append)
+        self.bridge = GuestTpmBridge(
+            hv, 0, timeout=timeout, retry=0.5, log=self.lines.append, reopen=reopen
+        )
         self.bridge.connect(wait=10)
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self.kernel = Kernel(ours)

@@ -24,13 +24,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from test_guest_tpm_bridge import Running
 from test_vtpm_manufacture import write_key
 from test_vtpmd_restart import nv_define, nv_read, nv_write, rc_of
 from vtpmd_world import Vtpmd, guest_with_vtpm, state_root
 
 from pvgrub_py.cli.connect import open_transport
+from pvgrub_py.errors import PvgrubError
+from pvgrub_py.sim.client import SimHypervisor
 from pvgrub_py.sim.host import SimHost
-from pvgrub_py.sim.testing import temporary_host
+from pvgrub_py.sim.testing import temporary_host, wait_until
 from pvgrub_py.tpm.client import TpmClient
 from pvgrub_py.tpm.errors import TpmTransportError
 from pvgrub_py.tpm.swtpm import BLOB_PERMANENT, SocketAddress, SwtpmControl
@@ -160,4 +163,67 @@ def test_a_running_encrypted_instance_is_exported_and_resumed_for_the_restored_g
         with host.attach(other, host.token(other)) as hv, pytest.raises(TpmTransportError):
             TpmFront(hv, timeout=10).connect()
     finally:
+        vtpmd.stop()
+
+
+def test_the_guest_daemon_follows_its_domain_through_save_and_restore(
+    host: SimHost, roots: tuple[Path, Path], key: Path, tmp_path: Path
+) -> None:
+    """``xl save``/``xl restore`` gives the guest a new domid.  Its pvgrub-guest-tpm
+    (a `GuestTpmBridge` with ``reopen``) lives on in the restored memory, sees its
+    backend go away, and must find ``device/vtpm/0`` under the domain it now is:
+    the kernel's chip then answers again, with the PCRs and NV the guest had.
+    Before ``reopen``, the daemon waited on the old domain's nodes for ever."""
+    source, destination = roots
+    manufacture.create(str(source), UUID, tpm2=True, key_file=str(key), ca_dir=None)
+    archive = tmp_path / "vtpm.tar"
+    #: The domain the guest is, as its xenstore ``domid`` node would say.
+    now: list[int] = []
+
+    def reopen() -> SimHypervisor:
+        if not now:
+            raise PvgrubError("xenstore: this domain's 'domid' node is missing")
+        return host.attach(now[0], host.token(now[0]))
+
+    vtpmd = Vtpmd(host, source, "--key-file", str(key))
+    guest = guest_with_vtpm(host, UUID)
+    now.append(guest)
+    transport = open_transport(parse_vtpm_uri("xen:0"), 10, uuid=UUID, sim_dir=str(host.dir))
+    with TpmClient(transport, version="2.0") as client:  # the bootloader measures
+        client.extend(4, {b.name: KERNEL[b.name] for b in client.active_banks()})
+    hv = host.attach(guest, host.token(guest))
+    running = Running(hv, timeout=2.0, reopen=reopen)
+    try:
+        kernel = running.kernel
+        assert rc_of(kernel.transmit(nv_define(32))) == 0
+        assert rc_of(kernel.transmit(nv_write(SECRET))) == 0
+        # xl save -p; the export of the running instance; xl destroy.
+        now.clear()
+        r = pvgrubctl("vtpm", "export", "--state-dir", str(source), UUID, "-o", str(archive))
+        assert r.returncode == 0, r.stderr
+        vtpmd.stop()
+        host.destroy_domain(guest)
+        r = pvgrubctl("vtpm", "import", "--state-dir", str(destination), str(archive),
+                      "--key-file", str(key))  # fmt: skip
+        assert r.returncode == 0, r.stderr
+        vtpmd = Vtpmd(host, destination, "--key-file", str(key))
+        restored = guest_with_vtpm(host, UUID)  # xl restore: a new domain, a new domid
+        assert restored != guest
+        now.append(restored)
+
+        def answers() -> bool:
+            return rc_of(kernel.transmit(nv_read(32))) == 0
+
+        assert wait_until(answers, timeout=30, step=0.2), running.lines
+        answer = kernel.transmit(nv_read(32))
+        assert answer[16:48] == SECRET
+        client = TpmClient(kernel, version="2.0")
+        sha1 = [b for b in client.active_banks() if b.name == "sha1"]
+        assert client.read_pcrs([4], sha1)["sha1"][4] == PCR4
+        assert running.bridge.connects == 2
+        assert running.bridge.hv.domid == restored
+        assert f"this domain is now domain {restored} (was {guest})" in running.lines
+    finally:
+        running.close()
+        hv.close()
         vtpmd.stop()

@@ -234,7 +234,13 @@ def _main(argv: Sequence[str]) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     hv = open_guest_hypervisor(args.sim, args.domid)
-    bridge = GuestTpmBridge(hv, args.device, timeout=args.timeout, log=_log)
+    bridge = GuestTpmBridge(
+        hv,
+        args.device,
+        timeout=args.timeout,
+        log=_log,
+        reopen=lambda: open_guest_hypervisor(args.sim, args.domid),
+    )
     endpoint: ProxyEndpoint | None = None
     try:
         bridge.connect(wait=args.timeout)

@@ -15,6 +15,13 @@ Initialising, ready for a backend) and connected again, one attempt every
 then commands are answered ``TPM_RC_FAILURE`` at once; those warnings are
 rate-limited.
 
+A guest restored from ``xl save`` (or migrated) is a new domain: another
+domid, and none of the old grants or event channels.  Given ``reopen``,
+every attempt after a lost connection first opens the hypervisor anew
+(`pvgrub_py.cli.connect.open_guest_hypervisor` reads the domid again), so the
+frontend finds ``device/vtpm/N`` under the domain it now is; the proxy chip,
+and so ``/dev/tpm0``, stays the same throughout.
+
 Single-threaded: one command at a time, as the proxy sends them.
 """
 
@@ -101,8 +108,14 @@ class GuestTpmBridge:
         timeout: float = 30.0,
         retry: float = 1.0,
         log: Callable[[str], None] = lambda line: None,
+        reopen: Callable[[], Hypervisor] | None = None,
     ) -> None:
         self.hv = hv
+        self.reopen = reopen
+        #: The hypervisor in use was opened by `reopen` (ours to close), not given.
+        self._opened_hv = False
+        #: The connection was lost: open the hypervisor anew before the next attempt.
+        self._stale_hv = False
         self.devid = devid
         self.timeout = timeout
         self.retry = retry
@@ -141,9 +154,7 @@ class GuestTpmBridge:
         self.front = front
         self.connects += 1
         self.core.receive(FrontendUp())
-        self.log(
-            f"vTPM {self.node} connected (backend domain {front.backend_domid}, TPM 2.0)"
-        )
+        self.log(f"vTPM {self.node} connected (backend domain {front.backend_domid}, TPM 2.0)")
 
     def _close(self, front: TpmFront) -> None:
         front.timeout = min(front.timeout, CLOSE_WAIT)  # the backend may be gone
@@ -155,13 +166,28 @@ class GuestTpmBridge:
             self.log(f"vTPM {self.node} disconnected: {reason}")
             self._close(self.front)
             self.front = None
+        self._stale_hv = True
         self._next_attempt = 0.0  # try again at once
+
+    def _reopen_hypervisor(self) -> None:
+        """A new handle on this domain, which may now have another domid."""
+        assert self.reopen is not None
+        fresh = self.reopen()
+        if self._opened_hv:
+            with contextlib.suppress(PvgrubError):
+                self.hv.close()
+        if fresh.domid != self.hv.domid:
+            self.log(f"this domain is now domain {fresh.domid} (was {self.hv.domid})")
+        self.hv, self._opened_hv, self._stale_hv = fresh, True, False
 
     def _reconnect(self) -> None:
         self._next_attempt = time.monotonic() + self.retry
         try:
+            if self._stale_hv and self.reopen is not None:
+                self._reopen_hypervisor()
             self._open(self.retry)
         except PvgrubError as e:
+            self._stale_hv = True
             self.warn("reconnect", f"vTPM {self.node}: waiting for the backend: {e}")
 
     def transport(self) -> _Borrowed:
@@ -171,9 +197,14 @@ class GuestTpmBridge:
         return _Borrowed(self.front)
 
     def close(self) -> None:
+        """Close the frontend, and the hypervisor if `reopen` opened it (the
+        one given to the constructor is the caller's)."""
         if self.front is not None:
             self._close(self.front)
             self.front = None
+        if self._opened_hv:
+            self.hv.close()
+            self._opened_hv = False
 
     # -- serving the proxy ---------------------------------------------------------------
 
