@@ -8,7 +8,8 @@ import sys
 import textwrap
 
 from pvgrub_py.errors import UsageError
-from pvgrub_py.vtpm import manufacture, migrate
+from pvgrub_py.vtpm import manufacture, migrate, suspend
+from pvgrub_py.xen.interface import Hypervisor, XenStore
 
 DESCRIPTION = """\
 Manage the vTPM instances that "pvgrubctl vtpmd --state-dir DIR" serves: each
@@ -30,6 +31,9 @@ lives in DIR/UUID, UUID being the one in the guest's xl "vtpm = [...]" line.
            running instance, still encrypted inside with the host key.
   import   authenticate and unpack such a file into DIR/UUID (or another
            --uuid) and check that it loads.
+  suspend  ask a running guest's vTPM frontend (pvgrub-guest-tpm) to let go,
+           and wait until it has: the step before "xl save".
+  resume   withdraw that request (no save after all).
 
 Keys never appear on a command line: swtpm_setup and swtpm get the host key
 file as an inherited file descriptor, and the migration key of export/import
@@ -51,7 +55,32 @@ examples:
       7b5b6d2e-0c5e-4c39-9a63-4f4f0e0b1c1d --to guest.vtpm \\
       --migration-key-file /etc/pvgrub-py/migration.key
   pvgrubctl vtpm import --state-dir /var/lib/pvgrub-py/vtpm --from guest.vtpm \\
-      --migration-key-file /etc/pvgrub-py/migration.key --key-file /etc/pvgrub-py/vtpm.key"""
+      --migration-key-file /etc/pvgrub-py/migration.key --key-file /etc/pvgrub-py/vtpm.key
+  pvgrubctl vtpm suspend guest1 && xl save -p guest1 guest1.save"""
+
+SUSPEND = """\
+Ask the vTPM frontend of the running domain DOMAIN (a name or a domid) to
+let go of its connection, and wait until it has: run it before "xl save"
+(or "xl migrate") of a guest whose TPM 2.0 is served by pvgrub-guest-tpm.
+
+Why: a guest saved with that connection open cannot close it after the
+restore.  The restore drops the guest kernel's event-channel bindings
+(Linux xen_irq_resume, drivers/xen/events/events_base.c), and unbinding the
+stale port then trips BUG_ON(irq < 0) in drivers/xen/evtchn.c
+(evtchn_unbind_from_user), or, if the restored kernel reused the number,
+closes one of the kernel's own channels.
+
+How: this writes "pvgrub-suspend = 1" in the domain's device/vtpm/N
+directory; the guest's daemon closes its ring within a quarter of a second
+and stays disconnected (its /dev/tpm0 answers TPM_RC_FAILURE meanwhile); this
+returns once the frontend's event channel is gone.  The vTPM instance keeps
+running, PCRs and all, for "pvgrubctl vtpm export".  The restored domain is
+a new domain without the request: the daemon reconnects to it by itself.
+"resume" withdraws the request if the save does not happen.
+
+Exit status: 0 once the frontend let go (or, for resume, the request is
+gone); 1 if it did not within --timeout (the request is then withdrawn:
+do not save the domain) or there is no such domain or device."""
 
 CREATE = """\
 Manufacture a new vTPM instance in STATE-DIR/UUID with swtpm_setup:
@@ -357,6 +386,26 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     i.set_defaults(func=run_import)
 
+    for verb, func, summary in (
+        ("suspend", run_suspend, "ask a guest's vTPM frontend to let go before xl save"),
+        ("resume", run_resume, "withdraw that request: the frontend reconnects"),
+    ):
+        v = verbs.add_parser(
+            verb,
+            help=summary,
+            description=SUSPEND,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        v.add_argument("domain", metavar="DOMAIN", help="the guest: its name or domid")
+        v.add_argument("--device", type=int, default=0, metavar="N",
+                       help="the vTPM's device number, device/vtpm/N (default 0)")  # fmt: skip
+        if verb == "suspend":
+            v.add_argument("--timeout", type=float, default=30.0, metavar="S",
+                           help="seconds the frontend may take to let go (default 30)")  # fmt: skip
+        v.add_argument("--sim", metavar="DIR",
+                       help="act on the simulated host in DIR instead of Xen")  # fmt: skip
+        v.set_defaults(func=func)
+
 
 def run_create(args: argparse.Namespace) -> int:
     inst = manufacture.create(
@@ -446,4 +495,42 @@ def run_import(args: argparse.Namespace) -> int:
     )
     print(f"vTPM {inst.uuid}: imported into {inst.directory}")
     print(checked)
+    return 0
+
+
+def _toolstack_xenstore(args: argparse.Namespace) -> tuple[Hypervisor, XenStore]:
+    from pvgrub_py.cli.connect import open_hypervisor
+
+    hv = open_hypervisor(args.sim, 0)
+    try:
+        return hv, hv.xenstore()
+    except BaseException:
+        hv.close()
+        raise
+
+
+def run_suspend(args: argparse.Namespace) -> int:
+    if not 0 < args.timeout <= 3600:
+        raise UsageError("--timeout: give seconds between 0 and 3600")
+    hv, xs = _toolstack_xenstore(args)
+    try:
+        domid = suspend.resolve_domain(xs, args.domain)
+        took = suspend.request(xs, domid, args.device, args.timeout)
+    finally:
+        xs.close()
+        hv.close()
+    print(f"domain {domid}: vTPM frontend device/vtpm/{args.device} let go in {took:.2f} s; "
+          "save the domain now")  # fmt: skip
+    return 0
+
+
+def run_resume(args: argparse.Namespace) -> int:
+    hv, xs = _toolstack_xenstore(args)
+    try:
+        domid = suspend.resolve_domain(xs, args.domain)
+        suspend.cancel(xs, domid, args.device)
+    finally:
+        xs.close()
+        hv.close()
+    print(f"domain {domid}: request withdrawn; its vTPM frontend reconnects")
     return 0

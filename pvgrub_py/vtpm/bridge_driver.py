@@ -22,6 +22,14 @@ every attempt after a lost connection first opens the hypervisor anew
 frontend finds ``device/vtpm/N`` under the domain it now is; the proxy chip,
 and so ``/dev/tpm0``, stays the same throughout.
 
+Before ``xl save`` the toolstack asks the frontend to let go
+(`pvgrub_py.vtpm.suspend`, ``pvgrubctl vtpm suspend``): a connection that
+lives through a save cannot be closed after the restore (Linux's evtchn
+driver BUGs on unbinding the stale port).  Between commands, at most every
+`suspend.POLL_SECONDS`, the bridge looks for the request; while it stands
+the frontend stays closed.  Should a save catch it connected all the same,
+the stale channel is abandoned (`TpmFront.abandon`), never unbound.
+
 Single-threaded: one command at a time, as the proxy sends them.
 """
 
@@ -35,6 +43,7 @@ from collections.abc import Callable
 from pvgrub_py.errors import PvgrubError
 from pvgrub_py.tpm.client import detect_version
 from pvgrub_py.tpm.errors import TpmProtocolError
+from pvgrub_py.vtpm import suspend
 from pvgrub_py.vtpm.frontend import TpmFront
 from pvgrub_py.vtpm.proxy_bridge import (
     Action,
@@ -49,7 +58,7 @@ from pvgrub_py.vtpm.proxy_bridge import (
     Warn,
 )
 from pvgrub_py.vtpm.proxy_device import ProxyEndpoint
-from pvgrub_py.xen.interface import Hypervisor
+from pvgrub_py.xen.interface import Hypervisor, XenStore
 
 #: How long closing a dead connection may wait for the backend to answer.
 CLOSE_WAIT = 1.0
@@ -116,6 +125,10 @@ class GuestTpmBridge:
         self._opened_hv = False
         #: The connection was lost: open the hypervisor anew before the next attempt.
         self._stale_hv = False
+        #: The toolstack asked the frontend to let go (a save follows).
+        self.parked = False
+        self._xs: XenStore | None = None
+        self._next_suspend_check = 0.0
         self.devid = devid
         self.timeout = timeout
         self.retry = retry
@@ -162,29 +175,99 @@ class GuestTpmBridge:
             front.close()
 
     def _drop(self, reason: str) -> None:
-        if self.front is not None:
+        front, self.front = self.front, None
+        fresh = self._open_fresh() if self.reopen is not None else None
+        if front is not None:
             self.log(f"vTPM {self.node} disconnected: {reason}")
-            self._close(self.front)
-            self.front = None
-        self._stale_hv = True
+            if fresh is not None and fresh.domid != self.hv.domid:
+                # Before the old hypervisor is closed: that would unbind the port.
+                front.abandon()
+                self.log(
+                    f"vTPM {self.node} was connected when this domain was saved: its "
+                    "event channel is left bound, since the kernel cannot unbind it after "
+                    "a restore (detach the vTPM before xl save: see the README)"
+                )
+            else:
+                self._close(front)
+        if fresh is not None:
+            self._use(fresh)
+        self._stale_hv = fresh is None
         self._next_attempt = 0.0  # try again at once
 
-    def _reopen_hypervisor(self) -> None:
-        """A new handle on this domain, which may now have another domid."""
+    def _open_fresh(self) -> Hypervisor | None:
+        """This domain opened anew (`reopen`), or None if that fails now."""
         assert self.reopen is not None
-        fresh = self.reopen()
+        try:
+            return self.reopen()
+        except PvgrubError:
+            return None
+
+    def _use(self, fresh: Hypervisor) -> None:
+        """Work through *fresh* from now on; close the one it replaces if it was ours."""
+        if fresh.domid != self.hv.domid:
+            self.log(f"this domain is now domain {fresh.domid} (was {self.hv.domid})")
+        self._close_xenstore()
         if self._opened_hv:
             with contextlib.suppress(PvgrubError):
                 self.hv.close()
-        if fresh.domid != self.hv.domid:
-            self.log(f"this domain is now domain {fresh.domid} (was {self.hv.domid})")
-        self.hv, self._opened_hv, self._stale_hv = fresh, True, False
+        self.hv, self._opened_hv = fresh, True
+
+    # -- the toolstack's request to let go ------------------------------------------------
+
+    def _close_xenstore(self) -> None:
+        if self._xs is not None:
+            with contextlib.suppress(PvgrubError):
+                self._xs.close()
+            self._xs = None
+
+    def check_suspend(self) -> None:
+        """Follow the toolstack's request (`pvgrub_py.vtpm.suspend`): let go of
+        the connection when asked, reconnect once it is withdrawn or this
+        domain was restored (a new domain, whose device has no request)."""
+        now = time.monotonic()
+        if now < self._next_suspend_check:
+            return
+        self._next_suspend_check = now + suspend.POLL_SECONDS
+        try:
+            if self._xs is None:
+                self._xs = self.hv.xenstore()
+            wanted = suspend.requested(self._xs, self.hv.domid, self.devid)
+        except PvgrubError:
+            self._close_xenstore()  # opened anew next time
+            if not self.parked or not self._moved():
+                return
+            wanted = False  # a new domain: its device has no request
+        if wanted and not self.parked:
+            self.parked = True
+            self.log(f"vTPM {self.node}: the toolstack asks it to let go (a save follows)")
+            if self.front is not None:
+                self._drop("let go for a save")
+        elif not wanted and self.parked:
+            self.parked = False
+            self._stale_hv = True  # restored: another domid, perhaps
+            self._next_attempt = 0.0
+            self.log(f"vTPM {self.node}: the request to let go is gone; reconnecting")
+
+    def _moved(self) -> bool:
+        """Whether this domain now has another domid (then used from now on)."""
+        if self.reopen is None:
+            return False
+        fresh = self._open_fresh()
+        if fresh is None:
+            return False
+        if fresh.domid == self.hv.domid:
+            with contextlib.suppress(PvgrubError):
+                fresh.close()
+            return False
+        self._use(fresh)
+        return True
 
     def _reconnect(self) -> None:
         self._next_attempt = time.monotonic() + self.retry
         try:
             if self._stale_hv and self.reopen is not None:
-                self._reopen_hypervisor()
+                self._use(self.reopen())
+                self._stale_hv = False
             self._open(self.retry)
         except PvgrubError as e:
             self._stale_hv = True
@@ -202,6 +285,7 @@ class GuestTpmBridge:
         if self.front is not None:
             self._close(self.front)
             self.front = None
+        self._close_xenstore()
         if self._opened_hv:
             self.hv.close()
             self._opened_hv = False
@@ -223,7 +307,8 @@ class GuestTpmBridge:
         while not stop.is_set():
             if until_ready is not None and until_ready():
                 until_ready = None
-            if self.front is None and time.monotonic() >= self._next_attempt:
+            self.check_suspend()
+            if self.front is None and not self.parked and time.monotonic() >= self._next_attempt:
                 self._reconnect()
             if not endpoint.wait(0.25 if until_ready is None else 0.05):
                 continue

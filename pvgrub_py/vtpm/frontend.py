@@ -327,6 +327,17 @@ class TpmFront:
                         self._feed(TimedOut())
         self._release()
 
+    def abandon(self) -> None:
+        """Let go of a connection that a save/restore of this domain ended: the
+        ring's grant and the xenstore handle are released, but the event
+        channel is abandoned (`EventChannels.abandon`), never unbound; nothing
+        is written to the old domain's nodes, which are gone."""
+        if self._evtchn is not None:
+            self._evtchn.abandon()
+            self._evtchn = None
+            self._port = -1
+        self._release()
+
     def _release(self) -> None:
         if self._evtchn is not None:
             if self._port >= 0:

@@ -79,6 +79,11 @@ class XenEventChannels:
             self._h = None
             self.log.close()
 
+    def abandon(self) -> None:
+        """Forget the handle, open, its ports bound (`interface.EventChannels.abandon`):
+        its descriptor and its small allocation are left to the process's exit."""
+        self._h = None
+
     def __enter__(self) -> XenEventChannels:
         return self
 

@@ -1,0 +1,101 @@
+"""Asking a guest's vTPM frontend to let go before ``xl save``.
+
+A guest saved while its userspace tpmif frontend (``pvgrub-guest-tpm``) is
+connected cannot let that connection go cleanly after ``xl restore``: the
+restore drops every interdomain event-channel binding of the guest kernel
+(Linux ``xen_irq_resume``, drivers/xen/events/events_base.c), and the
+evtchn driver then hits ``BUG_ON(irq < 0)`` when the frontend unbinds its
+stale port (drivers/xen/evtchn.c, ``evtchn_unbind_from_user``), or, if the
+restored kernel reused the port number, tears down one of its own channels.
+So the toolstack asks first, and saves once the frontend has let go:
+
+* dom0 writes ``/local/domain/D/device/vtpm/N/pvgrub-suspend = 1``
+  (`request`), a node of the frontend's own device directory;
+* the guest's daemon sees it within a quarter of a second, closes its ring
+  (unbinding its port while that is still safe) and stays disconnected,
+  its chip answering TPM_RC_FAILURE, while the node exists;
+* `request` returns once the frontend's ``event-channel`` node is gone and
+  its state is no longer Connected; ``xl save`` follows.
+
+The restored domain is a new one, without the node, so the daemon connects
+to it at once.  `cancel` removes the node (no save after all): the daemon
+reconnects.  The vTPM instance itself is untouched throughout: its PCRs stay
+in the running swtpm, for ``pvgrubctl vtpm export``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+
+from pvgrub_py.errors import PvgrubError
+from pvgrub_py.vtpm.xenbus import XenbusState, read_state
+from pvgrub_py.xen.interface import XenStore
+
+#: The request node, in the frontend's device directory.
+NODE = "pvgrub-suspend"
+#: How often the guest's daemon looks at it while idle.
+POLL_SECONDS = 0.25
+
+_tokens = itertools.count()
+
+
+class SuspendError(PvgrubError):
+    """The frontend did not let go in time, or there is no such device."""
+
+
+def resolve_domain(xs: XenStore, domain: str) -> int:
+    """A domid, or the domid of the running domain named *domain* (as xl takes either)."""
+    if domain.isdigit() and len(domain) <= 5:
+        return int(domain)
+    for entry in xs.directory("/local/domain") or []:
+        if entry.isdigit() and xs.read(f"/local/domain/{entry}/name") == domain.encode():
+            return int(entry)
+    raise SuspendError(f"no running domain named {domain!r}")
+
+
+def frontend_dir(domid: int, devid: int) -> str:
+    return f"/local/domain/{domid}/device/vtpm/{devid}"
+
+
+def requested(xs: XenStore, domid: int, devid: int) -> bool:
+    """Whether the toolstack asks domain *domid*'s frontend *devid* to let go."""
+    return (xs.read(f"{frontend_dir(domid, devid)}/{NODE}") or b"").strip() == b"1"
+
+
+def _released(xs: XenStore, node: str) -> bool:
+    if xs.read(f"{node}/event-channel") is not None:
+        return False
+    return read_state(xs, node) != XenbusState.CONNECTED
+
+
+def request(xs: XenStore, domid: int, devid: int, timeout: float) -> float:
+    """Ask, then wait until the frontend has let go; the seconds it took.
+    `SuspendError` (the request withdrawn) if it has not within *timeout*."""
+    node = frontend_dir(domid, devid)
+    if xs.read(f"{node}/backend") is None:
+        raise SuspendError(f"domain {domid} has no vTPM device {devid} ({node})")
+    started = time.monotonic()
+    xs.write(f"{node}/{NODE}", b"1")
+    token = f"pvgrub-suspend-{next(_tokens)}"
+    xs.watch(node, token)
+    try:
+        deadline = started + timeout
+        while not _released(xs, node):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                cancel(xs, domid, devid)
+                raise SuspendError(
+                    f"domain {domid}'s vTPM frontend ({node}) did not let go within "
+                    f"{timeout:g} s; request withdrawn. Do not save the domain now: a guest "
+                    "saved with its vTPM connected crashes its kernel when it is restored"
+                )
+            xs.wait_event(min(left, 1.0))
+    finally:
+        xs.unwatch(node, token)
+    return time.monotonic() - started
+
+
+def cancel(xs: XenStore, domid: int, devid: int) -> None:
+    """Withdraw the request: the frontend reconnects."""
+    xs.rm(f"{frontend_dir(domid, devid)}/{NODE}")
