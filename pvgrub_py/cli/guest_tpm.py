@@ -68,6 +68,13 @@ fail at once, and the frontend reconnects as soon as the backend is back:
 the chip stays, and works again.  Connects and disconnects are logged as
 one line each on stderr; repeated warnings at most once every 10 s.
 
+Save, restore, migration: "pvgrubctl vtpm suspend DOMAIN" in dom0 asks this
+daemon to let go before "xl save" (it looks every 0.25 s, closes its ring and
+stays disconnected while asked); the restored domain is a new domain, whose
+domid it reads again, and it reconnects by itself.  A connection a save
+catches open cannot be unbound after the restore (Linux's evtchn driver
+BUGs on that): it is left bound, never unbound.
+
 Before it creates the chip, it reads the boot's TCG event log from the
 vTPM's NV memory, where pvgrub-py (the bootloader) left it, replays it
 against the vTPM's PCRs and, only if they match, writes it to

@@ -38,8 +38,7 @@
 #   E2E_BOOT_STALL    seconds dom0 may take to reach userspace before the boot counts
 #                  as hung and is tried once more on a fresh image (300)
 #   E2E_ONLY       space-separated scenario ids for dom0 to run (default: all); 7c and
-#                  7e come from 7a's guest, F1c from F1b's; M1 (vtpm-migrate) runs only
-#                  when named here: it does not pass yet (stubdom/README.md)
+#                  7e come from 7a's guest, F1c from F1b's
 #   E2E_NEED_MIB   free space required under E2E_CACHE (4096)
 #   MIRROR, SECURITY  Debian mirrors (default: the host's apt sources)
 set -euo pipefail
@@ -58,7 +57,7 @@ BOOT_TIMEOUT=${E2E_BOOT_TIMEOUT:-2400}
 BOOT_STALL=${E2E_BOOT_STALL:-300}
 ONLY=${E2E_ONLY:-}
 #: The scenario ids dom0/scenarios.sh runs, in order.
-ALL_SCENARIOS="1 2 2b 3a 3b 4 4b 5 7a 7b 7c 7d 7e F1 F1b F1c F2 6"
+ALL_SCENARIOS="1 2 2b 3a 3b 4 4b 5 7a 7b 7c 7d 7e F1 F1b F1c M1 F2 6"
 SUITE=bookworm
 
 ROOTFS=$CACHE/rootfs

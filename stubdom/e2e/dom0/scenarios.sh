@@ -662,9 +662,7 @@ selected 7b && scenario_guest_tpm2 7b pvh guest-tpm2-pvh.cfg e2e-guest-tpm2-pvh
 selected 7d && scenario_attest_tamper
 selected F1 && scenario_killed
 selected F1b && scenario_killed_bridge
-# M1 runs only when named (E2E_ONLY="M1"): after `xl restore` the guest's pvgrub-guest-tpm
-# has not reconnected to the new backend yet (stubdom/README.md).
-case " $ONLY " in *" M1 "*) scenario_vtpm_migrate ;; esac
+selected M1 && scenario_vtpm_migrate
 selected F2 && scenario_rejected
 selected 6 && scenario_pytest
 stop_vtpmd
