@@ -14,6 +14,7 @@ written; the keys are never on any process's command line.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -28,7 +29,7 @@ import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from swtpm_tools import tools_tpm
 
-from pvgrub_py.vtpm import manufacture
+from pvgrub_py.vtpm import manufacture, seal
 
 TOOLS = ("swtpm", "swtpm_setup", "swtpm_localca", "swtpm_ioctl", "tpm2_nvread", "tpm2_pcrextend")
 pytestmark = [
@@ -46,8 +47,15 @@ NV_DATA = hashlib.sha256(b"sealed disk key").digest()
 EXTEND = bytes.fromhex("ab" * 32)
 #: PCR 16 (sha256) after one extend of EXTEND from zero, by hand (TPM 2.0 Part 1, 17.2).
 PCR16 = hashlib.sha256(bytes(32) + EXTEND).digest()
-#: The header the sealed format starts with: format 1, AES-256-GCM, the uuid (one line).
-HEADER = f"pvgrub-vtpm-export 1 aes-256-gcm {UUID}\n".encode()
+#: The header the sealed format starts with: format 2, AES-256-GCM, the uuid, then the
+#: export's time in ms and a newline (one line).
+HEADER = f"pvgrub-vtpm-export 2 aes-256-gcm {UUID} ".encode()
+
+
+def header_end(data: bytes) -> int:
+    """Where the nonce starts: after the header's newline."""
+    assert data.startswith(HEADER)
+    return data.index(b"\n") + 1
 
 
 def write_key(path: Path) -> Path:
@@ -222,7 +230,7 @@ def test_running_instance_round_trip_sealed_under_a_new_uuid(
                           str(archive), "--migration-key-file", str(mk), "--key-file", str(key),
                           "--uuid", OTHER)  # fmt: skip
             assert r.returncode == 0, r.stderr
-            assert os.listdir(destination) == [OTHER]
+            assert sorted(os.listdir(destination)) == [".imports.json", ".imports.lock", OTHER]
             assert manufacture.load(str(destination), OTHER).uuid == OTHER
             vtpmd = Vtpmd(host, destination, "--key-file", str(key))
             try:
@@ -247,9 +255,10 @@ def test_running_instance_round_trip_sealed_under_a_new_uuid(
 def _tar_of(sealed_file: Path, mk: Path) -> bytes:
     """The archive inside *sealed_file*, opened with `cryptography` alone."""
     data = sealed_file.read_bytes()
-    head = len(HEADER) + 12
+    start = header_end(data)
+    head = start + 12
     return AESGCM(bytes.fromhex(mk.read_text().strip())).decrypt(
-        data[len(HEADER) : head], data[head:], data[:head]
+        data[start:head], data[head:], data[:head]
     )
 
 
@@ -265,13 +274,14 @@ def _bad_file(kind: str, good: Path, mk: Path, path: Path) -> tuple[Path, str]:
     elif kind == "truncated":
         path.write_bytes(data[: len(data) - 100])
     elif kind == "truncated-to-header":
-        path.write_bytes(data[: len(HEADER) + 5])
+        path.write_bytes(data[: header_end(data) + 5])
         denied = "truncated"
     elif kind == "relabelled":  # the header edited to name another uuid
         path.write_bytes(data.replace(UUID.encode(), OTHER.encode(), 1))
     elif kind == "sealed-for-another-uuid":  # a valid seal whose header names another uuid
         nonce = os.urandom(12)
-        head = f"pvgrub-vtpm-export 1 aes-256-gcm {OTHER}\n".encode() + nonce
+        head = f"pvgrub-vtpm-export 2 aes-256-gcm {OTHER} {time.time_ns() // 10**6}\n"
+        head = head.encode() + nonce
         key = bytes.fromhex(mk.read_text().strip())
         path.write_bytes(head + AESGCM(key).encrypt(nonce, _tar_of(good, mk), head))
         denied = f"sealed for vTPM {OTHER} but holds vTPM {UUID}"
@@ -279,8 +289,12 @@ def _bad_file(kind: str, good: Path, mk: Path, path: Path) -> tuple[Path, str]:
         path.write_bytes(_tar_of(good, mk))
         denied = "not sealed with a migration key"
     elif kind == "future-format":
-        path.write_bytes(data.replace(b"export 1 aes", b"export 2 aes", 1))
-        denied = "sealed with format 2"
+        path.write_bytes(data.replace(b"export 2 aes", b"export 3 aes", 1))
+        denied = "sealed with format 3"
+    elif kind == "format-1":  # the last version's format: no export time, so no replay check
+        first_line = data[: data.index(b" ", len(HEADER) - 1)].replace(b"export 2", b"export 1")
+        path.write_bytes(first_line + data[header_end(data) - 1 :])
+        denied = "sealed with format 1"
     else:  # pragma: no cover
         raise AssertionError(kind)
     return path, denied
@@ -298,6 +312,7 @@ def _bad_file(kind: str, good: Path, mk: Path, path: Path) -> tuple[Path, str]:
         "sealed-for-another-uuid",
         "plain-tar",
         "future-format",
+        "format-1",
     ],
 )
 def test_import_refuses_what_the_migration_key_does_not_vouch_for(
@@ -394,7 +409,7 @@ def test_import_uuid_option(made: tuple[Path, Path, Path], sealed: Path, tmp_pat
     # a new uuid: its metadata names it, it checks, its state is the exported one
     r = pvgrubctl("vtpm", "import", "--state-dir", str(tmp_path / "t"), *common, "--uuid", OTHER)
     assert r.returncode == 0, r.stderr
-    assert os.listdir(tmp_path / "t") == [OTHER]
+    assert sorted(os.listdir(tmp_path / "t")) == [".imports.json", ".imports.lock", OTHER]
     r = pvgrubctl("vtpm", "show", "--state-dir", str(tmp_path / "t"), OTHER, "--check")
     assert r.returncode == 0 and OTHER in r.stdout and "state loads" in r.stdout, r.stderr
     assert pcr16_and_nv(tmp_path / "t" / OTHER, key) == (PCR16, NV_DATA)
@@ -409,14 +424,105 @@ def test_to_and_its_old_names(made: tuple[Path, Path, Path], tmp_path: Path) -> 
                       "--migration-key-file", str(mk))  # fmt: skip
         assert r.returncode == 0, r.stderr
         assert out.read_bytes().startswith(HEADER)
-        nonces.add(out.read_bytes()[len(HEADER) : len(HEADER) + 12])
+        data = out.read_bytes()
+        nonces.add(data[header_end(data) : header_end(data) + 12])
     assert len(nonces) == 3  # a fresh nonce per export, under one key
+
+
+# -- replays ------------------------------------------------------------------------------
+
+
+def _import(destination: Path, archive: Path, key: Path, mk: Path, *extra: str) -> (
+    subprocess.CompletedProcess[str]
+):  # fmt: skip
+    return pvgrubctl("vtpm", "import", "--state-dir", str(destination), "--from", str(archive),
+                     "--migration-key-file", str(mk), "--key-file", str(key), *extra)  # fmt: skip
+
+
+def _resealed(good: Path, mk: Path, path: Path, created_ms: int) -> Path:
+    """*good*'s archive sealed again with the migration key, stamped *created_ms*:
+    what the key's holder could have written at that time."""
+    data = seal.seal(UUID, _tar_of(good, mk), bytes.fromhex(mk.read_text().strip()),
+                     created_ms=created_ms)  # fmt: skip
+    path.write_bytes(data)
+    return path
+
+
+def test_an_export_imports_once_and_an_older_one_never(
+    made: tuple[Path, Path, Path], sealed: Path, tmp_path: Path
+) -> None:
+    """The issue's gap: an old sealed export imported again rolls the vTPM back
+    (its NV, its lockout, keys the guest destroyed).  Before the ledger, the
+    second import of the same file after a destroy succeeded."""
+    state, key, mk = made
+    destination = tmp_path / "target"
+    assert _import(destination, sealed, key, mk).returncode == 0
+    ledger = json.loads((destination / ".imports.json").read_text())
+    assert list(ledger["newest_export_ms"]) == [UUID]
+    r = pvgrubctl("vtpm", "destroy", "--state-dir", str(destination), UUID, "--yes")
+    assert r.returncode == 0, r.stderr
+    # The same file again: a replay, also under another uuid.
+    for extra in ((), ("--uuid", OTHER)):
+        r = _import(destination, sealed, key, mk, *extra)
+        one_line_failure(r)
+        assert "this very export was already imported here" in r.stderr, r.stderr
+        assert sorted(os.listdir(destination)) == [".imports.json", ".imports.lock"]
+    # A newer export imports; then the older one is a rollback.
+    newer = tmp_path / "newer.vtpm"
+    r = pvgrubctl("vtpm", "export", "--state-dir", str(state), UUID, "--to", str(newer),
+                  "--migration-key-file", str(mk))  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert _import(destination, newer, key, mk).returncode == 0
+    pvgrubctl("vtpm", "destroy", "--state-dir", str(destination), UUID, "--yes")
+    r = _import(destination, sealed, key, mk)
+    one_line_failure(r)
+    assert "a newer export" in r.stderr and "roll the vTPM back" in r.stderr, r.stderr
+
+
+def test_an_export_too_old_or_from_the_future_is_refused(
+    made: tuple[Path, Path, Path], sealed: Path, tmp_path: Path
+) -> None:
+    _, key, mk = made
+    now = time.time_ns() // 10**6
+    old = _resealed(sealed, mk, tmp_path / "old.vtpm", now - 2 * 86400 * 1000)
+    r = _import(tmp_path / "a", old, key, mk)
+    one_line_failure(r)
+    assert "over --max-age 86400 s" in r.stderr and str(old) in r.stderr, r.stderr
+    assert not (tmp_path / "a" / UUID).exists()
+    r = _import(tmp_path / "a", old, key, mk, "--max-age", "259200")
+    assert r.returncode == 0, r.stderr
+    r = _import(tmp_path / "b", old, key, mk, "--max-age", "0")  # no limit
+    assert r.returncode == 0, r.stderr
+    future = _resealed(sealed, mk, tmp_path / "future.vtpm", now + 3600 * 1000)
+    r = _import(tmp_path / "c", future, key, mk)
+    one_line_failure(r)
+    assert "in this host's future" in r.stderr, r.stderr
+    # The time is authenticated: edited, the file no longer opens.
+    data = old.read_bytes()
+    edited = tmp_path / "edited.vtpm"
+    stamp = str(now - 2 * 86400 * 1000).encode()
+    edited.write_bytes(data.replace(stamp, str(now).encode(), 1))
+    r = _import(tmp_path / "d", edited, key, mk)
+    one_line_failure(r)
+    assert "does not authenticate" in r.stderr, r.stderr
+
+
+def test_a_damaged_ledger_refuses_imports(
+    made: tuple[Path, Path, Path], sealed: Path, tmp_path: Path
+) -> None:
+    _, key, mk = made
+    destination = tmp_path / "target"
+    destination.mkdir()
+    (destination / ".imports.json").write_text("{not json")
+    r = _import(destination, sealed, key, mk)
+    one_line_failure(r)
+    assert "import ledger is damaged" in r.stderr and not (destination / UUID).exists()
 
 
 def test_help_gives_the_xl_procedure() -> None:
     for verb in ("export", "import"):
         r = pvgrubctl("vtpm", verb, "--help")
         assert r.returncode == 0
-        for step in ("xl save -p DOM", "--to", "--migration-key-file", "xl destroy DOM",
-                     "--from", "--key-file", "xl restore"):  # fmt: skip
+        for step in ("vtpm suspend DOM", "xl save -p DOM", "--to", "--migration-key-file",
+                     "xl destroy DOM", "--from", "--key-file", "xl restore"):  # fmt: skip
             assert step in r.stdout, (verb, step)

@@ -8,7 +8,7 @@ import sys
 import textwrap
 
 from pvgrub_py.errors import UsageError
-from pvgrub_py.vtpm import manufacture, migrate, suspend
+from pvgrub_py.vtpm import import_ledger, manufacture, migrate, suspend
 from pvgrub_py.xen.interface import Hypervisor, XenStore
 
 DESCRIPTION = """\
@@ -126,6 +126,7 @@ examples:
 XL_PROCEDURE = """\
 moving a running guest with its vTPM (xl save/restore; xl migrate likewise):
   # on the source host
+  pvgrubctl vtpm suspend DOM               # the guest's pvgrub-guest-tpm lets go
   xl save -p DOM /srv/save/DOM.xl          # saved, paused: no TPM command meanwhile
   pvgrubctl vtpm export --state-dir /srv/vtpm UUID --to /srv/save/DOM.vtpm \\
       --migration-key-file /etc/pvgrub-py/migration.key
@@ -135,7 +136,8 @@ moving a running guest with its vTPM (xl save/restore; xl migrate likewise):
   # on the target host (vtpmd --state-dir /srv/vtpm runs there)
   pvgrubctl vtpm import --state-dir /srv/vtpm --from /srv/save/DOM.vtpm \\
       --migration-key-file /etc/pvgrub-py/migration.key --key-file /etc/pvgrub-py/vtpm.key
-  xl restore /srv/save/DOM.xl              # vtpmd resumes the saved PCRs for it"""
+  xl restore /srv/save/DOM.xl              # vtpmd resumes the saved PCRs for it;
+                                           # the guest's daemon reconnects by itself"""
 
 EX_EXPORT = f"""\
 examples:
@@ -384,6 +386,16 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="this host's copy of the instance's key (required for an encrypted instance); "
         "recorded as its key file",
     )
+    i.add_argument(
+        "--max-age",
+        type=float,
+        default=import_ledger.DEFAULT_MAX_AGE,
+        metavar="S",
+        help="refuse a sealed export made more than S seconds ago (default 86400, a day; "
+        "0: no limit).  Whatever the age, an export not newer than the last one of that "
+        "vTPM imported into DIR is refused (DIR/.imports.json): an old export, imported "
+        "again, would roll the vTPM back",
+    )
     i.set_defaults(func=run_import)
 
     for verb, func, summary in (
@@ -483,6 +495,8 @@ def run_export(args: argparse.Namespace) -> int:
 
 
 def run_import(args: argparse.Namespace) -> int:
+    if not 0 <= args.max_age <= 10 * 365 * 86400:
+        raise UsageError("--max-age: give seconds, 0 (no limit) up to ten years")
     if (args.archive is None) == (args.from_file is None):
         raise UsageError("give the file to import once: --from FILE (or ARCHIVE)")
     source = args.from_file if args.from_file is not None else args.archive
@@ -492,6 +506,7 @@ def run_import(args: argparse.Namespace) -> int:
         args.key_file,
         migration_key=_migration_key(args),
         new_uuid=args.uuid,
+        max_age=args.max_age,
     )
     print(f"vTPM {inst.uuid}: imported into {inst.directory}")
     print(checked)

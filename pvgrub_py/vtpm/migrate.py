@@ -53,7 +53,7 @@ from pvgrub_py.tpm.swtpm import (
     SocketAddress,
     SwtpmControl,
 )
-from pvgrub_py.vtpm import manufacture, seal
+from pvgrub_py.vtpm import import_ledger, manufacture, seal
 from pvgrub_py.vtpm.instances import RunRecord
 from pvgrub_py.vtpm.manufacture import Instance, VtpmServiceError
 
@@ -188,10 +188,13 @@ def _members(inst: Instance, *, state_files: bool = True) -> list[tuple[str, str
     return out
 
 
-def _read_archive(archive: str, migration_key: bytes | None) -> tuple[str, dict[str, bytes]]:
-    """The uuid and the files (relative name -> bytes) of an export archive;
-    a sealed one (`seal`) is authenticated with *migration_key* before it is
-    parsed, and one that is not sealed is refused when a key is given."""
+def _read_archive(
+    archive: str, migration_key: bytes | None
+) -> tuple[str, dict[str, bytes], seal.Opened | None]:
+    """The uuid and the files (relative name -> bytes) of an export archive,
+    and its seal; a sealed one (`seal`) is authenticated with *migration_key*
+    before it is parsed, and one that is not sealed is refused when a key is
+    given."""
     try:
         fd = os.open(archive, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         with os.fdopen(fd, "rb") as f:
@@ -200,7 +203,7 @@ def _read_archive(archive: str, migration_key: bytes | None) -> tuple[str, dict[
             data = f.read(MAX_SEALED + 1)
     except OSError as e:
         raise VtpmServiceError(f"{archive}: {describe_open_error(e)}") from None
-    sealed_for = None
+    opened = None
     if seal.is_sealed(data):
         if migration_key is None:
             raise UsageError(
@@ -208,7 +211,8 @@ def _read_archive(archive: str, migration_key: bytes | None) -> tuple[str, dict[
             )
         if len(data) > MAX_SEALED:
             raise VtpmServiceError(f"{archive}: larger than {MAX_SEALED} bytes; not an export")
-        sealed_for, data = seal.open_sealed(archive, data, migration_key)
+        opened = seal.open_sealed(archive, data, migration_key)
+        data = opened.archive
     elif migration_key is not None:
         raise VtpmServiceError(
             f"{archive}: not sealed with a migration key (a plain archive, or not an export); "
@@ -221,9 +225,9 @@ def _read_archive(archive: str, migration_key: bytes | None) -> tuple[str, dict[
             uuid, files = _unpack(archive, tar)
     except (tarfile.TarError, EOFError) as e:
         raise VtpmServiceError(f"{archive}: not a tar archive, or a damaged one: {e}") from None
-    if sealed_for is not None and uuid != sealed_for:
+    if opened is not None and uuid != opened.uuid:
         raise VtpmServiceError(
-            f"{archive}: sealed for vTPM {sealed_for} but holds vTPM {uuid}; refused"
+            f"{archive}: sealed for vTPM {opened.uuid} but holds vTPM {uuid}; refused"
         )
     if manufacture.METADATA not in files:
         raise VtpmServiceError(f"{archive}: no {manufacture.METADATA}; not a vTPM export")
@@ -232,7 +236,7 @@ def _read_archive(archive: str, migration_key: bytes | None) -> tuple[str, dict[
             raise VtpmServiceError(f"{archive}: state blobs without the permanent one")
         if any(STATE_FILES.match(name) for name in files):
             raise VtpmServiceError(f"{archive}: both state files and state blobs; which is it?")
-    return uuid, files
+    return uuid, files, opened
 
 
 def _unpack(archive: str, tar: tarfile.TarFile) -> tuple[str, dict[str, bytes]]:
@@ -285,13 +289,16 @@ def import_archive(
     *,
     migration_key: bytes | None = None,
     new_uuid: str | None = None,
+    max_age: float = import_ledger.DEFAULT_MAX_AGE,
 ) -> tuple[Instance, str]:
     """Unpack *archive* (sealed with *migration_key*, when given) into
     ``state_root/UUID`` (never over an existing instance; UUID is *new_uuid*
     when given, else the archive's), record *key_file* as its key, and check
-    it loads; the instance and the check's one-line result.  On any failure
-    nothing is left."""
-    archived, files = _read_archive(archive, migration_key)
+    it loads; the instance and the check's one-line result.  A sealed archive
+    must pass *state_root*'s ledger (`import_ledger`: not a replay, nor older
+    than *max_age* seconds, 0 for no limit) and is recorded there.  On any
+    failure nothing is left."""
+    archived, files, opened = _read_archive(archive, migration_key)
     uuid = archived if new_uuid is None else manufacture.canonical_uuid(new_uuid)
     state_root = os.path.abspath(state_root)
     target = os.path.join(state_root, uuid)
@@ -301,6 +308,27 @@ def import_archive(
         os.makedirs(state_root, mode=0o700, exist_ok=True)
     except OSError as e:
         raise VtpmServiceError(f"{state_root}: {describe_open_error(e)}") from None
+    if opened is None:
+        return _import_files(state_root, archive, archived, uuid, files, key_file)
+    with import_ledger.admitting(state_root, archive, opened, max_age) as admission:
+        imported = _import_files(state_root, archive, archived, uuid, files, key_file)
+        try:
+            admission.record()
+        except BaseException:  # unrecorded, it could be imported again: undo it
+            shutil.rmtree(target, ignore_errors=True)
+            raise
+    return imported
+
+
+def _import_files(
+    state_root: str,
+    archive: str,
+    archived: str,
+    uuid: str,
+    files: dict[str, bytes],
+    key_file: str | None,
+) -> tuple[Instance, str]:
+    target = os.path.join(state_root, uuid)
     staging = tempfile.mkdtemp(prefix=f".import-{uuid}-", dir=state_root)
     try:
         os.mkdir(os.path.join(staging, manufacture.CERTS), 0o700)
