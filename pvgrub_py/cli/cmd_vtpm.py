@@ -186,6 +186,13 @@ def _uuid(text: str) -> str:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
+EX_SUSPEND = """\
+examples:
+  pvgrubctl vtpm suspend guest1 && xl save -p guest1 /srv/save/guest1.xl
+  pvgrubctl vtpm resume guest1             # no save after all: it reconnects
+  pvgrubctl vtpm suspend 7 --device 1 --timeout 60"""
+
+
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "vtpm",
@@ -406,6 +413,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             verb,
             help=summary,
             description=SUSPEND,
+            epilog=EX_SUSPEND,
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         v.add_argument("domain", metavar="DOMAIN", help="the guest: its name or domid")
