@@ -185,7 +185,7 @@ class GuestTpmBridge:
                 self.log(
                     f"vTPM {self.node} was connected when this domain was saved: its "
                     "event channel is left bound, since the kernel cannot unbind it after "
-                    "a restore (detach the vTPM before xl save: see the README)"
+                    "a restore (run pvgrubctl vtpm suspend before xl save: see the README)"
                 )
             else:
                 self._close(front)
