@@ -60,7 +60,7 @@ def _read(path: str) -> dict[str, int]:
             isinstance(k, str) and type(v) is int for k, v in newest.items()
         ):
             raise ValueError("not a ledger")
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested beyond the parser
         raise VtpmServiceError(
             f"{path}: the import ledger is damaged; imports are refused until it is "
             "repaired (it is what stops an old export from being imported again)"
