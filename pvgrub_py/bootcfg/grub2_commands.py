@@ -13,7 +13,6 @@ Sources: the GRUB manual's command reference ("set", "unset", "export",
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -27,6 +26,7 @@ from pvgrub_py.bootcfg.grub2_state import FunctionReturn, LoopBreak, MenuItem, S
 from pvgrub_py.bootcfg.grub2_testcmd import Probe, evaluate
 from pvgrub_py.bootcfg.grub_strtoul import strtoul
 from pvgrub_py.bootcfg.grubenv import STANDARD_SIZE, EnvBlock, parse_envblk, set_envblk_var
+from pvgrub_py.record import field, record
 
 if TYPE_CHECKING:
     # A contract for the type checker only: nothing imports it at run time.
@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 # -- option parsing (grub_arg_parse, grub-core/lib/arg.c) -------------------------
 
 
-@dataclass
+@record
 class Options:
     values: dict[str, list[str]] = field(default_factory=dict)
     flags: set[str] = field(default_factory=set)
