@@ -227,11 +227,7 @@ class RemoteSession:
             self._reap(kill=True)
             raise ProtocolError(f"deprivileged parser: the map of the {role}: {problem}")
         where = self.plan.files[index].where
-        # A sink that says how many chunks it keeps gets reused buffers:
-        # no fresh 1 MiB allocation (and its page faults) per chunk.
-        holds = getattr(sink, "holds", None)
-        ring = holds + 2 if isinstance(holds, int) else 0
-        return copy_extents(self._disk_fd, extents, sink, source=where, ring=ring)
+        return copy_extents(self._disk_fd, extents, sink, source=where)
 
     def finish(self) -> None:
         self._frame(END)

@@ -37,21 +37,6 @@ Stream = Callable[[Callable[[bytes], object], int], int]
 Output = int | BinaryIO | None
 
 
-class Feed:
-    """A sink that may say how many chunks it still reads after returning
-    (`holds`): a producer that reuses a ring of more buffers than that may
-    hand it the same buffer again (``copy_extents(..., ring=)``)."""
-
-    __slots__ = ("fn", "holds")
-
-    def __init__(self, fn: Callable[[bytes], None], holds: int) -> None:
-        self.fn = fn
-        self.holds = holds
-
-    def __call__(self, chunk: bytes) -> None:
-        self.fn(chunk)
-
-
 class WriteSink:
     """Writes chunks to an output descriptor or file (or nowhere: ``--not-really``)."""
 
@@ -80,22 +65,20 @@ def copy_kernel(
 ) -> Measurement:  # fmt: skip
     """PCR 4's measurement of the kernel *stream* delivers, copied to *out*.
 
-    The measurer (every bank, and the gunzip rule) runs in `Fanout`
-    threads, one per bank, while this thread reads and writes.  *overlap*, if given, runs
+    The measurer (every bank, and the gunzip rule) runs in a `Fanout`
+    thread while this thread reads and writes.  *overlap*, if given, runs
     once every byte is read and written, while that thread finishes
     hashing (`extract_session_files` streams the initrds there).
     """
     measurer = KernelMeasurer(banks, label)
     sink = WriteSink(out, label)
-    # One thread per bank: sha1 and sha256 of a 14 MB kernel no longer run
-    # one after the other in one thread.
-    with Fanout(measurer.consumers()) as hash_chunk:
+    with Fanout([measurer.update]) as hash_chunk:
 
         def feed(chunk: bytes) -> None:
-            sink.write(chunk)  # written before it is queued: a reused buffer is safe
+            sink.write(chunk)
             hash_chunk(chunk)
 
-        stream(Feed(feed, hash_chunk.holds), limits.kernel)
+        stream(feed, limits.kernel)
         if overlap is not None:
             overlap()
     digests, length = measurer.finish()
@@ -126,7 +109,7 @@ def copy_initrds(
             length += len(chunk)
 
         for stream in streams:
-            stream(Feed(feed, hash_chunk.holds), limits.initrd - length)
+            stream(feed, limits.initrd - length)
     return Measurement(INITRD_PCR, "initrd", " ".join(paths), _digests(hashers), length)
 
 

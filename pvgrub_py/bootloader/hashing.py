@@ -13,9 +13,7 @@ every chunk, in order, exactly once; `Fanout.close` waits for all of them
 before any digest is read, and re-raises the first consumer error.
 
 The queues hold at most `DEPTH` chunks each, so memory stays bounded
-(DEPTH x chunk size per consumer), and a producer that refills a ring of
-more than `Fanout.holds` buffers never overwrites a chunk a consumer has
-yet to hash (`pvgrub_py.disk.extents.copy_extents`).
+(DEPTH x chunk size per consumer).
 """
 
 from __future__ import annotations
@@ -65,13 +63,6 @@ class Fanout:
         for w in self._workers:
             w.start()
         self._closed = False
-
-    @property
-    def holds(self) -> int:
-        """How many chunks, at most, a consumer may still be reading after
-        ``__call__`` returns: its queue's `DEPTH`, and the one it is on.
-        A producer that reuses its buffers needs more than this many."""
-        return DEPTH + 1 if self._workers else 0
 
     def __call__(self, chunk: bytes) -> None:
         for consumer in self._inline:

@@ -149,22 +149,13 @@ def copy_extents(
     source: str,
     check: Callable[[], object] | None = None,
     chunk: int = CHUNK,
-    ring: int = 0,
 ) -> int:
     """Feed the bytes of *extents* of the image *fd* to *sink*; their total.
 
     Each chunk is a fresh ``bytes`` read with ``pread`` (consumers may keep
     it); a short read (an image truncated meanwhile) is an error naming
     *source*.  *check* runs before each chunk (a time budget).
-
-    With *ring* > 1 the chunks are instead views of *ring* buffers, reused
-    in turn (``preadv`` into them: no allocation, no fresh pages): the
-    sink must be done with a chunk once *ring* - 1 later ones have been
-    delivered (`bootloader.hashing.Fanout.holds` + 1 is enough), and must
-    copy what it keeps longer.
     """
-    buffers = [bytearray(chunk) for _ in range(ring)] if ring > 1 else []
-    turn = 0
     zeros = b""
     done = 0
     for where, n in extents:
@@ -173,28 +164,18 @@ def copy_extents(
             if check is not None:
                 check()
             k = min(chunk, left)
-            data: bytes | memoryview
             if where is None:
                 if len(zeros) != k:
                     zeros = bytes(k)
                 data = zeros
-            elif buffers:
-                view = memoryview(buffers[turn % ring])[:k]
-                turn += 1
-                got = os.preadv(fd, [view], where + n - left)
-                if got != k:
-                    raise _short(source, got, k, where + n - left)
-                data = view
             else:
                 data = os.pread(fd, k, where + n - left)
                 if len(data) != k:
-                    raise _short(source, len(data), k, where + n - left)
-            sink(data)  # type: ignore[arg-type]
+                    raise disk_error(
+                        source, f"short read: {len(data)} of {k} bytes at image byte "
+                        f"{where + n - left} (the image changed?)",
+                    )  # fmt: skip
+            sink(data)
             left -= k
             done += k
     return done
-
-
-def _short(source: str, got: int, want: int, at: int) -> Exception:
-    return disk_error(source, f"short read: {got} of {want} bytes at image byte {at} "
-                      "(the image changed?)")  # fmt: skip

@@ -6,7 +6,7 @@ ever held in memory beyond one chunk, so a 1 GiB initrd costs a 1 MiB buffer.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from pvgrub_py.tpm.algorithms import HashAlgorithm
@@ -26,13 +26,6 @@ class MultiHasher:
     def update(self, data: bytes | bytearray | memoryview) -> None:
         for _, h in self._hashers:
             h.update(data)
-        self.length += len(data)
-
-    def bank_updates(self) -> list[Callable[[bytes | bytearray | memoryview], object]]:
-        """`update` split by bank, for one thread each; `count` adds the length."""
-        return [h.update for _, h in self._hashers]
-
-    def count(self, data: bytes | bytearray | memoryview) -> None:
         self.length += len(data)
 
     def digests(self) -> dict[str, bytes]:

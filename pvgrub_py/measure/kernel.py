@@ -75,24 +75,6 @@ class KernelMeasurer:
         a chunk is copied only when it must be inflated.
         """
         self._raw.update(chunk)
-        self._track(chunk)
-
-    def consumers(self) -> list[Callable[[bytes | bytearray | memoryview], object]]:
-        """`update`, split for one thread each (`bootloader.hashing.Fanout`):
-        each bank of the file as stored, the first together with the rest
-        (its length, head and tail, the inflation of a gzip-looking file).
-        Fed the same chunks in the same order, they give what `update` gives."""
-        first, *others = self._raw.bank_updates()
-        raw = self._raw
-
-        def first_and_rest(chunk: bytes | bytearray | memoryview) -> None:
-            first(chunk)
-            raw.count(chunk)
-            self._track(chunk)
-
-        return [first_and_rest, *others]
-
-    def _track(self, chunk: bytes | bytearray | memoryview) -> None:
         carried = b""
         if len(self._head) < 2:
             carried = self._head  # the magic's first byte, if it came alone
