@@ -125,7 +125,13 @@ def _plain(which: str) -> str:
 
 
 class Runner:
-    """Runs each bootloader as libxl does, in fresh output files."""
+    """Runs each bootloader as libxl does, in fresh output files.
+
+    Every run's working directory is the work directory: ``python -m`` puts
+    the working directory first on sys.path, so a run started from the
+    checkout imported the checkout's pvgrub_py for the ``@base`` variants
+    too (their ratios measured this checkout twice).
+    """
 
     def __init__(
         self, disk: Path, work: Path, env: dict[str, str], python: str, baseline: str | None = None
@@ -171,7 +177,7 @@ class Runner:
         argv = self.argv(which, extra)
         t0 = time.perf_counter()
         proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                env=self.env_of(which))  # fmt: skip
+                                env=self.env_of(which), cwd=self.work)  # fmt: skip
         assert proc.stderr is not None
         err = proc.stderr.read()
         proc.stderr.close()
@@ -188,7 +194,7 @@ class Runner:
         process forks the run, so none of this bench's memory is counted."""
         argv = ["/usr/bin/time", "-f", "MAXRSS %M", *self.argv(which, extra)]
         r = subprocess.run(argv, capture_output=True, text=True, env=self.env_of(which),
-                           check=False)  # fmt: skip
+                           cwd=self.work, check=False)  # fmt: skip
         line = [ln for ln in r.stderr.splitlines() if ln.startswith("MAXRSS ")]
         if r.returncode or not line:
             raise SystemExit(f"{which} failed: {r.stderr.strip()}")
@@ -288,7 +294,8 @@ def trace(runner: Runner, which: str, extra: tuple[str, ...]) -> dict[str, float
     path = runner.work / f"{which}.trace"
     t0 = time.time()
     r = subprocess.run([runner.python, "-c", TRACE_DRIVER, str(path), repr(t0), *argv[3:]],
-                       capture_output=True, env=runner.env_of(which), check=False)  # fmt: skip
+                       capture_output=True, env=runner.env_of(which), cwd=runner.work,
+                       check=False)  # fmt: skip
     if r.returncode:
         raise SystemExit(f"trace of {which} failed: {r.stderr.decode(errors='replace')}")
     marks: dict[str, float] = {}

@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import posixpath
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from pvgrub_py.bootcfg.entry import BootEntry, BootMenu, FileRef
 from pvgrub_py.bootcfg.errors import BootConfigError
@@ -55,12 +54,13 @@ from pvgrub_py.bootcfg.files import (
 )
 from pvgrub_py.bootcfg.grubenv import parse_envblk
 from pvgrub_py.bootcfg.limits import DEFAULT_LIMITS, Limits
+from pvgrub_py.record import record
 
 DEFAULT_BLSDIR = "/loader/entries"
 FALLBACK_BLSDIR = "/boot/loader/entries"
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class BlsEntry:
     """One parsed snippet: its file name (without ``.conf``) and key/value pairs."""
 

@@ -21,10 +21,11 @@ its hint).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+
+from pvgrub_py.record import field, record
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class FileRef:
     """A file on a guest volume: GRUB device string (or None) and absolute path."""
 
@@ -37,7 +38,7 @@ class FileRef:
         return f"({self.device}){self.path}"
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class BootEntry:
     """One bootable (or not) menu entry.
 
@@ -81,7 +82,7 @@ class BootEntry:
         return self.index_path.count(">")
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class SubmenuInfo:
     """A GRUB ``submenu``: where it sits and how ``default`` can name it."""
 
@@ -91,7 +92,7 @@ class SubmenuInfo:
     title_path: str
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class BootMenu:
     """The parsed menu of one config file.
 

@@ -39,7 +39,6 @@ kept with ``loader`` set so indexes match the file.
 from __future__ import annotations
 
 import posixpath
-from dataclasses import dataclass, field
 
 from pvgrub_py.bootcfg.dialect import Dialect
 from pvgrub_py.bootcfg.entry import BootEntry, BootMenu, FileRef
@@ -55,6 +54,7 @@ from pvgrub_py.bootcfg.files import (
     split_words,
 )
 from pvgrub_py.bootcfg.limits import DEFAULT_LIMITS, Limits, small_int
+from pvgrub_py.record import field, record
 
 _NON_LINUX_BY_EXT = {
     ".c32": "com32",
@@ -115,7 +115,7 @@ _IGNORED = frozenset(
 )
 
 
-@dataclass
+@record
 class _Label:
     name: str
     line: int
@@ -129,7 +129,7 @@ class _Label:
     menu_label: str | None = None
 
 
-@dataclass
+@record
 class _State:
     files: ConfigFiles
     base: str

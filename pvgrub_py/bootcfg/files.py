@@ -45,14 +45,14 @@ from __future__ import annotations
 import posixpath
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 from pvgrub_py.bootcfg.errors import BootConfigError
 from pvgrub_py.bootcfg.limits import MAX_CONFIG_BYTES
+from pvgrub_py.record import field, record
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class VolumeIdentity:
     """How GRUB names and finds a volume (``search``, ``probe``, ``(dev)/path``)."""
 
@@ -62,7 +62,7 @@ class VolumeIdentity:
     fs_type: str | None = None
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class PathInfo:
     """What ``[ -d/-e/-f/-s ]`` needs to know about a path."""
 
@@ -177,7 +177,7 @@ def _as_bytes(data: bytes | str) -> bytes:
         return data.encode("utf-8", "surrogatepass")
 
 
-@dataclass
+@record
 class DictVolume:
     """A `ConfigFiles` backed by a dict of path → contents (tests, fixtures).
 

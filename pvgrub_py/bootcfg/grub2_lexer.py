@@ -29,7 +29,8 @@ from __future__ import annotations
 
 import enum
 import re
-from dataclasses import dataclass
+
+from pvgrub_py.record import record
 
 
 class Kind(enum.Enum):
@@ -42,7 +43,7 @@ class Kind(enum.Enum):
     EOF = "end of file"
 
 
-@dataclass(slots=True)
+@record(slots=True)
 class Lit:
     """Literal text; ``quoted`` when it came from quotes or a backslash."""
 
@@ -50,7 +51,7 @@ class Lit:
     quoted: bool
 
 
-@dataclass(slots=True)
+@record(slots=True)
 class Var:
     """A variable reference; ``quoted`` when inside double quotes."""
 
@@ -61,7 +62,7 @@ class Var:
 Part = Lit | Var
 
 
-@dataclass(slots=True)
+@record(slots=True)
 class Token:
     kind: Kind
     line: int

@@ -23,29 +23,28 @@ parsers (petitboot) accept and real configs contain: empty bodies
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from pvgrub_py.bootcfg.grub2_lexer import Kind, Token, tokenize
+from pvgrub_py.record import record
 
 #: A word is kept as the token the lexer produced (its parts and raw text).
 Word = Token
 
 
-@dataclass(slots=True)
+@record(slots=True)
 class SimpleCommand:
     words: tuple[Word, ...]
     block: tuple[Stmt, ...] | None
     line: int
 
 
-@dataclass(slots=True)
+@record(slots=True)
 class IfCommand:
     branches: tuple[tuple[tuple[Stmt, ...], tuple[Stmt, ...]], ...]
     orelse: tuple[Stmt, ...] | None
     line: int
 
 
-@dataclass(slots=True)
+@record(slots=True)
 class ForCommand:
     var: str
     words: tuple[Word, ...]
@@ -53,7 +52,7 @@ class ForCommand:
     line: int
 
 
-@dataclass(slots=True)
+@record(slots=True)
 class WhileCommand:
     cond: tuple[Stmt, ...]
     body: tuple[Stmt, ...]
@@ -61,14 +60,14 @@ class WhileCommand:
     line: int
 
 
-@dataclass(slots=True)
+@record(slots=True)
 class FunctionDef:
     name: str
     body: tuple[Stmt, ...]
     line: int
 
 
-@dataclass(slots=True)
+@record(slots=True)
 class NotCommand:
     cmd: Stmt
     line: int
@@ -77,7 +76,7 @@ class NotCommand:
 Stmt = SimpleCommand | IfCommand | ForCommand | WhileCommand | FunctionDef | NotCommand
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Script:
     stmts: tuple[Stmt, ...]
     errors: tuple[tuple[int, str], ...]

@@ -12,11 +12,10 @@ import it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 from pvgrub_py.bootcfg.entry import FileRef
 from pvgrub_py.bootcfg.grub2_env import Env
 from pvgrub_py.bootcfg.grub2_parser import Stmt
+from pvgrub_py.record import field, record
 
 
 class ScriptExit(Exception):
@@ -40,7 +39,7 @@ class LoopBreak(Exception):
         self.is_continue = is_continue
 
 
-@dataclass
+@record
 class EntryState:
     """What a menu entry body loaded so far."""
 
@@ -52,7 +51,7 @@ class EntryState:
     warnings: list[str] = field(default_factory=list)
 
 
-@dataclass
+@record
 class MenuItem:
     """A recorded ``menuentry``/``submenu`` (or BLS entry) awaiting evaluation."""
 
@@ -76,7 +75,7 @@ class MenuReplaced(Exception):
         self.env = env
 
 
-@dataclass
+@record
 class Frame:
     """Positional parameters of a function call or entry body."""
 

@@ -28,15 +28,15 @@ Parentheses nested deeper than `MAX_GROUP_DEPTH` are read as plain words
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 from pvgrub_py.bootcfg.grub_strtoul import strtosl, strtoul
+from pvgrub_py.record import record
 
 #: path -> (exists, is_dir, size or None when it cannot be opened as a file)
 FileProbe = Callable[[str], "Probe"]
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Probe:
     exists: bool
     is_dir: bool

@@ -18,13 +18,13 @@ in `BootMenu.env_writes`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from pvgrub_py.record import record
 
 SIGNATURE = b"# GRUB Environment Block\n"
 STANDARD_SIZE = 1024
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class EnvBlock:
     variables: dict[str, str]
     size: int

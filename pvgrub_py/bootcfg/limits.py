@@ -14,7 +14,7 @@ silently parsing a truncated prefix.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from pvgrub_py.record import record
 
 MIB = 1024 * 1024
 
@@ -23,7 +23,7 @@ MIB = 1024 * 1024
 MAX_CONFIG_BYTES = MIB
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Limits:
     """Budgets for one parse.  Exceeding any raises `BootConfigError`."""
 

@@ -20,16 +20,16 @@ wins; that volume becomes the config volume (GRUB's initial ``$root``).
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 
 from pvgrub_py.bootcfg.dialect import Dialect
 from pvgrub_py.bootcfg.entry import BootMenu
 from pvgrub_py.bootcfg.errors import BootConfigError
 from pvgrub_py.bootcfg.files import ConfigFiles, VolumeSet
 from pvgrub_py.bootcfg.limits import DEFAULT_LIMITS, Limits
+from pvgrub_py.record import record
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Candidate:
     path: str
     kind: str  # "grub2" | "bls" | "extlinux" | "grub-legacy"
@@ -58,7 +58,7 @@ CANDIDATES: tuple[Candidate, ...] = (
 )
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class FoundConfig:
     volume: ConfigFiles
     path: str

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import copy
 import os
-from dataclasses import dataclass
 
 from pvgrub_py.bootcfg.dialect import Dialect
 from pvgrub_py.bootcfg.entry import BootEntry, BootMenu, FileRef
@@ -40,9 +39,10 @@ from pvgrub_py.disk.sniff import sniff
 from pvgrub_py.disk.volumes import Disk, Volume, open_disk
 from pvgrub_py.errors import InputError
 from pvgrub_py.inputs import open_named_input
+from pvgrub_py.record import record
 
 
-@dataclass
+@record
 class OffsetVolume(Volume):
     """A filesystem at a byte offset that no partition table lists (``--offset``)."""
 
@@ -93,7 +93,7 @@ def restrict_to_offset(disk: Disk, offset: int) -> Disk:
     return view
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class GuestMenu:
     """A parsed guest menu and where it came from."""
 
@@ -103,7 +103,7 @@ class GuestMenu:
     config: str  # "disk.img: GPT partition 2: /boot/grub/grub.cfg"
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class BootChoice:
     guest: GuestMenu
     entry_index: int | None  # None when --kernel bypassed the menu

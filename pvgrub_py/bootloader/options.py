@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import getopt
 import re
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
 from pvgrub_py.bootcfg.dialect import Dialect
 from pvgrub_py.errors import UsageError
+from pvgrub_py.record import field, record
 
 if TYPE_CHECKING:
     from pvgrub_py.measure.policy import MeasurePolicy
@@ -56,7 +56,7 @@ LONG_OPTIONS = [
 ]  # fmt: skip
 
 
-@dataclass
+@record
 class BootloaderOptions:
     disk: str = ""
     interactive: bool = True

@@ -83,6 +83,7 @@ EAGER = (
     "_blake2",
     "_locale",
     "_string",
+    "_opcode",  # dis (inspect, dataclasses: pprint's, which dissect.cstruct imports)
 )
 #: The codecs the readers decode names with (FAT and Joliet use UTF-16):
 #: read with `LAZY`, run by the first lookup (``codecs.lookup`` imports
@@ -121,6 +122,17 @@ LAZY = (
     # importing importlib.abc until it went: now they are read like the rest.
     "_compression",
     "_strptime",
+    # dataclasses (pprint's, which dissect.cstruct imports) and what it
+    # imports: our own records no longer load it before the sandbox
+    # (`pvgrub_py.record`), so the readers that need it read it here.
+    "ast",
+    "dataclasses",
+    "dis",
+    "inspect",
+    "linecache",
+    "opcode",
+    "token",
+    "tokenize",
     "base64",
     "bisect",
     "bz2",

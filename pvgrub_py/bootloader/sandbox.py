@@ -40,9 +40,9 @@ import os
 import resource
 import signal
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from pvgrub_py.errors import PvgrubError
+from pvgrub_py.record import record
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWIPC = 0x08000000
@@ -78,7 +78,7 @@ class SandboxError(PvgrubError):
     """A privilege-dropping step failed: the parser must not run."""
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class SandboxReport:
     """What was achieved, for tests and ``--debug``."""
 

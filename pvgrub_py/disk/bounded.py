@@ -31,18 +31,18 @@ from __future__ import annotations
 
 import os
 import stat
-from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from pvgrub_py.disk.budget import Budget
 from pvgrub_py.disk.errors import disk_error
+from pvgrub_py.record import record
 
 #: Largest single read served.  The boot path reads files in 1 MiB chunks
 #: and metadata in blocks; nothing legitimate comes near this.
 MAX_SINGLE_READ = 32 << 20
 
 
-@dataclass
+@record
 class ReadStats:
     """Counters shared by every window of one disk (tests assert on them)."""
 

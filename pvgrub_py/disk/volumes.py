@@ -27,7 +27,6 @@ would give it (``hd0,gpt2``), which ``search`` and ``root`` match against.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
 
 from pvgrub_py.disk.bounded import BoundedFile, ByteSource, FdSource, ReadStats
 from pvgrub_py.disk.budget import Budget
@@ -42,9 +41,10 @@ from pvgrub_py.disk.partitions import (
     read_mbr,
 )
 from pvgrub_py.disk.sniff import Sniffed, sniff
+from pvgrub_py.record import field, record
 
 
-@dataclass
+@record
 class Volume:
     """One place a filesystem may live: a partition, an LV or the whole disk."""
 
