@@ -246,7 +246,7 @@ def test_the_guest_daemon_follows_its_domain_through_save_and_restore(
         assert f"this domain is now domain {restored} (was {guest})" in running.lines
         # Connected across the save: its event channel is abandoned, not unbound (on
         # Linux, unbinding a port a restore invalidated is a kernel BUG).
-        abandoned = any("was connected when this domain was saved" in x for x in running.lines)
+        abandoned = any("saved or migrated with its vTPM connected" in x for x in running.lines)
         assert abandoned == (not suspended), running.lines
     finally:
         running.close()

@@ -17,9 +17,11 @@ import pytest
 from test_guest_tpm_bridge import Running, measure_from_dom0, rc_of
 from test_vtpm_tpmif import Vtpmd, guest_with_vtpm
 
+from pvgrub_py.errors import PvgrubError
 from pvgrub_py.sim.host import SimHost
 from pvgrub_py.sim.testing import temporary_host, wait_until
 from pvgrub_py.tpm.client import TpmClient
+from pvgrub_py.vtpm.bridge_driver import GuestTpmBridge
 from pvgrub_py.vtpm.frontend import TpmFront
 from pvgrub_py.vtpm.suspend import NODE, frontend_dir
 
@@ -106,6 +108,68 @@ def test_a_frontend_that_does_not_let_go_fails_in_time_and_the_request_is_withdr
         with host.dom0.xenstore() as xs:
             assert xs.read(f"{frontend_dir(guest, 0)}/{NODE}") is None
         assert rc_of(front.transmit(GET_RANDOM)) == 0  # untouched
+
+
+def test_a_restore_under_the_same_domid_abandons_the_stale_port(
+    host: SimHost, vtpmd: Vtpmd
+) -> None:
+    """A restored or migrated domain can get its old domid back (the first guest on
+    a fresh host), so the bridge decides from its own ring, not the domid: the
+    toolstack made the device anew (no ring-ref or event-channel of ours, state
+    Initialising), so the port is abandoned, never unbound (on Linux, a kernel
+    BUG) and nothing is written into the new device directory.  A plain backend
+    restart keeps our ring published: that case closes and unbinds as before."""
+    guest = guest_with_vtpm(host)
+    measure_from_dom0(host, b"kernel")
+    with host.attach(guest, host.token(guest)) as hv:
+        running = Running(hv, timeout=2)
+        try:
+            front = running.bridge.front
+            assert front is not None and front.still_published()
+            evtchn = front._evtchn
+            assert evtchn is not None
+            touched: list[str] = []
+            real_unbind, real_close = evtchn.unbind, evtchn.close
+            evtchn.unbind = lambda port: (touched.append("unbind"), real_unbind(port))[1]  # type: ignore[method-assign]
+            evtchn.close = lambda: (touched.append("close"), real_close())[1]  # type: ignore[method-assign]
+            node = frontend_dir(guest, 0)
+            with host.dom0.xenstore() as xs:  # what libxl writes for the restored domain
+                xs.rm(f"{node}/ring-ref")
+                xs.rm(f"{node}/event-channel")
+                xs.write(f"{node}/state", b"1")
+            assert not front.still_published()
+            vtpmd.stop()  # the old backend is gone with the old domain
+            assert rc_of(running.kernel.transmit(GET_RANDOM)) == TPM_RC_FAILURE
+
+            def let_go() -> bool:  # the bridge drops the connection after answering
+                return any("saved or migrated with its vTPM connected" in x for x in running.lines)
+
+            assert wait_until(let_go, timeout=10, step=0.1), running.lines
+            assert running.bridge.front is None
+            assert touched == [], touched
+            with host.dom0.xenstore() as xs:
+                # The old connection's close (Closing, Closed) never reached the new
+                # device; a new connection attempt to it may have begun (Initialised).
+                assert xs.read(f"{node}/state") in (b"1", b"3"), xs.read(f"{node}/state")
+        finally:
+            running.close()
+
+
+def test_a_daemon_started_while_the_request_stands_does_not_connect(
+    host: SimHost, vtpmd: Vtpmd
+) -> None:
+    """A daemon (re)started while dom0 waits for a save must not publish a ring."""
+    guest = guest_with_vtpm(host)
+    with host.dom0.xenstore() as xs:
+        xs.write(f"{frontend_dir(guest, 0)}/{NODE}", b"1")
+    with host.attach(guest, host.token(guest)) as hv:
+        bridge = GuestTpmBridge(hv, 0, timeout=5)
+        with pytest.raises(PvgrubError, match="asked it to let go"):
+            bridge.connect(wait=5)
+        assert bridge.front is None
+        bridge.close()
+    with host.dom0.xenstore() as xs:
+        assert xs.read(f"{frontend_dir(guest, 0)}/event-channel") is None
 
 
 @pytest.mark.parametrize(

@@ -72,8 +72,10 @@ closes one of the kernel's own channels.
 
 How: this writes "pvgrub-suspend = 1" in the domain's device/vtpm/N
 directory; the guest's daemon closes its ring within a quarter of a second
-and stays disconnected (its /dev/tpm0 answers TPM_RC_FAILURE meanwhile); this
-returns once the frontend's event channel is gone.  The vTPM instance keeps
+(a command in flight first completes), unbinds its port, answers
+"pvgrub-suspended = 1" and stays disconnected (its /dev/tpm0 answers
+TPM_RC_FAILURE meanwhile); this returns once that answer is there.  If the
+save does not happen (xl save failed, or xl save -c), run "resume".  The vTPM instance keeps
 running, PCRs and all, for "pvgrubctl vtpm export".  The restored domain is
 a new domain without the request: the daemon reconnects to it by itself.
 "resume" withdraws the request if the save does not happen.
@@ -420,8 +422,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         v.add_argument("--device", type=int, default=0, metavar="N",
                        help="the vTPM's device number, device/vtpm/N (default 0)")  # fmt: skip
         if verb == "suspend":
-            v.add_argument("--timeout", type=float, default=30.0, metavar="S",
-                           help="seconds the frontend may take to let go (default 30)")  # fmt: skip
+            v.add_argument("--timeout", type=float, default=60.0, metavar="S",
+                           help="seconds the frontend may take to let go (default 60)")  # fmt: skip
         v.add_argument("--sim", metavar="DIR",
                        help="act on the simulated host in DIR instead of Xen")  # fmt: skip
         v.set_defaults(func=func)

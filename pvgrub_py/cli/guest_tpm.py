@@ -73,7 +73,8 @@ daemon to let go before "xl save" (it looks every 0.25 s, closes its ring and
 stays disconnected while asked); the restored domain is a new domain, whose
 domid it reads again, and it reconnects by itself.  A connection a save
 catches open cannot be unbound after the restore (Linux's evtchn driver
-BUGs on that): it is left bound, never unbound.
+BUGs on that): it is left bound, and the kernel trips over it only when
+this daemon exits; reboot such a guest at its next opportunity.
 
 Before it creates the chip, it reads the boot's TCG event log from the
 vTPM's NV memory, where pvgrub-py (the bootloader) left it, replays it

@@ -19,7 +19,6 @@ handle did not bind; unmask of such a port is silently ignored.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
 import socket
@@ -180,12 +179,18 @@ class SimEventChannels:
             self._page.close()
 
     def abandon(self) -> None:
-        """`interface.EventChannels.abandon`.  The simulator has no kernel driver
-        that a stale port could trip, and a restored domain is a new simulated
-        domain whose ports are its own: closing (what the driver would do, as far
-        as the old domain still exists) is enough."""
-        with contextlib.suppress(XenError):
-            self.close()
+        """`interface.EventChannels.abandon`, as on Linux: the ports stay bound
+        and the handle stays open in the simulator (no EVT_UNBIND, no
+        EVT_CLOSE) until this process detaches, when the daemon releases them
+        as the kernel does at exit; only our local ends go now."""
+        receiver, self._receiver = self._receiver, None
+        if receiver is None:
+            return
+        self._ports.clear()
+        for port in list(self._routes):
+            self._forget(port)
+        receiver.close()
+        self._page.close()
 
     def __enter__(self) -> SimEventChannels:
         return self

@@ -147,7 +147,13 @@ class GuestTpmBridge:
 
     def connect(self, wait: float) -> None:
         """Connect within ``wait`` seconds to a TPM 2.0, or raise (a TPM 1.2:
-        `NotTpm2Error`)."""
+        `NotTpm2Error`; a standing request to let go, `pvgrub_py.vtpm.suspend`)."""
+        self.check_suspend(now=True)
+        if self.parked:
+            raise PvgrubError(
+                f"vTPM {self.node}: the toolstack asked it to let go (pvgrubctl vtpm suspend); "
+                "not connecting until the request is withdrawn"
+            )
         self._open(wait)
 
     def _open(self, wait: float) -> None:
@@ -176,23 +182,31 @@ class GuestTpmBridge:
 
     def _drop(self, reason: str) -> None:
         front, self.front = self.front, None
-        fresh = self._open_fresh() if self.reopen is not None else None
         if front is not None:
             self.log(f"vTPM {self.node} disconnected: {reason}")
-            if fresh is not None and fresh.domid != self.hv.domid:
-                # Before the old hypervisor is closed: that would unbind the port.
-                front.abandon()
-                self.log(
-                    f"vTPM {self.node} was connected when this domain was saved: its "
-                    "event channel is left bound, since the kernel cannot unbind it after "
-                    "a restore (run pvgrubctl vtpm suspend before xl save: see the README)"
-                )
-            else:
-                self._close(front)
-        if fresh is not None:
-            self._use(fresh)
-        self._stale_hv = fresh is None
+            self._let_go(front)
+            fresh = self._open_fresh() if self.reopen is not None else None
+            if fresh is not None:
+                self._use(fresh)
+            self._stale_hv = fresh is None
+        else:
+            self._stale_hv = True
         self._next_attempt = 0.0  # try again at once
+
+    def _let_go(self, front: TpmFront) -> None:
+        """Close *front*, unless a save/restore or a migration ended it: our
+        port is then stale, and unbinding it would trip the kernel's BUG_ON
+        (`pvgrub_py.vtpm.suspend`), so it is abandoned instead."""
+        if front.still_published():
+            self._close(front)
+            return
+        front.abandon()
+        self.log(
+            f"vTPM {self.node}: this domain was saved or migrated with its vTPM connected; "
+            "the old event channel is left bound (unbinding it now would crash the kernel, "
+            "which will still trip over it when this daemon exits: reboot the guest at its "
+            "next opportunity, and run pvgrubctl vtpm suspend before xl save)"
+        )
 
     def _open_fresh(self) -> Hypervisor | None:
         """This domain opened anew (`reopen`), or None if that fails now."""
@@ -220,14 +234,16 @@ class GuestTpmBridge:
                 self._xs.close()
             self._xs = None
 
-    def check_suspend(self) -> None:
+    def check_suspend(self, *, now: bool = False) -> None:
         """Follow the toolstack's request (`pvgrub_py.vtpm.suspend`): let go of
-        the connection when asked, reconnect once it is withdrawn or this
-        domain was restored (a new domain, whose device has no request)."""
-        now = time.monotonic()
-        if now < self._next_suspend_check:
+        the connection when asked, then say so (``pvgrub-suspended``), and
+        reconnect once the request is withdrawn or this domain was restored (a
+        new domain, whose device has no request).  At most every
+        `suspend.POLL_SECONDS`, unless *now*."""
+        moment = time.monotonic()
+        if moment < self._next_suspend_check and not now:
             return
-        self._next_suspend_check = now + suspend.POLL_SECONDS
+        self._next_suspend_check = moment + suspend.POLL_SECONDS
         try:
             if self._xs is None:
                 self._xs = self.hv.xenstore()
@@ -242,11 +258,24 @@ class GuestTpmBridge:
             self.log(f"vTPM {self.node}: the toolstack asks it to let go (a save follows)")
             if self.front is not None:
                 self._drop("let go for a save")
+            self._acknowledge()
         elif not wanted and self.parked:
             self.parked = False
+            with contextlib.suppress(PvgrubError):  # our answer to it, if still there
+                if self._xs is not None:
+                    suspend.withdraw_acknowledgement(self._xs, self.hv.domid, self.devid)
             self._stale_hv = True  # restored: another domid, perhaps
             self._next_attempt = 0.0
             self.log(f"vTPM {self.node}: the request to let go is gone; reconnecting")
+
+    def _acknowledge(self) -> None:
+        """Tell the toolstack the frontend let go: its port is unbound by now."""
+        try:
+            if self._xs is None:
+                self._xs = self.hv.xenstore()
+            suspend.acknowledge(self._xs, self.hv.domid, self.devid)
+        except PvgrubError as e:
+            self.warn("suspend", f"vTPM {self.node}: cannot acknowledge the request: {e}")
 
     def _moved(self) -> bool:
         """Whether this domain now has another domid (then used from now on)."""
@@ -268,6 +297,9 @@ class GuestTpmBridge:
             if self._stale_hv and self.reopen is not None:
                 self._use(self.reopen())
                 self._stale_hv = False
+            self.check_suspend(now=True)  # never publish a ring against a standing request
+            if self.parked:
+                return
             self._open(self.retry)
         except PvgrubError as e:
             self._stale_hv = True
@@ -283,7 +315,7 @@ class GuestTpmBridge:
         """Close the frontend, and the hypervisor if `reopen` opened it (the
         one given to the constructor is the caller's)."""
         if self.front is not None:
-            self._close(self.front)
+            self._let_go(self.front)
             self.front = None
         self._close_xenstore()
         if self._opened_hv:

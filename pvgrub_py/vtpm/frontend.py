@@ -327,16 +327,35 @@ class TpmFront:
                         self._feed(TimedOut())
         self._release()
 
+    def still_published(self) -> bool:
+        """Whether our device directory still holds the ring this frontend
+        published (our ``event-channel`` and ``ring-ref``): false once a
+        save/restore or a migration recreated the device, whatever the domid
+        (a restored domain may get the old one back), and false when it cannot
+        be read.  Only then is it safe to unbind our port (`abandon` otherwise)."""
+        xs, pages = self._xs, self._pages
+        if xs is None or pages is None or self._port < 0:
+            return False
+        try:
+            port = xs.read(f"{self.node}/event-channel")
+            ref = xs.read(f"{self.node}/ring-ref")
+        except XenError:
+            return False
+        return port == str(self._port).encode() and ref == str(pages.refs[0]).encode()
+
     def abandon(self) -> None:
         """Let go of a connection that a save/restore of this domain ended: the
         ring's grant and the xenstore handle are released, but the event
         channel is abandoned (`EventChannels.abandon`), never unbound; nothing
-        is written to the old domain's nodes, which are gone."""
+        is written to the device directory, which is no longer ours.  Linux
+        still unbinds it when the process exits (and trips the same BUG_ON):
+        the guest should be rebooted at its next opportunity."""
         if self._evtchn is not None:
             self._evtchn.abandon()
             self._evtchn = None
             self._port = -1
-        self._release()
+        with contextlib.suppress(XenError):
+            self._release()
 
     def _release(self) -> None:
         if self._evtchn is not None:

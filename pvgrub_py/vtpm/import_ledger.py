@@ -77,21 +77,34 @@ class Admission:
         self.opened = opened
 
     def record(self) -> None:
+        """Write the ledger with this import in it (atomically, then synced with
+        its directory, so a power cut cannot forget it); one line on failure."""
         self.newest[self.opened.uuid] = self.opened.created_ms
         doc = {"newest_export_ms": dict(sorted(self.newest.items()))}
         directory = os.path.dirname(self.path)
-        fd, tmp = tempfile.mkstemp(prefix=".imports-", dir=directory)  # mode 0600
+        tmp = None
         try:
+            fd, tmp = tempfile.mkstemp(prefix=".imports-", dir=directory)  # mode 0600
             with os.fdopen(fd, "w") as f:
                 json.dump(doc, f, indent=1)
                 f.write("\n")
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, self.path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+            tmp = None
+            dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+        except OSError as e:
+            raise VtpmServiceError(
+                f"{self.path}: cannot record the import: {e.strerror}; nothing imported"
+            ) from None
+        finally:
+            if tmp is not None:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
 
 
 @contextlib.contextmanager
@@ -107,7 +120,10 @@ def admitting(
     except OSError as e:
         raise VtpmServiceError(f"{lock_path}: {e.strerror}") from None
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError as e:
+            raise VtpmServiceError(f"{lock_path}: cannot lock: {e.strerror}") from None
         path = os.path.join(state_root, LEDGER)
         newest = _read(path)
         made, now = opened.created_ms, now_ms()
@@ -128,7 +144,7 @@ def admitting(
             raise VtpmServiceError(
                 f"{source}: an export of vTPM {opened.uuid} made at {_when(made)}, but "
                 f"{again} was already imported here; refused: a replay would roll the "
-                "vTPM back"
+                "vTPM back (the times are the exporting hosts' clocks)"
             )
         yield Admission(path, newest, opened)
     finally:

@@ -41,6 +41,7 @@ import stat
 import subprocess
 import tarfile
 import tempfile
+from collections.abc import Callable
 
 from pvgrub_py.daemon_process import poll_until_ready, stop_process
 from pvgrub_py.errors import PvgrubError, UsageError
@@ -311,13 +312,10 @@ def import_archive(
     if opened is None:
         return _import_files(state_root, archive, archived, uuid, files, key_file)
     with import_ledger.admitting(state_root, archive, opened, max_age) as admission:
-        imported = _import_files(state_root, archive, archived, uuid, files, key_file)
-        try:
-            admission.record()
-        except BaseException:  # unrecorded, it could be imported again: undo it
-            shutil.rmtree(target, ignore_errors=True)
-            raise
-    return imported
+        # Recorded before it is moved into place: an import cut short after that
+        # needs a new export, never lets the same one in twice.
+        return _import_files(state_root, archive, archived, uuid, files, key_file,
+                             before_commit=admission.record)  # fmt: skip
 
 
 def _import_files(
@@ -327,6 +325,8 @@ def _import_files(
     uuid: str,
     files: dict[str, bytes],
     key_file: str | None,
+    *,
+    before_commit: Callable[[], None] | None = None,
 ) -> tuple[Instance, str]:
     target = os.path.join(state_root, uuid)
     staging = tempfile.mkdtemp(prefix=f".import-{uuid}-", dir=state_root)
@@ -355,6 +355,8 @@ def _import_files(
             _restore_blobs(archive, staging, inst, blobs)
         result = manufacture.check(inst)
         manufacture.write_metadata(inst)
+        if before_commit is not None:
+            before_commit()
         try:
             os.rename(staging, target)
         except OSError as e:

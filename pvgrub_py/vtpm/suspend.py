@@ -12,10 +12,13 @@ So the toolstack asks first, and saves once the frontend has let go:
 * dom0 writes ``/local/domain/D/device/vtpm/N/pvgrub-suspend = 1``
   (`request`), a node of the frontend's own device directory;
 * the guest's daemon sees it within a quarter of a second, closes its ring
-  (unbinding its port while that is still safe) and stays disconnected,
-  its chip answering TPM_RC_FAILURE, while the node exists;
-* `request` returns once the frontend's ``event-channel`` node is gone and
-  its state is no longer Connected; ``xl save`` follows.
+  (unbinding its port while that is still safe), writes
+  ``pvgrub-suspended = 1`` (`acknowledge`) and stays disconnected, its chip
+  answering TPM_RC_FAILURE, while the request stands;
+* `request` returns once that answer is there and the frontend's
+  ``event-channel`` node is gone; ``xl save`` follows.  A frontend that
+  does not answer (the kernel's xen-tpmfront, an older daemon) makes it
+  fail after its timeout, the request withdrawn.
 
 The restored domain is a new one, without the node, so the daemon connects
 to it at once.  `cancel` removes the node (no save after all): the daemon
@@ -25,6 +28,7 @@ in the running swtpm, for ``pvgrubctl vtpm export``.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import time
 
@@ -34,6 +38,8 @@ from pvgrub_py.xen.interface import XenStore
 
 #: The request node, in the frontend's device directory.
 NODE = "pvgrub-suspend"
+#: The frontend's answer, there too: written once its port is unbound.
+ACK = "pvgrub-suspended"
 #: How often the guest's daemon looks at it while idle.
 POLL_SECONDS = 0.25
 
@@ -63,7 +69,18 @@ def requested(xs: XenStore, domid: int, devid: int) -> bool:
     return (xs.read(f"{frontend_dir(domid, devid)}/{NODE}") or b"").strip() == b"1"
 
 
+def acknowledge(xs: XenStore, domid: int, devid: int) -> None:
+    """The frontend's answer: it let go (its port is unbound)."""
+    xs.write(f"{frontend_dir(domid, devid)}/{ACK}", b"1")
+
+
+def withdraw_acknowledgement(xs: XenStore, domid: int, devid: int) -> None:
+    xs.rm(f"{frontend_dir(domid, devid)}/{ACK}")
+
+
 def _released(xs: XenStore, node: str) -> bool:
+    if (xs.read(f"{node}/{ACK}") or b"").strip() != b"1":
+        return False
     if xs.read(f"{node}/event-channel") is not None:
         return False
     return read_state(xs, node) != XenbusState.CONNECTED
@@ -76,26 +93,35 @@ def request(xs: XenStore, domid: int, devid: int, timeout: float) -> float:
     if xs.read(f"{node}/backend") is None:
         raise SuspendError(f"domain {domid} has no vTPM device {devid} ({node})")
     started = time.monotonic()
+    xs.rm(f"{node}/{ACK}")  # a stale answer (an earlier request) does not count
     xs.write(f"{node}/{NODE}", b"1")
     token = f"pvgrub-suspend-{next(_tokens)}"
-    xs.watch(node, token)
+    done = False
     try:
-        deadline = started + timeout
-        while not _released(xs, node):
-            left = deadline - time.monotonic()
-            if left <= 0:
-                cancel(xs, domid, devid)
-                raise SuspendError(
-                    f"domain {domid}'s vTPM frontend ({node}) did not let go within "
-                    f"{timeout:g} s; request withdrawn. Do not save the domain now: a guest "
-                    "saved with its vTPM connected crashes its kernel when it is restored"
-                )
-            xs.wait_event(min(left, 1.0))
+        xs.watch(node, token)
+        try:
+            deadline = started + timeout
+            while not _released(xs, node):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise SuspendError(
+                        f"domain {domid}'s vTPM frontend ({node}) did not let go within "
+                        f"{timeout:g} s; request withdrawn. Do not save the domain now: a "
+                        "guest saved with its vTPM connected crashes its kernel when it is "
+                        "restored"
+                    )
+                xs.wait_event(min(left, 1.0))
+        finally:
+            xs.unwatch(node, token)
+        done = True
     finally:
-        xs.unwatch(node, token)
+        if not done:  # timed out, interrupted, or xenstore failed: withdraw it
+            with contextlib.suppress(PvgrubError):
+                cancel(xs, domid, devid)
     return time.monotonic() - started
 
 
 def cancel(xs: XenStore, domid: int, devid: int) -> None:
-    """Withdraw the request: the frontend reconnects."""
+    """Withdraw the request (and any answer): the frontend reconnects."""
     xs.rm(f"{frontend_dir(domid, devid)}/{NODE}")
+    xs.rm(f"{frontend_dir(domid, devid)}/{ACK}")
