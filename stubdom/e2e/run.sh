@@ -57,7 +57,7 @@ BOOT_TIMEOUT=${E2E_BOOT_TIMEOUT:-2400}
 BOOT_STALL=${E2E_BOOT_STALL:-300}
 ONLY=${E2E_ONLY:-}
 #: The scenario ids dom0/scenarios.sh runs, in order.
-ALL_SCENARIOS="1 2 2b 3a 3b 4 4b 5 7a 7b 7c 7d 7e F1 F1b F1c M1 F2 6"
+ALL_SCENARIOS="1 2 2b 3a 3b 4 4b 5 7a 7b 7c 7d 7e F1 F1b F1c M1 M1b F2 6"
 SUITE=bookworm
 
 ROOTFS=$CACHE/rootfs

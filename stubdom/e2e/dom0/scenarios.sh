@@ -562,24 +562,25 @@ good_ticks() { # name: the guest's GUEST-MIGRATE-TICK lines that read PCRs and N
   grep -a -E '^GUEST-MIGRATE-TICK [0-9]+ [0-9a-f]{64} [0-9a-f]{64} [0-9a-f]+' \
     "$CONSOLE/guest-$1.log" 2>/dev/null | tr -d '\r'
 }
-scenario_vtpm_migrate() {
-  stage vtpm-migrate
+scenario_vtpm_migrate() { # id label suspend|connected
+  local id=$1 label=$2 how=$3
+  stage "$label"
   local name=e2e-guest-tpm2-migrate uuid dir=/var/lib/pvgrub-e2e save archive written
-  local before after n0 i=0 t0 why=""
+  local before after n0 i=0 t0 why="" src=migrate-src-$id dst=migrate-dst-$id
   uuid=$(cfg_uuid guest-tpm2-migrate.cfg)
   save=$dir/migrate.save archive=$dir/migrate.vtpm
-  rm -rf "$dir/vtpm-migrate-dst" "$save" "$archive"
+  rm -rf "$dir/vtpm-$src" "$dir/vtpm-$dst" "$save" "$archive"
   mkdir -p "$dir"
   MIGRATION_KEY=$dir/migration.key
   (umask 077; od -An -N32 -tx1 /dev/urandom | tr -d ' \n' > "$MIGRATION_KEY")
-  if ! manufacture migrate-src "$uuid" || ! start_vtpmd migrate-src --manufactured; then
-    result FAIL M1 vtpm-migrate "vtpm create or vtpmd failed"; return
+  if ! manufacture "$src" "$uuid" || ! start_vtpmd "$src" --manufactured; then
+    result FAIL "$id" "$label" "vtpm create or vtpmd failed"; return
   fi
   if ! create guest-tpm2-migrate.cfg "$name"; then
-    result FAIL M1 vtpm-migrate "xl create failed: $(bootloader_error)"; destroy "$name"; stop_vtpmd; return
+    result FAIL "$id" "$label" "xl create failed: $(bootloader_error)"; destroy "$name"; stop_vtpmd; return
   fi
   if ! wait_console "$name" '^GUEST-MIGRATE-TICK [0-9]+ [0-9a-f]{64} ' 400; then
-    result FAIL M1 vtpm-migrate "no reading before the save: $(grep -a GUEST "$CONSOLE/guest-$name.log" | tail -3 | tr '\n' '|')"
+    result FAIL "$id" "$label" "no reading before the save: $(grep -a GUEST "$CONSOLE/guest-$name.log" | tail -3 | tr '\n' '|')"
     destroy "$name"; stop_vtpmd; return
   fi
   written=$(guest_line "$name" '^GUEST-MIGRATE-NV-WRITTEN ' | awk '{print $2}')
@@ -587,14 +588,20 @@ scenario_vtpm_migrate() {
   # The guest's frontend lets go first (a connection saved open cannot be closed after
   # the restore: Linux's evtchn driver BUGs); then save (the domain stays, paused), move
   # the running vTPM out, and the domain goes.
-  pvgrubctl vtpm suspend "$name" --timeout 60 > "$LOGDIR/vtpm-suspend.log" 2>&1 ||
-    why="vtpm suspend failed: $(tail -1 "$LOGDIR/vtpm-suspend.log")"
+  # (M1b saves it connected, as an administrator who forgot would: the daemon must
+  # abandon its stale port rather than unbind it, and reconnect.)
+  if [ "$how" = suspend ]; then
+    pvgrubctl vtpm suspend "$name" --timeout 60 > "$LOGDIR/vtpm-suspend.log" 2>&1 ||
+      why="vtpm suspend failed: $(tail -1 "$LOGDIR/vtpm-suspend.log")"
+  else
+    echo "not suspended: let go in 0 s" > "$LOGDIR/vtpm-suspend.log"
+  fi
   [ -n "$why" ] || timeout 300 xl save -p "$name" "$save" > "$LOGDIR/xl-save.log" 2>&1 ||
     why="xl save failed: $(tail -1 "$LOGDIR/xl-save.log")"
   before=$(good_ticks "$name" | tail -1 | cut -d' ' -f3-)
   n0=$(good_ticks "$name" | wc -l)
   if [ -z "$why" ]; then
-    pvgrubctl vtpm export --state-dir "$dir/vtpm-migrate-src" "$uuid" --to "$archive" \
+    pvgrubctl vtpm export --state-dir "$dir/vtpm-$src" "$uuid" --to "$archive" \
       --migration-key-file "$MIGRATION_KEY" > "$LOGDIR/vtpm-export.log" 2>&1 ||
       why="vtpm export failed: $(tail -1 "$LOGDIR/vtpm-export.log")"
   fi
@@ -602,11 +609,11 @@ scenario_vtpm_migrate() {
   stop_vtpmd
   # The target: another state directory (vtpmd knows nothing else of a host), the host key.
   if [ -z "$why" ]; then
-    pvgrubctl vtpm import --state-dir "$dir/vtpm-migrate-dst" --from "$archive" \
+    pvgrubctl vtpm import --state-dir "$dir/vtpm-$dst" --from "$archive" \
       --migration-key-file "$MIGRATION_KEY" --key-file "$HOST_KEY" \
       > "$LOGDIR/vtpm-import.log" 2>&1 || why="vtpm import failed: $(tail -1 "$LOGDIR/vtpm-import.log")"
   fi
-  [ -n "$why" ] || start_vtpmd migrate-dst --manufactured || why="vtpmd on the imported state did not start"
+  [ -n "$why" ] || start_vtpmd "$dst" --manufactured || why="vtpmd on the imported state did not start"
   if [ -z "$why" ]; then
     timeout 300 xl restore "$save" > "$LOGDIR/xl-restore.log" 2>&1 || why="xl restore failed: $(tail -1 "$LOGDIR/xl-restore.log")"
   fi
@@ -618,13 +625,17 @@ scenario_vtpm_migrate() {
   local errors; errors=$(grep -a -c '^GUEST-MIGRATE-TICK [0-9]* error' "$CONSOLE/guest-$name.log")
   destroy "$name"
   stop_vtpmd
-  cp "$CONSOLE/guest-$name.log" "$LOGDIR/guest-$name.log"
+  cp "$CONSOLE/guest-$name.log" "$LOGDIR/guest-$name-$id.log"
   if [ -n "$why" ]; then
-    result FAIL M1 vtpm-migrate "$why; $(grep -a 'GUEST-DAEMON' "$LOGDIR/guest-$name.log" | tail -2 | tr -d '\r' | tr '\n' '|')"
+    result FAIL "$id" "$label" "$why; $(grep -a 'GUEST-DAEMON' "$LOGDIR/guest-$name-$id.log" | tail -2 | tr -d '\r' | tr '\n' '|')"
+  elif grep -a -q 'kernel BUG' "$LOGDIR/guest-$name-$id.log"; then
+    result FAIL "$id" "$label" "the guest kernel hit a BUG: $(grep -a -m1 'kernel BUG' "$LOGDIR/guest-$name-$id.log" | tr -d '\r')"
+  elif [ "$how" = connected ] && ! grep -a -q 'saved or migrated with its vTPM connected' "$LOGDIR/guest-$name-$id.log"; then
+    result FAIL "$id" "$label" "the daemon did not report the stale connection it abandoned"
   elif [ -n "$before" ] && [ "$after" = "$before" ] && [ "${after##* }" = "$written" ]; then
-    result PASS M1 vtpm-migrate "vtpm suspend ($(grep -o 'let go in [0-9.]* s' "$LOGDIR/vtpm-suspend.log")), xl save -p, vtpm export of the running instance sealed with a migration key, import into another state dir, xl restore in $(($(date +%s) - t0))s; sha256 PCR4 PCR5 NV(0x01800010) before: $before; after: $after ==; $errors failed reading(s) while it moved"
+    result PASS "$id" "$label" "$( [ "$how" = suspend ] && echo "vtpm suspend ($(grep -o 'let go in [0-9.]* s' "$LOGDIR/vtpm-suspend.log"))" || echo "saved connected, stale port abandoned"), xl save -p, vtpm export of the running instance sealed with a migration key, import into another state dir, xl restore in $(($(date +%s) - t0))s; sha256 PCR4 PCR5 NV(0x01800010) before: $before; after: $after ==; $errors failed reading(s) while it moved"
   else
-    result FAIL M1 vtpm-migrate "before: ${before:-?}; after: ${after:-?}; NV written $written"
+    result FAIL "$id" "$label" "before: ${before:-?}; after: ${after:-?}; NV written $written"
   fi
 }
 
@@ -662,7 +673,8 @@ selected 7b && scenario_guest_tpm2 7b pvh guest-tpm2-pvh.cfg e2e-guest-tpm2-pvh
 selected 7d && scenario_attest_tamper
 selected F1 && scenario_killed
 selected F1b && scenario_killed_bridge
-selected M1 && scenario_vtpm_migrate
+selected M1 && scenario_vtpm_migrate M1 vtpm-migrate suspend
+selected M1b && scenario_vtpm_migrate M1b vtpm-migrate-connected connected
 selected F2 && scenario_rejected
 selected 6 && scenario_pytest
 stop_vtpmd
