@@ -165,6 +165,16 @@ class SimEventChannels:
 
     def close(self) -> None:
         """``xenevtchn_close``: every port bound through the handle is closed."""
+        self._let_go(tell_the_daemon=True)
+
+    def abandon(self) -> None:
+        """`interface.EventChannels.abandon`, as on Linux: the ports stay bound
+        and the handle stays open in the simulator (no EVT_UNBIND, no
+        EVT_CLOSE) until this process detaches, when the daemon releases them
+        as the kernel does at exit; only our local ends go now."""
+        self._let_go(tell_the_daemon=False)
+
+    def _let_go(self, *, tell_the_daemon: bool) -> None:
         receiver, self._receiver = self._receiver, None
         if receiver is None:
             return
@@ -172,25 +182,11 @@ class SimEventChannels:
         for port in list(self._routes):
             self._forget(port)
         try:
-            if self._conn.alive:
+            if tell_the_daemon and self._conn.alive:
                 self._conn.call(Op.EVT_CLOSE, [self._handle_id], function="xenevtchn_close")
         finally:
             receiver.close()
             self._page.close()
-
-    def abandon(self) -> None:
-        """`interface.EventChannels.abandon`, as on Linux: the ports stay bound
-        and the handle stays open in the simulator (no EVT_UNBIND, no
-        EVT_CLOSE) until this process detaches, when the daemon releases them
-        as the kernel does at exit; only our local ends go now."""
-        receiver, self._receiver = self._receiver, None
-        if receiver is None:
-            return
-        self._ports.clear()
-        for port in list(self._routes):
-            self._forget(port)
-        receiver.close()
-        self._page.close()
 
     def __enter__(self) -> SimEventChannels:
         return self
