@@ -168,7 +168,9 @@ def _check_key_fd(fd: int, source: str, *, regular: bool) -> bytes:
 
 
 @contextmanager
-def _key_fd(path: str | None) -> Iterator[int | None]:
+def key_fd_of(path: str | None) -> Iterator[int | None]:
+    """The key file *path* opened (and checked) for a swtpm to inherit, closed
+    after the block; None for no key."""
     fd = None if path is None else open_key_file(path)
     try:
         yield fd
@@ -407,7 +409,7 @@ def create(
     ca_dir = _config_path(ca_dir or os.path.join(state_root, "ca"), "CA directory")
     key_path = None if key_file is None else os.path.abspath(key_file)
     directory = os.path.join(state_root, uuid)
-    with _key_fd(key_path) as key_fd:  # a bad key file is refused before anything is made
+    with key_fd_of(key_path) as key_fd:  # a bad key file is refused before anything is made
         try:
             os.makedirs(state_root, mode=0o700, exist_ok=True)
             os.makedirs(ca_dir, mode=0o700, exist_ok=True)
@@ -586,7 +588,7 @@ def check(inst: Instance, key_file: str | None = None) -> str:
         for name in os.listdir(inst.directory):
             if name.startswith(("tpm-00.", "tpm2-00.")):
                 shutil.copy2(os.path.join(inst.directory, name), state)
-        with _key_fd(key_path if inst.encrypted or key_file is not None else None) as key_fd:
+        with key_fd_of(key_path if inst.encrypted or key_file is not None else None) as key_fd:
             data, ctrl, log = (os.path.join(work, n) for n in ("tpm.sock", "ctrl.sock", "log"))
             cmd = swtpm_command(
                 tpm2=inst.tpm_version == "2.0",

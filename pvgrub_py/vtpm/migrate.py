@@ -376,8 +376,7 @@ def _restore_blobs(archive: str, directory: str, inst: Instance, blobs: dict[str
     work = tempfile.mkdtemp(prefix="pvgrub-vtpm-import-")
     try:
         data, ctrl, log = (os.path.join(work, n) for n in ("tpm.sock", "ctrl.sock", "log"))
-        key_fd = None if inst.key_file is None else manufacture.open_key_file(inst.key_file)
-        try:
+        with manufacture.key_fd_of(inst.key_file) as key_fd:
             cmd = manufacture.swtpm_command(
                 tpm2=inst.tpm_version == "2.0",
                 state_dir=directory,
@@ -388,9 +387,6 @@ def _restore_blobs(archive: str, directory: str, inst: Instance, blobs: dict[str
                 initialise=False,
             )
             proc = manufacture.start_swtpm(cmd, key_fd)
-        finally:
-            if key_fd is not None:
-                os.close(key_fd)
         control = SwtpmControl(SocketAddress(path=ctrl), timeout=RESTORE_TIMEOUT)
         try:
             if not poll_until_ready(proc, lambda: os.path.exists(ctrl), RESTORE_TIMEOUT):
