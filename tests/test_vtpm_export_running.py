@@ -27,9 +27,16 @@ import pytest
 from test_guest_tpm_bridge import Running
 from test_vtpm_manufacture import write_key
 from test_vtpmd_restart import nv_define, nv_read, nv_write, rc_of
-from vtpmd_world import Vtpmd, guest_with_vtpm, state_root
+from vtpmd_world import (
+    KERNEL,
+    PCR4,
+    Vtpmd,
+    dom0_measures,
+    guest_with_vtpm,
+    sha1_pcr4,
+    state_root,
+)
 
-from pvgrub_py.cli.connect import open_transport
 from pvgrub_py.errors import PvgrubError
 from pvgrub_py.sim.client import SimHypervisor
 from pvgrub_py.sim.host import SimHost
@@ -37,7 +44,6 @@ from pvgrub_py.sim.testing import temporary_host, wait_until
 from pvgrub_py.tpm.client import TpmClient
 from pvgrub_py.tpm.errors import TpmTransportError
 from pvgrub_py.tpm.swtpm import BLOB_PERMANENT, SocketAddress, SwtpmControl
-from pvgrub_py.tpm.uri import parse_vtpm_uri
 from pvgrub_py.vtpm import manufacture
 from pvgrub_py.vtpm.frontend import TpmFront
 from pvgrub_py.vtpm.xenbus import XenbusState, read_state
@@ -48,9 +54,6 @@ TPM_RC_FAILURE = 0x101
 pytestmark = [pytest.mark.integration, pytest.mark.swtpm, pytest.mark.slow]
 
 UUID = "4c3b2a1f-0e9d-4c8b-8a7f-6e5d4c3b2a19"
-KERNEL = {"sha1": hashlib.sha1(b"kernel").digest(), "sha256": hashlib.sha256(b"kernel").digest()}
-#: PCR 4 (sha1) after one extend of KERNEL from zero, by hand (TPM 2.0 Part 1, PCR extend).
-PCR4 = hashlib.sha1(bytes(20) + KERNEL["sha1"]).digest()
 SECRET = hashlib.sha256(b"the guest's NV data").digest()
 
 
@@ -78,11 +81,6 @@ def pvgrubctl(*argv: str) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True, timeout=120)  # fmt: skip
 
 
-def sha1_pcr4(front: TpmFront) -> bytes:
-    client = TpmClient(front, version="2.0")
-    return client.read_pcrs([4], [b for b in client.active_banks() if b.name == "sha1"])["sha1"][4]
-
-
 def nv_contents(front: TpmFront) -> bytes:
     answer = front.transmit(nv_read(32))
     assert rc_of(answer) == 0, hex(rc_of(answer))
@@ -99,9 +97,7 @@ def test_a_running_encrypted_instance_is_exported_and_resumed_for_the_restored_g
     vtpmd = Vtpmd(host, source, "--key-file", str(key))
     try:
         guest = guest_with_vtpm(host, UUID)
-        transport = open_transport(parse_vtpm_uri("xen:0"), 10, uuid=UUID, sim_dir=str(host.dir))
-        with TpmClient(transport, version="2.0") as client:  # the bootloader measures
-            client.extend(4, {b.name: KERNEL[b.name] for b in client.active_banks()})
+        dom0_measures(host, UUID, KERNEL)  # the bootloader
         with (
             host.attach(guest, host.token(guest)) as hv,
             TpmFront(hv, timeout=10).connect() as front,
@@ -198,9 +194,7 @@ def test_the_guest_daemon_follows_its_domain_through_save_and_restore(
     vtpmd = Vtpmd(host, source, "--key-file", str(key))
     guest = guest_with_vtpm(host, UUID)
     now.append(guest)
-    transport = open_transport(parse_vtpm_uri("xen:0"), 10, uuid=UUID, sim_dir=str(host.dir))
-    with TpmClient(transport, version="2.0") as client:  # the bootloader measures
-        client.extend(4, {b.name: KERNEL[b.name] for b in client.active_banks()})
+    dom0_measures(host, UUID, KERNEL)  # the bootloader
     hv = host.attach(guest, host.token(guest))
     running = Running(hv, timeout=2.0, reopen=reopen)
     try:

@@ -189,14 +189,19 @@ def test_running_instance_round_trip_sealed_under_a_new_uuid(
     """A guest's running vTPM (vtpmd on the simulator) exported with --to and a
     migration key, imported with --from under --uuid OTHER: the restored guest,
     whose xl vtpm line names OTHER, finds its PCR 4 and NV index."""
-    from test_vtpm_export_running import KERNEL, PCR4, SECRET, nv_contents, sha1_pcr4
+    from test_vtpm_export_running import SECRET, nv_contents
     from test_vtpmd_restart import nv_define, nv_write, rc_of
-    from vtpmd_world import Vtpmd, guest_with_vtpm, kill_swtpms
+    from vtpmd_world import (
+        KERNEL,
+        PCR4,
+        Vtpmd,
+        dom0_measures,
+        guest_with_vtpm,
+        kill_swtpms,
+        sha1_pcr4,
+    )
 
-    from pvgrub_py.cli.connect import open_transport
     from pvgrub_py.sim.testing import temporary_host
-    from pvgrub_py.tpm.client import TpmClient
-    from pvgrub_py.tpm.uri import parse_vtpm_uri
     from pvgrub_py.vtpm.frontend import TpmFront
 
     _, key, mk = made
@@ -208,11 +213,7 @@ def test_running_instance_round_trip_sealed_under_a_new_uuid(
             vtpmd = Vtpmd(host, source, "--key-file", str(key))
             try:
                 guest = guest_with_vtpm(host, UUID)
-                transport = open_transport(
-                    parse_vtpm_uri("xen:0"), 10, uuid=UUID, sim_dir=str(host.dir)
-                )
-                with TpmClient(transport, version="2.0") as client:  # the bootloader measures
-                    client.extend(4, {b.name: KERNEL[b.name] for b in client.active_banks()})
+                dom0_measures(host, UUID, KERNEL)  # the bootloader
                 with (
                     host.attach(guest, host.token(guest)) as hv,
                     TpmFront(hv, timeout=10).connect() as front,

@@ -14,24 +14,25 @@ its own process, real swtpm behind.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from vtpmd_world import (
+    KERNEL,
+    PCR4,
     Vtpmd,
     backend_node,
     backend_state,
     dom0_measures,
     guest_with_vtpm,
+    sha1_pcr4,
     state_root,
 )
 
 from pvgrub_py.sim.host import SimHost
 from pvgrub_py.sim.testing import temporary_host, wait_until
-from pvgrub_py.tpm.client import TpmClient
 from pvgrub_py.tpm.errors import TpmError, TpmTransportError
 from pvgrub_py.vtpm.devices import VtpmDevice, add_vtpm_device
 from pvgrub_py.vtpm.frontend import TpmFront
@@ -40,9 +41,6 @@ from pvgrub_py.vtpm.xenbus import XenbusState
 pytestmark = [pytest.mark.integration, pytest.mark.swtpm]
 
 UUID = "2e7d1c4b-8a3f-4e6d-9b1c-5f0a2d3c4b5e"
-KERNEL = {"sha1": hashlib.sha1(b"kernel").digest(), "sha256": hashlib.sha256(b"kernel").digest()}
-#: PCR 4 (sha1) after one extend of KERNEL from zero, by hand (TPM 2.0 Part 1, PCR extend).
-PCR4 = hashlib.sha1(bytes(20) + KERNEL["sha1"]).digest()
 IN_USE = "vTPM in use by another domain or device"
 NOT_MEASURED = "vTPM not measured for this boot; reboot the guest"
 
@@ -59,18 +57,12 @@ def state() -> Iterator[Path]:
         yield path
 
 
-def pcr4(front: TpmFront) -> bytes:
-    client = TpmClient(front, version="2.0")
-    sha1 = [b for b in client.active_banks() if b.name == "sha1"]
-    return client.read_pcrs([4], sha1)["sha1"][4]
-
-
 def served_pcr4(host: SimHost, guest: int, devid: int = 0) -> bytes:
     with (
         host.attach(guest, host.token(guest)) as hv,
         TpmFront(hv, devid, timeout=10).connect() as front,
     ):
-        return pcr4(front)
+        return sha1_pcr4(front)
 
 
 def refused(host: SimHost, guest: int, devid: int = 0) -> str:
@@ -159,7 +151,7 @@ def test_the_ticket_and_the_binding_survive_a_vtpmd_restart(host: SimHost, state
         vtpmd = Vtpmd(host, state)
         with host.attach(guest_a, host.token(guest_a)) as hv:
             with TpmFront(hv, timeout=10).connect() as front:
-                assert pcr4(front) == PCR4
+                assert sha1_pcr4(front) == PCR4
                 # Killed while the guest is connected: it is reattached and served.
                 vtpmd.kill9()
                 vtpmd = Vtpmd(host, state)
@@ -167,10 +159,10 @@ def test_the_ticket_and_the_binding_survive_a_vtpmd_restart(host: SimHost, state
                 # A command the guest submits before the new daemon has re-mapped its ring
                 # is cancelled, never run twice: at most one fails, then it is served.
                 try:
-                    after = pcr4(front)
+                    after = sha1_pcr4(front)
                 except TpmTransportError as e:
                     assert "cancelled" in str(e), e
-                    after = pcr4(front)
+                    after = sha1_pcr4(front)
                 assert after == PCR4
             assert served_pcr4(host, guest_a) == PCR4  # and on a reconnect
         # The restarted daemon knows whose it is: another domain is refused.
@@ -192,10 +184,10 @@ def test_a_new_boot_ends_the_bound_guests_service(host: SimHost, state: Path) ->
             host.attach(guest_a, host.token(guest_a)) as hv,
             TpmFront(hv, timeout=10).connect() as front,
         ):
-            assert pcr4(front) == PCR4
+            assert sha1_pcr4(front) == PCR4
             dom0_measures(host, UUID, KERNEL)
             with pytest.raises(TpmError):
-                pcr4(front)
+                sha1_pcr4(front)
         assert refused(host, guest_a) == NOT_MEASURED
         guest_b = guest_with_vtpm(host, UUID)
         assert served_pcr4(host, guest_b) == PCR4

@@ -25,8 +25,16 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from test_vtpmd_restart import KERNEL, UUID, nv_define, nv_read, nv_write, rc_of
-from vtpmd_world import Vtpmd, dom0_measures, guest_with_vtpm, kill_swtpms, state_root, swtpm_pids
+from test_vtpmd_restart import UUID, nv_define, nv_read, nv_write, rc_of
+from vtpmd_world import (
+    KERNEL,
+    Vtpmd,
+    dom0_measures,
+    guest_with_vtpm,
+    kill_swtpms,
+    state_root,
+    swtpm_pids,
+)
 
 from pvgrub_py.cli.connect import open_transport
 from pvgrub_py.sim.host import SimHost

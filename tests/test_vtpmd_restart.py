@@ -28,11 +28,14 @@ from pathlib import Path
 
 import pytest
 from vtpmd_world import (
+    KERNEL,
+    PCR4,
     Vtpmd,
     backend_node,
     backend_state,
     dom0_measures,
     guest_with_vtpm,
+    sha1_pcr4,
     state_root,
     swtpm_pids,
 )
@@ -49,9 +52,6 @@ from pvgrub_py.vtpm.xenbus import XenbusState
 pytestmark = [pytest.mark.integration, pytest.mark.swtpm]
 
 UUID = "5d4c3b2a-1f0e-4d9c-8b7a-6f5e4d3c2b1a"
-KERNEL = {"sha1": hashlib.sha1(b"kernel").digest(), "sha256": hashlib.sha256(b"kernel").digest()}
-#: PCR 4 after one extend of KERNEL from zero, by hand (TPM 2.0 Part 1, PCR extend).
-PCR4 = hashlib.sha1(bytes(20) + KERNEL["sha1"]).digest()
 
 
 @pytest.fixture
@@ -72,9 +72,7 @@ def pcr4(client: TpmClient, deadline: float = 15.0) -> bytes:
     end = time.monotonic() + deadline
     while True:
         try:
-            return client.read_pcrs([4], [b for b in client.active_banks() if b.name == "sha1"])[
-                "sha1"
-            ][4]
+            return sha1_pcr4(client.transport)
         except TpmError:
             if time.monotonic() > end:
                 raise

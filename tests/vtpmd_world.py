@@ -6,6 +6,7 @@ it on purpose), by pid, at the end of every test."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import shutil
 import signal
@@ -19,10 +20,23 @@ from pathlib import Path
 from pvgrub_py.cli.connect import open_transport
 from pvgrub_py.sim.host import SimHost
 from pvgrub_py.tpm.client import TpmClient
+from pvgrub_py.tpm.transport import TpmTransport
 from pvgrub_py.tpm.uri import parse_vtpm_uri
 from pvgrub_py.vtpm import manufacture
 from pvgrub_py.vtpm.devices import VtpmDevice, add_vtpm_device
 from pvgrub_py.vtpm.xenbus import XenbusState, read_state
+
+#: What the tests' bootloader measures into PCR 4, per bank.
+KERNEL = {"sha1": hashlib.sha1(b"kernel").digest(), "sha256": hashlib.sha256(b"kernel").digest()}
+#: PCR 4 (sha1) after one extend of KERNEL from zero, by hand (TPM 2.0 Part 1, PCR extend).
+PCR4 = hashlib.sha1(bytes(20) + KERNEL["sha1"]).digest()
+
+
+def sha1_pcr4(transport: TpmTransport) -> bytes:
+    """PCR 4 of the sha1 bank, read through *transport* (a TPM 2.0)."""
+    client = TpmClient(transport, version="2.0")
+    sha1 = [b for b in client.active_banks() if b.name == "sha1"]
+    return client.read_pcrs([4], sha1)["sha1"][4]
 
 
 class Vtpmd:
