@@ -1,6 +1,11 @@
-"""Run ``pvgrubctl`` in-process, as a test sees it: exit status, stdout, stderr."""
+"""Run ``pvgrubctl`` as a test sees it: in-process (`ctl`: exit status, stdout,
+stderr) or in its own process (`run`, for what needs its own descriptors and
+signals, or runs long)."""
 
 from __future__ import annotations
+
+import subprocess
+import sys
 
 import pytest
 
@@ -15,3 +20,9 @@ def ctl(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
         status = int(e.code or 0)
     out, err = capsys.readouterr()
     return status, out, err
+
+
+def run(*argv: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """``pvgrubctl ARGV...`` in a process of its own, its output captured."""
+    return subprocess.run([sys.executable, "-m", "pvgrub_py.cli.pvgrubctl", *argv],
+                          capture_output=True, text=True, timeout=timeout)  # fmt: skip

@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pvgrubctl_run import run as pvgrubctl
 
 from pvgrub_py.attest.quote import parse_attest, parse_public, parse_signature
 from pvgrub_py.attest.reference import (
@@ -335,13 +336,7 @@ def test_cli_malformed_files_are_one_line(tmp_path: Path) -> None:
 
 
 def test_help_is_a_manual_page() -> None:
-    proc = subprocess.run(
-        [sys.executable, "-m", "pvgrub_py.cli.pvgrubctl", "attest", "verify", "--help"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    proc = pvgrubctl("attest", "verify", "--help", timeout=60)
     assert proc.returncode == 0
     for word in (
         "tpm2_checkquote",

@@ -18,12 +18,12 @@ import json
 import os
 import struct
 import subprocess
-import sys
 import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from pvgrubctl_run import run as pvgrubctl
 from test_guest_tpm_bridge import Running
 from test_vtpm_manufacture import write_key
 from test_vtpmd_restart import nv_define, nv_read, nv_write, rc_of
@@ -74,11 +74,6 @@ def roots() -> Iterator[tuple[Path, Path]]:
 @pytest.fixture
 def key(tmp_path: Path) -> Path:
     return write_key(tmp_path / "host.key")
-
-
-def pvgrubctl(*argv: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "pvgrub_py.cli.pvgrubctl", *argv],
-                          capture_output=True, text=True, timeout=120)  # fmt: skip
 
 
 def nv_contents(front: TpmFront) -> bytes:

@@ -27,7 +27,9 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from pvgrubctl_run import run as pvgrubctl
 from swtpm_tools import tools_tpm
+from test_vtpm_manufacture import write_key
 
 from pvgrub_py.vtpm import manufacture, seal
 
@@ -56,17 +58,6 @@ def header_end(data: bytes) -> int:
     """Where the nonce starts: after the header's newline."""
     assert data.startswith(HEADER)
     return data.index(b"\n") + 1
-
-
-def write_key(path: Path) -> Path:
-    path.write_text(os.urandom(32).hex() + "\n")
-    path.chmod(0o600)
-    return path
-
-
-def pvgrubctl(*argv: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "pvgrub_py.cli.pvgrubctl", *argv],
-                          capture_output=True, text=True, timeout=120)  # fmt: skip
 
 
 def one_line_failure(r: subprocess.CompletedProcess[str], status: int = 1) -> None:

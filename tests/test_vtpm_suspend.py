@@ -8,12 +8,12 @@ pvgrub-guest-tpm a `GuestTpmBridge` in a thread.  The save/restore itself
 from __future__ import annotations
 
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from pvgrubctl_run import run as pvgrubctl
 from test_guest_tpm_bridge import Running, measure_from_dom0, rc_of
 from test_vtpm_tpmif import Vtpmd, guest_with_vtpm
 
@@ -46,10 +46,7 @@ def vtpmd(host: SimHost, tmp_path: Path) -> Iterator[Vtpmd]:
 
 
 def vtpm(host: SimHost, *argv: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "pvgrub_py.cli.pvgrubctl", "vtpm", *argv, "--sim", str(host.dir)],
-        capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+    return pvgrubctl("vtpm", *argv, "--sim", str(host.dir), timeout=60)
 
 
 def test_suspend_lets_go_and_resume_reconnects_with_the_same_pcrs(

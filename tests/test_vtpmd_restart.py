@@ -19,14 +19,13 @@ import hashlib
 import os
 import signal
 import struct
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from pvgrubctl_run import run as pvgrubctl
 from vtpmd_world import (
     KERNEL,
     PCR4,
@@ -150,11 +149,7 @@ def test_a_command_submitted_while_vtpmd_was_down_is_cancelled_never_run_twice(
 def test_a_second_vtpmd_on_one_state_dir_is_refused(host: SimHost, state: Path) -> None:
     vtpmd = Vtpmd(host, state)
     try:
-        second = subprocess.run(
-            [sys.executable, "-m", "pvgrub_py.cli.pvgrubctl", "vtpmd", "--sim", str(host.dir),
-             "--state-dir", str(state)],
-            capture_output=True, text=True, timeout=30,
-        )  # fmt: skip
+        second = pvgrubctl("vtpmd", "--sim", str(host.dir), "--state-dir", str(state), timeout=30)
         assert second.returncode == 1, second
         assert f"another vtpmd (pid {vtpmd.proc.pid}) serves this state directory" in second.stderr
         assert len(second.stderr.strip().splitlines()) == 1 and "Traceback" not in second.stderr
