@@ -185,12 +185,7 @@ class GuestTpmBridge:
         if front is not None:
             self.log(f"vTPM {self.node} disconnected: {reason}")
             self._let_go(front)
-            fresh = self._open_fresh() if self.reopen is not None else None
-            if fresh is not None:
-                self._use(fresh)
-            self._stale_hv = fresh is None
-        else:
-            self._stale_hv = True
+        self._stale_hv = True  # the next attempt opens this domain anew: it may have moved
         self._next_attempt = 0.0  # try again at once
 
     def _let_go(self, front: TpmFront) -> None:
@@ -207,14 +202,6 @@ class GuestTpmBridge:
             "which will still trip over it when this daemon exits: reboot the guest at its "
             "next opportunity, and run pvgrubctl vtpm suspend before xl save)"
         )
-
-    def _open_fresh(self) -> Hypervisor | None:
-        """This domain opened anew (`reopen`), or None if that fails now."""
-        assert self.reopen is not None
-        try:
-            return self.reopen()
-        except PvgrubError:
-            return None
 
     def _use(self, fresh: Hypervisor) -> None:
         """Work through *fresh* from now on; close the one it replaces if it was ours."""
@@ -250,9 +237,11 @@ class GuestTpmBridge:
             wanted = suspend.requested(self._xs, self.hv.domid, self.devid)
         except PvgrubError:
             self._close_xenstore()  # opened anew next time
-            if not self.parked or not self._moved():
+            if not self.parked:
                 return
-            wanted = False  # a new domain: its device has no request
+            # Our domain's node is out of reach: restored or migrated, a new domain.
+            # Unparked, the next attempt opens this domain anew and looks again.
+            wanted = False
         if wanted and not self.parked:
             self.parked = True
             self.log(f"vTPM {self.node}: the toolstack asks it to let go (a save follows)")
@@ -276,20 +265,6 @@ class GuestTpmBridge:
             suspend.acknowledge(self._xs, self.hv.domid, self.devid)
         except PvgrubError as e:
             self.warn("suspend", f"vTPM {self.node}: cannot acknowledge the request: {e}")
-
-    def _moved(self) -> bool:
-        """Whether this domain now has another domid (then used from now on)."""
-        if self.reopen is None:
-            return False
-        fresh = self._open_fresh()
-        if fresh is None:
-            return False
-        if fresh.domid == self.hv.domid:
-            with contextlib.suppress(PvgrubError):
-                fresh.close()
-            return False
-        self._use(fresh)
-        return True
 
     def _reconnect(self) -> None:
         self._next_attempt = time.monotonic() + self.retry
