@@ -9,7 +9,7 @@ import textwrap
 
 from pvgrub_py.errors import UsageError
 from pvgrub_py.vtpm import import_ledger, manufacture, migrate, suspend
-from pvgrub_py.xen.interface import Hypervisor, XenStore
+from pvgrub_py.xen.interface import Hypervisor
 
 DESCRIPTION = """\
 Manage the vTPM instances that "pvgrubctl vtpmd --state-dir DIR" serves: each
@@ -523,39 +523,26 @@ def run_import(args: argparse.Namespace) -> int:
     return 0
 
 
-def _toolstack_xenstore(args: argparse.Namespace) -> tuple[Hypervisor, XenStore]:
+def _toolstack(args: argparse.Namespace) -> Hypervisor:
     from pvgrub_py.cli.connect import open_hypervisor
 
-    hv = open_hypervisor(args.sim, 0)
-    try:
-        return hv, hv.xenstore()
-    except BaseException:
-        hv.close()
-        raise
+    return open_hypervisor(args.sim, 0)
 
 
 def run_suspend(args: argparse.Namespace) -> int:
     if not 0 < args.timeout <= 3600:
         raise UsageError("--timeout: give seconds between 0 and 3600")
-    hv, xs = _toolstack_xenstore(args)
-    try:
+    with _toolstack(args) as hv, hv.xenstore() as xs:
         domid = suspend.resolve_domain(xs, args.domain)
         took = suspend.request(xs, domid, args.device, args.timeout)
-    finally:
-        xs.close()
-        hv.close()
     print(f"domain {domid}: vTPM frontend device/vtpm/{args.device} let go in {took:.2f} s; "
           "save the domain now")  # fmt: skip
     return 0
 
 
 def run_resume(args: argparse.Namespace) -> int:
-    hv, xs = _toolstack_xenstore(args)
-    try:
+    with _toolstack(args) as hv, hv.xenstore() as xs:
         domid = suspend.resolve_domain(xs, args.domain)
         suspend.cancel(xs, domid, args.device)
-    finally:
-        xs.close()
-        hv.close()
     print(f"domain {domid}: request withdrawn; its vTPM frontend reconnects")
     return 0
