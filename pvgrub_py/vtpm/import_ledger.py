@@ -69,7 +69,7 @@ def _read(path: str) -> dict[str, int]:
 
 
 class Admission:
-    """An import that passed the ledger; `record` once it is in place."""
+    """An import that passed the ledger; `record` it just before it is moved into place."""
 
     def __init__(self, path: str, newest: dict[str, int], opened: Opened) -> None:
         self.path = path
