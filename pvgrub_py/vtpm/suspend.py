@@ -29,11 +29,10 @@ in the running swtpm, for ``pvgrubctl vtpm export``.
 from __future__ import annotations
 
 import contextlib
-import itertools
 import time
 
 from pvgrub_py.errors import PvgrubError
-from pvgrub_py.vtpm.xenbus import XenbusState, read_state
+from pvgrub_py.vtpm.xenbus import XenbusState, read_state, watch_until
 from pvgrub_py.xen.interface import XenStore
 
 #: The request node, in the frontend's device directory.
@@ -42,9 +41,6 @@ NODE = "pvgrub-suspend"
 ACK = "pvgrub-suspended"
 #: How often the guest's daemon looks at it while idle.
 POLL_SECONDS = 0.25
-
-_tokens = itertools.count()
-
 
 class SuspendError(PvgrubError):
     """The frontend did not let go in time, or there is no such device."""
@@ -95,29 +91,19 @@ def request(xs: XenStore, domid: int, devid: int, timeout: float) -> float:
     started = time.monotonic()
     xs.rm(f"{node}/{ACK}")  # a stale answer (an earlier request) does not count
     xs.write(f"{node}/{NODE}", b"1")
-    token = f"pvgrub-suspend-{next(_tokens)}"
-    done = False
+    done = None
     try:
-        xs.watch(node, token)
-        try:
-            deadline = started + timeout
-            while not _released(xs, node):
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise SuspendError(
-                        f"domain {domid}'s vTPM frontend ({node}) did not let go within "
-                        f"{timeout:g} s; request withdrawn. Do not save the domain now: a "
-                        "guest saved with its vTPM connected crashes its kernel when it is "
-                        "restored"
-                    )
-                xs.wait_event(min(left, 1.0))
-        finally:
-            xs.unwatch(node, token)
-        done = True
+        done = watch_until(xs, node, lambda: _released(xs, node) or None, timeout)
     finally:
-        if not done:  # timed out, interrupted, or xenstore failed: withdraw it
+        if done is None:  # timed out, interrupted, or xenstore failed: withdraw it
             with contextlib.suppress(PvgrubError):
                 cancel(xs, domid, devid)
+    if done is None:
+        raise SuspendError(
+            f"domain {domid}'s vTPM frontend ({node}) did not let go within {timeout:g} s; "
+            "request withdrawn. Do not save the domain now: a guest saved with its vTPM "
+            "connected crashes its kernel when it is restored"
+        )
     return time.monotonic() - started
 
 
