@@ -29,12 +29,12 @@ What GRUB and the UEFI specification say is what matters for
 from __future__ import annotations
 
 import struct
-import uuid
 import zlib
 from collections.abc import Callable
 from typing import NamedTuple
 
 from pvgrub_py.disk.errors import disk_error
+from pvgrub_py.disk.guid import mixed_endian_guid_text
 
 ReadAt = Callable[[int, int], bytes]
 
@@ -49,15 +49,15 @@ MAX_LOGICAL = 128
 MAX_GPT_ARRAY_BYTES = 1 << 20
 
 GPT_TYPE_NAMES = {
-    uuid.UUID("c12a7328-f81f-11d2-ba4b-00a0c93ec93b"): "EFI system",
-    uuid.UUID("21686148-6449-6e6f-744e-656564454649"): "BIOS boot",
-    uuid.UUID("0fc63daf-8483-4772-8e79-3d69d8477de4"): "Linux filesystem",
-    uuid.UUID("bc13c2ff-59e6-4262-a352-b275fd6f7172"): "Linux extended boot",
-    uuid.UUID("e6d6d379-f507-44c2-a23c-238f2a3df928"): "Linux LVM",
-    uuid.UUID("0657fd6d-a4ab-43c4-84e5-0933c84b4f4f"): "Linux swap",
-    uuid.UUID("4f68bce3-e8cd-4db1-96e7-fbcaf984b709"): "Linux root (x86-64)",
+    "c12a7328-f81f-11d2-ba4b-00a0c93ec93b": "EFI system",
+    "21686148-6449-6e6f-744e-656564454649": "BIOS boot",
+    "0fc63daf-8483-4772-8e79-3d69d8477de4": "Linux filesystem",
+    "bc13c2ff-59e6-4262-a352-b275fd6f7172": "Linux extended boot",
+    "e6d6d379-f507-44c2-a23c-238f2a3df928": "Linux LVM",
+    "0657fd6d-a4ab-43c4-84e5-0933c84b4f4f": "Linux swap",
+    "4f68bce3-e8cd-4db1-96e7-fbcaf984b709": "Linux root (x86-64)",
 }
-GPT_LVM = uuid.UUID("e6d6d379-f507-44c2-a23c-238f2a3df928")
+GPT_LVM = "e6d6d379-f507-44c2-a23c-238f2a3df928"
 #: The type GUID of an unused GPT entry (UEFI 2.10 table 5.7).
 _UNUSED_TYPE = bytes(16)
 MBR_LVM = 0x8E
@@ -69,14 +69,14 @@ class PartitionEntry(NamedTuple):
     """One partition as GRUB numbers it.
 
     *start* and *size* are in bytes from the start of the disk.  *type* is
-    the MBR type byte or the GPT type GUID.
+    the MBR type byte or the GPT type GUID (lowercase text, as ``str(uuid.UUID)``).
     """
 
     scheme: str  # "msdos" or "gpt", GRUB's partition map names
     number: int
     start: int
     size: int
-    type: int | uuid.UUID
+    type: int | str
     active: bool = False
     name: str = ""
 
@@ -86,7 +86,7 @@ class PartitionEntry(NamedTuple):
 
     @property
     def type_name(self) -> str:
-        if isinstance(self.type, uuid.UUID):
+        if isinstance(self.type, str):
             return GPT_TYPE_NAMES.get(self.type, str(self.type))
         return f"type 0x{self.type:02x}"
 
@@ -257,7 +257,7 @@ def read_gpt(read: ReadAt, disk_size: int, source: str) -> list[PartitionEntry]:
         raw = array[index * header.entry_size : index * header.entry_size + 128]
         if raw[:16] == _UNUSED_TYPE:  # most of the usual 128 slots
             continue
-        type_guid = uuid.UUID(bytes_le=raw[:16])
+        type_guid = mixed_endian_guid_text(raw[:16])
         first, last, attributes = struct.unpack_from("<QQQ", raw, 32)
         if last < first:
             continue

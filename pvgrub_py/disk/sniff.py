@@ -29,9 +29,10 @@ Offsets, all from the formats' own documentation:
 from __future__ import annotations
 
 import struct
-import uuid
 from collections.abc import Callable
 from typing import NamedTuple
+
+from pvgrub_py.disk.guid import guid_text
 
 ReadAt = Callable[[int, int], bytes]
 
@@ -86,7 +87,7 @@ def sniff_ext(sb: bytes) -> Sniffed | None:
         kind = "ext3"
     else:
         kind = "ext2"
-    return Sniffed(kind, _text(sb[0x78:0x88]), str(uuid.UUID(bytes=sb[0x68:0x78])))
+    return Sniffed(kind, _text(sb[0x78:0x88]), guid_text(sb[0x68:0x78]))
 
 
 def sniff_xfs(sb: bytes) -> Sniffed | None:
@@ -95,13 +96,13 @@ def sniff_xfs(sb: bytes) -> Sniffed | None:
     (block_size,) = struct.unpack_from(">I", sb, 4)
     if block_size < 512 or block_size > 65536 or block_size & (block_size - 1):
         return None
-    return Sniffed("xfs", _text(sb[108:120]), str(uuid.UUID(bytes=sb[32:48])))
+    return Sniffed("xfs", _text(sb[108:120]), guid_text(sb[32:48]))
 
 
 def sniff_btrfs(sb: bytes) -> Sniffed | None:
     if len(sb) < 0x22B or sb[0x40:0x48] != b"_BHRfS_M":
         return None
-    return Sniffed("btrfs", _text(sb[0x12B:0x22B]), str(uuid.UUID(bytes=sb[0x20:0x30])))
+    return Sniffed("btrfs", _text(sb[0x12B:0x22B]), guid_text(sb[0x20:0x30]))
 
 
 def sniff_fat(bs: bytes) -> Sniffed | None:
