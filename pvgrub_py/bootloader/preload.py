@@ -158,6 +158,11 @@ LAZY = (
     "textwrap",
     "traceback",
     "urllib",
+    # uuid (and the platform module it asks for the system name): the
+    # Dissect readers and pycdlib import it; our own GPT and superblock
+    # code no longer does (`pvgrub_py.disk.guid`), so it is read, not run.
+    "uuid",
+    "platform",
     "xml",
 )
 #: The readers `check_closure` imports, as the disk layer does.
