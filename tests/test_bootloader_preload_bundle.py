@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 
 #: argv[1]: JSON {paths, bundle, lazy (None: LAZY), eager (None: EAGER),
-#: build_first, imports, closure}.  Prints what prepare opened and found.
+#: warm (import *imports* first), build_first, imports, closure}.
+#: Prints what prepare opened and found.
 DRIVER = r"""
 import importlib, json, os, sys
 cfg = json.loads(sys.argv[1])
@@ -29,12 +30,13 @@ if cfg["lazy"] is not None:
     kw["lazy"] = tuple(cfg["lazy"])
 if cfg["eager"] is not None:
     kw["eager"] = tuple(cfg["eager"])
-if cfg["build_first"]:
+if cfg["warm"]:
     for name in cfg["imports"]:  # byte-compile them, as an ordinary import does
         importlib.import_module(name)
-    preload.build_bundle(cfg["bundle"], **({"lazy": kw["lazy"]} if "lazy" in kw else {}))
-    for name in cfg["imports"]:
+    for name in [m for m in sys.modules if m.split(".")[0] in ("bpkg", "lone")]:
         del sys.modules[name]
+if cfg["build_first"]:
+    preload.build_bundle(cfg["bundle"], **({"lazy": kw["lazy"]} if "lazy" in kw else {}))
 opened = []
 real_open = os.open
 def spy(path, *args, **kwargs):
@@ -49,9 +51,11 @@ for name in cfg["imports"]:
         values[name] = importlib.import_module(name).VALUE
     except ImportError as e:
         values[name] = f"ImportError: {e}"
+kinds = {name: (e.is_pyc if e.blob is not None else e.pyc is not None)
+         for name, e in finder.entries.items() if name in cfg["imports"]}
 failed = preload.check_closure() if cfg["closure"] else []
 ext = sys.modules.get("dissect.extfs")
-print(json.dumps({"bundle": finder.bundle, "opened": opened, "values": values,
+print(json.dumps({"bundle": finder.bundle, "opened": opened, "values": values, "kinds": kinds,
                   "failed": failed, "entries": len(finder.entries),
                   "loader": type(ext.__spec__.loader).__name__ if ext else None}))
 """
@@ -74,13 +78,15 @@ def _run(
     imports: Sequence[str] = (),
     first: Sequence[str] = (),
     build_first: bool = False,
+    warm: bool = False,
     closure: bool = False,
     write: bool = True,
     env: dict[str, str] | None = None,
 ) -> dict[str, object]:
     paths = [*first, str(tmp_path / "lib"), *(p for p in sys.path if p and os.path.isdir(p))]
     cfg = {"paths": paths, "bundle": str(bundle), "lazy": lazy, "eager": eager,
-           "imports": list(imports), "build_first": build_first, "closure": closure}  # fmt: skip
+           "imports": list(imports), "build_first": build_first, "warm": warm,
+           "closure": closure}  # fmt: skip
     out = subprocess.run([sys.executable, "-S", "-c", DRIVER, json.dumps(cfg)],
                          capture_output=True, text=True, timeout=120, check=False,
                          env=env if env is not None else _env(tmp_path, write=write))  # fmt: skip
@@ -137,13 +143,25 @@ def test_without_a_bundle_the_files_are_read_and_a_bundle_written(
     assert isinstance(first["opened"], list)
     assert str(lib / "bpkg" / "mod.py") in first["opened"]
     assert not bundle.exists()
-    second = _small(tmp_path, bundle)  # written, as a .pyc would be
+    # Nor while a module has no byte code (the bundle would keep its source).
+    assert _small(tmp_path, bundle)["kinds"] == {"bpkg.mod": False, "lone": False}
+    assert not bundle.exists()
+    second = _small(tmp_path, bundle, warm=True)  # written, as a .pyc would be
     assert second["bundle"] is None
     assert bundle.stat().st_mode & 0o777 == 0o644
     third = _small(tmp_path, bundle)
     assert third["bundle"] == str(bundle)
     assert third["opened"] == [str(bundle)]
     assert third["values"] == {"bpkg.mod": 1, "lone": "lone"}
+
+
+def test_the_build_compiles_what_has_no_byte_code(tmp_path: Path, lib: Path) -> None:
+    bundle = tmp_path / "b.bundle"
+    assert _small(tmp_path, bundle, write=False)["kinds"] == {"bpkg.mod": False, "lone": False}
+    doc = _small(tmp_path, bundle, write=False, build_first=True)
+    assert doc["bundle"] == str(bundle)
+    assert doc["kinds"] == {"bpkg.mod": True, "lone": True}
+    assert doc["values"] == {"bpkg.mod": 1, "lone": "lone"}
 
 
 def test_a_changed_source_is_run_not_the_bundled_byte_code(tmp_path: Path, lib: Path) -> None:

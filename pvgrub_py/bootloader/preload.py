@@ -505,14 +505,31 @@ def _check_bundle(blob: mmap.mmap, lazy: Sequence[str]) -> tuple[MemoryFinder | 
     return finder, ""
 
 
+def _compiled(entry: _Entry) -> bytes | None:
+    """The entry's source compiled as importlib compiles it
+    (``source_to_code``), as a timestamp .pyc (PEP 552); None if it does
+    not compile (its import then fails in the sandbox, as it would here)."""
+    assert entry.source_bytes is not None
+    try:
+        code = compile(entry.source_bytes, entry.source, "exec", dont_inherit=True)
+    except (SyntaxError, ValueError):
+        return None
+    mtime = (int(entry.mtime) & 0xFFFFFFFF).to_bytes(4, "little")
+    size = (entry.size & 0xFFFFFFFF).to_bytes(4, "little")
+    return importlib.util.MAGIC_NUMBER + b"\0\0\0\0" + mtime + size + marshal.dumps(code)
+
+
 def _bundle_chunks(finder: MemoryFinder, lazy: Sequence[str]) -> list[bytes]:
-    """The bundle of *finder* (read file by file for *lazy*), in pieces."""
+    """The bundle of *finder* (read file by file for *lazy*), in pieces:
+    the byte code of each entry, or its source where it does not compile."""
     entries = []
     data: list[bytes] = []
     offset = 0
     for name, entry in finder.entries.items():
-        is_pyc = entry.pyc is not None
-        chunk = entry.data(is_pyc)
+        chunk = entry.pyc if entry.pyc is not None else _compiled(entry)
+        is_pyc = chunk is not None
+        if chunk is None:
+            chunk = entry.source_bytes
         assert chunk is not None  # _capture keeps only what it read
         entries.append((name, entry.source, entry.package, entry.mtime_ns, entry.size, is_pyc,
                         offset, offset + len(chunk)))  # fmt: skip
@@ -545,8 +562,9 @@ def _write_atomically(path: str, chunks: Sequence[bytes]) -> None:
 
 
 def build_bundle(path: str | None = None, *, lazy: Sequence[str] = LAZY) -> str:
-    """Write the bundle `prepare` reads (to *path*, default `bundle_path`);
-    its path.  Raises OSError when it cannot be written."""
+    """Write the bundle `prepare` reads (to *path*, default `bundle_path`),
+    compiling the sources that have no valid byte code; its path.  Raises
+    OSError when it cannot be written."""
     where = bundle_path() if path is None else path
     if where is None:
         raise OSError("this interpreter has no byte-code cache tag")
@@ -571,7 +589,7 @@ def prepare(
     *lazy* is read from the bundle (*bundle*: True for `bundle_path`, or a
     path; False for none) when it is valid, else file by file, and then
     the bundle is written for the next run unless byte code is not to be
-    written (``-B``), as the interpreter writes a .pyc: quietly, if it can.
+    written (``-B``) or a module had none: quietly, if it can.
     """
     builtin = sys.builtin_module_names
     for name in eager:
@@ -586,7 +604,15 @@ def prepare(
         for name in lazy:
             with contextlib.suppress(ImportError, ValueError):
                 finder.add(name)
-        if path and not sys.dont_write_bytecode:
+        # For the next run, as the interpreter writes a .pyc: only when
+        # every module had valid byte code (compiling the others here would
+        # cost this boot; ``--build`` does it), so that a bundle never keeps
+        # a module's source once its byte code is written.
+        if (
+            path
+            and not sys.dont_write_bytecode
+            and all(e.pyc is not None for e in finder.entries.values())
+        ):
             try:
                 _write_atomically(path, _bundle_chunks(finder, lazy))
             except OSError as e:
