@@ -62,12 +62,13 @@ import stat
 import sys
 from collections.abc import Iterator, Sequence
 from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from pvgrub_py.bootloader.debug import debug
 
 if TYPE_CHECKING:
     import mmap
+    from importlib.abc import Loader
 
 #: Imported before the sandbox: cheap, needed by every boot, or native code.
 EAGER = (
@@ -83,8 +84,8 @@ EAGER = (
     "ctypes",  # dissect.cstruct, and the sandbox itself
     "dissect",  # the namespace package; its modules are LAZY
     # Native modules the readers load (shared libraries need a path; those
-    # built into the interpreter are skipped, see `prepare`).
-    "dissect.util._native",
+    # built into the interpreter are skipped, see `prepare`; dissect.util's
+    # is `NATIVE`).
     # Btrfs and qcow2 zstd: dissect reads them with compression.zstd
     # (Python 3.14) or backports.zstd, where one is installed.  Not
     # python-zstandard nor python-lz4: no reader imports those (LZ4 and LZO
@@ -114,6 +115,13 @@ EAGER = (
     "_string",
     "_opcode",  # dis (inspect, dataclasses: pprint's, which dissect.cstruct imports)
 )
+#: Extension modules of packages whose ``__init__`` need not run before the
+#: sandbox: each is loaded alone (a shared library needs its path) and
+#: handed to the first import of it, its package left to run then, from
+#: `LAZY`.  Importing dissect.util._native ran dissect/util/__init__.py,
+#: which imports every compression and hash module (~5 ms): a disk read
+#: without Dissect needs none of them.
+NATIVE = ("dissect.util._native",)
 #: The codecs the readers decode names with (FAT and Joliet use UTF-16):
 #: read with `LAZY`, run by the first lookup (``codecs.lookup`` imports
 #: ``encodings.<name>``), so a disk that needs none costs none of them.
@@ -322,6 +330,41 @@ class _MemoryLoader(importlib.machinery.SourceFileLoader):
         pass  # never write byte code from the sandbox
 
 
+class _Loaded:
+    """The loader of a `NATIVE` module: the module loaded before the sandbox."""
+
+    def __init__(self, module: ModuleType) -> None:
+        self._module = module
+
+    def create_module(self, spec: importlib.machinery.ModuleSpec) -> ModuleType:
+        return self._module
+
+    def exec_module(self, module: ModuleType) -> None:
+        pass  # initialised when it was loaded
+
+
+def _load_native(name: str) -> ModuleType | None:
+    """Extension module *name* loaded without importing its package, or
+    None (not installed, or not an extension module)."""
+    package = name.rpartition(".")[0]
+    try:
+        parent = importlib.util.find_spec(package)  # runs the grandparents only
+        if parent is None or not parent.submodule_search_locations:
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(name, parent.submodule_search_locations)
+        if spec is None or not isinstance(spec.loader, importlib.machinery.ExtensionFileLoader):
+            return None
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    except (ImportError, ValueError):
+        return None
+    finally:
+        # A single-phase extension registers itself: it is imported, with
+        # its package, when a reader imports it (`MemoryFinder.natives`).
+        sys.modules.pop(name, None)
+    return module
+
+
 #: How a name resolved: (spec origin, submodule search locations), or
 #: (None, None) when it did not.
 _Resolved = tuple[str | None, tuple[str, ...] | None]
@@ -345,6 +388,8 @@ class MemoryFinder:
         self.dirs: dict[str, int] = {}
         #: The bundle the entries came from; None when read file by file.
         self.bundle: str | None = None
+        #: `NATIVE` modules loaded, not yet imported.
+        self.natives: dict[str, ModuleType] = {}
 
     def add(self, name: str) -> None:
         """*name* (a module, or a package and all its submodules)."""
@@ -373,7 +418,11 @@ class MemoryFinder:
     ) -> importlib.machinery.ModuleSpec | None:
         entry = self.entries.get(fullname)
         if entry is None:
-            return None
+            native = self.natives.get(fullname)
+            if native is None:
+                return None
+            loader = cast("Loader", _Loaded(native))  # no importlib.abc: see above
+            return importlib.machinery.ModuleSpec(fullname, loader, origin=native.__file__)
         return importlib.util.spec_from_file_location(
             fullname, entry.source, loader=_MemoryLoader(fullname, entry),
             submodule_search_locations=[os.path.dirname(entry.source)] if entry.package else None,
@@ -600,9 +649,14 @@ def build_bundle(path: str | None = None, *, lazy: Sequence[str] = LAZY) -> str:
 
 
 def prepare(
-    *, lazy: Sequence[str] = LAZY, eager: Sequence[str] = EAGER, bundle: str | bool = True
+    *,
+    lazy: Sequence[str] = LAZY,
+    eager: Sequence[str] = EAGER,
+    native: Sequence[str] = NATIVE,
+    bundle: str | bool = True,
 ) -> MemoryFinder:
-    """Import *eager*, read *lazy*; only these can be imported afterwards.
+    """Import *eager*, load *native*, read *lazy*; only these can be
+    imported afterwards.
 
     An *eager* module built into the interpreter (Debian's has unicodedata,
     pyexpat, _elementtree, _datetime ... built in) needs no file, so it is
@@ -639,6 +693,14 @@ def prepare(
                 _write_atomically(path, _bundle_chunks(finder, lazy))
             except OSError as e:
                 debug(f"{path}: preload bundle not written: {e}")
+    for name in native:
+        if name in sys.modules or name.rpartition(".")[0] in sys.modules:
+            with contextlib.suppress(ImportError):  # its package ran: as *eager*
+                importlib.import_module(name)
+            continue
+        module = _load_native(name)
+        if module is not None:
+            finder.natives[name] = module
     sys.meta_path[:] = [
         finder,
         *(f for f in sys.meta_path if f is not importlib.machinery.PathFinder),
