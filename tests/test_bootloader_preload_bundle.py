@@ -42,9 +42,11 @@ real_open = os.open
 def spy(path, *args, **kwargs):
     opened.append(os.fspath(path))
     return real_open(path, *args, **kwargs)
+fds = set(os.listdir("/proc/self/fd"))
 os.open = spy
 finder = preload.prepare(bundle=cfg["bundle"], **kw)
 os.open = real_open
+fds_added = sorted(set(os.listdir("/proc/self/fd")) - fds)
 values = {}
 for name in cfg["imports"]:
     try:
@@ -56,6 +58,7 @@ kinds = {name: (e.is_pyc if e.blob is not None else e.pyc is not None)
 failed = preload.check_closure() if cfg["closure"] else []
 ext = sys.modules.get("dissect.extfs")
 print(json.dumps({"bundle": finder.bundle, "opened": opened, "values": values, "kinds": kinds,
+                  "fds_added": fds_added,
                   "failed": failed, "entries": len(finder.entries),
                   "loader": type(ext.__spec__.loader).__name__ if ext else None}))
 """
@@ -128,6 +131,8 @@ def test_the_readers_come_from_the_bundle_alone_and_still_close(tmp_path: Path) 
                env={k: v for k, v in os.environ.items()})  # fmt: skip
     assert doc["bundle"] == str(bundle)
     assert doc["opened"] == [str(bundle)]
+    # Mapped, and no descriptor left open (the sandboxed child's are counted).
+    assert doc["fds_added"] == []
     assert isinstance(doc["entries"], int) and doc["entries"] > 200
     assert doc["failed"] == []
     assert doc["loader"] == "_MemoryLoader"

@@ -67,7 +67,7 @@ from typing import TYPE_CHECKING, Any, cast
 from pvgrub_py.bootloader.debug import debug
 
 if TYPE_CHECKING:
-    import mmap
+    import ctypes
     from importlib.abc import Loader
 
 #: Imported before the sandbox: cheap, needed by every boot, or native code.
@@ -242,7 +242,7 @@ class _Entry:
         self.size = 0
         #: From a bundle: the bytes are ``blob[start:end]`` (the byte code
         #: if `is_pyc`, else the source), copied when imported.
-        self.blob: mmap.mmap | None = None
+        self.blob: _Mapping | None = None
         self.start = self.end = 0
         self.is_pyc = False
 
@@ -500,11 +500,54 @@ def _key(lazy: Sequence[str]) -> tuple[bytes, str | None, str, int, tuple[str, .
             sys.flags.optimize, tuple(lazy))  # fmt: skip
 
 
+class _Mapping:
+    """A file mapped read-only and private by libc's mmap, read by slicing:
+    a module's bytes are copied (its pages touched) only when it is
+    imported.  Not the mmap module: its objects keep a duplicate of the
+    descriptor open, and the sandboxed child is to have none but its disk,
+    its pipe and /dev/null.  (A mapped file cut short under it would end
+    the child with SIGBUS: the bundle is only ever replaced by rename.)"""
+
+    PROT_READ = 1
+    MAP_PRIVATE = 2
+
+    def __init__(self, fd: int, size: int) -> None:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.mmap.restype = ctypes.c_void_p
+        libc.mmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
+                              ctypes.c_int, ctypes.c_long)  # fmt: skip
+        libc.munmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t)
+        addr = libc.mmap(None, size, self.PROT_READ, self.MAP_PRIVATE, fd, 0)
+        if addr is None or addr == ctypes.c_void_p(-1).value:  # MAP_FAILED
+            errno = ctypes.get_errno()
+            raise OSError(errno, os.strerror(errno))
+        self._libc = libc
+        self._addr: int | None = addr
+        self._size = size
+        #: Bounds-checked: a slice past the end is cut, never read.
+        self._data: ctypes.Array[ctypes.c_char] = (ctypes.c_char * size).from_address(addr)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __getitem__(self, where: slice) -> bytes:
+        return cast(bytes, self._data[where])  # a c_char array's slice is bytes
+
+    def close(self) -> None:
+        """Unmap (only when nothing refers to its entries any more)."""
+        import ctypes
+
+        if self._addr is not None:
+            self._data = (ctypes.c_char * 0)()
+            self._libc.munmap(self._addr, self._size)
+            self._addr = None
+
+
 def _load_bundle(path: str, lazy: Sequence[str]) -> MemoryFinder | None:
     """The finder of the bundle at *path*, or None (with why, at debug
     level) if it is missing, untrusted, damaged or stale."""
-    import mmap
-
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
     except OSError as e:
@@ -522,8 +565,8 @@ def _load_bundle(path: str, lazy: Sequence[str]) -> MemoryFinder | None:
         if st.st_size < _PREFIX:
             debug(f"{path}: preload bundle ignored: truncated")
             return None
-        blob = mmap.mmap(fd, 0, prot=mmap.PROT_READ)
-    except (OSError, ValueError) as e:
+        blob = _Mapping(fd, st.st_size)
+    except OSError as e:
         debug(f"{path}: preload bundle ignored: {e}")
         return None
     finally:
@@ -540,12 +583,13 @@ def _load_bundle(path: str, lazy: Sequence[str]) -> MemoryFinder | None:
     return finder
 
 
-def _check_bundle(blob: mmap.mmap, lazy: Sequence[str]) -> tuple[MemoryFinder | None, str]:
+def _check_bundle(blob: _Mapping, lazy: Sequence[str]) -> tuple[MemoryFinder | None, str]:
     if blob[: len(BUNDLE_MAGIC)] != BUNDLE_MAGIC:
         return None, "not a bundle"
     base = _PREFIX + int.from_bytes(blob[len(BUNDLE_MAGIC) : _PREFIX], "little")
     key, roots, dirs, entries, length = marshal.loads(blob[_PREFIX:base])
-    if key != _key(lazy):
+    if key != _key(lazy) or [root[0] for root in roots] != list(lazy):
+        # (the names checked, so that resolving them imports no other package)
         return None, "made by another interpreter or for another module list"
     if len(blob) != base + length:
         return None, "truncated"
