@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
+
+from pvgrub_py.bootloader import preload
 
 #: argv[1]: JSON {paths, bundle, lazy (None: LAZY), eager (None: EAGER),
 #: warm (import *imports* first), build_first, imports, closure}.
@@ -266,3 +269,18 @@ def test_the_build_command_says_how_it_is_used(tmp_path: Path) -> None:
                         str(tmp_path / "missing" / "dir" / "b.bundle")],
                        capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
     assert r.returncode == 0, r.stderr  # the directory is made, as __pycache__ is
+
+
+def test_a_changed_preload_module_makes_the_bundle_stale(tmp_path: Path, lib: Path) -> None:
+    """How the modules are found and bundled is this module's code: a
+    bundle written by another version of it is not used."""
+    copy = tmp_path / "copy"
+    shutil.copytree(Path(preload.__file__).parents[2] / "pvgrub_py", copy / "pvgrub_py",
+                    ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
+    bundle = tmp_path / "b.bundle"
+    first = [str(copy)]
+    assert _small(tmp_path, bundle, build_first=True, first=first)["bundle"] == str(bundle)
+    assert _small(tmp_path, bundle, write=False, first=first)["bundle"] == str(bundle)
+    module = copy / "pvgrub_py" / "bootloader" / "preload.py"
+    module.write_text(module.read_text() + "\n# another version\n")
+    assert _small(tmp_path, bundle, write=False, first=first)["bundle"] is None

@@ -494,10 +494,12 @@ def bundle_path() -> str | None:
     return pyc.removesuffix(".pyc") + ".bundle"
 
 
-def _key(lazy: Sequence[str]) -> tuple[bytes, str | None, str, int, tuple[str, ...]]:
-    """What the byte code and the module list depend on besides the files."""
+def _key(lazy: Sequence[str]) -> tuple[bytes, str | None, str, int, tuple[str, ...], int, int]:
+    """What the byte code and the module list depend on besides the files,
+    this module among them (how it walks, what it bundles)."""
+    st = os.stat(__file__)
     return (importlib.util.MAGIC_NUMBER, sys.implementation.cache_tag, sys.version,
-            sys.flags.optimize, tuple(lazy))  # fmt: skip
+            sys.flags.optimize, tuple(lazy), st.st_mtime_ns, st.st_size)  # fmt: skip
 
 
 class _Mapping:
