@@ -61,7 +61,7 @@ kinds = {name: (e.is_pyc if e.blob is not None else e.pyc is not None)
 failed = preload.check_closure() if cfg["closure"] else []
 ext = sys.modules.get("dissect.extfs")
 print(json.dumps({"bundle": finder.bundle, "opened": opened, "values": values, "kinds": kinds,
-                  "fds_added": fds_added,
+                  "fds_added": fds_added, "default": preload.bundle_path(),
                   "failed": failed, "entries": len(finder.entries),
                   "loader": type(ext.__spec__.loader).__name__ if ext else None}))
 """
@@ -77,7 +77,7 @@ def _env(tmp_path: Path, *, write: bool = True) -> dict[str, str]:
 
 def _run(
     tmp_path: Path,
-    bundle: Path,
+    bundle: Path | bool,
     *,
     lazy: list[str] | None,
     eager: list[str] | None,
@@ -90,7 +90,8 @@ def _run(
     env: dict[str, str] | None = None,
 ) -> dict[str, object]:
     paths = [*first, str(tmp_path / "lib"), *(p for p in sys.path if p and os.path.isdir(p))]
-    cfg = {"paths": paths, "bundle": str(bundle), "lazy": lazy, "eager": eager,
+    where = bundle if isinstance(bundle, bool) else str(bundle)
+    cfg = {"paths": paths, "bundle": where, "lazy": lazy, "eager": eager,
            "imports": list(imports), "build_first": build_first, "warm": warm,
            "closure": closure}  # fmt: skip
     out = subprocess.run([sys.executable, "-S", "-c", DRIVER, json.dumps(cfg)],
@@ -116,7 +117,7 @@ def lib(tmp_path: Path) -> Path:
     return tmp_path / "lib"
 
 
-def _small(tmp_path: Path, bundle: Path, **kw: object) -> dict[str, object]:
+def _small(tmp_path: Path, bundle: Path | bool, **kw: object) -> dict[str, object]:
     return _run(tmp_path, bundle, lazy=LAZY, eager=[], imports=IMPORTS, **kw)  # type: ignore[arg-type]
 
 
@@ -284,3 +285,14 @@ def test_a_changed_preload_module_makes_the_bundle_stale(tmp_path: Path, lib: Pa
     module = copy / "pvgrub_py" / "bootloader" / "preload.py"
     module.write_text(module.read_text() + "\n# another version\n")
     assert _small(tmp_path, bundle, write=False, first=first)["bundle"] is None
+
+
+def test_another_module_list_leaves_the_default_bundle_be(tmp_path: Path, lib: Path) -> None:
+    """Only LAZY's bundle lives at `bundle_path` (here under the test's
+    PYTHONPYCACHEPREFIX): a run for another list neither uses nor writes it."""
+    doc = _small(tmp_path, True, warm=True)
+    assert doc["bundle"] is None
+    assert doc["values"] == {"bpkg.mod": 1, "lone": "lone"}
+    default = doc["default"]
+    assert isinstance(default, str) and default.startswith(str(tmp_path / "pycache"))
+    assert not os.path.exists(default)

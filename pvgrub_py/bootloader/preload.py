@@ -708,8 +708,8 @@ def prepare(
     pyexpat, _elementtree, _datetime ... built in) needs no file, so it is
     left to the first import, as the readers' pure-Python modules are.
 
-    *lazy* is read from the bundle (*bundle*: True for `bundle_path`, or a
-    path; False for none) when it is valid, else file by file, and then
+    *lazy* is read from the bundle (*bundle*: True for `bundle_path` if
+    *lazy* is `LAZY`, or a path; False for none) when it is valid, else file by file, and then
     the bundle is written for the next run unless byte code is not to be
     written (``-B``) or a module had none: quietly, if it can.
     """
@@ -719,7 +719,9 @@ def prepare(
             continue
         with contextlib.suppress(ImportError):
             importlib.import_module(name)
-    path = bundle_path() if bundle is True else bundle or None
+    # The default bundle is LAZY's: a run with another list leaves it be.
+    default = bundle_path() if tuple(lazy) == LAZY else None
+    path = default if bundle is True else bundle or None
     finder = _load_bundle(path, lazy) if path else None
     if finder is None:
         finder = MemoryFinder()
