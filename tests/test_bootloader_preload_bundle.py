@@ -125,14 +125,9 @@ def test_the_readers_come_from_the_bundle_alone_and_still_close(tmp_path: Path) 
     """With a bundle of the real LAZY list, prepare opens that one file
     (not ~280), and every reader imports from it."""
     bundle = tmp_path / "preload.bundle"
-    build = subprocess.run([sys.executable, "-m", "pvgrub_py.bootloader.preload", "--build",
-                            str(bundle)], capture_output=True, text=True, timeout=120,
-                           check=False)  # fmt: skip
-    assert build.returncode == 0, build.stderr
-    assert build.stdout.strip() == str(bundle)
+    doc = _run(tmp_path, bundle, lazy=None, eager=None, build_first=True, closure=True,
+               env=dict(os.environ))  # fmt: skip
     assert bundle.stat().st_mode & 0o777 == 0o644
-    doc = _run(tmp_path, bundle, lazy=None, eager=None, closure=True,
-               env={k: v for k, v in os.environ.items()})  # fmt: skip
     assert doc["bundle"] == str(bundle)
     assert doc["opened"] == [str(bundle)]
     # Mapped, and no descriptor left open (the sandboxed child's are counted).
@@ -261,7 +256,7 @@ def test_a_bundle_for_another_module_list_is_ignored(tmp_path: Path, lib: Path) 
     assert doc["values"] == {"bpkg.mod": 1}
 
 
-def test_the_build_command_says_how_it_is_used(tmp_path: Path) -> None:
+def test_the_build_command(tmp_path: Path) -> None:
     r = subprocess.run([sys.executable, "-m", "pvgrub_py.bootloader.preload"],
                        capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
     assert r.returncode == 2
@@ -269,7 +264,17 @@ def test_the_build_command_says_how_it_is_used(tmp_path: Path) -> None:
     r = subprocess.run([sys.executable, "-m", "pvgrub_py.bootloader.preload", "--build",
                         str(tmp_path / "missing" / "dir" / "b.bundle")],
                        capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+    made = tmp_path / "missing" / "dir" / "b.bundle"
     assert r.returncode == 0, r.stderr  # the directory is made, as __pycache__ is
+    assert r.stdout.strip() == str(made)
+    assert made.stat().st_mode & 0o777 == 0o644
+    assert made.read_bytes().startswith(preload.BUNDLE_MAGIC)
+    (tmp_path / "a-file").write_text("")
+    r = subprocess.run([sys.executable, "-m", "pvgrub_py.bootloader.preload", "--build",
+                        str(tmp_path / "a-file" / "b.bundle")],
+                       capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+    assert r.returncode == 1
+    assert r.stderr.count("\n") == 1 and "cannot write" in r.stderr
 
 
 def test_a_changed_preload_module_makes_the_bundle_stale(tmp_path: Path, lib: Path) -> None:
