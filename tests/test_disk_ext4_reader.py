@@ -310,6 +310,65 @@ def test_a_directory_entry_running_past_its_block_is_one_line(
         disk.volumes[0].filesystem().list_dir("/small-dir")
 
 
+def _debugfs_copy(src: Path, dst: Path, *commands: str) -> Path:
+    if src != dst:
+        subprocess.run(["cp", "--sparse=always", src, dst], check=True)
+    for command in commands:
+        subprocess.run(["debugfs", "-w", "-R", command, dst], check=True, capture_output=True)
+    return dst
+
+
+# i_block words of an extent-mapped file: 0 magic|entries<<16, 1 max|depth<<16,
+# then the first entry: 3 ee_block, 4 ee_len|start_hi<<16, 5 ee_start_lo.
+@pytest.mark.parametrize(
+    ("variant", "path", "command", "problem"),
+    [
+        ("ext4-4k-htree", "/f/4097", "sif /f/4097 block[1] 0x60004", "extent tree of depth 6"),
+        ("ext4-4k-htree", "/f/4097", "sif /f/4097 block[0] 0x5f30a", "claims 5 of 4 entries"),
+        ("ext4-4k-htree", "/f/4097", "sif /f/4097 block[0] 0x1f30b", "extent header magic 0xf30b"),
+        ("ext4-4k-htree", "/f/4097", "sif /f/4097 block[5] 0xfffffff0", "ends past the last block"),
+        ("ext4-4k-htree", "/f/4097", "sif /f/4097 size 0x7fffffffffff", "past the last extent"),
+        ("ext2-1k", "/f/300000", "sif /f/300000 block[3] 0xfffffff0", "past the last block"),
+        ("ext2-1k", "/f/300000", "sif /f/300000 block[IND] 0xfffffff0", "indirect block"),
+        ("ext2-1k", "/f/300000", "sif /f/300000 size 0x7fffffffffff", "more than a block map"),
+    ],
+)
+def test_crafted_file_maps_are_one_line(
+    ext: ext_images.ExtImages, tmp_path: Path, variant: str, path: str, command: str,
+    problem: str,
+) -> None:  # fmt: skip
+    img = ext.get(next(v for v in VARIANTS if v.name == variant))
+    bad = _debugfs_copy(img, tmp_path / "bad.img", command)
+    assert problem in _one_line_error(bad, path)
+
+
+def test_an_inline_directory_continues_in_system_data(tmp_path: Path) -> None:
+    """The kernel moves entries that do not fit i_block into ``system.data``;
+    e2fsprogs writes none, so one is made with debugfs, which then is the oracle."""
+    src = tmp_path / "src"
+    (src / "d").mkdir(parents=True)
+    (src / "d" / "a").write_bytes(b"hi\n")
+    (src / "t").write_bytes(b"target\n")
+    img = tmp_path / "inline.img"
+    with open(img, "wb") as f:
+        f.truncate(16 << 20)
+    subprocess.run(["mke2fs", "-q", "-F", "-t", "ext4", "-O", "inline_data", "-I", "512",
+                    "-d", src, img], check=True, capture_output=True)  # fmt: skip
+    ad = _adapter(img)
+    target = dict(ad.children(ad.root))["t"]
+    value = tmp_path / "value"
+    value.write_bytes(struct.pack("<IHBB", target, 16, 5, 1) + b"extra\0\0\0")
+    _debugfs_copy(img, img, f"ea_set -f {value} /d system.data", "sif /d size 76")
+    listing = subprocess.run(["debugfs", "-R", "ls /d", img], capture_output=True, text=True,
+                             check=True).stdout.split()  # fmt: skip
+    theirs = sorted(n for n in listing if n.isalpha())
+    ad = _adapter(img)
+    d = dict(ad.children(ad.root))["d"]
+    assert sorted(name for name, _ in ad.children(d)) == theirs == ["a", "extra"]
+    with open_disk(str(img)) as disk, disk.volumes[0].filesystem().open("/d/extra") as f:
+        assert f.read(100) == b"target\n"
+
+
 # -- fuzz ---------------------------------------------------------------------------------
 FUZZ_VARIANTS = ("ext2-1k", "ext4-1k-punched", "ext4-inline", "ext4-meta-bg", "ext4-4k-htree")
 FUZZ_N = int(os.environ.get("PVGRUB_EXT4_FUZZ_N", "60"))

@@ -102,7 +102,9 @@ class _ExtentWalk:
         room = (len(data) - 12) // 12
         if entries > most or most > room:
             raise Ext4Corrupt(f"extent node claims {entries} of {most} entries in room for {room}")
-        if level > MAX_EXTENT_DEPTH or (depth is not None and level != depth):
+        if level > MAX_EXTENT_DEPTH:
+            raise Ext4Corrupt(f"extent tree of depth {level} (at most {MAX_EXTENT_DEPTH})")
+        if depth is not None and level != depth:
             raise Ext4Corrupt(f"extent node at depth {level} where {depth} was expected")
         if entries == 0 and not root:
             raise Ext4Corrupt("empty extent node below the root")
