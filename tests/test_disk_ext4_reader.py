@@ -478,3 +478,79 @@ def test_fuzzed_files_that_still_map_map_to_their_streamed_bytes(
                 _walk_fs(disk.volumes[0].filesystem(), maps=True)
         except InputError as exc:
             assert "\n" not in str(exc)
+
+
+# -- the run builders on hand-made trees --------------------------------------------------
+def _node(depth: int, entries: list[bytes], room: int = 4) -> bytes:
+    head = struct.pack("<HHHHI", 0xF30A, len(entries), room, depth, 0)
+    return (head + b"".join(entries)).ljust(12 + 12 * room, b"\0")
+
+
+def _leaf(first: int, length: int, start: int) -> bytes:
+    return struct.pack("<IHHI", first, length, start >> 32, start & 0xFFFFFFFF)
+
+
+def _index(first: int, block: int) -> bytes:
+    return struct.pack("<IIHH", first, block & 0xFFFFFFFF, block >> 32, 0)
+
+
+def test_extent_runs_by_hand() -> None:
+    from pvgrub_py.disk.readers.ext4_runs import extent_runs
+
+    leaf_a = _node(0, [_leaf(0, 2, 100), _leaf(2, 3, 102), _leaf(10, 32768 + 4, 200)], 84)
+    leaf_b = _node(0, [_leaf(20, 5, 300)], 84)
+    blocks = {7: leaf_a, 8: leaf_b}
+    root = _node(1, [_index(0, 7), _index(20, 8)])
+    # 0-4 merge into one run at 100; 5-9 a hole; 10-13 uninitialised; 14-19 a
+    # hole; 20-24 at 300; the 30-block file ends in a hole.
+    assert extent_runs(root, 30, blocks.__getitem__, 1000) == [
+        (100, 5), (None, 15), (300, 5), (None, 5),
+    ]  # fmt: skip
+    assert extent_runs(root, 3, blocks.__getitem__, 1000) == [(100, 3)]
+
+
+@pytest.mark.parametrize(
+    ("root", "blocks", "problem"),
+    [
+        # Two index entries naming the same leaf: its extents would repeat.
+        (
+            _node(1, [_index(0, 7), _index(5, 7)]),
+            {7: _node(0, [_leaf(0, 5, 100)], 84)},
+            "overlaps or is out of order",
+        ),
+        (_node(1, [_index(0, 7)]), {7: _node(0, [], 84)}, "empty extent node"),
+        (_node(1, [_index(5, 7), _index(5, 8)]), {}, "out of order"),
+        (_node(0, [_leaf(4, 2, 100), _leaf(5, 2, 200)]), {}, "overlaps or is out of order"),
+        (_node(0, [_leaf(0, 0, 100)]), {}, "extent of 0 blocks"),
+        (_node(1, [_index(0, 7)]), {7: _node(1, [_index(0, 7)], 84)}, "at depth 1 where 0"),
+        (_node(1, [_index(0, 5000)]), {}, "past the last block"),
+    ],
+)
+def test_extent_runs_refuse_bad_trees(root: bytes, blocks: dict[int, bytes], problem: str) -> None:
+    from pvgrub_py.disk.readers.ext4_runs import Ext4Corrupt, extent_runs
+
+    with pytest.raises(Ext4Corrupt, match=problem):
+        extent_runs(root, 100, blocks.__getitem__, 1000)
+
+
+def test_blockmap_runs_by_hand() -> None:
+    from pvgrub_py.disk.readers.ext4_runs import blockmap_runs
+
+    # 1 KiB blocks: 256 pointers per indirect block.  Direct blocks 50-61
+    # except a hole at 3; the single indirect block (900) maps 62, 63 then
+    # holes; no double indirect block (a 65536-block hole).
+    words = [50, 51, 52, 0, *range(54, 62), 900, 0, 0]
+    ind = struct.pack("<256I", 62, 63, *([0] * 254))
+    got = blockmap_runs(struct.pack("<15I", *words), 12 + 256 + 10, {900: ind}.__getitem__,
+                        1000, 1024)  # fmt: skip
+    assert got == [(50, 3), (None, 1), (54, 10), (None, 254 + 10)]
+
+
+def test_a_file_in_too_many_pieces_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pvgrub_py.disk.readers import ext4_runs
+
+    monkeypatch.setattr(ext4_runs, "MAX_RUNS", 100)
+    ind = struct.pack("<256I", *range(1, 512, 2))  # never two neighbours
+    with pytest.raises(ext4_runs.Ext4Corrupt, match="more than 100 pieces"):
+        ext4_runs.blockmap_runs(struct.pack("<15I", *([0] * 12), 900, 0, 0), 12 + 256,
+                                {900: ind}.__getitem__, 1000, 1024)  # fmt: skip

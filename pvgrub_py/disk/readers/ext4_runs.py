@@ -29,7 +29,8 @@ in; logical blocks must strictly increase across the whole tree and each
 child stays inside its index entry's range, so no node content is
 walked twice at one level and a hostile tree cannot multiply the work;
 non-root nodes may not be empty; every block number is checked against
-the filesystem's block count before it is read or mapped.
+the filesystem's block count before it is read or mapped; a file is at
+most `MAX_RUNS` runs.
 """
 
 from __future__ import annotations
@@ -46,6 +47,11 @@ EXTENT_MAGIC = 0xF30A
 UNINIT_LEN = 32768
 #: Logical block numbers are 32-bit.
 LOGICAL_LIMIT = 1 << 32
+#: Most runs (after merging neighbours) in one file: a 2 GiB file of 4 KiB
+#: blocks scattered one by one has half as many.  It bounds the memory a
+#: hostile map (every pointer naming the same few blocks) can make us hold;
+#: the disk's time budget bounds the work.
+MAX_RUNS = 1 << 20
 #: Data blocks mapped by ``i_block[0..11]``.
 DIRECT_BLOCKS = 12
 
@@ -82,6 +88,8 @@ class _Runs:
             elif where is not None and start + n == where:
                 runs[-1] = (start, n + count)
                 return
+        if len(runs) >= MAX_RUNS:
+            raise Ext4Corrupt(f"file in more than {MAX_RUNS} pieces")
         runs.append((where, count))
 
 
