@@ -1,7 +1,7 @@
 """ext2/ext3/ext4 variants for the ext reader's tests, built without mounting.
 
 Each variant is ``mke2fs -d`` of one source tree (`write_source`) with the
-options that exercise one part of the format: 1 KiB and 64 KiB blocks, ext2
+options that exercise one part of the format: revision 0, 1 KiB and 64 KiB blocks, ext2
 and ext3 block maps (a sparse file reaching the triple-indirect block),
 32-byte group descriptors, ``meta_bg`` with descriptors past the first meta
 group, inline data, htree directories (``e2fsck -fD`` indexes every
@@ -55,6 +55,8 @@ class Variant(NamedTuple):
 
 VARIANTS = (
     Variant("ext2-1k", "ext2", ("-b", "1024"), 32 * MIB, "dissect"),
+    # Revision 0: 128-byte inodes, no feature at all (no file type in entries).
+    Variant("ext2-rev0", "ext2", ("-r", "0"), 32 * MIB, "dissect"),
     Variant("ext3-4k", "ext3", ("-b", "4096"), 32 * MIB, "dissect"),
     Variant("ext4-4k-htree", "ext4", ("-b", "4096"), 32 * MIB, "dissect", htree=True),
     Variant("ext4-1k-htree", "ext4", ("-b", "1024"), 32 * MIB, "dissect", htree=True),

@@ -42,6 +42,10 @@ from pvgrub_py.errors import InputError
 Walk = dict[str, tuple[Any, ...]]
 
 
+def _variant(name: str) -> Variant:
+    return next(v for v in VARIANTS if v.name == name)
+
+
 @pytest.fixture(scope="module")
 def ext(tmp_path_factory: pytest.TempPathFactory) -> ext_images.ExtImages:
     return ext_images.images(tmp_path_factory)
@@ -245,7 +249,7 @@ def _patched_copy(src: Path, dst: Path, at: int, data: bytes) -> Path:
 def test_unsupported_incompat_features_are_one_line(
     ext: ext_images.ExtImages, tmp_path: Path, bit: int, name: str
 ) -> None:
-    img = ext.get(VARIANTS[2])
+    img = ext.get(_variant("ext4-4k-htree"))
     raw = img.read_bytes()[1024 + 0x60 : 1024 + 0x64]
     (incompat,) = struct.unpack("<I", raw)
     bad = _patched_copy(img, tmp_path / "bad.img", 1024 + 0x60, struct.pack("<I", incompat | bit))
@@ -267,7 +271,7 @@ def test_bigalloc_is_refused(tmp_path: Path) -> None:
 
 def test_an_encrypted_inode_is_refused(ext: ext_images.ExtImages, tmp_path: Path) -> None:
     img = tmp_path / "enc.img"
-    subprocess.run(["cp", "--sparse=always", ext.get(VARIANTS[2]), img], check=True)
+    subprocess.run(["cp", "--sparse=always", ext.get(_variant("ext4-4k-htree")), img], check=True)
     subprocess.run(["debugfs", "-w", "-R", "set_inode_field /f/100 flags 0x80800", img],
                    check=True, capture_output=True)  # fmt: skip
     assert "is encrypted" in _one_line_error(img)
@@ -277,7 +281,7 @@ def test_an_extent_index_pointing_at_itself_is_one_line(
     ext: ext_images.ExtImages, tmp_path: Path
 ) -> None:
     """The depth-2 tree of /f/deep: its first index block made to point at itself."""
-    img = ext.get(VARIANTS[6])
+    img = ext.get(_variant("ext4-1k-punched"))
     ad = _adapter(img)
     node = ad._inode(next(c for n, c in ad.children(ad.root) if n == "f"))
     deep = next(c for n, c in ad.children(node.ino) if n == "deep")
@@ -296,7 +300,7 @@ def test_an_extent_index_pointing_at_itself_is_one_line(
 def test_a_directory_entry_running_past_its_block_is_one_line(
     ext: ext_images.ExtImages, tmp_path: Path
 ) -> None:
-    img = ext.get(VARIANTS[0])
+    img = ext.get(_variant("ext2-1k"))
     ad = _adapter(img)
     small = next(c for n, c in ad.children(ad.root) if n == "small-dir")
     (run,) = ad._runs(ad._inode(small))
