@@ -373,6 +373,27 @@ def test_an_inline_directory_continues_in_system_data(tmp_path: Path) -> None:
         assert f.read(100) == b"target\n"
 
 
+def test_a_whole_64k_block_entry_is_read(tmp_path: Path) -> None:
+    """An empty 64 KiB directory block holds one entry of 65536 bytes, whose
+    16-bit ``rec_len`` is written 65535; debugfs (the oracle) lists past it."""
+    src = tmp_path / "src"
+    (src / "d").mkdir(parents=True)
+    (src / "d" / "a").write_bytes(b"a\n")
+    img = tmp_path / "64k.img"
+    with open(img, "wb") as f:
+        f.truncate(256 << 20)
+    subprocess.run(["mke2fs", "-q", "-F", "-t", "ext4", "-b", "65536", "-O", "^metadata_csum",
+                    "-d", src, img], check=True, capture_output=True)  # fmt: skip
+    _debugfs_copy(img, img, "expand_dir /d")
+    listing = subprocess.run(["debugfs", "-R", "ls /d", img], capture_output=True, text=True,
+                             check=True).stdout  # fmt: skip
+    assert "(65535)" in listing  # the encoded whole-block entry is there
+    ad = _adapter(img)
+    d = dict(ad.children(ad.root))["d"]
+    assert ad.size(d) == 2 * 65536
+    assert [name for name, _ in ad.children(d)] == ["a"]
+
+
 # -- fuzz ---------------------------------------------------------------------------------
 FUZZ_VARIANTS = ("ext2-1k", "ext4-1k-punched", "ext4-inline", "ext4-meta-bg", "ext4-4k-htree")
 FUZZ_N = int(os.environ.get("PVGRUB_EXT4_FUZZ_N", "60"))
