@@ -264,9 +264,9 @@ class Ext4Adapter(ReaderAdapter):
         if len(raw) <= 128:
             return b""
         start = 128 + _U16.unpack_from(raw, 0x80)[0]
-        if start % 4 or start + 4 > len(raw):
+        if start % 4 or start > len(raw):
             raise Ext4Corrupt(f"inode {node.ino} extra size {start - 128}")
-        if _U32.unpack_from(raw, start)[0] != XATTR_MAGIC:
+        if start + 4 > len(raw) or _U32.unpack_from(raw, start)[0] != XATTR_MAGIC:
             return b""
         first = start + 4
         at = first
