@@ -13,10 +13,11 @@ it never interprets them.
 have returned, byte for byte; anywhere else it returns None and the file
 is streamed through the reader as before:
 
-* the reader's stream must be Dissect's plain ``RunlistStream`` (ext2/3/4
-  and XFS regular files; not inline data, not Btrfs, FAT or ISO 9660)
-  over a `BoundedFile` whose source is the image descriptor itself (not a
-  qcow2 or LVM view);
+* the reader's stream must be our ext reader's ``RunStream`` (ext2/3/4
+  regular files, `pvgrub_py.disk.readers.ext4_runs`; not inline data) or
+  Dissect's plain ``RunlistStream`` (XFS regular files; not Btrfs, FAT or
+  ISO 9660), over a `BoundedFile` whose source is the image descriptor
+  itself (not a qcow2 or LVM view);
 * every run is a positive number of whole blocks, either sparse (zeros,
   as the stream returns) or lying wholly inside the volume's window;
 * the runs cover the file's declared size (a short run list is the
@@ -63,6 +64,9 @@ def map_file(stream: FileStream) -> FileMap | None:
     if stream.tell() != 0:
         return None
     inner = stream.reader_stream
+    own = sys.modules.get("pvgrub_py.disk.readers.ext4_runs")
+    if own is not None and type(inner) is own.RunStream:
+        return _map_runs(stream, inner.fh, inner.runs)
     module = sys.modules.get("dissect.util.stream")
     if module is None or type(inner) is not module.RunlistStream:
         return None
@@ -108,6 +112,32 @@ def map_file(stream: FileStream) -> FileMap | None:
         else:
             return None  # the stream reports what is wrong with this run
         _append(extents, where, n)
+        pos += n
+    if pos != size:
+        return None
+    return FileMap(fd, extents, size)
+
+
+def _map_runs(stream: FileStream, fh: object, runs: object) -> FileMap | None:
+    """The map of our ext reader's `RunStream`: its runs are already in bytes
+    (offset in the volume or None for zeros, length), exactly what it reads."""
+    from pvgrub_py.disk.bounded import BoundedFile
+
+    if not isinstance(fh, BoundedFile) or not isinstance(runs, list) or len(runs) > MAX_EXTENTS:
+        return None
+    direct = fh.direct()
+    if direct is None:
+        return None
+    fd, base = direct
+    size = stream.size
+    extents: list[Extent] = []
+    pos = 0
+    for where, n in runs:
+        if type(n) is not int or n <= 0 or pos + n > size:
+            return None
+        if where is not None and (type(where) is not int or where < 0 or where + n > fh.size):
+            return None  # the stream reports what is wrong with this run
+        _append(extents, None if where is None else base + where, n)
         pos += n
     if pos != size:
         return None

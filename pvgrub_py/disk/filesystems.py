@@ -289,9 +289,9 @@ def open_filesystem(
     with cpu_deadline(budget), reader_boundary(source, f"opening the {fs_kind} filesystem"):
         adapter: ReaderAdapter
         if fs_kind in ("ext2", "ext3", "ext4"):
-            from pvgrub_py.disk.readers.extfs import ExtAdapter
+            from pvgrub_py.disk.readers.ext4 import Ext4Adapter
 
-            adapter = ExtAdapter(fh, fs_kind)
+            adapter = Ext4Adapter(fh, fs_kind)
         elif fs_kind == "xfs":
             from pvgrub_py.disk.readers.xfs import XfsAdapter
 

@@ -1,0 +1,581 @@
+"""Our ext2/3/4 reader (`pvgrub_py.disk.readers.ext4`) against independent oracles.
+
+Differential: every ext image the tests build (the `ext_images` variants
+and the Debian image of `disk_images`) is walked with our adapter and with
+an oracle, and names, kinds, sizes, symlink targets and file bytes must
+agree.  The oracle is dissect.extfs, or, for the variants dissect.extfs
+cannot read (``meta_bg``, inline directories), the very tree mke2fs was
+given.  Then the same files through the whole disk layer: the extent map
+(`map_file`) must copy exactly the bytes the stream returns.
+
+Fuzz: seeded byte overwrites in the regions the reader reads, and
+truncations, of several variants; walking the whole tree may only succeed
+or fail with one `InputError` line, in bounded time, never reading past
+the (cut) end; and where a corrupt file still maps, the map's bytes are
+the stream's bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import stat
+import struct
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import disk_images
+import ext_images
+import pytest
+from disk_images import MutatedSource
+from ext_images import VARIANTS, Variant
+
+from pvgrub_py.disk import Budget, BudgetExceeded, open_disk
+from pvgrub_py.disk.bounded import BoundedFile, FdSource
+from pvgrub_py.disk.extents import copy_extents, map_file
+from pvgrub_py.disk.filesystems import Filesystem
+from pvgrub_py.disk.readers.ext4 import Ext4Adapter
+from pvgrub_py.errors import InputError
+
+Walk = dict[str, tuple[Any, ...]]
+
+
+def _variant(name: str) -> Variant:
+    return next(v for v in VARIANTS if v.name == name)
+
+
+@pytest.fixture(scope="module")
+def ext(tmp_path_factory: pytest.TempPathFactory) -> ext_images.ExtImages:
+    return ext_images.images(tmp_path_factory)
+
+
+def _mode_kind(mode: int) -> str:
+    for test, name in (
+        (stat.S_ISREG, "regular file"),
+        (stat.S_ISDIR, "directory"),
+        (stat.S_ISLNK, "symbolic link"),
+        (stat.S_ISCHR, "character device"),
+        (stat.S_ISBLK, "block device"),
+        (stat.S_ISFIFO, "FIFO"),
+        (stat.S_ISSOCK, "socket"),
+    ):
+        if test(mode):
+            return name
+    return "file of unknown type"
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+# -- the three walks ----------------------------------------------------------------
+def walk_ours(ad: Ext4Adapter, node: Any = None, path: str = "", out: Walk | None = None) -> Walk:
+    out = {} if out is None else out
+    for name, child in ad.children(ad.root if node is None else node):
+        p = f"{path}/{name}"
+        kind = ad.kind(child).value
+        rec: tuple[Any, ...] = (kind, ad.size(child))
+        if kind == "symbolic link":
+            rec += (ad.read_link(child),)
+        elif kind == "regular file":
+            rec += (_digest(ad.open(child).read()),)
+        out[p] = rec
+        if kind == "directory":
+            walk_ours(ad, child, p, out)
+    return out
+
+
+def walk_dissect(node: Any, path: str = "", out: Walk | None = None) -> Walk:
+    out = {} if out is None else out
+    for child in node.iterdir():
+        if child.filename in (".", ".."):
+            continue
+        p = f"{path}/{child.filename}"
+        kind = _mode_kind(int(child.inode.i_mode))
+        rec: tuple[Any, ...] = (kind, int(child.size))
+        if kind == "symbolic link":
+            rec += (child.link.encode("utf-8", "surrogateescape"),)
+        elif kind == "regular file":
+            rec += (_digest(child.open().read()),)
+        out[p] = rec
+        if kind == "directory":
+            walk_dissect(child, p, out)
+    return out
+
+
+def walk_source(root: Path, path: str = "", out: Walk | None = None) -> Walk:
+    """The tree mke2fs was given (directory sizes are the filesystem's own)."""
+    out = {} if out is None else out
+    for entry in sorted(os.listdir(os.fsencode(root))):
+        name = os.fsdecode(entry)
+        p = f"{path}/{name}"
+        st = os.lstat(root / name)
+        kind = _mode_kind(st.st_mode)
+        rec: tuple[Any, ...] = (kind, None if kind == "directory" else st.st_size)
+        if kind == "symbolic link":
+            rec += (os.readlink(os.fsencode(root / name)),)
+        elif kind == "regular file":
+            rec += (_digest((root / name).read_bytes()),)
+        elif kind in ("character device", "FIFO"):
+            rec = (kind, 0)
+        out[p] = rec
+        if kind == "directory":
+            walk_source(root / name, p, out)
+    return out
+
+
+def _adapter(img: Path) -> Ext4Adapter:
+    return Ext4Adapter(BoundedFile(FdSource.open(img), name=img.name), "ext4")
+
+
+def _dissect_walk(img: Path) -> tuple[Walk, str, str]:
+    from dissect.extfs import ExtFS  # type: ignore[import-untyped]
+
+    with open(img, "rb") as f:
+        fs = ExtFS(f)
+        return walk_dissect(fs.root), str(fs.uuid), fs.volume_name
+
+
+# -- differential ----------------------------------------------------------------------
+@pytest.mark.parametrize("variant", VARIANTS, ids=[v.name for v in VARIANTS])
+def test_reader_agrees_with_the_oracle(ext: ext_images.ExtImages, variant: Variant) -> None:
+    img = ext.get(variant)
+    ad = _adapter(img)
+    ours = walk_ours(ad)
+    assert len(ours) > 400
+    if variant.htree:  # e2fsck -D indexed the large directory (debugfs says so)
+        out = subprocess.run(["debugfs", "-R", "htree /many", img], capture_output=True,
+                             text=True, check=True).stdout  # fmt: skip
+        assert "Root node dump" in out
+    if variant.oracle == "dissect":
+        theirs, uuid, label = _dissect_walk(img)
+        assert (ad.uuid, ad.label) == (uuid, label or None)
+    else:
+        theirs = walk_source(ext.src)
+        ours.pop("/lost+found")
+        for path, rec in ours.items():
+            if rec[0] == "directory":
+                ours[path] = (rec[0], None)
+    assert ours.keys() == theirs.keys()
+    for path in theirs:
+        assert ours[path] == theirs[path], path
+
+
+def test_debian_image_agrees_with_dissect(tmp_path_factory: pytest.TempPathFactory) -> None:
+    img = disk_images.factory(tmp_path_factory).debian_gpt()
+    fs_img = Path(str(img.notes["fs_image"]))
+    theirs, uuid, label = _dissect_walk(fs_img)
+    ad = _adapter(fs_img)
+    assert walk_ours(ad) == theirs
+    assert (ad.uuid, ad.label) == (uuid, label) == (disk_images.EXT_UUID, "debroot")
+
+
+def _files(fs: Filesystem, path: str = "/") -> list[str]:
+    out = []
+    for name in fs.list_dir(path):
+        p = path.rstrip("/") + "/" + name
+        info = fs.stat(p) if not name.startswith("links") else None
+        if info is not None and info.is_dir:
+            out += _files(fs, p)
+        elif info is not None and info.is_file:
+            out.append(p)
+    return out
+
+
+def _streamed_and_mapped(fs: Filesystem, path: str) -> tuple[bytes, bytes | None]:
+    with fs.open(path) as stream:
+        fmap = map_file(stream)
+        parts = []
+        while chunk := stream.read(1 << 20):
+            parts.append(chunk)
+    mapped = None
+    if fmap is not None:
+        got: list[bytes] = []
+        copy_extents(fmap.fd, fmap.extents, got.append, source=path)
+        mapped = b"".join(got)
+    return b"".join(parts), mapped
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=[v.name for v in VARIANTS])
+def test_every_file_maps_to_exactly_its_streamed_bytes(
+    ext: ext_images.ExtImages, variant: Variant
+) -> None:
+    img = ext.get(variant)
+    oracle = _dissect_walk(img)[0] if variant.oracle == "dissect" else walk_source(ext.src)
+    with open_disk(str(img)) as disk:
+        fs = disk.volumes[0].filesystem()
+        paths = [p for p in _files(fs) if not p.startswith("/many/")] + ["/many/" + min(
+            fs.list_dir("/many"))]  # fmt: skip
+        mapped_big = 0
+        for path in paths:
+            streamed, mapped = _streamed_and_mapped(fs, path)
+            assert _digest(streamed) == oracle[path][2], path
+            if mapped is not None:
+                assert mapped == streamed, path
+            if len(streamed) > 4096:
+                assert mapped is not None, path
+                mapped_big += 1
+        assert mapped_big >= 5
+
+
+# -- refusals ------------------------------------------------------------------------------
+def _one_line_error(img: Path, path: str = "/f/100") -> str:
+    with (
+        pytest.raises(InputError) as info,
+        open_disk(str(img)) as disk,
+        disk.volumes[0].filesystem().open(path) as stream,
+    ):
+        stream.read(1 << 20)
+    text = str(info.value)
+    assert "\n" not in text
+    return text
+
+
+def _patched_copy(src: Path, dst: Path, at: int, data: bytes) -> Path:
+    subprocess.run(["cp", "--sparse=always", src, dst], check=True)
+    fd = os.open(dst, os.O_WRONLY)
+    try:
+        os.pwrite(fd, data, at)
+    finally:
+        os.close(fd)
+    return dst
+
+
+@pytest.mark.parametrize(
+    ("bit", "name"), [(0x1, "compression"), (0x8, "journal_dev"), (0x1000, "dirdata")]
+)
+def test_unsupported_incompat_features_are_one_line(
+    ext: ext_images.ExtImages, tmp_path: Path, bit: int, name: str
+) -> None:
+    img = ext.get(_variant("ext4-4k-htree"))
+    raw = img.read_bytes()[1024 + 0x60 : 1024 + 0x64]
+    (incompat,) = struct.unpack("<I", raw)
+    bad = _patched_copy(img, tmp_path / "bad.img", 1024 + 0x60, struct.pack("<I", incompat | bit))
+    with pytest.raises(InputError, match=f"ext feature {name} is not supported"):
+        open_disk(str(bad)).volumes[0].filesystem()
+
+
+def test_bigalloc_is_refused(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    img = tmp_path / "bigalloc.img"
+    with open(img, "wb") as f:
+        f.truncate(64 << 20)
+    subprocess.run(["mke2fs", "-q", "-F", "-t", "ext4", "-O", "bigalloc", "-d", src, img],
+                   check=True, capture_output=True)  # fmt: skip
+    with pytest.raises(InputError, match="bigalloc is not supported"):
+        open_disk(str(img)).volumes[0].filesystem()
+
+
+def test_an_encrypted_inode_is_refused(ext: ext_images.ExtImages, tmp_path: Path) -> None:
+    img = tmp_path / "enc.img"
+    subprocess.run(["cp", "--sparse=always", ext.get(_variant("ext4-4k-htree")), img], check=True)
+    subprocess.run(["debugfs", "-w", "-R", "set_inode_field /f/100 flags 0x80800", img],
+                   check=True, capture_output=True)  # fmt: skip
+    assert "is encrypted" in _one_line_error(img)
+
+
+def test_an_extent_index_pointing_at_itself_is_one_line(
+    ext: ext_images.ExtImages, tmp_path: Path
+) -> None:
+    """The depth-2 tree of /f/deep: its first index block made to point at itself."""
+    img = ext.get(_variant("ext4-1k-punched"))
+    ad = _adapter(img)
+    node = ad._inode(next(c for n, c in ad.children(ad.root) if n == "f"))
+    deep = next(c for n, c in ad.children(node.ino) if n == "deep")
+    i_block = ad._inode(deep).i_block
+    magic, entries, _most, depth = struct.unpack_from("<HHHH", i_block)
+    assert (magic, depth) == (0xF30A, 2) and entries >= 1
+    _first, leaf_lo, leaf_hi = struct.unpack_from("<IIH", i_block, 12)
+    index = (leaf_hi << 32) | leaf_lo
+    block = ad.block_size
+    # The depth-1 node's first entry now names the node itself.
+    bad = _patched_copy(img, tmp_path / "loop.img", index * block + 12 + 4,
+                        struct.pack("<IH", index & 0xFFFFFFFF, index >> 32))  # fmt: skip
+    assert "extent node at depth 1 where 0 was expected" in _one_line_error(bad, "/f/deep")
+
+
+def test_a_directory_entry_running_past_its_block_is_one_line(
+    ext: ext_images.ExtImages, tmp_path: Path
+) -> None:
+    img = ext.get(_variant("ext2-1k"))
+    ad = _adapter(img)
+    small = next(c for n, c in ad.children(ad.root) if n == "small-dir")
+    (run,) = ad._runs(ad._inode(small))
+    assert run[0] is not None
+    # The first entry (".") claims 2 KiB of a 1 KiB block.
+    bad = _patched_copy(img, tmp_path / "dirent.img", run[0] + 4, struct.pack("<H", 2048))
+    with (
+        pytest.raises(InputError, match="entry at byte 0 has length 2048"),
+        open_disk(str(bad)) as disk,
+    ):
+        disk.volumes[0].filesystem().list_dir("/small-dir")
+
+
+def _debugfs_copy(src: Path, dst: Path, *commands: str) -> Path:
+    if src != dst:
+        subprocess.run(["cp", "--sparse=always", src, dst], check=True)
+    for command in commands:
+        subprocess.run(["debugfs", "-w", "-R", command, dst], check=True, capture_output=True)
+    return dst
+
+
+# i_block words of an extent-mapped file: 0 magic|entries<<16, 1 max|depth<<16,
+# then the first entry: 3 ee_block, 4 ee_len|start_hi<<16, 5 ee_start_lo.
+@pytest.mark.parametrize(
+    ("variant", "path", "command", "problem"),
+    [
+        ("ext4-4k-htree", "/f/4097", "sif /f/4097 block[1] 0x60004", "extent tree of depth 6"),
+        ("ext4-4k-htree", "/f/4097", "sif /f/4097 block[0] 0x5f30a", "claims 5 of 4 entries"),
+        ("ext4-4k-htree", "/f/4097", "sif /f/4097 block[0] 0x1f30b", "extent header magic 0xf30b"),
+        ("ext4-4k-htree", "/f/4097", "sif /f/4097 block[5] 0xfffffff0", "ends past the last block"),
+        ("ext4-4k-htree", "/f/4097", "sif /f/4097 size 0x7fffffffffff", "past the last extent"),
+        ("ext2-1k", "/f/300000", "sif /f/300000 block[3] 0xfffffff0", "past the last block"),
+        ("ext2-1k", "/f/300000", "sif /f/300000 block[IND] 0xfffffff0", "indirect block"),
+        ("ext2-1k", "/f/300000", "sif /f/300000 size 0x7fffffffffff", "more than a block map"),
+    ],
+)
+def test_crafted_file_maps_are_one_line(
+    ext: ext_images.ExtImages, tmp_path: Path, variant: str, path: str, command: str,
+    problem: str,
+) -> None:  # fmt: skip
+    img = ext.get(next(v for v in VARIANTS if v.name == variant))
+    bad = _debugfs_copy(img, tmp_path / "bad.img", command)
+    assert problem in _one_line_error(bad, path)
+
+
+def test_an_inline_directory_continues_in_system_data(tmp_path: Path) -> None:
+    """The kernel moves entries that do not fit i_block into ``system.data``;
+    e2fsprogs writes none, so one is made with debugfs, which then is the oracle."""
+    src = tmp_path / "src"
+    (src / "d").mkdir(parents=True)
+    (src / "d" / "a").write_bytes(b"hi\n")
+    (src / "t").write_bytes(b"target\n")
+    img = tmp_path / "inline.img"
+    with open(img, "wb") as f:
+        f.truncate(16 << 20)
+    subprocess.run(["mke2fs", "-q", "-F", "-t", "ext4", "-O", "inline_data", "-I", "512",
+                    "-d", src, img], check=True, capture_output=True)  # fmt: skip
+    ad = _adapter(img)
+    target = dict(ad.children(ad.root))["t"]
+    value = tmp_path / "value"
+    value.write_bytes(struct.pack("<IHBB", target, 16, 5, 1) + b"extra\0\0\0")
+    _debugfs_copy(img, img, f"ea_set -f {value} /d system.data", "sif /d size 76")
+    listing = subprocess.run(["debugfs", "-R", "ls /d", img], capture_output=True, text=True,
+                             check=True).stdout.split()  # fmt: skip
+    theirs = sorted(n for n in listing if n.isalpha())
+    ad = _adapter(img)
+    d = dict(ad.children(ad.root))["d"]
+    assert sorted(name for name, _ in ad.children(d)) == theirs == ["a", "extra"]
+    with open_disk(str(img)) as disk, disk.volumes[0].filesystem().open("/d/extra") as f:
+        assert f.read(100) == b"target\n"
+
+
+def test_a_whole_64k_block_entry_is_read(tmp_path: Path) -> None:
+    """An empty 64 KiB directory block holds one entry of 65536 bytes, whose
+    16-bit ``rec_len`` is written 65535; debugfs (the oracle) lists past it."""
+    src = tmp_path / "src"
+    (src / "d").mkdir(parents=True)
+    (src / "d" / "a").write_bytes(b"a\n")
+    img = tmp_path / "64k.img"
+    with open(img, "wb") as f:
+        f.truncate(256 << 20)
+    subprocess.run(["mke2fs", "-q", "-F", "-t", "ext4", "-b", "65536", "-O", "^metadata_csum",
+                    "-d", src, img], check=True, capture_output=True)  # fmt: skip
+    _debugfs_copy(img, img, "expand_dir /d")
+    listing = subprocess.run(["debugfs", "-R", "ls /d", img], capture_output=True, text=True,
+                             check=True).stdout  # fmt: skip
+    assert "(65535)" in listing  # the encoded whole-block entry is there
+    ad = _adapter(img)
+    d = dict(ad.children(ad.root))["d"]
+    assert ad.size(d) == 2 * 65536
+    assert [name for name, _ in ad.children(d)] == ["a"]
+
+
+# -- fuzz ---------------------------------------------------------------------------------
+FUZZ_VARIANTS = ("ext2-1k", "ext4-1k-punched", "ext4-inline", "ext4-meta-bg", "ext4-4k-htree")
+FUZZ_N = int(os.environ.get("PVGRUB_EXT4_FUZZ_N", "60"))
+#: Largest file read (a corrupt size can claim terabytes of holes).
+FUZZ_MAX_FILE = 100 << 20
+#: Entries of each directory looked at (every lookup scans the directory).
+FUZZ_ENTRIES = 25
+
+
+def _walk_fs(fs: Filesystem, maps: bool) -> int:
+    """List, stat and read everything (symlinks followed); the files read."""
+    count = 0
+    todo = ["/"]
+    while todo:
+        path = todo.pop()
+        for name in fs.list_dir(path)[:FUZZ_ENTRIES]:
+            p = path.rstrip("/") + "/" + name
+            try:
+                info = fs.stat(p)
+            except InputError:
+                continue
+            if info is None:
+                continue
+            if info.is_dir and not p.startswith("/links"):
+                todo.append(p)
+            elif info.is_file and info.size <= FUZZ_MAX_FILE:
+                try:
+                    streamed, mapped = _streamed_and_mapped(fs, p)
+                except InputError:
+                    continue
+                if maps and mapped is not None:
+                    assert mapped == streamed, p
+                count += 1
+    return count
+
+
+def _mutations(img: Path, regions: list[tuple[int, int]], n: int, seed: str) -> list[Any]:
+    rnd = random.Random(seed)
+    meta = [r for r in regions if r[1] <= 65536]
+    end = max(o + n for o, n in regions)
+    out: list[Any] = []
+    for _ in range(n):
+        if rnd.random() < 0.15:
+            out.append(("cut", rnd.randrange(1024, end)))
+            continue
+        patches = {}
+        for _ in range(rnd.choice((1, 1, 2, 4, 8))):
+            off, length = rnd.choice(meta)
+            at = off + rnd.randrange(length)
+            patches[at] = rnd.choice((0, 0xFF, rnd.randrange(256), 1 << rnd.randrange(8)))
+        out.append(("patch", patches))
+    return out
+
+
+@pytest.mark.parametrize("name", FUZZ_VARIANTS)
+def test_fuzzed_images_fail_in_one_line_and_in_bounds(ext: ext_images.ExtImages, name: str) -> None:
+    variant = next(v for v in VARIANTS if v.name == name)
+    img = ext.get(variant)
+    probe = MutatedSource(img, record=True)
+    with open_disk(probe, name=img.name) as disk:
+        assert _walk_fs(disk.volumes[0].filesystem(), maps=False) > 40
+    regions = sorted(set(probe.regions or []))
+    probe.close()
+    outcomes = {"ok": 0, "input": 0}
+    for kind, arg in _mutations(img, regions, FUZZ_N, name):
+        src = MutatedSource(img, size=arg if kind == "cut" else None,
+                            patches=arg if kind == "patch" else None)  # fmt: skip
+        try:
+            with open_disk(src, name="fuzz.img", budget=Budget(5)) as disk:
+                for vol in disk.volumes:
+                    if vol.has_filesystem:
+                        _walk_fs(vol.filesystem(), maps=False)
+            outcomes["ok"] += 1
+        except InputError as exc:
+            assert "\n" not in str(exc)
+            assert not isinstance(exc, BudgetExceeded), (kind, arg, str(exc))
+            outcomes["input"] += 1
+        finally:
+            src.close()
+        assert src.past_end == 0, (kind, arg)
+    print(name, outcomes)
+    assert outcomes["input"] > 0 and outcomes["ok"] > 0
+
+
+@pytest.mark.parametrize("name", ("ext2-1k", "ext4-1k-punched"))
+def test_fuzzed_files_that_still_map_map_to_their_streamed_bytes(
+    ext: ext_images.ExtImages, tmp_path: Path, name: str
+) -> None:
+    """On real (copied, patched) image files, so that `map_file` maps."""
+    variant = next(v for v in VARIANTS if v.name == name)
+    img = ext.get(variant)
+    probe = MutatedSource(img, record=True)
+    with open_disk(probe, name=img.name) as disk:
+        _walk_fs(disk.volumes[0].filesystem(), maps=False)
+    regions = sorted(set(probe.regions or []))
+    probe.close()
+    muts = [m for m in _mutations(img, regions, FUZZ_N // 3, "map-" + name) if m[0] == "patch"]
+    for _kind, patches in muts:
+        bad = tmp_path / "m.img"
+        subprocess.run(["cp", "--sparse=always", img, bad], check=True)
+        fd = os.open(bad, os.O_WRONLY)
+        for at, value in patches.items():
+            os.pwrite(fd, bytes([value]), at)
+        os.close(fd)
+        try:
+            with open_disk(str(bad), budget=Budget(5)) as disk:
+                _walk_fs(disk.volumes[0].filesystem(), maps=True)
+        except InputError as exc:
+            assert "\n" not in str(exc)
+
+
+# -- the run builders on hand-made trees --------------------------------------------------
+def _node(depth: int, entries: list[bytes], room: int = 4) -> bytes:
+    head = struct.pack("<HHHHI", 0xF30A, len(entries), room, depth, 0)
+    return (head + b"".join(entries)).ljust(12 + 12 * room, b"\0")
+
+
+def _leaf(first: int, length: int, start: int) -> bytes:
+    return struct.pack("<IHHI", first, length, start >> 32, start & 0xFFFFFFFF)
+
+
+def _index(first: int, block: int) -> bytes:
+    return struct.pack("<IIHH", first, block & 0xFFFFFFFF, block >> 32, 0)
+
+
+def test_extent_runs_by_hand() -> None:
+    from pvgrub_py.disk.readers.ext4_runs import extent_runs
+
+    leaf_a = _node(0, [_leaf(0, 2, 100), _leaf(2, 3, 102), _leaf(10, 32768 + 4, 200)], 84)
+    leaf_b = _node(0, [_leaf(20, 5, 300)], 84)
+    blocks = {7: leaf_a, 8: leaf_b}
+    root = _node(1, [_index(0, 7), _index(20, 8)])
+    # 0-4 merge into one run at 100; 5-9 a hole; 10-13 uninitialised; 14-19 a
+    # hole; 20-24 at 300; the 30-block file ends in a hole.
+    assert extent_runs(root, 30, blocks.__getitem__, 1000) == [
+        (100, 5), (None, 15), (300, 5), (None, 5),
+    ]  # fmt: skip
+    assert extent_runs(root, 3, blocks.__getitem__, 1000) == [(100, 3)]
+
+
+@pytest.mark.parametrize(
+    ("root", "blocks", "problem"),
+    [
+        # Two index entries naming the same leaf: its extents would repeat.
+        (
+            _node(1, [_index(0, 7), _index(5, 7)]),
+            {7: _node(0, [_leaf(0, 5, 100)], 84)},
+            "overlaps or is out of order",
+        ),
+        (_node(1, [_index(0, 7)]), {7: _node(0, [], 84)}, "empty extent node"),
+        (_node(1, [_index(5, 7), _index(5, 8)]), {}, "out of order"),
+        (_node(0, [_leaf(4, 2, 100), _leaf(5, 2, 200)]), {}, "overlaps or is out of order"),
+        (_node(0, [_leaf(0, 0, 100)]), {}, "extent of 0 blocks"),
+        (_node(1, [_index(0, 7)]), {7: _node(1, [_index(0, 7)], 84)}, "at depth 1 where 0"),
+        (_node(1, [_index(0, 5000)]), {}, "past the last block"),
+    ],
+)
+def test_extent_runs_refuse_bad_trees(root: bytes, blocks: dict[int, bytes], problem: str) -> None:
+    from pvgrub_py.disk.readers.ext4_runs import Ext4Corrupt, extent_runs
+
+    with pytest.raises(Ext4Corrupt, match=problem):
+        extent_runs(root, 100, blocks.__getitem__, 1000)
+
+
+def test_blockmap_runs_by_hand() -> None:
+    from pvgrub_py.disk.readers.ext4_runs import blockmap_runs
+
+    # 1 KiB blocks: 256 pointers per indirect block.  Direct blocks 50-61
+    # except a hole at 3; the single indirect block (900) maps 62, 63 then
+    # holes; no double indirect block (a 65536-block hole).
+    words = [50, 51, 52, 0, *range(54, 62), 900, 0, 0]
+    ind = struct.pack("<256I", 62, 63, *([0] * 254))
+    got = blockmap_runs(struct.pack("<15I", *words), 12 + 256 + 10, {900: ind}.__getitem__,
+                        1000, 1024)  # fmt: skip
+    assert got == [(50, 3), (None, 1), (54, 10), (None, 254 + 10)]
+
+
+def test_a_file_in_too_many_pieces_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pvgrub_py.disk.readers import ext4_runs
+
+    monkeypatch.setattr(ext4_runs, "MAX_RUNS", 100)
+    ind = struct.pack("<256I", *range(1, 512, 2))  # never two neighbours
+    with pytest.raises(ext4_runs.Ext4Corrupt, match="more than 100 pieces"):
+        ext4_runs.blockmap_runs(struct.pack("<15I", *([0] * 12), 900, 0, 0), 12 + 256,
+                                {900: ind}.__getitem__, 1000, 1024)  # fmt: skip
