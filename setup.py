@@ -58,8 +58,8 @@ setup(
         # bzImage payload decompressors beyond the stdlib (gzip, bzip2, xz, lzma).
         "zstandard>=0.22",
         "lz4>=4.3",
-        # Guest disk readers (pvgrub_py/disk): Dissect (AGPL-3.0-or-later) and pycdlib.
-        "dissect.extfs>=3.15,<4",
+        # Guest disk readers (pvgrub_py/disk): Dissect (AGPL-3.0-or-later) and pycdlib;
+        # ext2/3/4 is our own (pvgrub_py/disk/readers/ext4.py).
         "dissect.xfs>=3.13,<4",
         "dissect.btrfs>=1.10,<2",
         "dissect.fat>=3.13,<4",
@@ -72,6 +72,7 @@ setup(
         "test": [
             "pytest>=7", "hypothesis>=6", "atheris>=2.3", "mypy>=1.8", "ruff>=0.4",
             "pyyaml>=6",  # for Keylime, the attestation oracle (see the Makefile)
+            "dissect.extfs>=3.15,<4",  # the oracle of our ext2/3/4 reader
         ],
         # pvgrubctl attest challenge/activate/quote: tpm2-tss's ESAPI and MakeCredential.
         # It builds against the system's libtss2 (Debian: libtss2-dev); 2.x builds

@@ -81,7 +81,7 @@ def run_once(image: str, outdir: str) -> dict[str, float]:
     sys.path.insert(0, str(ROOT))
     from pvgrub_py.disk import locate_config, open_disk, read_small_file, resolve_boot_file
     from pvgrub_py.disk.extract import stream_file
-    from pvgrub_py.disk.readers import extfs  # noqa: F401 - what the sniff would import
+    from pvgrub_py.disk.readers import ext4  # noqa: F401 - what the sniff would import
 
     t1 = time.perf_counter()
     disk = open_disk(image)

@@ -36,13 +36,13 @@ try:
     outside = "imported"
 except ImportError:
     outside = "ImportError"
-ext = sys.modules["dissect.extfs"]
+ext = sys.modules["dissect.xfs"]
 print(json.dumps({"heavy_before": heavy_before, "failed": failed, "outside": outside,
                   "codecs_before": codecs_before, "decoded": decoded,
                   "openssl_before": openssl_before, "digest": digest,
                   "unused_before": unused_before,
-                  "extfs_loader": type(ext.__spec__.loader).__name__,
-                  "extfs_file": ext.__file__, "entries": len(finder.entries)}))
+                  "reader_loader": type(ext.__spec__.loader).__name__,
+                  "reader_file": ext.__file__, "entries": len(finder.entries)}))
 """
 
 
@@ -74,7 +74,7 @@ def test_every_reader_imports_from_memory_and_nothing_else_does() -> None:
     assert doc["unused_before"] == []
     # ... and every reader can be imported with only what prepare() read.
     assert doc["failed"] == []
-    assert doc["extfs_loader"] == "_MemoryLoader"
-    assert str(doc["extfs_file"]).endswith("dissect/extfs/__init__.py")
+    assert doc["reader_loader"] == "_MemoryLoader"
+    assert str(doc["reader_file"]).endswith("dissect/xfs/__init__.py")
     # Anything else is refused, as inside the empty root.
     assert doc["outside"] == "ImportError"

@@ -59,7 +59,7 @@ for name in cfg["imports"]:
 kinds = {name: (e.is_pyc if e.blob is not None else e.pyc is not None)
          for name, e in finder.entries.items() if name in cfg["imports"]}
 failed = preload.check_closure() if cfg["closure"] else []
-ext = sys.modules.get("dissect.extfs")
+ext = sys.modules.get("dissect.xfs")
 print(json.dumps({"bundle": finder.bundle, "opened": opened, "values": values, "kinds": kinds,
                   "fds_added": fds_added, "default": preload.bundle_path(),
                   "failed": failed, "entries": len(finder.entries),

@@ -250,14 +250,15 @@ def test_only_the_sniffed_reader_is_imported(
         "from pvgrub_py.disk import open_disk, locate_config\n"
         f"d = open_disk({str(img.path)!r}); locate_config(d)\n"
         "mods = [m for m in ('dissect.xfs', 'dissect.btrfs', 'dissect.fat', 'pycdlib',"
-        " 'dissect.volume', 'dissect.hypervisor', 'dissect.extfs') if m in sys.modules]\n"
+        " 'dissect.volume', 'dissect.hypervisor', 'dissect.extfs', 'pvgrub_py.disk.readers.ext4')"
+        " if m in sys.modules]\n"
         "print(' '.join(mods))\n"
     )
     root = Path(__file__).resolve().parents[1]
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, cwd=root, check=True
     ).stdout.split()
-    assert out == ["dissect.extfs"]
+    assert out == ["pvgrub_py.disk.readers.ext4"]
 
 
 def test_config_search_order(tmp_path: Path) -> None:

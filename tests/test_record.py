@@ -104,7 +104,7 @@ def process(cls, *a, **k):
 dataclasses._process_class = process
 import pvgrub_py.bootloader.options, pvgrub_py.bootloader.depriv, pvgrub_py.bootloader.guest
 import pvgrub_py.bootloader.sandbox, pvgrub_py.bootcfg.grub2, pvgrub_py.bootcfg.bls
-import pvgrub_py.bootcfg.extlinux, pvgrub_py.disk.readers.extfs, pvgrub_py.disk.extents
+import pvgrub_py.bootcfg.extlinux, pvgrub_py.disk.readers.ext4, pvgrub_py.disk.extents
 print("\n".join(m for m in made if m.startswith("pvgrub_py.")))
 """
 

@@ -17,7 +17,7 @@ when a disk needs one.  Instead, before the sandbox is entered, `prepare`:
 * removes the path-based finder, so that an import of anything else fails
   at once inside the sandbox, exactly as it would in a test outside it.
 
-Inside the sandbox ``import dissect.extfs`` then runs the code read
+Inside the sandbox ``import dissect.xfs`` (an XFS disk) then runs the code read
 before, and only the one reader the superblock sniff picks is executed,
 as in an unsandboxed run.  The bytes come from the same installed files an
 ordinary import reads, opened as root before the privilege drop; nothing
@@ -146,7 +146,6 @@ LAZY = (
     "pvgrub_py.disk",
     "dissect.cstruct",
     "dissect.util",
-    "dissect.extfs",
     "dissect.xfs",
     "dissect.btrfs",
     "dissect.fat",
@@ -212,7 +211,7 @@ READERS = (
     "pvgrub_py.bootcfg.grub_legacy",
     "pvgrub_py.disk.lvm",
     "pvgrub_py.disk.qcow2",
-    "pvgrub_py.disk.readers.extfs",
+    "pvgrub_py.disk.readers.ext4",
     "pvgrub_py.disk.readers.xfs",
     "pvgrub_py.disk.readers.btrfs",
     "pvgrub_py.disk.readers.fat",

@@ -58,7 +58,7 @@ READER_PACKAGES = frozenset({"dissect", "pycdlib"})
 def from_reader(exc: BaseException) -> bool:
     """Is *exc* one of a reader library's own exception classes?
 
-    Each Dissect module has its own ``Error`` base (``dissect.extfs``,
+    Each Dissect module has its own ``Error`` base (``dissect.xfs``,
     ``dissect.volume``'s ``LVM2Error``, ``dissect.hypervisor``'s
     ``InvalidHeaderError``, ...) and none derives from a built-in error,
     so they are recognised by the package that defines them.
