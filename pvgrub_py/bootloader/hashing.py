@@ -13,7 +13,9 @@ every chunk, in order, exactly once; `Fanout.close` waits for all of them
 before any digest is read, and re-raises the first consumer error.
 
 The queues hold at most `DEPTH` chunks each, so memory stays bounded
-(DEPTH x chunk size per consumer).
+(DEPTH x chunk size per consumer).  A caller that feeds views of memory it
+must release (an mmap'd window of the output file, `transfer`) asks
+`Fanout.after` to be told when every consumer is done with them.
 """
 
 from __future__ import annotations
@@ -24,11 +26,31 @@ import threading
 from collections.abc import Callable, Sequence
 from types import TracebackType
 
-Consumer = Callable[[bytes], object]
+#: A chunk: ``bytes``, or a view of memory the caller unmaps later (`Fanout.after`).
+Chunk = bytes | memoryview
+Consumer = Callable[[Chunk], object]
 
 #: Chunks in flight per consumer.
 DEPTH = 8
 _STOP = object()
+
+
+class _Mark:
+    """Queued behind the chunks fed so far; the last consumer to reach it runs the callback."""
+
+    __slots__ = ("_callback", "_left", "_lock")
+
+    def __init__(self, count: int, callback: Callable[[], object]) -> None:
+        self._left = count
+        self._lock = threading.Lock()
+        self._callback = callback
+
+    def arrive(self) -> None:
+        with self._lock:
+            self._left -= 1
+            last = self._left == 0
+        if last:
+            self._callback()
 
 
 class _Worker(threading.Thread):
@@ -43,6 +65,13 @@ class _Worker(threading.Thread):
             item = self.queue.get()
             if item is _STOP:
                 return
+            if type(item) is _Mark:
+                try:
+                    item.arrive()  # even after an error: the caller waits for it
+                except BaseException as e:
+                    if self.error is None:
+                        self.error = e
+                continue
             if self.error is None:
                 try:
                     self.consumer(item)  # type: ignore[arg-type]
@@ -64,13 +93,27 @@ class Fanout:
             w.start()
         self._closed = False
 
-    def __call__(self, chunk: bytes) -> None:
+    def __call__(self, chunk: Chunk) -> None:
         for consumer in self._inline:
             consumer(chunk)
         for w in self._workers:
             if w.error is not None:
                 break  # reported at close; stop feeding work that will be discarded
             w.queue.put(chunk)
+
+    def after(self, callback: Callable[[], object]) -> None:
+        """Run *callback* once every consumer is done with every chunk fed so far.
+
+        It runs in the thread of the last consumer to get there (at once
+        with inline consumers), whether or not a consumer failed, and always
+        before `close` returns; an error it raises is reported by `close`.
+        """
+        if not self._workers or self._closed:
+            callback()
+            return
+        mark = _Mark(len(self._workers), callback)
+        for w in self._workers:
+            w.queue.put(mark)
 
     def close(self) -> None:
         """Wait for every consumer; raise the first error any of them hit."""
