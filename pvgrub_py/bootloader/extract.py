@@ -16,10 +16,12 @@ guest side announces.
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from pvgrub_py.bootloader.hashing import Fanout
+from pvgrub_py.bootloader.transfer import BufferRing, copy_through
 from pvgrub_py.errors import InputError
 from pvgrub_py.measure.kernel import KernelMeasurer
 from pvgrub_py.measure.plan import INITRD_PCR, KERNEL_PCR, Measurement
@@ -29,6 +31,7 @@ if TYPE_CHECKING:
     # Names only: the bootloader's parent, whose guest side is a sandboxed
     # child, never imports the disk layer's readers (~8 ms of every boot).
     from pvgrub_py.bootloader.guest import GuestSession, Sink
+    from pvgrub_py.disk.extents import Extent
     from pvgrub_py.disk.extract import Limits
     from pvgrub_py.disk.locate import BootFile
 
@@ -59,9 +62,63 @@ class WriteSink:
             raise InputError(self.label, f"cannot write the extracted copy: {e.strerror}") from None
 
 
+class Feed:
+    """The sink one output's files are streamed to: written, then hashed.
+
+    Each chunk goes to the output (`WriteSink`) and then to the hashers
+    (*fanout*).  A file the guest side mapped (``depriv.RemoteSession``
+    calls `copy_extents` instead of feeding it chunks) is read from the
+    image into the buffers of *ring* (made on first use if None), each
+    written to a regular output file and then hashed, and lent again only
+    once every hasher is done with it (`transfer.copy_through`); into
+    anything else (no output, a FIFO) it is read with ``pread`` and fed
+    here chunk by chunk.  Either way every hasher sees exactly the bytes
+    written, in order.  *cap*, if given, bounds the total (the initrds'
+    concatenation).
+    """
+
+    def __init__(
+        self, out: Output, label: str, fanout: Fanout, cap: int | None = None,
+        ring: BufferRing | None = None,
+    ) -> None:  # fmt: skip
+        self.sink = WriteSink(out, label)
+        self.label = label
+        self.fanout = fanout
+        self.cap = cap
+        self.ring = ring
+        #: Bytes written and hashed so far.
+        self.length = 0
+
+    def _check_cap(self, more: int) -> None:
+        if self.cap is not None and self.length + more > self.cap:
+            raise InputError(self.label, "initrds together exceed the 1 GiB cap")
+
+    def __call__(self, chunk: bytes) -> None:
+        self._check_cap(len(chunk))
+        self.sink.write(chunk)
+        self.fanout(chunk)
+        self.length += len(chunk)
+
+    def copy_extents(self, fd: int, extents: Sequence[Extent], source: str) -> int:
+        """Copy and hash *extents* of the image *fd*; their total length."""
+        out = self.sink.out
+        if isinstance(out, int) and _regular_file(out):
+            self._check_cap(sum(n for _, n in extents))
+            if self.ring is None:
+                self.ring = BufferRing()
+            done = copy_through(fd, extents, out, self.fanout, self.ring, source=source,
+                                label=self.label)  # fmt: skip
+            self.length += done
+            return done
+        from pvgrub_py.disk.extents import copy_extents
+
+        return copy_extents(fd, extents, self, source=source)
+
+
 def copy_kernel(
     stream: Stream, path: str, label: str, out: Output, banks: Sequence[HashAlgorithm],
     limits: Limits, *, overlap: Callable[[], object] | None = None,
+    ring: BufferRing | None = None,
 ) -> Measurement:  # fmt: skip
     """PCR 4's measurement of the kernel *stream* delivers, copied to *out*.
 
@@ -71,14 +128,8 @@ def copy_kernel(
     hashing (`extract_session_files` streams the initrds there).
     """
     measurer = KernelMeasurer(banks, label)
-    sink = WriteSink(out, label)
     with Fanout([measurer.update]) as hash_chunk:
-
-        def feed(chunk: bytes) -> None:
-            sink.write(chunk)
-            hash_chunk(chunk)
-
-        stream(feed, limits.kernel)
+        stream(Feed(out, label, hash_chunk, ring=ring), limits.kernel)
         if overlap is not None:
             overlap()
     digests, length = measurer.finish()
@@ -87,7 +138,7 @@ def copy_kernel(
 
 def copy_initrds(
     streams: Sequence[Stream], paths: Sequence[str], label: str, out: Output,
-    banks: Sequence[HashAlgorithm], limits: Limits,
+    banks: Sequence[HashAlgorithm], limits: Limits, *, ring: BufferRing | None = None,
 ) -> Measurement:  # fmt: skip
     """The second PCR 5 measurement: the initrds concatenated, as one ramdisk.
 
@@ -96,21 +147,18 @@ def copy_initrds(
     hashers = [(alg.name, alg.new()) for alg in banks]
     if not streams:
         return Measurement(INITRD_PCR, "initrd", None, _digests(hashers), 0)
-    sink = WriteSink(out, label)
-    length = 0
     with Fanout([h.update for _, h in hashers]) as hash_chunk:
-
-        def feed(chunk: bytes) -> None:
-            nonlocal length
-            if length + len(chunk) > limits.initrd:
-                raise InputError(label, "initrds together exceed the 1 GiB cap")
-            sink.write(chunk)
-            hash_chunk(chunk)
-            length += len(chunk)
-
+        feed = Feed(out, label, hash_chunk, cap=limits.initrd, ring=ring)
         for stream in streams:
-            stream(feed, limits.initrd - length)
-    return Measurement(INITRD_PCR, "initrd", " ".join(paths), _digests(hashers), length)
+            stream(feed, limits.initrd - feed.length)
+    return Measurement(INITRD_PCR, "initrd", " ".join(paths), _digests(hashers), feed.length)
+
+
+def _regular_file(fd: int) -> bool:
+    try:
+        return stat.S_ISREG(os.fstat(fd).st_mode)
+    except OSError:
+        return False
 
 
 def _digests(hashers: Sequence[tuple[str, Any]]) -> dict[str, bytes]:
@@ -124,23 +172,24 @@ def _session_stream(session: GuestSession, index: int) -> Stream:
 
 def extract_session_kernel(
     session: GuestSession, out: Output, banks: Sequence[HashAlgorithm], limits: Limits,
-    *, overlap: Callable[[], object] | None = None,
+    *, overlap: Callable[[], object] | None = None, ring: BufferRing | None = None,
 ) -> Measurement:  # fmt: skip
     spec = session.plan.kernel
     if spec is None:
         raise InputError(session.plan.config, "no kernel was chosen")
     stream = _session_stream(session, 0)
     label = f"kernel {spec.where}"
-    return copy_kernel(stream, spec.path, label, out, banks, limits, overlap=overlap)
+    return copy_kernel(stream, spec.path, label, out, banks, limits, overlap=overlap, ring=ring)
 
 
 def extract_session_initrds(
-    session: GuestSession, out: Output, banks: Sequence[HashAlgorithm], limits: Limits
-) -> Measurement:
+    session: GuestSession, out: Output, banks: Sequence[HashAlgorithm], limits: Limits,
+    *, ring: BufferRing | None = None,
+) -> Measurement:  # fmt: skip
     initrds = session.plan.initrds
     streams = [_session_stream(session, 1 + k) for k in range(len(initrds))]
     label = f"initrd {initrds[0].where}" if initrds else "initrd"
-    return copy_initrds(streams, [f.path for f in initrds], label, out, banks, limits)
+    return copy_initrds(streams, [f.path for f in initrds], label, out, banks, limits, ring=ring)
 
 
 def extract_session_files(
@@ -155,13 +204,17 @@ def extract_session_files(
     after them.  Each file's bytes and digests are what the two calls
     would give; only a kernel error found by its hashers (a corrupt gzip
     stream) is reported after the initrds are copied instead of before.
+    Mapped files share one `transfer.BufferRing`: the initrds take the
+    buffers the kernel's hashers give back.
     """
+    ring = BufferRing()
     initrd: list[Measurement] = []
 
     def initrds() -> None:
-        initrd.append(extract_session_initrds(session, initrd_out, banks, limits))
+        initrd.append(extract_session_initrds(session, initrd_out, banks, limits, ring=ring))
 
-    kernel = extract_session_kernel(session, kernel_out, banks, limits, overlap=initrds)
+    kernel = extract_session_kernel(session, kernel_out, banks, limits, overlap=initrds,
+                                    ring=ring)  # fmt: skip
     return kernel, initrd[0]
 
 

@@ -13,9 +13,9 @@ every chunk, in order, exactly once; `Fanout.close` waits for all of them
 before any digest is read, and re-raises the first consumer error.
 
 The queues hold at most `DEPTH` chunks each, so memory stays bounded
-(DEPTH x chunk size per consumer).  A caller that feeds views of memory it
-must release (an mmap'd window of the output file, `transfer`) asks
-`Fanout.after` to be told when every consumer is done with them.
+(DEPTH x chunk size per consumer).  A caller that feeds views of buffers
+it reuses (`transfer.BufferRing`) asks `Fanout.after` to be told when
+every consumer is done with them.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import threading
 from collections.abc import Callable, Sequence
 from types import TracebackType
 
-#: A chunk: ``bytes``, or a view of memory the caller unmaps later (`Fanout.after`).
+#: A chunk: ``bytes``, or a view of a buffer the caller reuses later (`Fanout.after`).
 Chunk = bytes | memoryview
 Consumer = Callable[[Chunk], object]
 
