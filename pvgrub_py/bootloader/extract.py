@@ -68,24 +68,24 @@ class Feed:
     Each chunk goes to the output (`WriteSink`) and then to the hashers
     (*fanout*).  A file the guest side mapped (``depriv.RemoteSession``
     calls `copy_extents` instead of feeding it chunks) is read from the
-    image into the buffers of *ring* (made on first use if None), each
-    written to a regular output file and then hashed, and lent again only
-    once every hasher is done with it (`transfer.copy_through`); into
+    image into the few buffers of this output's own `transfer.BufferRing`,
+    each written to a regular output file and then hashed, and lent again
+    only once every hasher is done with it (`transfer.copy_through`); into
     anything else (no output, a FIFO) it is read with ``pread`` and fed
     here chunk by chunk.  Either way every hasher sees exactly the bytes
     written, in order.  *cap*, if given, bounds the total (the initrds'
     concatenation).
     """
 
-    def __init__(
-        self, out: Output, label: str, fanout: Fanout, cap: int | None = None,
-        ring: BufferRing | None = None,
-    ) -> None:  # fmt: skip
+    def __init__(self, out: Output, label: str, fanout: Fanout, cap: int | None = None) -> None:
         self.sink = WriteSink(out, label)
         self.label = label
         self.fanout = fanout
         self.cap = cap
-        self.ring = ring
+        #: Made on the first mapped file.  One per output, not one shared
+        #: by the kernel and the initrds: the initrds must not wait for the
+        #: buffers the kernel's (slower, single) hashing thread still holds.
+        self.ring: BufferRing | None = None
         #: Bytes written and hashed so far.
         self.length = 0
 
@@ -118,7 +118,6 @@ class Feed:
 def copy_kernel(
     stream: Stream, path: str, label: str, out: Output, banks: Sequence[HashAlgorithm],
     limits: Limits, *, overlap: Callable[[], object] | None = None,
-    ring: BufferRing | None = None,
 ) -> Measurement:  # fmt: skip
     """PCR 4's measurement of the kernel *stream* delivers, copied to *out*.
 
@@ -129,7 +128,7 @@ def copy_kernel(
     """
     measurer = KernelMeasurer(banks, label)
     with Fanout([measurer.update]) as hash_chunk:
-        stream(Feed(out, label, hash_chunk, ring=ring), limits.kernel)
+        stream(Feed(out, label, hash_chunk), limits.kernel)
         if overlap is not None:
             overlap()
     digests, length = measurer.finish()
@@ -138,7 +137,7 @@ def copy_kernel(
 
 def copy_initrds(
     streams: Sequence[Stream], paths: Sequence[str], label: str, out: Output,
-    banks: Sequence[HashAlgorithm], limits: Limits, *, ring: BufferRing | None = None,
+    banks: Sequence[HashAlgorithm], limits: Limits,
 ) -> Measurement:  # fmt: skip
     """The second PCR 5 measurement: the initrds concatenated, as one ramdisk.
 
@@ -148,7 +147,7 @@ def copy_initrds(
     if not streams:
         return Measurement(INITRD_PCR, "initrd", None, _digests(hashers), 0)
     with Fanout([h.update for _, h in hashers]) as hash_chunk:
-        feed = Feed(out, label, hash_chunk, cap=limits.initrd, ring=ring)
+        feed = Feed(out, label, hash_chunk, cap=limits.initrd)
         for stream in streams:
             stream(feed, limits.initrd - feed.length)
     return Measurement(INITRD_PCR, "initrd", " ".join(paths), _digests(hashers), feed.length)
@@ -172,24 +171,23 @@ def _session_stream(session: GuestSession, index: int) -> Stream:
 
 def extract_session_kernel(
     session: GuestSession, out: Output, banks: Sequence[HashAlgorithm], limits: Limits,
-    *, overlap: Callable[[], object] | None = None, ring: BufferRing | None = None,
+    *, overlap: Callable[[], object] | None = None,
 ) -> Measurement:  # fmt: skip
     spec = session.plan.kernel
     if spec is None:
         raise InputError(session.plan.config, "no kernel was chosen")
     stream = _session_stream(session, 0)
     label = f"kernel {spec.where}"
-    return copy_kernel(stream, spec.path, label, out, banks, limits, overlap=overlap, ring=ring)
+    return copy_kernel(stream, spec.path, label, out, banks, limits, overlap=overlap)
 
 
 def extract_session_initrds(
-    session: GuestSession, out: Output, banks: Sequence[HashAlgorithm], limits: Limits,
-    *, ring: BufferRing | None = None,
-) -> Measurement:  # fmt: skip
+    session: GuestSession, out: Output, banks: Sequence[HashAlgorithm], limits: Limits
+) -> Measurement:
     initrds = session.plan.initrds
     streams = [_session_stream(session, 1 + k) for k in range(len(initrds))]
     label = f"initrd {initrds[0].where}" if initrds else "initrd"
-    return copy_initrds(streams, [f.path for f in initrds], label, out, banks, limits, ring=ring)
+    return copy_initrds(streams, [f.path for f in initrds], label, out, banks, limits)
 
 
 def extract_session_files(
@@ -204,17 +202,13 @@ def extract_session_files(
     after them.  Each file's bytes and digests are what the two calls
     would give; only a kernel error found by its hashers (a corrupt gzip
     stream) is reported after the initrds are copied instead of before.
-    Mapped files share one `transfer.BufferRing`: the initrds take the
-    buffers the kernel's hashers give back.
     """
-    ring = BufferRing()
     initrd: list[Measurement] = []
 
     def initrds() -> None:
-        initrd.append(extract_session_initrds(session, initrd_out, banks, limits, ring=ring))
+        initrd.append(extract_session_initrds(session, initrd_out, banks, limits))
 
-    kernel = extract_session_kernel(session, kernel_out, banks, limits, overlap=initrds,
-                                    ring=ring)  # fmt: skip
+    kernel = extract_session_kernel(session, kernel_out, banks, limits, overlap=initrds)
     return kernel, initrd[0]
 
 
