@@ -14,8 +14,8 @@ before any digest is read, and re-raises the first consumer error.
 
 The queues hold at most `DEPTH` chunks each, so memory stays bounded
 (DEPTH x chunk size per consumer).  A caller that feeds views of buffers
-it reuses (`transfer.BufferRing`) asks `Fanout.after` to be told when
-every consumer is done with them.
+it reuses (`transfer.BufferRing`) passes ``then``, called once every
+consumer is done with the chunk.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import threading
 from collections.abc import Callable, Sequence
 from types import TracebackType
 
-#: A chunk: ``bytes``, or a view of a buffer the caller reuses later (`Fanout.after`).
+#: A chunk: ``bytes``, or a view of a buffer the caller reuses (``then``).
 Chunk = bytes | memoryview
 Consumer = Callable[[Chunk], object]
 
@@ -36,7 +36,7 @@ _STOP = object()
 
 
 class _Mark:
-    """Queued behind the chunks fed so far; the last consumer to reach it runs the callback."""
+    """Counts the consumers done with a chunk; the last one runs the callback."""
 
     __slots__ = ("_callback", "_left", "_lock")
 
@@ -53,6 +53,16 @@ class _Mark:
             self._callback()
 
 
+class _Then:
+    """A chunk and the mark to count down once it is consumed."""
+
+    __slots__ = ("chunk", "mark")
+
+    def __init__(self, chunk: Chunk, mark: _Mark) -> None:
+        self.chunk = chunk
+        self.mark = mark
+
+
 class _Worker(threading.Thread):
     def __init__(self, consumer: Consumer) -> None:
         super().__init__(name="pvgrub-py-hash", daemon=True)
@@ -65,18 +75,25 @@ class _Worker(threading.Thread):
             item = self.queue.get()
             if item is _STOP:
                 return
-            if type(item) is _Mark:
-                try:
-                    item.arrive()  # even after an error: the caller waits for it
-                except BaseException as e:
-                    if self.error is None:
-                        self.error = e
-                continue
-            if self.error is None:
+            mark: _Mark | None = None
+            if isinstance(item, _Then):
+                mark = item.mark
+                item = item.chunk
+            elif isinstance(item, _Mark):
+                mark = item  # a chunk this failed consumer was not fed
+                item = None
+            if item is not None and self.error is None:
                 try:
                     self.consumer(item)  # type: ignore[arg-type]
                 except BaseException as e:  # reported by Fanout.close
                     self.error = e
+            item = None  # hold no view of the caller's buffer past its mark
+            if mark is not None:
+                try:
+                    mark.arrive()  # even after an error: the caller waits for it
+                except BaseException as e:
+                    if self.error is None:
+                        self.error = e
 
 
 class Fanout:
@@ -93,27 +110,29 @@ class Fanout:
             w.start()
         self._closed = False
 
-    def __call__(self, chunk: Chunk) -> None:
+    def __call__(self, chunk: Chunk, then: Callable[[], object] | None = None) -> None:
+        """Feed *chunk* to every consumer.
+
+        *then*, if given, runs once every consumer is done with *chunk*
+        (so the caller may reuse its memory): in the thread of the last
+        consumer to get there (at once with inline consumers), whether or
+        not a consumer failed, and always before `close` returns; an error
+        it raises is reported by `close`.
+        """
         for consumer in self._inline:
             consumer(chunk)
+        if then is not None and (not self._workers or self._closed):
+            then()
+            return
+        mark = None if then is None else _Mark(len(self._workers), then)
+        feeding = True
         for w in self._workers:
             if w.error is not None:
-                break  # reported at close; stop feeding work that will be discarded
-            w.queue.put(chunk)
-
-    def after(self, callback: Callable[[], object]) -> None:
-        """Run *callback* once every consumer is done with every chunk fed so far.
-
-        It runs in the thread of the last consumer to get there (at once
-        with inline consumers), whether or not a consumer failed, and always
-        before `close` returns; an error it raises is reported by `close`.
-        """
-        if not self._workers or self._closed:
-            callback()
-            return
-        mark = _Mark(len(self._workers), callback)
-        for w in self._workers:
-            w.queue.put(mark)
+                feeding = False  # reported at close; stop feeding work that will be discarded
+            if feeding:
+                w.queue.put(chunk if mark is None else _Then(chunk, mark))
+            elif mark is not None:
+                w.queue.put(mark)
 
     def close(self) -> None:
         """Wait for every consumer; raise the first error any of them hit."""

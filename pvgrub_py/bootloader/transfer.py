@@ -9,7 +9,7 @@ faults and ~10 ms of CPU for the bench's 74 MB, as much as the threads
 save on a loaded two-core host).  Here each chunk is read
 (``preadv``) into one of a `BufferRing`'s few buffers, written to the
 output, and the same buffer is then fed to every hasher; it is lent to no
-other chunk until every hasher is done with it (`Fanout.after`).  So the
+other chunk until every hasher is done with it (``then``, `Fanout`).  So the
 bytes hashed are the bytes written, in order, as before: the buffer is the
 parent's own memory and nothing writes to it in between.  A hole (an
 extent at None) is written and hashed as zeros.
@@ -105,11 +105,10 @@ def copy_through(
                 except BaseException:
                     ring.give(slot)  # no hasher has seen it
                     raise
-            try:
+            if slot < 0:
                 fanout(chunk)
-            finally:
-                if slot >= 0:
-                    fanout.after(functools.partial(ring.give, slot))
+            else:
+                fanout(chunk, then=functools.partial(ring.give, slot))
             at += k
             done += k
     return done
