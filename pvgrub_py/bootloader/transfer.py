@@ -1,33 +1,37 @@
 """A mapped file into its output: read into a few reused buffers, written, hashed.
 
 When the guest side says where a file's bytes lie in the image (a MAP,
-`pvgrub_py.disk.extents`), the parent reads them itself.  Today's
-`copy_extents` reads every 1 MiB chunk into a fresh ``bytes``; with the
-hashers in other threads dropping the last reference, the allocator hands
-those pages back and faults new ones in for the next chunks (~3,500 page
-faults and ~10 ms of CPU for the bench's 74 MB, as much as the threads
-save on a loaded two-core host).  Here each chunk is read
-(``preadv``) into one of a `BufferRing`'s few buffers, written to the
-output, and the same buffer is then fed to every hasher; it is lent to no
-other chunk until every hasher is done with it (``then``, `Fanout`).  So the
-bytes hashed are the bytes written, in order, as before: the buffer is the
-parent's own memory and nothing writes to it in between.  A hole (an
-extent at None) is written and hashed as zeros.
+`pvgrub_py.disk.extents`), the parent reads them itself.  `copy_extents`
+reads every 1 MiB chunk into a fresh ``bytes``: every chunk in flight is
+memory the process has not touched yet, and a fresh process pays a page
+fault per 4 KiB of it (3,400-8,500 faults, ~10 ms of the ~116 ms of CPU
+the bench's 74 MB cost).  Here each chunk is read (``preadv``) into one
+of a `BufferRing`'s few buffers (one mapping in transparent huge pages:
+~25 faults in all), written to the output, and the same buffer is then
+fed to every hasher; it is lent to no other chunk until every hasher is
+done with it (``then``, `Fanout`).  So the bytes hashed are the bytes
+written, in order, as before: the buffer is the parent's own memory and
+nothing writes to it in between.  A hole (an extent at None) is written
+and hashed as zeros.
 
-Only for a regular output file (``Feed.copy_extents`` decides); everything
-else (``--not-really``, a FIFO, ``DATA`` frames) takes the old path.
+Only into a regular output file (``extract.Feed.copy_extents`` decides);
+everything else (``--not-really``, a FIFO, ``DATA`` frames) takes the old
+path.
 
-Measured on the bench disk against the copy into a fresh ``bytes`` per
-chunk: sendfile/copy_file_range into the output and hashing an mmap of
-the output's pages costs *more* CPU when the output is on tmpfs (as
-libxl's /var/run/xen is): copy_file_range refuses across filesystems,
-and reading 74 MB of 4 KiB tmpfs pages back costs ~11 ms, more than the
-``pread`` it saves (~4.5 ms).
+Measured and not done: copying in the kernel (``copy_file_range``, or
+``sendfile`` across filesystems, where copy_file_range answers EXDEV) and
+hashing a read-only mmap of the output's own pages costs *more* CPU when
+the output is on tmpfs, as libxl's /var/run/xen is: reading 74 MB of
+4 KiB tmpfs pages back (~11 ms) costs more than the ``pread`` into user
+memory it saves (~4.5 ms); the in-kernel copy itself costs what
+``write`` does (~22 ms for 60 MB, mostly allocating the tmpfs pages).
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import mmap
 import os
 import queue
 from collections.abc import Sequence
@@ -37,36 +41,58 @@ from pvgrub_py.disk.errors import disk_error
 from pvgrub_py.errors import InputError
 
 #: Bytes per chunk: as `disk.extents.CHUNK` and pygrub's FS_READ_MAX.
-#: Measured: 256 KiB costs more per chunk, 2 MiB and up fall out of the
-#: per-core L2 cache between the write and the hashers.
+#: Measured (warm process): 256 KiB costs more per chunk, 2 MiB and 4 MiB
+#: more CPU (the chunk falls out of the per-core L2 between the write and
+#: the hashers).
 CHUNK = 1 << 20
-#: Buffers at most (CHUNK bytes each, allocated as first needed).
-SLOTS = 8
+#: Chunks in flight per output: the reader runs up to this far ahead of
+#: the slowest hasher.  Measured: 8 costs the same CPU and wall time as 4
+#: and 8 MiB more peak RSS (huge pages count whole).
+SLOTS = 4
 
 Extent = tuple[int | None, int]
 
 
 class BufferRing:
-    """At most *slots* buffers of *size* bytes, each lent to one chunk at a time."""
+    """At most *slots* buffers of *size* bytes, each lent to one chunk at a time.
+
+    The buffers are one private anonymous mapping, asked for in
+    transparent huge pages (``MADV_HUGEPAGE``; Linux's default THP mode,
+    ``madvise``, honours it): a fresh process faults in 8 MiB of 4 KiB
+    pages with 2,048 page faults (measured ~5 ms of CPU), in huge pages
+    with 4 (~0.7 ms).  Where the kernel gives no huge pages, they are
+    ordinary pages, faulted in as first used.
+    """
 
     def __init__(self, slots: int = SLOTS, size: int = CHUNK) -> None:
         self.size = size
         self._slots = slots
-        self._buffers: list[memoryview] = []
+        self._region: memoryview | None = None
+        self._used = 0
         self._free: queue.SimpleQueue[int] = queue.SimpleQueue()
 
     def take(self) -> int:
         """A free buffer's number; waits for one if all are lent."""
-        if self._free.empty() and len(self._buffers) < self._slots:
-            self._buffers.append(memoryview(bytearray(self.size)))
-            return len(self._buffers) - 1
+        if self._free.empty() and self._used < self._slots:
+            if self._region is None:
+                self._region = _anonymous(self._slots * self.size)
+            self._used += 1
+            return self._used - 1
         return self._free.get()
 
     def give(self, slot: int) -> None:
         self._free.put(slot)
 
     def buffer(self, slot: int) -> memoryview:
-        return self._buffers[slot]
+        assert self._region is not None
+        return self._region[slot * self.size : (slot + 1) * self.size]
+
+
+def _anonymous(size: int) -> memoryview:
+    region = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    with contextlib.suppress(AttributeError, OSError):  # no THP: ordinary pages
+        region.madvise(mmap.MADV_HUGEPAGE)
+    return memoryview(region)
 
 
 def copy_through(
