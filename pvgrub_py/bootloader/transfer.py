@@ -48,9 +48,10 @@ CHUNK = 1 << 20
 #: Chunks in flight per output: the reader runs up to this far ahead of
 #: the slowest hasher (as far as `hashing.DEPTH` lets it), which absorbs
 #: the scheduler's time slices: three busy threads share two cores.
-#: Measured, 30 alternated --runas runs into tmpfs: 4, 8 and 16 (with
-#: DEPTH 16) cost the same CPU; the step's median wall time fell ~2% from
-#: 4 to 8 and ~5% more to 16, and peak RSS rose 27.6 -> 35.7 -> 45.6 MiB.
+#: Measured, series of 30 alternated --runas runs into tmpfs: 4, 8 and 16
+#: (with DEPTH 16) cost the same CPU; in wall time 8 was as fast as or a
+#: little faster than 4 and 16 (within the noise of a shared host); peak
+#: RSS 27.6, 35.7 and 45.6 MiB.
 SLOTS = 8
 
 Extent = tuple[int | None, int]
@@ -60,11 +61,12 @@ class BufferRing:
     """At most *slots* buffers of *size* bytes, each lent to one chunk at a time.
 
     The buffers are one private anonymous mapping, asked for in
-    transparent huge pages (``MADV_HUGEPAGE``; Linux's default THP mode,
-    ``madvise``, honours it): a fresh process faults in 8 MiB of 4 KiB
+    transparent huge pages (``MADV_HUGEPAGE``, honoured in the THP modes
+    ``always`` and ``madvise``): a fresh process faults in 8 MiB of 4 KiB
     pages with 2,048 page faults (measured ~5 ms of CPU), in huge pages
     with 4 (~0.7 ms).  Where the kernel gives no huge pages, they are
-    ordinary pages, faulted in as first used.
+    ordinary pages, faulted in as first used.  The mapping goes when the
+    ring does.
     """
 
     def __init__(self, slots: int = SLOTS, size: int = CHUNK) -> None:
