@@ -115,9 +115,9 @@ class Fanout:
 
         *then*, if given, runs once every consumer is done with *chunk*
         (so the caller may reuse its memory): in the thread of the last
-        consumer to get there (at once with inline consumers), whether or
-        not a consumer failed, and always before `close` returns; an error
-        it raises is reported by `close`.
+        consumer to get there, whether or not a consumer failed, and always
+        before `close` returns (an error it raises there is reported by
+        `close`); with inline consumers, at once, here.
         """
         for consumer in self._inline:
             consumer(chunk)
