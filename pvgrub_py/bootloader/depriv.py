@@ -213,7 +213,12 @@ class RemoteSession:
         return done
 
     def _copy_mapped(self, index: int, role: str, size: int, sink: Sink) -> int:
-        """Read file *index* from the image where the child says it lies."""
+        """Read file *index* from the image where the child says it lies.
+
+        A sink that copies extents itself (``extract.Feed.copy_extents``:
+        through reused buffers into a regular output file, then hashed) is
+        handed the checked map; any other is fed ``pread`` chunks.
+        """
         from pvgrub_py.disk.extents import check_extents, copy_extents
 
         _, payload = self._frame(MAP)
@@ -227,6 +232,9 @@ class RemoteSession:
             self._reap(kill=True)
             raise ProtocolError(f"deprivileged parser: the map of the {role}: {problem}")
         where = self.plan.files[index].where
+        copy_itself = getattr(sink, "copy_extents", None)
+        if copy_itself is not None:
+            return int(copy_itself(self._disk_fd, extents, where))
         return copy_extents(self._disk_fd, extents, sink, source=where)
 
     def finish(self) -> None:

@@ -16,10 +16,12 @@ guest side announces.
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from pvgrub_py.bootloader.hashing import Fanout
+from pvgrub_py.bootloader.transfer import BufferRing, copy_through
 from pvgrub_py.errors import InputError
 from pvgrub_py.measure.kernel import KernelMeasurer
 from pvgrub_py.measure.plan import INITRD_PCR, KERNEL_PCR, Measurement
@@ -29,6 +31,7 @@ if TYPE_CHECKING:
     # Names only: the bootloader's parent, whose guest side is a sandboxed
     # child, never imports the disk layer's readers (~8 ms of every boot).
     from pvgrub_py.bootloader.guest import GuestSession, Sink
+    from pvgrub_py.disk.extents import Extent
     from pvgrub_py.disk.extract import Limits
     from pvgrub_py.disk.locate import BootFile
 
@@ -59,6 +62,59 @@ class WriteSink:
             raise InputError(self.label, f"cannot write the extracted copy: {e.strerror}") from None
 
 
+class Feed:
+    """The sink one output's files are streamed to: written, then hashed.
+
+    Each chunk goes to the output (`WriteSink`) and then to the hashers
+    (*fanout*).  A file the guest side mapped (``depriv.RemoteSession``
+    calls `copy_extents` instead of feeding it chunks) is read from the
+    image into the few buffers of this output's own `transfer.BufferRing`,
+    each written to a regular output file and then hashed, and lent again
+    only once every hasher is done with it (`transfer.copy_through`); into
+    anything else (no output, a FIFO) it is read with ``pread`` and fed
+    here chunk by chunk.  Either way every hasher sees exactly the bytes
+    written, in order.  *cap*, if given, bounds the total (the initrds'
+    concatenation).
+    """
+
+    def __init__(self, out: Output, label: str, fanout: Fanout, cap: int | None = None) -> None:
+        self.sink = WriteSink(out, label)
+        self.label = label
+        self.fanout = fanout
+        self.cap = cap
+        #: Made on the first mapped file.  One per output, not one shared
+        #: by the kernel and the initrds: the initrds must not wait for the
+        #: buffers the kernel's (slower, single) hashing thread still holds.
+        self.ring: BufferRing | None = None
+        #: Bytes written and hashed so far.
+        self.length = 0
+
+    def _check_cap(self, more: int) -> None:
+        if self.cap is not None and self.length + more > self.cap:
+            raise InputError(self.label, "initrds together exceed the 1 GiB cap")
+
+    def __call__(self, chunk: bytes) -> None:
+        self._check_cap(len(chunk))
+        self.sink.write(chunk)
+        self.fanout(chunk)
+        self.length += len(chunk)
+
+    def copy_extents(self, fd: int, extents: Sequence[Extent], source: str) -> int:
+        """Copy and hash *extents* of the image *fd*; their total length."""
+        out = self.sink.out
+        if isinstance(out, int) and _regular_file(out):
+            self._check_cap(sum(n for _, n in extents))
+            if self.ring is None:
+                self.ring = BufferRing()
+            done = copy_through(fd, extents, out, self.fanout, self.ring, source=source,
+                                label=self.label)  # fmt: skip
+            self.length += done
+            return done
+        from pvgrub_py.disk.extents import copy_extents
+
+        return copy_extents(fd, extents, self, source=source)
+
+
 def copy_kernel(
     stream: Stream, path: str, label: str, out: Output, banks: Sequence[HashAlgorithm],
     limits: Limits, *, overlap: Callable[[], object] | None = None,
@@ -71,14 +127,8 @@ def copy_kernel(
     hashing (`extract_session_files` streams the initrds there).
     """
     measurer = KernelMeasurer(banks, label)
-    sink = WriteSink(out, label)
     with Fanout([measurer.update]) as hash_chunk:
-
-        def feed(chunk: bytes) -> None:
-            sink.write(chunk)
-            hash_chunk(chunk)
-
-        stream(feed, limits.kernel)
+        stream(Feed(out, label, hash_chunk), limits.kernel)
         if overlap is not None:
             overlap()
     digests, length = measurer.finish()
@@ -96,21 +146,18 @@ def copy_initrds(
     hashers = [(alg.name, alg.new()) for alg in banks]
     if not streams:
         return Measurement(INITRD_PCR, "initrd", None, _digests(hashers), 0)
-    sink = WriteSink(out, label)
-    length = 0
     with Fanout([h.update for _, h in hashers]) as hash_chunk:
-
-        def feed(chunk: bytes) -> None:
-            nonlocal length
-            if length + len(chunk) > limits.initrd:
-                raise InputError(label, "initrds together exceed the 1 GiB cap")
-            sink.write(chunk)
-            hash_chunk(chunk)
-            length += len(chunk)
-
+        feed = Feed(out, label, hash_chunk, cap=limits.initrd)
         for stream in streams:
-            stream(feed, limits.initrd - length)
-    return Measurement(INITRD_PCR, "initrd", " ".join(paths), _digests(hashers), length)
+            stream(feed, limits.initrd - feed.length)
+    return Measurement(INITRD_PCR, "initrd", " ".join(paths), _digests(hashers), feed.length)
+
+
+def _regular_file(fd: int) -> bool:
+    try:
+        return stat.S_ISREG(os.fstat(fd).st_mode)
+    except OSError:
+        return False
 
 
 def _digests(hashers: Sequence[tuple[str, Any]]) -> dict[str, bytes]:

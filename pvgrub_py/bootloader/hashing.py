@@ -13,7 +13,9 @@ every chunk, in order, exactly once; `Fanout.close` waits for all of them
 before any digest is read, and re-raises the first consumer error.
 
 The queues hold at most `DEPTH` chunks each, so memory stays bounded
-(DEPTH x chunk size per consumer).
+(DEPTH x chunk size per consumer).  A caller that feeds views of buffers
+it reuses (`transfer.BufferRing`) passes ``then``, called once every
+consumer is done with the chunk.
 """
 
 from __future__ import annotations
@@ -24,11 +26,41 @@ import threading
 from collections.abc import Callable, Sequence
 from types import TracebackType
 
-Consumer = Callable[[bytes], object]
+#: A chunk: ``bytes``, or a view of a buffer the caller reuses (``then``).
+Chunk = bytes | memoryview
+Consumer = Callable[[Chunk], object]
 
 #: Chunks in flight per consumer.
 DEPTH = 8
 _STOP = object()
+
+
+class _Mark:
+    """Counts the consumers done with a chunk; the last one runs the callback."""
+
+    __slots__ = ("_callback", "_left", "_lock")
+
+    def __init__(self, count: int, callback: Callable[[], object]) -> None:
+        self._left = count
+        self._lock = threading.Lock()
+        self._callback = callback
+
+    def arrive(self) -> None:
+        with self._lock:
+            self._left -= 1
+            last = self._left == 0
+        if last:
+            self._callback()
+
+
+class _Then:
+    """A chunk and the mark to count down once it is consumed."""
+
+    __slots__ = ("chunk", "mark")
+
+    def __init__(self, chunk: Chunk, mark: _Mark) -> None:
+        self.chunk = chunk
+        self.mark = mark
 
 
 class _Worker(threading.Thread):
@@ -43,11 +75,25 @@ class _Worker(threading.Thread):
             item = self.queue.get()
             if item is _STOP:
                 return
-            if self.error is None:
+            mark: _Mark | None = None
+            if isinstance(item, _Then):
+                mark = item.mark
+                item = item.chunk
+            elif isinstance(item, _Mark):
+                mark = item  # a chunk this failed consumer was not fed
+                item = None
+            if item is not None and self.error is None:
                 try:
                     self.consumer(item)  # type: ignore[arg-type]
                 except BaseException as e:  # reported by Fanout.close
                     self.error = e
+            item = None  # hold no view of the caller's buffer past its mark
+            if mark is not None:
+                try:
+                    mark.arrive()  # even after an error: the caller waits for it
+                except BaseException as e:
+                    if self.error is None:
+                        self.error = e
 
 
 class Fanout:
@@ -64,13 +110,29 @@ class Fanout:
             w.start()
         self._closed = False
 
-    def __call__(self, chunk: bytes) -> None:
+    def __call__(self, chunk: Chunk, then: Callable[[], object] | None = None) -> None:
+        """Feed *chunk* to every consumer.
+
+        *then*, if given, runs once every consumer is done with *chunk*
+        (so the caller may reuse its memory): in the thread of the last
+        consumer to get there, whether or not a consumer failed, and always
+        before `close` returns (an error it raises there is reported by
+        `close`); with inline consumers, at once, here.
+        """
         for consumer in self._inline:
             consumer(chunk)
+        if then is not None and (not self._workers or self._closed):
+            then()
+            return
+        mark = None if then is None else _Mark(len(self._workers), then)
+        feeding = True
         for w in self._workers:
             if w.error is not None:
-                break  # reported at close; stop feeding work that will be discarded
-            w.queue.put(chunk)
+                feeding = False  # reported at close; stop feeding work that will be discarded
+            if feeding:
+                w.queue.put(chunk if mark is None else _Then(chunk, mark))
+            elif mark is not None:
+                w.queue.put(mark)
 
     def close(self) -> None:
         """Wait for every consumer; raise the first error any of them hit."""
