@@ -7,6 +7,7 @@ the critical path of every ``--runas`` boot (bench/bench_bootloader.py).
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -56,3 +57,34 @@ def test_a_blscfg_config_still_reads_its_entries(images: disk_images.ImageFactor
     doc = _planned(images.fedora_mbr())  # grub.cfg: load_env, blscfg
     assert doc["kernel"]
     assert "pvgrub_py.bootcfg.bls" in doc["modules"]  # type: ignore[operator]
+
+
+#: Runs a plain (forking, unsandboxed) boot of argv[1] and prints whether
+#: the parent had imported the guest side when it forked its parser child.
+FORK_POINT = r"""
+import json, os, sys
+seen = []
+real_fork = os.fork
+def fork():
+    seen.append(sorted(m for m in ("pvgrub_py.bootloader.guest", "pvgrub_py.bootloader.choose",
+                                   "pvgrub_py.disk.volumes") if m in sys.modules))
+    return real_fork()
+os.fork = fork
+from pvgrub_py.cli.bootloader import main
+status = main(["-q", "-n", "--output-format=simple", sys.argv[1]])
+print(json.dumps({"status": status, "seen": seen}))
+"""
+
+
+def test_a_plain_boot_forks_before_importing_the_guest_side(
+    images: disk_images.ImageFactory,
+) -> None:
+    """The child imports the guest side while the parent gets its vTPM
+    ready; imported in the parent first, it delayed the fork ~5 ms."""
+    r = subprocess.run([sys.executable, "-c", FORK_POINT, str(images.debian_gpt().path)],
+                       capture_output=True, text=True, timeout=120, check=True)  # fmt: skip
+    doc = json.loads(r.stdout.splitlines()[-1])
+    assert doc["status"] == 0
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("one CPU: the bootloader parses in-process, without a fork")
+    assert doc["seen"] == [[]]
