@@ -13,6 +13,7 @@ It covers what the boot path uses, with `dataclasses`' semantics:
   base class; a default (a value, or ``field(default=..)``,
   ``field(default_factory=..)``, ``field(repr=False)``) makes the field
   optional in ``__init__``; ``__post_init__`` runs after it;
+  ``field(hash=False)`` leaves a field out of ``__hash__`` (still compared);
 * ``__repr__`` (``Name(a=1, b='x')``), ``__eq__`` (same class, equal field
   tuples), ``__match_args__``;
 * ``frozen=True``: assigning or deleting a field raises
@@ -50,12 +51,13 @@ MISSING: Any = _Missing()
 class Field:
     """A field's options (what ``dataclasses.field`` takes that we use)."""
 
-    __slots__ = ("default", "default_factory", "repr")
+    __slots__ = ("default", "default_factory", "hash", "repr")
 
-    def __init__(self, default: Any, default_factory: Any, repr: bool) -> None:
+    def __init__(self, default: Any, default_factory: Any, repr: bool, hash: bool = True) -> None:
         self.default = default
         self.default_factory = default_factory
         self.repr = repr
+        self.hash = hash
 
 
 def field(
@@ -63,10 +65,11 @@ def field(
     default: Any = MISSING,
     default_factory: Callable[[], Any] | Any = MISSING,
     repr: bool = True,
+    hash: bool = True,
 ) -> Any:
     if default is not MISSING and default_factory is not MISSING:
         raise ValueError("cannot specify both default and default_factory")
-    return Field(default, default_factory, repr)
+    return Field(default, default_factory, repr, hash)
 
 
 @overload
@@ -148,9 +151,11 @@ def _process(cls: type, frozen: bool, slots: bool) -> type:
     methods["__eq__"] = __eq__
     if frozen:
         frozen_names = frozenset(names)
+        hashed = [n for n, f in fields.items() if f.hash]
+        get_hashed = attrgetter(*hashed) if len(hashed) > 1 else _one(hashed)
 
         def __hash__(self: Any) -> int:
-            return hash(get(self))
+            return hash(get_hashed(self))
 
         def __setattr__(self: Any, name: str, value: Any) -> None:
             if type(self) is this or name in frozen_names:

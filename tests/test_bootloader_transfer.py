@@ -21,7 +21,6 @@ import os
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +32,7 @@ from pvgrub_py.bootloader.extract import extract_session_files
 from pvgrub_py.bootloader.plan import BootPlan, FileSpec, MenuLine, plan_to_json
 from pvgrub_py.disk.extract import Limits
 from pvgrub_py.errors import InputError
+from pvgrub_py.record import record
 from pvgrub_py.tpm.algorithms import SHA1, SHA256, HashAlgorithm
 
 MIB = 1 << 20
@@ -101,7 +101,7 @@ class _Recorder:
         return self._h.digest()
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class _RecordingBank(HashAlgorithm):
     """A bank whose hashers are `_Recorder`s (sha256 digests under another name)."""
 

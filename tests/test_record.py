@@ -113,3 +113,41 @@ def test_the_parser_child_makes_no_dataclass() -> None:
     r = subprocess.run([sys.executable, "-c", CHILD_PATH], capture_output=True, text=True,
                        timeout=60, check=True)  # fmt: skip
     assert r.stdout.split() == []
+
+
+def test_a_field_left_out_of_the_hash_as_dataclasses_does() -> None:
+    """``field(hash=False)``: an unhashable field (a dict of digests) is
+    compared but not hashed, as with `dataclasses.field`."""
+
+    def body(f: object) -> dict[str, object]:
+        return {"__annotations__": {"name": "str", "digests": "dict[str, bytes]"}, "digests": f}
+
+    dc = dataclasses.dataclass(frozen=True)(type("M", (), body(dataclasses.field(hash=False))))
+    rc = record(frozen=True)(type("M", (), body(field(hash=False))))
+    for cls in (dc, rc):
+        one, two = cls("k", {"sha1": b"1"}), cls("k", {"sha1": b"2"})
+        assert hash(one) == hash(two) == hash(cls("k", {}))
+        assert one != two and one == cls("k", {"sha1": b"1"})
+    assert hash(rc("k", {})) == hash(dc("k", {}))
+
+
+#: The modules the bootloader's parent imports on a measured boot (its vTPM
+#: client, extraction, event log), and whether `dataclasses` came with them.
+HOST_PATH = r"""
+import sys
+import pvgrub_py.cli.bootloader, pvgrub_py.program, pvgrub_py.bootloader.run
+import pvgrub_py.bootloader.depriv, pvgrub_py.cli.connect, pvgrub_py.measure.vtpm
+import pvgrub_py.bootloader.extract, pvgrub_py.bootloader.outdir, pvgrub_py.bootloader.output
+import pvgrub_py.measure.boot_files, pvgrub_py.measure.extend, pvgrub_py.eventlog.builder
+import pvgrub_py.eventlog.codec, pvgrub_py.eventlog.nv_channel
+print("dataclasses" in sys.modules)
+"""
+
+
+def test_the_measuring_parent_imports_no_dataclasses() -> None:
+    """Its vTPM client and event log records are `record`s: `dataclasses`
+    (with inspect) and 20 generated classes cost the parent ~4 ms, the
+    slower side of a plain boot."""
+    r = subprocess.run([sys.executable, "-c", HOST_PATH], capture_output=True, text=True,
+                       timeout=60, check=True)  # fmt: skip
+    assert r.stdout.split() == ["False"]

@@ -84,9 +84,9 @@ from __future__ import annotations
 import hashlib
 import secrets
 import struct
-from dataclasses import dataclass
 
 from pvgrub_py.errors import PvgrubError
+from pvgrub_py.record import record
 from pvgrub_py.tpm import tpm2_nv as nv
 from pvgrub_py.tpm.client import TpmClient
 from pvgrub_py.tpm.errors import TpmReturnCode
@@ -126,7 +126,7 @@ def _where(index: int) -> str:
     return f"event log NV index 0x{index:08x}"
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class NvLogHeader:
     log_size: int
     chunk_size: int

@@ -17,9 +17,9 @@ there does not know, but that a SpecID event declares with its size, is keyed
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 from typing import Literal
 
+from pvgrub_py.record import field, record
 from pvgrub_py.tpm.algorithms import BY_ID, BY_NAME
 
 LogFormat = Literal["sha1", "crypto-agile"]
@@ -98,7 +98,7 @@ def bank_alg_id(name: str) -> int | None:
     return int(m.group(1), 16) if m else None
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Event:
     """One measurement record: TCG_PCR_EVENT or TCG_PCR_EVENT2.
 
@@ -116,7 +116,7 @@ class Event:
         return event_type_name(self.event_type)
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class SpecIdEvent:
     """TCG_EfiSpecIDEventStruct, the data of a crypto-agile log's first event.
 
@@ -140,7 +140,7 @@ class SpecIdEvent:
         return tuple(bank_name(alg_id) for alg_id, _ in self.algorithms)
 
 
-@dataclass
+@record
 class EventLog:
     """A whole log.
 

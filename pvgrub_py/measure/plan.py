@@ -15,8 +15,9 @@ measured.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Literal
+
+from pvgrub_py.record import field, record
 
 KERNEL_PCR = 4
 CMDLINE_PCR = 5
@@ -29,7 +30,7 @@ What = Literal["kernel", "cmdline", "initrd"]
 EV_IPL = 0x0000000D
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Measurement:
     pcr: int
     what: What

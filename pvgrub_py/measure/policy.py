@@ -14,7 +14,7 @@ inside the peer's label (``offset > 0``), so ``*x`` does not match ``x``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from pvgrub_py.record import record
 
 
 def vtpm_label_matches(actual: str, wanted: str) -> bool:
@@ -26,7 +26,7 @@ def vtpm_label_matches(actual: str, wanted: str) -> bool:
     return False
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class MeasurePolicy:
     """Which vTPM to measure into and how strictly, whoever boots (the
     bootloader and the domain builder each build one from their options).

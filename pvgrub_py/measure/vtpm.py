@@ -36,12 +36,12 @@ cli/ and passed in as a `Connect`.  Warnings go through `pvgrub_py.warning`.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from pvgrub_py.errors import PvgrubError
 from pvgrub_py.measure.plan import Measurement
 from pvgrub_py.measure.policy import MeasurePolicy, vtpm_label_matches
+from pvgrub_py.record import record
 from pvgrub_py.tpm.algorithms import DEFAULT_BANKS, SHA1, HashAlgorithm
 from pvgrub_py.warning import warn
 
@@ -66,7 +66,7 @@ class MeasuredBootError(PvgrubError):
     """The user asked for a measured boot and it cannot be had: do not boot."""
 
 
-@dataclass
+@record
 class VtpmSession:
     client: TpmClient | None
     banks: tuple[HashAlgorithm, ...]

@@ -7,13 +7,13 @@ log and TPM2_PCR_Extend name each bank by its TPM_ALG_ID.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
 from typing import Any
 
 from pvgrub_py.errors import UsageError
+from pvgrub_py.record import record
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class HashAlgorithm:
     name: str  # the name tpm2-tools uses: sha1, sha256, ...
     alg_id: int  # TPM_ALG_ID

@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 
 from pvgrub_py.bytecursor import ByteCursor
+from pvgrub_py.record import record
 from pvgrub_py.tpm.algorithms import BY_ID, HashAlgorithm
 from pvgrub_py.tpm.errors import TpmProtocolError
 from pvgrub_py.tpm.header import HEADER, HEADER_SIZE
@@ -215,7 +215,7 @@ def encode_error_response(code: int) -> bytes:
 # --- TPMS_PCR_SELECTION / TPML_PCR_SELECTION (Part 2 sections 10.6.2, 10.9.7) ---------
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class PcrSelection:
     """One bank and the PCRs chosen in it.
 
@@ -277,7 +277,7 @@ def _selection_slots(selections: Sequence[PcrSelection]) -> list[tuple[HashAlgor
 # --- TPM2_Startup / TPM2_Shutdown (Part 3 sections 9.3, 9.4) ---------------------------
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class StartupCommand:
     """TPM2_Startup: the first command after _TPM_Init (power on)."""
 
@@ -290,7 +290,7 @@ class StartupCommand:
         return _encode_command(TPM_ST_NO_SESSIONS, TPM_CC_STARTUP, _U16.pack(self.startup_type))
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class StartupResponse:
     """TPM2_Startup returns no parameters."""
 
@@ -298,7 +298,7 @@ class StartupResponse:
         return _encode_response(TPM_ST_NO_SESSIONS, b"")
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class ShutdownCommand:
     """TPM2_Shutdown: SU_STATE keeps PCRs across a Startup(SU_STATE) resume."""
 
@@ -311,7 +311,7 @@ class ShutdownCommand:
         return _encode_command(TPM_ST_NO_SESSIONS, TPM_CC_SHUTDOWN, _U16.pack(self.shutdown_type))
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class ShutdownResponse:
     """TPM2_Shutdown returns no parameters."""
 
@@ -363,7 +363,7 @@ def parse_shutdown_response(data: bytes) -> None:
 # --- TPM2_PCR_Extend (Part 3 section 22.2) ---------------------------------------------
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class PcrExtendCommand:
     """TPM2_PCR_Extend of one PCR in several banks, authorised by an empty password.
 
@@ -397,7 +397,7 @@ class PcrExtendCommand:
         return _encode_command(TPM_ST_SESSIONS, TPM_CC_PCR_EXTEND, body)
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class PcrExtendResponse:
     """TPM2_PCR_Extend has no output parameters, only the session's reply.
 
@@ -501,7 +501,7 @@ def parse_pcr_extend_response(data: bytes) -> None:
 # --- TPM2_PCR_Read (Part 3 section 22.4) -----------------------------------------------
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class PcrReadCommand:
     selections: tuple[PcrSelection, ...]
 
@@ -513,7 +513,7 @@ class PcrReadCommand:
         return _encode_command(TPM_ST_NO_SESSIONS, TPM_CC_PCR_READ, body)
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class PcrReadResponse:
     """What TPM2_PCR_Read returned: maybe less than was asked.
 
@@ -619,7 +619,7 @@ def remaining_selections(
 # --- TPM2_GetCapability (Part 3 section 30.2) ------------------------------------------
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class GetCapabilityCommand:
     """TPM2_GetCapability; the default asks for the PCR bank allocation.
 
@@ -641,7 +641,7 @@ class GetCapabilityCommand:
         return _encode_command(TPM_ST_NO_SESSIONS, TPM_CC_GET_CAPABILITY, body)
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class GetCapabilityResponse:
     """TPMS_CAPABILITY_DATA for the three capabilities this project reads.
 

@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Sequence
-from dataclasses import dataclass
 
+from pvgrub_py.record import record
 from pvgrub_py.tpm.errors import TpmProtocolError
 from pvgrub_py.tpm.tpm2 import (
     TPM_RS_PW,
@@ -156,7 +156,7 @@ def _no_parameters(data: bytes, name: str) -> None:
 # --- TPMS_NV_PUBLIC (Part 2 section 13.5) -----------------------------------------------
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class NvPublic:
     """An NV index's public area: handle, name algorithm, TPMA_NV, policy, size."""
 
