@@ -23,6 +23,7 @@ import random
 import stat
 import struct
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -579,3 +580,43 @@ def test_a_file_in_too_many_pieces_is_refused(monkeypatch: pytest.MonkeyPatch) -
     with pytest.raises(ext4_runs.Ext4Corrupt, match="more than 100 pieces"):
         ext4_runs.blockmap_runs(struct.pack("<15I", *([0] * 12), 900, 0, 0), 12 + 256,
                                 {900: ind}.__getitem__, 1000, 1024)  # fmt: skip
+
+
+# -- hostile block maps and directory entries (crafted with debugfs and block writes) ------
+def _ext3_4k_file(ext: ext_images.ExtImages, tmp_path: Path) -> tuple[Path, int]:
+    """A copy of the 4 KiB-block ext3 variant to craft /f/300000's block map in; block size."""
+    img = ext_images.copy(ext.get(_variant("ext3-4k")), tmp_path / "crafted.img")
+    return img, 4096
+
+
+def _pointers(words: list[int]) -> bytes:
+    return struct.pack(f"<{len(words)}I", *words)
+
+
+def test_an_indirect_block_named_twice_is_refused_quickly(
+    ext: ext_images.ExtImages, tmp_path: Path
+) -> None:
+    """A three-block map whose triple-indirect block names one double-indirect
+    block 1024 times, which names one indirect block 1024 times: 2^30 data
+    pointers from 12 KiB of metadata.  A block map names each indirect block
+    once (e2fsck reports any block claimed twice), so the second use is refused
+    at once instead of walking 2^30 pointers until the time budget ends."""
+    img, bs = _ext3_4k_file(ext, tmp_path)
+    a, b, c = ext_images.free_blocks(img, 3)
+    per = bs // 4
+    ext_images.write_block(img, a, bs, _pointers(list(range(1000, 1000 + per))))
+    ext_images.write_block(img, b, bs, _pointers([a] * per))
+    ext_images.write_block(img, c, bs, _pointers([b] * per))
+    size = (12 + per + per**2 + per**3) * bs
+    for field, value in (("block[IND]", 0), ("block[DIND]", 0), ("block[TIND]", c),
+                         ("size", size)):  # fmt: skip
+        ext_images.debugfs(img, f"sif /f/300000 {field} {value}", write=True)
+    started = time.process_time()
+    with (
+        pytest.raises(InputError) as info,
+        open_disk(str(img), budget=Budget(3)) as disk,
+    ):
+        disk.volumes[0].filesystem().open("/f/300000")
+    assert not isinstance(info.value, BudgetExceeded), str(info.value)
+    assert f"indirect block {a} is named twice" in str(info.value)
+    assert time.process_time() - started < 2

@@ -28,9 +28,12 @@ Bounds: every node's entry count is checked against the space it sits
 in; logical blocks must strictly increase across the whole tree and each
 child stays inside its index entry's range, so no node content is
 walked twice at one level and a hostile tree cannot multiply the work;
-non-root nodes may not be empty; every block number is checked against
-the filesystem's block count before it is read or mapped; a file is at
-most `MAX_RUNS` runs.
+non-root nodes may not be empty; a block map names each indirect block
+once (as e2fsck requires: no block belongs to a file twice), so a few
+hostile indirect blocks cannot stand for 2^30 pointers and the work is
+at most the pointers actually stored on the disk; every block number is
+checked against the filesystem's block count before it is read or
+mapped; a file is at most `MAX_RUNS` runs.
 """
 
 from __future__ import annotations
@@ -192,6 +195,8 @@ def blockmap_runs(
         else:
             out.add(where, 1)
 
+    seen: set[int] = set()
+
     def indirect(where: int, level: int, count: int) -> None:
         # *count* blocks mapped through the level-*level* indirect block *where*.
         if where == 0:
@@ -199,6 +204,9 @@ def blockmap_runs(
             return
         if where >= blocks_count:
             raise Ext4Corrupt(f"indirect block {where} is past the last block")
+        if where in seen:
+            raise Ext4Corrupt(f"indirect block {where} is named twice in one block map")
+        seen.add(where)
         span = per ** (level - 1)
         need = -(-count // span)
         pointers = struct.unpack_from(f"<{need}I", read_block(where), 0)
