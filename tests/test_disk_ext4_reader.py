@@ -620,3 +620,43 @@ def test_an_indirect_block_named_twice_is_refused_quickly(
     assert not isinstance(info.value, BudgetExceeded), str(info.value)
     assert f"indirect block {a} is named twice" in str(info.value)
     assert time.process_time() - started < 2
+
+
+def test_the_most_fragmented_file_is_held_in_little_memory(
+    ext: ext_images.ExtImages, tmp_path: Path
+) -> None:
+    """A file in just fewer pieces than the reader accepts (every data block
+    apart from its neighbours, through distinct indirect blocks) opens with
+    its map held in a few tens of MiB: the deprivileged child has 256 MiB of
+    address space in all.  The bytes at sampled blocks are where debugfs
+    ``bmap`` says they are."""
+    import tracemalloc
+
+    from pvgrub_py.disk.readers import ext4_runs
+
+    img, bs = _ext3_4k_file(ext, tmp_path)
+    per = bs // 4
+    n = ext4_runs.MAX_RUNS // per - 1  # indirect blocks under the double-indirect one
+    dind, *inds = ext_images.free_blocks(img, n + 1)
+    scattered = _pointers(list(range(1, 2 * per, 2)))  # no two neighbours: a piece each
+    for ind in inds:
+        ext_images.write_block(img, ind, bs, scattered)
+    ext_images.write_block(img, dind, bs, _pointers(inds + [0] * (per - n)))
+    size = (12 + per + n * per) * bs
+    for field, value in (("block[IND]", 0), ("block[DIND]", dind), ("size", size)):
+        ext_images.debugfs(img, f"sif /f/300000 {field} {value}", write=True)
+    ad = _adapter(img)
+    f = dict(ad.children(ad.root))["f"]
+    node = dict(ad.children(f))["300000"]
+    tracemalloc.start()
+    try:
+        stream = ad.open(node)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 48 << 20, f"{peak >> 20} MiB for the map of {n * per} pieces"
+    raw = img.read_bytes()
+    for logical in (12 + per, 12 + per + 1, 12 + per + 5 * per + 7, 12 + per + n * per - 1):
+        (physical,) = map(int, ext_images.debugfs(img, f"bmap /f/300000 {logical}").split())
+        stream.seek(logical * bs)
+        assert stream.read(bs) == raw[physical * bs : (physical + 1) * bs], logical
