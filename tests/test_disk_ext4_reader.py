@@ -660,3 +660,30 @@ def test_the_most_fragmented_file_is_held_in_little_memory(
         (physical,) = map(int, ext_images.debugfs(img, f"bmap /f/300000 {logical}").split())
         stream.seek(logical * bs)
         assert stream.read(bs) == raw[physical * bs : (physical + 1) * bs], logical
+
+
+def test_a_name_length_is_one_byte_even_without_the_filetype_feature(
+    ext: ext_images.ExtImages, tmp_path: Path
+) -> None:
+    """Revision 0 has no ``filetype`` feature; the byte after ``name_len`` is
+    then not part of the name length for e2fsprogs (``ext2fs_dirent_name_len``),
+    Linux or GRUB, and debugfs (the oracle) lists the names it finds that way."""
+    img = ext_images.copy(ext.get(_variant("ext2-rev0")), tmp_path / "rev0.img")
+    ad = _adapter(img)
+    small = dict(ad.children(ad.root))["small-dir"]
+    ((where, _n),) = ad._runs(ad._inode(small))
+    assert where is not None
+    block = img.read_bytes()[where : where + ad.block_size]
+    pos = 0
+    fd = os.open(img, os.O_WRONLY)
+    try:
+        while pos < len(block):  # a non-zero high byte in every entry
+            os.pwrite(fd, b"\x01", where + pos + 7)
+            pos += struct.unpack_from("<H", block, pos + 4)[0]
+    finally:
+        os.close(fd)
+    listing = ext_images.debugfs(img, "ls -l /small-dir").split()
+    theirs = sorted(n for n in listing if n in ("a", "bb", "ccc"))
+    ad = _adapter(img)
+    small = dict(ad.children(ad.root))["small-dir"]
+    assert sorted(name for name, _ in ad.children(small)) == theirs == ["a", "bb", "ccc"]
