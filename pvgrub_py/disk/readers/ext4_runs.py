@@ -55,9 +55,9 @@ LOGICAL_LIMIT = 1 << 32
 #: Most runs (after merging neighbours) in one file: a 1 GiB file of 4 KiB
 #: blocks would have to average one block per piece to need them.  It
 #: bounds the memory a hostile map (no two pointers neighbours) makes us
-#: hold: ~120 bytes a run, ~32 MiB at most, where 2^20 runs took 260 MiB
-#: (more than the deprivileged child's whole address space); the disk's
-#: time budget bounds the work.
+#: hold: ~120 bytes a run, 34 MiB at the peak of opening such a file
+#: (tracemalloc), where 2^20 runs took 259 MiB, more than the deprivileged
+#: child's whole address space; the disk's time budget bounds the work.
 MAX_RUNS = 1 << 18
 #: Data blocks mapped by ``i_block[0..11]``.
 DIRECT_BLOCKS = 12
