@@ -177,3 +177,32 @@ def images(tmp_path_factory: pytest.TempPathFactory) -> ExtImages:
     if _IMAGES is None:
         _IMAGES = ExtImages(tmp_path_factory.mktemp("ext-variants"))
     return _IMAGES
+
+
+def copy(src: Path, dst: Path) -> Path:
+    """A sparse copy of an image, to patch."""
+    _run("cp", "--sparse=always", src, dst)
+    return dst
+
+
+def debugfs(img: Path, command: str, *, write: bool = False) -> str:
+    """``debugfs -R command`` (the oracle's view of the image); its output."""
+    proc = subprocess.run(["debugfs", *(["-w"] if write else []), "-R", command, img],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    return proc.stdout
+
+
+def free_blocks(img: Path, n: int) -> list[int]:
+    """*n* blocks the filesystem does not use (debugfs ``ffb``)."""
+    out = debugfs(img, f"ffb {n}").split(":", 1)[1].split()
+    assert len(out) == n
+    return [int(b) for b in out]
+
+
+def write_block(img: Path, block: int, block_size: int, data: bytes) -> None:
+    assert len(data) == block_size
+    fd = os.open(img, os.O_WRONLY)
+    try:
+        os.pwrite(fd, data, block * block_size)
+    finally:
+        os.close(fd)

@@ -23,6 +23,7 @@ import random
 import stat
 import struct
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -401,10 +402,15 @@ FUZZ_N = int(os.environ.get("PVGRUB_EXT4_FUZZ_N", "60"))
 FUZZ_MAX_FILE = 100 << 20
 #: Entries of each directory looked at (every lookup scans the directory).
 FUZZ_ENTRIES = 25
+#: Deepest directory walked (a corrupt entry can make a directory its own descendant).
+FUZZ_DEPTH = 6
 
 
-def _walk_fs(fs: Filesystem, maps: bool) -> int:
-    """List, stat and read everything (symlinks followed); the files read."""
+def _walk_fs(
+    fs: Filesystem, maps: bool, max_file: int = FUZZ_MAX_FILE, stats: dict[str, int] | None = None
+) -> int:
+    """List, stat and read everything (symlinks followed); the files read.
+    *stats* counts the files whose map was compared with their stream."""
     count = 0
     todo = ["/"]
     while todo:
@@ -417,15 +423,17 @@ def _walk_fs(fs: Filesystem, maps: bool) -> int:
                 continue
             if info is None:
                 continue
-            if info.is_dir and not p.startswith("/links"):
+            if info.is_dir and not p.startswith("/links") and p.count("/") <= FUZZ_DEPTH:
                 todo.append(p)
-            elif info.is_file and info.size <= FUZZ_MAX_FILE:
+            elif info.is_file and info.size <= max_file:
                 try:
                     streamed, mapped = _streamed_and_mapped(fs, p)
                 except InputError:
                     continue
                 if maps and mapped is not None:
                     assert mapped == streamed, p
+                    if stats is not None:
+                        stats["mapped"] = stats.get("mapped", 0) + 1
                 count += 1
     return count
 
@@ -579,3 +587,298 @@ def test_a_file_in_too_many_pieces_is_refused(monkeypatch: pytest.MonkeyPatch) -
     with pytest.raises(ext4_runs.Ext4Corrupt, match="more than 100 pieces"):
         ext4_runs.blockmap_runs(struct.pack("<15I", *([0] * 12), 900, 0, 0), 12 + 256,
                                 {900: ind}.__getitem__, 1000, 1024)  # fmt: skip
+
+
+# -- hostile block maps and directory entries (crafted with debugfs and block writes) ------
+def _ext3_4k_file(ext: ext_images.ExtImages, tmp_path: Path) -> tuple[Path, int]:
+    """A copy of the 4 KiB-block ext3 variant to craft /f/300000's block map in; block size."""
+    img = ext_images.copy(ext.get(_variant("ext3-4k")), tmp_path / "crafted.img")
+    return img, 4096
+
+
+def _pointers(words: list[int]) -> bytes:
+    return struct.pack(f"<{len(words)}I", *words)
+
+
+def test_an_indirect_block_named_twice_is_refused_quickly(
+    ext: ext_images.ExtImages, tmp_path: Path
+) -> None:
+    """A three-block map whose triple-indirect block names one double-indirect
+    block 1024 times, which names one indirect block 1024 times: 2^30 data
+    pointers from 12 KiB of metadata.  A block map names each indirect block
+    once (e2fsck reports any block claimed twice), so the second use is refused
+    at once instead of walking 2^30 pointers until the time budget ends."""
+    img, bs = _ext3_4k_file(ext, tmp_path)
+    a, b, c = ext_images.free_blocks(img, 3)
+    per = bs // 4
+    ext_images.write_block(img, a, bs, _pointers(list(range(1000, 1000 + per))))
+    ext_images.write_block(img, b, bs, _pointers([a] * per))
+    ext_images.write_block(img, c, bs, _pointers([b] * per))
+    size = (12 + per + per**2 + per**3) * bs
+    for field, value in (("block[IND]", 0), ("block[DIND]", 0), ("block[TIND]", c),
+                         ("size", size)):  # fmt: skip
+        ext_images.debugfs(img, f"sif /f/300000 {field} {value}", write=True)
+    started = time.process_time()
+    with (
+        pytest.raises(InputError) as info,
+        open_disk(str(img), budget=Budget(3)) as disk,
+    ):
+        disk.volumes[0].filesystem().open("/f/300000")
+    assert not isinstance(info.value, BudgetExceeded), str(info.value)
+    assert f"indirect block {a} is named twice" in str(info.value)
+    assert time.process_time() - started < 2
+
+
+def test_the_most_fragmented_file_is_held_in_little_memory(
+    ext: ext_images.ExtImages, tmp_path: Path
+) -> None:
+    """A file in just fewer pieces than the reader accepts (every data block
+    apart from its neighbours, through distinct indirect blocks) opens with
+    its map held in a few tens of MiB: the deprivileged child has 256 MiB of
+    address space in all.  The bytes at sampled blocks are where debugfs
+    ``bmap`` says they are."""
+    import tracemalloc
+
+    from pvgrub_py.disk.readers import ext4_runs
+
+    img, bs = _ext3_4k_file(ext, tmp_path)
+    per = bs // 4
+    n = ext4_runs.MAX_RUNS // per - 1  # indirect blocks under the double-indirect one
+    dind, *inds = ext_images.free_blocks(img, n + 1)
+    scattered = _pointers(list(range(1, 2 * per, 2)))  # no two neighbours: a piece each
+    for ind in inds:
+        ext_images.write_block(img, ind, bs, scattered)
+    ext_images.write_block(img, dind, bs, _pointers(inds + [0] * (per - n)))
+    size = (12 + per + n * per) * bs
+    for field, value in (("block[IND]", 0), ("block[DIND]", dind), ("size", size)):
+        ext_images.debugfs(img, f"sif /f/300000 {field} {value}", write=True)
+    ad = _adapter(img)
+    f = dict(ad.children(ad.root))["f"]
+    node = dict(ad.children(f))["300000"]
+    tracemalloc.start()
+    try:
+        stream = ad.open(node)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 48 << 20, f"{peak >> 20} MiB for the map of {n * per} pieces"
+    raw = img.read_bytes()
+    for logical in (12 + per, 12 + per + 1, 12 + per + 5 * per + 7, 12 + per + n * per - 1):
+        (physical,) = map(int, ext_images.debugfs(img, f"bmap /f/300000 {logical}").split())
+        stream.seek(logical * bs)
+        assert stream.read(bs) == raw[physical * bs : (physical + 1) * bs], logical
+
+
+def test_a_name_length_is_one_byte_even_without_the_filetype_feature(
+    ext: ext_images.ExtImages, tmp_path: Path
+) -> None:
+    """Revision 0 has no ``filetype`` feature; the byte after ``name_len`` is
+    then not part of the name length for e2fsprogs (``ext2fs_dirent_name_len``),
+    Linux or GRUB, and debugfs (the oracle) lists the names it finds that way."""
+    img = ext_images.copy(ext.get(_variant("ext2-rev0")), tmp_path / "rev0.img")
+    ad = _adapter(img)
+    small = dict(ad.children(ad.root))["small-dir"]
+    ((where, _n),) = ad._runs(ad._inode(small))
+    assert where is not None
+    block = img.read_bytes()[where : where + ad.block_size]
+    pos = 0
+    fd = os.open(img, os.O_WRONLY)
+    try:
+        while pos < len(block):  # a non-zero high byte in every entry
+            os.pwrite(fd, b"\x01", where + pos + 7)
+            pos += struct.unpack_from("<H", block, pos + 4)[0]
+    finally:
+        os.close(fd)
+    listing = ext_images.debugfs(img, "ls -l /small-dir").split()
+    theirs = sorted(n for n in listing if n in ("a", "bb", "ccc"))
+    ad = _adapter(img)
+    small = dict(ad.children(ad.root))["small-dir"]
+    assert sorted(name for name, _ in ad.children(small)) == theirs == ["a", "bb", "ccc"]
+
+
+# -- structure-aware fuzz of the reader alone ---------------------------------------------
+# Where the fields are comes from debugfs (``imap``, ``ex``, ``stat``, ``blocks``) and from
+# the kernel.org "ext4 Data Structures and Algorithms" offsets, never from the reader.
+FIELD_FUZZ_VARIANTS = ("ext2-1k", "ext2-rev0", "ext3-4k", "ext4-1k-punched", "ext4-4k-htree",
+                       "ext4-inline", "ext4-meta-bg", "ext4-32bit", "ext4-64k")  # fmt: skip
+FIELD_FUZZ_N = int(os.environ.get("PVGRUB_EXT4_FIELD_FUZZ_N", "120"))
+#: CPU seconds one mutated image may take (listing, stat, reading and mapping everything).
+FIELD_FUZZ_CPU = 2.0
+FIELD_FUZZ_MAX_FILE = 8 << 20
+FUZZ_INODES = ("/", "/f", "/f/300000", "/f/sparse", "/f/deep", "/f/4097", "/f/100", "/f/30",
+               "/f/hole-start", "/many", "/small-dir", "/links", "/links/slow200", "/links/fast",
+               "/n1/n2/n3/leaf", "/empty-dir")  # fmt: skip
+#: Superblock fields (offset, width) from "Super Block".
+SB_FIELDS = ((0x0, 4), (0x4, 4), (0x14, 4), (0x18, 4), (0x1C, 4), (0x20, 4), (0x28, 4),
+             (0x38, 2), (0x4C, 4), (0x58, 2), (0x5C, 4), (0x60, 4), (0x64, 4), (0xFE, 2),
+             (0x104, 4), (0x150, 4), (0x24C, 4), (0x250, 4))  # fmt: skip
+
+
+def _pread(img: Path, at: int, n: int) -> bytes:
+    with open(img, "rb") as f:
+        f.seek(at)
+        return f.read(n).ljust(n, b"\0")
+
+
+def _dirent_fields(data: bytes, at: int) -> list[tuple[int, int]]:
+    """inode, rec_len, name_len, file_type of each entry of one directory block."""
+    out, pos = [], 0
+    while pos + 8 <= len(data):
+        out += [(at + pos, 4), (at + pos + 4, 2), (at + pos + 6, 1), (at + pos + 7, 1)]
+        (rec_len,) = struct.unpack_from("<H", data, pos + 4)
+        if rec_len < 8:
+            break
+        pos += rec_len
+    return out
+
+
+def _fuzz_fields(img: Path) -> tuple[list[tuple[int, int]], int]:
+    """(offset, width) of the fields a boot reads, and the block count."""
+    sb = _pread(img, 1024, 1024)
+    first_data, log_block = struct.unpack_from("<II", sb, 0x14)
+    bs = 1024 << log_block
+    (blocks,) = struct.unpack_from("<I", sb, 0x4)
+    (incompat,) = struct.unpack_from("<I", sb, 0x60)
+    desc = struct.unpack_from("<H", sb, 0xFE)[0] if incompat & 0x80 else 32
+    (inode_size,) = struct.unpack_from("<H", sb, 0x58)
+    inode_size = inode_size if struct.unpack_from("<I", sb, 0x4C)[0] else 128
+    fields = [(1024 + off, w) for off, w in SB_FIELDS]
+    gdt = (first_data + 1) * bs
+    for g in (0, 1):
+        fields += [(gdt + g * desc + 0x8, 4)] + ([(gdt + g * desc + 0x28, 4)] if desc >= 64 else [])
+    rnd = random.Random(img.name)
+    for path in FUZZ_INODES:
+        imap = ext_images.debugfs(img, f"imap {path}").split()
+        if "located" not in imap:
+            continue
+        located = imap.index("located")  # "located at block B, offset 0xO"
+        at = int(imap[located + 3].rstrip(",")) * bs + int(imap[located + 5], 16)
+        # i_mode, i_size_lo, i_flags, i_size_high, the 15 words of i_block
+        fields += [(at, 2), (at + 4, 4), (at + 0x20, 4), (at + 0x6C, 4)]
+        fields += [(at + 0x28 + 4 * k, 4) for k in range(15)]
+        if inode_size > 128:  # i_extra_isize and the in-inode attributes
+            fields += [(at + 0x80, 2)] + [(at + rnd.randrange(0x84, inode_size) & ~3, 4)
+                                          for _ in range(6)]  # fmt: skip
+        stat_out = ext_images.debugfs(img, f"stat {path}")
+        for kind in ("(IND):", "(DIND):", "(TIND):"):
+            for word in stat_out.split(kind)[1:]:
+                b = int(word.split(",")[0].split()[0])
+                fields += [(b * bs, 4)] + [(b * bs + 4 * rnd.randrange(bs // 4), 4)
+                                           for _ in range(4)]  # fmt: skip
+        for line in ext_images.debugfs(img, f"ex {path}").splitlines()[1:]:
+            cols = line.replace("/", " ").split()
+            if len(cols) >= 8 and cols[0] != cols[1]:  # an index entry: its child node
+                node = int(cols[7]) * bs
+                fields += [(node, 2), (node + 2, 2), (node + 4, 2), (node + 6, 2)]
+                for e in range(3):
+                    e_at = node + 12 + 12 * e
+                    fields += [(e_at, 4), (e_at + 4, 2), (e_at + 6, 2), (e_at + 8, 4)]
+        if path in ("/", "/f", "/many", "/small-dir"):
+            for b in map(int, ext_images.debugfs(img, f"blocks {path}").split()[:2]):
+                fields += _dirent_fields(_pread(img, b * bs, bs), b * bs)[:40]
+    return fields, blocks
+
+
+def _boundary_value(rnd: random.Random, width: int, orig: int, blocks: int) -> int:
+    top = (1 << (8 * width)) - 1
+    values = (0, 1, 2, 3, 4, 6, 7, 12, 0x7F, 0x80, 0xFF, 0x100, 0xF30A, 0x7FFF, 0x8000, 0x8001,
+              0xFFFF, 0x10000, top, top - 1, top >> 1, (top >> 1) + 1, orig + 1, orig - 1,
+              orig * 2, orig ^ (1 << rnd.randrange(8 * width)), blocks, blocks - 1, blocks + 1,
+              rnd.getrandbits(8 * width))  # fmt: skip
+    return rnd.choice(values) & top
+
+
+class _CountingSource(FdSource):
+    """The image file, counting reads past its end (the independent witness)."""
+
+    past_end = 0
+
+    def pread(self, offset: int, length: int) -> bytes:
+        if offset < 0 or offset + length > self.size:
+            self.past_end += 1
+        return super().pread(offset, length)
+
+
+#: What a reader failure may be caused by: the reader's own refusals and size limits
+#: (anything else, an IndexError or a struct.error, is a bug even though the boundary
+#: reports it in one line too).
+ALLOWED_CAUSES = ("Ext4Corrupt", "UnsupportedFeature")
+ALLOWED_OVERFLOWS = (
+    "directory claims",
+    "symlink target of",
+    "directory has more than",
+    "more than",
+)
+
+
+def _field_fuzz_one(path: Path, stats: dict[str, int]) -> float:
+    """Walk one mutated image, counting outcomes in *stats*; its CPU seconds."""
+    from pvgrub_py.disk.filesystems import open_filesystem
+
+    src = _CountingSource(os.open(path, os.O_RDONLY), owns_fd=True)
+    started = time.process_time()
+    try:
+        fh = BoundedFile(src, name="fuzz.img", budget=Budget(10))
+        try:
+            fs = open_filesystem(fh, "ext4", source="fuzz.img", budget=fh.budget)
+            _walk_fs(fs, maps=True, max_file=FIELD_FUZZ_MAX_FILE, stats=stats)
+            stats["ok"] += 1
+        except InputError as exc:
+            assert "\n" not in str(exc)
+            assert not isinstance(exc, BudgetExceeded), str(exc)
+            cause = exc.__cause__
+            if cause is not None and not isinstance(cause, InputError):
+                name = type(cause).__name__
+                assert name in ALLOWED_CAUSES or (
+                    isinstance(cause, OverflowError) and str(cause).startswith(ALLOWED_OVERFLOWS)
+                ), f"{name}: {cause}"
+            stats["input"] += 1
+        assert src.past_end == 0
+        return time.process_time() - started
+    finally:
+        src.close()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", FIELD_FUZZ_VARIANTS)
+def test_field_fuzz_of_the_reader(ext: ext_images.ExtImages, tmp_path: Path, name: str) -> None:
+    """Boundary values in the superblock, group descriptors, inodes, extent
+    nodes, indirect blocks and directory entries (and some truncations):
+    every image is read in bounded CPU time, fails only with the reader's
+    own one-line errors, never reads past the image, and every file that
+    maps maps to exactly its streamed bytes."""
+    img = ext.get(_variant(name))
+    fields, blocks = _fuzz_fields(img)
+    assert len(fields) > 100
+    rnd = random.Random(f"field-fuzz-{name}")
+    work = ext_images.copy(img, tmp_path / "w.img")
+    size = work.stat().st_size
+    stats = {"ok": 0, "input": 0, "mapped": 0}
+    for i in range(FIELD_FUZZ_N):
+        cut = rnd.random() < 0.08
+        patches: dict[int, bytes] = {}
+        if cut:
+            os.truncate(work, max(2048, rnd.choice(fields)[0] + rnd.randrange(-64, 64)))
+        else:
+            for _ in range(rnd.choice((1, 1, 1, 2, 3))):
+                at, width = rnd.choice(fields)
+                orig = int.from_bytes(_pread(img, at, width), "little")
+                patches[at] = _boundary_value(rnd, width, orig, blocks).to_bytes(width, "little")
+        fd = os.open(work, os.O_RDWR)
+        saved = {at: os.pread(fd, len(v), at) for at, v in patches.items()}
+        for at, v in patches.items():
+            os.pwrite(fd, v, at)
+        try:
+            cpu = _field_fuzz_one(work, stats)
+            assert cpu < FIELD_FUZZ_CPU, f"{cpu:.1f} s of CPU"
+        except AssertionError as exc:
+            raise AssertionError(f"mutation {i} (cut={cut}, patches={patches}): {exc}") from exc
+        finally:
+            for at, v in saved.items():
+                os.pwrite(fd, v, at)
+            os.close(fd)
+            if cut:
+                ext_images.copy(img, work)
+                assert work.stat().st_size == size
+    print(name, stats)
+    assert stats["input"] > 0 and stats["ok"] > 0 and stats["mapped"] > 0

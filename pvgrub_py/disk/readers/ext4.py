@@ -72,7 +72,6 @@ ROOT_INO = 2
 
 # Feature bits ("Super Block").
 COMPAT_SPARSE_SUPER2 = 0x200
-INCOMPAT_FILETYPE = 0x2
 INCOMPAT_META_BG = 0x10
 INCOMPAT_64BIT = 0x80
 #: What this reader reads: filetype, recover (the journal is ignored),
@@ -180,7 +179,6 @@ class Ext4Adapter(ReaderAdapter):
         self.backup_bgs = (
             struct.unpack_from("<II", sb, 0x24C) if compat & COMPAT_SPARSE_SUPER2 else None
         )
-        self.filetype = bool(incompat & INCOMPAT_FILETYPE)
         u = sb[0x68:0x78].hex()
         self.uuid = f"{u[:8]}-{u[8:12]}-{u[12:16]}-{u[16:20]}-{u[20:]}"
         label = sb[0x78:0x88].split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
@@ -349,9 +347,10 @@ class Ext4Adapter(ReaderAdapter):
         end = len(block)
         pos = 0
         while pos + 8 <= end:
+            # name_len is one byte with or without the filetype feature: the
+            # next byte is the file type or zero (e2fsprogs, Linux and GRUB
+            # all read it so), never the high byte of a 64 KiB name.
             child, rec_len, name_len, _ftype = _DIRENT.unpack_from(block, pos)
-            if not self.filetype:
-                name_len |= _ftype << 8
             if pos == 0 and rec_len in (0, 65535) and end == 65536:
                 rec_len = 65536  # a whole 64 KiB block
             elif rec_len == 0:

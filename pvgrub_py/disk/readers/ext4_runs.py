@@ -28,15 +28,20 @@ Bounds: every node's entry count is checked against the space it sits
 in; logical blocks must strictly increase across the whole tree and each
 child stays inside its index entry's range, so no node content is
 walked twice at one level and a hostile tree cannot multiply the work;
-non-root nodes may not be empty; every block number is checked against
-the filesystem's block count before it is read or mapped; a file is at
-most `MAX_RUNS` runs.
+non-root nodes may not be empty; a block map names each indirect block
+once (as e2fsck requires: no block belongs to a file twice), so a few
+hostile indirect blocks cannot stand for 2^30 pointers and the work is
+at most the pointers actually stored on the disk; every block number is
+checked against the filesystem's block count before it is read or
+mapped; a file is at most `MAX_RUNS` runs, held once (`byte_runs`
+converts the list in place).
 """
 
 from __future__ import annotations
 
 import os
 import struct
+from array import array
 from bisect import bisect_right
 from collections.abc import Callable
 
@@ -47,11 +52,13 @@ EXTENT_MAGIC = 0xF30A
 UNINIT_LEN = 32768
 #: Logical block numbers are 32-bit.
 LOGICAL_LIMIT = 1 << 32
-#: Most runs (after merging neighbours) in one file: a 2 GiB file of 4 KiB
-#: blocks scattered one by one has half as many.  It bounds the memory a
-#: hostile map (every pointer naming the same few blocks) can make us hold;
-#: the disk's time budget bounds the work.
-MAX_RUNS = 1 << 20
+#: Most runs (after merging neighbours) in one file: a 1 GiB file of 4 KiB
+#: blocks would have to average one block per piece to need them.  It
+#: bounds the memory a hostile map (no two pointers neighbours) makes us
+#: hold: ~120 bytes a run, 34 MiB at the peak of opening such a file
+#: (tracemalloc), where 2^20 runs took 259 MiB, more than the deprivileged
+#: child's whole address space; the disk's time budget bounds the work.
+MAX_RUNS = 1 << 18
 #: Data blocks mapped by ``i_block[0..11]``.
 DIRECT_BLOCKS = 12
 
@@ -192,6 +199,8 @@ def blockmap_runs(
         else:
             out.add(where, 1)
 
+    seen: set[int] = set()
+
     def indirect(where: int, level: int, count: int) -> None:
         # *count* blocks mapped through the level-*level* indirect block *where*.
         if where == 0:
@@ -199,6 +208,9 @@ def blockmap_runs(
             return
         if where >= blocks_count:
             raise Ext4Corrupt(f"indirect block {where} is past the last block")
+        if where in seen:
+            raise Ext4Corrupt(f"indirect block {where} is named twice in one block map")
+        seen.add(where)
         span = per ** (level - 1)
         need = -(-count // span)
         pointers = struct.unpack_from(f"<{need}I", read_block(where), 0)
@@ -226,14 +238,19 @@ def blockmap_runs(
 
 
 def byte_runs(block_runs: list[Run], block_size: int, size: int) -> list[Run]:
-    """*block_runs* in bytes, cut to exactly *size* bytes."""
-    runs: list[Run] = []
+    """*block_runs* in bytes, cut to exactly *size* bytes.
+
+    The list is converted in place (and returned): a file of `MAX_RUNS`
+    pieces is held once, not twice.
+    """
+    runs = block_runs
     left = size
-    for where, count in block_runs:
+    for i, (where, count) in enumerate(runs):
         if left <= 0:
+            del runs[i:]
             break
         n = min(count * block_size, left)
-        runs.append((None if where is None else where * block_size, n))
+        runs[i] = (None if where is None else where * block_size, n)
         left -= n
     if left > 0:
         runs.append((None, left))
@@ -253,7 +270,7 @@ class RunStream:
         self.fh = fh
         self.runs = runs
         self.size = size
-        starts = []
+        starts = array("Q")  # 8 bytes a run, not a list of ints
         at = 0
         for _where, n in runs:
             starts.append(at)
