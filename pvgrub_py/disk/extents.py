@@ -59,36 +59,28 @@ class FileMap(NamedTuple):
 
 def map_file(stream: FileStream) -> FileMap | None:
     """*stream*'s bytes as extents of the image, or None (stream it instead)."""
-    from pvgrub_py.disk.bounded import BoundedFile
-
     if stream.tell() != 0:
         return None
     inner = stream.reader_stream
+    size = stream.size
     own = sys.modules.get("pvgrub_py.disk.readers.ext4_runs")
     if own is not None and type(inner) is own.RunStream:
-        return _map_runs(stream, inner.fh, inner.runs)
+        return _map_byte_runs(inner.fh, inner.runs, size)
     module = sys.modules.get("dissect.util.stream")
-    if module is None or type(inner) is not module.RunlistStream:
+    if module is None or type(inner) is not module.RunlistStream or inner.size != size:
         return None
-    fh = inner._fh
-    if not isinstance(fh, BoundedFile):
+    runs = _dissect_byte_runs(inner.runlist, inner.block_size, size)
+    return None if runs is None else _map_byte_runs(inner._fh, runs, size)
+
+
+def _dissect_byte_runs(runs: object, block: object, size: int) -> list[Extent] | None:
+    """Dissect's run list (block numbers and counts; None for zeros) in
+    bytes, cut at *size* as its stream cuts it; None where it is not plain."""
+    if type(block) is not int or block <= 0 or not isinstance(runs, list):
         return None
-    direct = fh.direct()
-    if direct is None:
+    if len(runs) > MAX_EXTENTS:
         return None
-    fd, base = direct
-    block = inner.block_size
-    size = stream.size
-    runs = inner.runlist
-    if (
-        type(block) is not int
-        or block <= 0
-        or inner.size != size
-        or not isinstance(runs, list)
-        or len(runs) > MAX_EXTENTS
-    ):
-        return None
-    extents: list[Extent] = []
+    out: list[Extent] = []
     pos = 0
     for run in runs:
         if pos >= size:
@@ -101,26 +93,18 @@ def map_file(stream: FileStream) -> FileMap | None:
             return None
         n = min(int(count) * block, size - pos)
         if start is None:
-            where = None
-        elif (
-            isinstance(start, int)
-            and not isinstance(start, bool)
-            and start >= 0
-            and int(start) * block + n <= fh.size
-        ):
-            where = base + int(start) * block
+            out.append((None, n))
+        elif isinstance(start, int) and not isinstance(start, bool) and start >= 0:
+            out.append((int(start) * block, n))
         else:
             return None  # the stream reports what is wrong with this run
-        _append(extents, where, n)
         pos += n
-    if pos != size:
-        return None
-    return FileMap(fd, extents, size)
+    return out
 
 
-def _map_runs(stream: FileStream, fh: object, runs: object) -> FileMap | None:
-    """The map of our ext reader's `RunStream`: its runs are already in bytes
-    (offset in the volume or None for zeros, length), exactly what it reads."""
+def _map_byte_runs(fh: object, runs: object, size: int) -> FileMap | None:
+    """The map of a stream reading *runs* (offset in the volume *fh* or None
+    for zeros, length in bytes) in order: exactly what it reads, or None."""
     from pvgrub_py.disk.bounded import BoundedFile
 
     if not isinstance(fh, BoundedFile) or not isinstance(runs, list) or len(runs) > MAX_EXTENTS:
@@ -129,7 +113,6 @@ def _map_runs(stream: FileStream, fh: object, runs: object) -> FileMap | None:
     if direct is None:
         return None
     fd, base = direct
-    size = stream.size
     extents: list[Extent] = []
     pos = 0
     for where, n in runs:
