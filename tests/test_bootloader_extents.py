@@ -79,6 +79,19 @@ def test_a_sparse_file_maps_its_holes_to_zeros(tmp_path: Path) -> None:
     assert mapped == streamed
 
 
+def test_an_xfs_file_maps_through_dissects_run_list(tmp_path: Path) -> None:
+    """XFS is read by Dissect: its RunlistStream's blocks map too."""
+    src = tmp_path / "root"
+    (src / "boot").mkdir(parents=True)
+    body = os.urandom(3 << 20)
+    (src / "boot" / "vmlinuz").write_bytes(body)
+    fs = tmp_path / "fs.xfs"
+    disk_images.make_xfs(fs, src, 320 << 20, "maps")
+    streamed, mapped = _streamed_and_mapped(fs, "/boot/vmlinuz")
+    assert streamed == body
+    assert mapped == body
+
+
 @pytest.mark.parametrize("image", ["btrfs_bare", "fat_bare", "iso", "qcow2"])
 def test_what_cannot_be_mapped_is_streamed(images: disk_images.ImageFactory, image: str) -> None:
     img = getattr(images, image)()

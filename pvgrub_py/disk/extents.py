@@ -76,7 +76,12 @@ def map_file(stream: FileStream) -> FileMap | None:
 def _dissect_byte_runs(runs: object, block: object, size: int) -> list[Extent] | None:
     """Dissect's run list (block numbers and counts; None for zeros) in
     bytes, cut at *size* as its stream cuts it; None where it is not plain."""
-    if type(block) is not int or block <= 0 or not isinstance(runs, list):
+    # Dissect's numbers are int subclasses (XFS's block size is a cstruct
+    # uint32): plain ints here, bools refused.
+    if not isinstance(block, int) or isinstance(block, bool) or block <= 0:
+        return None
+    block = int(block)
+    if not isinstance(runs, list):
         return None
     if len(runs) > MAX_EXTENTS:
         return None
@@ -88,7 +93,6 @@ def _dissect_byte_runs(runs: object, block: object, size: int) -> list[Extent] |
         if not isinstance(run, tuple) or len(run) != 2:
             return None
         start, count = run
-        # Dissect's numbers are int subclasses (cstruct types): plain ints here.
         if not isinstance(count, int) or isinstance(count, bool) or count <= 0:
             return None
         n = min(int(count) * block, size - pos)
