@@ -13,11 +13,11 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-import threading
 from pathlib import Path
 
 import disk_images
 import pytest
+from wire_feed import frames_pipe
 
 from pvgrub_py.bootloader import wire
 from pvgrub_py.bootloader.depriv import RemoteSession
@@ -118,16 +118,7 @@ PLAN = BootPlan(
 
 
 def _session(frames: list[tuple[bytes, bytes]], image: bytes) -> RemoteSession:
-    r, w = os.pipe()
-
-    def write() -> None:
-        try:
-            for kind, payload in frames:
-                os.write(w, wire.encode_header(kind, len(payload)) + payload)
-        finally:
-            os.close(w)
-
-    threading.Thread(target=write, daemon=True).start()
+    r = frames_pipe(frames)
     with tempfile.NamedTemporaryFile() as f:
         f.write(image)
         f.flush()

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from wire_feed import frames_pipe
 
 from pvgrub_py.bootloader import depriv, transfer, wire
 from pvgrub_py.bootloader.depriv import RemoteSession
@@ -58,16 +59,7 @@ def _session(image: Path, maps: list[list[Extent]]) -> RemoteSession:
         frames += [(wire.START, json.dumps(start).encode()),
                    (wire.MAP, wire.encode_extents(extents))]  # fmt: skip
     frames.append((wire.END, b""))
-    r, w = os.pipe()
-
-    def write() -> None:
-        try:
-            for kind, payload in frames:
-                os.write(w, wire.encode_header(kind, len(payload)) + payload)
-        finally:
-            os.close(w)
-
-    threading.Thread(target=write, daemon=True).start()
+    r = frames_pipe(frames)
     disk_fd = os.open(image, os.O_RDONLY)
     root = tempfile.mkdtemp(prefix="pvgrub-py-test-root.")
     pid = os.posix_spawn("/bin/true", ["/bin/true"], os.environ)  # stands in for the parser
