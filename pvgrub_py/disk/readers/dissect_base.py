@@ -1,4 +1,4 @@
-"""What the Dissect-backed adapters (XFS, Btrfs; the unused ext one) share.
+"""What the Dissect-backed adapters (XFS, Btrfs) share.
 
 Each Dissect filesystem object (``self._fs``) has a ``root`` node; each node
 has ``size``, ``open()`` and ``iterdir()``.  The checks are the ones every
