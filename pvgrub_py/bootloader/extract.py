@@ -47,7 +47,7 @@ class WriteSink:
         self.out = out
         self.label = label
 
-    def write(self, chunk: bytes) -> None:
+    def write(self, chunk: bytes | memoryview) -> None:
         out = self.out
         if out is None:
             return
@@ -106,8 +106,8 @@ class Feed:
             self._check_cap(sum(n for _, n in extents))
             if self.ring is None:
                 self.ring = BufferRing()
-            done = copy_through(fd, extents, out, self.fanout, self.ring, source=source,
-                                label=self.label)  # fmt: skip
+            done = copy_through(fd, extents, self.sink.write, self.fanout, self.ring,
+                                source=source)  # fmt: skip
             self.length += done
             return done
         from pvgrub_py.disk.extents import copy_extents

@@ -34,11 +34,10 @@ import functools
 import mmap
 import os
 import queue
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from pvgrub_py.bootloader.hashing import Fanout
 from pvgrub_py.disk.errors import disk_error
-from pvgrub_py.errors import InputError
 
 #: Bytes per chunk: as `disk.extents.CHUNK` and pygrub's FS_READ_MAX.
 #: Measured (warm process): 256 KiB costs more per chunk, 2 MiB and 4 MiB
@@ -103,18 +102,17 @@ def _anonymous(size: int) -> memoryview:
 def copy_through(
     src: int,
     extents: Sequence[Extent],
-    out: int,
+    write: Callable[[memoryview | bytes], object],
     fanout: Fanout,
     ring: BufferRing,
     *,
     source: str,
-    label: str,
 ) -> int:
-    """Read *extents* of the image *src*, write them to *out*, feed them to *fanout*.
+    """Read *extents* of the image *src*, *write* them, feed them to *fanout*.
 
     Returns their total.  A short read (the image shrank) names *source*,
-    as `copy_extents` does; a failed write names *label*, as
-    ``extract.WriteSink`` does.
+    as `copy_extents` does; *write* (``extract.WriteSink.write``) reports
+    its own failure.
     """
     zeros = b""
     done = 0
@@ -127,12 +125,12 @@ def copy_through(
                 if len(zeros) != k:
                     zeros = bytes(k)
                 chunk: memoryview | bytes = zeros
-                _write(out, memoryview(zeros), label)
+                write(zeros)
             else:
                 slot = ring.take()
                 try:
                     chunk = _read(src, ring.buffer(slot)[:k], where + at, source)
-                    _write(out, chunk, label)
+                    write(chunk)
                 except BaseException:
                     ring.give(slot)  # no hasher has seen it
                     raise
@@ -154,11 +152,3 @@ def _read(src: int, into: memoryview, offset: int, source: str) -> memoryview:
         )  # fmt: skip
     return into
 
-
-def _write(out: int, chunk: memoryview, label: str) -> None:
-    try:
-        view = chunk
-        while view:
-            view = view[os.write(out, view) :]
-    except OSError as e:
-        raise InputError(label, f"cannot write the extracted copy: {e.strerror}") from None
