@@ -47,6 +47,7 @@ from collections.abc import Generator, Iterator
 from typing import BinaryIO
 
 from pvgrub_py.disk.bounded import BoundedFile
+from pvgrub_py.disk.guid import guid_text
 from pvgrub_py.disk.readers.base import (
     MAX_DIR_BYTES,
     MAX_LINK_BYTES,
@@ -179,8 +180,7 @@ class Ext4Adapter(ReaderAdapter):
         self.backup_bgs = (
             struct.unpack_from("<II", sb, 0x24C) if compat & COMPAT_SPARSE_SUPER2 else None
         )
-        u = sb[0x68:0x78].hex()
-        self.uuid = f"{u[:8]}-{u[8:12]}-{u[12:16]}-{u[16:20]}-{u[20:]}"
+        self.uuid = guid_text(sb[0x68:0x78])
         label = sb[0x78:0x88].split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
         self.label = label or None
         self._tables: dict[int, int] = {}
