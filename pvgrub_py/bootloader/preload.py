@@ -677,6 +677,16 @@ def _write_atomically(path: str, chunks: Sequence[bytes]) -> None:
         raise
 
 
+def _read_files(lazy: Sequence[str]) -> MemoryFinder:
+    """A finder of *lazy* read file by file.  A name that cannot be found
+    is left out: importing it fails in the sandbox, as it would here."""
+    finder = MemoryFinder()
+    for name in lazy:
+        with contextlib.suppress(ImportError, ValueError):
+            finder.add(name)
+    return finder
+
+
 def build_bundle(path: str | None = None, *, lazy: Sequence[str] = LAZY) -> str:
     """Write the bundle `prepare` reads (to *path*, default `bundle_path`),
     compiling the sources that have no valid byte code; its path.  Raises
@@ -684,10 +694,7 @@ def build_bundle(path: str | None = None, *, lazy: Sequence[str] = LAZY) -> str:
     where = bundle_path() if path is None else path
     if where is None:
         raise OSError("this interpreter has no byte-code cache tag")
-    finder = MemoryFinder()
-    for name in lazy:
-        with contextlib.suppress(ImportError, ValueError):
-            finder.add(name)
+    finder = _read_files(lazy)
     os.makedirs(os.path.dirname(where), exist_ok=True)
     _write_atomically(where, _bundle_chunks(finder, lazy))
     return where
@@ -723,10 +730,7 @@ def prepare(
     path = default if bundle is True else bundle or None
     finder = _load_bundle(path, lazy) if path else None
     if finder is None:
-        finder = MemoryFinder()
-        for name in lazy:
-            with contextlib.suppress(ImportError, ValueError):
-                finder.add(name)
+        finder = _read_files(lazy)
         # For the next run, as the interpreter writes a .pyc: only when
         # every module had valid byte code (compiling the others here would
         # cost this boot; ``--build`` does it), so that a bundle never keeps
