@@ -22,7 +22,8 @@ from typing import Literal
 from pvgrub_py.daemon_process import poll_until_ready, stop_process
 from pvgrub_py.errors import PvgrubError
 from pvgrub_py.tpm.client import TpmClient
-from pvgrub_py.tpm.swtpm import SocketAddress, SwtpmControl, SwtpmTransport
+from pvgrub_py.tpm.socket_address import SocketAddress
+from pvgrub_py.tpm.swtpm import SwtpmControl, SwtpmTransport
 
 SWTPM = "swtpm"
 START_TIMEOUT = 10.0

@@ -12,10 +12,10 @@ from __future__ import annotations
 import socket
 import struct
 import threading
-from dataclasses import dataclass
 
 from pvgrub_py.tpm.errors import TpmProtocolError, TpmTransportError
 from pvgrub_py.tpm.header import HEADER_SIZE
+from pvgrub_py.tpm.socket_address import SocketAddress as SocketAddress  # tests import it here
 from pvgrub_py.tpm.transport import check_command, response_size
 
 DEFAULT_TIMEOUT = 30.0
@@ -45,52 +45,6 @@ STATE_FLAG_ENCRYPTED = 0x02
 #: The largest state blob taken (a TPM 2.0's permanent state is a few KiB,
 #: its volatile state about 9 KiB): a bound on what a control channel makes us hold.
 MAX_STATE_BLOB = 1 << 20
-
-
-@dataclass(frozen=True)
-class SocketAddress:
-    """Either a TCP (host, port) or a unix socket path."""
-
-    host: str | None = None
-    port: int | None = None
-    path: str | None = None
-
-    def __str__(self) -> str:
-        if self.path is not None:
-            return f"unix:{self.path}"
-        return f"tcp:{self.host}:{self.port}"
-
-    def connect(self, timeout: float) -> socket.socket:
-        try:
-            if self.path is not None:
-                sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-                sock.settimeout(timeout)
-                sock.connect(self.path)
-            else:
-                assert self.host is not None and self.port is not None
-                sock = socket.create_connection((self.host, self.port), timeout=timeout)
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        except OSError as e:
-            raise TpmTransportError(
-                f"cannot connect to swtpm at {self}: {e.strerror or e}"
-            ) from None
-        _kernel_timeouts(sock, timeout)
-        return sock
-
-
-def _kernel_timeouts(sock: socket.socket, timeout: float) -> None:
-    """Blocking I/O bounded by SO_RCVTIMEO/SO_SNDTIMEO.
-
-    A Python socket timeout makes every send and recv a poll() plus the
-    call, doubling the system calls of a round trip; kernel timeouts keep
-    one call each and still never let a silent TPM hang us (the call fails
-    with EAGAIN when the time is up).
-    """
-    sock.settimeout(None)
-    seconds = int(timeout)
-    value = struct.pack("@ll", seconds, int((timeout - seconds) * 1_000_000))
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, value)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, value)
 
 
 def _recv_exact(sock: socket.socket, n: int, where: str) -> bytes:

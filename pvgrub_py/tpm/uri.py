@@ -12,14 +12,16 @@ on the real host or the simulator) is wired by the program:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
-
 from pvgrub_py.errors import UsageError
-from pvgrub_py.tpm.swtpm import SocketAddress
+from pvgrub_py.record import record
+from pvgrub_py.tpm.socket_address import SocketAddress
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Literal
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class VtpmAddress:
     kind: Literal["swtpm", "xen"]
     socket: SocketAddress | None = None
