@@ -131,6 +131,19 @@ def test_deprivileged_run_equals_in_process_run_byte_for_byte(
         assert (st.st_uid, st.st_mode & 0o777) == (0, 0o600)
 
 
+def test_offset_through_the_sandbox(images: disk_images.ImageFactory, tmp_path: Path) -> None:
+    """``--offset`` narrows the disk to the volume there (`choose`, with the
+    `copy` module it alone imports inside the sandbox, from memory)."""
+    img = images.debian_gpt()
+    offset = f"--offset={img.notes['part_offset']}"
+    plain, depriv = Run(tmp_path, "plain"), Run(tmp_path, "depriv")
+    a = plain(img.path, offset)
+    b = depriv(img.path, offset, f"--runas={NOBODY}")
+    assert a.returncode == 0, a.stderr
+    assert b.returncode == 0, b.stderr
+    assert plain.files() == depriv.files() != {}
+
+
 def test_list_entries_and_entry_choice_through_the_sandbox(
     images: disk_images.ImageFactory, tmp_path: Path
 ) -> None:

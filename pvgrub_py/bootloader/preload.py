@@ -178,6 +178,11 @@ LAZY = (
     "bisect",
     "bz2",
     "calendar",
+    # copy (and the weakref it imports): dataclasses and --offset
+    # (`choose`) import it; a boot without either never runs it.
+    "copy",
+    "weakref",
+    "_weakrefset",
     "datetime",
     *CODECS,
     "fnmatch",
