@@ -42,7 +42,6 @@ from __future__ import annotations
 import contextlib
 import posixpath
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING
 
 from pvgrub_py.bootcfg.dialect import PETITBOOT_SOURCE_LEVELS, Dialect
 from pvgrub_py.bootcfg.entry import BootEntry, BootMenu, SubmenuInfo
@@ -82,6 +81,8 @@ from pvgrub_py.bootcfg.grub2_state import (
 from pvgrub_py.bootcfg.grub_strtoul import strtosl
 from pvgrub_py.bootcfg.limits import DEFAULT_LIMITS, Limits
 from pvgrub_py.bootcfg.select import default_index
+
+TYPE_CHECKING = False
 
 if TYPE_CHECKING:
     # A contract for the type checker only: nothing imports it at run time.
