@@ -47,7 +47,6 @@ from pvgrub_py.bootcfg.dialect import PETITBOOT_SOURCE_LEVELS, Dialect
 from pvgrub_py.bootcfg.entry import BootEntry, BootMenu, SubmenuInfo
 from pvgrub_py.bootcfg.errors import BootConfigError
 from pvgrub_py.bootcfg.files import (
-    ConfigFiles,
     VolumeSet,
     decode_config,
     normalize_path,
@@ -85,6 +84,8 @@ from pvgrub_py.bootcfg.select import default_index
 TYPE_CHECKING = False
 
 if TYPE_CHECKING:
+    from pvgrub_py.bootcfg.files import ConfigFiles
+
     # A contract for the type checker only: nothing imports it at run time.
     from pvgrub_py.bootcfg.grub2_shell import CommandTable
 
