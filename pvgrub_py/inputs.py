@@ -15,9 +15,13 @@ from __future__ import annotations
 import fcntl
 import os
 import stat
-from typing import BinaryIO
 
 from pvgrub_py.errors import InputError, PvgrubError
+
+TYPE_CHECKING = False
+
+if TYPE_CHECKING:
+    from typing import BinaryIO
 
 #: libxenguest's ``XC_DOM_DECOMPRESS_MAX`` (xenguest.h, 1 GiB): the cap on a kernel
 #: as decompressed; a gzip trailer claiming more makes libxenguest load the file as stored.

@@ -31,9 +31,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from operator import attrgetter
-from typing import Any, TypeVar, dataclass_transform, overload
 
-T = TypeVar("T", bound=type)
+TYPE_CHECKING = False
+
+if TYPE_CHECKING:
+    from typing import Any, TypeVar, dataclass_transform, overload
+
+    T = TypeVar("T", bound=type)
 
 
 class FrozenInstanceError(AttributeError):
@@ -72,20 +76,33 @@ def field(
     return Field(default, default_factory, repr, hash)
 
 
-@overload
-def record(cls: T, /) -> T: ...
-@overload
-def record(*, frozen: bool = False, slots: bool = False) -> Callable[[T], T]: ...
-
-
-@dataclass_transform(field_specifiers=(field,))
-def record(cls: Any = None, /, *, frozen: bool = False, slots: bool = False) -> Any:
+def _record(
+    cls: type | None = None, /, *, frozen: bool = False, slots: bool = False
+) -> type | Callable[[type], type]:
     """The class decorator; see the module docstring."""
 
     def wrap(c: type) -> type:
         return _process(c, frozen, slots)
 
     return wrap if cls is None else wrap(cls)
+
+
+# The type checker sees `record` as a typed ``@dataclass_transform`` (checking
+# each record's fields and ``__init__`` calls); at run time it is `_record`,
+# so that a boot does not import `typing` (~1.7 ms) for these declarations.
+if TYPE_CHECKING:
+
+    @overload
+    def record(cls: T, /) -> T: ...
+    @overload
+    def record(*, frozen: bool = False, slots: bool = False) -> Callable[[T], T]: ...
+
+    @dataclass_transform(field_specifiers=(field,))
+    def record(cls: Any = None, /, *, frozen: bool = False, slots: bool = False) -> Any:
+        return _record(cls, frozen=frozen, slots=slots)
+
+else:
+    record = _record
 
 
 def _process(cls: type, frozen: bool, slots: bool) -> type:

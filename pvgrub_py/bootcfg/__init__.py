@@ -20,8 +20,6 @@ Typical use::
     # read entry.kernel.path / entry.initrds from kernel_volume; boot with entry.args
 """
 
-from typing import TYPE_CHECKING
-
 from pvgrub_py._lazy import lazy_exports
 
 # Imported eagerly: a lazy name equal to a submodule's name would be shadowed
@@ -43,6 +41,8 @@ _EXPORTS = {
     "limits": ("DEFAULT_LIMITS", "Limits"),
     "search": ("find_config", "load_menu", "parse_config"),
 }
+
+TYPE_CHECKING = False
 
 if TYPE_CHECKING:
     from pvgrub_py.bootcfg.bls import parse_bls_dir as parse_bls_dir

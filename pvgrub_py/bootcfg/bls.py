@@ -45,7 +45,6 @@ from collections.abc import Callable
 from pvgrub_py.bootcfg.entry import BootEntry, BootMenu, FileRef
 from pvgrub_py.bootcfg.errors import BootConfigError
 from pvgrub_py.bootcfg.files import (
-    ConfigFiles,
     VolumeSet,
     decode_config,
     normalize_path,
@@ -55,6 +54,11 @@ from pvgrub_py.bootcfg.files import (
 from pvgrub_py.bootcfg.grubenv import parse_envblk
 from pvgrub_py.bootcfg.limits import DEFAULT_LIMITS, Limits
 from pvgrub_py.record import record
+
+TYPE_CHECKING = False
+
+if TYPE_CHECKING:
+    from pvgrub_py.bootcfg.files import ConfigFiles
 
 DEFAULT_BLSDIR = "/loader/entries"
 FALLBACK_BLSDIR = "/boot/loader/entries"

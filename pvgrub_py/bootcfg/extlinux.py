@@ -45,7 +45,6 @@ from pvgrub_py.bootcfg.entry import BootEntry, BootMenu, FileRef
 from pvgrub_py.bootcfg.errors import BootConfigError
 from pvgrub_py.bootcfg.files import (
     ASCII_BLANKS,
-    ConfigFiles,
     VolumeSet,
     decode_config,
     normalize_path,
@@ -55,6 +54,11 @@ from pvgrub_py.bootcfg.files import (
 )
 from pvgrub_py.bootcfg.limits import DEFAULT_LIMITS, Limits, small_int
 from pvgrub_py.record import field, record
+
+TYPE_CHECKING = False
+
+if TYPE_CHECKING:
+    from pvgrub_py.bootcfg.files import ConfigFiles
 
 _NON_LINUX_BY_EXT = {
     ".c32": "com32",

@@ -2,7 +2,8 @@
 
 Parsers never touch the host filesystem or a disk image directly: they see
 one or more *volumes* (filesystems, usually partitions of the guest's first
-disk) through the small `ConfigFiles` protocol below.  The disk layer
+disk) through the small `ConfigFiles` protocol (defined in
+`pvgrub_py.bootcfg.config_files`, exported here).  The disk layer
 implements it over ext4/xfs/btrfs/iso9660 images; `DictVolume` implements
 it over an in-memory dict for tests and fixtures.
 
@@ -45,51 +46,29 @@ from __future__ import annotations
 import posixpath
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from typing import Protocol, runtime_checkable
 
 from pvgrub_py.bootcfg.errors import BootConfigError
 from pvgrub_py.bootcfg.limits import MAX_CONFIG_BYTES
+from pvgrub_py.bootcfg.volume_info import PathInfo as PathInfo
+from pvgrub_py.bootcfg.volume_info import VolumeIdentity as VolumeIdentity
 from pvgrub_py.record import field, record
 
+TYPE_CHECKING = False
 
-@record(frozen=True)
-class VolumeIdentity:
-    """How GRUB names and finds a volume (``search``, ``probe``, ``(dev)/path``)."""
+if TYPE_CHECKING:
+    from pvgrub_py.bootcfg.config_files import ConfigFiles as ConfigFiles
+else:
 
-    name: str
-    uuid: str | None = None
-    label: str | None = None
-    fs_type: str | None = None
+    def __getattr__(name: str) -> object:
+        """`ConfigFiles` on first use (PEP 562): a `typing.Protocol`, it would
+        make every boot import `typing` (~1.7 ms), and a boot only needs it
+        as an annotation.  ``isinstance(x, ConfigFiles)`` still works."""
+        if name == "ConfigFiles":
+            from pvgrub_py.bootcfg.config_files import ConfigFiles
 
-
-@record(frozen=True)
-class PathInfo:
-    """What ``[ -d/-e/-f/-s ]`` needs to know about a path."""
-
-    is_dir: bool
-    size: int
-
-
-@runtime_checkable
-class ConfigFiles(Protocol):
-    """A read-only filesystem as the boot-config parsers see it."""
-
-    @property
-    def identity(self) -> VolumeIdentity:
-        """Name, UUID and label of this volume."""
-        ...
-
-    def read(self, path: str, max_bytes: int) -> bytes | None:
-        """Contents of the regular file at *path* (at most ``max_bytes + 1`` bytes)."""
-        ...
-
-    def stat(self, path: str) -> PathInfo | None:
-        """Type and size of *path*, ``None`` if nothing is there."""
-        ...
-
-    def list_dir(self, path: str) -> list[str] | None:
-        """Names in the directory *path*, ``None`` if it is not a directory."""
-        ...
+            globals()[name] = ConfigFiles  # later lookups skip __getattr__
+            return ConfigFiles
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def normalize_path(path: str) -> str:

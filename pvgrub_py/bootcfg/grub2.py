@@ -12,10 +12,15 @@ from collections.abc import Mapping
 
 from pvgrub_py.bootcfg.dialect import Dialect
 from pvgrub_py.bootcfg.entry import BootMenu
-from pvgrub_py.bootcfg.files import ConfigFiles, VolumeSet
+from pvgrub_py.bootcfg.files import VolumeSet
 from pvgrub_py.bootcfg.grub2_commands import COMMANDS
 from pvgrub_py.bootcfg.grub2_interp import Interpreter
 from pvgrub_py.bootcfg.limits import DEFAULT_LIMITS, Limits
+
+TYPE_CHECKING = False
+
+if TYPE_CHECKING:
+    from pvgrub_py.bootcfg.files import ConfigFiles
 
 
 def parse_grub2(

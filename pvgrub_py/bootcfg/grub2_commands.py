@@ -14,7 +14,6 @@ Sources: the GRUB manual's command reference ("set", "unset", "export",
 from __future__ import annotations
 
 from types import MappingProxyType
-from typing import TYPE_CHECKING, NamedTuple
 
 from pvgrub_py.bootcfg.dialect import Dialect
 from pvgrub_py.bootcfg.entry import FileRef
@@ -25,7 +24,10 @@ from pvgrub_py.bootcfg.grub2_state import FunctionReturn, LoopBreak, MenuItem, S
 from pvgrub_py.bootcfg.grub2_testcmd import Probe, evaluate
 from pvgrub_py.bootcfg.grub_strtoul import strtoul
 from pvgrub_py.bootcfg.grubenv import STANDARD_SIZE, EnvBlock, parse_envblk, set_envblk_var
+from pvgrub_py.named_tuple import NamedTuple
 from pvgrub_py.record import field, record
+
+TYPE_CHECKING = False
 
 if TYPE_CHECKING:
     # A contract for the type checker only: nothing imports it at run time.

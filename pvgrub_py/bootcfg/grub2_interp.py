@@ -42,13 +42,11 @@ from __future__ import annotations
 import contextlib
 import posixpath
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING
 
 from pvgrub_py.bootcfg.dialect import PETITBOOT_SOURCE_LEVELS, Dialect
 from pvgrub_py.bootcfg.entry import BootEntry, BootMenu, SubmenuInfo
 from pvgrub_py.bootcfg.errors import BootConfigError
 from pvgrub_py.bootcfg.files import (
-    ConfigFiles,
     VolumeSet,
     decode_config,
     normalize_path,
@@ -83,7 +81,11 @@ from pvgrub_py.bootcfg.grub_strtoul import strtosl
 from pvgrub_py.bootcfg.limits import DEFAULT_LIMITS, Limits
 from pvgrub_py.bootcfg.select import default_index
 
+TYPE_CHECKING = False
+
 if TYPE_CHECKING:
+    from pvgrub_py.bootcfg.files import ConfigFiles
+
     # A contract for the type checker only: nothing imports it at run time.
     from pvgrub_py.bootcfg.grub2_shell import CommandTable
 

@@ -32,7 +32,6 @@ from pvgrub_py.bootcfg.entry import BootEntry, BootMenu, FileRef
 from pvgrub_py.bootcfg.errors import BootConfigError
 from pvgrub_py.bootcfg.files import (
     ASCII_BLANKS,
-    ConfigFiles,
     VolumeSet,
     decode_config,
     normalize_path,
@@ -41,6 +40,11 @@ from pvgrub_py.bootcfg.files import (
     split_words,
 )
 from pvgrub_py.bootcfg.limits import DEFAULT_LIMITS, Limits, small_int
+
+TYPE_CHECKING = False
+
+if TYPE_CHECKING:
+    from pvgrub_py.bootcfg.files import ConfigFiles
 
 _DEVICE = re.compile(r"^\((hd[0-9]{1,6})(?:,([0-9]{1,6}))?((?:,[a-z])?)\)")
 

@@ -24,9 +24,14 @@ from collections.abc import Iterable, Mapping
 from pvgrub_py.bootcfg.dialect import Dialect
 from pvgrub_py.bootcfg.entry import BootMenu
 from pvgrub_py.bootcfg.errors import BootConfigError
-from pvgrub_py.bootcfg.files import ConfigFiles, VolumeSet
+from pvgrub_py.bootcfg.files import VolumeSet
 from pvgrub_py.bootcfg.limits import DEFAULT_LIMITS, Limits
 from pvgrub_py.record import record
+
+TYPE_CHECKING = False
+
+if TYPE_CHECKING:
+    from pvgrub_py.bootcfg.files import ConfigFiles
 
 
 @record(frozen=True)

@@ -13,7 +13,11 @@ parent's steps appear: the sandboxed child's stderr is ``/dev/null``.
 from __future__ import annotations
 
 import sys
-from typing import Any
+
+TYPE_CHECKING = False
+
+if TYPE_CHECKING:
+    from typing import Any
 
 _logger: Any = None
 

@@ -39,7 +39,6 @@ import stat
 import sys
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 from pvgrub_py.bootcfg.limits import MAX_CONFIG_BYTES
 from pvgrub_py.bootloader.options import BootloaderOptions
@@ -62,6 +61,8 @@ from pvgrub_py.bootloader.wire import (
 from pvgrub_py.disk.errors import one_line
 from pvgrub_py.errors import InputError, PvgrubError, UsageError
 from pvgrub_py.inputs import open_named_input
+
+TYPE_CHECKING = False
 
 if TYPE_CHECKING:
     from pvgrub_py.bootloader.guest import Sink

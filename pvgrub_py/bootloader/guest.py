@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from typing import Protocol
 
 from pvgrub_py.bootcfg.dialect import Dialect
 from pvgrub_py.bootcfg.entry import BootMenu
@@ -45,33 +44,29 @@ from pvgrub_py.disk.volumes import Disk
 from pvgrub_py.errors import InputError
 from pvgrub_py.inputs import describe_open_error, open_named_input
 
+TYPE_CHECKING = False
+
+if TYPE_CHECKING:
+    from pvgrub_py.bootloader.guest_session import GuestSession as GuestSession
+else:
+
+    def __getattr__(name: str) -> object:
+        """`GuestSession` on first use (PEP 562): a `typing.Protocol`, it would
+        make every boot import `typing` (~1.7 ms) for an annotation."""
+        if name == "GuestSession":
+            from pvgrub_py.bootloader.guest_session import GuestSession
+
+            globals()[name] = GuestSession  # later lookups skip __getattr__
+            return GuestSession
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 Sink = Callable[[bytes], object]
 
 #: What the interactive menu returns: (entry index, edited cmdline or None).
 Pick = tuple[int, str | None]
 #: Shows the menu of a plan (whose kernel is None) and returns the pick.
 Interact = Callable[[BootPlan], Pick]
-
-
-class GuestSession(Protocol):
-    @property
-    def plan(self) -> BootPlan: ...
-
-    def stream(self, index: int, sink: Sink, cap: int) -> int:
-        """Feed file *index* of ``plan.files`` to *sink*; return its length.
-
-        Files must be asked for in order.  *cap* is the most bytes the host
-        side accepts for it.
-        """
-        ...
-
-    def finish(self) -> None:
-        """Everything was streamed: check the guest side ended cleanly."""
-        ...
-
-    def close(self) -> None:
-        """Release the disk (or kill and reap the child); idempotent."""
-        ...
 
 
 def role_of(index: int) -> str:

@@ -15,16 +15,19 @@ from __future__ import annotations
 
 import getopt
 import re
-from typing import TYPE_CHECKING, Literal
 
 from pvgrub_py.bootcfg.dialect import Dialect
 from pvgrub_py.errors import UsageError
 from pvgrub_py.record import field, record
 
+TYPE_CHECKING = False
+
 if TYPE_CHECKING:
+    from typing import Literal
+
     from pvgrub_py.measure.policy import MeasurePolicy
 
-OutputFormat = Literal["sxp", "simple", "simple0"]
+    OutputFormat = Literal["sxp", "simple", "simple0"]
 
 #: pygrub's default when no --output-directory is given.
 DEFAULT_OUTPUT_DIRECTORY = "/var/run/xen/pvgrub-py/"

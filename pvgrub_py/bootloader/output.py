@@ -12,8 +12,12 @@ XSA-198 class of bug, so such a value is refused outright.
 
 from __future__ import annotations
 
-from pvgrub_py.bootloader.options import OutputFormat
 from pvgrub_py.errors import InputError
+
+TYPE_CHECKING = False
+
+if TYPE_CHECKING:
+    from pvgrub_py.bootloader.options import OutputFormat
 
 
 def _records(kernel: str, ramdisk: str | None, args: str | None) -> list[tuple[str, str]]:

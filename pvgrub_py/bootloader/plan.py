@@ -16,9 +16,13 @@ parent uses it (the XSA-443 threat model: the guest may own the parser).
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
-
 from pvgrub_py.errors import InputError
+from pvgrub_py.named_tuple import NamedTuple
+
+TYPE_CHECKING = False
+
+if TYPE_CHECKING:
+    from typing import Any
 
 #: Menu items a plan may carry (bootcfg's own cap is 1024 entries).
 MAX_MENU_ITEMS = 4096

@@ -33,7 +33,6 @@ import errno
 import os
 import stat
 import sys
-from typing import TYPE_CHECKING, BinaryIO
 
 from pvgrub_py.bootloader.debug import debug
 from pvgrub_py.bootloader.options import BootloaderOptions
@@ -41,7 +40,11 @@ from pvgrub_py.bootloader.plan import BootPlan
 from pvgrub_py.errors import InputError
 from pvgrub_py.inputs import describe_open_error, file_kind
 
+TYPE_CHECKING = False
+
 if TYPE_CHECKING:
+    from typing import BinaryIO
+
     from pvgrub_py.bootloader.guest import GuestSession
     from pvgrub_py.bootloader.outdir import OutputDirectory
     from pvgrub_py.disk.extract import Limits

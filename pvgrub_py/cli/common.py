@@ -9,14 +9,17 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
 
 from pvgrub_py.errors import InputError
 from pvgrub_py.inputs import MAX_BOOT_FILE, describe_open_error, format_size, open_input
 from pvgrub_py.program import run
 from pvgrub_py.warning import LOGGER, on_first_warning
 
+TYPE_CHECKING = False
+
 if TYPE_CHECKING:
+    from typing import Any
+
     from pvgrub_py.usage import ArgumentParser
 
 def __getattr__(name: str) -> Any:

@@ -10,9 +10,10 @@ imports this module on every run, measured or not (bench/bench_bootloader.py).
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
 
 from pvgrub_py.errors import PvgrubError
+
+TYPE_CHECKING = False
 
 if TYPE_CHECKING:
     from pvgrub_py.tpm.transport import TpmTransport

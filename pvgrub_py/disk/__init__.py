@@ -32,9 +32,9 @@ Every failure caused by the disk is an `pvgrub_py.errors.InputError` whose
 source names the disk, the volume and the file.
 """
 
-from typing import TYPE_CHECKING
-
 from pvgrub_py._lazy import lazy_exports
+
+TYPE_CHECKING = False
 
 if TYPE_CHECKING:
     from pvgrub_py.disk.bounded import BoundedFile, ByteSource, FdSource, ReadStats

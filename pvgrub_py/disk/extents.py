@@ -32,9 +32,11 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, NamedTuple
 
 from pvgrub_py.disk.errors import disk_error
+from pvgrub_py.named_tuple import NamedTuple
+
+TYPE_CHECKING = False
 
 if TYPE_CHECKING:
     from pvgrub_py.disk.filesystems import FileStream

@@ -20,11 +20,11 @@ and held to three rules:
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import NamedTuple
 
 from pvgrub_py.disk.errors import disk_error
 from pvgrub_py.disk.filesystems import FileStream, Filesystem
 from pvgrub_py.inputs import MAX_BOOT_FILE, format_size
+from pvgrub_py.named_tuple import NamedTuple
 
 MIB = 1 << 20
 CHUNK_SIZE = MIB

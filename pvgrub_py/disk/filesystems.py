@@ -31,12 +31,21 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import partial
-from typing import Any, NamedTuple, TypeVar
 
 from pvgrub_py.disk.bounded import BoundedFile
 from pvgrub_py.disk.budget import Budget, cpu_deadline
 from pvgrub_py.disk.errors import disk_error, reader_boundary
-from pvgrub_py.disk.readers.base import FileKind, Node, ReaderAdapter
+from pvgrub_py.disk.readers.base import FileKind, ReaderAdapter
+from pvgrub_py.named_tuple import NamedTuple
+
+TYPE_CHECKING = False
+
+if TYPE_CHECKING:
+    from typing import Any, TypeVar
+
+    from pvgrub_py.disk.readers.base import Node
+
+    T = TypeVar("T")
 
 #: Symlinks followed in one lookup (Linux MAXSYMLINKS / ELOOP).
 MAX_SYMLINK_HOPS = 40
@@ -44,8 +53,6 @@ MAX_SYMLINK_HOPS = 40
 MAX_DIR_ENTRIES = 100_000
 #: Components in one path, after symlink expansion.
 MAX_PATH_COMPONENTS = 4096
-
-T = TypeVar("T")
 
 
 # Records on the bootloader's path are NamedTuples, not frozen dataclasses:

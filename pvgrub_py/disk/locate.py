@@ -23,13 +23,12 @@ filesystem holds ``/vmlinuz`` where the root filesystem view says
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 from pvgrub_py.disk.budget import BudgetExceeded
 from pvgrub_py.disk.errors import disk_error
 from pvgrub_py.disk.filesystems import Filesystem
 from pvgrub_py.disk.volumes import Disk, Volume
 from pvgrub_py.errors import InputError
+from pvgrub_py.named_tuple import NamedTuple
 
 
 # Records on the bootloader's path are NamedTuples, not frozen dataclasses:

@@ -31,10 +31,10 @@ from __future__ import annotations
 import struct
 import zlib
 from collections.abc import Callable
-from typing import NamedTuple
 
 from pvgrub_py.disk.errors import disk_error
 from pvgrub_py.disk.guid import mixed_endian_guid_text
+from pvgrub_py.named_tuple import NamedTuple
 
 ReadAt = Callable[[int, int], bytes]
 

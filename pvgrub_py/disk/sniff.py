@@ -30,9 +30,9 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable
-from typing import NamedTuple
 
 from pvgrub_py.disk.guid import guid_text
+from pvgrub_py.named_tuple import NamedTuple
 
 ReadAt = Callable[[int, int], bytes]
 

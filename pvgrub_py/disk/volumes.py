@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import os
 
-from pvgrub_py.disk.bounded import BoundedFile, ByteSource, FdSource, ReadStats
+from pvgrub_py.disk.bounded import BoundedFile, FdSource, ReadStats
 from pvgrub_py.disk.budget import Budget
 from pvgrub_py.disk.errors import disk_error, reader_boundary
 from pvgrub_py.disk.filesystems import Filesystem, open_filesystem
@@ -42,6 +42,11 @@ from pvgrub_py.disk.partitions import (
 )
 from pvgrub_py.disk.sniff import Sniffed, sniff
 from pvgrub_py.record import field, record
+
+TYPE_CHECKING = False
+
+if TYPE_CHECKING:
+    from pvgrub_py.disk.bounded import ByteSource
 
 
 @record

@@ -15,9 +15,14 @@ from __future__ import annotations
 import enum
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
-from typing import Any, BinaryIO
 
-Node = Any
+TYPE_CHECKING = False
+
+if TYPE_CHECKING:
+    from typing import Any, BinaryIO
+
+    #: A reader's node (for the type checker only: nothing uses it at run time).
+    Node = Any
 
 #: Largest directory (in bytes of directory data) an adapter will list.
 #: A /boot with thousands of kernels is still far below this; a corrupt

@@ -26,15 +26,18 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterator
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from dissect.btrfs import Btrfs  # type: ignore[import-untyped]
 from dissect.btrfs.stream import ExtentStream  # type: ignore[import-untyped]
 from dissect.util.hash import crc32c  # type: ignore[import-untyped]
 
 from pvgrub_py.disk.bounded import BoundedFile
-from pvgrub_py.disk.readers.base import FileKind, Node, kind_from_mode
+from pvgrub_py.disk.readers.base import FileKind, kind_from_mode
 from pvgrub_py.disk.readers.dissect_base import DissectAdapter, without_dots
+
+if TYPE_CHECKING:
+    from pvgrub_py.disk.readers.base import Node
 
 HEADER_SIZE = 0x65
 ITEM_SIZE = 25  # struct btrfs_item: key (17) + offset (4) + size (4)

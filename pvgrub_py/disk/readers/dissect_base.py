@@ -9,9 +9,12 @@ target is read only up to `MAX_LINK_BYTES`.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
-from pvgrub_py.disk.readers.base import MAX_DIR_BYTES, MAX_LINK_BYTES, Node, ReaderAdapter
+from pvgrub_py.disk.readers.base import MAX_DIR_BYTES, MAX_LINK_BYTES, ReaderAdapter
+
+if TYPE_CHECKING:
+    from pvgrub_py.disk.readers.base import Node
 
 
 def check_dir_size(node: Node) -> None:

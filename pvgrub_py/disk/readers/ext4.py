@@ -44,7 +44,6 @@ from __future__ import annotations
 import io
 import struct
 from collections.abc import Generator, Iterator
-from typing import BinaryIO
 
 from pvgrub_py.disk.bounded import BoundedFile
 from pvgrub_py.disk.guid import guid_text
@@ -52,7 +51,6 @@ from pvgrub_py.disk.readers.base import (
     MAX_DIR_BYTES,
     MAX_LINK_BYTES,
     FileKind,
-    Node,
     ReaderAdapter,
     UnsupportedFeature,
     kind_from_mode,
@@ -66,6 +64,13 @@ from pvgrub_py.disk.readers.ext4_runs import (
     byte_runs,
     extent_runs,
 )
+
+TYPE_CHECKING = False
+
+if TYPE_CHECKING:
+    from typing import BinaryIO
+
+    from pvgrub_py.disk.readers.base import Node
 
 SUPERBLOCK_AT = 1024
 MAGIC = 0xEF53

@@ -15,12 +15,15 @@ and GRUB's ``search --fs-uuid`` spell it.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from dissect.fat import FATFS  # type: ignore[import-untyped]
 
 from pvgrub_py.disk.bounded import BoundedFile
-from pvgrub_py.disk.readers.base import FileKind, Node, ReaderAdapter
+from pvgrub_py.disk.readers.base import FileKind, ReaderAdapter
+
+if TYPE_CHECKING:
+    from pvgrub_py.disk.readers.base import Node
 
 
 class ClusterChainLoop(ValueError):

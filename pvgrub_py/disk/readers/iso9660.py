@@ -27,7 +27,7 @@ ISO 9660 identifiers with the ``;1`` version and a trailing dot removed
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import pycdlib
 from pycdlib.pycdlibexception import PyCdlibException
@@ -36,12 +36,14 @@ from pvgrub_py.disk.bounded import BoundedFile
 from pvgrub_py.disk.readers.base import (
     MAX_LINK_BYTES,
     FileKind,
-    Node,
     ReaderAdapter,
     UnsupportedFeature,
     kind_from_mode,
 )
 from pvgrub_py.disk.sniff import ISO_PVD, iso_uuid
+
+if TYPE_CHECKING:
+    from pvgrub_py.disk.readers.base import Node
 
 #: ISO 9660 file flag "multi-extent" (ECMA-119, 9.1.6 bit 7).
 _MULTI_EXTENT = 0x80

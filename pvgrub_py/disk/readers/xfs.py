@@ -8,13 +8,16 @@ walks ``di_size / blocksize`` blocks of a block-format directory.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dissect.xfs import XFS  # type: ignore[import-untyped]
 
 from pvgrub_py.disk.bounded import BoundedFile
-from pvgrub_py.disk.readers.base import FileKind, Node, kind_from_mode
+from pvgrub_py.disk.readers.base import FileKind, kind_from_mode
 from pvgrub_py.disk.readers.dissect_base import DissectAdapter, check_link_size
+
+if TYPE_CHECKING:
+    from pvgrub_py.disk.readers.base import Node
 
 
 class XfsAdapter(DissectAdapter):
