@@ -91,3 +91,23 @@ def test_the_guest_side_plans_a_gpt_ext4_boot_without_typing(
                    "disk.extract", "bootloader.plan", "record"):  # fmt: skip
         assert f"pvgrub_py.{module}" in doc["ours"]
     assert doc["typing"] is False
+
+
+#: What the parser child runs before its sandbox (`preload.prepare`, with
+#: its own modules and the sandbox's), without site (-S), as in
+#: test_bootloader_preload.py.
+AT_PREPARE = r"""
+import json, sys
+sys.path[:0] = sys.argv[1:]
+from pvgrub_py.bootloader import preload, sandbox
+finder = preload.prepare(bundle=False)
+print(json.dumps({"typing": "typing" in sys.modules, "read": "typing" in finder.entries}))
+"""
+
+
+def test_the_child_prepares_its_sandbox_without_typing() -> None:
+    """...and reads it for the readers that import it (Dissect's among them)."""
+    paths = [p for p in sys.path if p and os.path.isdir(p)]
+    r = subprocess.run([sys.executable, "-S", "-c", AT_PREPARE, *paths], capture_output=True,
+                       text=True, timeout=120, check=True)  # fmt: skip
+    assert json.loads(r.stdout.splitlines()[-1]) == {"typing": False, "read": True}
