@@ -194,8 +194,12 @@ def _run(opts: BootloaderOptions, out_fd: int, connect: Connect, limits: Limits 
 
             early = open_vtpm(opts.measure_policy(), connect, warn=early_warnings.append,
                               debug=debug)  # fmt: skip
-            _import_host_side(early.client is not None and bool(opts.event_log),
-                              early.client is not None and early.tpm2 and opts.event_log_nv)
+            nv = early.client is not None and early.tpm2 and opts.event_log_nv
+            _import_host_side(early.client is not None and bool(opts.event_log), nv)
+            if nv:
+                from pvgrub_py.measure.vtpm import clear_nv_range
+
+                clear_nv_range(early, debug)
         try:
             booted = _boot(opts, session, early, early_warnings, out_fd, connect, limits,
                            warnings)  # fmt: skip

@@ -233,11 +233,28 @@ class NvDelivery:
             raise NvEventLogError(f"cannot disable the platform hierarchy: {e}") from None
 
 
-def prepare_store(tpm: TpmClient, log_size: int) -> NvDelivery:
-    """Clear pvgrub-py's NV range and define the indices a log of *log_size*
-    bytes needs: everything that can fail for want of room or authority."""
-    if log_size <= 0:
-        raise ValueError("an event log holds at least its header event")
+@record(frozen=True)
+class NvRange:
+    """pvgrub-py's NV range on a TPM, cleared, with the TPM's limits: what
+    `clear_range` found before the log's size is known."""
+
+    #: The bytes a data index holds (the TPM's TPM_PT_NV_INDEX_MAX, at most 64 KiB).
+    chunk: int
+    #: The bytes an NV_Write or NV_Read moves at once.
+    buffer_max: int
+
+
+def clear_range(tpm: TpmClient) -> NvRange:
+    """The half of `prepare_store` that needs no log: check the platform
+    hierarchy and its NV are enabled, read the TPM's limits, and remove
+    whatever is defined in pvgrub-py's range.  The bootloader runs it while
+    its parser child still parses (`measure.vtpm.clear_nv_range`)."""
+    limits = _limits(tpm)
+    _clear(tpm)
+    return limits
+
+
+def _limits(tpm: TpmClient) -> NvRange:
     if tpm.version != "2.0":
         raise NvEventLogError(f"a TPM {tpm.version} has no NV channel for the event log")
     startup = _property(tpm, nv.TPM_PT_STARTUP_CLEAR, "TPM_PT_STARTUP_CLEAR")
@@ -256,14 +273,23 @@ def prepare_store(tpm: TpmClient, log_size: int) -> NvDelivery:
             f"the TPM's NV indices hold {index_max} bytes and it writes {buffer_max} at "
             f"once: too small for the {HEADER_SIZE}-byte header"
         )
-    count = -(-log_size // chunk)
+    return NvRange(chunk, min(buffer_max, nv.MAX_U16))
+
+
+def _count(limits: NvRange, log_size: int) -> int:
+    """The data indices a log of *log_size* bytes needs, if it may have them."""
+    if log_size <= 0:
+        raise ValueError("an event log holds at least its header event")
+    count = -(-log_size // limits.chunk)
     if count > MAX_DATA_INDICES or log_size > MAX_NV_LOG_BYTES:
         raise NvEventLogError(
-            f"an event log of {log_size} bytes needs {count} NV indices of {chunk} bytes; "
-            f"at most {MAX_DATA_INDICES} are delivered (and {MAX_NV_LOG_BYTES} bytes)"
+            f"an event log of {log_size} bytes needs {count} NV indices of {limits.chunk} "
+            f"bytes; at most {MAX_DATA_INDICES} are delivered (and {MAX_NV_LOG_BYTES} bytes)"
         )
-    full, rest = divmod(log_size, chunk)
-    header = NvLogHeader(log_size, chunk, count, b"")
+    return count
+
+
+def _clear(tpm: TpmClient) -> None:
     for index in tpm.nv_handles(NV_LOG_HEADER, NV_LOG_LAST):
         try:
             tpm.nv_undefine_space(nv.TPM_RH_PLATFORM, index)
@@ -271,6 +297,15 @@ def prepare_store(tpm: TpmClient, log_size: int) -> NvDelivery:
             raise NvEventLogError(
                 f"{_where(index)} (pvgrub-py's range) cannot be removed: {e}"
             ) from None
+
+
+def define_store(tpm: TpmClient, cleared: NvRange, log_size: int) -> NvDelivery:
+    """The other half: define, in the range *cleared* (`clear_range`), the
+    indices a log of *log_size* bytes needs."""
+    chunk = cleared.chunk
+    count = _count(cleared, log_size)
+    full, rest = divmod(log_size, chunk)
+    header = NvLogHeader(log_size, chunk, count, b"")
     sizes = [HEADER_SIZE] + [chunk] * full + ([rest] if rest else [])
     for i, size in enumerate(sizes):
         public = nv.NvPublic(NV_LOG_HEADER + i, NAME_ALG_SHA256, ATTRIBUTES, b"", size)
@@ -278,7 +313,19 @@ def prepare_store(tpm: TpmClient, log_size: int) -> NvDelivery:
             tpm.nv_define_space(nv.TPM_RH_PLATFORM, public)
         except TpmReturnCode as e:
             raise NvEventLogError(f"cannot define {_where(public.index)}: {e}") from None
-    return NvDelivery(tpm, header, min(buffer_max, nv.MAX_U16))
+    return NvDelivery(tpm, header, cleared.buffer_max)
+
+
+def prepare_store(tpm: TpmClient, log_size: int) -> NvDelivery:
+    """Clear pvgrub-py's NV range and define the indices a log of *log_size*
+    bytes needs: everything that can fail for want of room or authority.
+    A log too large is refused before anything in the range is removed."""
+    if log_size <= 0:
+        raise ValueError("an event log holds at least its header event")
+    limits = _limits(tpm)
+    _count(limits, log_size)
+    _clear(tpm)
+    return define_store(tpm, limits, log_size)
 
 
 def deliver(delivery: NvDelivery, log: bytes, *, lock: bool = True) -> None:

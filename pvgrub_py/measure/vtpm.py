@@ -48,7 +48,7 @@ from pvgrub_py.warning import warn
 if TYPE_CHECKING:
     # The TPM stack is imported only when a --vtpm is given: an unmeasured
     # boot should not pay for it (bench/bench_bootloader.py).
-    from pvgrub_py.eventlog.nv_channel import NvDelivery
+    from pvgrub_py.eventlog.nv_channel import NvDelivery, NvRange
     from pvgrub_py.tpm.client import TpmClient
     from pvgrub_py.tpm.transport import TpmTransport
     from pvgrub_py.tpm.uri import VtpmAddress
@@ -73,6 +73,9 @@ class VtpmSession:
     tpm2: bool
     #: The policy's fail-closed mode: a failed event log delivery stops the boot.
     required: bool = False
+    #: The NV range `clear_nv_range` cleared ahead of `measure_into`, or why
+    #: it could not (reported by `measure_into`, as if it had failed there).
+    nv_range: NvRange | PvgrubError | None = None
 
     def close(self) -> None:
         if self.client is not None:
@@ -254,6 +257,27 @@ def _delivery_failed(session: VtpmSession, e: PvgrubError, warn: Callable[[str],
     warn(f"{what}; booting without it")
 
 
+def clear_nv_range(session: VtpmSession, debug: Callable[[str], None] = _quiet) -> None:
+    """The part of the event log's NV delivery that needs no log (the TPM's
+    limits, pvgrub-py's range cleared: ~0.7 ms of TPM commands), done now:
+    the bootloader calls it while its parser child is still parsing, off
+    the path from the last byte hashed to the boot.  Nothing is defined or
+    written, and no PCR moves; a failure is kept for `measure_into` to
+    report where it would have met it (`session.nv_range`)."""
+    if session.client is None or not session.tpm2:
+        return
+    from pvgrub_py.eventlog.nv_channel import clear_range
+
+    try:
+        session.nv_range = clear_range(session.client)
+    except PvgrubError as e:
+        session.nv_range = e
+        debug(f"event log NV range not cleared: {e}")
+    else:
+        debug("event log NV range cleared ahead of the extract (its indices are defined "
+              "after it)")  # fmt: skip
+
+
 def _prepare_delivery(
     session: VtpmSession, client: TpmClient, size: int,
     debug: Callable[[str], None], warn: Callable[[str], None],
@@ -262,10 +286,17 @@ def _prepare_delivery(
     if not session.tpm2:
         debug("TPM 1.2: no NV channel for the event log, the guest gets none")
         return None
-    from pvgrub_py.eventlog.nv_channel import prepare_store
+    from pvgrub_py.eventlog.nv_channel import define_store, prepare_store
 
+    cleared = session.nv_range
+    if isinstance(cleared, PvgrubError):
+        _delivery_failed(session, cleared, warn)
+        return None
     try:
-        delivery = prepare_store(client, size)
+        if cleared is None:
+            delivery = prepare_store(client, size)
+        else:
+            delivery = define_store(client, cleared, size)
     except PvgrubError as e:
         _delivery_failed(session, e, warn)
         return None
