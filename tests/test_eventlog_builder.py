@@ -14,6 +14,7 @@ import stat
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from as_nobody import as_nobody, shared_tmp
@@ -23,8 +24,11 @@ from pvgrub_py.eventlog.builder import log_for_measurements, write_atomic
 from pvgrub_py.eventlog.codec import parse, serialise
 from pvgrub_py.eventlog.records import EV_IPL, EV_NO_ACTION, SpecIdEvent
 from pvgrub_py.eventlog.replay import PcrValues, replay
-from pvgrub_py.measure.plan import Measurement, What
+from pvgrub_py.measure.plan import Measurement
 from pvgrub_py.tpm.algorithms import SHA1, SHA256, SHA384, SHA512, HashAlgorithm
+
+if TYPE_CHECKING:
+    from pvgrub_py.measure.plan import What
 
 ALL_BANKS = (SHA1, SHA256, SHA384, SHA512)
 
