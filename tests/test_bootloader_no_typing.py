@@ -139,8 +139,8 @@ def test_the_parent_of_a_measured_runas_boot_imports_neither_typing_nor_secrets(
     """After the fork the parent opens the vTPM and imports the extraction,
     hashing and event-log code while the child parses: its chain is the
     critical one, so none of it imports typing (~1.5 ms) or secrets (with
-    base64 and random: ~1.2 ms).  As the bench runs it: TPM 2.0, sha1 and
-    sha256, --require-vtpm, an event log file and the guest's copy in NV."""
+    base64 and random: ~1.2 ms).  As the bench runs it: TPM 2.0,
+    --require-vtpm, an event log file and the guest's copy in NV."""
     from pvgrub_py.tpm.launcher import SwtpmProcess
 
     log = tmp_path / "boot.log"
