@@ -2,8 +2,10 @@
 
 ``import typing`` costs ~1.7 ms (Debian's python 3.11), and each
 ``class X(typing.NamedTuple)`` ~0.1 ms, on every ``--runas`` boot: in the
-parent before it forks its parser child, and in the child before it sends
-its plan.  No stdlib module on that path imports it; our modules keep their
+parent before it forks its parser child, in the child before it sends
+its plan, and in the parent after the fork (its own side of a measured
+boot, imported while the child parses, which neither imports `secrets`).
+No stdlib module on that path imports it; our modules keep their
 annotation-only names under ``if TYPE_CHECKING:`` (``TYPE_CHECKING = False``)
 and build their records with `pvgrub_py.named_tuple.NamedTuple`.
 """
