@@ -15,16 +15,39 @@ may use it; it imports nothing of ours.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Generic, Literal, TypeVar
 
-#: ``bytes`` or ``memoryview``: what `ByteCursor.take` hands back is a slice of the input.
-B = TypeVar("B", bytes, memoryview)
+TYPE_CHECKING = False
+
+# `ByteCursor` is generic for the type checker only.  The parsers that
+# subclass it (``class _Reader(ByteCursor[bytes])``) run on a boot's critical
+# path, where ``import typing`` would cost ~1.5 ms for nothing: a type
+# parameter does nothing at run time.  So mypy sees ``Generic[B]`` and checks
+# every use, while at run time `_Generic` is a plain base whose
+# ``ByteCursor[bytes]`` is `ByteCursor` itself (and ``B`` a placeholder it
+# ignores).
+if TYPE_CHECKING:
+    from typing import Generic as _Generic
+    from typing import Literal, TypeVar
+
+    #: ``bytes`` or ``memoryview``: what `ByteCursor.take` hands back is a slice of the input.
+    B = TypeVar("B", bytes, memoryview)
+else:
+
+    class _Generic:
+        """``Generic`` at run time: subscripting a subclass gives the subclass."""
+
+        __slots__ = ()
+
+        def __class_getitem__(cls, params: object) -> type:
+            return cls
+
+    B = None
 
 #: Builds the error for a short read: (field, offset of the read, bytes wanted, bytes left).
 ShortRead = Callable[[str, int, int, int], Exception]
 
 
-class ByteCursor(Generic[B]):
+class ByteCursor(_Generic[B]):
     """``data`` read from ``pos`` on; a read past the end raises ``short(...)``."""
 
     __slots__ = ("_on_short", "_order", "data", "pos")

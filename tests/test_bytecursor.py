@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -56,3 +59,26 @@ def test_never_reads_past_the_end(data: bytes, sizes: list[int]) -> None:
         else:
             assert chunk == data[before : before + n] and len(chunk) == n
             assert r.pos == before + n <= len(data)
+
+
+class _Big(ByteCursor[bytes]):
+    """A parser's cursor, as tpm2/codec/lzo subclass it."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, data: bytes, name: str) -> None:
+        super().__init__(data, "big", short)
+        self.name = name
+
+
+def test_the_type_parameter_is_for_the_type_checker_only() -> None:
+    """At run time ``ByteCursor[bytes]`` is `ByteCursor`: a subclass is a plain
+    slotted class, and importing the cursor does not import `typing`."""
+    assert ByteCursor[bytes] is ByteCursor and _Big[bytes] is _Big
+    r = _Big(b"\x00\x01", "packet")
+    assert isinstance(r, ByteCursor) and r.u16("n") == 1 and r.name == "packet"
+    assert not hasattr(r, "__dict__")
+    code = "import sys, pvgrub_py.bytecursor; print('typing' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout  # fmt: skip
+    assert out.strip() == "False"

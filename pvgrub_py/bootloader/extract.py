@@ -18,7 +18,6 @@ from __future__ import annotations
 import os
 import stat
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, BinaryIO
 
 from pvgrub_py.bootloader.hashing import Fanout
 from pvgrub_py.bootloader.transfer import BufferRing, copy_through
@@ -27,7 +26,11 @@ from pvgrub_py.measure.kernel import KernelMeasurer
 from pvgrub_py.measure.plan import INITRD_PCR, KERNEL_PCR, Measurement
 from pvgrub_py.tpm.algorithms import HashAlgorithm
 
+TYPE_CHECKING = False
+
 if TYPE_CHECKING:
+    from typing import Any, BinaryIO
+
     # Names only: the bootloader's parent, whose guest side is a sandboxed
     # child, never imports the disk layer's readers (~8 ms of every boot).
     from pvgrub_py.bootloader.guest import GuestSession, Sink
@@ -35,9 +38,11 @@ if TYPE_CHECKING:
     from pvgrub_py.disk.extract import Limits
     from pvgrub_py.disk.locate import BootFile
 
+    #: Where a file goes: a descriptor, a file, or nowhere (``--not-really``).
+    Output = int | BinaryIO | None
+
 #: Feeds one file to a sink under a byte cap; returns its length.
 Stream = Callable[[Callable[[bytes], object], int], int]
-Output = int | BinaryIO | None
 
 
 class WriteSink:

@@ -16,10 +16,14 @@ from __future__ import annotations
 import contextlib
 import os
 from types import TracebackType
-from typing import BinaryIO
 
 from pvgrub_py.errors import InputError
 from pvgrub_py.inputs import describe_open_error
+
+TYPE_CHECKING = False
+
+if TYPE_CHECKING:
+    from typing import BinaryIO
 
 
 class OutputDirectory:

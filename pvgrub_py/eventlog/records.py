@@ -17,12 +17,16 @@ there does not know, but that a SpecID event declares with its size, is keyed
 from __future__ import annotations
 
 import re
-from typing import Literal
 
 from pvgrub_py.record import field, record
 from pvgrub_py.tpm.algorithms import BY_ID, BY_NAME
 
-LogFormat = Literal["sha1", "crypto-agile"]
+TYPE_CHECKING = False
+
+if TYPE_CHECKING:
+    from typing import Literal
+
+    LogFormat = Literal["sha1", "crypto-agile"]
 
 #: PFP 1.04 §9.4.1, Table 9 "Events": the pre-UEFI (BIOS) event types.
 EV_PREBOOT_CERT = 0x00000000

@@ -9,7 +9,6 @@ function from a guest disk; ``pvgrubctl predict`` feeds it from files.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import BinaryIO
 
 from pvgrub_py.errors import InputError, UsageError
 from pvgrub_py.measure.digest import hash_bytes, hash_chunks
@@ -17,6 +16,11 @@ from pvgrub_py.measure.kernel import KernelMeasurer
 from pvgrub_py.measure.plan import CMDLINE_PCR, INITRD_PCR, KERNEL_PCR, Measurement
 from pvgrub_py.measure.sources import open_regular, read_chunks
 from pvgrub_py.tpm.algorithms import HashAlgorithm
+
+TYPE_CHECKING = False
+
+if TYPE_CHECKING:
+    from typing import BinaryIO
 
 
 def cmdline_bytes(cmdline: str) -> bytes:

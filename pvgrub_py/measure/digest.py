@@ -7,9 +7,13 @@ ever held in memory beyond one chunk, so a 1 GiB initrd costs a 1 MiB buffer.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any
 
 from pvgrub_py.tpm.algorithms import HashAlgorithm
+
+TYPE_CHECKING = False
+
+if TYPE_CHECKING:
+    from typing import Any
 
 #: Read size.  1 MiB is the size pygrub copies in (FS_READ_MAX) and large
 #: enough that hashlib releases the GIL and per-call overhead vanishes.

@@ -15,15 +15,19 @@ measured.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Literal
 
 from pvgrub_py.record import field, record
+
+TYPE_CHECKING = False
+
+if TYPE_CHECKING:
+    from typing import Literal
+
+    What = Literal["kernel", "cmdline", "initrd"]
 
 KERNEL_PCR = 4
 CMDLINE_PCR = 5
 INITRD_PCR = 5
-
-What = Literal["kernel", "cmdline", "initrd"]
 
 #: TCG PC Client EV_IPL (0x0000000D): "events related to the IPL", the type
 #: GRUB 2 and systemd-boot also use for kernel, initrd and command line.

@@ -13,11 +13,15 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import BinaryIO
 
 from pvgrub_py.errors import InputError
 from pvgrub_py.inputs import MAX_BOOT_FILE, open_input_fd
 from pvgrub_py.measure.digest import CHUNK_SIZE
+
+TYPE_CHECKING = False
+
+if TYPE_CHECKING:
+    from typing import BinaryIO
 
 
 @contextmanager

@@ -36,7 +36,6 @@ cli/ and passed in as a `Connect`.  Warnings go through `pvgrub_py.warning`.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
 
 from pvgrub_py.errors import PvgrubError
 from pvgrub_py.measure.plan import Measurement
@@ -44,6 +43,8 @@ from pvgrub_py.measure.policy import MeasurePolicy, vtpm_label_matches
 from pvgrub_py.record import record
 from pvgrub_py.tpm.algorithms import DEFAULT_BANKS, SHA1, HashAlgorithm
 from pvgrub_py.warning import warn
+
+TYPE_CHECKING = False
 
 if TYPE_CHECKING:
     # The TPM stack is imported only when a --vtpm is given: an unmeasured

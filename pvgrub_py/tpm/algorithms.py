@@ -7,10 +7,14 @@ log and TPM2_PCR_Extend name each bank by its TPM_ALG_ID.
 from __future__ import annotations
 
 import hashlib
-from typing import Any
 
 from pvgrub_py.errors import UsageError
 from pvgrub_py.record import record
+
+TYPE_CHECKING = False
+
+if TYPE_CHECKING:
+    from typing import Any
 
 
 @record(frozen=True)

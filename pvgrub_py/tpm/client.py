@@ -10,15 +10,20 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Literal
 
 from pvgrub_py.errors import UsageError
 from pvgrub_py.tpm import tpm2, tpm2_nv
 from pvgrub_py.tpm.algorithms import BY_NAME, SHA1, HashAlgorithm
 from pvgrub_py.tpm.errors import TpmProtocolError, TpmReturnCode
-from pvgrub_py.tpm.transport import TpmTransport
 
-TpmVersion = Literal["1.2", "2.0"]
+TYPE_CHECKING = False
+
+if TYPE_CHECKING:
+    from typing import Literal
+
+    from pvgrub_py.tpm.transport import TpmTransport
+
+    TpmVersion = Literal["1.2", "2.0"]
 
 #: TPM 1.2 TPM_INVALID_POSTINIT and TPM 2.0 TPM_RC_INITIALIZE: what a second
 #: TPM_Startup returns.  For `ensure_started` they mean "already started".

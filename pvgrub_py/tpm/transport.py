@@ -4,37 +4,43 @@ A transport moves one command and one response at a time: TPMs (and swtpm
 in particular, which merges pipelined commands on its socket) must never be
 sent a command before the previous response has fully arrived.  Every
 transport therefore exposes a single blocking ``transmit``.
+
+The protocols (`TpmTransport`, `PeerLabelled`) live in
+`pvgrub_py.tpm.tpm_transport` and are exported from here on first use.
 """
 
 from __future__ import annotations
 
 import struct
 from collections.abc import Callable
-from typing import Protocol, runtime_checkable
 
 from pvgrub_py.tpm.errors import TpmProtocolError, TpmTransportError
 from pvgrub_py.tpm.header import HEADER_SIZE
+
+TYPE_CHECKING = False
+
+if TYPE_CHECKING:
+    from pvgrub_py.tpm.tpm_transport import PeerLabelled as PeerLabelled
+    from pvgrub_py.tpm.tpm_transport import TpmTransport as TpmTransport
+else:
+
+    def __getattr__(name: str) -> object:
+        """`TpmTransport` and `PeerLabelled` on first use (PEP 562): they are
+        `typing.Protocol` classes, and a boot would import `typing` (~1.5 ms)
+        for annotations."""
+        if name in ("TpmTransport", "PeerLabelled"):
+            from pvgrub_py.tpm import tpm_transport
+
+            value = getattr(tpm_transport, name)
+            globals()[name] = value  # later lookups skip __getattr__
+            return value
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 #: Responses larger than this are refused before reading them: no command we
 #: send has an answer near it (TPM 2.0's TPM_MAX_COMMAND_SIZE is 4096 on
 #: swtpm), and a hostile peer must not make us allocate.
 MAX_RESPONSE_SIZE = 64 * 1024
-
-
-class TpmTransport(Protocol):
-    """One command in, one response out, serialised."""
-
-    def transmit(self, command: bytes) -> bytes: ...
-
-    def close(self) -> None: ...
-
-
-@runtime_checkable
-class PeerLabelled(Protocol):
-    """A transport whose far end has an XSM label: a tpmif frontend (``xen:``),
-    whose backend is the peer of its event channel.  A swtpm socket has none."""
-
-    def peer_label(self) -> str: ...
 
 
 def response_size(header: bytes) -> int:

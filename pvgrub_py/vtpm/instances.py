@@ -75,12 +75,17 @@ from dataclasses import dataclass
 from pvgrub_py.daemon_process import poll_until_ready
 from pvgrub_py.errors import PvgrubError
 from pvgrub_py.inputs import describe_open_error
-from pvgrub_py.tpm.client import TpmClient, TpmVersion
+from pvgrub_py.tpm.client import TpmClient
 from pvgrub_py.tpm.errors import TpmTransportError
 from pvgrub_py.tpm.socket_address import SocketAddress
 from pvgrub_py.tpm.swtpm import CMD_GET_TPMESTABLISHED, SwtpmControl, SwtpmTransport
 from pvgrub_py.vtpm import manufacture
 from pvgrub_py.vtpm.backend import ConnectRefused, FrontendLink
+
+TYPE_CHECKING = False
+
+if TYPE_CHECKING:
+    from pvgrub_py.tpm.client import TpmVersion
 
 log = logging.getLogger(__name__)
 

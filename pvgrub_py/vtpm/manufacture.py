@@ -39,9 +39,14 @@ from typing import Any
 from pvgrub_py.daemon_process import poll_until_ready, stop_process
 from pvgrub_py.errors import PvgrubError, UsageError
 from pvgrub_py.inputs import describe_open_error
-from pvgrub_py.tpm.client import TpmClient, TpmVersion
+from pvgrub_py.tpm.client import TpmClient
 from pvgrub_py.tpm.socket_address import SocketAddress
 from pvgrub_py.tpm.swtpm import SwtpmTransport
+
+TYPE_CHECKING = False
+
+if TYPE_CHECKING:
+    from pvgrub_py.tpm.client import TpmVersion
 
 SWTPM = "swtpm"
 SWTPM_SETUP = "swtpm_setup"
