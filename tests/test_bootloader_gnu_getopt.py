@@ -82,7 +82,7 @@ def _short_arg(draw: st.DrawFn) -> str:
 _ARG = st.one_of(
     _long_arg(),
     _short_arg(),
-    st.sampled_from(["-", "--", "", "disk.img", "a", "---", "--=", "+q"]),
+    st.sampled_from(["-", "--", "", "disk.img", "a", "---", "--=", "+q", "--args=", "--output-d="]),
     _VALUES,
     st.text(max_size=5),
 )
@@ -127,9 +127,17 @@ def test_same_as_getopt_on_pvgrub_tables_long(
 # --- any tables: duplicates, "name=" next to "name", odd entries ("", "=", "a=b", "a==") ---
 
 _TABLE_ENTRIES = st.sampled_from(["a", "a=", "ab", "ab=", "abc", "b=", "b", "=", "", "a=b", "a=="])
-_LONGOPTS = st.one_of(st.lists(_TABLE_ENTRIES, max_size=5), _TABLE_ENTRIES)  # a str is one entry
-_ANY_SHORTOPTS = st.lists(st.sampled_from(["+", "a", "b", "o:", "a:", ":", "-", "="]),
-                          max_size=4).map("".join)  # fmt: skip
+#: Few names, so that tables often hold both "a" and "a=", or one entry twice.
+_CLOSE_ENTRIES = st.sampled_from(["a", "a=", "ab", "abc", "abc="])
+_LONGOPTS = st.one_of(
+    st.lists(_CLOSE_ENTRIES, max_size=5),
+    st.lists(_CLOSE_ENTRIES, min_size=1, max_size=2).map(lambda t: t + t),  # duplicates
+    st.lists(_TABLE_ENTRIES, max_size=5),
+    _TABLE_ENTRIES,  # a str is one entry
+)
+#: Pieces of shortopts; a letter twice ("aa:") is read at its first place.
+_SHORT_PIECES = st.sampled_from(["+", "++", "a", "b", "o:", "a:", ":", "-", "=", "aa:", "a:a"])
+_ANY_SHORTOPTS = st.lists(_SHORT_PIECES, max_size=4).map("".join)
 
 
 @st.composite
@@ -138,27 +146,28 @@ def _any_case(draw: st.DrawFn) -> tuple[list[str], str, list[str] | str]:
     shortopts = draw(_ANY_SHORTOPTS)
     longopts = draw(_LONGOPTS)
     entries = [longopts] if isinstance(longopts, str) else longopts
-    # an entry, often cut short
-    names = st.sampled_from([*entries, "x"]).flatmap(
-        lambda e: st.integers(0, len(e)).map(lambda cut: e[:cut])
-    )
-    long_word = st.tuples(names, st.sampled_from(["", "=", "=v", "==", "=-a"])).map(
-        lambda nv: "--" + nv[0].rstrip("=") + nv[1] if nv[1] else "--" + nv[0]
-    )
-    letters = shortopts.replace(":", "") or "a"
+    whole = st.sampled_from([*entries, "x"])
+    cut = whole.flatmap(lambda e: st.integers(0, len(e)).map(lambda at: e[:at]))
+    typed = st.one_of(whole.map(lambda e: e.rstrip("=")), cut).map(lambda name: "--" + name)
+    value = st.sampled_from(["", "", "=", "=v", "==", "=-a"])
+    long_word = st.tuples(typed, value).map("".join)
+    letters = shortopts.removeprefix("+").replace(":", "") or "a"
     short_word = st.one_of(  # mostly letters of the table
         st.text(letters, min_size=1, max_size=3),
         st.text(letters, min_size=1, max_size=3),
         st.text(letters + "x:v-", min_size=1, max_size=3),
-    )
+    ).map(lambda letters: "-" + letters)
     word = st.one_of(
         long_word,
         long_word,
-        short_word.map(lambda letters: "-" + letters),
-        st.text("-ab=o", max_size=4),
-        st.sampled_from(["-", "--", "", "disk"]),
+        long_word,
+        short_word,
+        st.sampled_from(["-", "--", "", "disk", "-=", "---a"]),
     )
-    return draw(st.lists(word, max_size=6)), shortopts, longopts
+    argv = draw(st.lists(word, max_size=4))
+    # Often a last option with no value after it, for the ones that need one.
+    last = draw(st.one_of(st.none(), typed, short_word))
+    return [*argv, last] if last is not None else argv, shortopts, longopts
 
 
 def _any_tables(case: tuple[list[str], str, list[str] | str], env: str | None) -> None:
@@ -167,7 +176,7 @@ def _any_tables(case: tuple[list[str], str, list[str] | str], env: str | None) -
         _same(argv, shortopts, longopts)
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(_any_case(), _POSIXLY_CORRECT)
 def test_same_as_getopt_on_any_tables(
     case: tuple[list[str], str, list[str] | str], env: str | None
