@@ -2,10 +2,10 @@
 
 Why it exists: pvgrub-py parses its command line exactly as pygrub does, with
 ``getopt.gnu_getopt``, but ``import getopt`` also imports ``gettext`` (for
-its messages), which compiles a regular expression and builds classes:
-~0.55 ms of every boot, before the sandboxed parser child is forked, where
-every module is on the critical path (issue 16).  This module imports only
-``os``.
+its messages), which compiles a regular expression and builds classes.
+That is on every boot's critical path, before the sandboxed parser child is
+forked (issue 16): ``import getopt`` took 0.74 ms, this module 0.10 ms
+(Debian's Python 3.11, from .pyc).  It imports only ``os``.
 
 What it mirrors (written from the documented behaviour of ``getopt`` and by
 probing the real function, whose results, order of results, errors and
