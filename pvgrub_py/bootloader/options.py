@@ -13,10 +13,10 @@ options arrive the same way, normally through xl's ``bootloader_args``.
 
 from __future__ import annotations
 
-import getopt
 import re
 
 from pvgrub_py.bootcfg.dialect import Dialect
+from pvgrub_py.bootloader.gnu_getopt import GetoptError, gnu_getopt
 from pvgrub_py.errors import UsageError
 from pvgrub_py.record import field, record
 
@@ -148,8 +148,8 @@ def parse_dialect(value: str) -> Dialect:
 def parse_options(argv: list[str]) -> BootloaderOptions | None:
     """Parse argv; None means --help was asked for."""
     try:
-        pairs, rest = getopt.gnu_getopt(argv, SHORT_OPTIONS, LONG_OPTIONS)
-    except getopt.GetoptError as e:
+        pairs, rest = gnu_getopt(argv, SHORT_OPTIONS, LONG_OPTIONS)
+    except GetoptError as e:
         raise UsageError(str(e)) from None
     opts = BootloaderOptions()
     for name, value in pairs:
