@@ -27,14 +27,25 @@ if TYPE_CHECKING:
 
 def lazy_exports(package: str, exports: Mapping[str, str]) -> Callable[[str], Any]:
     """A module ``__getattr__`` resolving *exports* (name -> submodule of *package*)."""
+    return lazy_attributes(package, {name: f"{package}.{sub}" for name, sub in exports.items()})
+
+
+def lazy_attributes(owner: str, exports: Mapping[str, str]) -> Callable[[str], Any]:
+    """A ``__getattr__`` for the module *owner*: each name of *exports* is
+    imported from the module it maps to (a full name) when first asked for.
+
+    Also what keeps a `typing.Protocol` off a boot's critical path: the
+    module defining it (which imports `typing`) is run only by the first
+    run-time use of the name (an ``isinstance``, a test); annotations name
+    it under ``if TYPE_CHECKING:`` only.
+    """
 
     def __getattr__(name: str) -> Any:
-        submodule = exports.get(name)
-        if submodule is None:
-            raise AttributeError(f"module {package!r} has no attribute {name!r}")
-        value = getattr(importlib.import_module(f"{package}.{submodule}"), name)
-        globals_of_package = importlib.import_module(package).__dict__
-        globals_of_package[name] = value  # later lookups skip __getattr__
+        source = exports.get(name)
+        if source is None:
+            raise AttributeError(f"module {owner!r} has no attribute {name!r}")
+        value = getattr(importlib.import_module(source), name)
+        importlib.import_module(owner).__dict__[name] = value  # later lookups skip this
         return value
 
     return __getattr__

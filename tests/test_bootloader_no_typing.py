@@ -20,6 +20,7 @@ from pathlib import Path
 
 import disk_images
 import pytest
+from test_bootloader_parent_imports import DRIVER as AT_EXIT_DRIVER  # the modules at its exit
 
 #: Runs pvgrub-py as libxl would and prints, at the parent's fork, whether
 #: it had imported typing, and which of our modules it had.
@@ -115,22 +116,6 @@ def test_the_child_prepares_its_sandbox_without_typing() -> None:
     assert json.loads(r.stdout.splitlines()[-1]) == {"typing": False, "read": True}
 
 
-#: Runs pvgrub-py as AT_FORK does and prints, at the parent's exit, the
-#: modules it had imported.
-AT_EXIT = r"""
-import json, os, runpy, sys
-parent = os.getpid()
-real_exit = os._exit
-def exit_(status):
-    if os.getpid() == parent:
-        sys.__stdout__.write("\nEXIT " + json.dumps({"status": status,
-                                                     "modules": sorted(sys.modules)}) + "\n")
-        sys.__stdout__.flush()
-    real_exit(status)
-os._exit = exit_
-sys.argv[0] = "pvgrub-py"
-runpy.run_module("pvgrub_py.cli.bootloader", run_name="__main__")
-"""
 
 
 @pytest.mark.integration
@@ -151,11 +136,11 @@ def test_the_parent_of_a_measured_runas_boot_imports_neither_typing_nor_secrets(
                 f"--output-directory={tmp_path / 'boot'}", "--runas=65534", "--tpm2",
                 f"--vtpm={tpm.uri}", "--require-vtpm", f"--event-log={log}",
                 str(images.debian_gpt().path)]  # fmt: skip
-        r = subprocess.run([sys.executable, "-c", AT_EXIT, *argv], capture_output=True,
+        r = subprocess.run([sys.executable, "-c", AT_EXIT_DRIVER, *argv], capture_output=True,
                            text=True, cwd=tmp_path, timeout=180, check=False)  # fmt: skip
-    line = [ln for ln in r.stdout.splitlines() if ln.startswith("EXIT ")]
+    line = [ln for ln in r.stdout.splitlines() if ln.startswith("MODULES ")]
     assert line, r.stderr
-    doc = json.loads(line[-1][len("EXIT ") :])
+    doc = json.loads(line[-1][len("MODULES ") :])
     assert doc["status"] == 0, r.stderr
     assert log.stat().st_size > 0  # measured
     modules = set(doc["modules"])

@@ -47,6 +47,7 @@ import posixpath
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 
+from pvgrub_py._lazy import lazy_attributes
 from pvgrub_py.bootcfg.errors import BootConfigError
 from pvgrub_py.bootcfg.limits import MAX_CONFIG_BYTES
 from pvgrub_py.bootcfg.volume_info import PathInfo as PathInfo
@@ -58,17 +59,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from pvgrub_py.bootcfg.config_files import ConfigFiles as ConfigFiles
 else:
-
-    def __getattr__(name: str) -> object:
-        """`ConfigFiles` on first use (PEP 562): a `typing.Protocol`, it would
-        make every boot import `typing` (~1.7 ms), and a boot only needs it
-        as an annotation.  ``isinstance(x, ConfigFiles)`` still works."""
-        if name == "ConfigFiles":
-            from pvgrub_py.bootcfg.config_files import ConfigFiles
-
-            globals()[name] = ConfigFiles  # later lookups skip __getattr__
-            return ConfigFiles
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    # ConfigFiles: a `typing.Protocol`, run on first use, not by every boot.
+    __getattr__ = lazy_attributes(__name__, {"ConfigFiles": "pvgrub_py.bootcfg.config_files"})
 
 
 def normalize_path(path: str) -> str:

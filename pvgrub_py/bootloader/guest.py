@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 
+from pvgrub_py._lazy import lazy_attributes
 from pvgrub_py.bootcfg.dialect import Dialect
 from pvgrub_py.bootcfg.entry import BootMenu
 from pvgrub_py.bootcfg.errors import BootConfigError
@@ -49,16 +50,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from pvgrub_py.bootloader.guest_session import GuestSession as GuestSession
 else:
-
-    def __getattr__(name: str) -> object:
-        """`GuestSession` on first use (PEP 562): a `typing.Protocol`, it would
-        make every boot import `typing` (~1.7 ms) for an annotation."""
-        if name == "GuestSession":
-            from pvgrub_py.bootloader.guest_session import GuestSession
-
-            globals()[name] = GuestSession  # later lookups skip __getattr__
-            return GuestSession
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    # GuestSession: a `typing.Protocol`, run on first use, not by every boot.
+    __getattr__ = lazy_attributes(__name__, {"GuestSession": "pvgrub_py.bootloader.guest_session"})
 
 
 Sink = Callable[[bytes], object]

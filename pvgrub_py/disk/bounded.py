@@ -32,6 +32,7 @@ from __future__ import annotations
 import os
 import stat
 
+from pvgrub_py._lazy import lazy_attributes
 from pvgrub_py.disk.budget import Budget
 from pvgrub_py.disk.errors import disk_error
 from pvgrub_py.record import record
@@ -42,16 +43,8 @@ if TYPE_CHECKING:
     from pvgrub_py.disk.byte_source import ByteSource as ByteSource
     from pvgrub_py.disk.byte_source import SeekableStream
 else:
-
-    def __getattr__(name: str) -> object:
-        """`ByteSource` on first use (PEP 562): a `typing.Protocol`, it would
-        make every boot import `typing` (~1.7 ms) for an annotation."""
-        if name == "ByteSource":
-            from pvgrub_py.disk.byte_source import ByteSource
-
-            globals()[name] = ByteSource  # later lookups skip __getattr__
-            return ByteSource
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    # ByteSource: a `typing.Protocol`, run on first use, not by every boot.
+    __getattr__ = lazy_attributes(__name__, {"ByteSource": "pvgrub_py.disk.byte_source"})
 
 #: Largest single read served.  The boot path reads files in 1 MiB chunks
 #: and metadata in blocks; nothing legitimate comes near this.

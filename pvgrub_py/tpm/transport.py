@@ -14,6 +14,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable
 
+from pvgrub_py._lazy import lazy_attributes
 from pvgrub_py.tpm.errors import TpmProtocolError, TpmTransportError
 from pvgrub_py.tpm.header import HEADER_SIZE
 
@@ -23,18 +24,11 @@ if TYPE_CHECKING:
     from pvgrub_py.tpm.tpm_transport import PeerLabelled as PeerLabelled
     from pvgrub_py.tpm.tpm_transport import TpmTransport as TpmTransport
 else:
-
-    def __getattr__(name: str) -> object:
-        """`TpmTransport` and `PeerLabelled` on first use (PEP 562): they are
-        `typing.Protocol` classes, and a boot would import `typing` (~1.5 ms)
-        for annotations."""
-        if name in ("TpmTransport", "PeerLabelled"):
-            from pvgrub_py.tpm import tpm_transport
-
-            value = getattr(tpm_transport, name)
-            globals()[name] = value  # later lookups skip __getattr__
-            return value
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    # TpmTransport and PeerLabelled: `typing.Protocol`s, run on first use, not by every boot.
+    _PROTOCOLS = "pvgrub_py.tpm.tpm_transport"
+    __getattr__ = lazy_attributes(
+        __name__, {"TpmTransport": _PROTOCOLS, "PeerLabelled": _PROTOCOLS}
+    )
 
 
 #: Responses larger than this are refused before reading them: no command we
