@@ -8,27 +8,23 @@ from __future__ import annotations
 
 import hashlib
 import os
+import secrets
 import shutil
 import stat
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import pytest
 from as_nobody import as_nobody, shared_tmp
 
 from pvgrub_py.errors import InputError, PvgrubError, UsageError
-from pvgrub_py.eventlog import builder
 from pvgrub_py.eventlog.builder import log_for_measurements, write_atomic
 from pvgrub_py.eventlog.codec import parse, serialise
 from pvgrub_py.eventlog.records import EV_IPL, EV_NO_ACTION, SpecIdEvent
 from pvgrub_py.eventlog.replay import PcrValues, replay
-from pvgrub_py.measure.plan import Measurement
+from pvgrub_py.measure.plan import Measurement, What
 from pvgrub_py.tpm.algorithms import SHA1, SHA256, SHA384, SHA512, HashAlgorithm
-
-if TYPE_CHECKING:
-    from pvgrub_py.measure.plan import What
 
 ALL_BANKS = (SHA1, SHA256, SHA384, SHA512)
 
@@ -191,7 +187,7 @@ def test_write_atomic_temp_names_do_not_collide(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     names = iter(["aaaa", "aaaa", "bbbb"])
-    monkeypatch.setattr(builder, "_temp_suffix", lambda: next(names))
+    monkeypatch.setattr(secrets, "token_hex", lambda n: next(names))
     (tmp_path / ".log.aaaa.tmp").write_bytes(b"someone else's")
     write_atomic(str(tmp_path / "log"), b"ours")
     assert (tmp_path / "log").read_bytes() == b"ours"

@@ -16,7 +16,7 @@ import shutil
 import struct
 import subprocess
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -37,11 +37,8 @@ from pvgrub_py.eventlog.records import (
     event_type_name,
 )
 from pvgrub_py.eventlog.replay import replay
-from pvgrub_py.measure.plan import Measurement
+from pvgrub_py.measure.plan import Measurement, What
 from pvgrub_py.tpm.algorithms import SHA1, SHA256, SHA384, HashAlgorithm
-
-if TYPE_CHECKING:
-    from pvgrub_py.measure.plan import What
 
 TPM2_EVENTLOG = shutil.which("tpm2_eventlog")
 needs_eventlog = pytest.mark.skipif(TPM2_EVENTLOG is None, reason="tpm2_eventlog not installed")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import stat
 from collections.abc import Sequence
 
@@ -205,17 +206,10 @@ def _problem(e: OSError) -> str:
     return e.strerror or str(e)
 
 
-def _temp_suffix() -> str:
-    """12 random hex digits.  os.urandom, not secrets: the same kernel CSPRNG
-    without importing secrets (and base64, random) on the bootloader's
-    critical path (~1.2 ms)."""
-    return os.urandom(6).hex()
-
-
 def _create_temp(path: str, directory: str, base: str) -> tuple[str, int]:
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
     for _ in range(16):
-        tmp = os.path.join(directory, f".{base}.{_temp_suffix()}.tmp")
+        tmp = os.path.join(directory, f".{base}.{secrets.token_hex(6)}.tmp")
         try:
             return tmp, os.open(tmp, flags, 0o644)
         except FileExistsError:

@@ -82,7 +82,7 @@ table; a PV guest's daemon would be the only reader.  Not done.
 from __future__ import annotations
 
 import hashlib
-import os
+import secrets
 import struct
 
 from pvgrub_py.errors import PvgrubError
@@ -225,9 +225,7 @@ class NvDelivery:
         """Set platformAuth to a random value nobody keeps, then clear phEnable:
         nothing can use platform authorization until the next
         TPM2_Startup(CLEAR), so the delivered log stays as it is."""
-        # os.urandom is what secrets.token_bytes calls; importing secrets
-        # (base64, random) would cost the boot ~1.2 ms on its critical path.
-        secret = os.urandom(PLATFORM_AUTH_SIZE)
+        secret = secrets.token_bytes(PLATFORM_AUTH_SIZE)
         try:
             self.tpm.hierarchy_change_auth(nv.TPM_RH_PLATFORM, secret)
             self.tpm.hierarchy_control(nv.TPM_RH_PLATFORM, nv.TPM_RH_PLATFORM, False, secret)

@@ -24,6 +24,8 @@ if TYPE_CHECKING:
     from typing import Literal
 
     What = Literal["kernel", "cmdline", "initrd"]
+else:
+    What = str  # a name to import: annotations are the type checker's
 
 KERNEL_PCR = 4
 CMDLINE_PCR = 5
