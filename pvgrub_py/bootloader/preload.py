@@ -42,9 +42,10 @@ when it is imported) and uses it only if:
   the submodules its mtime, and every `LAZY` name resolves to the same
   place (sys.path, or a file earlier on it, would change that).  That last
   test costs ~0.9 ms (57 lookups); when only the interpreter's own finders
-  are installed and sys.path is the one the bundle was made with, it is
-  made as importlib's `FileFinder` caches its listings: by the mtime of
-  each directory those lookups list (`_search_state`).
+  are installed, sys.path after the script's own entry is the one the
+  bundle was made with and that entry holds none of the names, it is made
+  as importlib's `FileFinder` caches its listings: by the mtime of each
+  directory those lookups list (`_search_state`).
 
 Anything else (missing, untrusted, damaged, stale) is ignored, with why at
 ``--debug`` level only, and the files are read as before.
@@ -716,7 +717,6 @@ def _check_bundle(blob: _Mapping, lazy: Sequence[str]) -> tuple[MemoryFinder | N
         for name, origin, locations in roots:
             if _resolve(name) != (origin, locations):
                 return None, f"stale: {name} is found elsewhere now"
-        search = _search_state(lazy)
     finder.roots = list(roots)
     finder.dirs = dict(dirs)
     finder.search = search
