@@ -47,6 +47,10 @@ GUEST_SIDE = (
     "pvgrub_py.disk.locate",
     "pvgrub_py.disk.partitions",
     "pvgrub_py.disk.volumes",
+    # The filesystem layer: the parent checks the caps (`disk.limits`) and
+    # copies the extents its child mapped, and reads no filesystem itself.
+    "pvgrub_py.disk.filesystems",
+    "pvgrub_py.disk.extract",
 )
 
 

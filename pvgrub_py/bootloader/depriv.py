@@ -65,8 +65,10 @@ from pvgrub_py.inputs import open_named_input
 TYPE_CHECKING = False
 
 if TYPE_CHECKING:
+    from pvgrub_py.bootloader.choose import BootChoice
     from pvgrub_py.bootloader.guest import Sink
-    from pvgrub_py.disk.extract import Limits
+    from pvgrub_py.disk.extents import Extent
+    from pvgrub_py.disk.limits import Limits
 
 # The parent imports only what it needs to fork: the child imports the
 # parsers (`preload.prepare`) while the parent gets its vTPM ready.
@@ -446,9 +448,8 @@ def _serve(
         read_config_file,
         role_of,
     )
-    from pvgrub_py.disk.budget import DEFAULT_SECONDS, Budget
-    from pvgrub_py.disk.extents import map_file
-    from pvgrub_py.disk.extract import Limits, check_cap, stream_open_file
+    from pvgrub_py.disk.budget import DEFAULT_SECONDS, Budget, cpu_deadline
+    from pvgrub_py.disk.extract import Limits, stream_open_file
 
     limits = limits or Limits()
 
@@ -461,24 +462,54 @@ def _serve(
     # The disk layer's own budget ends a looping reader a little before the
     # parent's deadline, so the admin reads why instead of "killed".
     seconds = DEFAULT_SECONDS if timeout is None else max(1.0, min(DEFAULT_SECONDS, timeout - 2))
-    disk = open_guest_disk(disk_fd, opts, name=name, budget=Budget(seconds, source=name))
-    plan, choice = plan_boot(disk, opts)
+    budget = Budget(seconds, source=name)
+    # Everything up to the maps reads the guest's metadata under one arming
+    # of the budget's alarm (`cpu_deadline` is re-entrant: the readers'
+    # own guards, ~80 a boot at ~6 us each, nest in it); the frames are
+    # written after it, so an expiry never cuts one in half.
+    with cpu_deadline(budget):
+        disk = open_guest_disk(disk_fd, opts, name=name, budget=budget)
+        plan, choice = plan_boot(disk, opts)
+        maps = [] if choice is None else _map_files(choice, len(plan.files), limits)
     write_frame(out, PLAN, json.dumps(plan_to_json(plan)).encode("utf-8"))
-    if choice is not None:
-        for index in range(len(plan.files)):
-            with open_planned(choice, index) as stream:
-                role = role_of(index)
-                fmap = map_file(stream)
-                if fmap is not None:
-                    check_cap(stream, role, limits.cap(role))
-                    start = {"index": index, "size": stream.size, "mapped": True}
-                    write_frame(out, START, json.dumps(start).encode())
-                    write_frame(out, MAP, encode_extents(fmap.extents))
-                    continue
-                write_frame(out, START, json.dumps({"index": index, "size": stream.size}).encode())
+    for index, fmap in enumerate(maps):
+        if fmap is not None:
+            size, extents = fmap
+            start = {"index": index, "size": size, "mapped": True}
+            write_frame(out, START, json.dumps(start).encode())
+            write_frame(out, MAP, encode_extents(extents))
+            continue
+        assert choice is not None
+        # Not mapped (compressed, inline, a reader without runs): streamed,
+        # each read under the readers' own guards.
+        with open_planned(choice, index) as stream:
+            role = role_of(index)
+            write_frame(out, START, json.dumps({"index": index, "size": stream.size}).encode())
 
-                def send(chunk: bytes) -> None:
-                    write_frame(out, DATA, chunk)
+            def send(chunk: bytes) -> None:
+                write_frame(out, DATA, chunk)
 
-                stream_open_file(stream, send, role=role, cap=limits.cap(role))
+            stream_open_file(stream, send, role=role, cap=limits.cap(role))
     write_frame(out, END)
+
+
+def _map_files(
+    choice: BootChoice, count: int, limits: Limits
+) -> list[tuple[int, list[Extent]] | None]:  # pragma: no cover - forked child
+    """Each planned file's size and extents in the image, capped; None for
+    one that does not map onto the image (it is streamed instead)."""
+    from pvgrub_py.bootloader.guest import open_planned, role_of
+    from pvgrub_py.disk.extents import map_file
+    from pvgrub_py.disk.extract import check_cap
+
+    maps: list[tuple[int, list[Extent]] | None] = []
+    for index in range(count):
+        with open_planned(choice, index) as stream:
+            fmap = map_file(stream)
+            if fmap is None:
+                maps.append(None)
+                continue
+            role = role_of(index)
+            check_cap(stream, role, limits.cap(role))
+            maps.append((stream.size, fmap.extents))
+    return maps

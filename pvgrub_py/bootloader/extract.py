@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     # child, never imports the disk layer's readers (~8 ms of every boot).
     from pvgrub_py.bootloader.guest import GuestSession, Sink
     from pvgrub_py.disk.extents import Extent
-    from pvgrub_py.disk.extract import Limits
+    from pvgrub_py.disk.limits import Limits
     from pvgrub_py.disk.locate import BootFile
 
     #: Where a file goes: a descriptor, a file, or nowhere (``--not-really``).
@@ -228,7 +228,7 @@ def _file_stream(file: BootFile, role: str) -> Stream:
 
 
 def _capped(role: str, cap: int) -> Limits:
-    from pvgrub_py.disk.extract import Limits
+    from pvgrub_py.disk.limits import Limits
 
     return Limits(kernel=cap) if role == "kernel" else Limits(initrd=cap)
 

@@ -47,7 +47,7 @@ if TYPE_CHECKING:
 
     from pvgrub_py.bootloader.guest import GuestSession
     from pvgrub_py.bootloader.outdir import OutputDirectory
-    from pvgrub_py.disk.extract import Limits
+    from pvgrub_py.disk.limits import Limits
     from pvgrub_py.eventlog.builder import PendingFile
     from pvgrub_py.measure.plan import Measurement
     from pvgrub_py.measure.vtpm import Connect, VtpmSession
@@ -237,7 +237,7 @@ def _boot(
     warnings: list[str],
 ) -> bool:  # fmt: skip
     """Steps 3-6 (*early*: the vTPM already open); False for -l and --isconfig."""
-    from pvgrub_py.disk.extract import Limits
+    from pvgrub_py.disk.limits import Limits
 
     limits = limits or Limits()
     plan = session.plan

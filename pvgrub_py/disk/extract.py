@@ -23,35 +23,17 @@ from collections.abc import Callable
 
 from pvgrub_py.disk.errors import disk_error
 from pvgrub_py.disk.filesystems import FileStream, Filesystem
-from pvgrub_py.inputs import MAX_BOOT_FILE, format_size
-from pvgrub_py.named_tuple import NamedTuple
+from pvgrub_py.disk.limits import CONFIG_CAP as CONFIG_CAP
+from pvgrub_py.disk.limits import INITRD_CAP as INITRD_CAP
+from pvgrub_py.disk.limits import KERNEL_CAP as KERNEL_CAP
+from pvgrub_py.disk.limits import MIB
+from pvgrub_py.disk.limits import Limits as Limits
+from pvgrub_py.inputs import format_size
 
-MIB = 1 << 20
 CHUNK_SIZE = MIB
-
-#: Per-role size caps in bytes.
-KERNEL_CAP = MAX_BOOT_FILE
-INITRD_CAP = MAX_BOOT_FILE
-CONFIG_CAP = MIB
 
 Sink = Callable[[bytes], object]
 Progress = Callable[[int, int], None]
-
-
-# Records on the bootloader's path are NamedTuples, not frozen dataclasses:
-# creating a frozen dataclass costs ~0.6 ms at import (bench/bench_bootloader.py).
-class Limits(NamedTuple):
-    """Size caps per role; lower them for tests or a stricter policy."""
-
-    kernel: int = KERNEL_CAP
-    initrd: int = INITRD_CAP
-    config: int = CONFIG_CAP
-
-    def cap(self, role: str) -> int:
-        caps = {"kernel": self.kernel, "initrd": self.initrd, "config": self.config}
-        if role not in caps:
-            raise ValueError(f"unknown role {role!r}")
-        return caps[role]
 
 
 DEFAULT_LIMITS = Limits()
