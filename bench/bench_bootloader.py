@@ -5,7 +5,8 @@ The disk (issue 3's speed disk): GPT, a BIOS boot partition and an ext4
 root holding ``/boot/grub/grub.cfg``, a 14 MB kernel and a 60 MB initrd of
 random bytes (built without mounting, as tests/disk_images.py does).  Each
 round runs, back to back and alternating, as libxl runs a bootloader
-(``--output=FILE --output-format=simple0 --output-directory=DIR``, ``-q``),
+(``--output=FILE --output-format=simple0 --output-directory=DIR``, ``-q``;
+DIR on a tmpfs, as libxl's /var/run/xen, unless ``--output-root=work``),
 plain and restricted (``--runas=999``: libxl's ``bootloader_restrict``):
 
 * ``pygrub``, ``pygrub-runas``: Debian's /usr/lib/xen-4.17/bin/pygrub,
@@ -35,7 +36,8 @@ shebang), not a pyenv one.  pvgrub-py runs as installed on a host
 (``--interpreter=host``, the default): from a fresh venv of
 /usr/bin/python3 in the work directory whose site-packages holds one .pth
 naming this checkout and the dependencies (the running interpreter's
-site-packages); a development venv's start-up hooks (an editable
+site-packages), started by its console script as pip installs it; a
+development venv's start-up hooks (an editable
 install's finder imports pathlib, re and urllib: ~7 ms) are not what a
 host runs.  ``--interpreter=dev`` runs the bench's own interpreter
 instead, as before.  Byte-compiled files are allowed for both (a Debian
@@ -128,19 +130,25 @@ def _plain(which: str) -> str:
 class Runner:
     """Runs each bootloader as libxl does, in fresh output files.
 
-    Every run's working directory is the work directory: ``python -m`` puts
-    the working directory first on sys.path, so a run started from the
-    checkout imported the checkout's pvgrub_py for the ``@base`` variants
-    too (their ratios measured this checkout twice).
+    Every run's working directory is the work directory: ``python -m`` (the
+    ``dev`` interpreter's way in) puts the working directory first on
+    sys.path, so a run started from the checkout imported the checkout's
+    pvgrub_py for the ``@base`` variants too (their ratios measured this
+    checkout twice).
     """
 
     def __init__(
-        self, disk: Path, work: Path, env: dict[str, str], python: str, baseline: str | None = None
-    ) -> None:
+        self, disk: Path, work: Path, env: dict[str, str], python: str, command: list[str],
+        outputs: Path, baseline: str | None = None,
+    ) -> None:  # fmt: skip
         self.disk = disk
         self.work = work
         self.env = env
         self.python = python
+        #: What starts pvgrub-py: its console script on a host.
+        self.command = command
+        #: Where each run's --output-directory is made (libxl: a tmpfs).
+        self.outputs = outputs
         #: The environment of the ``@base`` variants: the baseline checkout
         #: first on the path (before the .pth entry naming this one).
         self.base_env = dict(env, PYTHONPATH=baseline) if baseline else env
@@ -149,7 +157,7 @@ class Runner:
         return self.base_env if which.endswith(BASE) else self.env
 
     def _paths(self, name: str) -> tuple[Path, Path]:
-        outdir = self.work / f"{name}.d"
+        outdir = self.outputs / f"{name}.d"
         outdir.mkdir(exist_ok=True)
         for p in outdir.iterdir():
             p.unlink()
@@ -166,8 +174,8 @@ class Runner:
         if which.startswith("pygrub"):
             return [PYGRUB, *common, str(self.disk)]
         log = self.work / f"{which}.log"
-        return [self.python, "-m", "pvgrub_py.cli.bootloader", *common, "--tpm2",
-                f"--event-log={log}", *extra, str(self.disk)]  # fmt: skip
+        return [*self.command, *common, "--tpm2", f"--event-log={log}", *extra,
+                str(self.disk)]  # fmt: skip
 
     def time(self, which: str, extra: tuple[str, ...] = ()) -> tuple[float, float]:
         """(wall seconds, CPU seconds of the process tree: user + system).
@@ -310,7 +318,8 @@ def trace(runner: Runner, which: str, extra: tuple[str, ...]) -> dict[str, float
     argv = runner.argv(which, extra)
     path = runner.work / f"{which}.trace"
     t0 = time.time()
-    r = subprocess.run([runner.python, "-c", TRACE_DRIVER, str(path), repr(t0), *argv[3:]],
+    options = argv[len(runner.command) :]
+    r = subprocess.run([runner.python, "-c", TRACE_DRIVER, str(path), repr(t0), *options],
                        capture_output=True, env=runner.env_of(which), cwd=runner.work,
                        check=False)  # fmt: skip
     if r.returncode:
@@ -357,6 +366,53 @@ def host_python(work: Path) -> str:
     return str(python)
 
 
+#: The console script pip writes for setup.py's ``pvgrub-py`` entry point
+#: (byte for byte what `make setup` installs in .venv/bin with this
+#: machine's pip): libxl executes the bootloader's file, so a host starts
+#: pvgrub-py through this, not through ``python -m``, whose runpy imports
+#: importlib.util and importlib.machinery first (~0.5 ms a run that a host
+#: does not pay).
+CONSOLE_SCRIPT = """\
+#!{python}
+import sys
+from pvgrub_py.cli.bootloader import main
+if __name__ == '__main__':
+    sys.argv[0] = sys.argv[0].removesuffix('.exe')
+    sys.exit(main())
+"""
+
+
+def host_script(python: str) -> str:
+    """The ``pvgrub-py`` console script beside the host venv's *python*."""
+    script = Path(python).parent / "pvgrub-py"
+    script.write_text(CONSOLE_SCRIPT.format(python=python))
+    script.chmod(0o755)
+    return str(script)
+
+
+def output_root(choice: str, work: Path) -> Path:
+    """Where each run's ``--output-directory`` goes.
+
+    libxl makes it in XEN_RUN_DIR (``/var/run/xen/bootloader.DOMID.d``,
+    tools/libs/light/libxl_bootloader.c), a tmpfs on Debian (/var/run is
+    /run), and both bootloaders write every byte of the kernel and initrd
+    there: writing 74 MB into tmpfs costs ~36 ms of CPU (page allocation),
+    into ext4's page cache ~17 ms, so the file system changes both sides'
+    times.  ``tmpfs`` (the default): /run if it is a tmpfs, else /dev/shm;
+    ``work``: the work directory, as this bench did before.
+    """
+    if choice == "work":
+        return work
+    for base in ("/run", "/dev/shm"):
+        kind = subprocess.run(["stat", "-f", "-c", "%T", base], capture_output=True,
+                              text=True, check=False).stdout.strip()  # fmt: skip
+        if kind == "tmpfs":
+            root = Path(base) / "pvgrub-py-bench"
+            root.mkdir(mode=0o700, exist_ok=True)
+            return root
+    raise SystemExit("no tmpfs at /run or /dev/shm: use --output-root=work")
+
+
 def _median(xs: list[float]) -> float:
     ys = sorted(xs)
     n = len(ys)
@@ -372,6 +428,9 @@ def main() -> None:
     ap.add_argument("--baseline", metavar="DIR",
                     help="also run pvgrub-py from the checkout DIR (variants *@base), "
                          "in the same alternating rounds")  # fmt: skip
+    ap.add_argument("--output-root", choices=("tmpfs", "work"), default="tmpfs",
+                    help="where the runs' output directories go: a tmpfs, as libxl's "
+                         "/var/run/xen (default), or the work directory")  # fmt: skip
     args = ap.parse_args()
     if not os.path.exists(PYGRUB):
         raise SystemExit(f"{PYGRUB} not found: install Debian's xen-utils-4.17")
@@ -383,7 +442,10 @@ def main() -> None:
     env["PYTHONPATH"] = str(ROOT)
     python = host_python(work) if args.interpreter == "host" else sys.executable
     baseline = str(Path(args.baseline).resolve()) if args.baseline else None
-    runner = Runner(disk, work, env, python, baseline)
+    command = ([host_script(python)] if args.interpreter == "host"
+               else [python, "-m", "pvgrub_py.cli.bootloader"])  # fmt: skip
+    outputs = output_root(args.output_root, work)
+    runner = Runner(disk, work, env, python, command, outputs, baseline)
     variants = VARIANTS + ((f"pvgrub-py{BASE}", f"pvgrub-py-runas{BASE}") if baseline else ())
     # The bench runs as a script (sys.path[0] is bench/), so the launcher
     # is imported from this checkout, as the runs are.
@@ -442,7 +504,9 @@ def main() -> None:
     result: dict[str, Any] = {
         "disk": "GPT, ext4 (4 KiB blocks), 14 MB kernel + 60 MB initrd (random bytes)",
         "python": python,
+        "command": command,
         "interpreter": args.interpreter,
+        "output_root": str(outputs),
         "rounds": args.rounds,
         "median_s": {v: round(med[v], 4) for v in variants},
         "best_s": {v: round(min(times[v]), 4) for v in variants},
