@@ -45,6 +45,10 @@ package ships them): ``PYTHONDONTWRITEBYTECODE`` is cleared, a private
 ``PYTHONPYCACHEPREFIX`` is warmed first and the preload bundle that
 ``make setup`` builds is built into it.
 
+``--cold`` times every run with the image out of the page cache (dropped,
+untimed, before each run), as on a domain's first boot; the default is
+warm (every run reads the image from memory).
+
 ``--baseline=DIR`` adds ``pvgrub-py@base`` and ``pvgrub-py-runas@base``:
 pvgrub-py from another checkout (e.g. ``git archive`` of the commit to
 compare with, unpacked into DIR), run in the same alternating rounds, so a
@@ -149,6 +153,8 @@ class Runner:
         self.command = command
         #: Where each run's --output-directory is made (libxl: a tmpfs).
         self.outputs = outputs
+        #: Each timed run starts with the image out of the page cache.
+        self.cold = False
         #: The environment of the ``@base`` variants: the baseline checkout
         #: first on the path (before the .pth entry naming this one).
         self.base_env = dict(env, PYTHONPATH=baseline) if baseline else env
@@ -184,6 +190,8 @@ class Runner:
         shows what parallelism (the parser child, the hashing threads) costs.
         """
         argv = self.argv(which, extra)
+        if self.cold:
+            self.drop_image_cache()
         t0 = time.perf_counter()
         proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                 env=self.env_of(which), cwd=self.work)  # fmt: skip
@@ -196,6 +204,16 @@ class Runner:
         if proc.returncode:
             raise SystemExit(f"{which} failed: {err.decode(errors='replace').strip()}")
         return elapsed, usage.ru_utime + usage.ru_stime
+
+    def drop_image_cache(self) -> None:
+        """The image out of the page cache, as on a domain's first boot
+        (its pages are clean: POSIX_FADV_DONTNEED drops them)."""
+        fd = os.open(self.disk, os.O_RDONLY)
+        try:
+            os.fsync(fd)  # a freshly built image's pages may still be dirty
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
 
     def peak_rss_mib(self, which: str, extra: tuple[str, ...] = ()) -> float:
         """The peak RSS of the run's process tree (the parent, or the
@@ -431,6 +449,9 @@ def main() -> None:
     ap.add_argument("--output-root", choices=("tmpfs", "work"), default="tmpfs",
                     help="where the runs' output directories go: a tmpfs, as libxl's "
                          "/var/run/xen (default), or the work directory")  # fmt: skip
+    ap.add_argument("--cold", action="store_true",
+                    help="time every run with the disk image out of the page cache "
+                         "(a domain's first boot), instead of warm")  # fmt: skip
     args = ap.parse_args()
     if not os.path.exists(PYGRUB):
         raise SystemExit(f"{PYGRUB} not found: install Debian's xen-utils-4.17")
@@ -446,6 +467,7 @@ def main() -> None:
                else [python, "-m", "pvgrub_py.cli.bootloader"])  # fmt: skip
     outputs = output_root(args.output_root, work)
     runner = Runner(disk, work, env, python, command, outputs, baseline)
+    runner.cold = args.cold
     variants = VARIANTS + ((f"pvgrub-py{BASE}", f"pvgrub-py-runas{BASE}") if baseline else ())
     # The bench runs as a script (sys.path[0] is bench/), so the launcher
     # is imported from this checkout, as the runs are.
@@ -507,6 +529,7 @@ def main() -> None:
         "command": command,
         "interpreter": args.interpreter,
         "output_root": str(outputs),
+        "page_cache": "cold" if args.cold else "warm",
         "rounds": args.rounds,
         "median_s": {v: round(med[v], 4) for v in variants},
         "best_s": {v: round(min(times[v]), 4) for v in variants},
