@@ -8,7 +8,7 @@ The data flow, each step its own module::
     locate_config(disk) -> ConfigLocation   locate.py
     volume_set(disk, loc.volume)            configfiles.py (for pvgrub_py.bootcfg)
     resolve_boot_file(disk, path, ...)      locate.py
-    stream_file(fs, path, sink, role=...)   extract.py
+    stream_file(fs, path, sink, role=...)   extract.py   (caps: limits.py)
 
 **Why these readers.**  The Dissect modules (dissect.xfs, .btrfs, .fat,
 .volume for LVM2, .hypervisor for qcow2) are well-kept, pure-Python
@@ -39,8 +39,9 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from pvgrub_py.disk.bounded import BoundedFile, ByteSource, FdSource, ReadStats
     from pvgrub_py.disk.budget import Budget, BudgetExceeded
-    from pvgrub_py.disk.extract import Limits, read_small_file, stream_file
+    from pvgrub_py.disk.extract import read_small_file, stream_file
     from pvgrub_py.disk.filesystems import FileInfo, FileStream, Filesystem
+    from pvgrub_py.disk.limits import Limits
     from pvgrub_py.disk.locate import (
         BootFile,
         ConfigLocation,
@@ -88,7 +89,7 @@ __getattr__ = lazy_exports(
         "ReadStats": "bounded",
         "Budget": "budget",
         "BudgetExceeded": "budget",
-        "Limits": "extract",
+        "Limits": "limits",
         "read_small_file": "extract",
         "stream_file": "extract",
         "FileInfo": "filesystems",
