@@ -6,7 +6,6 @@
   boot, on the child's critical path.  The child wraps its parse and its
   maps in one outer arming, in which the readers' own guards nest, and
   writes its frames only after it, so an expiry never cuts a frame in half.
-* After its last frame it asks the kernel to read ahead what it mapped.
 
 Runs `_serve` in-process (the main thread, where the alarm works) into a
 file.
@@ -16,10 +15,7 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
-import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
@@ -140,37 +136,3 @@ def test_a_file_over_its_cap_fails_before_the_plan_is_sent(
     assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
 
 
-
-def _resident_bytes(path: Path) -> int:
-    """How much of *path* is in the page cache (util-linux fincore: mincore(2))."""
-    r = subprocess.run(["fincore", "--bytes", "--noheadings", "--output", "RES", str(path)],
-                       capture_output=True, text=True, check=True)  # fmt: skip
-    return int(r.stdout.split()[0])
-
-
-def test_the_child_asks_for_the_mapped_files_to_be_read_ahead(
-    images: disk_images.ImageFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A guest image that is not in the page cache (a domain's first boot):
-    after its last frame, the child asks the kernel to read every mapped
-    extent (POSIX_FADV_WILLNEED), so the parent's copy does not wait for
-    one readahead window after another.  The child only maps the files:
-    without the hint, their bytes stay unread."""
-    disk = tmp_path / "cold.img"
-    shutil.copyfile(images.debian_gpt().path, disk)
-    fd = os.open(disk, os.O_RDONLY)
-    try:
-        os.fsync(fd)  # clean pages: DONTNEED drops only those
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-    finally:
-        os.close(fd)
-    before = _resident_bytes(disk)
-    _serve(disk, tmp_path / "frames", monkeypatch)
-    frames = _frames(tmp_path / "frames")
-    mapped = sum(n for kind, payload in frames if kind == wire.MAP
-                 for _, n in wire.decode_extents(payload))  # fmt: skip
-    assert mapped > 1 << 20
-    deadline = time.monotonic() + 10
-    while _resident_bytes(disk) - before < mapped and time.monotonic() < deadline:
-        time.sleep(0.02)  # the reads the hint queued, completing
-    assert _resident_bytes(disk) - before >= mapped

@@ -491,28 +491,6 @@ def _serve(
 
             stream_open_file(stream, send, role=role, cap=limits.cap(role))
     write_frame(out, END)
-    _prefetch(disk_fd, maps)
-
-
-def _prefetch(
-    disk_fd: int, maps: list[tuple[int, list[Extent]] | None]
-) -> None:  # pragma: no cover - forked child
-    """Ask the kernel to start reading every mapped extent now.
-
-    A guest's image is often not in the page cache when its domain starts:
-    the parent then reads the kernel and the initrd at the disk's speed,
-    one readahead window after another.  Here, after the last frame (the
-    parent is already copying), the page cache is asked for all of them at
-    once (``POSIX_FADV_WILLNEED``: asynchronous reads, queued together), so
-    the initrd arrives while the kernel is copied.  Only a hint, about the
-    parent's own image: what the parent reads and hashes does not depend on
-    it, and a failure changes nothing.
-    """
-    for fmap in maps:
-        for where, length in [] if fmap is None else fmap[1]:
-            if where is not None and length > 0:
-                with contextlib.suppress(OSError):
-                    os.posix_fadvise(disk_fd, where, length, os.POSIX_FADV_WILLNEED)
 
 
 def _map_files(
