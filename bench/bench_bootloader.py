@@ -60,6 +60,7 @@ Results: JSON on stdout and in ``bench/out/bootloader.json``.
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
 import shutil
@@ -466,6 +467,8 @@ def main() -> None:
     command = ([host_script(python)] if args.interpreter == "host"
                else [python, "-m", "pvgrub_py.cli.bootloader"])  # fmt: skip
     outputs = output_root(args.output_root, work)
+    if outputs != work:  # the copies are ~450 MB of RAM: none is left behind
+        atexit.register(shutil.rmtree, outputs, ignore_errors=True)
     runner = Runner(disk, work, env, python, command, outputs, baseline)
     runner.cold = args.cold
     variants = VARIANTS + ((f"pvgrub-py{BASE}", f"pvgrub-py-runas{BASE}") if baseline else ())
