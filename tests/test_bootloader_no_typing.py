@@ -21,6 +21,7 @@ from pathlib import Path
 import disk_images
 import pytest
 from test_bootloader_parent_imports import DRIVER as AT_EXIT_DRIVER  # the modules at its exit
+from test_bootloader_parent_imports import run_driver
 
 #: Runs pvgrub-py as libxl would and prints, at the parent's fork, whether
 #: it had imported typing, and which of our modules it had.
@@ -71,12 +72,7 @@ def test_the_parent_of_a_runas_boot_forks_without_typing(
     argv = ["-q", f"--output={tmp_path / 'result'}", "--output-format=simple0",
             f"--output-directory={tmp_path / 'boot'}", "--runas=65534",
             str(images.debian_gpt().path)]  # fmt: skip
-    r = subprocess.run([sys.executable, "-c", AT_FORK, *argv], capture_output=True, text=True,
-                       cwd=tmp_path, timeout=120, check=False)  # fmt: skip
-    line = [ln for ln in r.stdout.splitlines() if ln.startswith("FORKS ")]
-    assert line, r.stderr
-    doc = json.loads(line[-1][len("FORKS ") :])
-    assert doc["status"] == 0, r.stderr
+    doc = run_driver(AT_FORK, "FORKS", argv, tmp_path)
     assert len(doc["seen"]) == 1  # the parser child
     (at_fork,) = doc["seen"]
     assert "pvgrub_py.bootloader.depriv" in at_fork["ours"]
@@ -136,12 +132,7 @@ def test_the_parent_of_a_measured_runas_boot_imports_no_typing(
                 f"--output-directory={tmp_path / 'boot'}", "--runas=65534", "--tpm2",
                 f"--vtpm={tpm.uri}", "--require-vtpm", f"--event-log={log}",
                 str(images.debian_gpt().path)]  # fmt: skip
-        r = subprocess.run([sys.executable, "-c", AT_EXIT_DRIVER, *argv], capture_output=True,
-                           text=True, cwd=tmp_path, timeout=180, check=False)  # fmt: skip
-    line = [ln for ln in r.stdout.splitlines() if ln.startswith("MODULES ")]
-    assert line, r.stderr
-    doc = json.loads(line[-1][len("MODULES ") :])
-    assert doc["status"] == 0, r.stderr
+        doc = run_driver(AT_EXIT_DRIVER, "MODULES", argv, tmp_path, timeout=180)
     assert log.stat().st_size > 0  # measured
     modules = set(doc["modules"])
     # The parent's own side of the boot (run._import_host_side) was imported...

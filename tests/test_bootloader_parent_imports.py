@@ -18,6 +18,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import disk_images
 import pytest
@@ -59,18 +60,27 @@ def images(tmp_path_factory: pytest.TempPathFactory) -> disk_images.ImageFactory
     return disk_images.factory(tmp_path_factory)
 
 
+def run_driver(
+    driver: str, marker: str, argv: list[str], cwd: Path, timeout: float = 120
+) -> dict[str, Any]:
+    """pvgrub-py with *argv*, run under *driver* from *cwd*: the JSON the
+    driver printed after its last *marker*, from a run that exited 0."""
+    r = subprocess.run([sys.executable, "-c", driver, *argv], capture_output=True, text=True,
+                       cwd=cwd, timeout=timeout, check=False)  # fmt: skip
+    line = [ln for ln in r.stdout.splitlines() if ln.startswith(f"{marker} ")]
+    assert line, r.stderr
+    doc: dict[str, Any] = json.loads(line[-1][len(marker) + 1 :])
+    assert doc["status"] == 0, r.stderr
+    return doc
+
+
 def _parent_modules(tmp_path: Path, disk: Path, *extra: str) -> list[str]:
     out = tmp_path / "result"
     outdir = tmp_path / "boot"
     argv = ["-q", f"--output={out}", "--output-format=simple0", f"--output-directory={outdir}",
             *extra, str(disk)]  # fmt: skip
     # From a neutral directory, so that sys.path[0] holds no other checkout.
-    r = subprocess.run([sys.executable, "-c", DRIVER, *argv], capture_output=True, text=True,
-                       cwd=tmp_path, timeout=120, check=False)  # fmt: skip
-    line = [ln for ln in r.stdout.splitlines() if ln.startswith("MODULES ")]
-    assert line, r.stderr
-    doc = json.loads(line[-1][len("MODULES ") :])
-    assert doc["status"] == 0, r.stderr
+    doc = run_driver(DRIVER, "MODULES", argv, tmp_path)
     first = out.read_bytes().split(b"\0")[0].decode()  # simple0: "kernel PATH"
     assert first.startswith("kernel ")
     kernel = first[len("kernel ") :]
