@@ -144,7 +144,7 @@ class Runner:
 
     def __init__(
         self, disk: Path, work: Path, env: dict[str, str], python: str, command: list[str],
-        outputs: Path, baseline: str | None = None,
+        outputs: Path, baseline: str | None = None, *, cold: bool = False,
     ) -> None:  # fmt: skip
         self.disk = disk
         self.work = work
@@ -155,7 +155,7 @@ class Runner:
         #: Where each run's --output-directory is made (libxl: a tmpfs).
         self.outputs = outputs
         #: Each timed run starts with the image out of the page cache.
-        self.cold = False
+        self.cold = cold
         #: The environment of the ``@base`` variants: the baseline checkout
         #: first on the path (before the .pth entry naming this one).
         self.base_env = dict(env, PYTHONPATH=baseline) if baseline else env
@@ -469,8 +469,7 @@ def main() -> None:
     outputs = output_root(args.output_root, work)
     if outputs != work:  # the copies are ~450 MB of RAM: none is left behind
         atexit.register(shutil.rmtree, outputs, ignore_errors=True)
-    runner = Runner(disk, work, env, python, command, outputs, baseline)
-    runner.cold = args.cold
+    runner = Runner(disk, work, env, python, command, outputs, baseline, cold=args.cold)
     variants = VARIANTS + ((f"pvgrub-py{BASE}", f"pvgrub-py-runas{BASE}") if baseline else ())
     # The bench runs as a script (sys.path[0] is bench/), so the launcher
     # is imported from this checkout, as the runs are.
